@@ -1,0 +1,617 @@
+//! Wire types of the peerweb signaling protocol, version 1.
+//!
+//! Signaling is JSON text frames over one WebSocket (`GET /ws`). Every frame is an object
+//! with a `"type"` field. This crate decodes and validates what clients send
+//! ([`ClientMsg::decode`]) and encodes what the server sends ([`ServerMsg::encode`]). It does
+//! no IO and holds no state; `docs/protocol.md` is the normative description and the tests
+//! below pin its examples byte for byte.
+//!
+//! ```
+//! use peerweb_proto::{ClientMsg, ServerMsg, ErrorCode};
+//!
+//! let msg = ClientMsg::decode(r#"{"type":"join","room":"lobby","meta":{"name":"ada"}}"#).unwrap();
+//! assert!(matches!(msg, ClientMsg::Join { ref room, .. } if room == "lobby"));
+//!
+//! let err = ClientMsg::decode("{not json").unwrap_err();
+//! assert_eq!(err.code, ErrorCode::BadJson);
+//!
+//! let frame = ServerMsg::Left { room: "lobby" }.encode();
+//! assert_eq!(frame, r#"{"type":"left","room":"lobby"}"#);
+//! ```
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// The protocol version this crate speaks.
+pub const VERSION: u32 = 1;
+
+/// Longest room name, in bytes of UTF-8.
+pub const MAX_ROOM_NAME_BYTES: usize = 64;
+/// Longest peer metadata, in bytes of its JSON text.
+pub const MAX_META_BYTES: usize = 1024;
+/// Longest resume token accepted, in bytes.
+pub const MAX_TOKEN_BYTES: usize = 64;
+/// Longest peer id accepted in a `to` field, in bytes.
+pub const MAX_PEER_ID_BYTES: usize = 32;
+
+/// A message a client sends to the server.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ClientMsg<'a> {
+    /// First frame of a connection: protocol version and, to keep an identity across
+    /// reconnects, the resume token the server handed out earlier.
+    Hello { v: u32, token: Option<Cow<'a, str>> },
+    /// Enter a room, optionally with metadata (a JSON object) shown to the other members.
+    Join {
+        room: Cow<'a, str>,
+        meta: Option<&'a RawValue>,
+    },
+    /// Leave a room.
+    Leave { room: Cow<'a, str> },
+    /// Opaque payload (SDP, ICE candidates, ...) for one peer that shares a room with the sender.
+    Signal {
+        to: Cow<'a, str>,
+        data: &'a RawValue,
+    },
+    /// Keepalive; the server answers `pong` echoing `data`.
+    Ping { data: Option<&'a RawValue> },
+}
+
+/// The flat shape every client frame is read into before it is validated.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type", borrow)]
+    ty: Cow<'a, str>,
+    #[serde(default)]
+    v: Option<u32>,
+    #[serde(default, borrow)]
+    token: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    room: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    meta: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    to: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+}
+
+impl<'a> ClientMsg<'a> {
+    /// Parses and validates one text frame. Unknown fields are ignored (forward
+    /// compatibility); unknown types, missing or malformed fields are errors.
+    pub fn decode(text: &'a str) -> Result<Self, DecodeError> {
+        let env: Envelope<'a> = serde_json::from_str(text).map_err(|e| {
+            let msg = if e.is_data() {
+                format!("frame is not a valid message object: {e}")
+            } else {
+                format!("frame is not valid JSON: {e}")
+            };
+            let code = if e.is_data() {
+                ErrorCode::BadMessage
+            } else {
+                ErrorCode::BadJson
+            };
+            DecodeError::new(code, msg)
+        })?;
+        match &*env.ty {
+            "hello" => {
+                let v = env.v.ok_or_else(|| DecodeError::missing("hello", "v"))?;
+                if let Some(t) = &env.token
+                    && (t.is_empty() || t.len() > MAX_TOKEN_BYTES)
+                {
+                    return Err(DecodeError::new(
+                        ErrorCode::BadToken,
+                        "token has an invalid length",
+                    ));
+                }
+                Ok(ClientMsg::Hello {
+                    v,
+                    token: env.token,
+                })
+            }
+            "join" => {
+                let room = env
+                    .room
+                    .ok_or_else(|| DecodeError::missing("join", "room"))?;
+                validate_room(&room)?;
+                if let Some(meta) = env.meta {
+                    if meta.get().len() > MAX_META_BYTES {
+                        return Err(DecodeError::new(
+                            ErrorCode::BadMessage,
+                            format!("meta is larger than {MAX_META_BYTES} bytes"),
+                        ));
+                    }
+                    if !is_object(meta) && meta.get() != "null" {
+                        return Err(DecodeError::new(
+                            ErrorCode::BadMessage,
+                            "meta must be an object",
+                        ));
+                    }
+                }
+                let meta = env.meta.filter(|m| m.get() != "null");
+                Ok(ClientMsg::Join { room, meta })
+            }
+            "leave" => {
+                let room = env
+                    .room
+                    .ok_or_else(|| DecodeError::missing("leave", "room"))?;
+                validate_room(&room)?;
+                Ok(ClientMsg::Leave { room })
+            }
+            "signal" => {
+                let to = env.to.ok_or_else(|| DecodeError::missing("signal", "to"))?;
+                if to.is_empty() || to.len() > MAX_PEER_ID_BYTES {
+                    return Err(DecodeError::new(
+                        ErrorCode::UnknownPeer,
+                        "no such peer in your rooms",
+                    ));
+                }
+                let data = env
+                    .data
+                    .ok_or_else(|| DecodeError::missing("signal", "data"))?;
+                if !is_object(data) {
+                    return Err(DecodeError::new(
+                        ErrorCode::BadMessage,
+                        "signal data must be an object",
+                    ));
+                }
+                Ok(ClientMsg::Signal { to, data })
+            }
+            "ping" => Ok(ClientMsg::Ping { data: env.data }),
+            other => {
+                let shown: String = other.chars().take(32).collect();
+                Err(DecodeError::new(
+                    ErrorCode::UnknownType,
+                    format!("unknown message type {shown:?}"),
+                ))
+            }
+        }
+    }
+}
+
+fn is_object(raw: &RawValue) -> bool {
+    raw.get().starts_with('{')
+}
+
+/// Checks a room name: 1 to [`MAX_ROOM_NAME_BYTES`] bytes, no control characters, no
+/// surrounding white space.
+pub fn validate_room(room: &str) -> Result<(), DecodeError> {
+    let bad = |why: &str| {
+        Err(DecodeError::new(
+            ErrorCode::InvalidRoom,
+            format!("room name {why}"),
+        ))
+    };
+    if room.is_empty() {
+        return bad("is empty");
+    }
+    if room.len() > MAX_ROOM_NAME_BYTES {
+        return bad(&format!("is longer than {MAX_ROOM_NAME_BYTES} bytes"));
+    }
+    if room.chars().any(char::is_control) {
+        return bad("contains control characters");
+    }
+    if room.trim() != room {
+        return bad("starts or ends with white space");
+    }
+    Ok(())
+}
+
+/// A frame the client sent that cannot be acted on; it becomes an `error` frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct DecodeError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl DecodeError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn missing(ty: &str, field: &str) -> Self {
+        Self::new(
+            ErrorCode::BadMessage,
+            format!("{ty} needs a {field:?} field"),
+        )
+    }
+}
+
+/// Stable error codes of `error` frames. The string forms are part of the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The frame is not JSON.
+    BadJson,
+    /// The frame is JSON but not a message of its type (missing or ill-typed field).
+    BadMessage,
+    /// The `type` is not one this server knows.
+    UnknownType,
+    /// Binary frames are not part of the protocol.
+    BinaryUnsupported,
+    /// `hello` asked for a version this server does not speak.
+    UnsupportedVersion,
+    /// A message other than `hello` came before `hello`.
+    HelloRequired,
+    /// A second `hello` on the same connection.
+    AlreadyHello,
+    /// The resume token is malformed.
+    BadToken,
+    /// The room name breaks the naming rules.
+    InvalidRoom,
+    /// The room holds its maximum number of peers.
+    RoomFull,
+    /// This connection is in its maximum number of rooms.
+    TooManyRooms,
+    /// The server holds its maximum number of rooms.
+    ServerFull,
+    /// `leave` for a room the connection is not in.
+    NotInRoom,
+    /// `signal` to a peer that shares no room with the sender (or does not exist).
+    UnknownPeer,
+    /// The connection sends faster than its message rate; the frame was dropped.
+    RateLimited,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 15] = [
+        ErrorCode::BadJson,
+        ErrorCode::BadMessage,
+        ErrorCode::UnknownType,
+        ErrorCode::BinaryUnsupported,
+        ErrorCode::UnsupportedVersion,
+        ErrorCode::HelloRequired,
+        ErrorCode::AlreadyHello,
+        ErrorCode::BadToken,
+        ErrorCode::InvalidRoom,
+        ErrorCode::RoomFull,
+        ErrorCode::TooManyRooms,
+        ErrorCode::ServerFull,
+        ErrorCode::NotInRoom,
+        ErrorCode::UnknownPeer,
+        ErrorCode::RateLimited,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadJson => "bad-json",
+            ErrorCode::BadMessage => "bad-message",
+            ErrorCode::UnknownType => "unknown-type",
+            ErrorCode::BinaryUnsupported => "binary-unsupported",
+            ErrorCode::UnsupportedVersion => "unsupported-version",
+            ErrorCode::HelloRequired => "hello-required",
+            ErrorCode::AlreadyHello => "already-hello",
+            ErrorCode::BadToken => "bad-token",
+            ErrorCode::InvalidRoom => "invalid-room",
+            ErrorCode::RoomFull => "room-full",
+            ErrorCode::TooManyRooms => "too-many-rooms",
+            ErrorCode::ServerFull => "server-full",
+            ErrorCode::NotInRoom => "not-in-room",
+            ErrorCode::UnknownPeer => "unknown-peer",
+            ErrorCode::RateLimited => "rate-limited",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// WebSocket close codes the server uses. Part of the protocol.
+pub mod close {
+    /// Normal closure (the client said goodbye).
+    pub const NORMAL: u16 = 1000;
+    /// The server is shutting down; reconnect later.
+    pub const GOING_AWAY: u16 = 1001;
+    /// A frame exceeded the frame size limit.
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// Too many protocol errors on this connection.
+    pub const PROTOCOL_ERRORS: u16 = 4400;
+    /// No frame (nor pong) within the idle timeout.
+    pub const IDLE_TIMEOUT: u16 = 4408;
+    /// Another connection resumed this session.
+    pub const REPLACED: u16 = 4409;
+    /// The connection kept sending far above its message rate.
+    pub const RATE_LIMITED: u16 = 4429;
+    /// The connection did not read its frames fast enough; its send queue overflowed.
+    pub const SLOW_CONSUMER: u16 = 4430;
+    /// The server (or this client address) holds its maximum number of connections.
+    pub const SERVER_FULL: u16 = 4503;
+}
+
+/// The limits a server enforces, announced in `welcome`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    pub max_frame_bytes: usize,
+    pub max_peers_per_room: usize,
+    pub max_rooms_per_conn: usize,
+    pub max_msgs_per_sec: u32,
+    pub idle_timeout_ms: u64,
+    pub resume_grace_ms: u64,
+}
+
+/// A room member as others see it.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct PeerInfo<'a> {
+    pub id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meta: Option<&'a RawValue>,
+}
+
+/// A message the server sends to a client.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum ServerMsg<'a> {
+    /// Answer to `hello`: this connection's peer id and the token that resumes it.
+    Welcome {
+        v: u32,
+        id: &'a str,
+        token: &'a str,
+        /// True when the session (its rooms) was still held from an earlier connection.
+        resumed: bool,
+        /// Rooms the session is in (non-empty only when resumed).
+        rooms: &'a [&'a str],
+        limits: Limits,
+    },
+    /// Answer to `join`: the other members.
+    Joined {
+        room: &'a str,
+        peers: &'a [PeerInfo<'a>],
+    },
+    /// Answer to `leave`.
+    Left { room: &'a str },
+    /// Someone entered one of your rooms.
+    PeerJoined { room: &'a str, peer: PeerInfo<'a> },
+    /// Someone left one of your rooms (or their connection is gone past the resume grace).
+    PeerLeft { room: &'a str, id: &'a str },
+    /// A `signal` from another peer.
+    Signal { from: &'a str, data: &'a RawValue },
+    /// Answer to `ping`.
+    Pong {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        data: Option<&'a RawValue>,
+    },
+    /// A frame could not be acted on. The connection stays open.
+    Error { code: ErrorCode, message: &'a str },
+}
+
+impl ServerMsg<'_> {
+    /// The JSON text of this message.
+    pub fn encode(&self) -> String {
+        // Serialising these types cannot fail: no maps with non-string keys, no floats.
+        serde_json::to_string(self).unwrap_or_else(|_| String::from(r#"{"type":"error"}"#))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(s: &str) -> &RawValue {
+        serde_json::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn decodes_every_client_type() {
+        assert!(matches!(
+            ClientMsg::decode(r#"{"type":"hello","v":1}"#).unwrap(),
+            ClientMsg::Hello { v: 1, token: None }
+        ));
+        assert!(matches!(
+            ClientMsg::decode(r#"{"type":"hello","v":1,"token":"abc"}"#).unwrap(),
+            ClientMsg::Hello { v: 1, token: Some(t) } if t == "abc"
+        ));
+        let ClientMsg::Join { room, meta } =
+            ClientMsg::decode(r#"{"type":"join","room":"a b","meta":{"n":1}}"#).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((&*room, meta.unwrap().get()), ("a b", r#"{"n":1}"#));
+        assert!(matches!(
+            ClientMsg::decode(r#"{"type":"leave","room":"x"}"#).unwrap(),
+            ClientMsg::Leave { room } if room == "x"
+        ));
+        let ClientMsg::Signal { to, data } =
+            ClientMsg::decode(r#"{"type":"signal","to":"p1","data":{"sdp":{"type":"offer"}}}"#)
+                .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((&*to, data.get()), ("p1", r#"{"sdp":{"type":"offer"}}"#));
+        assert!(matches!(
+            ClientMsg::decode(r#"{"type":"ping"}"#).unwrap(),
+            ClientMsg::Ping { data: None }
+        ));
+    }
+
+    #[test]
+    fn escaped_strings_decode() {
+        let msg = ClientMsg::decode(r#"{"type":"join","room":"caf\u00e9 \"1\""}"#).unwrap();
+        assert!(matches!(msg, ClientMsg::Join { room, meta: None } if room == "café \"1\""));
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let msg = ClientMsg::decode(r#"{"type":"leave","room":"x","future":[1,2]}"#).unwrap();
+        assert!(matches!(msg, ClientMsg::Leave { room } if room == "x"));
+    }
+
+    #[test]
+    fn rejections_carry_stable_codes() {
+        let code = |s: &str| ClientMsg::decode(s).unwrap_err().code;
+        assert_eq!(code("{"), ErrorCode::BadJson);
+        assert_eq!(code(""), ErrorCode::BadJson);
+        assert_eq!(code("[1]"), ErrorCode::BadMessage);
+        assert_eq!(code(r#"{"room":"x"}"#), ErrorCode::BadMessage);
+        assert_eq!(code(r#"{"type":7}"#), ErrorCode::BadMessage);
+        assert_eq!(code(r#"{"type":"fly"}"#), ErrorCode::UnknownType);
+        assert_eq!(code(r#"{"type":"hello"}"#), ErrorCode::BadMessage);
+        assert_eq!(
+            code(r#"{"type":"hello","v":1,"token":""}"#),
+            ErrorCode::BadToken
+        );
+        assert_eq!(code(r#"{"type":"join"}"#), ErrorCode::BadMessage);
+        assert_eq!(code(r#"{"type":"join","room":""}"#), ErrorCode::InvalidRoom);
+        assert_eq!(
+            code(r#"{"type":"join","room":" x"}"#),
+            ErrorCode::InvalidRoom
+        );
+        assert_eq!(
+            code(r#"{"type":"join","room":"a\nb"}"#),
+            ErrorCode::InvalidRoom
+        );
+        let long = format!(r#"{{"type":"join","room":"{}"}}"#, "r".repeat(65));
+        assert_eq!(code(&long), ErrorCode::InvalidRoom);
+        assert_eq!(
+            code(r#"{"type":"join","room":"x","meta":3}"#),
+            ErrorCode::BadMessage
+        );
+        let big = format!(
+            r#"{{"type":"join","room":"x","meta":{{"a":"{}"}}}}"#,
+            "m".repeat(1100)
+        );
+        assert_eq!(code(&big), ErrorCode::BadMessage);
+        assert_eq!(
+            code(r#"{"type":"signal","to":"p","data":"x"}"#),
+            ErrorCode::BadMessage
+        );
+        assert_eq!(
+            code(r#"{"type":"signal","data":{}}"#),
+            ErrorCode::BadMessage
+        );
+        assert_eq!(
+            code(r#"{"type":"signal","to":"","data":{}}"#),
+            ErrorCode::UnknownPeer
+        );
+    }
+
+    #[test]
+    fn unknown_type_message_is_bounded() {
+        let long = format!(r#"{{"type":"{}"}}"#, "z".repeat(5000));
+        assert!(ClientMsg::decode(&long).unwrap_err().message.len() < 64);
+    }
+
+    #[test]
+    fn server_frames_snapshot() {
+        let limits = Limits {
+            max_frame_bytes: 65536,
+            max_peers_per_room: 64,
+            max_rooms_per_conn: 8,
+            max_msgs_per_sec: 50,
+            idle_timeout_ms: 60000,
+            resume_grace_ms: 20000,
+        };
+        assert_eq!(
+            ServerMsg::Welcome {
+                v: 1,
+                id: "p1",
+                token: "t",
+                resumed: false,
+                rooms: &[],
+                limits
+            }
+            .encode(),
+            r#"{"type":"welcome","v":1,"id":"p1","token":"t","resumed":false,"rooms":[],"limits":{"max_frame_bytes":65536,"max_peers_per_room":64,"max_rooms_per_conn":8,"max_msgs_per_sec":50,"idle_timeout_ms":60000,"resume_grace_ms":20000}}"#
+        );
+        let meta = raw(r#"{"name":"ada"}"#);
+        let peers = [
+            PeerInfo {
+                id: "a",
+                meta: Some(meta),
+            },
+            PeerInfo {
+                id: "b",
+                meta: None,
+            },
+        ];
+        assert_eq!(
+            ServerMsg::Joined {
+                room: "r",
+                peers: &peers
+            }
+            .encode(),
+            r#"{"type":"joined","room":"r","peers":[{"id":"a","meta":{"name":"ada"}},{"id":"b"}]}"#
+        );
+        assert_eq!(
+            ServerMsg::PeerJoined {
+                room: "r",
+                peer: peers[1]
+            }
+            .encode(),
+            r#"{"type":"peer-joined","room":"r","peer":{"id":"b"}}"#
+        );
+        assert_eq!(
+            ServerMsg::PeerLeft { room: "r", id: "b" }.encode(),
+            r#"{"type":"peer-left","room":"r","id":"b"}"#
+        );
+        assert_eq!(
+            ServerMsg::Signal {
+                from: "a",
+                data: raw(r#"{"candidate":null}"#)
+            }
+            .encode(),
+            r#"{"type":"signal","from":"a","data":{"candidate":null}}"#
+        );
+        assert_eq!(
+            ServerMsg::Pong { data: None }.encode(),
+            r#"{"type":"pong"}"#
+        );
+        assert_eq!(
+            ServerMsg::Error {
+                code: ErrorCode::RoomFull,
+                message: "room is full"
+            }
+            .encode(),
+            r#"{"type":"error","code":"room-full","message":"room is full"}"#
+        );
+    }
+
+    #[test]
+    fn signal_data_round_trips_unchanged() {
+        // The server is blind: data leaves exactly as it came, whatever its content.
+        for data in [
+            r#"{}"#,
+            r#"{"sdp":{"type":"answer","sdp":"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n"}}"#,
+            r#"{"x":[1,2.5e10,-0,"\u0000\ud83d\ude00"],"y":{"z":null}}"#,
+        ] {
+            let frame = format!(r#"{{"type":"signal","to":"p","data":{data}}}"#);
+            let ClientMsg::Signal { data: got, .. } = ClientMsg::decode(&frame).unwrap() else {
+                panic!()
+            };
+            assert_eq!(got.get(), data);
+            let out = ServerMsg::Signal {
+                from: "q",
+                data: got,
+            }
+            .encode();
+            assert_eq!(
+                out,
+                format!(r#"{{"type":"signal","from":"q","data":{data}}}"#)
+            );
+        }
+    }
+
+    #[test]
+    fn error_codes_are_unique_strings() {
+        let mut seen = std::collections::HashSet::new();
+        for c in ErrorCode::ALL {
+            assert!(seen.insert(c.as_str()), "{c} twice");
+        }
+    }
+}

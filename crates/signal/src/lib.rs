@@ -1,0 +1,684 @@
+//! Rooms and sessions of peerweb signaling, as a sans-IO state machine.
+//!
+//! [`Signal`] never touches a socket, a clock or an OS random source: the driver feeds it
+//! [`Input`]s with the current [`Instant`], then drains [`Signal::poll_output`] until it returns
+//! [`Output::Timeout`], and calls again with [`Input::Timeout`] when that instant has passed.
+//! Randomness comes from a seed given to [`Signal::new`].
+//!
+//! ```
+//! use std::time::Instant;
+//! use peerweb_signal::{Config, ConnId, Input, Output, Signal};
+//!
+//! let now = Instant::now();
+//! let mut s = Signal::new(Config::default(), [7; 32], now);
+//! let c = ConnId(1);
+//! s.handle_input(now, Input::Open { conn: c, ip: "127.0.0.1".parse().unwrap() });
+//! s.handle_input(now, Input::Text { conn: c, text: r#"{"type":"hello","v":1}"# });
+//! let Output::Send { conn, frame } = s.poll_output() else { panic!() };
+//! assert_eq!(conn, c);
+//! assert!(frame.starts_with(r#"{"type":"welcome""#));
+//! assert!(matches!(s.poll_output(), Output::Timeout(_)));
+//! ```
+//!
+//! Sessions: a connection's first frame is `hello`; the server answers `welcome` with a peer
+//! id and a resume token, where the id is a hash of the token. A later connection that says
+//! `hello` with the token gets the same id back, and, while the session is still held (its
+//! connection closed less than `resume_grace` ago), its rooms too: the other members never
+//! see it leave. Because the id is derived from the token, this also works after a server
+//! restart, with no state or key kept anywhere.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use peerweb_proto::{ClientMsg, ErrorCode, Limits, PeerInfo, ServerMsg, close};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+use serde_json::value::RawValue;
+
+/// A connection, named by the driver. Never reused while the core knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// Limits and timers. Every size, count and rate has a bound.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Largest text frame, in bytes (enforced by the driver's WebSocket reader).
+    pub max_frame_bytes: usize,
+    pub max_peers_per_room: usize,
+    pub max_rooms_per_conn: usize,
+    /// Rooms on the whole server.
+    pub max_rooms: usize,
+    /// Connections on the whole server.
+    pub max_conns: usize,
+    /// Connections from one IP address (0: no limit).
+    pub max_conns_per_ip: usize,
+    /// Sustained frames per second per connection.
+    pub max_msgs_per_sec: u32,
+    /// Frames a connection may send at once before the rate applies.
+    pub msg_burst: u32,
+    /// Frames dropped in a row for rate before the connection is closed.
+    pub max_dropped_in_a_row: u32,
+    /// Error frames a connection may provoke before it is closed.
+    pub max_errors: u32,
+    /// A connection with no frame (nor pong) for this long is closed; at half of it the
+    /// driver is asked to send a WebSocket ping.
+    pub idle_timeout: Duration,
+    /// A connection must say `hello` within this time.
+    pub hello_timeout: Duration,
+    /// How long a session keeps its rooms after its connection closed.
+    pub resume_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 64 * 1024,
+            max_peers_per_room: 64,
+            max_rooms_per_conn: 8,
+            max_rooms: 100_000,
+            max_conns: 50_000,
+            max_conns_per_ip: 1_000,
+            max_msgs_per_sec: 50,
+            msg_burst: 200,
+            max_dropped_in_a_row: 400,
+            max_errors: 100,
+            idle_timeout: Duration::from_secs(60),
+            hello_timeout: Duration::from_secs(10),
+            resume_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+impl Config {
+    /// The limits announced to clients in `welcome`.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_frame_bytes: self.max_frame_bytes,
+            max_peers_per_room: self.max_peers_per_room,
+            max_rooms_per_conn: self.max_rooms_per_conn,
+            max_msgs_per_sec: self.max_msgs_per_sec,
+            idle_timeout_ms: self.idle_timeout.as_millis() as u64,
+            resume_grace_ms: self.resume_grace.as_millis() as u64,
+        }
+    }
+}
+
+/// What happened on the driver's side.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    /// A WebSocket connection was accepted from `ip`.
+    Open { conn: ConnId, ip: IpAddr },
+    /// A text frame arrived.
+    Text { conn: ConnId, text: &'a str },
+    /// A binary frame arrived (not part of the protocol).
+    Binary { conn: ConnId },
+    /// A frame larger than `max_frame_bytes` arrived.
+    Oversize { conn: ConnId },
+    /// A WebSocket pong (or ping) arrived: the connection is alive.
+    Alive { conn: ConnId },
+    /// The connection is gone (closed by the client, a network error, or after [`Output::Close`]).
+    Closed { conn: ConnId },
+    /// The instant of the last [`Output::Timeout`] has passed.
+    Timeout,
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send a text frame.
+    Send { conn: ConnId, frame: String },
+    /// Send a WebSocket ping (the connection has been quiet for half the idle timeout).
+    Ping { conn: ConnId },
+    /// Send a close frame with this code and reason, then drop the connection. The core has
+    /// already forgotten it.
+    Close {
+        conn: ConnId,
+        code: u16,
+        reason: &'static str,
+    },
+    /// Nothing more to do until this instant; then feed [`Input::Timeout`].
+    Timeout(Instant),
+}
+
+/// Counters for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub conns: usize,
+    pub sessions: usize,
+    pub rooms: usize,
+    pub signals_relayed: u64,
+    pub errors_sent: u64,
+    pub closes: u64,
+}
+
+const SWEEP_EVERY: Duration = Duration::from_millis(500);
+const ID_CONTEXT: &str = "peerweb signaling v1 peer id from resume token";
+const TOKEN_BYTES: usize = 32;
+
+#[derive(Debug)]
+struct Conn {
+    ip: IpAddr,
+    session: Option<String>,
+    opened: Instant,
+    last_seen: Instant,
+    pinged: bool,
+    /// Rate bucket in thousandths of a frame.
+    bucket_milli: u64,
+    bucket_at: Instant,
+    dropped_in_a_row: u32,
+    told_rate_limited: bool,
+    errors: u32,
+}
+
+#[derive(Debug)]
+struct Session {
+    conn: Option<ConnId>,
+    away_since: Option<Instant>,
+    rooms: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+struct Room {
+    /// Members in join order, with the metadata they joined with.
+    members: Vec<(String, Option<Box<RawValue>>)>,
+}
+
+/// The signaling core. See the crate docs.
+#[derive(Debug)]
+pub struct Signal {
+    cfg: Config,
+    rng: ChaCha20Rng,
+    conns: HashMap<ConnId, Conn>,
+    sessions: HashMap<String, Session>,
+    rooms: HashMap<String, Room>,
+    per_ip: HashMap<IpAddr, usize>,
+    out: VecDeque<Output>,
+    next_sweep: Instant,
+    stats: Stats,
+}
+
+impl Signal {
+    pub fn new(cfg: Config, seed: [u8; 32], now: Instant) -> Self {
+        Self {
+            cfg,
+            rng: ChaCha20Rng::from_seed(seed),
+            conns: HashMap::new(),
+            sessions: HashMap::new(),
+            rooms: HashMap::new(),
+            per_ip: HashMap::new(),
+            out: VecDeque::new(),
+            next_sweep: now + SWEEP_EVERY,
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            conns: self.conns.len(),
+            sessions: self.sessions.len(),
+            rooms: self.rooms.len(),
+            ..self.stats
+        }
+    }
+
+    /// Feeds one input. Drain [`Signal::poll_output`] afterwards.
+    pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        match input {
+            Input::Open { conn, ip } => self.open(now, conn, ip),
+            Input::Text { conn, text } => {
+                if self.admit(now, conn) {
+                    self.text(now, conn, text);
+                }
+            }
+            Input::Binary { conn } => {
+                if self.admit(now, conn) {
+                    self.error(
+                        conn,
+                        ErrorCode::BinaryUnsupported,
+                        "binary frames are not part of the protocol",
+                    );
+                }
+            }
+            Input::Oversize { conn } => {
+                self.close(now, conn, close::MESSAGE_TOO_BIG, "frame too large");
+            }
+            Input::Alive { conn } => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.last_seen = now;
+                    c.pinged = false;
+                }
+            }
+            Input::Closed { conn } => self.forget_conn(now, conn),
+            Input::Timeout => {
+                if now >= self.next_sweep {
+                    self.sweep(now);
+                    self.next_sweep = now + SWEEP_EVERY;
+                }
+            }
+        }
+    }
+
+    /// The next thing to do. Returns [`Output::Timeout`] when nothing is queued.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Output {
+        self.out
+            .pop_front()
+            .unwrap_or(Output::Timeout(self.next_sweep))
+    }
+
+    fn open(&mut self, now: Instant, conn: ConnId, ip: IpAddr) {
+        let ip_count = self.per_ip.get(&ip).copied().unwrap_or(0);
+        if self.conns.len() >= self.cfg.max_conns
+            || (self.cfg.max_conns_per_ip > 0 && ip_count >= self.cfg.max_conns_per_ip)
+        {
+            self.stats.closes += 1;
+            self.out.push_back(Output::Close {
+                conn,
+                code: close::SERVER_FULL,
+                reason: "server full",
+            });
+            return;
+        }
+        *self.per_ip.entry(ip).or_insert(0) += 1;
+        self.conns.insert(
+            conn,
+            Conn {
+                ip,
+                session: None,
+                opened: now,
+                last_seen: now,
+                pinged: false,
+                bucket_milli: u64::from(self.cfg.msg_burst) * 1000,
+                bucket_at: now,
+                dropped_in_a_row: 0,
+                told_rate_limited: false,
+                errors: 0,
+            },
+        );
+    }
+
+    /// Liveness and rate accounting for one frame; false when the frame must be dropped.
+    fn admit(&mut self, now: Instant, conn: ConnId) -> bool {
+        let rate = u64::from(self.cfg.max_msgs_per_sec);
+        let cap = u64::from(self.cfg.msg_burst.max(1)) * 1000;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return false;
+        };
+        c.last_seen = now;
+        c.pinged = false;
+        let elapsed_ms = now.saturating_duration_since(c.bucket_at).as_millis() as u64;
+        c.bucket_milli = (c.bucket_milli + elapsed_ms.saturating_mul(rate)).min(cap);
+        c.bucket_at = now;
+        if c.bucket_milli >= 1000 {
+            c.bucket_milli -= 1000;
+            c.dropped_in_a_row = 0;
+            c.told_rate_limited = false;
+            return true;
+        }
+        c.dropped_in_a_row += 1;
+        if c.dropped_in_a_row > self.cfg.max_dropped_in_a_row {
+            self.close(now, conn, close::RATE_LIMITED, "message rate exceeded");
+        } else if !c.told_rate_limited {
+            c.told_rate_limited = true;
+            self.error(
+                conn,
+                ErrorCode::RateLimited,
+                "too many messages; frame dropped",
+            );
+        }
+        false
+    }
+
+    fn text(&mut self, now: Instant, conn: ConnId, text: &str) {
+        let msg = match ClientMsg::decode(text) {
+            Ok(m) => m,
+            Err(e) => return self.error(conn, e.code, &e.message),
+        };
+        let session = self.conns.get(&conn).and_then(|c| c.session.clone());
+        let Some(me) = session else {
+            return match msg {
+                ClientMsg::Hello { v, token } => self.hello(now, conn, v, token.as_deref()),
+                _ => self.error(conn, ErrorCode::HelloRequired, "say hello first"),
+            };
+        };
+        match msg {
+            ClientMsg::Hello { .. } => {
+                self.error(conn, ErrorCode::AlreadyHello, "hello was already said")
+            }
+            ClientMsg::Join { room, meta } => self.join(conn, &me, &room, meta),
+            ClientMsg::Leave { room } => self.leave(conn, &me, &room),
+            ClientMsg::Signal { to, data } => self.signal(conn, &me, &to, data),
+            ClientMsg::Ping { data } => self.send(conn, &ServerMsg::Pong { data }),
+            _ => self.error(conn, ErrorCode::UnknownType, "unsupported message"),
+        }
+    }
+
+    fn hello(&mut self, now: Instant, conn: ConnId, v: u32, token: Option<&str>) {
+        if v != peerweb_proto::VERSION {
+            return self.error(
+                conn,
+                ErrorCode::UnsupportedVersion,
+                "this server speaks version 1",
+            );
+        }
+        let (token, id) = match token {
+            Some(t) => match peer_id_for(t) {
+                Some(id) => (t.to_owned(), id),
+                None => {
+                    return self.error(
+                        conn,
+                        ErrorCode::BadToken,
+                        "resume token is not one this protocol issues",
+                    );
+                }
+            },
+            None => {
+                let mut bytes = [0u8; TOKEN_BYTES];
+                self.rng.fill_bytes(&mut bytes);
+                let t = data_encoding::BASE64URL_NOPAD.encode(&bytes);
+                let id = peer_id_for(&t).unwrap_or_default();
+                (t, id)
+            }
+        };
+        let previous = self.sessions.get(&id).and_then(|s| s.conn);
+        if let Some(old) = previous {
+            // The same token on a new connection: the old one is stale (or stolen, which the
+            // token's secrecy rules out). The newest wins.
+            if let Some(c) = self.conns.get_mut(&old) {
+                c.session = None;
+            }
+            self.close(now, old, close::REPLACED, "session resumed elsewhere");
+        }
+        let resumed = self.sessions.contains_key(&id);
+        let session = self.sessions.entry(id.clone()).or_insert_with(|| Session {
+            conn: None,
+            away_since: None,
+            rooms: Vec::new(),
+        });
+        session.conn = Some(conn);
+        session.away_since = None;
+        let rooms: Vec<&str> = session.rooms.iter().map(String::as_str).collect();
+        let frame = ServerMsg::Welcome {
+            v: peerweb_proto::VERSION,
+            id: &id,
+            token: &token,
+            resumed,
+            rooms: &rooms,
+            limits: self.cfg.limits(),
+        }
+        .encode();
+        self.out.push_back(Output::Send { conn, frame });
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.session = Some(id);
+        }
+    }
+
+    fn join(&mut self, conn: ConnId, me: &str, room: &str, meta: Option<&RawValue>) {
+        let Some(session) = self.sessions.get(me) else {
+            return;
+        };
+        let already = session.rooms.iter().any(|r| r == room);
+        if !already {
+            if session.rooms.len() >= self.cfg.max_rooms_per_conn {
+                return self.error(
+                    conn,
+                    ErrorCode::TooManyRooms,
+                    "this connection is in too many rooms",
+                );
+            }
+            let existing = self.rooms.get(room);
+            if existing.is_some_and(|r| r.members.len() >= self.cfg.max_peers_per_room) {
+                return self.error(conn, ErrorCode::RoomFull, "room is full");
+            }
+            if existing.is_none() && self.rooms.len() >= self.cfg.max_rooms {
+                return self.error(conn, ErrorCode::ServerFull, "server holds too many rooms");
+            }
+        }
+        let r = self.rooms.entry(room.to_owned()).or_default();
+        if !already {
+            r.members.push((me.to_owned(), meta.map(ToOwned::to_owned)));
+        }
+        let peers: Vec<PeerInfo<'_>> = r
+            .members
+            .iter()
+            .filter(|(id, _)| id != me)
+            .map(|(id, meta)| PeerInfo {
+                id,
+                meta: meta.as_deref(),
+            })
+            .collect();
+        let frame = ServerMsg::Joined {
+            room,
+            peers: &peers,
+        }
+        .encode();
+        self.out.push_back(Output::Send { conn, frame });
+        if already {
+            // A resumed session re-announcing its rooms: the others never saw it leave.
+            return;
+        }
+        if let Some(s) = self.sessions.get_mut(me) {
+            s.rooms.push(room.to_owned());
+        }
+        let Some(r) = self.rooms.get(room) else {
+            return;
+        };
+        let stored_meta = r.members.last().and_then(|(_, m)| m.as_deref());
+        let frame = ServerMsg::PeerJoined {
+            room,
+            peer: PeerInfo {
+                id: me,
+                meta: stored_meta,
+            },
+        }
+        .encode();
+        broadcast(&mut self.out, &self.sessions, r, me, &frame);
+    }
+
+    fn leave(&mut self, conn: ConnId, me: &str, room: &str) {
+        let in_room = self
+            .sessions
+            .get(me)
+            .is_some_and(|s| s.rooms.iter().any(|r| r == room));
+        if !in_room {
+            return self.error(conn, ErrorCode::NotInRoom, "not in that room");
+        }
+        self.remove_from_room(me, room);
+        self.send(conn, &ServerMsg::Left { room });
+    }
+
+    /// Takes `me` out of `room` and tells the other members.
+    fn remove_from_room(&mut self, me: &str, room: &str) {
+        if let Some(s) = self.sessions.get_mut(me) {
+            s.rooms.retain(|r| r != room);
+        }
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        r.members.retain(|(id, _)| id != me);
+        if r.members.is_empty() {
+            self.rooms.remove(room);
+            return;
+        }
+        let frame = ServerMsg::PeerLeft { room, id: me }.encode();
+        broadcast(&mut self.out, &self.sessions, r, me, &frame);
+    }
+
+    fn signal(&mut self, conn: ConnId, me: &str, to: &str, data: &RawValue) {
+        let target = if to == me {
+            None
+        } else {
+            self.sessions.get(to)
+        };
+        let shares_room = |t: &Session| {
+            self.sessions
+                .get(me)
+                .is_some_and(|s| s.rooms.iter().any(|r| t.rooms.contains(r)))
+        };
+        match target {
+            Some(t) if shares_room(t) => match t.conn {
+                Some(dest) => {
+                    self.stats.signals_relayed += 1;
+                    let frame = ServerMsg::Signal { from: me, data }.encode();
+                    self.out.push_back(Output::Send { conn: dest, frame });
+                }
+                None => self.error(
+                    conn,
+                    ErrorCode::UnknownPeer,
+                    "peer is reconnecting; try again",
+                ),
+            },
+            _ => self.error(conn, ErrorCode::UnknownPeer, "no such peer in your rooms"),
+        }
+    }
+
+    fn send(&mut self, conn: ConnId, msg: &ServerMsg<'_>) {
+        self.out.push_back(Output::Send {
+            conn,
+            frame: msg.encode(),
+        });
+    }
+
+    fn error(&mut self, conn: ConnId, code: ErrorCode, message: &str) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.errors += 1;
+        if c.errors > self.cfg.max_errors {
+            let now = c.last_seen;
+            return self.close(
+                now,
+                conn,
+                close::PROTOCOL_ERRORS,
+                "too many protocol errors",
+            );
+        }
+        self.stats.errors_sent += 1;
+        self.send(conn, &ServerMsg::Error { code, message });
+    }
+
+    /// Closes a connection from the server side.
+    fn close(&mut self, now: Instant, conn: ConnId, code: u16, reason: &'static str) {
+        if !self.conns.contains_key(&conn) {
+            return;
+        }
+        self.forget_conn(now, conn);
+        self.stats.closes += 1;
+        self.out.push_back(Output::Close { conn, code, reason });
+    }
+
+    /// Drops a connection's state; its session, if in rooms, is held for the resume grace.
+    fn forget_conn(&mut self, now: Instant, conn: ConnId) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        if let Some(n) = self.per_ip.get_mut(&c.ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&c.ip);
+            }
+        }
+        let Some(id) = c.session else { return };
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if s.conn != Some(conn) {
+            return;
+        }
+        s.conn = None;
+        if s.rooms.is_empty() {
+            self.sessions.remove(&id);
+        } else {
+            s.away_since = Some(now);
+        }
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        let idle = self.cfg.idle_timeout;
+        let mut to_close = Vec::new();
+        for (&id, c) in &mut self.conns {
+            let quiet = now.saturating_duration_since(c.last_seen);
+            if c.session.is_none()
+                && now.saturating_duration_since(c.opened) >= self.cfg.hello_timeout
+            {
+                to_close.push((id, "no hello in time"));
+            } else if quiet >= idle {
+                to_close.push((id, "idle timeout"));
+            } else if quiet >= idle / 2 && !c.pinged {
+                c.pinged = true;
+                self.out.push_back(Output::Ping { conn: id });
+            }
+        }
+        to_close.sort();
+        for (id, reason) in to_close {
+            self.close(now, id, close::IDLE_TIMEOUT, reason);
+        }
+        let grace = self.cfg.resume_grace;
+        let mut expired: Vec<String> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| {
+                s.away_since
+                    .is_some_and(|t| now.saturating_duration_since(t) >= grace)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        expired.sort();
+        for id in expired {
+            let rooms = self
+                .sessions
+                .get(&id)
+                .map(|s| s.rooms.clone())
+                .unwrap_or_default();
+            for room in rooms {
+                self.remove_from_room(&id, &room);
+            }
+            self.sessions.remove(&id);
+        }
+    }
+}
+
+fn broadcast(
+    out: &mut VecDeque<Output>,
+    sessions: &HashMap<String, Session>,
+    room: &Room,
+    except: &str,
+    frame: &str,
+) {
+    for (id, _) in &room.members {
+        if id == except {
+            continue;
+        }
+        if let Some(conn) = sessions.get(id).and_then(|s| s.conn) {
+            out.push_back(Output::Send {
+                conn,
+                frame: frame.to_owned(),
+            });
+        }
+    }
+}
+
+/// The peer id a resume token stands for, or `None` if the token is not one this protocol
+/// issues (32 bytes, base64url without padding).
+pub fn peer_id_for(token: &str) -> Option<String> {
+    let bytes = data_encoding::BASE64URL_NOPAD
+        .decode(token.as_bytes())
+        .ok()?;
+    if bytes.len() != TOKEN_BYTES {
+        return None;
+    }
+    let hash = blake3::derive_key(ID_CONTEXT, &bytes);
+    Some(
+        data_encoding::BASE32_NOPAD
+            .encode(&hash[..10])
+            .to_ascii_lowercase(),
+    )
+}
+
+#[cfg(test)]
+mod tests;

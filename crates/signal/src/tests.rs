@@ -1,0 +1,538 @@
+//! The core driven in virtual time: no sockets, no sleeping.
+
+use super::*;
+use serde_json::{Value, json};
+
+struct Lab {
+    s: Signal,
+    now: Instant,
+    inbox: HashMap<ConnId, Vec<Value>>,
+    pings: Vec<ConnId>,
+    closed: HashMap<ConnId, u16>,
+}
+
+impl Lab {
+    fn new(cfg: Config) -> Self {
+        let now = Instant::now();
+        Self {
+            s: Signal::new(cfg, [1; 32], now),
+            now,
+            inbox: HashMap::new(),
+            pings: vec![],
+            closed: HashMap::new(),
+        }
+    }
+
+    fn input(&mut self, input: Input<'_>) {
+        self.s.handle_input(self.now, input);
+        self.drain();
+    }
+
+    fn drain(&mut self) {
+        loop {
+            match self.s.poll_output() {
+                Output::Send { conn, frame } => {
+                    let v: Value = serde_json::from_str(&frame).unwrap();
+                    self.inbox.entry(conn).or_default().push(v);
+                }
+                Output::Ping { conn } => self.pings.push(conn),
+                Output::Close { conn, code, .. } => {
+                    self.closed.insert(conn, code);
+                }
+                Output::Timeout(_) => break,
+            }
+        }
+    }
+
+    fn open(&mut self, c: u64) {
+        self.open_from(c, "10.0.0.1");
+    }
+
+    fn open_from(&mut self, c: u64, ip: &str) {
+        self.input(Input::Open {
+            conn: ConnId(c),
+            ip: ip.parse().unwrap(),
+        });
+    }
+
+    fn say(&mut self, c: u64, v: Value) {
+        let text = v.to_string();
+        self.input(Input::Text {
+            conn: ConnId(c),
+            text: &text,
+        });
+    }
+
+    /// Opens, says hello and returns (id, token).
+    fn hello(&mut self, c: u64) -> (String, String) {
+        self.open(c);
+        self.say(c, json!({"type":"hello","v":1}));
+        let w = self.take(c).pop().unwrap();
+        assert_eq!(w["type"], "welcome");
+        (
+            w["id"].as_str().unwrap().into(),
+            w["token"].as_str().unwrap().into(),
+        )
+    }
+
+    fn take(&mut self, c: u64) -> Vec<Value> {
+        self.inbox.remove(&ConnId(c)).unwrap_or_default()
+    }
+
+    fn last_error(&mut self, c: u64) -> String {
+        let frames = self.take(c);
+        let e = frames
+            .last()
+            .unwrap_or_else(|| panic!("conn {c} got nothing"));
+        assert_eq!(e["type"], "error", "{e}");
+        e["code"].as_str().unwrap().into()
+    }
+
+    /// Advances virtual time, firing timeouts as the driver would.
+    fn advance(&mut self, d: Duration) {
+        let end = self.now + d;
+        loop {
+            let Output::Timeout(at) = self.s.poll_output() else {
+                panic!("undrained output")
+            };
+            if at > end {
+                break;
+            }
+            self.now = at;
+            self.input(Input::Timeout);
+        }
+        self.now = end;
+    }
+}
+
+fn join(lab: &mut Lab, c: u64, room: &str) -> Value {
+    lab.say(c, json!({"type":"join","room":room}));
+    lab.take(c).pop().unwrap()
+}
+
+#[test]
+fn two_peers_meet_and_signal() {
+    let mut lab = Lab::new(Config::default());
+    let (a, _) = lab.hello(1);
+    let (b, _) = lab.hello(2);
+    assert_ne!(a, b);
+    lab.say(1, json!({"type":"join","room":"r","meta":{"name":"ada"}}));
+    assert_eq!(
+        lab.take(1),
+        vec![json!({"type":"joined","room":"r","peers":[]})]
+    );
+    let joined = join(&mut lab, 2, "r");
+    assert_eq!(
+        joined,
+        json!({"type":"joined","room":"r","peers":[{"id":a,"meta":{"name":"ada"}}]})
+    );
+    assert_eq!(
+        lab.take(1),
+        vec![json!({"type":"peer-joined","room":"r","peer":{"id":b}})]
+    );
+
+    lab.say(
+        1,
+        json!({"type":"signal","to":b,"data":{"sdp":{"type":"offer","sdp":"v=0"}}}),
+    );
+    assert_eq!(
+        lab.take(2),
+        vec![json!({"type":"signal","from":a,"data":{"sdp":{"type":"offer","sdp":"v=0"}}})]
+    );
+    assert!(lab.take(1).is_empty());
+    assert_eq!(lab.s.stats().signals_relayed, 1);
+
+    lab.say(2, json!({"type":"leave","room":"r"}));
+    assert_eq!(lab.take(2), vec![json!({"type":"left","room":"r"})]);
+    assert_eq!(
+        lab.take(1),
+        vec![json!({"type":"peer-left","room":"r","id":b})]
+    );
+}
+
+#[test]
+fn signal_needs_a_shared_room() {
+    let mut lab = Lab::new(Config::default());
+    let (_, _) = lab.hello(1);
+    let (b, _) = lab.hello(2);
+    let (c, _) = lab.hello(3);
+    join(&mut lab, 1, "r1");
+    join(&mut lab, 2, "r2");
+    join(&mut lab, 3, "r1");
+    lab.take(1);
+    lab.say(1, json!({"type":"signal","to":b,"data":{}}));
+    assert_eq!(lab.last_error(1), "unknown-peer");
+    assert!(lab.take(2).is_empty());
+    lab.say(1, json!({"type":"signal","to":"nobody","data":{}}));
+    assert_eq!(lab.last_error(1), "unknown-peer");
+    // To itself.
+    let me = lab.s.conns[&ConnId(1)].session.clone().unwrap();
+    lab.say(1, json!({"type":"signal","to":me,"data":{}}));
+    assert_eq!(lab.last_error(1), "unknown-peer");
+    lab.say(1, json!({"type":"signal","to":c,"data":{}}));
+    assert_eq!(lab.take(3).len(), 1);
+}
+
+#[test]
+fn hello_comes_first_and_once() {
+    let mut lab = Lab::new(Config::default());
+    lab.open(1);
+    lab.say(1, json!({"type":"join","room":"r"}));
+    assert_eq!(lab.last_error(1), "hello-required");
+    lab.say(1, json!({"type":"hello","v":2}));
+    assert_eq!(lab.last_error(1), "unsupported-version");
+    lab.say(1, json!({"type":"hello","v":1,"token":"not-a-token"}));
+    assert_eq!(lab.last_error(1), "bad-token");
+    lab.say(1, json!({"type":"hello","v":1}));
+    assert_eq!(lab.take(1)[0]["type"], "welcome");
+    lab.say(1, json!({"type":"hello","v":1}));
+    assert_eq!(lab.last_error(1), "already-hello");
+}
+
+#[test]
+fn bad_frames_get_error_frames_and_the_connection_lives() {
+    let mut lab = Lab::new(Config::default());
+    lab.hello(1);
+    lab.input(Input::Text {
+        conn: ConnId(1),
+        text: "{nope",
+    });
+    assert_eq!(lab.last_error(1), "bad-json");
+    lab.say(1, json!({"type":"teleport"}));
+    assert_eq!(lab.last_error(1), "unknown-type");
+    lab.input(Input::Binary { conn: ConnId(1) });
+    assert_eq!(lab.last_error(1), "binary-unsupported");
+    lab.say(1, json!({"type":"leave","room":"never"}));
+    assert_eq!(lab.last_error(1), "not-in-room");
+    assert!(lab.closed.is_empty());
+    lab.say(1, json!({"type":"ping","data":{"t":1}}));
+    assert_eq!(lab.take(1), vec![json!({"type":"pong","data":{"t":1}})]);
+}
+
+#[test]
+fn too_many_errors_close_the_connection() {
+    let mut lab = Lab::new(Config {
+        max_errors: 5,
+        ..Config::default()
+    });
+    lab.hello(1);
+    for _ in 0..6 {
+        lab.input(Input::Text {
+            conn: ConnId(1),
+            text: "x",
+        });
+    }
+    assert_eq!(lab.closed.get(&ConnId(1)), Some(&close::PROTOCOL_ERRORS));
+}
+
+#[test]
+fn oversize_frame_closes_with_1009() {
+    let mut lab = Lab::new(Config::default());
+    lab.hello(1);
+    lab.input(Input::Oversize { conn: ConnId(1) });
+    assert_eq!(lab.closed.get(&ConnId(1)), Some(&close::MESSAGE_TOO_BIG));
+    assert_eq!(lab.s.stats().conns, 0);
+}
+
+#[test]
+fn room_and_connection_limits() {
+    let cfg = Config {
+        max_peers_per_room: 2,
+        max_rooms_per_conn: 2,
+        max_rooms: 3,
+        ..Config::default()
+    };
+    let mut lab = Lab::new(cfg);
+    lab.hello(1);
+    lab.hello(2);
+    lab.hello(3);
+    join(&mut lab, 1, "full");
+    join(&mut lab, 2, "full");
+    lab.say(3, json!({"type":"join","room":"full"}));
+    assert_eq!(lab.last_error(3), "room-full");
+    join(&mut lab, 1, "second");
+    lab.say(1, json!({"type":"join","room":"third"}));
+    assert_eq!(lab.last_error(1), "too-many-rooms");
+    join(&mut lab, 3, "third");
+    lab.say(3, json!({"type":"join","room":"fourth"}));
+    assert_eq!(lab.last_error(3), "server-full");
+    // Joining again is idempotent and does not count twice.
+    let again = join(&mut lab, 1, "full");
+    assert_eq!(again["type"], "joined");
+    assert!(lab.take(2).iter().all(|f| f["type"] != "peer-joined"));
+}
+
+#[test]
+fn connection_limits_total_and_per_ip() {
+    let mut lab = Lab::new(Config {
+        max_conns: 3,
+        max_conns_per_ip: 2,
+        ..Config::default()
+    });
+    lab.open_from(1, "10.0.0.1");
+    lab.open_from(2, "10.0.0.1");
+    lab.open_from(3, "10.0.0.1");
+    assert_eq!(lab.closed.get(&ConnId(3)), Some(&close::SERVER_FULL));
+    lab.open_from(4, "10.0.0.2");
+    lab.open_from(5, "10.0.0.3");
+    assert_eq!(lab.closed.get(&ConnId(5)), Some(&close::SERVER_FULL));
+    // A slot frees when a connection goes.
+    lab.input(Input::Closed { conn: ConnId(1) });
+    lab.open_from(6, "10.0.0.1");
+    assert!(!lab.closed.contains_key(&ConnId(6)));
+    assert_eq!(lab.s.stats().conns, 3);
+}
+
+#[test]
+fn rate_limit_drops_then_closes_a_flood() {
+    let cfg = Config {
+        max_msgs_per_sec: 10,
+        msg_burst: 5,
+        max_dropped_in_a_row: 20,
+        ..Config::default()
+    };
+    let mut lab = Lab::new(cfg);
+    lab.hello(1); // one token spent
+    for _ in 0..4 {
+        lab.say(1, json!({"type":"ping"}));
+    }
+    assert_eq!(lab.take(1).len(), 4);
+    lab.say(1, json!({"type":"ping"}));
+    lab.say(1, json!({"type":"ping"}));
+    // One error for the episode, not one per dropped frame.
+    assert_eq!(
+        lab.take(1),
+        vec![
+            json!({"type":"error","code":"rate-limited","message":"too many messages; frame dropped"})
+        ]
+    );
+    // The bucket refills at the sustained rate.
+    lab.advance(Duration::from_millis(100));
+    lab.say(1, json!({"type":"ping"}));
+    assert_eq!(lab.take(1), vec![json!({"type":"pong"})]);
+    // A sustained flood is cut off.
+    for _ in 0..30 {
+        lab.say(1, json!({"type":"ping"}));
+    }
+    assert_eq!(lab.closed.get(&ConnId(1)), Some(&close::RATE_LIMITED));
+}
+
+#[test]
+fn idle_connections_are_pinged_then_closed() {
+    let mut lab = Lab::new(Config {
+        idle_timeout: Duration::from_secs(10),
+        ..Config::default()
+    });
+    lab.hello(1);
+    lab.hello(2);
+    lab.advance(Duration::from_secs(6));
+    assert_eq!(lab.pings.len(), 2);
+    lab.input(Input::Alive { conn: ConnId(2) });
+    lab.advance(Duration::from_secs(5));
+    assert_eq!(lab.closed.get(&ConnId(1)), Some(&close::IDLE_TIMEOUT));
+    assert!(!lab.closed.contains_key(&ConnId(2)));
+}
+
+#[test]
+fn silent_connections_must_say_hello_in_time() {
+    let mut lab = Lab::new(Config::default());
+    lab.open(1);
+    lab.advance(Duration::from_secs(11));
+    assert_eq!(lab.closed.get(&ConnId(1)), Some(&close::IDLE_TIMEOUT));
+}
+
+#[test]
+fn resume_within_grace_keeps_rooms_and_others_see_nothing() {
+    let mut lab = Lab::new(Config::default());
+    let (a, token) = lab.hello(1);
+    let (b, _) = lab.hello(2);
+    join(&mut lab, 1, "r");
+    join(&mut lab, 2, "r");
+    lab.take(1);
+    lab.input(Input::Closed { conn: ConnId(1) });
+    // While away, signals to it are refused with a retry hint.
+    lab.say(2, json!({"type":"signal","to":a,"data":{}}));
+    assert_eq!(lab.last_error(2), "unknown-peer");
+    lab.advance(Duration::from_secs(5));
+    lab.open(3);
+    lab.say(3, json!({"type":"hello","v":1,"token":token}));
+    let w = lab.take(3).pop().unwrap();
+    assert_eq!(
+        (w["id"].as_str().unwrap(), &w["resumed"], &w["rooms"]),
+        (a.as_str(), &json!(true), &json!(["r"]))
+    );
+    // Re-joining is idempotent and silent for the others.
+    assert_eq!(
+        join(&mut lab, 3, "r"),
+        json!({"type":"joined","room":"r","peers":[{"id":b}]})
+    );
+    lab.advance(Duration::from_secs(30));
+    assert!(lab.take(2).is_empty(), "b saw a leave or join");
+    lab.say(2, json!({"type":"signal","to":a,"data":{"x":1}}));
+    assert_eq!(lab.take(3)[0]["from"], b);
+}
+
+#[test]
+fn away_sessions_leave_after_the_grace() {
+    let mut lab = Lab::new(Config {
+        resume_grace: Duration::from_secs(20),
+        ..Config::default()
+    });
+    let (a, _) = lab.hello(1);
+    lab.hello(2);
+    join(&mut lab, 1, "r");
+    join(&mut lab, 2, "r");
+    lab.take(1);
+    lab.input(Input::Closed { conn: ConnId(1) });
+    lab.advance(Duration::from_secs(19));
+    assert!(lab.take(2).is_empty());
+    lab.advance(Duration::from_secs(2));
+    assert_eq!(
+        lab.take(2),
+        vec![json!({"type":"peer-left","room":"r","id":a})]
+    );
+    assert_eq!(lab.s.stats().sessions, 1);
+}
+
+#[test]
+fn token_keeps_the_id_after_state_is_lost() {
+    // What a server restart looks like to the core: a fresh instance.
+    let mut lab = Lab::new(Config::default());
+    let (a, token) = lab.hello(1);
+    let mut fresh = Lab::new(Config::default());
+    fresh.open(9);
+    fresh.say(9, json!({"type":"hello","v":1,"token":token}));
+    let w = fresh.take(9).pop().unwrap();
+    assert_eq!(
+        (w["id"].as_str().unwrap(), &w["resumed"]),
+        (a.as_str(), &json!(false))
+    );
+}
+
+#[test]
+fn a_second_connection_with_the_token_replaces_the_first() {
+    let mut lab = Lab::new(Config::default());
+    let (a, token) = lab.hello(1);
+    lab.hello(2);
+    join(&mut lab, 1, "r");
+    join(&mut lab, 2, "r");
+    lab.open(3);
+    lab.say(3, json!({"type":"hello","v":1,"token":token}));
+    assert_eq!(lab.closed.get(&ConnId(1)), Some(&close::REPLACED));
+    assert_eq!(lab.take(3)[0]["id"], a);
+    lab.say(2, json!({"type":"signal","to":a,"data":{}}));
+    assert_eq!(lab.take(3).len(), 1);
+    // The replaced connection's late close does not make the session away.
+    lab.input(Input::Closed { conn: ConnId(1) });
+    lab.advance(Duration::from_secs(60));
+    lab.input(Input::Alive { conn: ConnId(2) });
+    assert!(lab.take(2).iter().all(|f| f["type"] != "peer-left"));
+}
+
+#[test]
+fn sessions_without_rooms_are_dropped_at_once() {
+    let mut lab = Lab::new(Config::default());
+    lab.hello(1);
+    lab.input(Input::Closed { conn: ConnId(1) });
+    assert_eq!(
+        lab.s.stats(),
+        Stats {
+            closes: 0,
+            ..Stats::default()
+        }
+    );
+}
+
+#[test]
+fn peer_ids_derive_from_tokens_only() {
+    assert_eq!(peer_id_for("short"), None);
+    assert_eq!(peer_id_for(&"A".repeat(43)).unwrap().len(), 16);
+    assert_eq!(peer_id_for(&"A".repeat(43)), peer_id_for(&"A".repeat(43)));
+    assert_ne!(peer_id_for(&"A".repeat(43)), peer_id_for(&"B".repeat(43)));
+}
+
+#[test]
+fn random_operation_sequences_keep_invariants() {
+    // A small deterministic fuzz of the state machine: random clients doing random things.
+    let mut rng = ChaCha20Rng::from_seed([9; 32]);
+    let cfg = Config {
+        max_peers_per_room: 4,
+        max_rooms_per_conn: 3,
+        max_conns_per_ip: 0,
+        ..Config::default()
+    };
+    let mut lab = Lab::new(cfg);
+    let rooms = ["a", "b", "c", "d"];
+    let mut next = 1u64;
+    let mut tokens = vec![];
+    let mut ids = vec!["x".to_string()];
+    for _ in 0..5000 {
+        let c = rng.next_u64() % (next + 1);
+        match rng.next_u32() % 9 {
+            0 => {
+                lab.open(next);
+                next += 1;
+            }
+            1 => {
+                let token = tokens
+                    .get((rng.next_u32() as usize) % (tokens.len() + 1))
+                    .cloned();
+                let mut m = json!({"type":"hello","v":1});
+                if let Some(t) = token {
+                    m["token"] = json!(t);
+                }
+                lab.say(c, m);
+                for f in lab.take(c) {
+                    if f["type"] == "welcome" {
+                        tokens.push(f["token"].as_str().unwrap().to_string());
+                        ids.push(f["id"].as_str().unwrap().to_string());
+                    }
+                }
+            }
+            2 | 3 => lab.say(
+                c,
+                json!({"type":"join","room":rooms[rng.next_u32() as usize % 4]}),
+            ),
+            4 => lab.say(
+                c,
+                json!({"type":"leave","room":rooms[rng.next_u32() as usize % 4]}),
+            ),
+            5 => {
+                let to = &ids[rng.next_u32() as usize % ids.len()];
+                lab.say(c, json!({"type":"signal","to":to,"data":{}}));
+            }
+            6 => lab.input(Input::Closed { conn: ConnId(c) }),
+            7 => lab.advance(Duration::from_millis(u64::from(rng.next_u32() % 5000))),
+            _ => lab.input(Input::Text {
+                conn: ConnId(c),
+                text: "]",
+            }),
+        }
+        check_invariants(&lab.s);
+    }
+}
+
+fn check_invariants(s: &Signal) {
+    for (name, room) in &s.rooms {
+        assert!(!room.members.is_empty(), "empty room {name} kept");
+        assert!(room.members.len() <= s.cfg.max_peers_per_room);
+        for (id, _) in &room.members {
+            assert!(
+                s.sessions[id].rooms.contains(name),
+                "{id} in {name} but not in its session"
+            );
+        }
+    }
+    for (id, sess) in &s.sessions {
+        assert!(sess.rooms.len() <= s.cfg.max_rooms_per_conn);
+        assert_eq!(sess.conn.is_none(), sess.away_since.is_some(), "{id}");
+        if let Some(c) = sess.conn {
+            assert_eq!(s.conns[&c].session.as_deref(), Some(id.as_str()));
+        }
+        for r in &sess.rooms {
+            assert!(s.rooms[r].members.iter().any(|(m, _)| m == id));
+        }
+    }
+    let total: usize = s.per_ip.values().sum();
+    assert_eq!(total, s.conns.len());
+}
