@@ -1,0 +1,181 @@
+//! `peerweb`: the command line. `peerweb serve` runs the server with embedded defaults;
+//! configuration comes from an optional TOML file, then `PEERWEB_*` environment variables,
+//! then flags, each overriding the one before.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use peerweb_server::{IceServer, Server, ServerConfig};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "peerweb",
+    version,
+    about = "The peer-to-peer web: signaling, SDK and apps in one binary"
+)]
+struct Cli {
+    /// Log filter (tracing syntax, e.g. `info` or `peerweb_server=debug`); logs go to stderr.
+    #[arg(long, global = true, env = "PEERWEB_LOG", default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server: WebSocket signaling, the browser SDK and the demo app.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// TOML configuration file; its keys are the long flag names with `_` for `-`.
+    #[arg(long, short, env = "PEERWEB_CONFIG")]
+    config: Option<PathBuf>,
+    /// HTTP/WebSocket listen address [default: 127.0.0.1:8080].
+    #[arg(long, env = "PEERWEB_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Largest signaling frame in bytes [default: 65536].
+    #[arg(long, env = "PEERWEB_MAX_FRAME_BYTES")]
+    max_frame_bytes: Option<usize>,
+    /// Peers in one room [default: 64].
+    #[arg(long, env = "PEERWEB_MAX_PEERS_PER_ROOM")]
+    max_peers_per_room: Option<usize>,
+    /// Rooms one connection may be in [default: 8].
+    #[arg(long, env = "PEERWEB_MAX_ROOMS_PER_CONN")]
+    max_rooms_per_conn: Option<usize>,
+    /// Rooms on the server [default: 100000].
+    #[arg(long, env = "PEERWEB_MAX_ROOMS")]
+    max_rooms: Option<usize>,
+    /// Connections on the server [default: 50000].
+    #[arg(long, env = "PEERWEB_MAX_CONNS")]
+    max_conns: Option<usize>,
+    /// Connections from one IP address, 0 for no limit [default: 1000].
+    #[arg(long, env = "PEERWEB_MAX_CONNS_PER_IP")]
+    max_conns_per_ip: Option<usize>,
+    /// Sustained messages per second per connection [default: 50].
+    #[arg(long, env = "PEERWEB_MAX_MSGS_PER_SEC")]
+    max_msgs_per_sec: Option<u32>,
+    /// Messages a connection may send in a burst [default: 200].
+    #[arg(long, env = "PEERWEB_MSG_BURST")]
+    msg_burst: Option<u32>,
+    /// Bytes queued for a slow client before it is dropped [default: 1048576].
+    #[arg(long, env = "PEERWEB_MAX_SEND_QUEUE_BYTES")]
+    max_send_queue_bytes: Option<usize>,
+    /// Seconds without a frame before a connection is closed [default: 60].
+    #[arg(long, env = "PEERWEB_IDLE_TIMEOUT_SECS")]
+    idle_timeout_secs: Option<u64>,
+    /// Seconds a disconnected peer keeps its rooms, to resume [default: 20].
+    #[arg(long, env = "PEERWEB_RESUME_GRACE_SECS")]
+    resume_grace_secs: Option<u64>,
+    /// ICE server URL handed to clients (repeatable), e.g. `stun:stun.example.org:3478`.
+    #[arg(long = "ice-url", env = "PEERWEB_ICE_URLS", value_delimiter = ',')]
+    ice_urls: Vec<String>,
+}
+
+macro_rules! overlay {
+    ($cfg:ident, $args:ident, $($field:ident),* $(,)?) => {
+        $( if let Some(v) = $args.$field { $cfg.$field = v; } )*
+    };
+}
+
+impl ServeArgs {
+    fn into_config(self) -> anyhow::Result<ServerConfig> {
+        let mut cfg = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("invalid config file {}", path.display()))?
+            }
+            None => ServerConfig::default(),
+        };
+        let args = self;
+        overlay!(
+            cfg,
+            args,
+            listen,
+            max_frame_bytes,
+            max_peers_per_room,
+            max_rooms_per_conn,
+            max_rooms,
+            max_conns,
+            max_conns_per_ip,
+            max_msgs_per_sec,
+            msg_burst,
+            max_send_queue_bytes,
+            idle_timeout_secs,
+            resume_grace_secs,
+        );
+        if !args.ice_urls.is_empty() {
+            cfg.ice_servers = args
+                .ice_urls
+                .into_iter()
+                .map(|u| IceServer {
+                    urls: vec![u],
+                    username: None,
+                    credential: None,
+                })
+                .collect();
+        }
+        cfg.validate().context("invalid configuration")?;
+        Ok(cfg)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("peerweb: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let cfg = args.into_config()?;
+    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    rt.block_on(async {
+        let listen = cfg.listen;
+        let server = Server::bind(cfg)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        println!(
+            "peerweb serve: listening on http://{}/",
+            server.local_addr()
+        );
+        server.run(shutdown_signal()).await.context("server failed")
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

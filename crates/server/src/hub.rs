@@ -1,0 +1,317 @@
+//! The WebSocket driver of the signaling core.
+//!
+//! One hub task owns the [`Signal`] core. Each connection has a task that forwards what it
+//! reads to the hub and writes what the hub sends it. Outbound frames are counted in bytes per
+//! connection; a client that lets more than `max_send_queue_bytes` pile up is disconnected
+//! (close code 4430) so that one slow reader cannot make the server hold unbounded memory.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use peerweb_proto::close;
+use peerweb_signal::{ConnId, Input, Output, Signal, Stats};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::time::Instant;
+use tracing::{Instrument, debug, info_span};
+
+/// What a connection task tells the hub.
+#[derive(Debug)]
+enum Event {
+    Open {
+        conn: ConnId,
+        ip: IpAddr,
+        handle: ConnHandle,
+    },
+    Text {
+        conn: ConnId,
+        text: Utf8Bytes,
+    },
+    Binary {
+        conn: ConnId,
+    },
+    Oversize {
+        conn: ConnId,
+    },
+    Alive {
+        conn: ConnId,
+    },
+    Closed {
+        conn: ConnId,
+    },
+    Shutdown,
+}
+
+/// What the hub tells a connection task.
+#[derive(Debug)]
+enum Out {
+    Text(String),
+    Ping,
+    Close(u16, &'static str),
+}
+
+#[derive(Debug)]
+struct ConnHandle {
+    tx: mpsc::UnboundedSender<Out>,
+    queued: Arc<AtomicUsize>,
+    kill: Arc<Notify>,
+}
+
+/// Handle to the running hub, shared by the HTTP handlers.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    events: mpsc::Sender<Event>,
+    next_conn: Arc<AtomicU64>,
+    stats: watch::Receiver<Stats>,
+    max_frame_bytes: usize,
+}
+
+impl Hub {
+    /// Starts the hub task.
+    pub fn spawn(core: peerweb_signal::Config, max_send_queue_bytes: usize) -> Self {
+        let mut seed = [0u8; 32];
+        // Without OS randomness tokens would be guessable; refuse to run rather than degrade.
+        #[allow(clippy::expect_used)]
+        getrandom::fill(&mut seed).expect("the OS random source is unavailable");
+        let max_frame_bytes = core.max_frame_bytes;
+        let signal = Signal::new(core, seed, Instant::now().into_std());
+        let (events_tx, events_rx) = mpsc::channel(4096);
+        let (stats_tx, stats_rx) = watch::channel(Stats::default());
+        tokio::spawn(run_hub(signal, events_rx, stats_tx, max_send_queue_bytes));
+        Self {
+            events: events_tx,
+            next_conn: Arc::new(AtomicU64::new(1)),
+            stats: stats_rx,
+            max_frame_bytes,
+        }
+    }
+
+    /// Counters as of the last sweep (at most half a second old).
+    pub fn stats(&self) -> Stats {
+        *self.stats.borrow()
+    }
+
+    pub fn max_frame_bytes(&self) -> usize {
+        self.max_frame_bytes
+    }
+
+    /// Asks every connection to close with 1001 (going away).
+    pub async fn shutdown(&self) {
+        let _ = self.events.send(Event::Shutdown).await;
+    }
+
+    /// Serves one upgraded WebSocket until it closes.
+    pub async fn serve_socket(self, socket: WebSocket, peer: SocketAddr) {
+        let conn = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
+        let span = info_span!("ws", conn = conn.0);
+        self.serve_inner(socket, conn, peer.ip())
+            .instrument(span)
+            .await;
+    }
+
+    async fn serve_inner(self, socket: WebSocket, conn: ConnId, ip: IpAddr) {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let kill = Arc::new(Notify::new());
+        let handle = ConnHandle {
+            tx,
+            queued: queued.clone(),
+            kill: kill.clone(),
+        };
+        if self
+            .events
+            .send(Event::Open { conn, ip, handle })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        debug!("open");
+        let (mut sink, mut stream) = socket.split();
+        let events = &self.events;
+        let limit = self.max_frame_bytes;
+        let reader = async {
+            while let Some(msg) = stream.next().await {
+                let ev = match msg {
+                    Ok(Message::Text(text)) if text.len() > limit => Event::Oversize { conn },
+                    Ok(Message::Binary(b)) if b.len() > limit => Event::Oversize { conn },
+                    Ok(Message::Text(text)) => Event::Text { conn, text },
+                    Ok(Message::Binary(_)) => Event::Binary { conn },
+                    Ok(Message::Ping(_) | Message::Pong(_)) => Event::Alive { conn },
+                    Ok(Message::Close(_)) => return,
+                    // Beyond the hard cap the frame is not even read; the close frame may
+                    // not reach the client, whose unread bytes make the kernel reset.
+                    Err(e) if is_oversize(&e) => Event::Oversize { conn },
+                    Err(_) => return,
+                };
+                let oversize = matches!(ev, Event::Oversize { .. });
+                if events.send(ev).await.is_err() {
+                    return;
+                }
+                if oversize {
+                    // Read no further; the hub answers with a close frame.
+                    return std::future::pending().await;
+                }
+            }
+        };
+        let writer = async {
+            while let Some(out) = rx.recv().await {
+                let res = match out {
+                    Out::Text(text) => {
+                        let len = text.len();
+                        let r = sink.send(Message::Text(text.into())).await;
+                        queued.fetch_sub(len, Ordering::Relaxed);
+                        r
+                    }
+                    Out::Ping => sink.send(Message::Ping(Default::default())).await,
+                    Out::Close(code, reason) => {
+                        let frame = CloseFrame {
+                            code,
+                            reason: reason.into(),
+                        };
+                        let _ = sink.send(Message::Close(Some(frame))).await;
+                        return;
+                    }
+                };
+                if res.is_err() {
+                    return;
+                }
+            }
+        };
+        let ended = tokio::select! {
+            _ = reader => End::ClientClosed,
+            _ = writer => End::ServerClosed,
+            _ = kill.notified() => End::Killed,
+        };
+        if ended == End::Killed {
+            let frame = CloseFrame {
+                code: close::SLOW_CONSUMER,
+                reason: "send queue overflow".into(),
+            };
+            let _ = tokio::time::timeout(CLOSE_WAIT, sink.send(Message::Close(Some(frame)))).await;
+        }
+        if ended != End::ClientClosed {
+            // Closing handshake: wait (bounded) for the client's close so the socket ends with
+            // FIN; closing with unread bytes would reset it and could destroy our close frame.
+            let _ = tokio::time::timeout(CLOSE_WAIT, async {
+                while let Some(Ok(_)) = stream.next().await {}
+            })
+            .await;
+        }
+        debug!(?ended, "closed");
+        let _ = self.events.send(Event::Closed { conn }).await;
+    }
+}
+
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    ClientClosed,
+    ServerClosed,
+    Killed,
+}
+
+fn is_oversize(e: &axum::Error) -> bool {
+    use std::error::Error as _;
+    matches!(
+        e.source()
+            .and_then(|s| s.downcast_ref::<tungstenite::Error>()),
+        Some(tungstenite::Error::Capacity(_))
+    )
+}
+
+async fn run_hub(
+    mut signal: Signal,
+    mut events: mpsc::Receiver<Event>,
+    stats: watch::Sender<Stats>,
+    max_queue: usize,
+) {
+    let mut conns: HashMap<ConnId, ConnHandle> = HashMap::new();
+    let mut deadline = Instant::now();
+    let mut batch = Vec::with_capacity(64);
+    loop {
+        batch.clear();
+        tokio::select! {
+            n = events.recv_many(&mut batch, 64) => {
+                if n == 0 {
+                    return;
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => {}
+        }
+        let now = Instant::now().into_std();
+        if batch.is_empty() {
+            signal.handle_input(now, Input::Timeout);
+            stats.send_replace(signal.stats());
+        }
+        for ev in batch.drain(..) {
+            let input = match &ev {
+                Event::Open { conn, ip, .. } => Input::Open {
+                    conn: *conn,
+                    ip: *ip,
+                },
+                Event::Text { conn, text } => Input::Text {
+                    conn: *conn,
+                    text: text.as_str(),
+                },
+                Event::Binary { conn } => Input::Binary { conn: *conn },
+                Event::Oversize { conn } => Input::Oversize { conn: *conn },
+                Event::Alive { conn } => Input::Alive { conn: *conn },
+                Event::Closed { conn } => {
+                    conns.remove(conn);
+                    Input::Closed { conn: *conn }
+                }
+                Event::Shutdown => {
+                    for (_, h) in conns.drain() {
+                        let _ =
+                            h.tx.send(Out::Close(close::GOING_AWAY, "server shutting down"));
+                    }
+                    return;
+                }
+            };
+            signal.handle_input(now, input);
+            if let Event::Open { conn, handle, .. } = ev {
+                conns.insert(conn, handle);
+            }
+        }
+        // Drain; slow consumers found while draining are closed, which may queue more output.
+        loop {
+            match signal.poll_output() {
+                Output::Send { conn, frame } => {
+                    let Some(h) = conns.get(&conn) else { continue };
+                    let len = frame.len();
+                    if h.queued.load(Ordering::Relaxed) + len > max_queue {
+                        debug!(conn = conn.0, "slow consumer");
+                        h.kill.notify_one();
+                        conns.remove(&conn);
+                        signal.handle_input(now, Input::Closed { conn });
+                        continue;
+                    }
+                    h.queued.fetch_add(len, Ordering::Relaxed);
+                    let _ = h.tx.send(Out::Text(frame));
+                }
+                Output::Ping { conn } => {
+                    if let Some(h) = conns.get(&conn) {
+                        let _ = h.tx.send(Out::Ping);
+                    }
+                }
+                Output::Close { conn, code, reason } => match conns.remove(&conn) {
+                    Some(h) => {
+                        let _ = h.tx.send(Out::Close(code, reason));
+                    }
+                    // Refused at open: the handle is not stored yet.
+                    None => debug!(conn = conn.0, code, "close before register"),
+                },
+                Output::Timeout(at) => {
+                    deadline = Instant::from_std(at);
+                    break;
+                }
+            }
+        }
+    }
+}

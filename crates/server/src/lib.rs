@@ -1,0 +1,163 @@
+//! The peerweb server as a library: HTTP routes, the WebSocket signaling driver and the
+//! embedded web assets (browser SDK and demo app). This is the only crate that owns sockets.
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! use peerweb_server::{Server, ServerConfig};
+//!
+//! let server = Server::bind(ServerConfig::default()).await?;
+//! println!("serving on http://{}", server.local_addr());
+//! server.run(async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
+//!
+//! Routes:
+//! - `GET /` and `/app.js`, `/app.css`: the demo app.
+//! - `GET /sdk/peerweb.js`, `/sdk/peerweb.d.ts`: the browser SDK.
+//! - `GET /ws`: signaling (protocol v1, `docs/protocol.md`).
+//! - `GET /api/ice`: `{"iceServers": [...]}` for `RTCPeerConnection`.
+//! - `GET /metrics`: Prometheus text. `GET /healthz`: `ok`.
+
+mod config;
+mod hub;
+mod web;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+pub use config::{ConfigError, IceServer, ServerConfig};
+pub use hub::Hub;
+
+/// State shared by the HTTP handlers.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    hub: Hub,
+    ice: Arc<serde_json::Value>,
+}
+
+impl AppState {
+    pub fn new(cfg: &ServerConfig) -> Self {
+        let hub = Hub::spawn(cfg.core(), cfg.max_send_queue_bytes);
+        let ice = Arc::new(serde_json::json!({ "iceServers": cfg.ice_servers }));
+        Self { hub, ice }
+    }
+}
+
+/// All HTTP routes of `peerweb serve`.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/ws", get(ws))
+        .route("/api/ice", get(ice))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(web::routes())
+        .with_state(state)
+}
+
+async fn ws(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    upgrade: WebSocketUpgrade,
+) -> impl IntoResponse {
+    // Frames up to four times the limit are read and refused with a clean 1009 close; the
+    // hard cap stops a client from making the server buffer more than that.
+    let hard_cap = state.hub.max_frame_bytes().saturating_mul(4);
+    upgrade
+        .max_message_size(hard_cap)
+        .max_frame_size(hard_cap)
+        // Idle connections should cost little: small read buffer, no write batching.
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| state.hub.serve_socket(socket, peer))
+}
+
+async fn ice(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        axum::Json(state.ice.as_ref().clone()),
+    )
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let s = state.hub.stats();
+    let body = format!(
+        "# HELP peerweb_signal_connections Open signaling WebSocket connections.\n\
+         # TYPE peerweb_signal_connections gauge\n\
+         peerweb_signal_connections {}\n\
+         # HELP peerweb_signal_sessions Sessions held (connected or within the resume grace).\n\
+         # TYPE peerweb_signal_sessions gauge\n\
+         peerweb_signal_sessions {}\n\
+         # HELP peerweb_signal_rooms Rooms with at least one member.\n\
+         # TYPE peerweb_signal_rooms gauge\n\
+         peerweb_signal_rooms {}\n\
+         # HELP peerweb_signal_relayed_total Signal messages relayed between peers.\n\
+         # TYPE peerweb_signal_relayed_total counter\n\
+         peerweb_signal_relayed_total {}\n\
+         # HELP peerweb_signal_errors_total Error frames sent to clients.\n\
+         # TYPE peerweb_signal_errors_total counter\n\
+         peerweb_signal_errors_total {}\n\
+         # HELP peerweb_signal_server_closes_total Connections closed by the server.\n\
+         # TYPE peerweb_signal_server_closes_total counter\n\
+         peerweb_signal_server_closes_total {}\n",
+        s.conns, s.sessions, s.rooms, s.signals_relayed, s.errors_sent, s.closes
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+/// A bound, not yet running server.
+#[derive(Debug)]
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    state: AppState,
+}
+
+impl Server {
+    /// Binds the listen address and starts the signaling hub.
+    pub async fn bind(cfg: ServerConfig) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
+        Ok(Self {
+            listener,
+            state: AppState::new(&cfg),
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Serves until `shutdown` completes, then tells every client the server is going away.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let hub = self.state.hub.clone();
+        let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = axum::serve(self.listener, app).with_graceful_shutdown(async move {
+            let _ = stop_rx.await;
+        });
+        let watcher = tokio::spawn(async move {
+            shutdown.await;
+            hub.shutdown().await;
+            // Give the close frames a moment to leave.
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let _ = stop_tx.send(());
+        });
+        let res = server.await;
+        watcher.abort();
+        res
+    }
+}
