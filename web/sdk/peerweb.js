@@ -1,1 +1,635 @@
-export const x = 1;
+// peerweb browser SDK — an ES module with no build step.
+//
+//   import { join } from '/sdk/peerweb.js';
+//   const room = await join('http://127.0.0.1:8080', 'lobby', { meta: { name: 'ada' } });
+//   room.addEventListener('peer', ({ peer }) => peer.send('hello'));
+//   room.addEventListener('message', ({ peer, data }) => console.log(peer.id, data));
+//
+// Signaling protocol v1 (docs/protocol.md) over one WebSocket; everything after the handshake
+// goes peer to peer. The WebSocket reconnects with backoff and resumes the same peer id; live
+// peer connections are never torn down because signaling went away.
+
+const PROTOCOL_VERSION = 1;
+const DEFAULT_LABEL = 'peerweb';
+/** Bytes buffered on a channel above which `ready()` waits. */
+const HIGH_WATER = 1024 * 1024;
+/** `bufferedAmountLowThreshold` set on every channel. */
+const LOW_WATER = 256 * 1024;
+/** Messages queued per peer before its default channel opens. */
+const MAX_PENDING = 1024;
+const PING_EVERY_MS = 20000;
+const PONG_TIMEOUT_MS = 10000;
+const STATS_EVERY_MS = 2000;
+
+/**
+ * Join a room on a peerweb server.
+ * @param {string} serverUrl  http(s):// or ws(s):// address of `peerweb serve`.
+ * @param {string} room       room name (1–64 bytes).
+ * @param {import('./peerweb').JoinOptions} [options]
+ * @returns {Promise<Room>} resolves once the server confirmed the join.
+ */
+export async function join(serverUrl, room, options = {}) {
+  const r = new Room(serverUrl, room, options);
+  await r._start();
+  return r;
+}
+
+/** A typed event carrying extra fields. */
+class PeerwebEvent extends Event {
+  constructor(type, fields) {
+    super(type);
+    Object.assign(this, fields);
+  }
+}
+
+/** Error raised by the SDK, with a stable `code` (protocol error codes or SDK codes). */
+export class PeerwebError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.name = 'PeerwebError';
+    this.code = code;
+  }
+}
+
+function endpoints(serverUrl) {
+  const u = new URL(serverUrl, globalThis.location?.href);
+  const secure = u.protocol === 'https:' || u.protocol === 'wss:';
+  const base = u.host;
+  return {
+    ws: `${secure ? 'wss' : 'ws'}://${base}/ws`,
+    ice: `${secure ? 'https' : 'http'}://${base}/api/ice`,
+  };
+}
+
+/**
+ * The signaling connection: hello/welcome, resume token, reconnect with backoff, keepalive.
+ * Emits 'frame' for every server frame after welcome, and 'state' on changes.
+ */
+class Signaling extends EventTarget {
+  constructor(url, opts) {
+    super();
+    this.url = url;
+    this.minDelay = opts.minDelay ?? 250;
+    this.maxDelay = opts.maxDelay ?? 8000;
+    this.state = 'connecting'; // connecting | open | reconnecting | closed
+    this.id = null;
+    this.token = null;
+    this.ws = null;
+    this.attempt = 0;
+    this.closedByUser = false;
+    this._pingTimer = null;
+    this._pongTimer = null;
+  }
+
+  /** Resolves with the welcome frame of the first connection. */
+  start() {
+    return new Promise((resolve, reject) => {
+      const onState = () => {
+        if (this.state === 'open') {
+          this.removeEventListener('state', onState);
+          resolve();
+        }
+      };
+      this.addEventListener('state', onState);
+      this._firstFail = (err) => {
+        this.removeEventListener('state', onState);
+        reject(err);
+      };
+      this._connect();
+    });
+  }
+
+  _setState(s) {
+    if (this.state === s) return;
+    this.state = s;
+    this.dispatchEvent(new PeerwebEvent('state', { state: s }));
+  }
+
+  _connect() {
+    let ws;
+    try {
+      ws = new WebSocket(this.url);
+    } catch (e) {
+      this._failFirst(new PeerwebError('bad-url', String(e)));
+      return;
+    }
+    this.ws = ws;
+    ws.onopen = () => {
+      const hello = { type: 'hello', v: PROTOCOL_VERSION };
+      if (this.token) hello.token = this.token;
+      ws.send(JSON.stringify(hello));
+    };
+    ws.onmessage = (ev) => {
+      if (typeof ev.data !== 'string') return;
+      let msg;
+      try {
+        msg = JSON.parse(ev.data);
+      } catch {
+        return;
+      }
+      this._alive();
+      if (msg.type === 'welcome') {
+        this.id = msg.id;
+        this.token = msg.token;
+        this.limits = msg.limits;
+        this.resumed = msg.resumed;
+        this.attempt = 0;
+        this._setState('open');
+        this._keepalive();
+        this.dispatchEvent(new PeerwebEvent('welcome', { msg }));
+        return;
+      }
+      if (msg.type === 'error' && msg.code === 'bad-token') {
+        // Our token is not accepted: start a fresh session.
+        this.token = null;
+        ws.send(JSON.stringify({ type: 'hello', v: PROTOCOL_VERSION }));
+        return;
+      }
+      if (msg.type === 'pong') return;
+      this.dispatchEvent(new PeerwebEvent('frame', { msg }));
+    };
+    ws.onclose = (ev) => {
+      if (this.ws !== ws) return;
+      this._stopKeepalive();
+      this.ws = null;
+      if (this.closedByUser) {
+        this._setState('closed');
+        return;
+      }
+      if (this.state === 'connecting' && this.id === null && this.attempt >= 2) {
+        this._failFirst(new PeerwebError('unreachable', `cannot reach signaling server (close ${ev.code})`));
+        return;
+      }
+      if (ev.code === 4409) {
+        // Our session was resumed by another connection (another tab with our token).
+        this._setState('closed');
+        this.dispatchEvent(new PeerwebEvent('replaced', {}));
+        return;
+      }
+      this._setState(this.id === null ? 'connecting' : 'reconnecting');
+      const delay = Math.min(this.maxDelay, this.minDelay * 2 ** this.attempt);
+      this.attempt += 1;
+      setTimeout(() => this.closedByUser || this._connect(), delay * (0.5 + Math.random() / 2));
+    };
+  }
+
+  _failFirst(err) {
+    const f = this._firstFail;
+    this._firstFail = null;
+    this.closedByUser = true;
+    this._setState('closed');
+    if (f) f(err);
+  }
+
+  _keepalive() {
+    this._stopKeepalive();
+    this._pingTimer = setInterval(() => {
+      if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return;
+      this.ws.send('{"type":"ping"}');
+      clearTimeout(this._pongTimer);
+      // A half-open TCP connection shows up as silence: drop it and reconnect.
+      this._pongTimer = setTimeout(() => this.ws?.close(4000, 'no pong'), PONG_TIMEOUT_MS);
+    }, PING_EVERY_MS);
+  }
+
+  _alive() {
+    clearTimeout(this._pongTimer);
+  }
+
+  _stopKeepalive() {
+    clearInterval(this._pingTimer);
+    clearTimeout(this._pongTimer);
+  }
+
+  /** Sends a frame if connected; returns false if signaling is down right now. */
+  send(msg) {
+    if (this.state !== 'open' || !this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
+    this.ws.send(JSON.stringify(msg));
+    return true;
+  }
+
+  close() {
+    this.closedByUser = true;
+    this._stopKeepalive();
+    if (this.ws) this.ws.close(1000, 'bye');
+    else this._setState('closed');
+  }
+}
+
+/**
+ * A room: the set of peers met through one signaling connection.
+ * Events: `peer` ({peer}), `peerleft` ({peer}), `message` ({peer, data, channel}),
+ * `signaling` ({state}), `error` ({error}).
+ */
+export class Room extends EventTarget {
+  constructor(serverUrl, name, options) {
+    super();
+    this.name = name;
+    this.options = options;
+    this.meta = options.meta ?? null;
+    this._urls = endpoints(serverUrl);
+    /** @type {Map<string, Peer>} */
+    this.peers = new Map();
+    this._signaling = new Signaling(this._urls.ws, options.reconnect ?? {});
+    this._joinedOnce = null;
+    this._left = false;
+  }
+
+  /** This peer's id (stable across signaling reconnects). */
+  get id() {
+    return this._signaling.id;
+  }
+
+  /** `connecting`, `open`, `reconnecting` or `closed`. */
+  get signalingState() {
+    return this._signaling.state;
+  }
+
+  async _start() {
+    this._iceConfig = await this._fetchIce();
+    const sig = this._signaling;
+    sig.addEventListener('state', (ev) => this.dispatchEvent(new PeerwebEvent('signaling', { state: ev.state })));
+    sig.addEventListener('welcome', () => {
+      this._sendJoin();
+      // Connections that failed while signaling was down can now renegotiate.
+      for (const peer of this.peers.values()) if (peer.state === 'failed') peer.pc.restartIce();
+    });
+    sig.addEventListener('frame', (ev) => this._onFrame(ev.msg));
+    sig.addEventListener('replaced', () =>
+      this._emitError(new PeerwebError('replaced', 'this session was resumed by another connection')));
+    const joined = new Promise((resolve, reject) => (this._joinedOnce = { resolve, reject }));
+    await sig.start();
+    return joined;
+  }
+
+  async _fetchIce() {
+    const base = { iceServers: [], ...(this.options.rtcConfig ?? {}) };
+    if (this.options.iceServers) return { ...base, iceServers: this.options.iceServers };
+    try {
+      const res = await fetch(this._urls.ice, { cache: 'no-store' });
+      if (!res.ok) throw new Error(`HTTP ${res.status}`);
+      const body = await res.json();
+      return { ...base, iceServers: body.iceServers ?? [] };
+    } catch (e) {
+      // Without ICE servers host candidates still work (same network).
+      console.warn('peerweb: could not fetch ICE servers:', e);
+      return base;
+    }
+  }
+
+  _sendJoin() {
+    const msg = { type: 'join', room: this.name };
+    if (this.meta) msg.meta = this.meta;
+    this._signaling.send(msg);
+  }
+
+  _onFrame(msg) {
+    switch (msg.type) {
+      case 'joined': {
+        if (msg.room !== this.name) return;
+        // The joiner makes the offers; peers we still have live connections to are kept.
+        for (const info of msg.peers) this._ensurePeer(info.id, info.meta, true);
+        if (this._joinedOnce) {
+          this._joinedOnce.resolve(this);
+          this._joinedOnce = null;
+        }
+        break;
+      }
+      case 'peer-joined':
+        if (msg.room === this.name) this._ensurePeer(msg.peer.id, msg.peer.meta, false);
+        break;
+      case 'peer-left':
+        if (msg.room === this.name) this._dropPeer(msg.id);
+        break;
+      case 'signal': {
+        const peer = this._ensurePeer(msg.from, undefined, false);
+        peer._onSignal(msg.data);
+        break;
+      }
+      case 'error': {
+        const err = new PeerwebError(msg.code, msg.message);
+        if (this._joinedOnce && ['room-full', 'too-many-rooms', 'invalid-room', 'server-full'].includes(msg.code)) {
+          this._joinedOnce.reject(err);
+          this._joinedOnce = null;
+          this._signaling.close();
+          return;
+        }
+        this._emitError(err);
+        break;
+      }
+      default:
+        break;
+    }
+  }
+
+  _emitError(error) {
+    this.dispatchEvent(new PeerwebEvent('error', { error }));
+  }
+
+  _ensurePeer(id, meta, initiate) {
+    if (id === this.id) return null;
+    let peer = this.peers.get(id);
+    if (peer && !peer.closed) {
+      if (meta !== undefined) peer.meta = meta;
+      return peer;
+    }
+    peer = new Peer(this, id, meta ?? null, initiate);
+    this.peers.set(id, peer);
+    this.dispatchEvent(new PeerwebEvent('peer', { peer }));
+    return peer;
+  }
+
+  _dropPeer(id) {
+    const peer = this.peers.get(id);
+    if (!peer) return;
+    this.peers.delete(id);
+    peer.close();
+    this.dispatchEvent(new PeerwebEvent('peerleft', { peer }));
+  }
+
+  _signal(to, data) {
+    return this._signaling.send({ type: 'signal', to, data });
+  }
+
+  /** Sends to every peer whose default channel is open (queued for the others). */
+  broadcast(data) {
+    for (const peer of this.peers.values()) peer.send(data);
+  }
+
+  /** Leaves the room, closes every peer connection and the signaling socket. */
+  leave() {
+    if (this._left) return;
+    this._left = true;
+    this._signaling.send({ type: 'leave', room: this.name });
+    for (const id of [...this.peers.keys()]) this._dropPeer(id);
+    this._signaling.close();
+  }
+}
+
+/**
+ * A data channel with backpressure.
+ * Events: `open`, `message` ({data}), `close`.
+ */
+export class Channel extends EventTarget {
+  constructor(peer, dc) {
+    super();
+    this.peer = peer;
+    this.dc = dc;
+    dc.binaryType = 'arraybuffer';
+    dc.bufferedAmountLowThreshold = LOW_WATER;
+    dc.addEventListener('open', () => this.dispatchEvent(new Event('open')));
+    dc.addEventListener('close', () => this.dispatchEvent(new Event('close')));
+    dc.addEventListener('message', (ev) => {
+      this.dispatchEvent(new PeerwebEvent('message', { data: ev.data }));
+      peer._onChannelMessage(this, ev.data);
+    });
+  }
+
+  get label() { return this.dc.label; }
+  get ordered() { return this.dc.ordered; }
+  get maxRetransmits() { return this.dc.maxRetransmits; }
+  get maxPacketLifeTime() { return this.dc.maxPacketLifeTime; }
+  get readyState() { return this.dc.readyState; }
+  get bufferedAmount() { return this.dc.bufferedAmount; }
+
+  /** Sends now; throws a PeerwebError if the channel is not open. */
+  send(data) {
+    if (this.dc.readyState !== 'open') throw new PeerwebError('channel-not-open', `channel ${this.label} is ${this.dc.readyState}`);
+    this.dc.send(data);
+  }
+
+  /** Resolves when the channel is open and its buffer is below the high-water mark. */
+  ready() {
+    const dc = this.dc;
+    if (dc.readyState === 'closing' || dc.readyState === 'closed') {
+      return Promise.reject(new PeerwebError('channel-closed', `channel ${this.label} is closed`));
+    }
+    if (dc.readyState === 'open' && dc.bufferedAmount <= HIGH_WATER) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const done = () => {
+        dc.removeEventListener('open', check);
+        dc.removeEventListener('bufferedamountlow', check);
+        dc.removeEventListener('close', closed);
+      };
+      const check = () => {
+        if (dc.readyState === 'open' && dc.bufferedAmount <= HIGH_WATER) { done(); resolve(); }
+      };
+      const closed = () => { done(); reject(new PeerwebError('channel-closed', `channel ${this.label} closed`)); };
+      dc.addEventListener('open', check);
+      dc.addEventListener('bufferedamountlow', check);
+      dc.addEventListener('close', closed);
+    });
+  }
+
+  /** Waits for room in the buffer, then sends: use in loops that send a lot. */
+  async sendWhenReady(data) {
+    await this.ready();
+    this.dc.send(data);
+  }
+
+  close() {
+    this.dc.close();
+  }
+}
+
+/**
+ * A remote peer and the RTCPeerConnection to it.
+ * Events: `open` (default channel open), `message` ({data, channel}), `channel` ({channel}),
+ * `state` ({state}), `path` ({path}), `close`.
+ */
+export class Peer extends EventTarget {
+  constructor(room, id, meta, initiate) {
+    super();
+    this.room = room;
+    this.id = id;
+    this.meta = meta;
+    this.closed = false;
+    /** `{type: 'host'|'srflx'|'prflx'|'relay', local, remote, protocol, relayProtocol, rtt}` once known. */
+    this.path = null;
+    /** @type {Map<string, Channel>} */
+    this.channels = new Map();
+    this._pending = [];
+    this._polite = room.id > id;
+    this._makingOffer = false;
+    this._ignoreOffer = false;
+    this._queue = Promise.resolve();
+    const pc = new RTCPeerConnection(room._iceConfig);
+    this.pc = pc;
+    pc.onicecandidate = ({ candidate }) => {
+      room._signal(id, { candidate: candidate ? candidate.toJSON() : null });
+    };
+    pc.onnegotiationneeded = async () => {
+      try {
+        this._makingOffer = true;
+        await pc.setLocalDescription();
+        room._signal(id, { description: pc.localDescription.toJSON() });
+      } catch (e) {
+        room._emitError(new PeerwebError('negotiation-failed', String(e)));
+      } finally {
+        this._makingOffer = false;
+      }
+    };
+    pc.onconnectionstatechange = () => this._onState();
+    pc.ondatachannel = ({ channel }) => {
+      const ch = new Channel(this, channel);
+      this.channels.set(channel.label, ch);
+      this.dispatchEvent(new PeerwebEvent('channel', { channel: ch }));
+    };
+    this._default = null;
+    if (initiate) this._openDefault();
+    this._statsTimer = setInterval(() => this._refreshPath(), STATS_EVERY_MS);
+  }
+
+  _openDefault() {
+    if (this._default) return;
+    // Negotiated with a fixed id on both sides: no in-band announcement, no ordering race.
+    const dc = this.pc.createDataChannel(DEFAULT_LABEL, { negotiated: true, id: 0 });
+    this._default = new Channel(this, dc);
+    this._default.addEventListener('open', () => {
+      const queued = this._pending;
+      this._pending = [];
+      for (const d of queued) dc.send(d);
+      this.dispatchEvent(new Event('open'));
+      this._refreshPath();
+    });
+  }
+
+  /** `new`, `connecting`, `connected`, `disconnected`, `failed` or `closed`. */
+  get state() {
+    return this.pc.connectionState;
+  }
+
+  /** True once the default channel is open. */
+  get open() {
+    return this._default?.readyState === 'open';
+  }
+
+  /** The default reliable, ordered channel. */
+  get defaultChannel() {
+    return this._default;
+  }
+
+  /** Sends on the default channel; queued (bounded) until it opens. */
+  send(data) {
+    if (this.closed) throw new PeerwebError('peer-closed', `peer ${this.id} is gone`);
+    if (this.open) {
+      this._default.dc.send(data);
+      return;
+    }
+    if (this._pending.length >= MAX_PENDING) throw new PeerwebError('queue-full', `too many messages queued for ${this.id}`);
+    this._pending.push(data);
+  }
+
+  /**
+   * Opens (or returns) a named channel. Options as RTCDataChannelInit:
+   * `{ordered, maxRetransmits, maxPacketLifeTime}`; `{ordered: false, maxRetransmits: 0}`
+   * gives game-style unreliable delivery. The remote side gets a `channel` event.
+   */
+  channel(label, options = {}) {
+    if (label === DEFAULT_LABEL) throw new PeerwebError('reserved-label', `"${DEFAULT_LABEL}" is the default channel`);
+    const have = this.channels.get(label);
+    if (have && have.readyState !== 'closed') return have;
+    const init = {};
+    for (const k of ['ordered', 'maxRetransmits', 'maxPacketLifeTime', 'protocol']) {
+      if (options[k] !== undefined) init[k] = options[k];
+    }
+    const ch = new Channel(this, this.pc.createDataChannel(label, init));
+    this.channels.set(label, ch);
+    return ch;
+  }
+
+  _onChannelMessage(channel, data) {
+    const ev = { peer: this, data, channel };
+    this.dispatchEvent(new PeerwebEvent('message', ev));
+    this.room.dispatchEvent(new PeerwebEvent('message', ev));
+  }
+
+  _onSignal(data) {
+    // Apply signals strictly in order, one at a time.
+    this._queue = this._queue.then(() => this._applySignal(data)).catch((e) => {
+      this.room._emitError(new PeerwebError('signal-failed', String(e)));
+    });
+  }
+
+  async _applySignal({ description, candidate }) {
+    const pc = this.pc;
+    if (this.closed) return;
+    if (description) {
+      // Perfect negotiation: on an offer collision the impolite side ignores the remote
+      // offer, the polite side rolls back its own (implicitly, in setRemoteDescription).
+      const collision = description.type === 'offer' && (this._makingOffer || pc.signalingState !== 'stable');
+      this._ignoreOffer = !this._polite && collision;
+      if (this._ignoreOffer) return;
+      await pc.setRemoteDescription(description);
+      if (description.type === 'offer') {
+        this._openDefault();
+        await pc.setLocalDescription();
+        this.room._signal(this.id, { description: pc.localDescription.toJSON() });
+      }
+    } else if (candidate !== undefined) {
+      try {
+        await pc.addIceCandidate(candidate ?? undefined);
+      } catch (e) {
+        if (!this._ignoreOffer) throw e;
+      }
+    }
+  }
+
+  _onState() {
+    const state = this.pc.connectionState;
+    this.dispatchEvent(new PeerwebEvent('state', { state }));
+    if (state === 'connected') this._refreshPath();
+    if (state === 'failed') {
+      // Restart ICE if both sides are still in the room; otherwise the peer is gone.
+      if (this.room.signalingState === 'open' && !this.closed) this.pc.restartIce();
+    }
+  }
+
+  /** Reads getStats and updates `path` (type and RTT of the selected candidate pair). */
+  async _refreshPath() {
+    if (this.closed || this.pc.connectionState !== 'connected') return;
+    let report;
+    try {
+      report = await this.pc.getStats();
+    } catch {
+      return;
+    }
+    let pair = null;
+    report.forEach((s) => {
+      if (s.type === 'transport' && s.selectedCandidatePairId) pair = report.get(s.selectedCandidatePairId);
+    });
+    if (!pair) {
+      report.forEach((s) => {
+        if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s;
+      });
+    }
+    if (!pair) return;
+    const local = report.get(pair.localCandidateId);
+    const remote = report.get(pair.remoteCandidateId);
+    if (!local || !remote) return;
+    const types = [local.candidateType, remote.candidateType];
+    const type = types.includes('relay') ? 'relay'
+      : types.every((t) => t === 'host') ? 'host'
+        : types.includes('srflx') ? 'srflx' : 'prflx';
+    const path = {
+      type,
+      local: local.candidateType,
+      remote: remote.candidateType,
+      protocol: local.protocol,
+      relayProtocol: local.relayProtocol ?? null,
+      rtt: pair.currentRoundTripTime ?? null,
+    };
+    const changed = !this.path || this.path.type !== path.type || this.path.rtt !== path.rtt;
+    this.path = path;
+    if (changed) this.dispatchEvent(new PeerwebEvent('path', { path }));
+  }
+
+  /** Closes the connection to this peer. */
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this._statsTimer);
+    this.pc.close();
+    this.dispatchEvent(new Event('close'));
+  }
+}

@@ -42,6 +42,7 @@ enum Event {
     },
     Closed {
         conn: ConnId,
+        goodbye: bool,
     },
     Shutdown,
 }
@@ -142,21 +143,25 @@ impl Hub {
                     Ok(Message::Text(text)) => Event::Text { conn, text },
                     Ok(Message::Binary(_)) => Event::Binary { conn },
                     Ok(Message::Ping(_) | Message::Pong(_)) => Event::Alive { conn },
-                    Ok(Message::Close(_)) => return,
+                    Ok(Message::Close(frame)) => {
+                        let code = frame.map(|f| f.code);
+                        return matches!(code, Some(close::NORMAL | close::GOING_AWAY));
+                    }
                     // Beyond the hard cap the frame is not even read; the close frame may
                     // not reach the client, whose unread bytes make the kernel reset.
                     Err(e) if is_oversize(&e) => Event::Oversize { conn },
-                    Err(_) => return,
+                    Err(_) => return false,
                 };
                 let oversize = matches!(ev, Event::Oversize { .. });
                 if events.send(ev).await.is_err() {
-                    return;
+                    return false;
                 }
                 if oversize {
                     // Read no further; the hub answers with a close frame.
                     return std::future::pending().await;
                 }
             }
+            false
         };
         let writer = async {
             while let Some(out) = rx.recv().await {
@@ -183,7 +188,7 @@ impl Hub {
             }
         };
         let ended = tokio::select! {
-            _ = reader => End::ClientClosed,
+            goodbye = reader => End::ClientClosed { goodbye },
             _ = writer => End::ServerClosed,
             _ = kill.notified() => End::Killed,
         };
@@ -194,7 +199,7 @@ impl Hub {
             };
             let _ = tokio::time::timeout(CLOSE_WAIT, sink.send(Message::Close(Some(frame)))).await;
         }
-        if ended != End::ClientClosed {
+        if !matches!(ended, End::ClientClosed { .. }) {
             // Closing handshake: wait (bounded) for the client's close so the socket ends with
             // FIN; closing with unread bytes would reset it and could destroy our close frame.
             let _ = tokio::time::timeout(CLOSE_WAIT, async {
@@ -203,7 +208,8 @@ impl Hub {
             .await;
         }
         debug!(?ended, "closed");
-        let _ = self.events.send(Event::Closed { conn }).await;
+        let goodbye = matches!(ended, End::ClientClosed { goodbye: true });
+        let _ = self.events.send(Event::Closed { conn, goodbye }).await;
     }
 }
 
@@ -211,7 +217,7 @@ const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, PartialEq, Eq)]
 enum End {
-    ClientClosed,
+    ClientClosed { goodbye: bool },
     ServerClosed,
     Killed,
 }
@@ -262,9 +268,12 @@ async fn run_hub(
                 Event::Binary { conn } => Input::Binary { conn: *conn },
                 Event::Oversize { conn } => Input::Oversize { conn: *conn },
                 Event::Alive { conn } => Input::Alive { conn: *conn },
-                Event::Closed { conn } => {
+                Event::Closed { conn, goodbye } => {
                     conns.remove(conn);
-                    Input::Closed { conn: *conn }
+                    Input::Closed {
+                        conn: *conn,
+                        goodbye: *goodbye,
+                    }
                 }
                 Event::Shutdown => {
                     for (_, h) in conns.drain() {
@@ -289,7 +298,13 @@ async fn run_hub(
                         debug!(conn = conn.0, "slow consumer");
                         h.kill.notify_one();
                         conns.remove(&conn);
-                        signal.handle_input(now, Input::Closed { conn });
+                        signal.handle_input(
+                            now,
+                            Input::Closed {
+                                conn,
+                                goodbye: false,
+                            },
+                        );
                         continue;
                     }
                     h.queued.fetch_add(len, Ordering::Relaxed);

@@ -318,8 +318,20 @@ async fn a_client_that_does_not_read_is_dropped_and_others_are_served() {
             break;
         }
     }
-    // Reading now, the slow client finds its close code after what was queued.
-    assert_eq!(close_code(&mut slow).await, 4430);
+    // Reading now, the slow client finds the end of its connection after what was queued:
+    // the 4430 close frame if it fitted in the socket buffers, a reset otherwise.
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match slow.next().await {
+                Some(Ok(Message::Close(f))) => return f.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return None,
+            }
+        }
+    })
+    .await
+    .expect("the slow client's connection never ended");
+    assert!(matches!(end, Some(4430) | None), "{end:?}");
 }
 
 #[tokio::test]

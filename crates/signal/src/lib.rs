@@ -118,7 +118,10 @@ pub enum Input<'a> {
     /// A WebSocket pong (or ping) arrived: the connection is alive.
     Alive { conn: ConnId },
     /// The connection is gone (closed by the client, a network error, or after [`Output::Close`]).
-    Closed { conn: ConnId },
+    /// `goodbye` is true when the client closed on purpose (close code 1000 or 1001, as
+    /// browsers send when a tab closes): its session leaves its rooms at once instead of
+    /// being held for the resume grace.
+    Closed { conn: ConnId, goodbye: bool },
     /// The instant of the last [`Output::Timeout`] has passed.
     Timeout,
 }
@@ -253,7 +256,12 @@ impl Signal {
                     c.pinged = false;
                 }
             }
-            Input::Closed { conn } => self.forget_conn(now, conn),
+            Input::Closed { conn, goodbye } => {
+                if goodbye {
+                    self.say_goodbye(conn);
+                }
+                self.forget_conn(now, conn);
+            }
             Input::Timeout => {
                 if now >= self.next_sweep {
                     self.sweep(now);
@@ -570,6 +578,21 @@ impl Signal {
         self.forget_conn(now, conn);
         self.stats.closes += 1;
         self.out.push_back(Output::Close { conn, code, reason });
+    }
+
+    /// Takes the connection's session out of all its rooms now.
+    fn say_goodbye(&mut self, conn: ConnId) {
+        let Some(id) = self.conns.get(&conn).and_then(|c| c.session.clone()) else {
+            return;
+        };
+        let rooms = self
+            .sessions
+            .get(&id)
+            .map(|s| s.rooms.clone())
+            .unwrap_or_default();
+        for room in rooms {
+            self.remove_from_room(&id, &room);
+        }
     }
 
     /// Drops a connection's state; its session, if in rooms, is held for the resume grace.

@@ -277,7 +277,10 @@ fn connection_limits_total_and_per_ip() {
     lab.open_from(5, "10.0.0.3");
     assert_eq!(lab.closed.get(&ConnId(5)), Some(&close::SERVER_FULL));
     // A slot frees when a connection goes.
-    lab.input(Input::Closed { conn: ConnId(1) });
+    lab.input(Input::Closed {
+        conn: ConnId(1),
+        goodbye: false,
+    });
     lab.open_from(6, "10.0.0.1");
     assert!(!lab.closed.contains_key(&ConnId(6)));
     assert_eq!(lab.s.stats().conns, 3);
@@ -349,7 +352,10 @@ fn resume_within_grace_keeps_rooms_and_others_see_nothing() {
     join(&mut lab, 1, "r");
     join(&mut lab, 2, "r");
     lab.take(1);
-    lab.input(Input::Closed { conn: ConnId(1) });
+    lab.input(Input::Closed {
+        conn: ConnId(1),
+        goodbye: false,
+    });
     // While away, signals to it are refused with a retry hint.
     lab.say(2, json!({"type":"signal","to":a,"data":{}}));
     assert_eq!(lab.last_error(2), "unknown-peer");
@@ -373,6 +379,27 @@ fn resume_within_grace_keeps_rooms_and_others_see_nothing() {
 }
 
 #[test]
+fn a_goodbye_close_leaves_at_once() {
+    let mut lab = Lab::new(Config::default());
+    let (a, _) = lab.hello(1);
+    lab.hello(2);
+    join(&mut lab, 1, "r");
+    join(&mut lab, 1, "s");
+    join(&mut lab, 2, "r");
+    lab.take(1);
+    lab.input(Input::Closed {
+        conn: ConnId(1),
+        goodbye: true,
+    });
+    assert_eq!(
+        lab.take(2),
+        vec![json!({"type":"peer-left","room":"r","id":a})]
+    );
+    assert_eq!(lab.s.stats().sessions, 1);
+    assert_eq!(lab.s.stats().rooms, 1);
+}
+
+#[test]
 fn away_sessions_leave_after_the_grace() {
     let mut lab = Lab::new(Config {
         resume_grace: Duration::from_secs(20),
@@ -383,7 +410,10 @@ fn away_sessions_leave_after_the_grace() {
     join(&mut lab, 1, "r");
     join(&mut lab, 2, "r");
     lab.take(1);
-    lab.input(Input::Closed { conn: ConnId(1) });
+    lab.input(Input::Closed {
+        conn: ConnId(1),
+        goodbye: false,
+    });
     lab.advance(Duration::from_secs(19));
     assert!(lab.take(2).is_empty());
     lab.advance(Duration::from_secs(2));
@@ -423,7 +453,10 @@ fn a_second_connection_with_the_token_replaces_the_first() {
     lab.say(2, json!({"type":"signal","to":a,"data":{}}));
     assert_eq!(lab.take(3).len(), 1);
     // The replaced connection's late close does not make the session away.
-    lab.input(Input::Closed { conn: ConnId(1) });
+    lab.input(Input::Closed {
+        conn: ConnId(1),
+        goodbye: false,
+    });
     lab.advance(Duration::from_secs(60));
     lab.input(Input::Alive { conn: ConnId(2) });
     assert!(lab.take(2).iter().all(|f| f["type"] != "peer-left"));
@@ -433,7 +466,10 @@ fn a_second_connection_with_the_token_replaces_the_first() {
 fn sessions_without_rooms_are_dropped_at_once() {
     let mut lab = Lab::new(Config::default());
     lab.hello(1);
-    lab.input(Input::Closed { conn: ConnId(1) });
+    lab.input(Input::Closed {
+        conn: ConnId(1),
+        goodbye: false,
+    });
     assert_eq!(
         lab.s.stats(),
         Stats {
@@ -501,7 +537,10 @@ fn random_operation_sequences_keep_invariants() {
                 let to = &ids[rng.next_u32() as usize % ids.len()];
                 lab.say(c, json!({"type":"signal","to":to,"data":{}}));
             }
-            6 => lab.input(Input::Closed { conn: ConnId(c) }),
+            6 => lab.input(Input::Closed {
+                conn: ConnId(c),
+                goodbye: rng.next_u32() % 2 == 0,
+            }),
             7 => lab.advance(Duration::from_millis(u64::from(rng.next_u32() % 5000))),
             _ => lab.input(Input::Text {
                 conn: ConnId(c),

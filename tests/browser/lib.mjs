@@ -1,0 +1,121 @@
+// Helpers for the browser tests: start `peerweb serve`, launch Chromium, poll pages.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const BIN = process.env.PEERWEB_BIN;
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+
+/** Starts `peerweb serve` on 127.0.0.1 (port 0 unless given) and waits for its URL. */
+export async function startServer({ port = 0, args = [] } = {}) {
+  if (!BIN) throw new Error('PEERWEB_BIN is not set (run through run.sh)');
+  const proc = spawn(BIN, ['serve', '--listen', `127.0.0.1:${port}`, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const url = await new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`server did not start: ${out}`)), 10000);
+    proc.stdout.on('data', (d) => {
+      out += d;
+      const m = out.match(/listening on (http:\/\/[^\s]+?)\/?\s/);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]);
+      }
+    });
+    proc.on('exit', (code) => reject(new Error(`server exited with ${code}: ${out}`)));
+  });
+  return {
+    url,
+    proc,
+    /** Kills the server at once (SIGKILL): no goodbye to anyone. */
+    kill() {
+      proc.kill('SIGKILL');
+      return new Promise((r) => (proc.exitCode !== null || proc.signalCode ? r() : proc.once('exit', r)));
+    },
+    stop() {
+      if (proc.exitCode !== null || proc.signalCode) return Promise.resolve();
+      proc.kill('SIGTERM');
+      return new Promise((r) => proc.once('exit', r));
+    },
+  };
+}
+
+/** A headless Chromium with camera/mic granted (needed for raw-IP host candidates). */
+export async function launchBrowser() {
+  const dir = mkdtempSync(join(tmpdir(), 'peerweb-chromium-'));
+  const context = await chromium.launchPersistentContext(dir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    permissions: ['camera', 'microphone'],
+    viewport: { width: 1100, height: 720 },
+    args: [
+      '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--allow-loopback-in-peer-connection', '--use-fake-ui-for-media-stream',
+      '--disable-dev-shm-usage',
+    ],
+  });
+  const close = context.close.bind(context);
+  context.close = async () => {
+    await close();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  return context;
+}
+
+/** Opens a tab on the server's origin and loads the SDK into `window.pw`. */
+export async function openTab(context, url) {
+  const page = await context.newPage();
+  page.on('pageerror', (e) => console.error('[page error]', e.message));
+  await page.goto(`${url}/`);
+  await page.evaluate(async () => {
+    window.pw = await import('/sdk/peerweb.js');
+  });
+  return page;
+}
+
+/**
+ * Joins `room` in the tab and records what happens in `window.t`:
+ * messages, peers seen, peer-left events, channel events, peer connections created.
+ */
+export async function joinRoom(page, room, options = {}) {
+  return page.evaluate(async ([room, options]) => {
+    const t = { msgs: [], peers: [], left: [], channels: [], pcs: 0, errors: [], signaling: [] };
+    window.t = t;
+    const r = await window.pw.join(location.origin, room, options);
+    window.room = r;
+    const watch = (peer) => {
+      t.pcs += 1;
+      t.peers.push(peer.id);
+      peer.addEventListener('channel', ({ channel }) => {
+        t.channels.push({ from: peer.id, label: channel.label, ordered: channel.ordered,
+          maxRetransmits: channel.maxRetransmits, maxPacketLifeTime: channel.maxPacketLifeTime });
+      });
+    };
+    r.addEventListener('peer', ({ peer }) => watch(peer));
+    for (const p of r.peers.values()) watch(p);
+    r.addEventListener('peerleft', ({ peer }) => t.left.push(peer.id));
+    r.addEventListener('message', ({ peer, data, channel }) => t.msgs.push({ from: peer.id, data, label: channel.label }));
+    r.addEventListener('error', ({ error }) => t.errors.push(error.code));
+    r.addEventListener('signaling', ({ state }) => t.signaling.push(state));
+    return r.id;
+  }, [room, options]);
+}
+
+/** Polls `fn(arg)` in the page until it returns a truthy value (or throws after `timeout`). */
+export async function waitFor(page, fn, arg, { timeout = 15000, what = 'condition' } = {}) {
+  const end = Date.now() + timeout;
+  let last;
+  while (Date.now() < end) {
+    last = await page.evaluate(fn, arg);
+    if (last) return last;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`timed out waiting for ${what}; last value ${JSON.stringify(last)}`);
+}
+
+/** Waits until the tab's default channel to `peerId` is open. */
+export function waitOpen(page, peerId) {
+  return waitFor(page, (id) => window.room.peers.get(id)?.open, peerId, { what: `channel to ${peerId}` });
+}
