@@ -164,25 +164,38 @@ impl Hub {
             false
         };
         let writer = async {
-            while let Some(out) = rx.recv().await {
-                let res = match out {
-                    Out::Text(text) => {
-                        let len = text.len();
-                        let r = sink.send(Message::Text(text.into())).await;
-                        queued.fetch_sub(len, Ordering::Relaxed);
-                        r
-                    }
-                    Out::Ping => sink.send(Message::Ping(Default::default())).await,
-                    Out::Close(code, reason) => {
-                        let frame = CloseFrame {
-                            code,
-                            reason: reason.into(),
-                        };
-                        let _ = sink.send(Message::Close(Some(frame))).await;
+            // Frames queued together leave in one write: feed what is queued (up to
+            // WRITE_BATCH bytes), then flush once.
+            while let Some(first) = rx.recv().await {
+                let mut next = Some(first);
+                let mut batch = 0usize;
+                while let Some(out) = next.take() {
+                    let res = match out {
+                        Out::Text(text) => {
+                            let len = text.len();
+                            batch += len;
+                            let r = sink.feed(Message::Text(text.into())).await;
+                            queued.fetch_sub(len, Ordering::Relaxed);
+                            r
+                        }
+                        Out::Ping => sink.feed(Message::Ping(Default::default())).await,
+                        Out::Close(code, reason) => {
+                            let frame = CloseFrame {
+                                code,
+                                reason: reason.into(),
+                            };
+                            let _ = sink.send(Message::Close(Some(frame))).await;
+                            return;
+                        }
+                    };
+                    if res.is_err() {
                         return;
                     }
-                };
-                if res.is_err() {
+                    if batch < WRITE_BATCH {
+                        next = rx.try_recv().ok();
+                    }
+                }
+                if sink.flush().await.is_err() {
                     return;
                 }
             }
@@ -214,6 +227,8 @@ impl Hub {
 }
 
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
+/// Bytes of frames written to a socket with one flush.
+pub(crate) const WRITE_BATCH: usize = 16 * 1024;
 
 #[derive(Debug, PartialEq, Eq)]
 enum End {

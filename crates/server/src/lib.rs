@@ -31,6 +31,7 @@ use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 
 pub use config::{ConfigError, IceServer, ServerConfig};
 pub use hub::Hub;
@@ -72,9 +73,10 @@ async fn ws(
     upgrade
         .max_message_size(hard_cap)
         .max_frame_size(hard_cap)
-        // Idle connections should cost little: small read buffer, no write batching.
+        // Idle connections should cost little: a small read buffer. Frames are written out
+        // when the buffer passes WRITE_BATCH or at the flush that ends each batch.
         .read_buffer_size(4096)
-        .write_buffer_size(0)
+        .write_buffer_size(hub::WRITE_BATCH)
         .on_upgrade(move |socket| state.hub.serve_socket(socket, peer))
 }
 
@@ -146,7 +148,14 @@ impl Server {
         let hub = self.state.hub.clone();
         let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = axum::serve(self.listener, app).with_graceful_shutdown(async move {
+        // Signaling frames are small and latency-bound: without TCP_NODELAY a frame written
+        // while the previous one is unacknowledged waits for the peer's delayed ACK (~40 ms).
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("cannot set TCP_NODELAY: {e}");
+            }
+        });
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
             let _ = stop_rx.await;
         });
         let watcher = tokio::spawn(async move {
