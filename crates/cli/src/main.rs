@@ -148,6 +148,7 @@ fn main() -> ExitCode {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let cfg = args.into_config()?;
+    raise_open_file_limit(cfg.max_conns);
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async {
         let listen = cfg.listen;
@@ -160,6 +161,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
         server.run(shutdown_signal()).await.context("server failed")
     })
+}
+
+/// Each connection is a file descriptor: raise the soft limit to the hard one (as most
+/// servers do) and say so when even that is below `max_conns`.
+fn raise_open_file_limit(max_conns: usize) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < max_conns as u64 + 64 => eprintln!(
+            "peerweb: warning: the open-file limit is {limit}, so fewer than max_conns = \
+             {max_conns} connections can be accepted"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+    }
 }
 
 async fn shutdown_signal() {
