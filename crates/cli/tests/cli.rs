@@ -1,0 +1,161 @@
+//! The `peerweb` binary: configuration layering (file < env < flags) and clear refusals.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+const BIN: &str = env!("CARGO_BIN_EXE_peerweb");
+
+/// A file in the temp dir, deleted on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, text: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("peerweb-cli-{}-{name}", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        Self(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Runs `peerweb serve` with these arguments/env, expecting exit code 1; returns stderr.
+fn refused(args: &[&str], env: &[(&str, &str)]) -> String {
+    refused_with(1, args, env)
+}
+
+fn refused_with(code: i32, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = Command::new(BIN)
+        .arg("serve")
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(code), "{out:?}");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `peerweb serve` on a free loopback port; returns it and its address.
+fn serve(args: &[&str], env: &[(&str, &str)]) -> (Running, String) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("peerweb serve: listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .trim_end_matches('/')
+        .to_owned();
+    (Running(child), addr)
+}
+
+/// The limits the server announces in `welcome`.
+async fn limits(addr: &str) -> serde_json::Value {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
+    ws.send(Message::text(r#"{"type":"hello","v":1}"#))
+        .await
+        .unwrap();
+    loop {
+        if let Message::Text(t) = ws.next().await.unwrap().unwrap() {
+            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+            return v["limits"].clone();
+        }
+    }
+}
+
+#[tokio::test]
+async fn file_then_env_then_flags() {
+    let file = TempFile::new(
+        "layers.toml",
+        "max_peers_per_room = 3\nmax_rooms_per_conn = 5\nmax_msgs_per_sec = 7\n",
+    );
+    let cfg = file.path();
+    let env = [
+        ("PEERWEB_MAX_ROOMS_PER_CONN", "6"),
+        ("PEERWEB_MAX_MSGS_PER_SEC", "8"),
+    ];
+    let (_s, addr) = serve(&["--config", cfg, "--max-msgs-per-sec", "9"], &env);
+    let l = limits(&addr).await;
+    assert_eq!(l["max_peers_per_room"], 3, "from the file");
+    assert_eq!(l["max_rooms_per_conn"], 6, "env over the file");
+    assert_eq!(l["max_msgs_per_sec"], 9, "flag over env");
+}
+
+#[tokio::test]
+async fn embedded_defaults_need_no_file() {
+    let (_s, addr) = serve(&[], &[]);
+    let l = limits(&addr).await;
+    assert_eq!(l["max_frame_bytes"], 65536);
+    assert_eq!(l["max_peers_per_room"], 64);
+}
+
+#[test]
+fn unknown_config_key_is_refused_by_name() {
+    let cfg = TempFile::new("typo.toml", "max_peers_per_rom = 3\n");
+    let err = refused(&["--config", cfg.path()], &[]);
+    assert!(err.contains("invalid config file"), "{err}");
+    assert!(err.contains("max_peers_per_rom"), "{err}");
+}
+
+#[test]
+fn missing_config_file_is_refused() {
+    let err = refused(&["--config", "/nonexistent/peerweb.toml"], &[]);
+    assert!(err.contains("cannot read config file"), "{err}");
+}
+
+#[test]
+fn unusable_values_are_refused() {
+    let err = refused(&["--max-peers-per-room", "1"], &[]);
+    assert!(
+        err.contains("max_peers_per_room must be at least 2"),
+        "{err}"
+    );
+    let err = refused(&[], &[("PEERWEB_MAX_FRAME_BYTES", "12")]);
+    assert!(
+        err.contains("max_frame_bytes must be at least 1024"),
+        "{err}"
+    );
+    // Usage errors are clap's: exit code 2, as CLI conventions have it.
+    let err = refused_with(2, &["--listen", "not-an-address"], &[]);
+    assert!(err.contains("invalid value 'not-an-address'"), "{err}");
+}
+
+#[test]
+fn listen_address_in_use_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let err = refused(&["--listen", &addr], &[]);
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+}
