@@ -2,7 +2,8 @@
 //! configuration comes from an optional TOML file, then `PEERWEB_*` environment variables,
 //! then flags, each overriding the one before.
 
-use std::net::SocketAddr;
+use std::io::Write as _;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -71,9 +72,67 @@ struct ServeArgs {
     /// Seconds a disconnected peer keeps its rooms, to resume [default: 20].
     #[arg(long, env = "PEERWEB_RESUME_GRACE_SECS")]
     resume_grace_secs: Option<u64>,
-    /// ICE server URL handed to clients (repeatable), e.g. `stun:stun.example.org:3478`.
+    /// Extra ICE server URL handed to clients (repeatable), e.g. `stun:stun.example.org:3478`.
     #[arg(long = "ice-url", env = "PEERWEB_ICE_URLS", value_delimiter = ',')]
     ice_urls: Vec<String>,
+    /// UDP address of the built-in STUN/TURN server [default: the HTTP IP, port 3478].
+    #[arg(long, env = "PEERWEB_TURN_LISTEN")]
+    turn_listen: Option<SocketAddr>,
+    /// Run without the built-in STUN/TURN server.
+    #[arg(long, env = "PEERWEB_NO_TURN")]
+    no_turn: bool,
+    /// Address relay sockets bind to and announce [default: the TURN listen IP].
+    #[arg(long, env = "PEERWEB_RELAY_IP")]
+    relay_ip: Option<IpAddr>,
+    /// Lowest relay port [default: 49152].
+    #[arg(long, env = "PEERWEB_RELAY_MIN_PORT")]
+    relay_min_port: Option<u16>,
+    /// Highest relay port [default: 65535].
+    #[arg(long, env = "PEERWEB_RELAY_MAX_PORT")]
+    relay_max_port: Option<u16>,
+    /// Host name browsers use for STUN/TURN [default: the host they reached /api/ice on].
+    #[arg(long, env = "PEERWEB_TURN_HOST")]
+    turn_host: Option<String>,
+    /// TURN REST secret (repeatable; the first signs, all are accepted) [default: random].
+    #[arg(
+        long = "turn-secret",
+        env = "PEERWEB_TURN_SECRETS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    turn_secrets: Vec<String>,
+    /// TURN realm [default: peerweb].
+    #[arg(long, env = "PEERWEB_TURN_REALM")]
+    turn_realm: Option<String>,
+    /// Lifetime of the TURN credentials /api/ice hands out, seconds [default: 43200].
+    #[arg(long, env = "PEERWEB_TURN_CREDENTIAL_TTL_SECS")]
+    turn_credential_ttl_secs: Option<u64>,
+    /// Relay to loopback peers (tests on one machine only).
+    #[arg(long, env = "PEERWEB_TURN_ALLOW_LOOPBACK_PEERS")]
+    turn_allow_loopback_peers: bool,
+    /// Peer address block always allowed (repeatable), e.g. `10.0.0.0/8`.
+    #[arg(
+        long = "turn-allowed-peer",
+        env = "PEERWEB_TURN_ALLOWED_PEERS",
+        value_delimiter = ','
+    )]
+    turn_allowed_peers: Vec<String>,
+    /// Peer address block always refused (repeatable).
+    #[arg(
+        long = "turn-denied-peer",
+        env = "PEERWEB_TURN_DENIED_PEERS",
+        value_delimiter = ','
+    )]
+    turn_denied_peers: Vec<String>,
+    /// TURN allocations on the server [default: 10000].
+    #[arg(long, env = "PEERWEB_TURN_MAX_ALLOCATIONS")]
+    turn_max_allocations: Option<usize>,
+    /// TURN allocations per credential [default: 10].
+    #[arg(long, env = "PEERWEB_TURN_MAX_ALLOCATIONS_PER_USER")]
+    turn_max_allocations_per_user: Option<usize>,
+    /// Bytes per second one allocation may relay, 0 for no cap [default: 12500000].
+    #[arg(long, env = "PEERWEB_TURN_BANDWIDTH_PER_ALLOCATION")]
+    turn_bandwidth_per_allocation: Option<u64>,
 }
 
 macro_rules! overlay {
@@ -109,7 +168,38 @@ impl ServeArgs {
             max_send_queue_bytes,
             idle_timeout_secs,
             resume_grace_secs,
+            relay_min_port,
+            relay_max_port,
+            turn_credential_ttl_secs,
+            turn_realm,
+            turn_max_allocations,
+            turn_max_allocations_per_user,
+            turn_bandwidth_per_allocation,
         );
+        if let Some(ip) = args.relay_ip {
+            cfg.relay_ip = Some(ip);
+        }
+        if let Some(h) = args.turn_host {
+            cfg.turn_host = Some(h);
+        }
+        if let Some(l) = args.turn_listen {
+            cfg.turn_listen = Some(l);
+        }
+        if args.no_turn {
+            cfg.turn = false;
+        }
+        if args.turn_allow_loopback_peers {
+            cfg.turn_allow_loopback_peers = true;
+        }
+        for (list, from) in [
+            (&mut cfg.turn_secrets, args.turn_secrets),
+            (&mut cfg.turn_allowed_peers, args.turn_allowed_peers),
+            (&mut cfg.turn_denied_peers, args.turn_denied_peers),
+        ] {
+            if !from.is_empty() {
+                *list = from;
+            }
+        }
         if !args.ice_urls.is_empty() {
             cfg.ice_servers = args
                 .ice_urls
@@ -155,10 +245,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let server = Server::bind(cfg)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
-        println!(
+        // A closed stdout (`peerweb serve | head -1`) must not stop the server.
+        let mut out = std::io::stdout();
+        let _ = writeln!(
+            out,
             "peerweb serve: listening on http://{}/",
             server.local_addr()
         );
+        if let Some(turn) = server.turn_addr() {
+            let _ = writeln!(out, "peerweb serve: STUN/TURN on udp {turn}");
+        }
+        let _ = out.flush();
         server.run(shutdown_signal()).await.context("server failed")
     })
 }

@@ -59,7 +59,13 @@ impl Drop for Running {
 /// Starts `peerweb serve` on a free loopback port; returns it and its address.
 fn serve(args: &[&str], env: &[(&str, &str)]) -> (Running, String) {
     let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--turn-listen",
+            "127.0.0.1:0",
+        ])
         .args(args)
         .envs(env.iter().copied())
         .stdout(Stdio::piped())

@@ -1,10 +1,13 @@
 //! Server configuration: every field has an embedded default, so `peerweb serve` runs with no
 //! file at all. The CLI layers a TOML file, environment variables and flags on top.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+/// The STUN/TURN port when none is configured.
+pub const DEFAULT_TURN_PORT: u16 = 3478;
 
 /// One entry of `RTCConfiguration.iceServers`, as handed out by `GET /api/ice`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,8 +39,35 @@ pub struct ServerConfig {
     pub max_send_queue_bytes: usize,
     pub idle_timeout_secs: u64,
     pub resume_grace_secs: u64,
-    /// STUN/TURN servers handed to clients.
+    /// STUN/TURN servers handed to clients, besides the built-in one.
     pub ice_servers: Vec<IceServer>,
+    /// Run the built-in STUN/TURN server.
+    pub turn: bool,
+    /// Its UDP address; by default the HTTP listen IP, port 3478.
+    pub turn_listen: Option<SocketAddr>,
+    /// Address the relay sockets bind to and announce; defaults to the TURN listen IP.
+    pub relay_ip: Option<IpAddr>,
+    pub relay_min_port: u16,
+    pub relay_max_port: u16,
+    /// Host name or address browsers use to reach STUN/TURN; defaults to the host of the
+    /// `/api/ice` request, else the TURN listen IP.
+    pub turn_host: Option<String>,
+    /// Shared secrets for TURN REST credentials: the first signs new ones, all are accepted
+    /// (rotation). Empty: a random secret per process.
+    pub turn_secrets: Vec<String>,
+    pub turn_realm: String,
+    /// How long credentials from `/api/ice` stay valid. An allocation cannot be refreshed
+    /// past its credentials, so this bounds how long a relayed session can last.
+    pub turn_credential_ttl_secs: u64,
+    /// Relay to loopback peers (tests on one machine; refused by default).
+    pub turn_allow_loopback_peers: bool,
+    /// Peer address blocks always allowed / refused, e.g. `10.0.0.0/8`.
+    pub turn_allowed_peers: Vec<String>,
+    pub turn_denied_peers: Vec<String>,
+    pub turn_max_allocations: usize,
+    pub turn_max_allocations_per_user: usize,
+    /// Bytes per second relayed for one allocation (0: no cap).
+    pub turn_bandwidth_per_allocation: u64,
 }
 
 impl Default for ServerConfig {
@@ -57,6 +87,21 @@ impl Default for ServerConfig {
             idle_timeout_secs: core.idle_timeout.as_secs(),
             resume_grace_secs: core.resume_grace.as_secs(),
             ice_servers: Vec::new(),
+            turn: true,
+            turn_listen: None,
+            relay_ip: None,
+            relay_min_port: 49152,
+            relay_max_port: 65535,
+            turn_host: None,
+            turn_secrets: Vec::new(),
+            turn_realm: "peerweb".into(),
+            turn_credential_ttl_secs: 12 * 3600,
+            turn_allow_loopback_peers: false,
+            turn_allowed_peers: Vec::new(),
+            turn_denied_peers: Vec::new(),
+            turn_max_allocations: 10_000,
+            turn_max_allocations_per_user: 10,
+            turn_bandwidth_per_allocation: 12_500_000,
         }
     }
 }
@@ -67,6 +112,15 @@ impl Default for ServerConfig {
 pub enum ConfigError {
     #[error("{field} must be at least {min}")]
     TooSmall { field: &'static str, min: u64 },
+    #[error("relay_min_port ({min}) is above relay_max_port ({max})")]
+    RelayPorts { min: u16, max: u16 },
+    #[error("relay_ip is needed when TURN listens on the unspecified address {0}")]
+    RelayIp(SocketAddr),
+    #[error("{field}: {source}")]
+    Peers {
+        field: &'static str,
+        source: peerweb_turn::policy::CidrError,
+    },
 }
 
 impl ServerConfig {
@@ -91,7 +145,44 @@ impl ServerConfig {
                 return Err(ConfigError::TooSmall { field, min });
             }
         }
+        if self.relay_min_port > self.relay_max_port {
+            return Err(ConfigError::RelayPorts {
+                min: self.relay_min_port,
+                max: self.relay_max_port,
+            });
+        }
+        if let Some(l) = self.turn_addr()
+            && l.ip().is_unspecified()
+            && self.relay_ip.is_none()
+        {
+            return Err(ConfigError::RelayIp(l));
+        }
+        self.peer_blocks()?;
         Ok(())
+    }
+
+    /// Where STUN/TURN listens, or `None` when it is off.
+    pub fn turn_addr(&self) -> Option<SocketAddr> {
+        self.turn.then(|| {
+            self.turn_listen
+                .unwrap_or_else(|| SocketAddr::new(self.listen.ip(), DEFAULT_TURN_PORT))
+        })
+    }
+
+    /// The allow and deny lists, parsed.
+    pub(crate) fn peer_blocks(
+        &self,
+    ) -> Result<(Vec<peerweb_turn::Cidr>, Vec<peerweb_turn::Cidr>), ConfigError> {
+        let parse = |field: &'static str, list: &[String]| {
+            list.iter()
+                .map(|s| s.parse())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|source| ConfigError::Peers { field, source })
+        };
+        Ok((
+            parse("turn_allowed_peers", &self.turn_allowed_peers)?,
+            parse("turn_denied_peers", &self.turn_denied_peers)?,
+        ))
     }
 
     /// The signaling core's part of this configuration.

@@ -20,6 +20,7 @@
 
 mod config;
 mod hub;
+mod turn;
 mod web;
 
 use std::future::Future;
@@ -28,26 +29,44 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::serve::ListenerExt;
 
 pub use config::{ConfigError, IceServer, ServerConfig};
 pub use hub::Hub;
+pub use turn::TurnService;
 
 /// State shared by the HTTP handlers.
 #[derive(Debug, Clone)]
 pub struct AppState {
     hub: Hub,
-    ice: Arc<serde_json::Value>,
+    ice_servers: Arc<Vec<IceServer>>,
+    turn: Option<Arc<TurnService>>,
 }
 
 impl AppState {
-    pub fn new(cfg: &ServerConfig) -> Self {
+    /// Starts the signaling hub and, when configured, binds and starts STUN/TURN. Call inside
+    /// a tokio runtime.
+    pub fn new(cfg: &ServerConfig) -> std::io::Result<Self> {
+        let turn = match cfg.turn_addr() {
+            Some(addr) => Some(Arc::new(TurnService::start(cfg, addr).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("STUN/TURN on {addr}: {e}"))
+            })?)),
+            None => None,
+        };
         let hub = Hub::spawn(cfg.core(), cfg.max_send_queue_bytes);
-        let ice = Arc::new(serde_json::json!({ "iceServers": cfg.ice_servers }));
-        Self { hub, ice }
+        Ok(Self {
+            hub,
+            ice_servers: Arc::new(cfg.ice_servers.clone()),
+            turn,
+        })
+    }
+
+    /// The built-in STUN/TURN server, if running.
+    pub fn turn(&self) -> Option<&TurnService> {
+        self.turn.as_deref()
     }
 }
 
@@ -80,13 +99,18 @@ async fn ws(
         .on_upgrade(move |socket| state.hub.serve_socket(socket, peer))
 }
 
-async fn ice(State(state): State<AppState>) -> impl IntoResponse {
+async fn ice(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
+    let mut servers = state.ice_servers.as_ref().clone();
+    if let Some(turn) = state.turn() {
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        servers.extend(turn.ice_servers(host));
+    }
     (
         [
             (header::CACHE_CONTROL, "no-store"),
             (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
         ],
-        axum::Json(state.ice.as_ref().clone()),
+        axum::Json(serde_json::json!({ "iceServers": servers })),
     )
 }
 
@@ -113,7 +137,94 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
          peerweb_signal_server_closes_total {}\n",
         s.conns, s.sessions, s.rooms, s.signals_relayed, s.errors_sent, s.closes
     );
+    let mut body = body;
+    if let Some(turn) = state.turn() {
+        turn_metrics(&mut body, &turn.stats());
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+fn turn_metrics(out: &mut String, t: &peerweb_turn::Stats) {
+    use std::fmt::Write as _;
+    let mut metric = |name: &str, kind: &str, help: &str, labels: &[(&str, u64)]| {
+        let _ = writeln!(out, "# HELP peerweb_turn_{name} {help}");
+        let _ = writeln!(out, "# TYPE peerweb_turn_{name} {kind}");
+        for (label, v) in labels {
+            let _ = writeln!(out, "peerweb_turn_{name}{label} {v}");
+        }
+    };
+    metric(
+        "allocations",
+        "gauge",
+        "Live TURN allocations.",
+        &[("", t.allocations as u64)],
+    );
+    metric(
+        "permissions",
+        "gauge",
+        "Live TURN permissions.",
+        &[("", t.permissions as u64)],
+    );
+    metric(
+        "channels",
+        "gauge",
+        "Live TURN channel bindings.",
+        &[("", t.channels as u64)],
+    );
+    metric(
+        "allocations_total",
+        "counter",
+        "TURN allocations made.",
+        &[("", t.allocations_total)],
+    );
+    metric(
+        "relayed_bytes_total",
+        "counter",
+        "Application bytes relayed.",
+        &[
+            ("{direction=\"to_peer\"}", t.bytes_to_peers),
+            ("{direction=\"to_client\"}", t.bytes_to_clients),
+        ],
+    );
+    metric(
+        "relayed_packets_total",
+        "counter",
+        "Packets relayed.",
+        &[
+            ("{direction=\"to_peer\"}", t.packets_to_peers),
+            ("{direction=\"to_client\"}", t.packets_to_clients),
+        ],
+    );
+    metric(
+        "binding_requests_total",
+        "counter",
+        "STUN binding requests answered.",
+        &[("", t.binding_requests)],
+    );
+    metric(
+        "auth_failures_total",
+        "counter",
+        "Requests with wrong or expired credentials.",
+        &[("", t.auth_failures)],
+    );
+    metric(
+        "stale_nonces_total",
+        "counter",
+        "Requests answered 438 Stale Nonce.",
+        &[("", t.stale_nonces)],
+    );
+    metric(
+        "refusals_total",
+        "counter",
+        "Requests or packets refused, by reason.",
+        &[
+            ("{reason=\"peer_address\"}", t.refused_peer),
+            ("{reason=\"quota\"}", t.refused_quota),
+            ("{reason=\"bandwidth\"}", t.refused_bandwidth),
+            ("{reason=\"challenge_rate\"}", t.refused_rate),
+            ("{reason=\"no_permission\"}", t.no_permission),
+        ],
+    );
 }
 
 /// A bound, not yet running server.
@@ -129,8 +240,13 @@ impl Server {
         let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
         Ok(Self {
             listener,
-            state: AppState::new(&cfg),
+            state: AppState::new(&cfg)?,
         })
+    }
+
+    /// The STUN/TURN listener's address, when it runs.
+    pub fn turn_addr(&self) -> Option<SocketAddr> {
+        self.state.turn().map(TurnService::local_addr)
     }
 
     /// The address actually bound (useful with port 0).

@@ -17,6 +17,7 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 async fn start(cfg: ServerConfig) -> SocketAddr {
     let server = Server::bind(ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
+        turn_listen: Some("127.0.0.1:0".parse().unwrap()),
         ..cfg
     })
     .await

@@ -76,7 +76,8 @@ impl FromStr for Cidr {
 /// The relay's peer address policy.
 #[derive(Debug, Clone, Default)]
 pub struct PeerPolicy {
-    /// Permit loopback peers (tests on one machine; coturn's `--allow-loopback-peers`).
+    /// Permit loopback peers, every port (tests on one machine; coturn's
+    /// `--allow-loopback-peers`).
     pub allow_loopback: bool,
     /// Always permitted.
     pub allow: Vec<Cidr>,
@@ -135,7 +136,8 @@ impl PeerPolicy {
             return false;
         }
         if ip.is_loopback() {
-            return self.allow_loopback && self.own_port_ok(ip, port);
+            // Loopback is all one host: allowing it (for tests) allows all of it.
+            return self.allow_loopback;
         }
         let special = match ip {
             IpAddr::V4(v4) => special_v4(v4),

@@ -1,0 +1,88 @@
+// Two tabs that may only use relay candidates (iceTransportPolicy: 'relay') connect through
+// the STUN/TURN server built into `peerweb serve`, over UDP. Credentials come from /api/ice.
+// Wrong credentials, and relaying to loopback without --turn-allow-loopback-peers, give no
+// connection, and the server's metrics say why.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, launchBrowser, openTab, joinRoom, waitFor, waitOpen } from './lib.mjs';
+
+let browser;
+const servers = [];
+after(async () => {
+  await browser?.close();
+  for (const s of servers) await s.stop();
+});
+
+async function metrics(url) {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const get = (name) => Number(text.split('\n').find((l) => l.startsWith(`${name} `))?.split(' ')[1]);
+  return get;
+}
+
+async function serve(args) {
+  const s = await startServer({ args: ['--turn-listen', '127.0.0.1:0', ...args] });
+  servers.push(s);
+  browser ??= await launchBrowser();
+  return s;
+}
+
+const relayOnly = { rtcConfig: { iceTransportPolicy: 'relay' } };
+
+test('relay-only tabs connect through the built-in TURN server over UDP', async () => {
+  const server = await serve(['--turn-allow-loopback-peers']);
+  const a = await openTab(browser, server.url);
+  const b = await openTab(browser, server.url);
+  const aId = await joinRoom(a, 'relayed', relayOnly);
+  const bId = await joinRoom(b, 'relayed', relayOnly);
+  await waitOpen(a, bId);
+  await waitOpen(b, aId);
+  await a.evaluate((id) => window.room.peers.get(id).send('through the relay'), bId);
+  await b.evaluate((id) => window.room.peers.get(id).send('and back'), aId);
+  await waitFor(b, () => window.t.msgs.some((m) => m.data === 'through the relay'), null, { what: 'a→b' });
+  await waitFor(a, () => window.t.msgs.some((m) => m.data === 'and back'), null, { what: 'b→a' });
+  for (const [page, other] of [[a, bId], [b, aId]]) {
+    const path = await waitFor(page, (id) => window.room.peers.get(id).path, other, { what: 'path' });
+    assert.equal(path.type, 'relay');
+    assert.equal(path.relayProtocol, 'udp');
+  }
+  // Live metrics while the session runs.
+  await new Promise((r) => setTimeout(r, 400));
+  const m = await metrics(server.url);
+  assert.ok(m('peerweb_turn_allocations') >= 2, `allocations ${m('peerweb_turn_allocations')}`);
+  assert.ok(m('peerweb_turn_relayed_packets_total{direction="to_peer"}') > 0);
+  assert.ok(m('peerweb_turn_relayed_packets_total{direction="to_client"}') > 0);
+  assert.ok(m('peerweb_turn_channels') >= 1, 'Chromium binds channels');
+  await a.close();
+  await b.close();
+});
+
+async function neverConnects(server, options) {
+  const a = await openTab(browser, server.url);
+  const b = await openTab(browser, server.url);
+  const aId = await joinRoom(a, 'nope', options);
+  await joinRoom(b, 'nope', options);
+  await new Promise((r) => setTimeout(r, 6000));
+  const open = await a.evaluate((id) => [...window.room.peers.values()].some((p) => p.open), aId);
+  assert.equal(open, false, 'no relay, no connection');
+  await a.close();
+  await b.close();
+}
+
+test('wrong TURN credentials give no relay', async () => {
+  const server = await serve(['--turn-allow-loopback-peers']);
+  const ice = await (await fetch(`${server.url}/api/ice`)).json();
+  const turn = ice.iceServers.find((s) => s.urls[0].startsWith('turn:'));
+  const bad = { ...relayOnly, iceServers: [{ ...turn, credential: 'not-the-password' }] };
+  await neverConnects(server, bad);
+  const m = await metrics(server.url);
+  assert.ok(m('peerweb_turn_auth_failures_total') > 0);
+  assert.equal(m('peerweb_turn_allocations'), 0);
+});
+
+test('relaying to loopback is refused unless allowed', async () => {
+  const server = await serve([]);
+  await neverConnects(server, relayOnly);
+  const m = await metrics(server.url);
+  assert.ok(m('peerweb_turn_allocations') >= 1, 'allocations are made');
+  assert.ok(m('peerweb_turn_refusals_total{reason="peer_address"}') > 0, 'but peers refused');
+});
