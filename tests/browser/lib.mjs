@@ -42,7 +42,7 @@ export async function startServer({ port = 0, args = [] } = {}) {
 }
 
 /** A headless Chromium with camera/mic granted (needed for raw-IP host candidates). */
-export async function launchBrowser() {
+export async function launchBrowser({ args = [] } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'peerweb-chromium-'));
   const context = await chromium.launchPersistentContext(dir, {
     executablePath: CHROMIUM,
@@ -54,6 +54,7 @@ export async function launchBrowser() {
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
       '--allow-loopback-in-peer-connection', '--use-fake-ui-for-media-stream',
       '--disable-dev-shm-usage',
+      ...args,
     ],
   });
   const close = context.close.bind(context);

@@ -4,6 +4,10 @@
 // connection, and the server's metrics say why.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { startServer, launchBrowser, openTab, joinRoom, waitFor, waitOpen } from './lib.mjs';
 
 let browser;
@@ -28,12 +32,12 @@ async function serve(args) {
 
 const relayOnly = { rtcConfig: { iceTransportPolicy: 'relay' } };
 
-test('relay-only tabs connect through the built-in TURN server over UDP', async () => {
-  const server = await serve(['--turn-allow-loopback-peers']);
-  const a = await openTab(browser, server.url);
-  const b = await openTab(browser, server.url);
-  const aId = await joinRoom(a, 'relayed', relayOnly);
-  const bId = await joinRoom(b, 'relayed', relayOnly);
+/** Connects two relay-only tabs with these options; returns both pages after checking the path. */
+async function connectRelayed(server, options, protocol, context = browser) {
+  const a = await openTab(context, server.url);
+  const b = await openTab(context, server.url);
+  const aId = await joinRoom(a, 'relayed', options);
+  const bId = await joinRoom(b, 'relayed', options);
   await waitOpen(a, bId);
   await waitOpen(b, aId);
   await a.evaluate((id) => window.room.peers.get(id).send('through the relay'), bId);
@@ -43,8 +47,21 @@ test('relay-only tabs connect through the built-in TURN server over UDP', async 
   for (const [page, other] of [[a, bId], [b, aId]]) {
     const path = await waitFor(page, (id) => window.room.peers.get(id).path, other, { what: 'path' });
     assert.equal(path.type, 'relay');
-    assert.equal(path.relayProtocol, 'udp');
+    assert.equal(path.relayProtocol, protocol);
   }
+  return [a, b];
+}
+
+/** The server's TURN entry from /api/ice, keeping only the URLs that match `re`. */
+async function turnEntry(server, re) {
+  const ice = await (await fetch(`${server.url}/api/ice`)).json();
+  const turn = ice.iceServers.find((s) => s.urls.some((u) => u.startsWith('turn:')));
+  return { ...turn, urls: turn.urls.filter((u) => re.test(u)) };
+}
+
+test('relay-only tabs connect through the built-in TURN server over UDP', async () => {
+  const server = await serve(['--turn-allow-loopback-peers']);
+  const [a, b] = await connectRelayed(server, relayOnly, 'udp');
   // Live metrics while the session runs.
   await new Promise((r) => setTimeout(r, 400));
   const m = await metrics(server.url);
@@ -54,6 +71,39 @@ test('relay-only tabs connect through the built-in TURN server over UDP', async 
   assert.ok(m('peerweb_turn_channels') >= 1, 'Chromium binds channels');
   await a.close();
   await b.close();
+});
+
+test('relay-only tabs connect through TURN over TCP', async () => {
+  const server = await serve(['--turn-allow-loopback-peers']);
+  const tcp = await turnEntry(server, /^turn:.*transport=tcp$/);
+  assert.equal(tcp.urls.length, 1);
+  const [a, b] = await connectRelayed(server, { ...relayOnly, iceServers: [tcp] }, 'tcp');
+  await a.close();
+  await b.close();
+});
+
+test('relay-only tabs connect through TURN over TLS', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'peerweb-tls-'));
+  try {
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1',
+      '-nodes', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'), '-days', '1',
+      '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+    const server = await serve(['--turn-allow-loopback-peers', '--turn-tls-listen', '127.0.0.1:0',
+      '--turn-tls-cert', join(dir, 'cert.pem'), '--turn-tls-key', join(dir, 'key.pem')]);
+    const tls = await turnEntry(server, /^turns:/);
+    assert.equal(tls.urls.length, 1);
+    // The test certificate is self-signed; this browser is told to accept it.
+    const trusting = await launchBrowser({ args: ['--ignore-certificate-errors'] });
+    try {
+      const [a, b] = await connectRelayed(server, { ...relayOnly, iceServers: [tls] }, 'tls', trusting);
+      await a.close();
+      await b.close();
+    } finally {
+      await trusting.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 async function neverConnects(server, options) {
@@ -71,7 +121,7 @@ async function neverConnects(server, options) {
 test('wrong TURN credentials give no relay', async () => {
   const server = await serve(['--turn-allow-loopback-peers']);
   const ice = await (await fetch(`${server.url}/api/ice`)).json();
-  const turn = ice.iceServers.find((s) => s.urls[0].startsWith('turn:'));
+  const turn = ice.iceServers.find((s) => s.username);
   const bad = { ...relayOnly, iceServers: [{ ...turn, credential: 'not-the-password' }] };
   await neverConnects(server, bad);
   const m = await metrics(server.url);

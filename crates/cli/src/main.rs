@@ -78,6 +78,15 @@ struct ServeArgs {
     /// UDP address of the built-in STUN/TURN server [default: the HTTP IP, port 3478].
     #[arg(long, env = "PEERWEB_TURN_LISTEN")]
     turn_listen: Option<SocketAddr>,
+    /// TLS (`turns:`) address for networks that only pass TLS, e.g. `0.0.0.0:443`.
+    #[arg(long, env = "PEERWEB_TURN_TLS_LISTEN", requires_all = ["turn_tls_cert", "turn_tls_key"])]
+    turn_tls_listen: Option<SocketAddr>,
+    /// TLS certificate chain (PEM) for `--turn-tls-listen`.
+    #[arg(long, env = "PEERWEB_TURN_TLS_CERT")]
+    turn_tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) for `--turn-tls-listen`.
+    #[arg(long, env = "PEERWEB_TURN_TLS_KEY")]
+    turn_tls_key: Option<PathBuf>,
     /// Run without the built-in STUN/TURN server.
     #[arg(long, env = "PEERWEB_NO_TURN")]
     no_turn: bool,
@@ -185,6 +194,15 @@ impl ServeArgs {
         if let Some(l) = args.turn_listen {
             cfg.turn_listen = Some(l);
         }
+        if let Some(l) = args.turn_tls_listen {
+            cfg.turn_tls_listen = Some(l);
+        }
+        if let Some(p) = args.turn_tls_cert {
+            cfg.turn_tls_cert = Some(p);
+        }
+        if let Some(p) = args.turn_tls_key {
+            cfg.turn_tls_key = Some(p);
+        }
         if args.no_turn {
             cfg.turn = false;
         }
@@ -253,7 +271,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             server.local_addr()
         );
         if let Some(turn) = server.turn_addr() {
-            let _ = writeln!(out, "peerweb serve: STUN/TURN on udp {turn}");
+            let _ = writeln!(out, "peerweb serve: STUN/TURN on udp and tcp {turn}");
+        }
+        if let Some(tls) = server.turn_tls_addr() {
+            let _ = writeln!(out, "peerweb serve: TURN over TLS on {tls}");
         }
         let _ = out.flush();
         server.run(shutdown_signal()).await.context("server failed")

@@ -2,6 +2,7 @@
 //! file at all. The CLI layers a TOML file, environment variables and flags on top.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -45,6 +46,11 @@ pub struct ServerConfig {
     pub turn: bool,
     /// Its UDP address; by default the HTTP listen IP, port 3478.
     pub turn_listen: Option<SocketAddr>,
+    /// TLS (`turns:`) address of the STUN/TURN server, e.g. 0.0.0.0:5349 or :443; needs
+    /// `turn_tls_cert` and `turn_tls_key` (PEM files).
+    pub turn_tls_listen: Option<SocketAddr>,
+    pub turn_tls_cert: Option<PathBuf>,
+    pub turn_tls_key: Option<PathBuf>,
     /// Address the relay sockets bind to and announce; defaults to the TURN listen IP.
     pub relay_ip: Option<IpAddr>,
     pub relay_min_port: u16,
@@ -89,6 +95,9 @@ impl Default for ServerConfig {
             ice_servers: Vec::new(),
             turn: true,
             turn_listen: None,
+            turn_tls_listen: None,
+            turn_tls_cert: None,
+            turn_tls_key: None,
             relay_ip: None,
             relay_min_port: 49152,
             relay_max_port: 65535,
@@ -114,6 +123,8 @@ pub enum ConfigError {
     TooSmall { field: &'static str, min: u64 },
     #[error("relay_min_port ({min}) is above relay_max_port ({max})")]
     RelayPorts { min: u16, max: u16 },
+    #[error("turn_tls_listen needs turn_tls_cert and turn_tls_key")]
+    TlsFiles,
     #[error("relay_ip is needed when TURN listens on the unspecified address {0}")]
     RelayIp(SocketAddr),
     #[error("{field}: {source}")]
@@ -156,6 +167,11 @@ impl ServerConfig {
             && self.relay_ip.is_none()
         {
             return Err(ConfigError::RelayIp(l));
+        }
+        if self.turn_tls_listen.is_some()
+            && (self.turn_tls_cert.is_none() || self.turn_tls_key.is_none())
+        {
+            return Err(ConfigError::TlsFiles);
         }
         self.peer_blocks()?;
         Ok(())

@@ -249,6 +249,11 @@ impl Server {
         self.state.turn().map(TurnService::local_addr)
     }
 
+    /// The TURN-over-TLS listener's address, when configured.
+    pub fn turn_tls_addr(&self) -> Option<SocketAddr> {
+        self.state.turn().and_then(TurnService::tls_addr)
+    }
+
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener

@@ -4,12 +4,15 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use peerweb_turn::{AllocId, Config, Input, Output, PeerPolicy, Stats, Transport, Turn, Via};
-use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, watch};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, warn};
@@ -23,21 +26,33 @@ const RELAY_BUFFER: usize = 256 << 10;
 const RELAY_READ: usize = 4096;
 /// Datagrams from peers waiting for the core task; beyond, new ones are dropped.
 const PEER_QUEUE: usize = 8192;
+/// TCP/TLS client connections at once.
+const MAX_STREAMS: usize = 10_000;
+/// A TCP/TLS connection that sends nothing for this long is closed (clients refresh their
+/// allocation and permissions well within it).
+const STREAM_IDLE: Duration = Duration::from_secs(120);
+/// Frames queued for one TCP/TLS client; beyond, relayed data is dropped as UDP would lose it.
+const STREAM_QUEUE: usize = 512;
+/// The largest frame on a stream: a STUN message or ChannelData with its 16-bit length.
+const MAX_STREAM_FRAME: usize = 4 + 65_536;
 
 /// The running STUN/TURN server, as the HTTP side sees it.
 #[derive(Debug)]
 pub struct TurnService {
     local: SocketAddr,
+    tls_local: Option<SocketAddr>,
     host: Option<String>,
     secret: Vec<u8>,
     ttl: Duration,
     stats: watch::Receiver<Stats>,
-    task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Drop for TurnService {
     fn drop(&mut self) {
-        self.task.abort();
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 }
 
@@ -46,6 +61,18 @@ impl TurnService {
     pub fn start(cfg: &ServerConfig, listen: SocketAddr) -> io::Result<Self> {
         let udp = udp_socket(listen, LISTENER_BUFFER)?;
         let local = udp.local_addr()?;
+        // TCP on the same address and port (RFC 8656: for clients whose UDP is blocked).
+        let tcp = tcp_listener(local)?;
+        let tls = match (&cfg.turn_tls_listen, &cfg.turn_tls_cert, &cfg.turn_tls_key) {
+            (Some(addr), Some(cert), Some(key)) => {
+                Some((tcp_listener(*addr)?, tls_acceptor(cert, key)?))
+            }
+            _ => None,
+        };
+        let tls_local = match &tls {
+            Some((l, _)) => Some(l.local_addr()?),
+            None => None,
+        };
         let relay_ip = cfg.relay_ip.unwrap_or(local.ip());
         let mut secrets: Vec<Vec<u8>> = cfg
             .turn_secrets
@@ -82,19 +109,45 @@ impl TurnService {
             max: cfg.relay_max_port,
             next: cfg.relay_min_port,
         };
-        let task = tokio::spawn(run(core, udp, relays, stats_tx));
+        let (stream_tx, stream_rx) = mpsc::channel(4096);
+        let limit = Arc::new(Semaphore::new(MAX_STREAMS));
+        let ids = Arc::new(AtomicU64::new(1));
+        let mut tasks = vec![tokio::spawn(run(core, udp, relays, stats_tx, stream_rx))];
+        tasks.push(tokio::spawn(accept(
+            tcp,
+            None,
+            stream_tx.clone(),
+            ids.clone(),
+            limit.clone(),
+        )));
+        if let Some((l, acceptor)) = tls {
+            tasks.push(tokio::spawn(accept(
+                l,
+                Some(acceptor),
+                stream_tx,
+                ids,
+                limit,
+            )));
+        }
         Ok(Self {
             local,
+            tls_local,
             host: cfg.turn_host.clone(),
             secret: secrets.swap_remove(0),
             ttl: Duration::from_secs(cfg.turn_credential_ttl_secs),
             stats,
-            task,
+            tasks,
         })
     }
 
+    /// The UDP (and TCP) address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// The TLS address, when TLS is configured.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_local
     }
 
     /// Counters as of the last update (at most a quarter second old).
@@ -129,7 +182,13 @@ impl TurnService {
                 credential: None,
             },
             IceServer {
-                urls: vec![format!("turn:{host}:{port}?transport=udp")],
+                urls: std::iter::once(format!("turn:{host}:{port}?transport=udp"))
+                    .chain(std::iter::once(format!("turn:{host}:{port}?transport=tcp")))
+                    .chain(
+                        self.tls_local
+                            .map(|t| format!("turns:{host}:{}?transport=tcp", t.port())),
+                    )
+                    .collect(),
                 username: Some(username),
                 credential: Some(credential),
             },
@@ -157,6 +216,12 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+fn tcp_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let l = std::net::TcpListener::bind(addr)?;
+    l.set_nonblocking(true)?;
+    TcpListener::from_std(l)
+}
+
 fn udp_socket(addr: SocketAddr, buffer: usize) -> io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
@@ -166,6 +231,151 @@ fn udp_socket(addr: SocketAddr, buffer: usize) -> io::Result<UdpSocket> {
     let _ = s.set_send_buffer_size(buffer);
     s.bind(&addr.into())?;
     UdpSocket::from_std(s.into())
+}
+
+fn tls_acceptor(cert: &Path, key: &Path) -> io::Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &str, p: &Path, e: &dyn std::fmt::Display| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{what} {}: {e}", p.display()),
+        )
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect())
+        .map_err(|e| bad("cannot read certificates from", cert, &e))?;
+    if certs.is_empty() {
+        return Err(bad("no certificate in", cert, &"empty"));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| bad("cannot read key", key, &e))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(io::Error::other)?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// What TCP/TLS connection tasks tell the core task.
+#[derive(Debug)]
+enum StreamEvent {
+    Open {
+        transport: Transport,
+        tx: mpsc::Sender<Vec<u8>>,
+    },
+    Frame {
+        transport: Transport,
+        from: SocketAddr,
+        data: Vec<u8>,
+    },
+    Closed {
+        transport: Transport,
+    },
+}
+
+async fn accept(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    events: mpsc::Sender<StreamEvent>,
+    ids: Arc<AtomicU64>,
+    limit: Arc<Semaphore>,
+) {
+    loop {
+        let (tcp, from) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                debug!("TURN accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            debug!("TURN stream limit reached; refusing {from}");
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let id = ids.fetch_add(1, Ordering::Relaxed);
+        let events = events.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match tls {
+                None => serve_stream(tcp, Transport::Tcp(id), from, events).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+                    {
+                        Ok(Ok(s)) => serve_stream(s, Transport::Tls(id), from, events).await,
+                        Ok(Err(e)) => debug!("TLS handshake with {from}: {e}"),
+                        Err(_) => debug!("TLS handshake with {from} timed out"),
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Splits a TCP/TLS byte stream into STUN messages and ChannelData frames for the core, and
+/// writes what the core sends back.
+async fn serve_stream<S: AsyncRead + AsyncWrite>(
+    stream: S,
+    transport: Transport,
+    from: SocketAddr,
+    events: mpsc::Sender<StreamEvent>,
+) {
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(STREAM_QUEUE);
+    if events
+        .send(StreamEvent::Open { transport, tx })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let (mut r, mut w) = tokio::io::split(stream);
+    let reader = async {
+        let mut buf: Vec<u8> = Vec::with_capacity(4096);
+        let mut chunk = vec![0u8; 16 * 1024];
+        loop {
+            let n = match tokio::time::timeout(STREAM_IDLE, r.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+                Ok(Ok(n)) => n,
+            };
+            buf.extend_from_slice(&chunk[..n]);
+            while let Some(len) = peerweb_turn::stun::stream_frame_len(&buf) {
+                if len > MAX_STREAM_FRAME {
+                    return;
+                }
+                if buf.len() < len {
+                    break;
+                }
+                let data: Vec<u8> = buf.drain(..len).collect();
+                let ev = StreamEvent::Frame {
+                    transport,
+                    from,
+                    data,
+                };
+                if events.send(ev).await.is_err() {
+                    return;
+                }
+            }
+        }
+    };
+    let writer = async {
+        while let Some(d) = rx.recv().await {
+            if w.write_all(&d).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        () = reader => {}
+        () = writer => {}
+    }
+    let _ = events.send(StreamEvent::Closed { transport }).await;
 }
 
 /// Binds relay sockets on the relay address, walking the port range.
@@ -233,9 +443,16 @@ async fn read_relay(alloc: AllocId, socket: Arc<UdpSocket>, tx: mpsc::Sender<Pee
 /// Datagrams handled per wake-up before outputs are flushed.
 const BATCH: usize = 64;
 
-async fn run(mut core: Turn, udp: UdpSocket, mut pool: RelayPool, stats: watch::Sender<Stats>) {
+async fn run(
+    mut core: Turn,
+    udp: UdpSocket,
+    mut pool: RelayPool,
+    stats: watch::Sender<Stats>,
+    mut stream_rx: mpsc::Receiver<StreamEvent>,
+) {
     let (peer_tx, mut peer_rx) = mpsc::channel::<PeerPacket>(PEER_QUEUE);
     let mut relays: HashMap<AllocId, Relay> = HashMap::new();
+    let mut streams: HashMap<Transport, mpsc::Sender<Vec<u8>>> = HashMap::new();
     let mut buf = vec![0u8; 65_536];
     let mut deadline = Instant::now();
     let mut publish = tokio::time::interval(Duration::from_millis(250));
@@ -254,7 +471,6 @@ async fn run(mut core: Turn, udp: UdpSocket, mut pool: RelayPool, stats: watch::
                 for _ in 1..BATCH {
                     let Ok((n, from)) = udp.try_recv_from(&mut buf) else { break };
                     core.handle_input(now, Input::FromClient { transport: Transport::Udp, from, data: &buf[..n] });
-                    flush(&mut core, &udp, &mut relays, &mut pool, &peer_tx, &mut deadline);
                 }
             }
             Some(p) = peer_rx.recv() => {
@@ -263,7 +479,21 @@ async fn run(mut core: Turn, udp: UdpSocket, mut pool: RelayPool, stats: watch::
                 for _ in 1..BATCH {
                     let Ok(p) = peer_rx.try_recv() else { break };
                     core.handle_input(now, Input::FromPeer { alloc: p.alloc, from: p.from, data: &p.data });
-                    flush(&mut core, &udp, &mut relays, &mut pool, &peer_tx, &mut deadline);
+                }
+            }
+            Some(ev) = stream_rx.recv() => {
+                let now = Instant::now().into_std();
+                match ev {
+                    StreamEvent::Open { transport, tx } => {
+                        streams.insert(transport, tx);
+                    }
+                    StreamEvent::Frame { transport, from, data } => {
+                        core.handle_input(now, Input::FromClient { transport, from, data: &data });
+                    }
+                    StreamEvent::Closed { transport } => {
+                        streams.remove(&transport);
+                        core.handle_input(now, Input::ClientClosed { transport });
+                    }
                 }
             }
             () = tokio::time::sleep_until(deadline) => {
@@ -274,6 +504,7 @@ async fn run(mut core: Turn, udp: UdpSocket, mut pool: RelayPool, stats: watch::
             &mut core,
             &udp,
             &mut relays,
+            &streams,
             &mut pool,
             &peer_tx,
             &mut deadline,
@@ -286,6 +517,7 @@ fn flush(
     core: &mut Turn,
     udp: &UdpSocket,
     relays: &mut HashMap<AllocId, Relay>,
+    streams: &HashMap<Transport, mpsc::Sender<Vec<u8>>>,
     pool: &mut RelayPool,
     peer_tx: &mpsc::Sender<PeerPacket>,
     deadline: &mut Instant,
@@ -295,7 +527,12 @@ fn flush(
             Output::Transmit(t) => {
                 let res = match t.via {
                     Via::Client(Transport::Udp) => udp.try_send_to(&t.data, t.to),
-                    Via::Client(_) => continue,
+                    Via::Client(stream) => {
+                        if let Some(tx) = streams.get(&stream) {
+                            let _ = tx.try_send(t.data);
+                        }
+                        continue;
+                    }
                     Via::Relay(id) => match relays.get(&id) {
                         Some(r) => r.socket.try_send_to(&t.data, t.to),
                         None => continue,

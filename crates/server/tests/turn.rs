@@ -305,3 +305,160 @@ async fn stun_binding_answers_the_mapped_address() {
     sock.send_to(&req, r.turn).await.unwrap();
     assert!(Message::parse(&recv_from(&sock).await.0).is_ok());
 }
+
+/// One STUN message or (padded) ChannelData frame from a TCP/TLS stream.
+async fn read_frame<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(3), s.read_exact(&mut head))
+        .await
+        .expect("no frame")
+        .unwrap();
+    let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+    let rest = if channel_data::is_channel_data(&head) {
+        len.div_ceil(4) * 4
+    } else {
+        16 + len
+    };
+    let mut frame = head.to_vec();
+    frame.resize(4 + rest, 0);
+    s.read_exact(&mut frame[4..]).await.unwrap();
+    frame
+}
+
+/// Allocates over a stream, binds a channel to a UDP peer and relays both ways.
+async fn relay_over_stream<S>(mut s: S, user: &str, pass: &str)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    let mut plain = Builder::new(Class::Request, method::ALLOCATE, &[1; 12]);
+    plain.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+    s.write_all(&plain.fingerprint()).await.unwrap();
+    let r = read_frame(&mut s).await;
+    assert_eq!(code(&r), Some(401));
+    let m = Message::parse(&r).unwrap();
+    let (realm, nonce) = (
+        m.text(attr::REALM).unwrap().to_owned(),
+        m.text(attr::NONCE).unwrap().to_owned(),
+    );
+    let key = long_term_key(user, &realm, pass);
+    let mut tid = 1u8;
+    let mut ask = |m: u16, extra: &dyn Fn(&mut Builder)| {
+        tid += 1;
+        let mut b = Builder::new(Class::Request, m, &[tid; 12]);
+        extra(&mut b);
+        b.attr(attr::USERNAME, user.as_bytes())
+            .attr(attr::REALM, realm.as_bytes())
+            .attr(attr::NONCE, nonce.as_bytes())
+            .integrity(&key);
+        b.fingerprint()
+    };
+    let alloc = ask(method::ALLOCATE, &|b| {
+        b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+    });
+    s.write_all(&alloc).await.unwrap();
+    let r = read_frame(&mut s).await;
+    assert_eq!(code(&r), None);
+    let relay = Message::parse(&r)
+        .unwrap()
+        .xor_address(attr::XOR_RELAYED_ADDRESS)
+        .unwrap();
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    let bind = ask(method::CHANNEL_BIND, &|b| {
+        b.attr(attr::CHANNEL_NUMBER, &[0x40, 0x01, 0, 0])
+            .xor_address(attr::XOR_PEER_ADDRESS, peer_addr);
+    });
+    s.write_all(&bind).await.unwrap();
+    assert_eq!(code(&read_frame(&mut s).await), None);
+    // Five bytes: ChannelData is padded to eight on a stream.
+    s.write_all(&channel_data::encode(0x4001, b"12345", true))
+        .await
+        .unwrap();
+    let (data, from) = recv_from(&peer).await;
+    assert_eq!((&data[..], from), (&b"12345"[..], relay));
+    peer.send_to(b"abc", relay).await.unwrap();
+    let back = read_frame(&mut s).await;
+    assert_eq!(back.len(), 8);
+    assert_eq!(channel_data::parse(&back), Some((0x4001, &b"abc"[..])));
+}
+
+#[tokio::test]
+async fn relays_for_a_client_over_tcp() {
+    let r = start(ServerConfig {
+        turn_allow_loopback_peers: true,
+        ..Default::default()
+    })
+    .await;
+    let (user, pass) = ice_credentials(&r).await;
+    let tcp = TcpStream::connect(r.turn).await.unwrap();
+    relay_over_stream(tcp, &user, &pass).await;
+    // The allocation lives as long as the connection: it is gone with it.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(metric(&r, "peerweb_turn_allocations").await, 0);
+}
+
+#[tokio::test]
+async fn relays_for_a_client_over_tls() {
+    let dir = std::env::temp_dir().join(format!("peerweb-turn-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["turn.test".into()]).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    let r = start(ServerConfig {
+        turn_allow_loopback_peers: true,
+        turn_tls_listen: Some("127.0.0.1:0".parse().unwrap()),
+        turn_tls_cert: Some(cert_path),
+        turn_tls_key: Some(key_path),
+        ..Default::default()
+    })
+    .await;
+    std::fs::remove_dir_all(&dir).unwrap();
+    let body = http_get(r.http, "/api/ice").await;
+    let tls_port = body
+        .split("turns:turn.test:")
+        .nth(1)
+        .and_then(|s| s.split('?').next())
+        .unwrap()
+        .to_owned();
+    let (user, pass) = ice_credentials(&r).await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = TcpStream::connect(format!("127.0.0.1:{tls_port}"))
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("turn.test").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    relay_over_stream(tls, &user, &pass).await;
+}
+
+#[tokio::test]
+async fn a_stream_frame_over_the_limit_closes_the_connection() {
+    // (and the server keeps serving others: see the STUN binding afterwards)
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let r = start(ServerConfig::default()).await;
+    let mut tcp = TcpStream::connect(r.turn).await.unwrap();
+    // A header announcing more than any STUN message can hold: the server closes rather
+    // than buffer it.
+    tcp.write_all(&[0xff; 64]).await.unwrap();
+    let mut one = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_secs(3), tcp.read(&mut one))
+        .await
+        .expect("the server should close, not hang");
+    assert!(matches!(n, Ok(0) | Err(_)));
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let req = Builder::new(Class::Request, method::BINDING, &[4; 12]).fingerprint();
+    sock.send_to(&req, r.turn).await.unwrap();
+    assert!(Message::parse(&recv_from(&sock).await.0).is_ok());
+}
