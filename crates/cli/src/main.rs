@@ -142,6 +142,9 @@ struct ServeArgs {
     /// Bytes per second one allocation may relay, 0 for no cap [default: 12500000].
     #[arg(long, env = "PEERWEB_TURN_BANDWIDTH_PER_ALLOCATION")]
     turn_bandwidth_per_allocation: Option<u64>,
+    /// 401 answers per second to one client address, burst 4x [default: 20].
+    #[arg(long, env = "PEERWEB_TURN_MAX_CHALLENGES_PER_SEC")]
+    turn_max_challenges_per_sec: Option<u32>,
 }
 
 macro_rules! overlay {
@@ -184,6 +187,7 @@ impl ServeArgs {
             turn_max_allocations,
             turn_max_allocations_per_user,
             turn_bandwidth_per_allocation,
+            turn_max_challenges_per_sec,
         );
         if let Some(ip) = args.relay_ip {
             cfg.relay_ip = Some(ip);

@@ -74,6 +74,8 @@ pub struct ServerConfig {
     pub turn_max_allocations_per_user: usize,
     /// Bytes per second relayed for one allocation (0: no cap).
     pub turn_bandwidth_per_allocation: u64,
+    /// 401/438 answers per second to one client address (burst 4x); more are dropped.
+    pub turn_max_challenges_per_sec: u32,
 }
 
 impl Default for ServerConfig {
@@ -111,6 +113,7 @@ impl Default for ServerConfig {
             turn_max_allocations: 10_000,
             turn_max_allocations_per_user: 10,
             turn_bandwidth_per_allocation: 12_500_000,
+            turn_max_challenges_per_sec: 20,
         }
     }
 }

@@ -92,6 +92,7 @@ impl TurnService {
         core_cfg.max_allocations = cfg.turn_max_allocations;
         core_cfg.max_allocations_per_user = cfg.turn_max_allocations_per_user;
         core_cfg.bandwidth_per_allocation = cfg.turn_bandwidth_per_allocation;
+        core_cfg.max_challenges_per_sec = cfg.turn_max_challenges_per_sec;
         core_cfg.policy = PeerPolicy {
             allow_loopback: cfg.turn_allow_loopback_peers,
             allow,

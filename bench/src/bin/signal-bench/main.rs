@@ -23,6 +23,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::Deserializer;
+use peerweb_bench::{cpu_secs, free_port, open_file_limit, rss_kib, spawn_pinned, wait_listening};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
@@ -375,33 +376,27 @@ fn spawn_worker(
 }
 
 fn spawn_server(args: &RunArgs, kind: Kind, port: u16) -> anyhow::Result<Child> {
-    let mut argv: Vec<String> = Vec::new();
-    if !args.server_cpu.is_empty() {
-        argv.extend(["taskset".into(), "-c".into(), args.server_cpu.clone()]);
-    }
-    match kind {
-        Kind::Peerweb => {
-            argv.push(args.peerweb_bin.display().to_string());
-            argv.extend(
-                [
-                    "serve",
-                    "--listen",
-                    &format!("127.0.0.1:{port}"),
-                    // The benchmark measures relay capacity, not the per-client limits:
-                    // one address opens every connection, and each client sends far above
-                    // the default 50 messages/s.
-                    "--max-conns-per-ip",
-                    "0",
-                    "--max-conns",
-                    "1000000",
-                    "--max-msgs-per-sec",
-                    "1000000",
-                    "--msg-burst",
-                    "1000000",
-                ]
-                .map(String::from),
-            );
-        }
+    let argv: Vec<String> = match kind {
+        Kind::Peerweb => [
+            args.peerweb_bin.display().to_string().as_str(),
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--no-turn",
+            // The benchmark measures relay capacity, not the per-client limits: one address
+            // opens every connection, and each client sends far above the default 50
+            // messages/s.
+            "--max-conns-per-ip",
+            "0",
+            "--max-conns",
+            "1000000",
+            "--max-msgs-per-sec",
+            "1000000",
+            "--msg-burst",
+            "1000000",
+        ]
+        .map(String::from)
+        .to_vec(),
         Kind::Peerjs => {
             let dir = &args.peerjs_dir;
             if !dir.join("node_modules/peer").is_dir() {
@@ -410,158 +405,86 @@ fn spawn_server(args: &RunArgs, kind: Kind, port: u16) -> anyhow::Result<Child> 
                     dir.display()
                 );
             }
-            argv.extend([
+            vec![
                 "node".into(),
                 dir.join("server.mjs").display().to_string(),
                 port.to_string(),
-            ]);
+            ]
         }
-    }
-    let (prog, rest) = argv.split_first().context("empty command")?;
-    Command::new(prog)
-        .args(rest)
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("cannot start {}", kind.name()))
-}
-
-async fn wait_listening(addr: &str, server: &mut Child) -> anyhow::Result<()> {
-    let end = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < end {
-        if let Some(status) = server.try_wait()? {
-            bail!("server exited: {status}");
-        }
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!("server did not listen on {addr} within 15 s")
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
-}
-
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("no VmRSS")
-}
-
-/// User + system CPU seconds of a process (clock ticks of 1/100 s on Linux).
-fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = stat.rsplit_once(')').context("bad stat")?.1;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let utime: f64 = f.get(11).context("no utime")?.parse()?;
-    let stime: f64 = f.get(12).context("no stime")?.parse()?;
-    Ok((utime + stime) / 100.0)
-}
-
-fn open_file_limit() -> Option<u64> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
+    };
+    spawn_pinned(&args.server_cpu, &argv).with_context(|| format!("cannot start {}", kind.name()))
 }
 
 fn print_table(args: &RunArgs, scores: &[(Kind, Score)]) {
     let names: Vec<&str> = scores.iter().map(|(k, _)| k.name()).collect();
-    let ratio = scores.len() == 2;
-    println!();
-    print!("| metric |");
-    for n in &names {
-        print!(" {n} |");
-    }
-    if ratio {
-        print!(" {} / {} |", names[1], names[0]);
-    }
-    println!();
-    println!("|---|{}", "---|".repeat(names.len() + usize::from(ratio)));
-    let row = |label: &str, vals: Vec<f64>, fmt: &dyn Fn(f64) -> String| {
-        print!("| {label} |");
-        for v in &vals {
-            print!(" {} |", fmt(*v));
-        }
-        if ratio {
-            let r = if vals[0] == 0.0 {
-                f64::NAN
-            } else {
-                vals[1] / vals[0]
-            };
-            print!(" {r:.2}x |");
-        }
-        println!();
-    };
-    let int = |v: f64| format!("{v:.0}");
-    let one = |v: f64| format!("{v:.1}");
     let get = |f: &dyn Fn(&Score) -> f64| scores.iter().map(|(_, s)| f(s)).collect::<Vec<_>>();
-    row(
-        &format!("connections held (of {})", args.idle + args.active),
-        get(&|s| s.held as f64),
-        &int,
-    );
-    row(
-        "RSS at start, MiB",
-        get(&|s| s.rss_base_kib as f64 / 1024.0),
-        &one,
-    );
-    row(
-        "RSS with all connections, MiB",
-        get(&|s| s.rss_loaded_kib as f64 / 1024.0),
-        &one,
-    );
-    row(
-        "RSS per connection, KiB",
-        get(&|s| (s.rss_loaded_kib.saturating_sub(s.rss_base_kib)) as f64 / s.held.max(1) as f64),
-        &one,
-    );
-    row("saturated relay rate, msg/s", get(&|s| s.sat_rate), &int);
-    row(
-        "saturated p50 latency, µs",
-        get(&|s| s.sat_p50_us as f64),
-        &int,
-    );
-    row(
-        "saturated p99 latency, µs",
-        get(&|s| s.sat_p99_us as f64),
-        &int,
-    );
-    row(
-        "server CPU per relayed message, µs",
-        get(&|s| s.sat_cpu_us_per_msg),
-        &one,
-    );
-    row(
-        "server CPU use when saturated, %",
-        get(&|s| s.sat_cpu_util * 100.0),
-        &int,
-    );
     let offered = scores.first().map(|(_, s)| s.fixed_rate).unwrap_or(0.0);
-    row(
-        &format!("delivered at {offered:.0} msg/s offered, msg/s"),
-        get(&|s| s.fixed_delivered),
-        &int,
-    );
-    row(
-        "p50 latency at that load, µs",
-        get(&|s| s.fixed_p50_us as f64),
-        &int,
-    );
-    row(
-        "p99 latency at that load, µs",
-        get(&|s| s.fixed_p99_us as f64),
-        &int,
-    );
-    row(
-        "max latency at that load, µs",
-        get(&|s| s.fixed_max_us as f64),
-        &int,
-    );
+    let rows = vec![
+        (
+            format!("connections held (of {})", args.idle + args.active),
+            get(&|s| s.held as f64),
+            0,
+        ),
+        (
+            "RSS at start, MiB".into(),
+            get(&|s| s.rss_base_kib as f64 / 1024.0),
+            1,
+        ),
+        (
+            "RSS with all connections, MiB".into(),
+            get(&|s| s.rss_loaded_kib as f64 / 1024.0),
+            1,
+        ),
+        (
+            "RSS per connection, KiB".into(),
+            get(&|s| s.rss_loaded_kib.saturating_sub(s.rss_base_kib) as f64 / s.held.max(1) as f64),
+            1,
+        ),
+        (
+            "saturated relay rate, msg/s".into(),
+            get(&|s| s.sat_rate),
+            0,
+        ),
+        (
+            "saturated p50 latency, µs".into(),
+            get(&|s| s.sat_p50_us as f64),
+            0,
+        ),
+        (
+            "saturated p99 latency, µs".into(),
+            get(&|s| s.sat_p99_us as f64),
+            0,
+        ),
+        (
+            "server CPU per relayed message, µs".into(),
+            get(&|s| s.sat_cpu_us_per_msg),
+            1,
+        ),
+        (
+            "server CPU use when saturated, %".into(),
+            get(&|s| s.sat_cpu_util * 100.0),
+            0,
+        ),
+        (
+            format!("delivered at {offered:.0} msg/s offered, msg/s"),
+            get(&|s| s.fixed_delivered),
+            0,
+        ),
+        (
+            "p50 latency at that load, µs".into(),
+            get(&|s| s.fixed_p50_us as f64),
+            0,
+        ),
+        (
+            "p99 latency at that load, µs".into(),
+            get(&|s| s.fixed_p99_us as f64),
+            0,
+        ),
+        (
+            "max latency at that load, µs".into(),
+            get(&|s| s.fixed_max_us as f64),
+            0,
+        ),
+    ];
+    peerweb_bench::print_table(&names, &rows);
 }
