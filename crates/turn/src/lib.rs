@@ -34,6 +34,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
+use sha2::Sha256;
 
 pub use policy::{Cidr, PeerPolicy};
 use stun::{Builder, Class, Message, attr, channel_data, method};
@@ -218,7 +219,7 @@ impl Allocation {
 struct Pending {
     client: Client,
     user: String,
-    key: [u8; 16],
+    key: Key,
     tid: [u8; 12],
     lifetime: Duration,
 }
@@ -230,6 +231,19 @@ struct Bucket {
 }
 
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// RFC 8489 §9.2: the nonce cookie announcing security features, here "password
+/// algorithms" (the first of 24 feature bits, base64 `gAAA`).
+const NONCE_COOKIE: &str = "obMatJos2gAAA";
+/// PASSWORD-ALGORITHMS as offered in every 401: SHA-256 first, then MD5, no parameters.
+const PASSWORD_ALGORITHMS: [u8; 8] = [0, 2, 0, 0, 0, 1, 0, 0];
+
+/// The key a request was authenticated with, and whether it used MESSAGE-INTEGRITY-SHA256
+/// (then so does the answer).
+#[derive(Debug, Clone)]
+struct Key {
+    bytes: Vec<u8>,
+    sha256: bool,
+}
 /// Client addresses tracked for the 401 rate limit.
 const MAX_CHALLENGE_ADDRS: usize = 100_000;
 
@@ -255,7 +269,7 @@ pub struct Turn {
 enum Auth {
     Ok {
         user: String,
-        key: [u8; 16],
+        key: Key,
     },
     /// An answer (401/438/400) was queued or the request dropped.
     Answered,
@@ -408,9 +422,9 @@ impl Turn {
     }
 
     /// An error answer to an authenticated request: with MESSAGE-INTEGRITY.
-    fn error_auth(&mut self, client: Client, msg: &Message<'_>, key: &[u8], code: u16, why: &str) {
+    fn error_auth(&mut self, client: Client, msg: &Message<'_>, key: &Key, code: u16, why: &str) {
         let mut b = self.error(msg, code, why);
-        b.integrity(key);
+        b.sign(&key.bytes, key.sha256);
         self.reply(client, b.fingerprint());
     }
 
@@ -430,11 +444,17 @@ impl Turn {
         let tag = blake3::keyed_hash(&self.nonce_key, &expiry);
         let mut raw = expiry.to_vec();
         raw.extend_from_slice(&tag.as_bytes()[..12]);
-        data_encoding::BASE64URL_NOPAD.encode(&raw)
+        format!(
+            "{NONCE_COOKIE}{}",
+            data_encoding::BASE64URL_NOPAD.encode(&raw)
+        )
     }
 
     fn nonce_valid(&self, now: Instant, nonce: &str) -> bool {
-        let Ok(raw) = data_encoding::BASE64URL_NOPAD.decode(nonce.as_bytes()) else {
+        let Some(body) = nonce.strip_prefix(NONCE_COOKIE) else {
+            return false;
+        };
+        let Ok(raw) = data_encoding::BASE64URL_NOPAD.decode(body.as_bytes()) else {
             return false;
         };
         if raw.len() != 20 {
@@ -481,8 +501,27 @@ impl Turn {
         let nonce = self.nonce(now);
         let mut b = self.error(msg, code, why);
         b.attr(attr::REALM, self.cfg.realm.as_bytes())
-            .attr(attr::NONCE, nonce.as_bytes());
+            .attr(attr::NONCE, nonce.as_bytes())
+            .attr(attr::PASSWORD_ALGORITHMS, &PASSWORD_ALGORITHMS);
         self.reply(client, b.fingerprint());
+    }
+
+    /// The password algorithm the request chose (RFC 8489 §9.2.4): MD5 when it names none;
+    /// `None` when its choice is malformed, unknown, or its PASSWORD-ALGORITHMS is not the
+    /// list this server sent (a bid-down attempt).
+    fn password_algorithm(msg: &Message<'_>) -> Option<bool> {
+        match (
+            msg.get(attr::PASSWORD_ALGORITHM),
+            msg.get(attr::PASSWORD_ALGORITHMS),
+        ) {
+            (None, None) => Some(false),
+            (Some(a), Some(list)) if list == PASSWORD_ALGORITHMS => match a.get(..4)? {
+                [0, 1, 0, 0] => Some(false),
+                [0, 2, 0, 0] => Some(true),
+                _ => None,
+            },
+            _ => None,
+        }
     }
 
     fn authenticate(&mut self, now: Instant, client: Client, msg: &Message<'_>) -> Auth {
@@ -509,6 +548,15 @@ impl Turn {
             self.challenge(now, client, msg, 401, "Unauthorized: wrong realm");
             return Auth::Answered;
         }
+        let Some(sha256_password) = Self::password_algorithm(msg) else {
+            let b = self.error(
+                msg,
+                400,
+                "Bad Request: PASSWORD-ALGORITHM(S) not as offered",
+            );
+            self.reply(client, b.fingerprint());
+            return Auth::Answered;
+        };
         let expiry = user.split(':').next().and_then(|e| e.parse::<u64>().ok());
         match expiry {
             Some(e) if e > self.unix(now) => {}
@@ -518,12 +566,24 @@ impl Turn {
                 return Auth::Answered;
             }
         }
+        // With both integrity attributes present, the SHA-256 one is the one that counts.
+        let sha256 = msg.has_integrity_sha256();
         for secret in &self.cfg.secrets {
-            let key = long_term_key(user, &self.cfg.realm, &rest_password(secret, user));
-            if msg.verify_integrity(&key) {
+            let password = rest_password(secret, user);
+            let bytes = if sha256_password {
+                long_term_key_sha256(user, &self.cfg.realm, &password).to_vec()
+            } else {
+                long_term_key(user, &self.cfg.realm, &password).to_vec()
+            };
+            let ok = if sha256 {
+                msg.verify_integrity_sha256(&bytes)
+            } else {
+                msg.verify_integrity(&bytes)
+            };
+            if ok {
                 return Auth::Ok {
                     user: user.to_owned(),
-                    key,
+                    key: Key { bytes, sha256 },
                 };
             }
         }
@@ -544,7 +604,7 @@ impl Turn {
             .max(self.cfg.default_lifetime)
     }
 
-    fn allocate(&mut self, client: Client, msg: &Message<'_>, user: String, key: [u8; 16]) {
+    fn allocate(&mut self, client: Client, msg: &Message<'_>, user: String, key: Key) {
         if let Some(id) = self.by_client.get(&client) {
             let a = &self.allocs[id];
             if a.created_by == msg.tid {
@@ -617,7 +677,7 @@ impl Turn {
             let mut b = Builder::new(Class::Error, method::ALLOCATE, &p.tid);
             b.error(508, "Insufficient Capacity")
                 .attr(attr::SOFTWARE, self.cfg.software.as_bytes())
-                .integrity(&p.key);
+                .sign(&p.key.bytes, p.key.sha256);
             return self.reply(p.client, b.fingerprint());
         };
         let mut b = Builder::new(Class::Success, method::ALLOCATE, &p.tid);
@@ -625,7 +685,7 @@ impl Turn {
             .u32(attr::LIFETIME, p.lifetime.as_secs() as u32)
             .xor_address(attr::XOR_MAPPED_ADDRESS, p.client.addr)
             .attr(attr::SOFTWARE, self.cfg.software.as_bytes())
-            .integrity(&p.key);
+            .sign(&p.key.bytes, p.key.sha256);
         let response = b.fingerprint();
         self.stats.allocations_total += 1;
         self.by_client.insert(p.client, id);
@@ -654,7 +714,7 @@ impl Turn {
         client: Client,
         msg: &Message<'_>,
         user: &str,
-        key: &[u8; 16],
+        key: &Key,
     ) -> Option<AllocId> {
         let Some(&id) = self.by_client.get(&client) else {
             self.error_auth(client, msg, key, 437, "Allocation Mismatch");
@@ -667,14 +727,7 @@ impl Turn {
         Some(id)
     }
 
-    fn refresh(
-        &mut self,
-        now: Instant,
-        client: Client,
-        msg: &Message<'_>,
-        user: &str,
-        key: &[u8; 16],
-    ) {
+    fn refresh(&mut self, now: Instant, client: Client, msg: &Message<'_>, user: &str, key: &Key) {
         let Some(id) = self.own_alloc(client, msg, user, key) else {
             return;
         };
@@ -691,7 +744,7 @@ impl Turn {
         let mut b = Builder::new(Class::Success, method::REFRESH, &msg.tid);
         b.u32(attr::LIFETIME, lifetime.as_secs() as u32)
             .attr(attr::SOFTWARE, self.cfg.software.as_bytes())
-            .integrity(key);
+            .sign(&key.bytes, key.sha256);
         self.reply(client, b.fingerprint());
     }
 
@@ -701,7 +754,7 @@ impl Turn {
         client: Client,
         msg: &Message<'_>,
         user: &str,
-        key: &[u8; 16],
+        key: &Key,
     ) {
         let Some(id) = self.own_alloc(client, msg, user, key) else {
             return;
@@ -750,7 +803,7 @@ impl Turn {
         }
         let mut b = Builder::new(Class::Success, method::CREATE_PERMISSION, &msg.tid);
         b.attr(attr::SOFTWARE, self.cfg.software.as_bytes())
-            .integrity(key);
+            .sign(&key.bytes, key.sha256);
         self.reply(client, b.fingerprint());
     }
 
@@ -760,7 +813,7 @@ impl Turn {
         client: Client,
         msg: &Message<'_>,
         user: &str,
-        key: &[u8; 16],
+        key: &Key,
     ) {
         let Some(id) = self.own_alloc(client, msg, user, key) else {
             return;
@@ -826,7 +879,7 @@ impl Turn {
         a.perms.insert(peer.ip(), now + perm_life);
         let mut b = Builder::new(Class::Success, method::CHANNEL_BIND, &msg.tid);
         b.attr(attr::SOFTWARE, self.cfg.software.as_bytes())
-            .integrity(key);
+            .sign(&key.bytes, key.sha256);
         self.reply(client, b.fingerprint());
     }
 
@@ -988,6 +1041,18 @@ fn indication_tid(id: AllocId, n: u64) -> [u8; 12] {
 /// The TURN REST password for `username` under `secret`: base64(HMAC-SHA1(secret, username)).
 pub fn rest_password(secret: &[u8], username: &str) -> String {
     data_encoding::BASE64.encode(&stun::hmac_sha1_of(secret, username.as_bytes()))
+}
+
+/// Long-term credential key with the SHA-256 password algorithm:
+/// SHA-256(username ":" realm ":" password).
+pub fn long_term_key_sha256(username: &str, realm: &str, password: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(username.as_bytes());
+    h.update(b":");
+    h.update(realm.as_bytes());
+    h.update(b":");
+    h.update(password.as_bytes());
+    h.finalize().into()
 }
 
 /// Long-term credential key: MD5(username ":" realm ":" password).

@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
+use sha2::Sha256;
 
 /// The magic cookie of every RFC 5389+ message.
 pub const MAGIC: u32 = 0x2112_A442;
@@ -42,9 +43,12 @@ pub mod attr {
     pub const REQUESTED_ADDRESS_FAMILY: u16 = 0x0017;
     pub const REQUESTED_TRANSPORT: u16 = 0x0019;
     pub const DONT_FRAGMENT: u16 = 0x001A;
+    pub const MESSAGE_INTEGRITY_SHA256: u16 = 0x001C;
+    pub const PASSWORD_ALGORITHM: u16 = 0x001D;
     pub const XOR_MAPPED_ADDRESS: u16 = 0x0020;
     pub const PRIORITY: u16 = 0x0024;
     pub const USE_CANDIDATE: u16 = 0x0025;
+    pub const PASSWORD_ALGORITHMS: u16 = 0x8002;
     pub const SOFTWARE: u16 = 0x8022;
     pub const FINGERPRINT: u16 = 0x8028;
     pub const ICE_CONTROLLED: u16 = 0x8029;
@@ -69,6 +73,8 @@ pub mod attr {
         REQUESTED_ADDRESS_FAMILY,
         REQUESTED_TRANSPORT,
         DONT_FRAGMENT,
+        MESSAGE_INTEGRITY_SHA256,
+        PASSWORD_ALGORITHM,
         XOR_MAPPED_ADDRESS,
         PRIORITY,
         USE_CANDIDATE,
@@ -96,7 +102,10 @@ pub enum ParseError {
     BadLength,
     #[error("an attribute runs past the end of the message")]
     BadAttribute,
-    #[error("attributes after MESSAGE-INTEGRITY other than FINGERPRINT, or after FINGERPRINT")]
+    #[error(
+        "attributes after MESSAGE-INTEGRITY other than MESSAGE-INTEGRITY-SHA256 and FINGERPRINT, \
+         or after FINGERPRINT"
+    )]
     BadOrder,
     #[error("FINGERPRINT does not match")]
     BadFingerprint,
@@ -111,6 +120,8 @@ pub struct Message<'a> {
     pub tid: [u8; 12],
     /// Offset of the MESSAGE-INTEGRITY attribute header, if any.
     integrity_at: Option<usize>,
+    /// Offset and value length of MESSAGE-INTEGRITY-SHA256, if any.
+    integrity256_at: Option<(usize, usize)>,
     /// End of the attributes that count (MESSAGE-INTEGRITY excluded; FINGERPRINT excluded).
     attrs_end: usize,
 }
@@ -139,6 +150,7 @@ impl<'a> Message<'a> {
         let mut tid = [0u8; 12];
         tid.copy_from_slice(&raw[8..20]);
         let mut integrity_at = None;
+        let mut integrity256_at = None;
         let mut fingerprint_at = None;
         let mut attrs_end = raw.len();
         let mut at = HEADER_LEN;
@@ -160,10 +172,21 @@ impl<'a> Message<'a> {
                     if l != 4 {
                         return Err(ParseError::BadAttribute);
                     }
-                    if integrity_at.is_none() {
+                    if integrity_at.is_none() && integrity256_at.is_none() {
                         attrs_end = at;
                     }
                     fingerprint_at = Some(at);
+                }
+                _ if integrity256_at.is_some() => return Err(ParseError::BadOrder),
+                attr::MESSAGE_INTEGRITY_SHA256 => {
+                    // RFC 8489 §14.6: truncated to no fewer than 16 bytes, a multiple of 4.
+                    if !(16..=32).contains(&l) || l % 4 != 0 {
+                        return Err(ParseError::BadAttribute);
+                    }
+                    if integrity_at.is_none() {
+                        attrs_end = at;
+                    }
+                    integrity256_at = Some((at, l));
                 }
                 _ if integrity_at.is_some() => return Err(ParseError::BadOrder),
                 attr::MESSAGE_INTEGRITY => {
@@ -189,6 +212,7 @@ impl<'a> Message<'a> {
             method,
             tid,
             integrity_at,
+            integrity256_at,
             attrs_end,
         })
     }
@@ -220,8 +244,24 @@ impl<'a> Message<'a> {
         self.attributes().find(|(t, _)| *t == ty).map(|(_, v)| v)
     }
 
+    /// True when MESSAGE-INTEGRITY or MESSAGE-INTEGRITY-SHA256 is present.
     pub fn has_integrity(&self) -> bool {
-        self.integrity_at.is_some()
+        self.integrity_at.is_some() || self.integrity256_at.is_some()
+    }
+
+    /// True when MESSAGE-INTEGRITY-SHA256 is present (and so is what a server checks).
+    pub fn has_integrity_sha256(&self) -> bool {
+        self.integrity256_at.is_some()
+    }
+
+    /// The header with its length field set as if the message ended after an attribute of
+    /// `attr_len` value bytes at `at`.
+    fn header_until(&self, at: usize, attr_len: usize) -> [u8; HEADER_LEN] {
+        let mut header = [0u8; HEADER_LEN];
+        header.copy_from_slice(&self.raw[..HEADER_LEN]);
+        let len = (at + 4 + attr_len - HEADER_LEN) as u16;
+        header[2..4].copy_from_slice(&len.to_be_bytes());
+        header
     }
 
     /// Checks MESSAGE-INTEGRITY (HMAC-SHA1) with `key`. False when absent.
@@ -230,13 +270,21 @@ impl<'a> Message<'a> {
             return false;
         };
         let mut mac = hmac_sha1(key);
-        let mut header = [0u8; HEADER_LEN];
-        header.copy_from_slice(&self.raw[..HEADER_LEN]);
-        let len = (at + 24 - HEADER_LEN) as u16;
-        header[2..4].copy_from_slice(&len.to_be_bytes());
-        mac.update(&header);
+        mac.update(&self.header_until(at, 20));
         mac.update(&self.raw[HEADER_LEN..at]);
         mac.verify_slice(&self.raw[at + 4..at + 24]).is_ok()
+    }
+
+    /// Checks MESSAGE-INTEGRITY-SHA256 (HMAC-SHA256, possibly truncated) with `key`.
+    pub fn verify_integrity_sha256(&self, key: &[u8]) -> bool {
+        let Some((at, len)) = self.integrity256_at else {
+            return false;
+        };
+        let mut mac = hmac_sha256(key);
+        mac.update(&self.header_until(at, len));
+        mac.update(&self.raw[HEADER_LEN..at]);
+        mac.verify_truncated_left(&self.raw[at + 4..at + 4 + len])
+            .is_ok()
     }
 
     /// Comprehension-required attribute types this server does not understand.
@@ -276,6 +324,13 @@ impl<'a> Message<'a> {
     }
 }
 
+fn hmac_sha256(key: &[u8]) -> Hmac<Sha256> {
+    match Hmac::<Sha256>::new_from_slice(key) {
+        Ok(m) => m,
+        Err(_) => unreachable!("HMAC accepts every key length"),
+    }
+}
+
 fn hmac_sha1(key: &[u8]) -> Hmac<Sha1> {
     // HMAC takes keys of any length; this cannot fail.
     match Hmac::<Sha1>::new_from_slice(key) {
@@ -287,6 +342,13 @@ fn hmac_sha1(key: &[u8]) -> Hmac<Sha1> {
 /// HMAC-SHA1 of `data` under `key` (also the TURN REST password derivation).
 pub fn hmac_sha1_of(key: &[u8], data: &[u8]) -> [u8; 20] {
     let mut mac = hmac_sha1(key);
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}
+
+/// HMAC-SHA256 of `data` under `key`.
+pub fn hmac_sha256_of(key: &[u8], data: &[u8]) -> [u8; 32] {
+    let mut mac = hmac_sha256(key);
     mac.update(data);
     mac.finalize().into_bytes().into()
 }
@@ -407,6 +469,25 @@ impl Builder {
         mac.update(&self.buf);
         let tag = mac.finalize().into_bytes();
         self.attr(attr::MESSAGE_INTEGRITY, &tag)
+    }
+
+    /// Appends MESSAGE-INTEGRITY-SHA256 (32 bytes) computed with `key`.
+    pub fn integrity_sha256(&mut self, key: &[u8]) -> &mut Self {
+        let len = (self.buf.len() + 36 - HEADER_LEN) as u16;
+        self.buf[2..4].copy_from_slice(&len.to_be_bytes());
+        let mut mac = hmac_sha256(key);
+        mac.update(&self.buf);
+        let tag = mac.finalize().into_bytes();
+        self.attr(attr::MESSAGE_INTEGRITY_SHA256, &tag)
+    }
+
+    /// Appends MESSAGE-INTEGRITY-SHA256 when `sha256`, else MESSAGE-INTEGRITY.
+    pub fn sign(&mut self, key: &[u8], sha256: bool) -> &mut Self {
+        if sha256 {
+            self.integrity_sha256(key)
+        } else {
+            self.integrity(key)
+        }
     }
 
     /// Appends FINGERPRINT and returns the message.

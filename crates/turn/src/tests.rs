@@ -944,3 +944,144 @@ fn responses_and_stray_indications_are_ignored() {
     lab.deliver(who, &channel_data::encode(0x4000, b"x", false));
     assert!(lab.take().is_empty());
 }
+
+// ---- RFC 8489: MESSAGE-INTEGRITY-SHA256 and password algorithms ------------------------
+
+#[test]
+fn rfc8489_b1_sha256_integrity_vector() {
+    // B.1, built from its parts (USERHASH is not otherwise supported here); the expected
+    // HMAC is the one in the verified erratum.
+    let userhash = hex("4a3cf38fef6992bda952c6780417da0f24819415569e60b205c46e41407f1704");
+    let mut b = Builder::new(
+        Class::Request,
+        method::BINDING,
+        &hex("78ad3433c6ad72c029da412e").try_into().unwrap(),
+    );
+    b.attr(0x001E, &userhash)
+        .attr(attr::NONCE, b"obMatJos2AAACf//499k954d6OL34oL9FSTvy64sA")
+        .attr(attr::REALM, b"example.org")
+        .attr(attr::PASSWORD_ALGORITHM, &[0, 2, 0, 0]);
+    let user = "\u{30DE}\u{30C8}\u{30EA}\u{30C3}\u{30AF}\u{30B9}";
+    let key = long_term_key_sha256(user, "example.org", "TheMatrIX");
+    b.integrity_sha256(&key);
+    let raw = b.finish();
+    assert_eq!(
+        raw.len(),
+        20 + 0x90,
+        "the erratum corrects the length to 0x90"
+    );
+    assert_eq!(
+        raw[raw.len() - 32..],
+        hex("b5c7bf005b6c52a21c51c5e892f81924136296cb927c43149309278cc6518e65")[..]
+    );
+    let m = Message::parse(&raw).unwrap();
+    assert!(m.has_integrity_sha256());
+    assert!(m.verify_integrity_sha256(&key));
+    assert!(!m.verify_integrity_sha256(&long_term_key_sha256(user, "example.org", "TheMatrix")));
+    // A MAC truncated to 16 bytes (RFC 8489 §14.6) verifies; the header counts the truncation.
+    let mut t = raw[..raw.len() - 36].to_vec();
+    let len = (t.len() + 4 + 16 - 20) as u16;
+    t[2..4].copy_from_slice(&len.to_be_bytes());
+    let mac = crate::stun::hmac_sha256_of(&key, &t);
+    t.extend_from_slice(&[0x00, 0x1C, 0x00, 0x10]);
+    t.extend_from_slice(&mac[..16]);
+    assert!(Message::parse(&t).unwrap().verify_integrity_sha256(&key));
+    // Shorter than 16 bytes is malformed.
+    let mut short = raw[..raw.len() - 36].to_vec();
+    short.extend_from_slice(&[0x00, 0x1C, 0x00, 0x0C]);
+    short.extend_from_slice(&[0; 12]);
+    let len = (short.len() - 20) as u16;
+    short[2..4].copy_from_slice(&len.to_be_bytes());
+    assert_eq!(
+        Message::parse(&short).unwrap_err(),
+        ParseError::BadAttribute
+    );
+}
+
+/// The 401 round, then a request signed the RFC 8489 way: SHA-256 password algorithm
+/// (when `sha256_password`) and MESSAGE-INTEGRITY-SHA256.
+fn allocate_sha256(
+    lab: &mut Lab,
+    who: Who,
+    c: &mut Creds,
+    algorithms: &[u8],
+    sha256_password: bool,
+) -> Vec<u8> {
+    let r = lab.ask(
+        who,
+        &Builder::new(Class::Request, method::ALLOCATE, &c.next_tid()).fingerprint(),
+    );
+    let m = Message::parse(&r).unwrap();
+    assert!(
+        m.text(attr::NONCE).unwrap().starts_with("obMatJos2gAAA"),
+        "nonce cookie: password algorithms"
+    );
+    assert_eq!(
+        m.get(attr::PASSWORD_ALGORITHMS),
+        Some(&[0, 2, 0, 0, 0, 1, 0, 0][..])
+    );
+    c.learn(&r);
+    let key = if sha256_password {
+        long_term_key_sha256(&c.user, &c.realm, &c.pass).to_vec()
+    } else {
+        long_term_key(&c.user, &c.realm, &c.pass).to_vec()
+    };
+    let mut b = Builder::new(Class::Request, method::ALLOCATE, &c.next_tid());
+    b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+        .attr(attr::USERNAME, c.user.as_bytes())
+        .attr(attr::REALM, c.realm.as_bytes())
+        .attr(attr::NONCE, c.nonce.as_bytes())
+        .attr(attr::PASSWORD_ALGORITHMS, algorithms)
+        .attr(
+            attr::PASSWORD_ALGORITHM,
+            if sha256_password {
+                &[0, 2, 0, 0]
+            } else {
+                &[0, 1, 0, 0]
+            },
+        )
+        .integrity_sha256(&key);
+    let r = lab.ask(who, &b.fingerprint());
+    if error_code(&r).is_none() {
+        let m = Message::parse(&r).unwrap();
+        assert!(m.has_integrity_sha256(), "answered in kind");
+        assert!(m.verify_integrity_sha256(&key));
+    }
+    r
+}
+
+#[test]
+fn sha256_password_algorithm_and_integrity_are_accepted_and_answered_in_kind() {
+    let (mut lab, who, mut c) = lab();
+    let offered = [0, 2, 0, 0, 0, 1, 0, 0];
+    assert_eq!(
+        error_code(&allocate_sha256(&mut lab, who, &mut c, &offered, true)),
+        None
+    );
+    let who2 = lab.client("198.51.100.7:40002");
+    assert_eq!(
+        error_code(&allocate_sha256(&mut lab, who2, &mut c, &offered, false)),
+        None
+    );
+    assert_eq!(lab.turn.stats().allocations, 2);
+}
+
+#[test]
+fn a_password_algorithm_bid_down_is_refused() {
+    let (mut lab, who, mut c) = lab();
+    // The client claims the server offered only MD5.
+    let r = allocate_sha256(&mut lab, who, &mut c, &[0, 1, 0, 0], false);
+    assert_eq!(error_code(&r), Some(400));
+    // PASSWORD-ALGORITHM without PASSWORD-ALGORITHMS, and an unknown algorithm.
+    let mut b = Builder::new(Class::Request, method::ALLOCATE, &c.next_tid());
+    b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+        .attr(attr::USERNAME, c.user.as_bytes())
+        .attr(attr::REALM, c.realm.as_bytes())
+        .attr(attr::NONCE, c.nonce.as_bytes())
+        .attr(attr::PASSWORD_ALGORITHM, &[0, 2, 0, 0])
+        .integrity(b"x");
+    assert_eq!(error_code(&lab.ask(who, &b.fingerprint())), Some(400));
+    let r = allocate_sha256(&mut lab, who, &mut c, &[0, 2, 0, 0, 0, 1, 0, 0], false);
+    assert_eq!(error_code(&r), None, "a proper request still works");
+    assert_eq!(lab.turn.stats().allocations, 1);
+}
