@@ -7,6 +7,31 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tokio::process::{Child, Command};
 
+/// Runs `fut` on a single-threaded runtime and turns its result into an exit code,
+/// printing the error chain as `name: ...`.
+pub fn block_on_main(
+    name: &str,
+    fut: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> std::process::ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{name}: cannot start the runtime: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
 /// Starts `argv` (output discarded), pinned to `cpu` with `taskset` unless `cpu` is empty;
 /// killed on drop.
 pub fn spawn_pinned(cpu: &str, argv: &[String]) -> anyhow::Result<Child> {

@@ -91,24 +91,7 @@ const SECRET: &str = "bench-secret";
 const REALM: &str = "peerweb";
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("turn-bench: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    match rt.block_on(run(args)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("turn-bench: {e:#}");
-            std::process::ExitCode::from(1)
-        }
-    }
+    peerweb_bench::block_on_main("turn-bench", run(Args::parse()))
 }
 
 #[derive(Debug, Default)]

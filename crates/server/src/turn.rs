@@ -59,10 +59,8 @@ impl Drop for TurnService {
 impl TurnService {
     /// Binds the listener and starts the core task. Call inside a tokio runtime.
     pub fn start(cfg: &ServerConfig, listen: SocketAddr) -> io::Result<Self> {
-        let udp = udp_socket(listen, LISTENER_BUFFER)?;
+        let (udp, tcp) = udp_and_tcp(listen)?;
         let local = udp.local_addr()?;
-        // TCP on the same address and port (RFC 8656: for clients whose UDP is blocked).
-        let tcp = tcp_listener(local)?;
         let tls = match (&cfg.turn_tls_listen, &cfg.turn_tls_cert, &cfg.turn_tls_key) {
             (Some(addr), Some(cert), Some(key)) => {
                 Some((tcp_listener(*addr)?, tls_acceptor(cert, key)?))
@@ -215,6 +213,21 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// UDP and TCP on the same address and port (RFC 8656: TCP for clients whose UDP is
+/// blocked). With port 0 the TCP port the kernel gave UDP may be taken: try a few.
+fn udp_and_tcp(listen: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
+    let attempts = if listen.port() == 0 { 16 } else { 1 };
+    let mut last = None;
+    for _ in 0..attempts {
+        let udp = udp_socket(listen, LISTENER_BUFFER)?;
+        match tcp_listener(udp.local_addr()?) {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("no port for UDP and TCP")))
 }
 
 fn tcp_listener(addr: SocketAddr) -> io::Result<TcpListener> {

@@ -5,7 +5,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use peerweb_server::{Server, ServerConfig};
+mod common;
+
+use peerweb_server::ServerConfig;
 use peerweb_turn::stun::{Builder, Class, Message, attr, channel_data, method};
 use peerweb_turn::{long_term_key, rest_password};
 use tokio::net::{TcpStream, UdpSocket};
@@ -16,13 +18,7 @@ struct Running {
 }
 
 async fn start(cfg: ServerConfig) -> Running {
-    let server = Server::bind(ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        turn_listen: Some("127.0.0.1:0".parse().unwrap()),
-        ..cfg
-    })
-    .await
-    .unwrap();
+    let server = common::bind(cfg).await;
     let r = Running {
         http: server.local_addr(),
         turn: server.turn_addr().unwrap(),
@@ -32,17 +28,7 @@ async fn start(cfg: ServerConfig) -> Running {
 }
 
 async fn http_get(addr: SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: turn.test:8080\r\nConnection: close\r\n\r\n")
-            .as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
+    common::http_get(addr, "turn.test:8080", path).await
 }
 
 /// (username, password) of the TURN entry `/api/ice` hands out, after checking its URLs.

@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use peerweb_server::{Server, ServerConfig};
+mod common;
+
+use peerweb_server::ServerConfig;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -15,13 +17,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 async fn start(cfg: ServerConfig) -> SocketAddr {
-    let server = Server::bind(ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        turn_listen: Some("127.0.0.1:0".parse().unwrap()),
-        ..cfg
-    })
-    .await
-    .unwrap();
+    let server = common::bind(cfg).await;
     let addr = server.local_addr();
     tokio::spawn(server.run(std::future::pending()));
     addr
@@ -374,12 +370,5 @@ async fn http_endpoints() {
 }
 
 async fn http_get(addr: SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
+    common::http_get(addr, "x", path).await
 }

@@ -428,6 +428,54 @@ impl Turn {
         self.reply(client, b.fingerprint());
     }
 
+    /// A success answer to an authenticated request: `extra` attributes, SOFTWARE, then
+    /// the integrity attribute the request used.
+    fn success_auth(
+        &mut self,
+        client: Client,
+        msg: &Message<'_>,
+        key: &Key,
+        extra: impl FnOnce(&mut Builder),
+    ) {
+        let mut b = Builder::new(Class::Success, msg.method, &msg.tid);
+        extra(&mut b);
+        b.attr(attr::SOFTWARE, self.cfg.software.as_bytes())
+            .sign(&key.bytes, key.sha256);
+        self.reply(client, b.fingerprint());
+    }
+
+    /// Answers 443 or 403 (and counts it) unless every peer matches the relay's family and
+    /// passes the policy; `exact` checks ports too (ChannelBind knows them, a permission
+    /// does not).
+    fn check_peers(
+        &mut self,
+        client: Client,
+        msg: &Message<'_>,
+        key: &Key,
+        relay: SocketAddr,
+        peers: &[SocketAddr],
+        exact: bool,
+    ) -> bool {
+        if peers.iter().any(|p| p.is_ipv4() != relay.is_ipv4()) {
+            self.error_auth(client, msg, key, 443, "Peer Address Family Mismatch");
+            return false;
+        }
+        let policy = &self.cfg.policy;
+        let allowed = |p: &SocketAddr| {
+            if exact {
+                policy.allows(*p)
+            } else {
+                policy.allows_ip(p.ip())
+            }
+        };
+        if !peers.iter().all(allowed) {
+            self.stats.refused_peer += 1;
+            self.error_auth(client, msg, key, 403, "Forbidden: peer address not allowed");
+            return false;
+        }
+        true
+    }
+
     fn reply(&mut self, client: Client, data: Vec<u8>) {
         self.out.push_back(Output::Transmit(Transmit {
             via: Via::Client(client.transport),
@@ -741,11 +789,9 @@ impl Turn {
             }
             l
         };
-        let mut b = Builder::new(Class::Success, method::REFRESH, &msg.tid);
-        b.u32(attr::LIFETIME, lifetime.as_secs() as u32)
-            .attr(attr::SOFTWARE, self.cfg.software.as_bytes())
-            .sign(&key.bytes, key.sha256);
-        self.reply(client, b.fingerprint());
+        self.success_auth(client, msg, key, |b| {
+            b.u32(attr::LIFETIME, lifetime.as_secs() as u32);
+        });
     }
 
     fn create_permission(
@@ -772,12 +818,8 @@ impl Turn {
             }
         };
         let relay = self.allocs[&id].relay;
-        if peers.iter().any(|p| p.is_ipv4() != relay.is_ipv4()) {
-            return self.error_auth(client, msg, key, 443, "Peer Address Family Mismatch");
-        }
-        if peers.iter().any(|p| !self.cfg.policy.allows_ip(p.ip())) {
-            self.stats.refused_peer += 1;
-            return self.error_auth(client, msg, key, 403, "Forbidden: peer address not allowed");
+        if !self.check_peers(client, msg, key, relay, &peers, false) {
+            return;
         }
         let lifetime = self.cfg.permission_lifetime;
         let max = self.cfg.max_permissions_per_allocation;
@@ -801,10 +843,7 @@ impl Turn {
         for p in &peers {
             a.perms.insert(p.ip(), now + lifetime);
         }
-        let mut b = Builder::new(Class::Success, method::CREATE_PERMISSION, &msg.tid);
-        b.attr(attr::SOFTWARE, self.cfg.software.as_bytes())
-            .sign(&key.bytes, key.sha256);
-        self.reply(client, b.fingerprint());
+        self.success_auth(client, msg, key, |_| {});
     }
 
     fn channel_bind(
@@ -841,12 +880,8 @@ impl Turn {
             );
         }
         let relay = self.allocs[&id].relay;
-        if peer.is_ipv4() != relay.is_ipv4() {
-            return self.error_auth(client, msg, key, 443, "Peer Address Family Mismatch");
-        }
-        if !self.cfg.policy.allows(peer) {
-            self.stats.refused_peer += 1;
-            return self.error_auth(client, msg, key, 403, "Forbidden: peer address not allowed");
+        if !self.check_peers(client, msg, key, relay, &[peer], true) {
+            return;
         }
         let (perm_life, chan_life) = (self.cfg.permission_lifetime, self.cfg.channel_lifetime);
         let max = self.cfg.max_channels_per_allocation;
@@ -877,10 +912,7 @@ impl Turn {
         a.channels.insert(ch, (peer, now + chan_life));
         a.peer_channel.insert(peer, ch);
         a.perms.insert(peer.ip(), now + perm_life);
-        let mut b = Builder::new(Class::Success, method::CHANNEL_BIND, &msg.tid);
-        b.attr(attr::SOFTWARE, self.cfg.software.as_bytes())
-            .sign(&key.bytes, key.sha256);
-        self.reply(client, b.fingerprint());
+        self.success_auth(client, msg, key, |_| {});
     }
 
     // ---- data -----------------------------------------------------------------------

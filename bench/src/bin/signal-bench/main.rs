@@ -122,26 +122,9 @@ struct WorkerResult {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("signal-bench: cannot start the runtime: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    let res = match cli.command {
-        Some(Cmd::Worker(w)) => rt.block_on(worker::run(w)),
-        None => rt.block_on(orchestrate(cli.run)),
-    };
-    match res {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("signal-bench: {e:#}");
-            std::process::ExitCode::from(1)
-        }
+    match cli.command {
+        Some(Cmd::Worker(w)) => peerweb_bench::block_on_main("signal-bench", worker::run(w)),
+        None => peerweb_bench::block_on_main("signal-bench", orchestrate(cli.run)),
     }
 }
 
