@@ -20,6 +20,8 @@ const MAX_PENDING = 1024;
 const PING_EVERY_MS = 20000;
 const PONG_TIMEOUT_MS = 10000;
 const STATS_EVERY_MS = 2000;
+/** A connection disconnected this long gets an ICE restart. */
+const RESTART_AFTER_MS = 3000;
 
 /**
  * Join a room on a peerweb server.
@@ -252,7 +254,7 @@ export class Room extends EventTarget {
     sig.addEventListener('welcome', () => {
       this._sendJoin();
       // Connections that failed while signaling was down can now renegotiate.
-      for (const peer of this.peers.values()) if (peer.state === 'failed') peer.pc.restartIce();
+      for (const peer of this.peers.values()) peer._resync();
     });
     sig.addEventListener('frame', (ev) => this._onFrame(ev.msg));
     sig.addEventListener('replaced', () =>
@@ -559,7 +561,16 @@ export class Peer extends EventTarget {
       // offer, the polite side rolls back its own (implicitly, in setRemoteDescription).
       const collision = description.type === 'offer' && (this._makingOffer || pc.signalingState !== 'stable');
       this._ignoreOffer = !this._polite && collision;
-      if (this._ignoreOffer) return;
+      if (this._ignoreOffer) {
+        // The polite side answers our offer instead; if ours was lost (it went out on a
+        // signaling socket that died), it must see it again, or both wait forever.
+        if (pc.signalingState === 'have-local-offer' && !this._makingOffer && pc.localDescription) {
+          this.room._signal(this.id, { description: pc.localDescription.toJSON() });
+        }
+        return;
+      }
+      // An answer to an offer we already settled (a re-sent offer answered twice) is stale.
+      if (description.type === 'answer' && pc.signalingState === 'stable') return;
       await pc.setRemoteDescription(description);
       if (description.type === 'offer') {
         this._openDefault();
@@ -579,9 +590,36 @@ export class Peer extends EventTarget {
     const state = this.pc.connectionState;
     this.dispatchEvent(new PeerwebEvent('state', { state }));
     if (state === 'connected') this._refreshPath();
-    if (state === 'failed') {
-      // Restart ICE if both sides are still in the room; otherwise the peer is gone.
-      if (this.room.signalingState === 'open' && !this.closed) this.pc.restartIce();
+    clearTimeout(this._restartTimer);
+    if (state === 'disconnected') {
+      // A path that stays down (a NAT dropped its mappings, the network changed, a relay
+      // allocation was lost) is renegotiated with an ICE restart rather than after the
+      // ~30 s it takes to be declared failed.
+      this._restartTimer = setTimeout(() => this._restartIce(), RESTART_AFTER_MS);
+    }
+    if (state === 'failed') this._restartIce();
+  }
+
+  /**
+   * After the signaling socket came back: an offer we made may have been lost with the old
+   * socket (a NAT that dropped our mappings drops the WebSocket too), so take it back and let
+   * negotiation run again over the new one; restart ICE if the path is still down.
+   */
+  _resync() {
+    this._queue = this._queue.then(async () => {
+      if (this.closed) return;
+      if (this.pc.signalingState === 'have-local-offer') {
+        await this.pc.setLocalDescription({ type: 'rollback' });
+      }
+      this._restartIce();
+    }).catch((e) => this.room._emitError(new PeerwebError('negotiation-failed', String(e))));
+  }
+
+  /** Restarts ICE if the path is still down and signaling can carry the new offer. */
+  _restartIce() {
+    const state = this.pc.connectionState;
+    if ((state === 'disconnected' || state === 'failed') && this.room.signalingState === 'open' && !this.closed) {
+      this.pc.restartIce();
     }
   }
 
@@ -629,6 +667,7 @@ export class Peer extends EventTarget {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this._statsTimer);
+    clearTimeout(this._restartTimer);
     this.pc.close();
     this.dispatchEvent(new Event('close'));
   }
