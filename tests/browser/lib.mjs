@@ -1,6 +1,6 @@
 // Helpers for the browser tests: start `peerweb serve`, launch Chromium, poll pages.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -8,10 +8,15 @@ import { chromium } from 'playwright-core';
 const BIN = process.env.PEERWEB_BIN;
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 
-/** Starts `peerweb serve` on 127.0.0.1 (port 0 unless given) and waits for its URL. */
-export async function startServer({ port = 0, args = [] } = {}) {
+/**
+ * Starts `peerweb serve` on `host` (127.0.0.1; port 0 unless given) and waits for its URL.
+ * With `ns`, the server runs inside that network namespace.
+ */
+export async function startServer({ port = 0, args = [], host = '127.0.0.1', ns } = {}) {
   if (!BIN) throw new Error('PEERWEB_BIN is not set (run through run.sh)');
-  const proc = spawn(BIN, ['serve', '--listen', `127.0.0.1:${port}`, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const argv = [BIN, 'serve', '--listen', `${host}:${port}`, ...args];
+  const [cmd, ...rest] = ns ? ['ip', 'netns', 'exec', ns, ...argv] : argv;
+  const proc = spawn(cmd, rest, { stdio: ['ignore', 'pipe', 'inherit'] });
   const url = await new Promise((resolve, reject) => {
     let out = '';
     const timer = setTimeout(() => reject(new Error(`server did not start: ${out}`)), 10000);
@@ -41,11 +46,22 @@ export async function startServer({ port = 0, args = [] } = {}) {
   };
 }
 
-/** A headless Chromium with camera/mic granted (needed for raw-IP host candidates). */
-export async function launchBrowser({ args = [] } = {}) {
+/**
+ * A headless Chromium with camera/mic granted (needed for raw-IP host candidates). With
+ * `ns`, Chromium runs inside that network namespace (a wrapper script enters it).
+ */
+export async function launchBrowser({ args = [], ns } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'peerweb-chromium-'));
+  let executablePath = CHROMIUM;
+  const env = { ...process.env };
+  if (ns) {
+    executablePath = join(dir, 'chromium-in-ns');
+    writeFileSync(executablePath, `#!/bin/sh\nexec ip netns exec "$PEERWEB_NS" ${CHROMIUM} "$@"\n`, { mode: 0o755 });
+    env.PEERWEB_NS = ns;
+  }
   const context = await chromium.launchPersistentContext(dir, {
-    executablePath: CHROMIUM,
+    executablePath,
+    env,
     headless: true,
     permissions: ['camera', 'microphone'],
     viewport: { width: 1100, height: 720 },

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# A NAT lab in network namespaces, nothing linked to the root namespace.
+#
+#   lab.sh up P            public network: namespace ${P}pub, bridge 203.0.113.1/24 (+ .2)
+#   lab.sh home P N TYPE   home N behind a NAT of TYPE, its hosts in namespace ${P}home$N
+#   lab.sh unhome P N      remove home N (its NAT and every mapping with it)
+#   lab.sh flush P N       forget home N's NAT mappings (conntrack -F: a NAT reboot)
+#   lab.sh down P          remove every namespace named ${P}*
+#
+# TYPE: public       the host sits on the public bridge at 203.0.113.(100+N), no NAT
+#       full-cone    inbound UDP to the mapped address reaches the host (DNAT)
+#       cone         endpoint-independent mapping, port-restricted filtering
+#       symmetric    a new mapping per destination (MASQUERADE --random-fully)
+#       udp-blocked  a cone NAT whose firewall drops all UDP from the home
+# Homes: LAN 10.0.N.0/24 (host 10.0.N.2), NAT WAN address 203.0.113.(10+N).
+# Recipe and pitfalls: shared/notes/browser-and-nat-lab.md.
+set -euo pipefail
+cmd=${1:?usage: lab.sh up|home|unhome|flush|down PREFIX ...}
+p=${2:?prefix}
+pub="${p}pub"
+
+case "$cmd" in
+up)
+  ip netns add "$pub"
+  ip -n "$pub" link set lo up
+  ip -n "$pub" link add br0 type bridge
+  ip -n "$pub" link set br0 up
+  ip -n "$pub" addr add 203.0.113.1/24 dev br0
+  ip -n "$pub" addr add 203.0.113.2/24 dev br0
+  ;;
+home)
+  n=${3:?home number}
+  type=${4:?nat type}
+  home="${p}home$n"
+  ip netns add "$home"
+  ip -n "$home" link set lo up
+  if [ "$type" = public ]; then
+    ip -n "$pub" link add "h$n" type veth peer name eth0 netns "$home"
+    ip -n "$pub" link set "h$n" master br0 up
+    ip -n "$home" addr add "203.0.113.$((100 + n))/24" dev eth0
+    ip -n "$home" link set eth0 up
+    exit 0
+  fi
+  nat="${p}nat$n"
+  ip netns add "$nat"
+  ip -n "$nat" link set lo up
+  ip -n "$pub" link add "w$n" type veth peer name wan netns "$nat"
+  ip -n "$pub" link set "w$n" master br0 up
+  ip -n "$nat" addr add "203.0.113.$((10 + n))/24" dev wan
+  ip -n "$nat" link set wan up
+  ip -n "$nat" link add lan type veth peer name eth0 netns "$home"
+  ip -n "$nat" addr add "10.0.$n.1/24" dev lan
+  ip -n "$nat" link set lan up
+  ip -n "$home" addr add "10.0.$n.2/24" dev eth0
+  ip -n "$home" link set eth0 up
+  ip -n "$home" route add default via "10.0.$n.1"
+  ip netns exec "$nat" sysctl -qw net.ipv4.ip_forward=1
+  ipt() { ip netns exec "$nat" iptables "$@"; }
+  case "$type" in
+  symmetric) ipt -t nat -A POSTROUTING -o wan -j MASQUERADE --random-fully ;;
+  full-cone | cone | udp-blocked) ipt -t nat -A POSTROUTING -o wan -j MASQUERADE ;;
+  *)
+    echo "lab.sh: unknown NAT type $type" >&2
+    exit 2
+    ;;
+  esac
+  if [ "$type" = full-cone ]; then
+    ipt -t nat -A PREROUTING -i wan -p udp -j DNAT --to-destination "10.0.$n.2"
+    ipt -A FORWARD -i wan -p udp -d "10.0.$n.2" -j ACCEPT
+  fi
+  if [ "$type" = udp-blocked ]; then
+    ipt -A FORWARD -i lan -p udp -j DROP
+  fi
+  ipt -A FORWARD -i wan -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+  ipt -A FORWARD -i wan -j DROP
+  # Without this a peer's early punch creates a conntrack entry that clashes with the later
+  # outbound mapping, MASQUERADE picks another port, and even cone/cone fails.
+  ipt -A INPUT -i wan -m conntrack --ctstate NEW -j DROP
+  ;;
+unhome)
+  n=${3:?home number}
+  # Deleting a veth end deletes its peer at once; a namespace is torn down asynchronously,
+  # and the next home N would find its interface names still taken.
+  ip -n "$pub" link del "w$n" 2>/dev/null || true
+  ip -n "$pub" link del "h$n" 2>/dev/null || true
+  ip netns delete "${p}home$n" 2>/dev/null || true
+  ip netns delete "${p}nat$n" 2>/dev/null || true
+  # The next home N reuses the addresses with new MAC addresses: forget the old ones, or the
+  # public side keeps sending to a stale MAC until ARP revalidates (seconds, enough to make
+  # ICE pick a relay where hole punching would have worked).
+  ip -n "$pub" neigh flush dev br0 2>/dev/null || true
+  ;;
+flush)
+  n=${3:?home number}
+  ip netns exec "${p}nat$n" conntrack -F >/dev/null 2>&1 || true
+  ;;
+down)
+  for ns in $(ip netns list | awk '{print $1}' | grep "^${p}" || true); do
+    ip netns delete "$ns" 2>/dev/null || true
+  done
+  ;;
+*)
+  echo "lab.sh: unknown command $cmd" >&2
+  exit 2
+  ;;
+esac
