@@ -130,29 +130,18 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     while let Some(line) = lines.next_line().await? {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
-            ["saturate", window, warmup, measure] => {
-                let window: usize = window.parse()?;
+            [kind @ ("saturate" | "rate"), arg, warmup, measure] => {
+                let pace = if *kind == "saturate" {
+                    Pace::Window(arg.parse()?)
+                } else {
+                    Pace::Rate(arg.parse()?)
+                };
                 let (res, back) = phase(
                     &shared,
                     args.kind,
                     active,
                     &offer,
-                    Pace::Window(window),
-                    ms(warmup)?,
-                    ms(measure)?,
-                )
-                .await?;
-                active = back;
-                println!("result {}", serde_json::to_string(&res)?);
-            }
-            ["rate", per_sec, warmup, measure] => {
-                let per_sec: f64 = per_sec.parse()?;
-                let (res, back) = phase(
-                    &shared,
-                    args.kind,
-                    active,
-                    &offer,
-                    Pace::Rate(per_sec),
+                    pace,
                     ms(warmup)?,
                     ms(measure)?,
                 )
