@@ -12,6 +12,7 @@
 #       cone         endpoint-independent mapping, port-restricted filtering
 #       symmetric    a new mapping per destination (MASQUERADE --random-fully)
 #       udp-blocked  a cone NAT whose firewall drops all UDP from the home
+#       tls-only     a cone NAT whose firewall passes only TCP to port 443
 # Homes: LAN 10.0.N.0/24 (host 10.0.N.2), NAT WAN address 203.0.113.(10+N).
 # Recipe and pitfalls: shared/notes/browser-and-nat-lab.md.
 set -euo pipefail
@@ -58,7 +59,7 @@ home)
   ipt() { ip netns exec "$nat" iptables "$@"; }
   case "$type" in
   symmetric) ipt -t nat -A POSTROUTING -o wan -j MASQUERADE --random-fully ;;
-  full-cone | cone | udp-blocked) ipt -t nat -A POSTROUTING -o wan -j MASQUERADE ;;
+  full-cone | cone | udp-blocked | tls-only) ipt -t nat -A POSTROUTING -o wan -j MASQUERADE ;;
   *)
     echo "lab.sh: unknown NAT type $type" >&2
     exit 2
@@ -70,6 +71,10 @@ home)
   fi
   if [ "$type" = udp-blocked ]; then
     ipt -A FORWARD -i lan -p udp -j DROP
+  fi
+  if [ "$type" = tls-only ]; then
+    ipt -A FORWARD -i lan -p tcp --dport 443 -j ACCEPT
+    ipt -A FORWARD -i lan -j DROP
   fi
   ipt -A FORWARD -i wan -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
   ipt -A FORWARD -i wan -j DROP

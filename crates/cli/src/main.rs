@@ -87,6 +87,9 @@ struct ServeArgs {
     /// TLS private key (PEM) for `--turn-tls-listen`.
     #[arg(long, env = "PEERWEB_TURN_TLS_KEY")]
     turn_tls_key: Option<PathBuf>,
+    /// Host in `turns:` URLs, the name on the certificate [default: the `turn:` host].
+    #[arg(long, env = "PEERWEB_TURN_TLS_HOST")]
+    turn_tls_host: Option<String>,
     /// Run without the built-in STUN/TURN server.
     #[arg(long, env = "PEERWEB_NO_TURN")]
     no_turn: bool,
@@ -206,6 +209,9 @@ impl ServeArgs {
         }
         if let Some(p) = args.turn_tls_key {
             cfg.turn_tls_key = Some(p);
+        }
+        if let Some(h) = args.turn_tls_host {
+            cfg.turn_tls_host = Some(h);
         }
         if args.no_turn {
             cfg.turn = false;

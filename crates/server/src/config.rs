@@ -51,6 +51,9 @@ pub struct ServerConfig {
     pub turn_tls_listen: Option<SocketAddr>,
     pub turn_tls_cert: Option<PathBuf>,
     pub turn_tls_key: Option<PathBuf>,
+    /// Host in `turns:` URLs, which the certificate must name (often not the HTTP host,
+    /// e.g. turn.example.org); defaults to the host used for `turn:`.
+    pub turn_tls_host: Option<String>,
     /// Address the relay sockets bind to and announce; defaults to the TURN listen IP.
     pub relay_ip: Option<IpAddr>,
     pub relay_min_port: u16,
@@ -100,6 +103,7 @@ impl Default for ServerConfig {
             turn_tls_listen: None,
             turn_tls_cert: None,
             turn_tls_key: None,
+            turn_tls_host: None,
             relay_ip: None,
             relay_min_port: 49152,
             relay_max_port: 65535,

@@ -42,6 +42,7 @@ pub struct TurnService {
     local: SocketAddr,
     tls_local: Option<SocketAddr>,
     host: Option<String>,
+    tls_host: Option<String>,
     secret: Vec<u8>,
     ttl: Duration,
     stats: watch::Receiver<Stats>,
@@ -132,6 +133,7 @@ impl TurnService {
             local,
             tls_local,
             host: cfg.turn_host.clone(),
+            tls_host: cfg.turn_tls_host.clone(),
             secret: secrets.swap_remove(0),
             ttl: Duration::from_secs(cfg.turn_credential_ttl_secs),
             stats,
@@ -183,10 +185,10 @@ impl TurnService {
             IceServer {
                 urls: std::iter::once(format!("turn:{host}:{port}?transport=udp"))
                     .chain(std::iter::once(format!("turn:{host}:{port}?transport=tcp")))
-                    .chain(
-                        self.tls_local
-                            .map(|t| format!("turns:{host}:{}?transport=tcp", t.port())),
-                    )
+                    .chain(self.tls_local.map(|t| {
+                        let tls_host = self.tls_host.as_deref().unwrap_or(&host);
+                        format!("turns:{tls_host}:{}?transport=tcp", t.port())
+                    }))
                     .collect(),
                 username: Some(username),
                 credential: Some(credential),

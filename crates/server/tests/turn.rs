@@ -389,7 +389,7 @@ async fn relays_for_a_client_over_tcp() {
 async fn relays_for_a_client_over_tls() {
     let dir = std::env::temp_dir().join(format!("peerweb-turn-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["turn.test".into()]).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["tls.turn.test".into()]).unwrap();
     let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
@@ -398,13 +398,15 @@ async fn relays_for_a_client_over_tls() {
         turn_tls_listen: Some("127.0.0.1:0".parse().unwrap()),
         turn_tls_cert: Some(cert_path),
         turn_tls_key: Some(key_path),
+        // The certificate names another host than the one browsers reach HTTP on.
+        turn_tls_host: Some("tls.turn.test".into()),
         ..Default::default()
     })
     .await;
     std::fs::remove_dir_all(&dir).unwrap();
     let body = http_get(r.http, "/api/ice").await;
     let tls_port = body
-        .split("turns:turn.test:")
+        .split("turns:tls.turn.test:")
         .nth(1)
         .and_then(|s| s.split('?').next())
         .unwrap()
@@ -424,7 +426,7 @@ async fn relays_for_a_client_over_tls() {
     let tcp = TcpStream::connect(format!("127.0.0.1:{tls_port}"))
         .await
         .unwrap();
-    let name = rustls::pki_types::ServerName::try_from("turn.test").unwrap();
+    let name = rustls::pki_types::ServerName::try_from("tls.turn.test").unwrap();
     let tls = connector.connect(name, tcp).await.unwrap();
     relay_over_stream(tls, &user, &pass).await;
 }
