@@ -5,6 +5,8 @@
 #   lab.sh home P N TYPE   home N behind a NAT of TYPE, its hosts in namespace ${P}home$N
 #   lab.sh unhome P N      remove home N (its NAT and every mapping with it)
 #   lab.sh flush P N       forget home N's NAT mappings (conntrack -F: a NAT reboot)
+#   lab.sh renumber P N    give home N's NAT a new public address, 203.0.113.(50+N), and
+#                          forget its mappings (an ISP renumbering, a move to another network)
 #   lab.sh down P          remove every namespace named ${P}*
 #
 # TYPE: public       the host sits on the public bridge at 203.0.113.(100+N), no NAT
@@ -98,6 +100,13 @@ unhome)
 flush)
   n=${3:?home number}
   ip netns exec "${p}nat$n" conntrack -F >/dev/null 2>&1 || true
+  ;;
+renumber)
+  n=${3:?home number}
+  ip -n "${p}nat$n" addr flush dev wan
+  ip -n "${p}nat$n" addr add "203.0.113.$((50 + n))/24" dev wan
+  ip netns exec "${p}nat$n" conntrack -F >/dev/null 2>&1 || true
+  ip -n "$pub" neigh flush dev br0 2>/dev/null || true
   ;;
 down)
   for ns in $(ip netns list | awk '{print $1}' | grep "^${p}" || true); do
