@@ -296,10 +296,6 @@ impl Turn {
         }
     }
 
-    pub fn config(&self) -> &Config {
-        &self.cfg
-    }
-
     pub fn stats(&self) -> Stats {
         Stats {
             allocations: self.allocs.len(),
@@ -307,11 +303,6 @@ impl Turn {
             channels: self.allocs.values().map(|a| a.channels.len()).sum(),
             ..self.stats
         }
-    }
-
-    /// The relay address of an allocation (for the driver's bookkeeping and tests).
-    pub fn relay_addr(&self, alloc: AllocId) -> Option<SocketAddr> {
-        self.allocs.get(&alloc).map(|a| a.relay)
     }
 
     #[must_use]

@@ -217,11 +217,6 @@ impl<'a> Message<'a> {
         })
     }
 
-    /// The bytes of the whole message.
-    pub fn raw(&self) -> &'a [u8] {
-        self.raw
-    }
-
     /// Attributes before MESSAGE-INTEGRITY (those after it do not count), as (type, value).
     pub fn attributes(&self) -> impl Iterator<Item = (u16, &'a [u8])> + 'a {
         let raw = self.raw;
