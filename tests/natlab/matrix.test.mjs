@@ -207,8 +207,17 @@ async function recovery(a, b, what = 'both NATs dropped their mappings (conntrac
     const secs = (Date.now() - t0) / 1000;
     await pa.evaluate(() => clearInterval(window.pump));
     const sent = await pa.evaluate(() => window.sent);
-    const got = await waitFor(pb, (n) => window.t.msgs.length >= n && window.t.msgs.map((m) => m.data), sent.length,
-      { what: `${room}: every message`, timeout: 15000 });
+    let got;
+    try {
+      got = await waitFor(pb, (n) => window.t.msgs.length >= n && window.t.msgs.map((m) => m.data), sent.length,
+        // Generous: in one CI run the path broke a second time after recovering, and SCTP's
+        // retransmission timer (backed off during the outage) decides when the rest arrives.
+        { what: `${room}: every message`, timeout: 45000 });
+    } catch (e) {
+      const have = await pb.evaluate(() => window.t.msgs.map((m) => m.data));
+      throw new Error(`${e.message}; ${have.length} of ${sent.length} arrived, last ${have.at(-1)}, last sent ${sent.at(-1)}; ` +
+        `recovered after ${secs} s; peer states ${await states()}`);
+    }
     assert.deepEqual(got, sent, 'all messages, in order');
     extra.push(`Recovery after ${what}, ${a}↔${b}: data flowed again after ${secs.toFixed(1)} s; all ${sent.length} messages sent across the outage arrived, in order.`);
     return secs;
