@@ -399,12 +399,239 @@ impl ServerMsg<'_> {
     }
 }
 
+// ---- The client's side: what a native peer sends and reads. ----
+
+/// The wire shape of a client frame, for encoding (payloads stay raw JSON, byte for byte).
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+enum ClientWire<'a> {
+    Hello {
+        v: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        token: Option<&'a str>,
+    },
+    Join {
+        room: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        meta: Option<&'a RawValue>,
+    },
+    Leave {
+        room: &'a str,
+    },
+    Signal {
+        to: &'a str,
+        data: &'a RawValue,
+    },
+    Ping {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        data: Option<&'a RawValue>,
+    },
+}
+
+impl ClientMsg<'_> {
+    /// The JSON text of this message, as a client sends it.
+    pub fn encode(&self) -> String {
+        let wire = match self {
+            ClientMsg::Hello { v, token } => ClientWire::Hello {
+                v: *v,
+                token: token.as_deref(),
+            },
+            ClientMsg::Join { room, meta } => ClientWire::Join { room, meta: *meta },
+            ClientMsg::Leave { room } => ClientWire::Leave { room },
+            ClientMsg::Signal { to, data } => ClientWire::Signal { to, data },
+            ClientMsg::Ping { data } => ClientWire::Ping { data: *data },
+        };
+        // Cannot fail: strings, integers and already-valid raw JSON only.
+        serde_json::to_string(&wire).unwrap_or_default()
+    }
+}
+
+/// A room member as a client reads it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Member {
+    pub id: String,
+    #[serde(default)]
+    pub meta: Option<Box<RawValue>>,
+}
+
+/// A message from the server, as a client reads it (owned; unknown types are kept as
+/// [`ServerFrame::Unknown`] so newer servers do not break older clients).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ServerFrame {
+    Welcome {
+        v: u32,
+        id: String,
+        token: String,
+        resumed: bool,
+        rooms: Vec<String>,
+    },
+    Joined {
+        room: String,
+        peers: Vec<Member>,
+    },
+    Left {
+        room: String,
+    },
+    PeerJoined {
+        room: String,
+        peer: Member,
+    },
+    PeerLeft {
+        room: String,
+        id: String,
+    },
+    Signal {
+        from: String,
+        data: Box<RawValue>,
+    },
+    Pong {
+        data: Option<Box<RawValue>>,
+    },
+    Error {
+        /// The stable code (see [`ErrorCode::as_str`]); kept as text so codes added later
+        /// still reach the caller.
+        code: String,
+        message: String,
+    },
+    /// A type this client does not know (from a newer server); ignore it.
+    Unknown,
+}
+
+/// The flat shape every server frame is read into (serde's tagged enums cannot carry raw
+/// JSON values).
+#[derive(Deserialize)]
+struct ServerEnvelope {
+    #[serde(rename = "type")]
+    ty: String,
+    v: Option<u32>,
+    id: Option<String>,
+    token: Option<String>,
+    #[serde(default)]
+    resumed: bool,
+    #[serde(default)]
+    rooms: Vec<String>,
+    room: Option<String>,
+    peers: Option<Vec<Member>>,
+    peer: Option<Member>,
+    from: Option<String>,
+    data: Option<Box<RawValue>>,
+    code: Option<String>,
+    message: Option<String>,
+}
+
+/// A server frame that is not a valid message of its type.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("server frame is not valid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("server {ty:?} frame lacks its {field:?} field")]
+    Missing { ty: String, field: &'static str },
+}
+
+impl ServerFrame {
+    /// Parses one text frame from the server.
+    pub fn decode(text: &str) -> Result<Self, FrameError> {
+        let e: ServerEnvelope = serde_json::from_str(text)?;
+        let ty = e.ty;
+        let need = |field: &'static str| FrameError::Missing {
+            ty: ty.clone(),
+            field,
+        };
+        Ok(match ty.as_str() {
+            "welcome" => ServerFrame::Welcome {
+                v: e.v.ok_or_else(|| need("v"))?,
+                id: e.id.ok_or_else(|| need("id"))?,
+                token: e.token.ok_or_else(|| need("token"))?,
+                resumed: e.resumed,
+                rooms: e.rooms,
+            },
+            "joined" => ServerFrame::Joined {
+                room: e.room.ok_or_else(|| need("room"))?,
+                peers: e.peers.ok_or_else(|| need("peers"))?,
+            },
+            "left" => ServerFrame::Left {
+                room: e.room.ok_or_else(|| need("room"))?,
+            },
+            "peer-joined" => ServerFrame::PeerJoined {
+                room: e.room.ok_or_else(|| need("room"))?,
+                peer: e.peer.ok_or_else(|| need("peer"))?,
+            },
+            "peer-left" => ServerFrame::PeerLeft {
+                room: e.room.ok_or_else(|| need("room"))?,
+                id: e.id.ok_or_else(|| need("id"))?,
+            },
+            "signal" => ServerFrame::Signal {
+                from: e.from.ok_or_else(|| need("from"))?,
+                data: e.data.ok_or_else(|| need("data"))?,
+            },
+            "pong" => ServerFrame::Pong { data: e.data },
+            "error" => ServerFrame::Error {
+                code: e.code.ok_or_else(|| need("code"))?,
+                message: e.message.unwrap_or_default(),
+            },
+            _ => ServerFrame::Unknown,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn raw(s: &str) -> &RawValue {
         serde_json::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn client_side_round_trips_with_the_server_side() {
+        // What a native client encodes, the server decodes to the same message.
+        let data = raw(r#"{"description":{"type":"offer","sdp":"v=0"}}"#);
+        let text = ClientMsg::Signal {
+            to: "p1".into(),
+            data,
+        }
+        .encode();
+        let ClientMsg::Signal { to, data: got } = ClientMsg::decode(&text).unwrap() else {
+            panic!("not a signal: {text}");
+        };
+        assert_eq!((&*to, got.get()), ("p1", data.get()));
+        assert_eq!(
+            ClientMsg::Hello { v: 1, token: None }.encode(),
+            r#"{"type":"hello","v":1}"#
+        );
+        // What the server encodes, a native client decodes.
+        let peers = [PeerInfo {
+            id: "b",
+            meta: Some(raw(r#"{"n":1}"#)),
+        }];
+        let frame = ServerMsg::Joined {
+            room: "r",
+            peers: &peers,
+        }
+        .encode();
+        let ServerFrame::Joined { room, peers } = ServerFrame::decode(&frame).unwrap() else {
+            panic!("{frame}");
+        };
+        assert_eq!(room, "r");
+        assert_eq!(peers[0].id, "b");
+        assert_eq!(peers[0].meta.as_ref().unwrap().get(), r#"{"n":1}"#);
+        let frame = ServerMsg::Error {
+            code: ErrorCode::RoomFull,
+            message: "full",
+        }
+        .encode();
+        assert!(matches!(ServerFrame::decode(&frame).unwrap(),
+            ServerFrame::Error { code, .. } if code == "room-full"));
+        assert!(matches!(
+            ServerFrame::decode(r#"{"type":"from-the-future","x":1}"#).unwrap(),
+            ServerFrame::Unknown
+        ));
+        assert!(ServerFrame::decode("{nope").is_err());
+        assert!(matches!(
+            ServerFrame::decode(r#"{"type":"signal","from":"x"}"#),
+            Err(FrameError::Missing { field: "data", .. })
+        ));
     }
 
     #[test]

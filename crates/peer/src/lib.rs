@@ -1,0 +1,579 @@
+//! The native peerweb peer as a sans-IO state machine.
+//!
+//! A [`Client`] is one member of one room: it speaks signaling protocol v1 (the frames go
+//! in and out as text; the caller owns the WebSocket) and holds one str0m [`Rtc`] per remote
+//! peer, with the same rules as the browser SDK so the others cannot tell it from a browser:
+//! the joiner offers, perfect negotiation (polite = our id sorts after theirs), a default
+//! reliable channel negotiated out of band as `peerweb` on SCTP stream 0, trickle ICE both
+//! ways, an ICE restart after [`RESTART_AFTER`] disconnected, and re-sent offers after the
+//! signaling connection comes back.
+//!
+//! Candidates are the caller's: it binds sockets and reports host, server-reflexive and
+//! relayed addresses with [`Client::add_local_candidate`]. Packets go out as
+//! [`Output::Transmit`] from a `source` address (a local socket, or a TURN allocation's
+//! relayed address) and come in through [`Client::handle_receive`]. Time is passed in.
+//!
+//! ```
+//! use std::time::Instant;
+//! use peerweb_peer::{Client, Output, Settings};
+//!
+//! let now = Instant::now();
+//! let mut client = Client::new(now, "lobby", Settings::default());
+//! client.signaling_connected(now);
+//! // The first frame is the protocol's hello; the caller writes it to the WebSocket.
+//! let Output::Frame(hello) = client.poll_output(now) else { panic!() };
+//! assert_eq!(hello, r#"{"type":"hello","v":1}"#);
+//! ```
+//!
+//! [`Rtc`]: str0m::Rtc
+
+mod peer;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use peerweb_proto::{ClientMsg, ServerFrame, VERSION};
+use serde_json::value::RawValue;
+pub use str0m::net::{Protocol, Receive};
+pub use str0m::{Candidate, CandidateKind};
+
+pub use peer::{DEFAULT_LABEL, MAX_CHANNELS, MAX_QUEUED, MAX_REMOTE_CANDIDATES, RESTART_AFTER};
+use peer::{Packet, Peer, Up};
+
+/// `bufferedAmountLowThreshold` of every channel: [`Event::Writable`] fires below it.
+pub const LOW_WATER: usize = 64 * 1024;
+/// Remote peers one client keeps at most; more are ignored (and reported).
+pub const MAX_PEERS: usize = 64;
+/// Keepalive period on the signaling connection (the SDK's value).
+pub const PING_EVERY: Duration = Duration::from_secs(20);
+
+/// Tunables of a client.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Metadata shown to the other members (a JSON object), if any.
+    pub meta: Option<String>,
+    /// Bytes SCTP may hold unacknowledged per peer (str0m's max buffered amount). Larger
+    /// windows cost CPU in str0m's SCTP (docs/benchmarks.md); 128 KiB fills a loopback link.
+    pub send_window: usize,
+    /// Use only relayed local candidates (like `iceTransportPolicy: 'relay'`).
+    pub relay_only: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            meta: None,
+            send_window: 128 * 1024,
+            relay_only: false,
+        }
+    }
+}
+
+/// Options of an extra channel, as in `RTCDataChannelInit`.
+#[derive(Debug, Clone, Copy)]
+pub struct ChannelOptions {
+    pub ordered: bool,
+    pub max_retransmits: Option<u16>,
+    pub max_packet_lifetime_ms: Option<u16>,
+}
+
+impl Default for ChannelOptions {
+    fn default() -> Self {
+        ChannelOptions {
+            ordered: true,
+            max_retransmits: None,
+            max_packet_lifetime_ms: None,
+        }
+    }
+}
+
+/// A peer connection's state, as `RTCPeerConnection.connectionState` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerState {
+    New,
+    Connecting,
+    Connected,
+    Disconnected,
+    Closed,
+}
+
+/// The path in use to a peer: candidate types of the selected pair and its round-trip time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Path {
+    /// `host`, `srflx`, `prflx` or `relay`.
+    pub local: &'static str,
+    pub remote: &'static str,
+    /// Transport of the local candidate (for a relay: to the TURN server).
+    pub protocol: &'static str,
+    pub local_addr: SocketAddr,
+    pub remote_addr: SocketAddr,
+    pub rtt: Option<Duration>,
+}
+
+impl Path {
+    /// True when neither end is a relay.
+    pub fn is_direct(&self) -> bool {
+        self.local != "relay" && self.remote != "relay"
+    }
+}
+
+/// A packet to send.
+#[derive(Debug, Clone)]
+pub struct Transmit {
+    pub proto: Protocol,
+    /// Local socket address, or the relayed address of a TURN allocation.
+    pub source: SocketAddr,
+    pub destination: SocketAddr,
+    pub contents: Vec<u8>,
+}
+
+/// What happened, for the application.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// The server accepted us: our peer id (stable across reconnects).
+    Welcome {
+        id: String,
+        resumed: bool,
+    },
+    /// We are in the room; these peers were already there.
+    Joined {
+        peers: Vec<String>,
+    },
+    PeerJoined {
+        peer: String,
+        meta: Option<String>,
+    },
+    PeerLeft {
+        peer: String,
+    },
+    /// The default channel to `peer` is open: messages flow.
+    Open {
+        peer: String,
+    },
+    /// The remote opened a channel.
+    Channel {
+        peer: String,
+        label: String,
+    },
+    ChannelClosed {
+        peer: String,
+        label: String,
+    },
+    Message {
+        peer: String,
+        label: String,
+        binary: bool,
+        data: Vec<u8>,
+    },
+    /// A channel's buffer fell below [`LOW_WATER`]: sends that returned `false` can go on.
+    Writable {
+        peer: String,
+        label: String,
+    },
+    State {
+        peer: String,
+        state: PeerState,
+    },
+    Path {
+        peer: String,
+        path: Path,
+    },
+    /// Something went wrong that the application may want to show; the client goes on.
+    Error {
+        code: String,
+        message: String,
+    },
+}
+
+/// What the driver does next.
+#[derive(Debug)]
+pub enum Output {
+    /// A text frame for the signaling WebSocket.
+    Frame(String),
+    Transmit(Transmit),
+    Event(Event),
+    /// Nothing more until this time (or new input).
+    Timeout(Instant),
+}
+
+/// Misuse of the API or bad input from a peer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("no peer {0:?} in the room")]
+    UnknownPeer(String),
+    #[error("the peer is gone")]
+    PeerGone,
+    #[error("the channel is not open")]
+    ChannelClosed,
+    #[error("too many messages queued before the channel opened")]
+    QueueFull,
+    #[error("{DEFAULT_LABEL:?} is the default channel's label")]
+    ReservedLabel,
+    #[error("too many channels to one peer (limit {MAX_CHANNELS})")]
+    TooManyChannels,
+    #[error("bad signal from peer: {0}")]
+    BadSignal(String),
+    #[error("negotiation failed: {0}")]
+    Negotiation(String),
+    #[error("send failed: {0}")]
+    Send(String),
+}
+
+/// One member of one room: signaling-client state and the peer connections.
+#[derive(Debug)]
+pub struct Client {
+    room: String,
+    settings: Settings,
+    id: Option<String>,
+    token: Option<String>,
+    signaling_up: bool,
+    peers: BTreeMap<String, Peer>,
+    local: Vec<Candidate>,
+    out: VecDeque<Output>,
+    next_ping: Option<Instant>,
+}
+
+impl Client {
+    pub fn new(_now: Instant, room: &str, settings: Settings) -> Self {
+        Client {
+            room: room.to_owned(),
+            settings,
+            id: None,
+            token: None,
+            signaling_up: false,
+            peers: BTreeMap::new(),
+            local: Vec::new(),
+            out: VecDeque::new(),
+            next_ping: None,
+        }
+    }
+
+    /// Our peer id, once the server said welcome.
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+
+    /// The ids of the peers we know, in order.
+    pub fn peers(&self) -> impl Iterator<Item = &str> {
+        self.peers.keys().map(String::as_str)
+    }
+
+    pub fn peer_state(&self, peer: &str) -> Option<PeerState> {
+        self.peers.get(peer).map(Peer::state)
+    }
+
+    pub fn path(&self, peer: &str) -> Option<&Path> {
+        self.peers.get(peer).and_then(|p| p.path.as_ref())
+    }
+
+    pub fn is_open(&self, peer: &str) -> bool {
+        self.peers.get(peer).is_some_and(Peer::is_open)
+    }
+
+    /// DTLS fingerprints (ours, theirs) of the connection to `peer`, as in SDP.
+    pub fn fingerprints(&mut self, peer: &str) -> Option<(String, Option<String>)> {
+        let p = self.peers.get_mut(peer)?;
+        Some((p.local_fingerprint(), p.remote_fingerprint()))
+    }
+
+    /// A new WebSocket to the server is open: say hello (resuming our id if we had one).
+    pub fn signaling_connected(&mut self, now: Instant) {
+        self.signaling_up = true;
+        let token = self.token.clone();
+        self.frame(ClientMsg::Hello {
+            v: VERSION,
+            token: token.map(Into::into),
+        });
+        self.next_ping = Some(now + PING_EVERY);
+    }
+
+    /// The WebSocket closed. Peer connections stay up; call `signaling_connected` on the
+    /// next one.
+    pub fn signaling_lost(&mut self, _now: Instant) {
+        self.signaling_up = false;
+        self.next_ping = None;
+    }
+
+    /// One text frame from the server.
+    pub fn handle_frame(&mut self, now: Instant, text: &str) {
+        let frame = match ServerFrame::decode(text) {
+            Ok(f) => f,
+            Err(e) => {
+                return self.error("bad-frame", e.to_string());
+            }
+        };
+        match frame {
+            ServerFrame::Welcome {
+                id, token, resumed, ..
+            } => {
+                self.id = Some(id.clone());
+                self.token = Some(token);
+                self.event(Event::Welcome { id, resumed });
+                if !resumed {
+                    let meta = self.settings.meta.clone();
+                    let meta: Option<Box<RawValue>> =
+                        meta.and_then(|m| RawValue::from_string(m).ok());
+                    let room = self.room.clone();
+                    self.frame(ClientMsg::Join {
+                        room: room.into(),
+                        meta: meta.as_deref(),
+                    });
+                }
+                // Offers may have been lost with the old connection.
+                let signaling_up = self.signaling_up;
+                for p in self.peers.values_mut() {
+                    if signaling_up {
+                        p.resync(now);
+                    }
+                }
+                self.collect(now);
+            }
+            ServerFrame::Joined { room, peers } if room == self.room => {
+                let ids: Vec<String> = peers.into_iter().map(|m| m.id).collect();
+                self.event(Event::Joined { peers: ids.clone() });
+                // The joiner offers; connections still alive from before are kept.
+                for id in ids {
+                    if let Some(p) = self.ensure_peer(now, &id) {
+                        p.initiate(now);
+                    }
+                }
+                self.collect(now);
+            }
+            ServerFrame::PeerJoined { room, peer } if room == self.room => {
+                let meta = peer.meta.map(|m| m.get().to_owned());
+                if self.ensure_peer(now, &peer.id).is_some() {
+                    self.event(Event::PeerJoined {
+                        peer: peer.id,
+                        meta,
+                    });
+                }
+            }
+            ServerFrame::PeerLeft { room, id } if room == self.room => {
+                if let Some(mut p) = self.peers.remove(&id) {
+                    p.close(now);
+                    self.event(Event::PeerLeft { peer: id });
+                }
+            }
+            ServerFrame::Signal { from, data } => {
+                let Some(p) = self.ensure_peer(now, &from) else {
+                    return;
+                };
+                if let Err(e) = p.handle_signal(now, data.get()) {
+                    self.error("signal-failed", format!("from {from}: {e}"));
+                }
+                self.collect(now);
+            }
+            ServerFrame::Error { code, message } => self.error(&code, message),
+            _ => {}
+        }
+    }
+
+    /// A datagram (or framed TCP packet) arrived at `destination` (a local socket, or the
+    /// relayed address of a TURN allocation) from `source`. Returns false if no peer
+    /// claimed it.
+    pub fn handle_receive(
+        &mut self,
+        now: Instant,
+        proto: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+        contents: &[u8],
+    ) -> bool {
+        let packet = Packet {
+            proto,
+            source,
+            destination,
+            contents,
+        };
+        let Some(p) = self.peers.values_mut().find(|p| p.accepts(now, &packet)) else {
+            return false;
+        };
+        p.handle_receive(now, &packet);
+        self.collect(now);
+        true
+    }
+
+    /// Time passes.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let up = self.signaling_up;
+        for p in self.peers.values_mut() {
+            p.handle_timeout(now, up);
+        }
+        if let Some(t) = self.next_ping
+            && now >= t
+        {
+            self.frame(ClientMsg::Ping { data: None });
+            self.next_ping = Some(now + PING_EVERY);
+        }
+        self.collect(now);
+    }
+
+    /// A local candidate (host socket, server-reflexive address, TURN allocation) for every
+    /// peer, present and future. With `relay_only`, other kinds are dropped.
+    pub fn add_local_candidate(&mut self, now: Instant, c: Candidate) {
+        if self.settings.relay_only && c.kind() != CandidateKind::Relayed {
+            return;
+        }
+        for p in self.peers.values_mut() {
+            p.add_local_candidate(now, c.clone());
+        }
+        self.local.push(c);
+        self.collect(now);
+    }
+
+    /// Sends on the default channel (queued, bounded, until it opens) or on `label`.
+    /// `Ok(false)`: the send window is full; retry after [`Event::Writable`].
+    pub fn send(
+        &mut self,
+        now: Instant,
+        peer: &str,
+        label: Option<&str>,
+        binary: bool,
+        data: &[u8],
+    ) -> Result<bool, Error> {
+        let p = self
+            .peers
+            .get_mut(peer)
+            .ok_or_else(|| Error::UnknownPeer(peer.into()))?;
+        let r = p.send(now, label, binary, data);
+        self.collect(now);
+        r
+    }
+
+    /// Bytes buffered (unacknowledged) on a channel to `peer`.
+    pub fn buffered(&mut self, peer: &str, label: Option<&str>) -> usize {
+        self.peers
+            .get_mut(peer)
+            .map(|p| p.buffered(label))
+            .unwrap_or(0)
+    }
+
+    /// Opens an extra channel to `peer` (the remote gets [`Event::Channel`]).
+    pub fn open_channel(
+        &mut self,
+        now: Instant,
+        peer: &str,
+        label: &str,
+        opts: ChannelOptions,
+    ) -> Result<(), Error> {
+        let p = self
+            .peers
+            .get_mut(peer)
+            .ok_or_else(|| Error::UnknownPeer(peer.into()))?;
+        let r = p.open_channel(now, label, opts).map(|_| ());
+        self.collect(now);
+        r
+    }
+
+    /// Restarts ICE to `peer` now (e.g. after the driver saw the network change).
+    pub fn restart_ice(&mut self, now: Instant, peer: &str) -> Result<(), Error> {
+        let p = self
+            .peers
+            .get_mut(peer)
+            .ok_or_else(|| Error::UnknownPeer(peer.into()))?;
+        p.restart(now);
+        self.collect(now);
+        Ok(())
+    }
+
+    /// Leaves the room: a `leave` frame and every peer connection closed.
+    pub fn leave(&mut self, now: Instant) {
+        let room = self.room.clone();
+        self.frame(ClientMsg::Leave { room: room.into() });
+        for p in self.peers.values_mut() {
+            p.close(now);
+        }
+        self.collect(now);
+        self.peers.clear();
+    }
+
+    /// The next thing to do. Call until it returns [`Output::Timeout`].
+    #[must_use]
+    pub fn poll_output(&mut self, now: Instant) -> Output {
+        if let Some(o) = self.out.pop_front() {
+            return o;
+        }
+        let mut t = self.next_ping.unwrap_or(now + Duration::from_secs(3600));
+        for p in self.peers.values() {
+            t = t.min(p.timeout());
+            if let Some(since) = p.disconnected_since() {
+                t = t.min(since + RESTART_AFTER);
+            }
+        }
+        Output::Timeout(t)
+    }
+
+    fn ensure_peer(&mut self, now: Instant, id: &str) -> Option<&mut Peer> {
+        let me = self.id.as_deref()?;
+        if id == me {
+            return None;
+        }
+        if !self.peers.contains_key(id) {
+            if self.peers.len() >= MAX_PEERS {
+                self.error(
+                    "too-many-peers",
+                    format!("ignoring {id}: already {MAX_PEERS} peers"),
+                );
+                return None;
+            }
+            // Perfect negotiation roles, as the SDK assigns them.
+            let polite = me > id;
+            let mut p = Peer::new(now, id.to_owned(), polite, &self.settings);
+            for c in &self.local {
+                p.add_local_candidate(now, c.clone());
+            }
+            self.peers.insert(id.to_owned(), p);
+        }
+        self.peers.get_mut(id)
+    }
+
+    /// Moves what the peers produced into the output queue.
+    fn collect(&mut self, _now: Instant) {
+        let mut gone = Vec::new();
+        for (id, p) in &mut self.peers {
+            while let Some(u) = p.up.pop_front() {
+                match u {
+                    Up::Signal(json) => {
+                        if let Ok(data) = RawValue::from_string(json) {
+                            let frame = ClientMsg::Signal {
+                                to: id.as_str().into(),
+                                data: &data,
+                            }
+                            .encode();
+                            self.out.push_back(Output::Frame(frame));
+                        }
+                    }
+                    Up::Transmit(t) => self.out.push_back(Output::Transmit(t)),
+                    Up::Event(e) => self.out.push_back(Output::Event(e)),
+                }
+            }
+            if p.closed {
+                gone.push(id.clone());
+            }
+        }
+        for id in gone {
+            self.peers.remove(&id);
+        }
+    }
+
+    fn frame(&mut self, msg: ClientMsg<'_>) {
+        self.out.push_back(Output::Frame(msg.encode()));
+    }
+
+    fn event(&mut self, e: Event) {
+        self.out.push_back(Output::Event(e));
+    }
+
+    fn error(&mut self, code: &str, message: String) {
+        self.event(Event::Error {
+            code: code.to_owned(),
+            message,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,665 @@
+//! One remote peer: a str0m [`Rtc`] plus perfect negotiation, the default channel, the
+//! message queue before it opens, ICE restart, and the path read from stats.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::channel::{ChannelConfig, ChannelId, Reliability};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, CandidateKind, Event as RtcEvent, IceConnectionState, Input, Output, Rtc};
+
+use crate::{ChannelOptions, Error, Event, Path, PeerState, Settings, Transmit};
+
+/// Label and SCTP stream id of the default channel, as the browser SDK opens it.
+pub const DEFAULT_LABEL: &str = "peerweb";
+const DEFAULT_STREAM_ID: u16 = 0;
+/// A connection disconnected this long gets an ICE restart (the SDK's value).
+pub const RESTART_AFTER: Duration = Duration::from_secs(3);
+/// Remote candidates accepted per peer; more are ignored.
+pub const MAX_REMOTE_CANDIDATES: usize = 64;
+/// Channels per peer.
+pub const MAX_CHANNELS: usize = 64;
+/// Messages queued per peer before its default channel opens.
+pub const MAX_QUEUED: usize = 1024;
+
+pub(crate) fn default_channel() -> ChannelConfig {
+    ChannelConfig {
+        label: DEFAULT_LABEL.into(),
+        ordered: true,
+        reliability: Reliability::Reliable,
+        negotiated: Some(DEFAULT_STREAM_ID),
+        protocol: String::new(),
+    }
+}
+
+/// What a peer hands up to the client: signal payloads for the remote, packets, events.
+#[derive(Debug)]
+pub(crate) enum Up {
+    Signal(String),
+    Transmit(Transmit),
+    Event(Event),
+}
+
+pub(crate) struct Peer {
+    pub id: String,
+    rtc: Rtc,
+    polite: bool,
+    /// Our offer awaiting an answer, and its SDP (re-sent when the remote may not have it).
+    pending: Option<(SdpPendingOffer, String)>,
+    /// The default channel, once created; `pending_default` while only in an unanswered offer.
+    default: Option<ChannelId>,
+    pending_default: Option<ChannelId>,
+    /// Channels by id: label, and whether open.
+    channels: HashMap<ChannelId, (String, bool)>,
+    queued: VecDeque<(bool, Vec<u8>)>,
+    remote_kinds: HashMap<SocketAddr, CandidateKind>,
+    local_kinds: HashMap<SocketAddr, (CandidateKind, Protocol)>,
+    remote_count: usize,
+    ice: IceConnectionState,
+    disconnected_since: Option<Instant>,
+    restart_wanted: bool,
+    pub path: Option<Path>,
+    pub connected: bool,
+    pub closed: bool,
+    timeout: Instant,
+    pub up: VecDeque<Up>,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("id", &self.id)
+            .field("ice", &self.ice)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Peer {
+    pub fn new(now: Instant, id: String, polite: bool, settings: &Settings) -> Self {
+        let mut cfg = Rtc::builder()
+            .set_stats_interval(Some(Duration::from_secs(1)))
+            .set_sctp_max_buffered_amount(settings.send_window);
+        // Data channels only: no audio/video codecs to offer.
+        cfg = cfg.clear_codecs();
+        let rtc = cfg.build(now);
+        Peer {
+            id,
+            rtc,
+            polite,
+            pending: None,
+            default: None,
+            pending_default: None,
+            channels: HashMap::new(),
+            queued: VecDeque::new(),
+            remote_kinds: HashMap::new(),
+            local_kinds: HashMap::new(),
+            remote_count: 0,
+            ice: IceConnectionState::New,
+            disconnected_since: None,
+            restart_wanted: false,
+            path: None,
+            connected: false,
+            closed: false,
+            timeout: now,
+            up: VecDeque::new(),
+        }
+    }
+
+    pub fn timeout(&self) -> Instant {
+        self.timeout
+    }
+
+    pub fn disconnected_since(&self) -> Option<Instant> {
+        self.disconnected_since
+    }
+
+    pub fn state(&self) -> PeerState {
+        if self.closed {
+            return PeerState::Closed;
+        }
+        match self.ice {
+            IceConnectionState::New => PeerState::New,
+            IceConnectionState::Checking => {
+                if self.connected {
+                    PeerState::Connected
+                } else {
+                    PeerState::Connecting
+                }
+            }
+            IceConnectionState::Connected | IceConnectionState::Completed => PeerState::Connected,
+            IceConnectionState::Disconnected => PeerState::Disconnected,
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.default
+            .and_then(|id| self.channels.get(&id))
+            .is_some_and(|(_, open)| *open)
+    }
+
+    pub fn local_fingerprint(&mut self) -> String {
+        self.rtc.direct_api().local_dtls_fingerprint().to_string()
+    }
+
+    pub fn remote_fingerprint(&mut self) -> Option<String> {
+        self.rtc
+            .direct_api()
+            .remote_dtls_fingerprint()
+            .map(|f| f.to_string())
+    }
+
+    pub fn add_local_candidate(&mut self, now: Instant, c: Candidate) {
+        let addr = c.addr();
+        let (kind, proto) = (c.kind(), c.proto());
+        if let Some(added) = self.rtc.add_local_candidate(c) {
+            self.local_kinds.insert(addr, (kind, proto));
+            let json = candidate_json(added);
+            self.signal(json);
+        }
+        self.drain(now);
+    }
+
+    /// Starts negotiation from our side (we joined after the remote): offer the default channel.
+    pub fn initiate(&mut self, now: Instant) {
+        self.negotiate(now);
+    }
+
+    /// Makes an offer if there is something to negotiate and no offer is outstanding.
+    fn negotiate(&mut self, now: Instant) {
+        if self.pending.is_some() || self.closed {
+            return;
+        }
+        let mut api = self.rtc.sdp_api();
+        if self.default.is_none() {
+            self.pending_default = Some(api.add_channel_with_config(default_channel()));
+        }
+        if self.restart_wanted {
+            api.ice_restart(true);
+        }
+        if let Some((offer, pending)) = api.apply() {
+            let sdp = offer.to_sdp_string();
+            self.signal(description_json("offer", &sdp));
+            self.pending = Some((pending, sdp));
+        } else {
+            self.pending_default = None;
+        }
+        self.drain(now);
+    }
+
+    /// A signal payload from the remote (`{description}` or `{candidate}`).
+    pub fn handle_signal(&mut self, now: Instant, data: &str) -> Result<(), Error> {
+        let v: Value =
+            serde_json::from_str(data).map_err(|e| Error::BadSignal(format!("not JSON: {e}")))?;
+        if let Some(d) = v.get("description") {
+            let ty = d.get("type").and_then(Value::as_str).unwrap_or_default();
+            let sdp = d.get("sdp").and_then(Value::as_str).unwrap_or_default();
+            match ty {
+                "offer" => self.on_offer(now, sdp)?,
+                "answer" => self.on_answer(now, sdp)?,
+                other => {
+                    return Err(Error::BadSignal(format!(
+                        "description type {other:?} is not offer or answer"
+                    )));
+                }
+            }
+        } else if let Some(c) = v.get("candidate") {
+            // `null` (or an empty candidate) is end-of-candidates: nothing to do, since str0m
+            // keeps checking whatever it has.
+            let line = c
+                .get("candidate")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if !line.is_empty() {
+                self.on_candidate(now, line)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_offer(&mut self, now: Instant, sdp: &str) -> Result<(), Error> {
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| Error::BadSignal(e.to_string()))?;
+        // Perfect negotiation: on a collision the impolite side ignores the remote offer and
+        // re-sends its own (the polite side may never have seen it); the polite side drops its
+        // own offer (str0m rolls it back inside accept_offer) and answers.
+        if self.pending.is_some() && !self.polite {
+            if let Some((_, sdp)) = &self.pending {
+                let json = description_json("offer", sdp);
+                self.signal(json);
+            }
+            return Ok(());
+        }
+        self.pending = None;
+        self.pending_default = None;
+        let answer = self.rtc.sdp_api().accept_offer(offer);
+        let answer = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                self.drain(now);
+                return Err(Error::Negotiation(e.to_string()));
+            }
+        };
+        self.signal(description_json("answer", &answer.to_sdp_string()));
+        self.drain(now);
+        if self.default.is_none() {
+            let id = self.rtc.direct_api().create_data_channel(default_channel());
+            self.default = Some(id);
+            self.channels.insert(id, (DEFAULT_LABEL.into(), false));
+            self.drain(now);
+        }
+        // An offer of ours that was rolled back carried something we still want.
+        if self.restart_wanted {
+            self.negotiate(now);
+        }
+        Ok(())
+    }
+
+    fn on_answer(&mut self, now: Instant, sdp: &str) -> Result<(), Error> {
+        let Some((pending, _)) = self.pending.take() else {
+            // A stale answer (to an offer already rolled back or answered): ignore it.
+            return Ok(());
+        };
+        let answer =
+            SdpAnswer::from_sdp_string(sdp).map_err(|e| Error::BadSignal(e.to_string()))?;
+        let res = self.rtc.sdp_api().accept_answer(pending, answer);
+        self.drain(now);
+        res.map_err(|e| Error::Negotiation(e.to_string()))?;
+        self.restart_wanted = false;
+        if let Some(id) = self.pending_default.take() {
+            self.default = Some(id);
+            self.channels.insert(id, (DEFAULT_LABEL.into(), false));
+        }
+        Ok(())
+    }
+
+    fn on_candidate(&mut self, now: Instant, line: &str) -> Result<(), Error> {
+        let line = line.strip_prefix("a=").unwrap_or(line);
+        if self.remote_count >= MAX_REMOTE_CANDIDATES {
+            return Err(Error::BadSignal(format!(
+                "more than {MAX_REMOTE_CANDIDATES} remote candidates"
+            )));
+        }
+        match Candidate::from_sdp_string(line) {
+            Ok(c) => {
+                self.remote_count += 1;
+                self.remote_kinds.insert(c.addr(), c.kind());
+                self.rtc.add_remote_candidate(c);
+                self.drain(now);
+                Ok(())
+            }
+            // A browser that hides its host address sends `<uuid>.local`: skip it; its
+            // checks reach us anyway and become peer-reflexive candidates.
+            Err(_) if is_mdns(line) => Ok(()),
+            Err(e) => Err(Error::BadSignal(format!("bad candidate: {e}"))),
+        }
+    }
+
+    /// Whether this peer's ICE agent claims the packet (its ufrag, or a known remote).
+    pub fn accepts(&self, now: Instant, packet: &Packet<'_>) -> bool {
+        packet
+            .receive()
+            .is_some_and(|r| self.rtc.accepts(&Input::Receive(now, r)))
+    }
+
+    pub fn handle_receive(&mut self, now: Instant, packet: &Packet<'_>) {
+        let Some(r) = packet.receive() else {
+            return;
+        };
+        if let Err(e) = self.rtc.handle_input(Input::Receive(now, r)) {
+            tracing::debug!(peer = %self.id, "input rejected: {e}");
+        }
+        self.drain(now);
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant, signaling_up: bool) {
+        if now >= self.timeout
+            && let Err(e) = self.rtc.handle_input(Input::Timeout(now))
+        {
+            tracing::debug!(peer = %self.id, "timeout: {e}");
+        }
+        self.drain(now);
+        if let Some(since) = self.disconnected_since
+            && now.duration_since(since) >= RESTART_AFTER
+            && signaling_up
+            && self.pending.is_none()
+        {
+            self.restart(now);
+        }
+    }
+
+    /// Restarts ICE (new credentials, candidates kept) through a new offer.
+    pub fn restart(&mut self, now: Instant) {
+        self.restart_wanted = true;
+        // Restart once per outage; a new outage restarts again.
+        self.disconnected_since = None;
+        self.negotiate(now);
+    }
+
+    /// Signaling came back: an offer of ours may have been lost with the old connection.
+    pub fn resync(&mut self, now: Instant) {
+        if let Some((_, sdp)) = &self.pending {
+            let json = description_json("offer", sdp);
+            self.signal(json);
+        } else if self.ice == IceConnectionState::Disconnected {
+            self.restart(now);
+        }
+    }
+
+    pub fn open_channel(
+        &mut self,
+        now: Instant,
+        label: &str,
+        opts: ChannelOptions,
+    ) -> Result<ChannelId, Error> {
+        if label == DEFAULT_LABEL {
+            return Err(Error::ReservedLabel);
+        }
+        if let Some((&id, _)) = self.channels.iter().find(|(_, (l, _))| l == label) {
+            return Ok(id);
+        }
+        if self.channels.len() >= MAX_CHANNELS {
+            return Err(Error::TooManyChannels);
+        }
+        let reliability = match (opts.max_retransmits, opts.max_packet_lifetime_ms) {
+            (Some(n), _) => Reliability::MaxRetransmits { retransmits: n },
+            (None, Some(ms)) => Reliability::MaxPacketLifetime { lifetime: ms },
+            (None, None) => Reliability::Reliable,
+        };
+        let id = self.rtc.direct_api().create_data_channel(ChannelConfig {
+            label: label.into(),
+            ordered: opts.ordered,
+            reliability,
+            negotiated: None,
+            protocol: String::new(),
+        });
+        self.channels.insert(id, (label.into(), false));
+        self.drain(now);
+        Ok(id)
+    }
+
+    /// Sends on a channel (the default one when `label` is `None`). Returns `Ok(false)` when
+    /// the send window is full: wait for [`Event::Writable`] and try again.
+    pub fn send(
+        &mut self,
+        now: Instant,
+        label: Option<&str>,
+        binary: bool,
+        data: &[u8],
+    ) -> Result<bool, Error> {
+        if self.closed {
+            return Err(Error::PeerGone);
+        }
+        let id = match label {
+            None | Some(DEFAULT_LABEL) => {
+                if !self.is_open() {
+                    if self.queued.len() >= MAX_QUEUED {
+                        return Err(Error::QueueFull);
+                    }
+                    self.queued.push_back((binary, data.to_vec()));
+                    return Ok(true);
+                }
+                self.default.ok_or(Error::ChannelClosed)?
+            }
+            Some(l) => self
+                .channels
+                .iter()
+                .find(|(_, (cl, open))| cl == l && *open)
+                .map(|(id, _)| *id)
+                .ok_or(Error::ChannelClosed)?,
+        };
+        let mut ch = self.rtc.channel(id).ok_or(Error::ChannelClosed)?;
+        let ok = ch
+            .write(binary, data)
+            .map_err(|e| Error::Send(e.to_string()))?;
+        self.drain(now);
+        Ok(ok)
+    }
+
+    /// Bytes buffered on a channel (the default one when `label` is `None`).
+    pub fn buffered(&mut self, label: Option<&str>) -> usize {
+        let label = label.unwrap_or(DEFAULT_LABEL);
+        let Some(id) = self
+            .channels
+            .iter()
+            .find(|(_, (l, _))| l == label)
+            .map(|(id, _)| *id)
+        else {
+            return 0;
+        };
+        self.rtc
+            .channel(id)
+            .map(|mut c| c.buffered_amount())
+            .unwrap_or(0)
+    }
+
+    pub fn close(&mut self, now: Instant) {
+        if !self.closed {
+            self.closed = true;
+            self.rtc.disconnect();
+            self.drain(now);
+        }
+    }
+
+    fn signal(&mut self, json: String) {
+        self.up.push_back(Up::Signal(json));
+    }
+
+    fn event(&mut self, e: Event) {
+        self.up.push_back(Up::Event(e));
+    }
+
+    /// Drains str0m's output after a mutation (its single-mutation rule).
+    fn drain(&mut self, now: Instant) {
+        loop {
+            let out = match self.rtc.poll_output() {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::debug!(peer = %self.id, "poll: {e}");
+                    self.timeout = now + Duration::from_millis(100);
+                    return;
+                }
+            };
+            match out {
+                Output::Timeout(t) => {
+                    self.timeout = t;
+                    break;
+                }
+                Output::Transmit(t) => self.up.push_back(Up::Transmit(Transmit {
+                    proto: t.proto,
+                    source: t.source,
+                    destination: t.destination,
+                    contents: t.contents.to_vec(),
+                })),
+                Output::Event(e) => self.on_rtc_event(now, e),
+            }
+        }
+        if !self.rtc.is_alive() && !self.closed {
+            self.closed = true;
+            let id = self.id.clone();
+            self.event(Event::State {
+                peer: id,
+                state: PeerState::Closed,
+            });
+        }
+    }
+
+    fn on_rtc_event(&mut self, now: Instant, e: RtcEvent) {
+        let peer = self.id.clone();
+        match e {
+            RtcEvent::IceConnectionStateChange(s) => {
+                let before = self.state();
+                self.ice = s;
+                match s {
+                    IceConnectionState::Disconnected => {
+                        self.disconnected_since.get_or_insert(now);
+                    }
+                    IceConnectionState::Connected | IceConnectionState::Completed => {
+                        self.disconnected_since = None;
+                        self.connected = true;
+                    }
+                    _ => {}
+                }
+                let state = self.state();
+                if state != before {
+                    self.event(Event::State { peer, state });
+                }
+            }
+            RtcEvent::ChannelOpen(id, label) => {
+                self.channels.insert(id, (label.clone(), true));
+                if let Some(mut ch) = self.rtc.channel(id) {
+                    ch.set_buffered_amount_low_threshold(crate::LOW_WATER);
+                }
+                if Some(id) == self.default {
+                    self.event(Event::Open { peer: peer.clone() });
+                    // Flush what was queued before the channel opened.
+                    while let Some((binary, data)) = self.queued.pop_front() {
+                        let Some(mut ch) = self.rtc.channel(id) else {
+                            break;
+                        };
+                        match ch.write(binary, &data) {
+                            Ok(true) => {}
+                            _ => {
+                                self.queued.push_front((binary, data));
+                                break;
+                            }
+                        }
+                    }
+                } else {
+                    self.event(Event::Channel { peer, label });
+                }
+            }
+            RtcEvent::ChannelData(d) => {
+                let label = self
+                    .channels
+                    .get(&d.id)
+                    .map(|(l, _)| l.clone())
+                    .unwrap_or_default();
+                self.event(Event::Message {
+                    peer,
+                    label,
+                    binary: d.binary,
+                    data: d.data,
+                });
+            }
+            RtcEvent::ChannelClose(id) => {
+                if let Some((label, _)) = self.channels.remove(&id) {
+                    if Some(id) == self.default {
+                        self.default = None;
+                    }
+                    self.event(Event::ChannelClosed { peer, label });
+                }
+            }
+            RtcEvent::ChannelBufferedAmountLow(id) => {
+                // Retry the queued messages first.
+                if Some(id) == self.default {
+                    while let Some((binary, data)) = self.queued.pop_front() {
+                        let Some(mut ch) = self.rtc.channel(id) else {
+                            break;
+                        };
+                        if !matches!(ch.write(binary, &data), Ok(true)) {
+                            self.queued.push_front((binary, data));
+                            break;
+                        }
+                    }
+                }
+                let label = self
+                    .channels
+                    .get(&id)
+                    .map(|(l, _)| l.clone())
+                    .unwrap_or_default();
+                self.event(Event::Writable { peer, label });
+            }
+            RtcEvent::PeerStats(s) => {
+                let Some(pair) = s.selected_candidate_pair else {
+                    return;
+                };
+                let (lkind, lproto) = self
+                    .local_kinds
+                    .get(&pair.local.addr)
+                    .copied()
+                    .unwrap_or((CandidateKind::PeerReflexive, pair.protocol));
+                let rkind = self
+                    .remote_kinds
+                    .get(&pair.remote.addr)
+                    .copied()
+                    .unwrap_or(CandidateKind::PeerReflexive);
+                let path = Path {
+                    local: kind_name(lkind),
+                    remote: kind_name(rkind),
+                    protocol: proto_name(lproto),
+                    local_addr: pair.local.addr,
+                    remote_addr: pair.remote.addr,
+                    rtt: pair.current_round_trip_time.or(s.rtt),
+                };
+                let changed = self.path.as_ref().is_none_or(|p| {
+                    (p.local, p.remote, p.protocol, p.remote_addr)
+                        != (path.local, path.remote, path.protocol, path.remote_addr)
+                });
+                self.path = Some(path.clone());
+                if changed {
+                    self.event(Event::Path { peer, path });
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A packet that arrived, before str0m has classified it.
+pub(crate) struct Packet<'a> {
+    pub proto: Protocol,
+    pub source: SocketAddr,
+    pub destination: SocketAddr,
+    pub contents: &'a [u8],
+}
+
+impl<'a> Packet<'a> {
+    fn receive(&self) -> Option<Receive<'a>> {
+        Some(Receive {
+            proto: self.proto,
+            source: self.source,
+            destination: self.destination,
+            contents: self.contents.try_into().ok()?,
+        })
+    }
+}
+
+fn is_mdns(line: &str) -> bool {
+    line.split_whitespace()
+        .nth(4)
+        .is_some_and(|addr| addr.ends_with(".local"))
+}
+
+pub(crate) fn kind_name(k: CandidateKind) -> &'static str {
+    match k {
+        CandidateKind::Host => "host",
+        CandidateKind::ServerReflexive => "srflx",
+        CandidateKind::PeerReflexive => "prflx",
+        CandidateKind::Relayed => "relay",
+    }
+}
+
+fn proto_name(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Udp => "udp",
+        Protocol::Tcp => "tcp",
+        Protocol::SslTcp => "ssltcp",
+        Protocol::Tls => "tls",
+    }
+}
+
+fn description_json(ty: &str, sdp: &str) -> String {
+    serde_json::json!({ "description": { "type": ty, "sdp": sdp } }).to_string()
+}
+
+fn candidate_json(c: &Candidate) -> String {
+    // The shape of RTCIceCandidateInit; everything is bundled on the first m-line.
+    serde_json::json!({ "candidate": {
+        "candidate": c.to_sdp_string().trim_start_matches("a="),
+        "sdpMid": "0",
+        "sdpMLineIndex": 0,
+    } })
+    .to_string()
+}

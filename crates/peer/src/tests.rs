@@ -1,0 +1,483 @@
+//! Clients wired to the real signaling core and to each other in virtual time: no sockets,
+//! no clock, a seeded lossy link. Each test runs seconds of protocol in milliseconds.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use peerweb_signal::{Config, ConnId, Input as SigInput, Output as SigOutput, Signal};
+
+use super::*;
+
+struct Packet {
+    at: Instant,
+    from: SocketAddr,
+    to: SocketAddr,
+    data: Vec<u8>,
+}
+
+/// A signaling server core, clients, and a network between their host addresses.
+struct World {
+    now: Instant,
+    sig: Signal,
+    clients: Vec<Client>,
+    addrs: Vec<SocketAddr>,
+    /// Per client: whether its signaling connection is up, and its connection id.
+    conns: Vec<Option<ConnId>>,
+    next_conn: u64,
+    events: Vec<Vec<Event>>,
+    net: Vec<Packet>,
+    delay: Duration,
+    /// Drop probability in 1/1000 of each packet, from a seeded generator.
+    loss_permille: u32,
+    seed: u64,
+    /// Clients whose network is cut (nothing in or out).
+    cut: Vec<bool>,
+    /// Clients whose signaling frames are lost.
+    mute: Vec<bool>,
+    to_server: VecDeque<(ConnId, String)>,
+}
+
+impl World {
+    fn new() -> Self {
+        let now = Instant::now();
+        World {
+            now,
+            sig: Signal::new(Config::default(), [3; 32], now),
+            clients: Vec::new(),
+            addrs: Vec::new(),
+            conns: Vec::new(),
+            next_conn: 1,
+            events: Vec::new(),
+            net: Vec::new(),
+            delay: Duration::from_millis(5),
+            loss_permille: 0,
+            seed: 0x9e37_79b9_7f4a_7c15,
+            cut: Vec::new(),
+            mute: Vec::new(),
+            to_server: VecDeque::new(),
+        }
+    }
+
+    /// A client on host address 10.0.0.N:5000 joins `room`.
+    fn add(&mut self, room: &str, settings: Settings) -> usize {
+        let i = self.clients.len();
+        let addr: SocketAddr = format!("10.0.0.{}:5000", i + 1).parse().unwrap();
+        let mut c = Client::new(self.now, room, settings);
+        c.add_local_candidate(self.now, Candidate::host(addr, "udp").unwrap());
+        self.clients.push(c);
+        self.addrs.push(addr);
+        self.conns.push(None);
+        self.events.push(Vec::new());
+        self.cut.push(false);
+        self.mute.push(false);
+        self.connect(i);
+        i
+    }
+
+    fn connect(&mut self, i: usize) {
+        let conn = ConnId(self.next_conn);
+        self.next_conn += 1;
+        self.sig.handle_input(
+            self.now,
+            SigInput::Open {
+                conn,
+                ip: "127.0.0.1".parse().unwrap(),
+            },
+        );
+        self.conns[i] = Some(conn);
+        self.clients[i].signaling_connected(self.now);
+    }
+
+    fn disconnect(&mut self, i: usize) {
+        if let Some(conn) = self.conns[i].take() {
+            self.sig.handle_input(
+                self.now,
+                SigInput::Closed {
+                    conn,
+                    goodbye: false,
+                },
+            );
+            self.clients[i].signaling_lost(self.now);
+        }
+    }
+
+    fn random(&mut self) -> u32 {
+        // xorshift64*
+        self.seed ^= self.seed >> 12;
+        self.seed ^= self.seed << 25;
+        self.seed ^= self.seed >> 27;
+        (self.seed.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40) as u32
+    }
+
+    /// Runs until nothing is left to do before the next timeout, then advances time to it.
+    fn step(&mut self) {
+        let mut timeout = self.now + Duration::from_secs(60);
+        for i in 0..self.clients.len() {
+            loop {
+                match self.clients[i].poll_output(self.now) {
+                    Output::Frame(f) => {
+                        if let Some(conn) = self.conns[i].filter(|_| !self.mute[i]) {
+                            self.to_server.push_back((conn, f));
+                        }
+                    }
+                    Output::Transmit(t) => {
+                        let lost = self.cut[i] || self.random() % 1000 < self.loss_permille;
+                        if !lost {
+                            self.net.push(Packet {
+                                at: self.now + self.delay,
+                                from: t.source,
+                                to: t.destination,
+                                data: t.contents,
+                            });
+                        }
+                    }
+                    Output::Event(e) => self.events[i].push(e),
+                    Output::Timeout(t) => {
+                        timeout = timeout.min(t);
+                        break;
+                    }
+                }
+            }
+        }
+        while let Some((conn, f)) = self.to_server.pop_front() {
+            self.sig
+                .handle_input(self.now, SigInput::Text { conn, text: &f });
+        }
+        let mut progressed = false;
+        loop {
+            match self.sig.poll_output() {
+                SigOutput::Send { conn, frame } => {
+                    if let Some(i) = self.conns.iter().position(|c| *c == Some(conn)) {
+                        self.clients[i].handle_frame(self.now, &frame);
+                        progressed = true;
+                    }
+                }
+                SigOutput::Timeout(t) => {
+                    timeout = timeout.min(t);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let now = self.now;
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.net)
+            .into_iter()
+            .partition(|p| p.at <= now);
+        self.net = later;
+        for p in due {
+            let Some(i) = self.addrs.iter().position(|a| *a == p.to) else {
+                continue;
+            };
+            if self.cut[i] {
+                continue;
+            }
+            self.clients[i].handle_receive(now, Protocol::Udp, p.from, p.to, &p.data);
+            progressed = true;
+        }
+        if progressed {
+            return;
+        }
+        if let Some(next) = self.net.iter().map(|p| p.at).min() {
+            timeout = timeout.min(next);
+        }
+        self.now = timeout.max(self.now);
+        for c in &mut self.clients {
+            c.handle_timeout(self.now);
+        }
+        self.sig.handle_input(self.now, SigInput::Timeout);
+    }
+
+    /// Steps until `done` holds or `limit` of virtual time passes; returns the time taken.
+    fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&mut World) -> bool) -> Duration {
+        let start = self.now;
+        for _ in 0..1_000_000 {
+            if done(self) {
+                return self.now - start;
+            }
+            assert!(self.now - start < limit, "not done after {limit:?}");
+            self.step();
+        }
+        panic!("too many steps");
+    }
+
+    fn id(&self, i: usize) -> String {
+        self.clients[i].id().unwrap().to_owned()
+    }
+
+    fn open(&self, a: usize, b: usize) -> bool {
+        match (self.clients[a].id(), self.clients[b].id()) {
+            (Some(ia), Some(ib)) => self.clients[a].is_open(ib) && self.clients[b].is_open(ia),
+            _ => false,
+        }
+    }
+
+    fn messages(&self, i: usize) -> Vec<String> {
+        self.events[i]
+            .iter()
+            .filter_map(|e| match e {
+                Event::Message { data, .. } => Some(String::from_utf8_lossy(data).into_owned()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn pair() -> World {
+    let mut w = World::new();
+    w.add("r", Settings::default());
+    w.run_until(Duration::from_secs(1), |w| w.clients[0].id().is_some());
+    w.add("r", Settings::default());
+    w
+}
+
+#[test]
+fn two_peers_open_the_default_channel_and_talk_both_ways() {
+    let mut w = pair();
+    let took = w.run_until(Duration::from_secs(10), |w| w.open(0, 1));
+    // Five-millisecond links: ICE, DTLS and SCTP take a handful of round trips.
+    assert!(took < Duration::from_millis(500), "setup took {took:?}");
+    let (a, b) = (w.id(0), w.id(1));
+    let now = w.now;
+    assert!(w.clients[0].send(now, &b, None, false, b"from a").unwrap());
+    assert!(w.clients[1].send(now, &a, None, true, b"from b").unwrap());
+    w.run_until(Duration::from_secs(1), |w| {
+        !w.messages(1).is_empty() && !w.messages(0).is_empty()
+    });
+    assert_eq!(w.messages(1), ["from a"]);
+    assert_eq!(w.messages(0), ["from b"]);
+    let path = w.clients[0].path(&b).cloned();
+    w.run_until(Duration::from_secs(3), |w| w.clients[0].path(&b).is_some());
+    let path = path.or_else(|| w.clients[0].path(&b).cloned()).unwrap();
+    assert_eq!((path.local, path.remote), ("host", "host"));
+}
+
+#[test]
+fn messages_sent_before_open_are_queued_and_delivered_in_order() {
+    let mut w = pair();
+    w.run_until(Duration::from_secs(1), |w| w.clients[1].id().is_some());
+    w.run_until(Duration::from_secs(1), |w| {
+        w.clients[1].peers().count() == 1
+    });
+    let a = w.id(0);
+    let now = w.now;
+    for i in 0..10 {
+        w.clients[1]
+            .send(now, &a, None, false, format!("m{i}").as_bytes())
+            .unwrap();
+    }
+    w.run_until(Duration::from_secs(10), |w| w.messages(0).len() == 10);
+    let want: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    assert_eq!(w.messages(0), want);
+}
+
+#[test]
+fn the_queue_before_open_is_bounded() {
+    let mut w = pair();
+    w.run_until(Duration::from_secs(1), |w| {
+        w.clients[1].peers().count() == 1
+    });
+    let a = w.id(0);
+    let now = w.now;
+    for _ in 0..MAX_QUEUED {
+        w.clients[1].send(now, &a, None, false, b"x").unwrap();
+    }
+    assert_eq!(
+        w.clients[1].send(now, &a, None, false, b"x"),
+        Err(Error::QueueFull)
+    );
+}
+
+#[test]
+fn a_reliable_channel_delivers_everything_over_a_lossy_link() {
+    let mut w = pair();
+    w.run_until(Duration::from_secs(10), |w| w.open(0, 1));
+    w.loss_permille = 100;
+    let b = w.id(1);
+    let now = w.now;
+    for i in 0..200 {
+        assert!(
+            w.clients[0]
+                .send(now, &b, None, false, format!("{i}").as_bytes())
+                .unwrap()
+        );
+    }
+    w.run_until(Duration::from_secs(30), |w| w.messages(1).len() == 200);
+    let want: Vec<String> = (0..200).map(|i| i.to_string()).collect();
+    assert_eq!(w.messages(1), want);
+}
+
+#[test]
+fn an_unreliable_channel_drops_instead_of_retransmitting() {
+    let mut w = pair();
+    w.run_until(Duration::from_secs(10), |w| w.open(0, 1));
+    let (a, b) = (w.id(0), w.id(1));
+    let now = w.now;
+    let opts = ChannelOptions {
+        ordered: false,
+        max_retransmits: Some(0),
+        max_packet_lifetime_ms: None,
+    };
+    w.clients[0].open_channel(now, &b, "game", opts).unwrap();
+    w.run_until(Duration::from_secs(5), |w| {
+        w.events[1]
+            .iter()
+            .any(|e| matches!(e, Event::Channel { label, .. } if label == "game"))
+    });
+    w.run_until(Duration::from_secs(5), |w| {
+        w.events[0]
+            .iter()
+            .any(|e| matches!(e, Event::Channel { label, .. } if label == "game"))
+            || w.clients[0]
+                .send(w.now, &b, Some("game"), true, b"")
+                .is_ok()
+    });
+    let _ = a;
+    w.loss_permille = 300;
+    for i in 0..300u32 {
+        let now = w.now;
+        assert!(
+            w.clients[0]
+                .send(now, &b, Some("game"), true, &i.to_be_bytes())
+                .unwrap()
+        );
+        // One message per 10 ms of virtual time, like a game tick.
+        let until = w.now + Duration::from_millis(10);
+        w.run_until(Duration::from_secs(1), |w| w.now >= until);
+    }
+    w.run_until(Duration::from_secs(5), |w| w.net.is_empty());
+    let got = w.events[1]
+        .iter()
+        .filter(|e| matches!(e, Event::Message { label, .. } if label == "game"))
+        .count();
+    // ~30% of packets lost and never retransmitted: well under 300 arrive, but most do.
+    assert!((120..290).contains(&got), "{got} of 300 arrived");
+}
+
+#[test]
+fn both_sides_offering_at_once_still_connect() {
+    // Glare: each side starts an ICE restart at the same instant; perfect negotiation must
+    // settle it and the session must carry data afterwards.
+    let mut w = pair();
+    w.run_until(Duration::from_secs(10), |w| w.open(0, 1));
+    let (a, b) = (w.id(0), w.id(1));
+    let now = w.now;
+    w.clients[0].restart_ice(now, &b).unwrap();
+    w.clients[1].restart_ice(now, &a).unwrap();
+    for _ in 0..50 {
+        w.step();
+    }
+    let now = w.now;
+    w.clients[0]
+        .send(now, &b, None, false, b"after glare")
+        .unwrap();
+    w.run_until(Duration::from_secs(10), |w| {
+        w.messages(1).iter().any(|m| m == "after glare")
+    });
+    let errors: Vec<_> = w
+        .events
+        .iter()
+        .flatten()
+        .filter(|e| matches!(e, Event::Error { .. }))
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
+#[test]
+fn a_dead_path_is_noticed_and_restarted_and_nothing_sent_is_lost() {
+    let mut w = pair();
+    w.run_until(Duration::from_secs(10), |w| w.open(0, 1));
+    let (a, b) = (w.id(0), w.id(1));
+    w.cut[1] = true;
+    let now = w.now;
+    w.clients[0].send(now, &b, None, false, b"during").unwrap();
+    w.run_until(Duration::from_secs(30), |w| {
+        w.clients[0].peer_state(&b) == Some(PeerState::Disconnected)
+    });
+    w.cut[1] = false;
+    w.run_until(Duration::from_secs(30), |w| {
+        w.messages(1).iter().any(|m| m == "during")
+    });
+    assert_eq!(w.clients[1].peer_state(&a), Some(PeerState::Connected));
+}
+
+#[test]
+fn a_lost_offer_is_sent_again_after_signaling_comes_back() {
+    let mut w = pair();
+    // The joiner's first offer is lost (its connection dies as it goes out).
+    w.run_until(Duration::from_secs(1), |w| {
+        w.clients[1].peers().count() == 1
+    });
+    w.mute[1] = true;
+    w.step();
+    w.disconnect(1);
+    w.mute[1] = false;
+    for _ in 0..20 {
+        w.step();
+    }
+    assert!(!w.open(0, 1));
+    w.connect(1);
+    w.run_until(Duration::from_secs(10), |w| w.open(0, 1));
+}
+
+#[test]
+fn peer_left_closes_the_connection() {
+    let mut w = pair();
+    w.run_until(Duration::from_secs(10), |w| w.open(0, 1));
+    let b = w.id(1);
+    let now = w.now;
+    w.clients[1].leave(now);
+    w.run_until(Duration::from_secs(5), |w| {
+        w.events[0]
+            .iter()
+            .any(|e| matches!(e, Event::PeerLeft { peer } if *peer == b))
+    });
+    assert_eq!(w.clients[0].peers().count(), 0);
+}
+
+#[test]
+fn bad_signals_are_reported_not_fatal() {
+    let mut w = pair();
+    w.run_until(Duration::from_secs(10), |w| w.open(0, 1));
+    let b = w.id(1);
+    let now = w.now;
+    for data in [
+        r#"{"description":{"type":"offer","sdp":"garbage"}}"#,
+        r#"{"description":{"type":"pranswer","sdp":""}}"#,
+        r#"{"candidate":{"candidate":"candidate:x 1 udp nope"}}"#,
+    ] {
+        let frame = format!(r#"{{"type":"signal","from":"{b}","data":{data}}}"#);
+        w.clients[0].handle_frame(now, &frame);
+    }
+    // A hidden (mDNS) host candidate is skipped silently.
+    let frame = format!(
+        r#"{{"type":"signal","from":"{b}","data":{{"candidate":{{"candidate":"candidate:1 1 udp 2122260223 4f5e1c2a-aaaa-bbbb-cccc-0123456789ab.local 54321 typ host"}}}}}}"#
+    );
+    w.clients[0].handle_frame(now, &frame);
+    w.clients[0].handle_frame(now, "{not json");
+    w.step();
+    let errors = w.events[0]
+        .iter()
+        .filter(|e| matches!(e, Event::Error { .. }))
+        .count();
+    assert_eq!(errors, 4);
+    // And the session still works.
+    let now = w.now;
+    w.clients[0].send(now, &b, None, false, b"still").unwrap();
+    w.run_until(Duration::from_secs(5), |w| {
+        w.messages(1).iter().any(|m| m == "still")
+    });
+}
+
+#[test]
+fn relay_only_drops_other_candidates() {
+    let mut w = World::new();
+    let i = w.add(
+        "r",
+        Settings {
+            relay_only: true,
+            ..Settings::default()
+        },
+    );
+    assert!(w.clients[i].local.is_empty());
+}
