@@ -26,6 +26,7 @@
 //! may be valid at once (rotation). Expired credentials are refused, so an allocation cannot
 //! be refreshed past its credentials' expiry.
 
+pub mod client;
 pub mod policy;
 pub mod stun;
 

@@ -143,6 +143,7 @@ struct Lab {
     now: Instant,
     out: Vec<Output>,
     next_port: u16,
+    relays: Vec<(AllocId, SocketAddr)>,
 }
 
 #[derive(Clone, Copy)]
@@ -158,6 +159,7 @@ impl Lab {
             now,
             out: Vec::new(),
             next_port: 50_000,
+            relays: Vec::new(),
         }
     }
 
@@ -176,6 +178,7 @@ impl Lab {
                     // The driver binds a socket right away.
                     let addr = SocketAddr::new("192.0.2.200".parse().unwrap(), self.next_port);
                     self.next_port += 1;
+                    self.relays.push((alloc, addr));
                     self.out.push(Output::BindRelay { alloc });
                     self.turn.handle_input(
                         self.now,
@@ -196,6 +199,10 @@ impl Lab {
             from: who.addr,
             data,
         });
+    }
+
+    fn turn_alloc_for(&self, relayed: SocketAddr) -> AllocId {
+        self.relays.iter().find(|(_, a)| *a == relayed).unwrap().0
     }
 
     fn take(&mut self) -> Vec<Output> {
@@ -1084,4 +1091,150 @@ fn a_password_algorithm_bid_down_is_refused() {
     let r = allocate_sha256(&mut lab, who, &mut c, &[0, 2, 0, 0, 0, 1, 0, 0], false);
     assert_eq!(error_code(&r), None, "a proper request still works");
     assert_eq!(lab.turn.stats().allocations, 1);
+}
+
+// ---- the client against the server core ----------------------------------------------
+
+/// Runs a TURN client against the server core until both are idle; returns what the
+/// server relayed to peers.
+fn pump(lab: &mut Lab, who: Who, c: &mut client::Client) -> Vec<(SocketAddr, Vec<u8>)> {
+    let mut to_peers = Vec::new();
+    for _ in 0..100 {
+        let mut any = false;
+        while let Some(bytes) = c.poll_transmit() {
+            lab.deliver(who, &bytes);
+            any = true;
+        }
+        for o in lab.take() {
+            if let Output::Transmit(t) = o {
+                match t.via {
+                    Via::Client(_) if t.to == who.addr => {
+                        let _ = c.handle_input(lab.now, &t.data);
+                        any = true;
+                    }
+                    Via::Relay(_) => to_peers.push((t.to, t.data)),
+                    _ => {}
+                }
+            }
+        }
+        if !any {
+            break;
+        }
+    }
+    to_peers
+}
+
+#[test]
+fn the_client_allocates_binds_a_channel_and_relays_both_ways() {
+    let (mut lab, who, creds) = lab();
+    let _ = creds;
+    let user = format!("{}:alice", UNIX0 + 3600);
+    let pass = rest_password(SECRET, &user);
+    let mut c = client::Client::new(
+        lab.now,
+        "192.0.2.1:3478".parse().unwrap(),
+        client::Transport::Udp,
+        &user,
+        &pass,
+        1,
+    );
+    pump(&mut lab, who, &mut c);
+    let Some(client::Event::Allocated { relayed, mapped }) = c.poll_event() else {
+        panic!("not allocated");
+    };
+    assert_eq!(mapped, Some(who.addr));
+    assert_eq!(Some(relayed), c.relayed());
+    // The first send binds a channel (and the permission); once bound, ChannelData flows.
+    let peer: SocketAddr = "203.0.113.9:4000".parse().unwrap();
+    c.send_to(lab.now, peer, b"first");
+    pump(&mut lab, who, &mut c);
+    c.send_to(lab.now, peer, b"second");
+    let out = c.poll_transmit().unwrap();
+    assert!(
+        channel_data::is_channel_data(&out),
+        "bound channel sends ChannelData"
+    );
+    lab.deliver(who, &out);
+    let relayed_out = relayed_to_peers(&mut lab);
+    assert_eq!(relayed_out, vec![(peer, b"second".to_vec())]);
+    // A peer's packet comes back as ChannelData and is unwrapped.
+    let alloc = lab.turn_alloc_for(relayed);
+    lab.input(Input::FromPeer {
+        alloc,
+        from: peer,
+        data: b"pong",
+    });
+    let back: Vec<Vec<u8>> = lab.replies(who);
+    assert_eq!(
+        c.handle_input(lab.now, &back[0]),
+        Some((peer, &b"pong"[..]))
+    );
+    // Refreshes keep the allocation and the channel past their lifetimes.
+    for _ in 0..30 {
+        lab.now += Duration::from_secs(60);
+        c.handle_timeout(lab.now);
+        lab.input(Input::Timeout);
+        pump(&mut lab, who, &mut c);
+    }
+    assert!(!c.is_failed());
+    c.send_to(lab.now, peer, b"late");
+    let out = c.poll_transmit().unwrap();
+    lab.deliver(who, &out);
+    assert_eq!(relayed_to_peers(&mut lab), vec![(peer, b"late".to_vec())]);
+}
+
+#[test]
+fn the_client_reports_refusal_with_bad_credentials() {
+    let (mut lab, who, _) = lab();
+    let user = format!("{}:alice", UNIX0 + 3600);
+    let mut c = client::Client::new(
+        lab.now,
+        "192.0.2.1:3478".parse().unwrap(),
+        client::Transport::Udp,
+        &user,
+        "wrong",
+        1,
+    );
+    pump(&mut lab, who, &mut c);
+    assert!(matches!(c.poll_event(), Some(client::Event::Failed(why)) if why.contains("401")));
+    assert!(c.is_failed());
+}
+
+#[test]
+fn the_client_gives_up_when_the_server_is_silent() {
+    let now = Instant::now();
+    let mut c = client::Client::new(
+        now,
+        "192.0.2.1:3478".parse().unwrap(),
+        client::Transport::Udp,
+        "u",
+        "p",
+        1,
+    );
+    let mut sends = 0;
+    let mut t = now;
+    while let Some(next) = c.poll_timeout() {
+        while c.poll_transmit().is_some() {
+            sends += 1;
+        }
+        t = next;
+        c.handle_timeout(t);
+    }
+    assert_eq!(sends, 6, "six sends of the first Allocate");
+    assert!(t - now < Duration::from_secs(20));
+    assert!(matches!(c.poll_event(), Some(client::Event::Failed(_))));
+}
+
+fn relayed_to_peers(lab: &mut Lab) -> Vec<(SocketAddr, Vec<u8>)> {
+    lab.take()
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Transmit(Transmit {
+                via: Via::Relay(_),
+                to,
+                data,
+            }) => Some((to, data)),
+            _ => None,
+        })
+        .collect()
 }
