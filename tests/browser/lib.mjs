@@ -47,10 +47,11 @@ export async function startServer({ port = 0, args = [], host = '127.0.0.1', ns 
 }
 
 /**
- * A headless Chromium with camera/mic granted (needed for raw-IP host candidates). With
- * `ns`, Chromium runs inside that network namespace (a wrapper script enters it).
+ * A headless Chromium with camera/mic granted (needed for raw-IP host candidates; with
+ * `hideAddresses` nothing is granted and Chromium hides host addresses behind mDNS names).
+ * With `ns`, Chromium runs inside that network namespace (a wrapper script enters it).
  */
-export async function launchBrowser({ args = [], ns } = {}) {
+export async function launchBrowser({ args = [], ns, hideAddresses = false, loopback = true } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'peerweb-chromium-'));
   let executablePath = CHROMIUM;
   const env = { ...process.env };
@@ -63,12 +64,12 @@ export async function launchBrowser({ args = [], ns } = {}) {
     executablePath,
     env,
     headless: true,
-    permissions: ['camera', 'microphone'],
+    permissions: hideAddresses ? [] : ['camera', 'microphone'],
     viewport: { width: 1100, height: 720 },
     args: [
       '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--allow-loopback-in-peer-connection', '--use-fake-ui-for-media-stream',
+      ...(loopback ? ['--allow-loopback-in-peer-connection'] : []), '--use-fake-ui-for-media-stream',
       '--disable-dev-shm-usage',
       ...args,
     ],
@@ -135,4 +136,53 @@ export async function waitFor(page, fn, arg, { timeout = 15000, what = 'conditio
 /** Waits until the tab's default channel to `peerId` is open. */
 export function waitOpen(page, peerId) {
   return waitFor(page, (id) => window.room.peers.get(id)?.open, peerId, { what: `channel to ${peerId}` });
+}
+
+/**
+ * Starts the native peer (`peerweb join --json`) in `room`; its stdout events are parsed into
+ * `events`. `say(line)` sends a line to every connected peer; `stop()` closes stdin (the
+ * peer leaves) and waits for it to exit.
+ */
+export function startNative(url, room, args = []) {
+  if (!BIN) throw new Error('PEERWEB_BIN is not set (run through run.sh)');
+  const proc = spawn(BIN, ['join', url, room, '--json', ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const events = [];
+  let stderr = '';
+  let buf = '';
+  proc.stdout.on('data', (d) => {
+    buf += d;
+    let nl;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      try { events.push(JSON.parse(line)); } catch { events.push({ event: 'unparsed', line }); }
+    }
+  });
+  proc.stderr.on('data', (d) => { stderr += d; });
+  const exited = new Promise((r) => proc.once('exit', (code) => r(code)));
+  return {
+    proc,
+    events,
+    get stderr() { return stderr; },
+    exited,
+    /** Waits for an event matching `pred`; returns it. */
+    async waitEvent(pred, { timeout = 15000, what = 'native event' } = {}) {
+      const end = Date.now() + timeout;
+      while (Date.now() < end) {
+        const e = events.find(pred);
+        if (e) return e;
+        if (proc.exitCode !== null) break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      throw new Error(`timed out waiting for ${what}; events ${JSON.stringify(events.slice(-12))}; stderr ${stderr}`);
+    },
+    say(line) { proc.stdin.write(`${line}\n`); },
+    async stop() {
+      if (proc.exitCode === null) proc.stdin.end();
+      const t = setTimeout(() => proc.kill('SIGKILL'), 5000);
+      const code = await exited;
+      clearTimeout(t);
+      return code;
+    },
+  };
 }

@@ -1,6 +1,9 @@
 //! `peerweb`: the command line. `peerweb serve` runs the server with embedded defaults;
 //! configuration comes from an optional TOML file, then `PEERWEB_*` environment variables,
-//! then flags, each overriding the one before.
+//! then flags, each overriding the one before. `peerweb join` and `peerweb ping` are the
+//! native peer (crates/peer, crates/net).
+
+mod peer;
 
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -28,7 +31,12 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server: WebSocket signaling, the browser SDK and the demo app.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Join a room as a native WebRTC peer: chat on stdin/stdout with the browsers there.
+    Join(peer::PeerArgs),
+    /// Join a room and report the path and round-trip time to each peer, once a second.
+    /// Exits 1 if no peer connected in time.
+    Ping(peer::PingArgs),
 }
 
 #[derive(Debug, Args)]
@@ -253,7 +261,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
+        Command::Join(args) => runtime().and_then(|rt| rt.block_on(peer::join(args))),
+        Command::Ping(args) => match runtime().and_then(|rt| rt.block_on(peer::ping(args))) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -264,10 +278,14 @@ fn main() -> ExitCode {
     }
 }
 
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("cannot start the async runtime")
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let cfg = args.into_config()?;
     raise_open_file_limit(cfg.max_conns);
-    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let rt = runtime()?;
     rt.block_on(async {
         let listen = cfg.listen;
         let server = Server::bind(cfg)
@@ -304,7 +322,7 @@ fn raise_open_file_limit(max_conns: usize) {
     }
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

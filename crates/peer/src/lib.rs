@@ -496,6 +496,11 @@ impl Client {
         if let Some(o) = self.out.pop_front() {
             return o;
         }
+        Output::Timeout(self.next_timeout(now))
+    }
+
+    /// When [`Client::handle_timeout`] is next due (what `poll_output` returns once drained).
+    pub fn next_timeout(&self, now: Instant) -> Instant {
         let mut t = self.next_ping.unwrap_or(now + Duration::from_secs(3600));
         for p in self.peers.values() {
             t = t.min(p.timeout());
@@ -503,7 +508,7 @@ impl Client {
                 t = t.min(since + RESTART_AFTER);
             }
         }
-        Output::Timeout(t)
+        t
     }
 
     fn ensure_peer(&mut self, now: Instant, id: &str) -> Option<&mut Peer> {

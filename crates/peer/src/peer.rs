@@ -58,6 +58,8 @@ pub(crate) struct Peer {
     remote_kinds: HashMap<SocketAddr, CandidateKind>,
     local_kinds: HashMap<SocketAddr, (CandidateKind, Protocol)>,
     remote_count: usize,
+    /// The mid of the bundled m-line, once an offer or answer named it.
+    mid: Option<String>,
     ice: IceConnectionState,
     disconnected_since: Option<Instant>,
     restart_wanted: bool,
@@ -97,6 +99,7 @@ impl Peer {
             remote_kinds: HashMap::new(),
             local_kinds: HashMap::new(),
             remote_count: 0,
+            mid: None,
             ice: IceConnectionState::New,
             disconnected_since: None,
             restart_wanted: false,
@@ -156,8 +159,12 @@ impl Peer {
         let (kind, proto) = (c.kind(), c.proto());
         if let Some(added) = self.rtc.add_local_candidate(c) {
             self.local_kinds.insert(addr, (kind, proto));
-            let json = candidate_json(added);
-            self.signal(json);
+            // Before our first offer or answer, candidates travel inside its SDP (str0m
+            // writes them there); a browser rejects a candidate that comes before a description.
+            if self.mid.is_some() {
+                let json = candidate_json(added, self.mid.as_deref());
+                self.signal(json);
+            }
         }
         self.drain(now);
     }
@@ -181,6 +188,7 @@ impl Peer {
         }
         if let Some((offer, pending)) = api.apply() {
             let sdp = offer.to_sdp_string();
+            self.mid = self.mid.take().or_else(|| first_mid(&sdp));
             self.signal(description_json("offer", &sdp));
             self.pending = Some((pending, sdp));
         } else {
@@ -219,6 +227,19 @@ impl Peer {
         Ok(())
     }
 
+    /// Candidates written inside a remote SDP: remembered for naming the path.
+    fn note_sdp_candidates(&mut self, sdp: &str) {
+        for line in sdp.lines() {
+            if let Some(c) = line.trim_end().strip_prefix("a=")
+                && c.starts_with("candidate:")
+                && let Ok(c) = Candidate::from_sdp_string(c)
+                && self.remote_kinds.len() < MAX_REMOTE_CANDIDATES
+            {
+                self.remote_kinds.insert(c.addr(), c.kind());
+            }
+        }
+    }
+
     fn on_offer(&mut self, now: Instant, sdp: &str) -> Result<(), Error> {
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| Error::BadSignal(e.to_string()))?;
         // Perfect negotiation: on a collision the impolite side ignores the remote offer and
@@ -233,6 +254,7 @@ impl Peer {
         }
         self.pending = None;
         self.pending_default = None;
+        self.note_sdp_candidates(sdp);
         let answer = self.rtc.sdp_api().accept_offer(offer);
         let answer = match answer {
             Ok(a) => a,
@@ -241,7 +263,9 @@ impl Peer {
                 return Err(Error::Negotiation(e.to_string()));
             }
         };
-        self.signal(description_json("answer", &answer.to_sdp_string()));
+        let sdp = answer.to_sdp_string();
+        self.mid = first_mid(&sdp).or(self.mid.take());
+        self.signal(description_json("answer", &sdp));
         self.drain(now);
         if self.default.is_none() {
             let id = self.rtc.direct_api().create_data_channel(default_channel());
@@ -266,6 +290,7 @@ impl Peer {
         let res = self.rtc.sdp_api().accept_answer(pending, answer);
         self.drain(now);
         res.map_err(|e| Error::Negotiation(e.to_string()))?;
+        self.note_sdp_candidates(sdp);
         self.restart_wanted = false;
         if let Some(id) = self.pending_default.take() {
             self.default = Some(id);
@@ -654,12 +679,20 @@ fn description_json(ty: &str, sdp: &str) -> String {
     serde_json::json!({ "description": { "type": ty, "sdp": sdp } }).to_string()
 }
 
-fn candidate_json(c: &Candidate) -> String {
-    // The shape of RTCIceCandidateInit; everything is bundled on the first m-line.
+fn candidate_json(c: &Candidate, mid: Option<&str>) -> String {
+    // The shape of RTCIceCandidateInit; everything is bundled on the first m-line, whose mid
+    // is whatever the offer chose (browsers reject a candidate naming another mid).
     serde_json::json!({ "candidate": {
         "candidate": c.to_sdp_string().trim_start_matches("a="),
-        "sdpMid": "0",
+        "sdpMid": mid,
         "sdpMLineIndex": 0,
     } })
     .to_string()
+}
+
+/// The mid of the first m-line of an SDP.
+fn first_mid(sdp: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|l| l.trim_end().strip_prefix("a=mid:"))
+        .map(str::to_owned)
 }

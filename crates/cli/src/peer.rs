@@ -1,0 +1,292 @@
+//! `peerweb join` and `peerweb ping`: the native peer on the command line.
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use peerweb_net::{Node, Options};
+use peerweb_peer::{Event, Path, PeerState, Settings};
+use serde_json::json;
+use tokio::io::AsyncBufReadExt;
+
+#[derive(Debug, Args)]
+pub struct PeerArgs {
+    /// Address of `peerweb serve`, e.g. http://127.0.0.1:8080.
+    pub url: String,
+    /// Room to join.
+    pub room: String,
+    /// Name shown to the others (sent as `{"name": ...}` metadata).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// One JSON object per line on stdout instead of text for people.
+    #[arg(long)]
+    pub json: bool,
+    /// Connect only through the TURN relay (like `iceTransportPolicy: 'relay'`).
+    #[arg(long)]
+    pub relay_only: bool,
+    /// Offer loopback addresses as candidates (for tests on one machine).
+    #[arg(long)]
+    pub allow_loopback: bool,
+    /// Only this network interface gives host candidates (repeatable).
+    #[arg(long = "interface")]
+    pub interfaces: Vec<String>,
+    /// Never use this network interface (repeatable).
+    #[arg(long = "deny-interface")]
+    pub deny_interfaces: Vec<String>,
+    /// Do not ask the server's STUN for a server-reflexive address.
+    #[arg(long)]
+    pub no_stun: bool,
+    /// Do not allocate a relay on the server's TURN.
+    #[arg(long)]
+    pub no_turn: bool,
+}
+
+impl PeerArgs {
+    fn options(&self) -> Options {
+        let mut o = Options::new(&self.url, &self.room);
+        o.settings = Settings {
+            meta: self.name.as_ref().map(|n| json!({ "name": n }).to_string()),
+            relay_only: self.relay_only,
+            ..Settings::default()
+        };
+        o.allow_loopback = self.allow_loopback;
+        o.interfaces = self.interfaces.clone();
+        o.deny_interfaces = self.deny_interfaces.clone();
+        o.stun = !self.no_stun;
+        o.turn = !self.no_turn || self.relay_only;
+        o
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PingArgs {
+    #[command(flatten)]
+    pub peer: PeerArgs,
+    /// Rounds of one report per second, then exit.
+    #[arg(long, short, default_value_t = 5)]
+    pub count: u32,
+    /// Seconds to wait for a first peer to connect.
+    #[arg(long, default_value_t = 15)]
+    pub wait: u64,
+}
+
+/// Writes one line; a closed stdout ends the program quietly.
+fn say(line: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")
+        .and_then(|()| out.flush())
+        .context("stdout closed")
+}
+
+fn path_text(p: &Path) -> String {
+    let rtt = p
+        .rtt
+        .map(|r| format!(", rtt {:.1} ms", r.as_secs_f64() * 1000.0))
+        .unwrap_or_default();
+    format!(
+        "{}/{} ↔ {} ({}){rtt}",
+        p.local,
+        p.protocol,
+        p.remote,
+        if p.is_direct() { "direct" } else { "relayed" }
+    )
+}
+
+fn path_json(p: &Path) -> serde_json::Value {
+    json!({
+        "local": p.local,
+        "remote": p.remote,
+        "protocol": p.protocol,
+        "direct": p.is_direct(),
+        "local_addr": p.local_addr.to_string(),
+        "remote_addr": p.remote_addr.to_string(),
+        "rtt_ms": p.rtt.map(|r| r.as_secs_f64() * 1000.0),
+    })
+}
+
+fn state_name(s: PeerState) -> &'static str {
+    match s {
+        PeerState::New => "new",
+        PeerState::Connecting => "connecting",
+        PeerState::Connected => "connected",
+        PeerState::Disconnected => "disconnected",
+        PeerState::Closed => "closed",
+    }
+}
+
+/// Prints one event; returns false if nothing was printed.
+fn report(ev: &Event, as_json: bool) -> anyhow::Result<()> {
+    let (text, value) = match ev {
+        Event::Welcome { id, resumed } => (
+            None,
+            json!({"event": "welcome", "id": id, "resumed": resumed}),
+        ),
+        Event::Joined { peers } => (
+            Some(format!("joined; {} other peer(s) here", peers.len())),
+            json!({"event": "joined", "peers": peers}),
+        ),
+        Event::PeerJoined { peer, meta } => (
+            Some(format!("+ {peer} joined")),
+            json!({"event": "peer-joined", "peer": peer,
+                   "meta": meta.as_deref().and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok())}),
+        ),
+        Event::PeerLeft { peer } => (
+            Some(format!("- {peer} left")),
+            json!({"event": "peer-left", "peer": peer}),
+        ),
+        Event::Open { peer } => (
+            Some(format!("* {peer} connected")),
+            json!({"event": "open", "peer": peer}),
+        ),
+        Event::Path { peer, path } => (
+            Some(format!("* {peer} path {}", path_text(path))),
+            json!({"event": "path", "peer": peer, "path": path_json(path)}),
+        ),
+        Event::State { peer, state } => (
+            matches!(state, PeerState::Disconnected)
+                .then(|| format!("* {peer} {}", state_name(*state))),
+            json!({"event": "state", "peer": peer, "state": state_name(*state)}),
+        ),
+        Event::Channel { peer, label } => (
+            None,
+            json!({"event": "channel", "peer": peer, "label": label}),
+        ),
+        Event::Message {
+            peer,
+            label,
+            binary,
+            data,
+        } => {
+            let shown = if *binary {
+                format!("<{} bytes>", data.len())
+            } else {
+                String::from_utf8_lossy(data).into_owned()
+            };
+            let chan = if label == peerweb_peer::DEFAULT_LABEL {
+                String::new()
+            } else {
+                format!(" [{label}]")
+            };
+            (
+                Some(format!("{peer}{chan}: {shown}")),
+                if *binary {
+                    json!({"event": "message", "peer": peer, "label": label, "bytes": data.len()})
+                } else {
+                    json!({"event": "message", "peer": peer, "label": label, "data": shown})
+                },
+            )
+        }
+        Event::Error { code, message } => {
+            eprintln!("peerweb: {code}: {message}");
+            (
+                None,
+                json!({"event": "error", "code": code, "message": message}),
+            )
+        }
+        _ => (None, serde_json::Value::Null),
+    };
+    if as_json {
+        if !value.is_null() {
+            say(&value.to_string())?;
+        }
+    } else if let Some(t) = text {
+        say(&t)?;
+    }
+    Ok(())
+}
+
+async fn start(args: &PeerArgs) -> anyhow::Result<Node> {
+    let node = Node::join(args.options())
+        .await
+        .with_context(|| format!("cannot join room {:?}", args.room))?;
+    Ok(node)
+}
+
+/// `peerweb join`: stdin lines go to every connected peer; events come out on stdout.
+pub async fn join(args: PeerArgs) -> anyhow::Result<()> {
+    let mut node = start(&args).await?;
+    if !args.json {
+        say(&format!(
+            "peerweb join: in room {:?} as {}; type to chat, Ctrl-D to leave",
+            args.room,
+            node.id()
+        ))?;
+    }
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let result = loop {
+        tokio::select! {
+            ev = node.next_event() => match ev {
+                Some(ev) => {
+                    if let Err(e) = report(&ev, args.json) {
+                        break Err(e);
+                    }
+                }
+                None => break Err(anyhow::anyhow!("the peer stopped")),
+            },
+            line = lines.next_line() => match line {
+                Ok(Some(line)) => {
+                    let open: Vec<String> = node.status().await?
+                        .into_iter().filter(|p| p.open).map(|p| p.id).collect();
+                    if open.is_empty() && !args.json {
+                        say("(nobody connected yet; not sent)")?;
+                    }
+                    for peer in open {
+                        if let Err(e) = node.send(&peer, None, false, line.clone().into_bytes()).await {
+                            eprintln!("peerweb: cannot send to {peer}: {e}");
+                        }
+                    }
+                }
+                // End of input (Ctrl-D) leaves the room, as `nc -N` does.
+                Ok(None) | Err(_) => break Ok(()),
+            },
+            _ = crate::shutdown_signal() => break Ok(()),
+        }
+    };
+    node.leave().await;
+    result
+}
+
+/// `peerweb ping`: the path and round-trip time to each peer, once a second.
+pub async fn ping(args: PingArgs) -> anyhow::Result<bool> {
+    let mut node = start(&args.peer).await?;
+    let as_json = args.peer.json;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.wait);
+    // Wait for a first connected peer (events are drained meanwhile).
+    loop {
+        let st = node.status().await?;
+        if st.iter().any(|p| p.open && p.path.is_some()) {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            node.leave().await;
+            if as_json {
+                say(&json!({"event": "timeout", "waited_s": args.wait}).to_string())?;
+            } else {
+                eprintln!("peerweb ping: no peer connected within {} s", args.wait);
+            }
+            return Ok(false);
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(100), node.next_event()).await;
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    for _ in 0..args.count {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = crate::shutdown_signal() => break,
+        }
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::ZERO, node.next_event()).await {}
+        for p in node.status().await? {
+            let Some(path) = p.path.as_ref().filter(|_| p.open) else {
+                continue;
+            };
+            if as_json {
+                say(&json!({"event": "ping", "peer": p.id, "path": path_json(path)}).to_string())?;
+            } else {
+                say(&format!("{}: {}", p.id, path_text(path)))?;
+            }
+        }
+    }
+    node.leave().await;
+    Ok(true)
+}

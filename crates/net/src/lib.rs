@@ -1,0 +1,1038 @@
+//! The native peer's driver: tokio sockets and timers around the sans-IO [`Client`].
+//!
+//! [`Node::join`] gathers candidates (a UDP socket per usable interface address; the
+//! server-reflexive address of each through the server's STUN; a relayed address through its
+//! TURN over UDP, with the short-lived credentials of `GET /api/ice`), connects the signaling
+//! WebSocket (reconnecting with backoff, resuming the same peer id, without touching live
+//! peer connections), and runs one task that owns all of it. The application talks to that
+//! task through [`Node`]: events in order, sends with backpressure.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), peerweb_net::Error> {
+//! use peerweb_net::{Node, Options};
+//! use peerweb_peer::Event;
+//!
+//! let mut node = Node::join(Options::new("http://127.0.0.1:8080", "lobby")).await?;
+//! while let Some(ev) = node.next_event().await {
+//!     if let Event::Open { peer } = ev {
+//!         node.send(&peer, None, false, b"hello".to_vec()).await?;
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use peerweb_peer::{
+    Candidate, ChannelOptions, Client, Event, Output, Path, PeerState, Protocol, Settings,
+};
+use peerweb_turn::client::{Client as TurnClient, Event as TurnEvent, Transport};
+use peerweb_turn::stun::{Builder, Class, Message, attr, method};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+/// Socket buffer size asked for each UDP socket (the kernel may cap it).
+pub const UDP_BUFFER: usize = 4 << 20;
+/// Largest datagram read.
+const MAX_DATAGRAM: usize = 2048;
+/// Datagrams read per wake-up before str0m is polled again.
+const BATCH: usize = 64;
+/// How long [`Node::join`] waits for the server to confirm the join.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Reconnect backoff of the signaling WebSocket.
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// STUN binding retransmissions (to the server's STUN) before giving up on srflx.
+const STUN_SENDS: u32 = 5;
+
+/// What a native peer needs to join a room.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `http(s)://` or `ws(s)://` address of `peerweb serve`.
+    pub server: String,
+    pub room: String,
+    pub settings: Settings,
+    /// Offer loopback addresses as host candidates (tests on one machine).
+    pub allow_loopback: bool,
+    /// Only these interfaces (by name) give host candidates; empty: all.
+    pub interfaces: Vec<String>,
+    /// These interfaces never do.
+    pub deny_interfaces: Vec<String>,
+    /// Ask the server's STUN for server-reflexive candidates.
+    pub stun: bool,
+    /// Allocate a relayed candidate on the server's TURN.
+    pub turn: bool,
+}
+
+impl Options {
+    pub fn new(server: &str, room: &str) -> Self {
+        Options {
+            server: server.to_owned(),
+            room: room.to_owned(),
+            settings: Settings::default(),
+            allow_loopback: false,
+            interfaces: Vec::new(),
+            deny_interfaces: Vec::new(),
+            stun: true,
+            turn: true,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("bad server address {0:?}: expected http://, https://, ws:// or wss://")]
+    BadUrl(String),
+    #[error("cannot reach the signaling server at {url}: {why}")]
+    Connect { url: String, why: String },
+    #[error("the server refused to join: {code}: {message}")]
+    Refused { code: String, message: String },
+    #[error("the server did not confirm the join within {0:?}")]
+    JoinTimeout(Duration),
+    #[error("no usable network address (use --allow-loopback to include loopback)")]
+    NoAddress,
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Peer(#[from] peerweb_peer::Error),
+    #[error("the node has stopped")]
+    Stopped,
+}
+
+/// One remote peer as [`Node::status`] reports it.
+#[derive(Debug, Clone)]
+pub struct PeerStatus {
+    pub id: String,
+    pub state: PeerState,
+    pub open: bool,
+    pub path: Option<Path>,
+}
+
+enum Cmd {
+    Send {
+        peer: String,
+        label: Option<String>,
+        binary: bool,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Open {
+        peer: String,
+        label: String,
+        opts: ChannelOptions,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Status(oneshot::Sender<Vec<PeerStatus>>),
+    Fingerprints(String, oneshot::Sender<Option<(String, Option<String>)>>),
+    Buffered(String, Option<String>, oneshot::Sender<usize>),
+    Leave(oneshot::Sender<()>),
+}
+
+/// A native peer in a room; the driver task runs until [`Node::leave`] or drop.
+#[derive(Debug)]
+pub struct Node {
+    id: String,
+    cmds: mpsc::Sender<Cmd>,
+    events: mpsc::Receiver<Event>,
+    early: VecDeque<Event>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Node {
+    /// Gathers host candidates, connects signaling and joins the room; returns once the
+    /// server confirmed the join (the `Welcome` and `Joined` events are still delivered).
+    pub async fn join(opts: Options) -> Result<Node, Error> {
+        let urls = Urls::parse(&opts.server)?;
+        let socks = bind_host_sockets(&opts)?;
+        let ws = connect_ws(&urls.ws).await?;
+        let (cmd_tx, cmd_rx) = mpsc::channel(64);
+        let (ev_tx, mut ev_rx) = mpsc::channel(4096);
+        let now = Instant::now().into_std();
+        let mut client = Client::new(now, &opts.room, opts.settings.clone());
+        for s in &socks {
+            let addr = s.local_addr()?;
+            if let Ok(c) = Candidate::host(addr, "udp") {
+                client.add_local_candidate(now, c);
+            }
+        }
+        let (net_tx, net_rx) = mpsc::channel(4096);
+        let mut by_addr = HashMap::new();
+        for s in socks {
+            let s = Arc::new(s);
+            let local = s.local_addr()?;
+            spawn_reader(s.clone(), local, net_tx.clone());
+            by_addr.insert(local, s);
+        }
+        let driver = Driver {
+            client,
+            urls,
+            opts,
+            socks: by_addr,
+            net_tx,
+            ws: None,
+            ws_conn: None,
+            backoff: BACKOFF_MIN,
+            reconnect_at: None,
+            stun: Vec::new(),
+            turn: None,
+            blocked: VecDeque::new(),
+            events: ev_tx,
+            tid: 0,
+        };
+        let task = tokio::spawn(driver.run(ws, cmd_rx, net_rx));
+        // Wait for the join to be confirmed (or refused).
+        let mut early = VecDeque::new();
+        let mut id = String::new();
+        let deadline = Instant::now() + JOIN_TIMEOUT;
+        loop {
+            let ev = tokio::time::timeout_at(deadline, ev_rx.recv())
+                .await
+                .map_err(|_| Error::JoinTimeout(JOIN_TIMEOUT))?
+                .ok_or(Error::Stopped)?;
+            match &ev {
+                Event::Welcome { id: me, .. } => id = me.clone(),
+                Event::Error { code, message }
+                    if matches!(
+                        code.as_str(),
+                        "room-full" | "too-many-rooms" | "invalid-room" | "server-full"
+                    ) =>
+                {
+                    task.abort();
+                    return Err(Error::Refused {
+                        code: code.clone(),
+                        message: message.clone(),
+                    });
+                }
+                _ => {}
+            }
+            let joined = matches!(ev, Event::Joined { .. });
+            early.push_back(ev);
+            if joined {
+                break;
+            }
+        }
+        Ok(Node {
+            id,
+            cmds: cmd_tx,
+            events: ev_rx,
+            early,
+            task: Some(task),
+        })
+    }
+
+    /// Our peer id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The next event; `None` once the driver stopped.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        if let Some(e) = self.early.pop_front() {
+            return Some(e);
+        }
+        self.events.recv().await
+    }
+
+    /// Sends `data` on the default channel (`label` `None`) or a named one. Waits while the
+    /// peer's send window is full: this is the backpressure.
+    pub async fn send(
+        &self,
+        peer: &str,
+        label: Option<&str>,
+        binary: bool,
+        data: Vec<u8>,
+    ) -> Result<(), Error> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd(Cmd::Send {
+            peer: peer.to_owned(),
+            label: label.map(str::to_owned),
+            binary,
+            data,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Opens a named channel to `peer` (the remote sees it as a new data channel).
+    pub async fn open_channel(
+        &self,
+        peer: &str,
+        label: &str,
+        opts: ChannelOptions,
+    ) -> Result<(), Error> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd(Cmd::Open {
+            peer: peer.to_owned(),
+            label: label.to_owned(),
+            opts,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Every known peer with its state and path.
+    pub async fn status(&self) -> Result<Vec<PeerStatus>, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd(Cmd::Status(reply)).await?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
+    /// DTLS fingerprints (ours, theirs) of the connection to `peer`.
+    pub async fn fingerprints(
+        &self,
+        peer: &str,
+    ) -> Result<Option<(String, Option<String>)>, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd(Cmd::Fingerprints(peer.to_owned(), reply)).await?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
+    /// Bytes not yet acknowledged on a channel to `peer`.
+    pub async fn buffered(&self, peer: &str, label: Option<&str>) -> Result<usize, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd(Cmd::Buffered(
+            peer.to_owned(),
+            label.map(str::to_owned),
+            reply,
+        ))
+        .await?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
+    /// Leaves the room (others see peer-left at once), releases the TURN allocation and
+    /// stops the driver.
+    pub async fn leave(mut self) {
+        let (reply, rx) = oneshot::channel();
+        if self.cmd(Cmd::Leave(reply)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
+        }
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+
+    async fn cmd(&self, c: Cmd) -> Result<(), Error> {
+        self.cmds.send(c).await.map_err(|_| Error::Stopped)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+/// The server's endpoints, from the address the user gave.
+#[derive(Debug, Clone)]
+struct Urls {
+    ws: String,
+    http: String,
+}
+
+impl Urls {
+    fn parse(server: &str) -> Result<Urls, Error> {
+        let bad = || Error::BadUrl(server.to_owned());
+        let (scheme, rest) = server.split_once("://").ok_or_else(bad)?;
+        let secure = match scheme {
+            "http" | "ws" => false,
+            "https" | "wss" => true,
+            _ => return Err(bad()),
+        };
+        let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if host.is_empty() || host.contains('@') {
+            return Err(bad());
+        }
+        let (ws, http) = if secure {
+            ("wss", "https")
+        } else {
+            ("ws", "http")
+        };
+        Ok(Urls {
+            ws: format!("{ws}://{host}/ws"),
+            http: format!("{http}://{host}"),
+        })
+    }
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect_ws(url: &str) -> Result<Ws, Error> {
+    let fut = tokio_tungstenite::connect_async(url);
+    match tokio::time::timeout(Duration::from_secs(10), fut).await {
+        Ok(Ok((ws, _))) => Ok(ws),
+        Ok(Err(e)) => Err(Error::Connect {
+            url: url.to_owned(),
+            why: e.to_string(),
+        }),
+        Err(_) => Err(Error::Connect {
+            url: url.to_owned(),
+            why: "timed out".into(),
+        }),
+    }
+}
+
+/// A UDP socket per usable interface address, with large buffers.
+fn bind_host_sockets(opts: &Options) -> Result<Vec<UdpSocket>, Error> {
+    let mut ips: Vec<IpAddr> = Vec::new();
+    for iface in if_addrs::get_if_addrs()? {
+        let ip = iface.ip();
+        let named = |list: &[String]| list.contains(&iface.name);
+        if (!opts.interfaces.is_empty() && !named(&opts.interfaces)) || named(&opts.deny_interfaces)
+        {
+            continue;
+        }
+        let usable = match ip {
+            IpAddr::V4(v4) => !v4.is_link_local() && !v4.is_unspecified() && !v4.is_multicast(),
+            IpAddr::V6(v6) => {
+                !v6.is_unspecified() && !v6.is_multicast() && (v6.segments()[0] & 0xffc0) != 0xfe80
+            }
+        };
+        if !usable || (ip.is_loopback() && !opts.allow_loopback) {
+            continue;
+        }
+        if !ips.contains(&ip) {
+            ips.push(ip);
+        }
+    }
+    if ips.is_empty() {
+        return Err(Error::NoAddress);
+    }
+    ips.into_iter()
+        .map(|ip| bind_udp(SocketAddr::new(ip, 0)))
+        .collect()
+}
+
+fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, Error> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
+    // Best effort: the kernel caps these at net.core.{r,w}mem_max.
+    let _ = s.set_recv_buffer_size(UDP_BUFFER);
+    let _ = s.set_send_buffer_size(UDP_BUFFER);
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    Ok(UdpSocket::from_std(s.into())?)
+}
+
+struct Datagram {
+    local: SocketAddr,
+    from: SocketAddr,
+    data: Vec<u8>,
+}
+
+fn spawn_reader(sock: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Sender<Datagram>) {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        loop {
+            match sock.recv_from(&mut buf).await {
+                Ok((n, from)) => {
+                    let d = Datagram {
+                        local,
+                        from,
+                        data: buf[..n].to_vec(),
+                    };
+                    if tx.send(d).await.is_err() {
+                        return;
+                    }
+                }
+                // ICMP errors (port unreachable) surface here on Linux: keep reading.
+                Err(e) if e.kind() != std::io::ErrorKind::NotConnected => {
+                    tracing::trace!("udp recv: {e}");
+                }
+                Err(_) => return,
+            }
+        }
+    });
+}
+
+struct StunQuery {
+    tid: [u8; 12],
+    local: SocketAddr,
+    server: SocketAddr,
+    req: Vec<u8>,
+    sends: u32,
+    next: Instant,
+}
+
+struct Turn {
+    client: TurnClient,
+    sock: Arc<UdpSocket>,
+    local: SocketAddr,
+    relayed: Option<SocketAddr>,
+}
+
+struct Blocked {
+    peer: String,
+    label: Option<String>,
+    binary: bool,
+    data: Vec<u8>,
+    reply: oneshot::Sender<Result<(), Error>>,
+}
+
+struct Driver {
+    client: Client,
+    urls: Urls,
+    opts: Options,
+    socks: HashMap<SocketAddr, Arc<UdpSocket>>,
+    net_tx: mpsc::Sender<Datagram>,
+    ws: Option<Ws>,
+    /// A reconnect in progress.
+    ws_conn: Option<oneshot::Receiver<Result<Ws, Error>>>,
+    backoff: Duration,
+    reconnect_at: Option<Instant>,
+    stun: Vec<StunQuery>,
+    turn: Option<Turn>,
+    /// Sends waiting for the send window, in order.
+    blocked: VecDeque<Blocked>,
+    events: mpsc::Sender<Event>,
+    tid: u64,
+}
+
+/// The ICE servers `GET /api/ice` hands out.
+#[derive(Debug, serde::Deserialize)]
+struct IceConfig {
+    #[serde(rename = "iceServers")]
+    ice_servers: Vec<IceServer>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct IceServer {
+    urls: Vec<String>,
+    username: Option<String>,
+    credential: Option<String>,
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        ws: Ws,
+        mut cmds: mpsc::Receiver<Cmd>,
+        mut net: mpsc::Receiver<Datagram>,
+    ) {
+        self.ws = Some(ws);
+        self.client.signaling_connected(now());
+        let (ice_tx, mut ice_rx) = oneshot::channel();
+        if self.opts.stun || self.opts.turn {
+            let url = format!("{}/api/ice", self.urls.http);
+            tokio::task::spawn_blocking(move || {
+                let r = ureq::get(&url)
+                    .config()
+                    .timeout_global(Some(Duration::from_secs(10)))
+                    .build()
+                    .call()
+                    .and_then(|mut r| r.body_mut().read_json::<IceConfig>());
+                let _ = ice_tx.send(r.map_err(|e| e.to_string()));
+            });
+        }
+        loop {
+            if self.flush().await.is_err() {
+                return;
+            }
+            let deadline = self.deadline();
+            tokio::select! {
+                biased;
+                cmd = cmds.recv() => match cmd {
+                    Some(Cmd::Leave(reply)) => {
+                        self.leave().await;
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Some(c) => self.on_cmd(c),
+                    None => {
+                        self.leave().await;
+                        return;
+                    }
+                },
+                Some(d) = net.recv() => {
+                    self.on_datagram(d);
+                    for _ in 0..BATCH {
+                        match net.try_recv() {
+                            Ok(d) => self.on_datagram(d),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                frame = next_frame(&mut self.ws) => self.on_ws(frame),
+                conn = wait_conn(&mut self.ws_conn) => self.on_reconnected(conn),
+                ice = &mut ice_rx, if !ice_rx.is_terminated() => self.on_ice(ice).await,
+                _ = tokio::time::sleep_until(deadline) => self.on_timeout(),
+            }
+        }
+    }
+
+    /// Carries out what the client and the TURN client asked for.
+    async fn flush(&mut self) -> Result<(), ()> {
+        loop {
+            let now = now();
+            loop {
+                match self.client.poll_output(now) {
+                    Output::Timeout(_) => break,
+                    Output::Frame(f) => {
+                        if let Some(ws) = &mut self.ws
+                            && ws.send(WsMessage::text(f)).await.is_err()
+                        {
+                            self.lost_ws();
+                        }
+                    }
+                    Output::Transmit(t) => self.transmit(t).await,
+                    Output::Event(e) => {
+                        if let Event::Writable { peer, label } = &e {
+                            self.retry_blocked(Some((peer.clone(), label.clone())));
+                        }
+                        if let Event::PeerLeft { peer } = &e {
+                            self.fail_blocked(peer);
+                        }
+                        if self.events.send(e).await.is_err() {
+                            return Err(());
+                        }
+                    }
+                }
+            }
+            let Some(t) = &mut self.turn else {
+                return Ok(());
+            };
+            while let Some(bytes) = t.client.poll_transmit() {
+                let _ = t.sock.send_to(&bytes, t.client.server()).await;
+            }
+            let mut added = false;
+            while let Some(ev) = t.client.poll_event() {
+                match ev {
+                    TurnEvent::Allocated { relayed, .. } => {
+                        t.relayed = Some(relayed);
+                        if let Ok(c) = Candidate::relayed(relayed, t.local, "udp") {
+                            self.client.add_local_candidate(now, c);
+                            added = true;
+                        }
+                    }
+                    TurnEvent::Failed(why) => {
+                        let e = Event::Error {
+                            code: "turn-failed".into(),
+                            message: why,
+                        };
+                        let _ = self.events.send(e).await;
+                    }
+                }
+            }
+            // A relayed candidate was added: its trickle goes out on the next round.
+            if !added {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn transmit(&mut self, t: peerweb_peer::Transmit) {
+        if let Some(s) = self.socks.get(&t.source) {
+            if let Err(e) = s.send_to(&t.contents, t.destination).await {
+                tracing::trace!("udp send to {}: {e}", t.destination);
+            }
+            return;
+        }
+        if let Some(turn) = &mut self.turn
+            && turn.relayed == Some(t.source)
+        {
+            turn.client.send_to(now(), t.destination, &t.contents);
+            while let Some(bytes) = turn.client.poll_transmit() {
+                let _ = turn.sock.send_to(&bytes, turn.client.server()).await;
+            }
+        }
+    }
+
+    fn deadline(&self) -> Instant {
+        let now = now();
+        let mut t = Instant::from_std(self.client.next_timeout(now));
+        for q in &self.stun {
+            t = t.min(q.next);
+        }
+        if let Some(turn) = &self.turn
+            && let Some(x) = turn.client.poll_timeout()
+        {
+            t = t.min(Instant::from_std(x));
+        }
+        if let Some(r) = self.reconnect_at {
+            t = t.min(r);
+        }
+        t
+    }
+
+    fn on_timeout(&mut self) {
+        let t = now();
+        self.client.handle_timeout(t);
+        if let Some(turn) = &mut self.turn {
+            turn.client.handle_timeout(t);
+        }
+        let tnow = Instant::now();
+        let mut resend = Vec::new();
+        self.stun.retain_mut(|q| {
+            if tnow < q.next {
+                return true;
+            }
+            if q.sends >= STUN_SENDS {
+                return false;
+            }
+            q.sends += 1;
+            q.next = tnow + Duration::from_millis(250 << q.sends);
+            resend.push((q.local, q.server, q.req.clone()));
+            true
+        });
+        for (local, server, req) in resend {
+            if let Some(s) = self.socks.get(&local) {
+                let _ = s.try_send_to(&req, server);
+            }
+        }
+        if self.reconnect_at.is_some_and(|r| tnow >= r) && self.ws_conn.is_none() {
+            self.reconnect_at = None;
+            let (tx, rx) = oneshot::channel();
+            let url = self.urls.ws.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(connect_ws(&url).await);
+            });
+            self.ws_conn = Some(rx);
+        }
+    }
+
+    fn on_datagram(&mut self, d: Datagram) {
+        let t = now();
+        if let Some(turn) = &mut self.turn
+            && d.local == turn.local
+            && d.from == turn.client.server()
+        {
+            if let Some(relayed) = turn.relayed
+                && let Some((peer, data)) = turn.client.handle_input(t, &d.data)
+            {
+                let data = data.to_vec();
+                self.client
+                    .handle_receive(t, Protocol::Udp, peer, relayed, &data);
+            } else {
+                let _ = turn.client.handle_input(t, &d.data);
+            }
+            return;
+        }
+        if let Some(i) = self
+            .stun
+            .iter()
+            .position(|q| q.local == d.local && q.server == d.from)
+            && let Ok(m) = Message::parse(&d.data)
+            && m.tid == self.stun[i].tid
+        {
+            let q = self.stun.swap_remove(i);
+            if m.class == Class::Success
+                && let Some(mapped) = m.xor_address(attr::XOR_MAPPED_ADDRESS)
+                && mapped != q.local
+                && let Ok(c) = Candidate::server_reflexive(mapped, q.local, "udp")
+            {
+                self.client.add_local_candidate(t, c);
+            }
+            return;
+        }
+        self.client
+            .handle_receive(t, Protocol::Udp, d.from, d.local, &d.data);
+    }
+
+    fn on_ws(&mut self, frame: Option<Result<WsMessage, tokio_tungstenite::tungstenite::Error>>) {
+        match frame {
+            Some(Ok(WsMessage::Text(text))) => self.client.handle_frame(now(), text.as_str()),
+            Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => self.lost_ws(),
+            Some(Ok(_)) => {}
+        }
+    }
+
+    fn lost_ws(&mut self) {
+        if self.ws.take().is_some() {
+            self.client.signaling_lost(now());
+            self.reconnect_at = Some(Instant::now() + self.backoff);
+        }
+    }
+
+    fn on_reconnected(&mut self, conn: Result<Ws, Error>) {
+        self.ws_conn = None;
+        match conn {
+            Ok(ws) => {
+                self.ws = Some(ws);
+                self.backoff = BACKOFF_MIN;
+                self.client.signaling_connected(now());
+            }
+            Err(e) => {
+                tracing::debug!("signaling reconnect: {e}");
+                self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                self.reconnect_at = Some(Instant::now() + self.backoff);
+            }
+        }
+    }
+
+    async fn on_ice(&mut self, ice: Result<Result<IceConfig, String>, oneshot::error::RecvError>) {
+        let cfg = match ice {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                let _ = self
+                    .events
+                    .send(Event::Error {
+                        code: "ice-servers".into(),
+                        message: format!("cannot fetch ICE servers: {e}; host candidates only"),
+                    })
+                    .await;
+                return;
+            }
+            Err(_) => return,
+        };
+        for server in &cfg.ice_servers {
+            for url in &server.urls {
+                if self.opts.stun && url.starts_with("stun:") && self.stun.is_empty() {
+                    if let Some(addr) = resolve(url).await {
+                        self.start_stun(addr);
+                    }
+                } else if self.opts.turn
+                    && url.starts_with("turn:")
+                    && !url.contains("transport=tcp")
+                    && self.turn.is_none()
+                    && let (Some(u), Some(p)) = (&server.username, &server.credential)
+                    && let Some(addr) = resolve(url).await
+                {
+                    self.start_turn(addr, u, p);
+                }
+            }
+        }
+    }
+
+    fn start_stun(&mut self, server: SocketAddr) {
+        let locals: Vec<SocketAddr> = self
+            .socks
+            .keys()
+            .filter(|a| !a.ip().is_loopback() && a.is_ipv4() == server.is_ipv4())
+            .copied()
+            .collect();
+        for local in locals {
+            self.tid += 1;
+            let mut tid = [0u8; 12];
+            tid[..8].copy_from_slice(&self.tid.to_be_bytes());
+            tid[8..].copy_from_slice(b"pwsb");
+            let req = Builder::new(Class::Request, method::BINDING, &tid).fingerprint();
+            if let Some(s) = self.socks.get(&local) {
+                let _ = s.try_send_to(&req, server);
+            }
+            self.stun.push(StunQuery {
+                tid,
+                local,
+                server,
+                req,
+                sends: 1,
+                next: Instant::now() + Duration::from_millis(250),
+            });
+        }
+    }
+
+    fn start_turn(&mut self, server: SocketAddr, user: &str, pass: &str) {
+        let bind = if server.is_ipv4() {
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        } else {
+            SocketAddr::from(([0u16; 8], 0))
+        };
+        let Ok(sock) = bind_udp(bind) else {
+            return;
+        };
+        let sock = Arc::new(sock);
+        let Ok(local) = sock.local_addr() else {
+            return;
+        };
+        spawn_reader(sock.clone(), local, self.net_tx.clone());
+        let seed = u64::from(local.port()) << 32 | u64::from(std::process::id());
+        let client = TurnClient::new(now(), server, Transport::Udp, user, pass, seed);
+        self.turn = Some(Turn {
+            client,
+            sock,
+            local,
+            relayed: None,
+        });
+    }
+
+    fn on_cmd(&mut self, c: Cmd) {
+        let t = now();
+        match c {
+            Cmd::Send {
+                peer,
+                label,
+                binary,
+                data,
+                reply,
+            } => {
+                // Keep order: behind anything already waiting for the same channel.
+                let waiting = self
+                    .blocked
+                    .iter()
+                    .any(|b| b.peer == peer && b.label == label);
+                if waiting {
+                    self.blocked.push_back(Blocked {
+                        peer,
+                        label,
+                        binary,
+                        data,
+                        reply,
+                    });
+                    return;
+                }
+                match self.client.send(t, &peer, label.as_deref(), binary, &data) {
+                    Ok(true) => {
+                        let _ = reply.send(Ok(()));
+                    }
+                    Ok(false) => self.blocked.push_back(Blocked {
+                        peer,
+                        label,
+                        binary,
+                        data,
+                        reply,
+                    }),
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
+            Cmd::Open {
+                peer,
+                label,
+                opts,
+                reply,
+            } => {
+                let r = self.client.open_channel(t, &peer, &label, opts);
+                let _ = reply.send(r.map_err(Into::into));
+            }
+            Cmd::Status(reply) => {
+                let ids: Vec<String> = self.client.peers().map(str::to_owned).collect();
+                let list = ids
+                    .into_iter()
+                    .map(|id| PeerStatus {
+                        state: self.client.peer_state(&id).unwrap_or(PeerState::Closed),
+                        open: self.client.is_open(&id),
+                        path: self.client.path(&id).cloned(),
+                        id,
+                    })
+                    .collect();
+                let _ = reply.send(list);
+            }
+            Cmd::Fingerprints(peer, reply) => {
+                let _ = reply.send(self.client.fingerprints(&peer));
+            }
+            Cmd::Buffered(peer, label, reply) => {
+                let _ = reply.send(self.client.buffered(&peer, label.as_deref()));
+            }
+            Cmd::Leave(_) => {}
+        }
+    }
+
+    /// Retries waiting sends (of one channel, or all) in order until one does not fit.
+    fn retry_blocked(&mut self, only: Option<(String, String)>) {
+        let t = now();
+        let mut keep = VecDeque::new();
+        let mut stuck: Vec<(String, Option<String>)> = Vec::new();
+        while let Some(b) = self.blocked.pop_front() {
+            let key = (b.peer.clone(), b.label.clone());
+            let matches = only.as_ref().is_none_or(|(p, l)| {
+                *p == b.peer && b.label.as_deref().unwrap_or(peerweb_peer::DEFAULT_LABEL) == l
+            });
+            if !matches || stuck.contains(&key) {
+                keep.push_back(b);
+                continue;
+            }
+            match self
+                .client
+                .send(t, &b.peer, b.label.as_deref(), b.binary, &b.data)
+            {
+                Ok(true) => {
+                    let _ = b.reply.send(Ok(()));
+                }
+                Ok(false) => {
+                    stuck.push(key);
+                    keep.push_back(b);
+                }
+                Err(e) => {
+                    let _ = b.reply.send(Err(e.into()));
+                }
+            }
+        }
+        self.blocked = keep;
+    }
+
+    fn fail_blocked(&mut self, peer: &str) {
+        let (gone, keep): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.blocked)
+            .into_iter()
+            .partition(|b| b.peer == peer);
+        self.blocked = keep;
+        for b in gone {
+            let _ = b
+                .reply
+                .send(Err(Error::Peer(peerweb_peer::Error::PeerGone)));
+        }
+    }
+
+    async fn leave(&mut self) {
+        self.client.leave(now());
+        if let Some(t) = &mut self.turn {
+            t.client.close(now());
+        }
+        let _ = self.flush().await;
+        if let Some(mut ws) = self.ws.take() {
+            let _ = ws.close(None).await;
+        }
+    }
+}
+
+async fn next_frame(
+    ws: &mut Option<Ws>,
+) -> Option<Result<WsMessage, tokio_tungstenite::tungstenite::Error>> {
+    match ws {
+        Some(ws) => ws.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn wait_conn(c: &mut Option<oneshot::Receiver<Result<Ws, Error>>>) -> Result<Ws, Error> {
+    match c {
+        Some(rx) => rx.await.unwrap_or(Err(Error::Stopped)),
+        None => std::future::pending().await,
+    }
+}
+
+/// `stun:host:port` or `turn:host:port?transport=udp` to a socket address.
+async fn resolve(url: &str) -> Option<SocketAddr> {
+    let rest = url.split_once(':')?.1;
+    let hostport = rest.split('?').next()?;
+    tokio::net::lookup_host(hostport).await.ok()?.next()
+}
+
+fn now() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_addresses_become_endpoints() {
+        let u = Urls::parse("http://127.0.0.1:8080").unwrap();
+        assert_eq!(
+            (u.ws.as_str(), u.http.as_str()),
+            ("ws://127.0.0.1:8080/ws", "http://127.0.0.1:8080")
+        );
+        let u = Urls::parse("wss://example.org/some/page?x#y").unwrap();
+        assert_eq!(
+            (u.ws.as_str(), u.http.as_str()),
+            ("wss://example.org/ws", "https://example.org")
+        );
+        for bad in ["example.org", "ftp://x", "http://", "http://user@host"] {
+            assert!(matches!(Urls::parse(bad), Err(Error::BadUrl(_))), "{bad}");
+        }
+    }
+}

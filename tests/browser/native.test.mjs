@@ -1,0 +1,230 @@
+// The native peer (`peerweb join`, str0m) and Chromium in one room through `peerweb serve`:
+// either side offers, data flows both ways on the default channel, relay-only on both sides
+// goes through the built-in TURN, a browser that hides its address behind an mDNS name still
+// connects, an unreliable channel drops under induced loss where the reliable one does not,
+// and `peerweb ping` reports the path. All inside run.sh's loopback-only namespace.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import { startServer, launchBrowser, openTab, joinRoom, waitFor, waitOpen, startNative } from './lib.mjs';
+
+let server;
+let browser;
+const natives = [];
+before(async () => {
+  server = await startServer({ args: ['--turn-listen', '127.0.0.1:0', '--turn-allow-loopback-peers'] });
+  browser = await launchBrowser();
+});
+after(async () => {
+  for (const n of natives) await n.stop();
+  await browser?.close();
+  await server?.stop();
+});
+
+function native(room, args = []) {
+  const n = startNative(server.url, room, ['--allow-loopback', ...args]);
+  natives.push(n);
+  return n;
+}
+
+/** The native peer's id, from its welcome event. */
+async function nativeId(n) {
+  return (await n.waitEvent((e) => e.event === 'welcome', { what: 'welcome' })).id;
+}
+
+/** Messages both ways between a tab and a native peer whose channel is open. */
+async function talk(page, n, pageId, nId) {
+  await page.evaluate((id) => window.room.peers.get(id).send('from chromium'), nId);
+  await n.waitEvent((e) => e.event === 'message' && e.data === 'from chromium' && e.peer === pageId, { what: 'browser→native' });
+  n.say('from native');
+  const got = await waitFor(page, () => window.t.msgs.find((m) => m.data === 'from native'), null, { what: 'native→browser' });
+  assert.equal(got.from, nId);
+  assert.equal(got.label, 'peerweb');
+}
+
+test('native joins after a browser: the native peer offers, data flows both ways', async () => {
+  const page = await openTab(browser, server.url);
+  const pageId = await joinRoom(page, 'native-offers');
+  const n = native('native-offers');
+  const nId = await nativeId(n);
+  await n.waitEvent((e) => e.event === 'joined' && e.peers.includes(pageId), { what: 'joined with the browser' });
+  await waitOpen(page, nId);
+  await n.waitEvent((e) => e.event === 'open' && e.peer === pageId, { what: 'open' });
+  await talk(page, n, pageId, nId);
+  const path = await n.waitEvent((e) => e.event === 'path', { what: 'path' });
+  assert.equal(path.path.direct, true);
+  await n.stop();
+  await waitFor(page, (id) => window.t.left.includes(id), nId, { what: 'peer-left for the native peer' });
+  await page.close();
+});
+
+test('a browser joins after the native peer: the browser offers, data flows both ways', async () => {
+  const n = native('browser-offers');
+  const nId = await nativeId(n);
+  await n.waitEvent((e) => e.event === 'joined', { what: 'joined' });
+  const page = await openTab(browser, server.url);
+  const pageId = await joinRoom(page, 'browser-offers');
+  await n.waitEvent((e) => e.event === 'peer-joined' && e.peer === pageId, { what: 'peer-joined' });
+  await waitOpen(page, nId);
+  await talk(page, n, pageId, nId);
+  await page.close();
+  await n.waitEvent((e) => e.event === 'peer-left' && e.peer === pageId, { what: 'peer-left for the tab' });
+  await n.stop();
+});
+
+test('relay only on both sides: native and Chromium connect through the built-in TURN', async () => {
+  const page = await openTab(browser, server.url);
+  const pageId = await joinRoom(page, 'relayed', { rtcConfig: { iceTransportPolicy: 'relay' } });
+  const n = native('relayed', ['--relay-only']);
+  const nId = await nativeId(n);
+  try {
+    await waitOpen(page, nId);
+  } catch (e) {
+    const why = await page.evaluate((id) => { const pc = window.room.peers.get(id)?.pc; return pc && { conn: pc.connectionState, ice: pc.iceConnectionState, sig: pc.signalingState }; }, nId);
+    throw new Error(`${e.message}; browser ${JSON.stringify(why)}; native events ${JSON.stringify(n.events)}; stderr ${n.stderr.slice(-6000)}`);
+  }
+  await talk(page, n, pageId, nId);
+  const path = await n.waitEvent((e) => e.event === 'path', { what: 'path' });
+  assert.equal(path.path.local, 'relay', JSON.stringify(path));
+  const bpath = await waitFor(page, (id) => window.room.peers.get(id).path, nId, { what: 'browser path' });
+  assert.equal(bpath.type, 'relay');
+  const metrics = await (await fetch(`${server.url}/metrics`)).text();
+  const allocations = Number(metrics.match(/^peerweb_turn_allocations (\d+)/m)?.[1]);
+  assert.ok(allocations >= 2, `both sides allocated: ${allocations}`);
+  await n.stop();
+  await page.close();
+});
+
+test('a browser that hides its address behind an mDNS name still connects to the native peer', async () => {
+  // A second interface in this namespace: Chromium (not allowed loopback, no camera
+  // permission) can use only it, and hides its address behind a random .local name.
+  const ip = (...a) => execFileSync('ip', a);
+  ip('link', 'add', 'pwv0', 'type', 'veth', 'peer', 'name', 'pwv1');
+  ip('addr', 'add', '10.99.0.1/24', 'dev', 'pwv0');
+  ip('link', 'set', 'pwv0', 'up');
+  ip('link', 'set', 'pwv1', 'up');
+  const hidden = await launchBrowser({ hideAddresses: true, loopback: false });
+  try {
+    const page = await openTab(hidden, server.url);
+    const pageId = await joinRoom(page, 'mdns');
+    const n = native('mdns', ['--no-turn', '--interface', 'pwv0']);
+    const nId = await nativeId(n);
+    await waitOpen(page, nId);
+    await talk(page, n, pageId, nId);
+    // Chromium never reveals 10.99.0.1: its host candidates are .local names (or, where
+    // its mDNS responder cannot register here, left out), so the native side must use what
+    // the browser's checks and STUN show it.
+    const sdp = await page.evaluate((id) => window.room.peers.get(id).pc.localDescription.sdp, nId);
+    const lines = sdp.split('\r\n').filter((l) => l.startsWith('a=candidate:'));
+    assert.ok(!lines.some((l) => l.includes('10.99.0.1')), `browser revealed its address: ${lines}`);
+    assert.ok(lines.filter((l) => l.includes(' typ host')).every((l) => l.split(' ')[4].endsWith('.local')), `${lines}`);
+    // The native side skipped the .local candidate and learned the browser's address
+    // another way (its checks: peer-reflexive; or its STUN address).
+    const path = await n.waitEvent((e) => e.event === 'path', { what: 'path' });
+    assert.notEqual(path.path.remote, 'host', JSON.stringify(path));
+    await n.stop();
+  } finally {
+    await hidden.close();
+    ip('link', 'del', 'pwv0');
+  }
+});
+
+// Loss comes from iptables' statistic match on UDP (this kernel has no netem); signaling
+// (TCP) is untouched.
+const LOSS = ['INPUT', '-p', 'udp', '-m', 'statistic', '--mode', 'random', '--probability', '0.2', '-j', 'DROP'];
+
+test('under 20% loss an unreliable channel drops messages while the reliable one delivers all', async () => {
+  const page = await openTab(browser, server.url);
+  const pageId = await joinRoom(page, 'lossy');
+  const n = native('lossy', ['--no-turn']);
+  const nId = await nativeId(n);
+  await waitOpen(page, nId);
+  await page.evaluate((id) => {
+    const ch = window.room.peers.get(id).channel('game', { ordered: false, maxRetransmits: 0 });
+    return new Promise((r) => (ch.readyState === 'open' ? r() : ch.addEventListener('open', r, { once: true })));
+  }, nId);
+  await n.waitEvent((e) => e.event === 'channel' && e.label === 'game', { what: 'game channel at the native side' });
+  execFileSync('iptables', ['-A', ...LOSS]);
+  try {
+    await page.evaluate(async (id) => {
+      const peer = window.room.peers.get(id);
+      const game = peer.channels.get('game');
+      for (let i = 0; i < 200; i++) {
+        game.send(`g${i}`);
+        peer.send(`r${i}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    }, nId);
+    await n.waitEvent((e) => e.event === 'message' && e.data === 'r199', { what: 'every reliable message', timeout: 60000 });
+  } finally {
+    execFileSync('iptables', ['-D', ...LOSS]);
+  }
+  await new Promise((r) => setTimeout(r, 500));
+  const got = (label) => n.events.filter((e) => e.event === 'message' && e.label === label).map((e) => e.data);
+  const reliable = got('peerweb');
+  assert.deepEqual(reliable, Array.from({ length: 200 }, (_, i) => `r${i}`), 'reliable: all, in order');
+  const game = got('game');
+  // ~20% of 200 lost and never resent (maxRetransmits 0).
+  assert.ok(game.length < 195 && game.length > 100, `unreliable: ${game.length} of 200 arrived`);
+  await n.stop();
+  await page.close();
+});
+
+test('peerweb ping reports the path and RTT to a browser, and exits 1 when nobody is there', async () => {
+  const page = await openTab(browser, server.url);
+  await joinRoom(page, 'ping');
+  const run = (room, args) => new Promise((resolve) => {
+    const p = spawn(process.env.PEERWEB_BIN, ['ping', server.url, room, '--json', '--allow-loopback', '--no-turn', ...args]);
+    let out = '';
+    p.stdout.on('data', (d) => { out += d; });
+    p.on('exit', (code) => resolve({ code, lines: out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l)) }));
+  });
+  const ok = await run('ping', ['--count', '2']);
+  assert.equal(ok.code, 0);
+  const pings = ok.lines.filter((l) => l.event === 'ping');
+  assert.equal(pings.length, 2, JSON.stringify(ok.lines));
+  assert.equal(pings[0].path.direct, true);
+  assert.ok(pings[0].path.rtt_ms > 0 && pings[0].path.rtt_ms < 100, JSON.stringify(pings[0]));
+  const none = await run('nobody-here', ['--wait', '2']);
+  assert.equal(none.code, 1);
+  await page.close();
+});
+
+test('two native peers talk over real sockets, and a leave is seen at once', async () => {
+  const a = native('natives', ['--no-turn']);
+  const aId = await nativeId(a);
+  await a.waitEvent((e) => e.event === 'joined', { what: 'a joined' });
+  const b = native('natives', ['--no-turn']);
+  const bId = await nativeId(b);
+  await a.waitEvent((e) => e.event === 'open' && e.peer === bId, { what: 'a open' });
+  await b.waitEvent((e) => e.event === 'open' && e.peer === aId, { what: 'b open' });
+  a.say('from a');
+  b.say('from b');
+  await b.waitEvent((e) => e.event === 'message' && e.data === 'from a' && e.peer === aId, { what: 'a→b' });
+  await a.waitEvent((e) => e.event === 'message' && e.data === 'from b' && e.peer === bId, { what: 'b→a' });
+  assert.equal(await b.stop(), 0);
+  await a.waitEvent((e) => e.event === 'peer-left' && e.peer === bId, { what: 'peer-left', timeout: 3000 });
+});
+
+test('the CLI refuses bad input with a clear message and exit code', async () => {
+  const run = (args) => new Promise((resolve) => {
+    const p = spawn(process.env.PEERWEB_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    p.stderr.on('data', (d) => { err += d; });
+    p.on('exit', (code) => resolve({ code, err }));
+  });
+  const badUrl = await run(['join', 'ftp://x', 'room']);
+  assert.equal(badUrl.code, 1);
+  assert.match(badUrl.err, /bad server address/);
+  const noAddr = await run(['join', server.url, 'room']);
+  assert.equal(noAddr.code, 1, noAddr.err);
+  assert.match(noAddr.err, /no usable network address/);
+  const down = await run(['join', 'http://127.0.0.1:9', 'room', '--allow-loopback']);
+  assert.equal(down.code, 1);
+  assert.match(down.err, /cannot reach the signaling server/);
+  const badRoom = await run(['join', server.url, ' spaces ', '--allow-loopback']);
+  assert.equal(badRoom.code, 1);
+  assert.match(badRoom.err, /invalid-room/);
+  const usage = await run(['join']);
+  assert.equal(usage.code, 2);
+});
