@@ -590,8 +590,10 @@ impl Driver {
                     }
                     Output::Transmit(t) => self.transmit(t).await,
                     Output::Event(e) => {
+                        // Writable is the driver's business: the sends waiting on it go on.
                         if let Event::Writable { peer, label } = &e {
                             self.retry_blocked(Some((peer.clone(), label.clone())));
+                            continue;
                         }
                         if let Event::PeerLeft { peer } = &e {
                             self.fail_blocked(peer);

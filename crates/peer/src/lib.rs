@@ -41,7 +41,8 @@ pub use str0m::{Candidate, CandidateKind};
 pub use peer::{DEFAULT_LABEL, MAX_CHANNELS, MAX_QUEUED, MAX_REMOTE_CANDIDATES, RESTART_AFTER};
 use peer::{Packet, Peer, Up};
 
-/// `bufferedAmountLowThreshold` of every channel: [`Event::Writable`] fires below it.
+/// `bufferedAmountLowThreshold` of every channel (at most half the send window):
+/// [`Event::Writable`] fires below it.
 pub const LOW_WATER: usize = 64 * 1024;
 /// Remote peers one client keeps at most; more are ignored (and reported).
 pub const MAX_PEERS: usize = 64;

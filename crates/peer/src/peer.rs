@@ -67,6 +67,9 @@ pub(crate) struct Peer {
     pub connected: bool,
     pub closed: bool,
     timeout: Instant,
+    /// Buffered amount below which a channel is writable again: below the send window, or
+    /// the event would never fire.
+    low_water: usize,
     pub up: VecDeque<Up>,
 }
 
@@ -107,6 +110,7 @@ impl Peer {
             connected: false,
             closed: false,
             timeout: now,
+            low_water: crate::LOW_WATER.min(settings.send_window / 2),
             up: VecDeque::new(),
         }
     }
@@ -534,7 +538,7 @@ impl Peer {
             RtcEvent::ChannelOpen(id, label) => {
                 self.channels.insert(id, (label.clone(), true));
                 if let Some(mut ch) = self.rtc.channel(id) {
-                    ch.set_buffered_amount_low_threshold(crate::LOW_WATER);
+                    ch.set_buffered_amount_low_threshold(self.low_water);
                 }
                 if Some(id) == self.default {
                     self.event(Event::Open { peer: peer.clone() });
