@@ -86,6 +86,7 @@ test('relay only on both sides: native and Chromium connect through the built-in
   await talk(page, n, pageId, nId);
   const path = await n.waitEvent((e) => e.event === 'path', { what: 'path' });
   assert.equal(path.path.local, 'relay', JSON.stringify(path));
+  assert.equal(path.path.relay_protocol, 'udp', JSON.stringify(path));
   const bpath = await waitFor(page, (id) => window.room.peers.get(id).path, nId, { what: 'browser path' });
   assert.equal(bpath.type, 'relay');
   const metrics = await (await fetch(`${server.url}/metrics`)).text();
@@ -93,6 +94,27 @@ test('relay only on both sides: native and Chromium connect through the built-in
   assert.ok(allocations >= 2, `both sides allocated: ${allocations}`);
   await n.stop();
   await page.close();
+});
+
+test('with UDP to the TURN port blocked, both sides relay over TURN/TCP', async () => {
+  const turnPort = new URL((await (await fetch(`${server.url}/api/ice`)).json()).iceServers[0].urls[0].replace('stun:', 'http://')).port;
+  const rule = ['OUTPUT', '-p', 'udp', '--dport', turnPort, '-j', 'DROP'];
+  execFileSync('iptables', ['-A', ...rule]);
+  try {
+    const page = await openTab(browser, server.url);
+    const pageId = await joinRoom(page, 'relayed-tcp', { rtcConfig: { iceTransportPolicy: 'relay' } });
+    const n = native('relayed-tcp', ['--relay-only']);
+    const nId = await nativeId(n);
+    await waitOpen(page, nId);
+    await talk(page, n, pageId, nId);
+    const path = await n.waitEvent((e) => e.event === 'path', { what: 'path' });
+    assert.equal(path.path.local, 'relay', JSON.stringify(path));
+    assert.equal(path.path.relay_protocol, 'tcp', JSON.stringify(path));
+    await n.stop();
+    await page.close();
+  } finally {
+    execFileSync('iptables', ['-D', ...rule]);
+  }
 });
 
 test('a browser that hides its address behind an mDNS name still connects to the native peer', async () => {

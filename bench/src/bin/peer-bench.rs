@@ -37,6 +37,10 @@ struct Args {
     /// The peerweb binary (for the signaling server).
     #[arg(long, default_value = "target/release/peerweb")]
     peerweb: String,
+    /// Run the native peers on a one-thread tokio runtime (default: multi-threaded, as
+    /// `peerweb join` does): less CPU per GB, but both peers then share one core.
+    #[arg(long)]
+    single_thread: bool,
     /// Directory with node-datachannel installed and peer.mjs.
     #[arg(long, default_value = "bench/datachannel")]
     datachannel: String,
@@ -51,7 +55,14 @@ struct Score {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let rt = match tokio::runtime::Runtime::new() {
+    let rt = if args.single_thread {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    }
+    .enable_all()
+    .build();
+    let rt = match rt {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("peer-bench: {e}");

@@ -40,6 +40,9 @@ pub struct PeerArgs {
     /// Do not allocate a relay on the server's TURN.
     #[arg(long)]
     pub no_turn: bool,
+    /// Also trust this CA certificate (PEM) for TURN over TLS (`turns:`).
+    #[arg(long)]
+    pub turn_ca: Option<std::path::PathBuf>,
 }
 
 impl PeerArgs {
@@ -55,6 +58,7 @@ impl PeerArgs {
         o.deny_interfaces = self.deny_interfaces.clone();
         o.stun = !self.no_stun;
         o.turn = !self.no_turn || self.relay_only;
+        o.turn_ca = self.turn_ca.clone();
         o
     }
 }
@@ -87,7 +91,7 @@ fn path_text(p: &Path) -> String {
     format!(
         "{}/{} ↔ {} ({}){rtt}",
         p.local,
-        p.protocol,
+        p.relay_protocol.unwrap_or(p.protocol),
         p.remote,
         if p.is_direct() { "direct" } else { "relayed" }
     )
@@ -98,6 +102,7 @@ fn path_json(p: &Path) -> serde_json::Value {
         "local": p.local,
         "remote": p.remote,
         "protocol": p.protocol,
+        "relay_protocol": p.relay_protocol,
         "direct": p.is_direct(),
         "local_addr": p.local_addr.to_string(),
         "remote_addr": p.remote_addr.to_string(),

@@ -66,8 +66,10 @@ pub struct Options {
     pub deny_interfaces: Vec<String>,
     /// Ask the server's STUN for server-reflexive candidates.
     pub stun: bool,
-    /// Allocate a relayed candidate on the server's TURN.
+    /// Allocate relayed candidates on the server's TURN (over UDP, TCP and TLS, as offered).
     pub turn: bool,
+    /// Extra CA certificate (PEM) trusted for `turns:` besides the web PKI roots.
+    pub turn_ca: Option<std::path::PathBuf>,
 }
 
 impl Options {
@@ -81,6 +83,7 @@ impl Options {
             deny_interfaces: Vec::new(),
             stun: true,
             turn: true,
+            turn_ca: None,
         }
     }
 }
@@ -162,7 +165,7 @@ impl Node {
                 client.add_local_candidate(now, c);
             }
         }
-        let (net_tx, net_rx) = mpsc::channel(4096);
+        let (net_tx, net_rx) = mpsc::channel(1024);
         let mut by_addr = HashMap::new();
         for s in socks {
             let s = Arc::new(s);
@@ -181,7 +184,7 @@ impl Node {
             backoff: BACKOFF_MIN,
             reconnect_at: None,
             stun: Vec::new(),
-            turn: None,
+            turns: Vec::new(),
             blocked: VecDeque::new(),
             events: ev_tx,
             tid: 0,
@@ -432,28 +435,43 @@ struct Datagram {
     local: SocketAddr,
     from: SocketAddr,
     data: Vec<u8>,
+    /// From the TCP/TLS connection of this TURN allocation (index into `Driver::turns`).
+    turn: Option<usize>,
 }
 
-fn spawn_reader(sock: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Sender<Datagram>) {
+/// Reads a socket and hands datagrams to the driver in batches: after each wake-up, whatever
+/// else is already queued in the kernel goes along (one channel message, one driver wake-up).
+fn spawn_reader(sock: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Sender<Vec<Datagram>>) {
     tokio::spawn(async move {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         loop {
+            let mut batch = Vec::new();
             match sock.recv_from(&mut buf).await {
-                Ok((n, from)) => {
-                    let d = Datagram {
+                Ok((n, from)) => batch.push(Datagram {
+                    local,
+                    from,
+                    data: buf[..n].to_vec(),
+                    turn: None,
+                }),
+                // ICMP errors (port unreachable) surface here on Linux: keep reading.
+                Err(e) => {
+                    tracing::trace!("udp recv: {e}");
+                    continue;
+                }
+            }
+            while batch.len() < BATCH {
+                match sock.try_recv_from(&mut buf) {
+                    Ok((n, from)) => batch.push(Datagram {
                         local,
                         from,
                         data: buf[..n].to_vec(),
-                    };
-                    if tx.send(d).await.is_err() {
-                        return;
-                    }
+                        turn: None,
+                    }),
+                    Err(_) => break,
                 }
-                // ICMP errors (port unreachable) surface here on Linux: keep reading.
-                Err(e) if e.kind() != std::io::ErrorKind::NotConnected => {
-                    tracing::trace!("udp recv: {e}");
-                }
-                Err(_) => return,
+            }
+            if tx.send(batch).await.is_err() {
+                return;
             }
         }
     });
@@ -468,11 +486,40 @@ struct StunQuery {
     next: Instant,
 }
 
+/// How a TURN allocation reaches its server.
+enum Link {
+    Udp(Arc<UdpSocket>),
+    /// TCP or TLS: a task owns the stream; frames to write go through this channel.
+    Stream(mpsc::Sender<Vec<u8>>),
+}
+
 struct Turn {
     client: TurnClient,
-    sock: Arc<UdpSocket>,
-    local: SocketAddr,
+    link: Link,
+    /// The local address packets from the server arrive at (UDP), for matching.
+    local: Option<SocketAddr>,
     relayed: Option<SocketAddr>,
+    /// `udp`, `tcp` or `tls`: how we reach the server.
+    kind: &'static str,
+}
+
+impl Turn {
+    async fn send(&mut self, bytes: Vec<u8>) {
+        match &self.link {
+            Link::Udp(s) => {
+                let _ = s.send_to(&bytes, self.client.server()).await;
+            }
+            Link::Stream(tx) => {
+                let _ = tx.try_send(bytes);
+            }
+        }
+    }
+
+    async fn flush(&mut self) {
+        while let Some(bytes) = self.client.poll_transmit() {
+            self.send(bytes).await;
+        }
+    }
 }
 
 struct Blocked {
@@ -488,14 +535,14 @@ struct Driver {
     urls: Urls,
     opts: Options,
     socks: HashMap<SocketAddr, Arc<UdpSocket>>,
-    net_tx: mpsc::Sender<Datagram>,
+    net_tx: mpsc::Sender<Vec<Datagram>>,
     ws: Option<Ws>,
     /// A reconnect in progress.
     ws_conn: Option<oneshot::Receiver<Result<Ws, Error>>>,
     backoff: Duration,
     reconnect_at: Option<Instant>,
     stun: Vec<StunQuery>,
-    turn: Option<Turn>,
+    turns: Vec<Turn>,
     /// Sends waiting for the send window, in order.
     blocked: VecDeque<Blocked>,
     events: mpsc::Sender<Event>,
@@ -521,7 +568,7 @@ impl Driver {
         mut self,
         ws: Ws,
         mut cmds: mpsc::Receiver<Cmd>,
-        mut net: mpsc::Receiver<Datagram>,
+        mut net: mpsc::Receiver<Vec<Datagram>>,
     ) {
         self.ws = Some(ws);
         self.client.signaling_connected(now());
@@ -557,11 +604,13 @@ impl Driver {
                         return;
                     }
                 },
-                Some(d) = net.recv() => {
-                    self.on_datagram(d);
+                Some(batch) = net.recv() => {
+                    for d in batch {
+                        self.on_datagram(d);
+                    }
                     for _ in 0..BATCH {
                         match net.try_recv() {
-                            Ok(d) => self.on_datagram(d),
+                            Ok(batch) => batch.into_iter().for_each(|d| self.on_datagram(d)),
                             Err(_) => break,
                         }
                     }
@@ -598,34 +647,34 @@ impl Driver {
                         if let Event::PeerLeft { peer } = &e {
                             self.fail_blocked(peer);
                         }
+                        let e = self.with_relay_protocol(e);
                         if self.events.send(e).await.is_err() {
                             return Err(());
                         }
                     }
                 }
             }
-            let Some(t) = &mut self.turn else {
-                return Ok(());
-            };
-            while let Some(bytes) = t.client.poll_transmit() {
-                let _ = t.sock.send_to(&bytes, t.client.server()).await;
-            }
             let mut added = false;
-            while let Some(ev) = t.client.poll_event() {
-                match ev {
-                    TurnEvent::Allocated { relayed, .. } => {
-                        t.relayed = Some(relayed);
-                        if let Ok(c) = Candidate::relayed(relayed, t.local, "udp") {
-                            self.client.add_local_candidate(now, c);
-                            added = true;
+            for t in &mut self.turns {
+                t.flush().await;
+                while let Some(ev) = t.client.poll_event() {
+                    match ev {
+                        TurnEvent::Allocated { relayed, .. } => {
+                            t.relayed = Some(relayed);
+                            // Peers reach the relayed address over UDP, whatever carries us
+                            // to the server; the candidate's base is the relayed address.
+                            if let Ok(c) = Candidate::relayed(relayed, relayed, "udp") {
+                                self.client.add_local_candidate(now, c);
+                                added = true;
+                            }
                         }
-                    }
-                    TurnEvent::Failed(why) => {
-                        let e = Event::Error {
-                            code: "turn-failed".into(),
-                            message: why,
-                        };
-                        let _ = self.events.send(e).await;
+                        TurnEvent::Failed(why) => {
+                            let e = Event::Error {
+                                code: "turn-failed".into(),
+                                message: format!("TURN over {}: {why}", t.kind),
+                            };
+                            let _ = self.events.send(e).await;
+                        }
                     }
                 }
             }
@@ -636,6 +685,24 @@ impl Driver {
         }
     }
 
+    /// Says how a relayed path reaches its TURN server.
+    fn with_relay_protocol(&self, mut e: Event) -> Event {
+        if let Event::Path { path, .. } = &mut e {
+            path.relay_protocol = self.relay_protocol(path);
+        }
+        e
+    }
+
+    fn relay_protocol(&self, path: &Path) -> Option<&'static str> {
+        if path.local != "relay" {
+            return None;
+        }
+        self.turns
+            .iter()
+            .find(|t| t.relayed == Some(path.local_addr))
+            .map(|t| t.kind)
+    }
+
     async fn transmit(&mut self, t: peerweb_peer::Transmit) {
         if let Some(s) = self.socks.get(&t.source) {
             if let Err(e) = s.send_to(&t.contents, t.destination).await {
@@ -643,13 +710,13 @@ impl Driver {
             }
             return;
         }
-        if let Some(turn) = &mut self.turn
-            && turn.relayed == Some(t.source)
+        if let Some(turn) = self
+            .turns
+            .iter_mut()
+            .find(|turn| turn.relayed == Some(t.source))
         {
             turn.client.send_to(now(), t.destination, &t.contents);
-            while let Some(bytes) = turn.client.poll_transmit() {
-                let _ = turn.sock.send_to(&bytes, turn.client.server()).await;
-            }
+            turn.flush().await;
         }
     }
 
@@ -659,10 +726,10 @@ impl Driver {
         for q in &self.stun {
             t = t.min(q.next);
         }
-        if let Some(turn) = &self.turn
-            && let Some(x) = turn.client.poll_timeout()
-        {
-            t = t.min(Instant::from_std(x));
+        for turn in &self.turns {
+            if let Some(x) = turn.client.poll_timeout() {
+                t = t.min(Instant::from_std(x));
+            }
         }
         if let Some(r) = self.reconnect_at {
             t = t.min(r);
@@ -673,7 +740,7 @@ impl Driver {
     fn on_timeout(&mut self) {
         let t = now();
         self.client.handle_timeout(t);
-        if let Some(turn) = &mut self.turn {
+        for turn in &mut self.turns {
             turn.client.handle_timeout(t);
         }
         let tnow = Instant::now();
@@ -708,18 +775,18 @@ impl Driver {
 
     fn on_datagram(&mut self, d: Datagram) {
         let t = now();
-        if let Some(turn) = &mut self.turn
-            && d.local == turn.local
-            && d.from == turn.client.server()
-        {
-            if let Some(relayed) = turn.relayed
-                && let Some((peer, data)) = turn.client.handle_input(t, &d.data)
+        let idx = d.turn.or_else(|| {
+            self.turns
+                .iter()
+                .position(|x| x.local == Some(d.local) && x.client.server() == d.from)
+        });
+        if let Some(turn) = idx.and_then(|i| self.turns.get_mut(i)) {
+            let relayed = turn.relayed;
+            if let (Some(relayed), Some((peer, data))) =
+                (relayed, turn.client.handle_input(t, &d.data))
             {
-                let data = data.to_vec();
                 self.client
-                    .handle_receive(t, Protocol::Udp, peer, relayed, &data);
-            } else {
-                let _ = turn.client.handle_input(t, &d.data);
+                    .handle_receive(t, Protocol::Udp, peer, relayed, data);
             }
             return;
         }
@@ -796,14 +863,28 @@ impl Driver {
                     if let Some(addr) = resolve(url).await {
                         self.start_stun(addr);
                     }
-                } else if self.opts.turn
-                    && url.starts_with("turn:")
-                    && !url.contains("transport=tcp")
-                    && self.turn.is_none()
-                    && let (Some(u), Some(p)) = (&server.username, &server.credential)
-                    && let Some(addr) = resolve(url).await
-                {
-                    self.start_turn(addr, u, p);
+                    continue;
+                }
+                let (Some(u), Some(p)) = (&server.username, &server.credential) else {
+                    continue;
+                };
+                // Like a browser: an allocation on every transport offered, so a network
+                // that blocks UDP (or all but TLS) still gets a relayed candidate.
+                let kind = if url.starts_with("turns:") {
+                    "tls"
+                } else if url.starts_with("turn:") && url.contains("transport=tcp") {
+                    "tcp"
+                } else if url.starts_with("turn:") {
+                    "udp"
+                } else {
+                    continue;
+                };
+                if !self.opts.turn || self.turns.iter().any(|t| t.kind == kind) {
+                    continue;
+                }
+                if let Some(addr) = resolve(url).await {
+                    let host = url_host(url).unwrap_or_default().to_owned();
+                    self.start_turn(kind, addr, &host, u, p);
                 }
             }
         }
@@ -836,27 +917,52 @@ impl Driver {
         }
     }
 
-    fn start_turn(&mut self, server: SocketAddr, user: &str, pass: &str) {
-        let bind = if server.is_ipv4() {
-            SocketAddr::from(([0, 0, 0, 0], 0))
+    fn start_turn(
+        &mut self,
+        kind: &'static str,
+        server: SocketAddr,
+        host: &str,
+        user: &str,
+        pass: &str,
+    ) {
+        let seed = (self.turns.len() as u64) << 48 | u64::from(std::process::id());
+        let (link, local, transport) = if kind == "udp" {
+            let bind = if server.is_ipv4() {
+                SocketAddr::from(([0, 0, 0, 0], 0))
+            } else {
+                SocketAddr::from(([0u16; 8], 0))
+            };
+            let Ok(sock) = bind_udp(bind) else {
+                return;
+            };
+            let sock = Arc::new(sock);
+            let Ok(local) = sock.local_addr() else {
+                return;
+            };
+            spawn_reader(sock.clone(), local, self.net_tx.clone());
+            (Link::Udp(sock), Some(local), Transport::Udp)
         } else {
-            SocketAddr::from(([0u16; 8], 0))
+            let tls = if kind == "tls" {
+                match tls_config(self.opts.turn_ca.as_deref()) {
+                    Ok(cfg) => Some((cfg, host.to_owned())),
+                    Err(e) => {
+                        tracing::warn!("TURN over TLS: {e}");
+                        return;
+                    }
+                }
+            } else {
+                None
+            };
+            let tx = spawn_stream(self.turns.len(), server, tls, self.net_tx.clone());
+            (Link::Stream(tx), None, Transport::Stream)
         };
-        let Ok(sock) = bind_udp(bind) else {
-            return;
-        };
-        let sock = Arc::new(sock);
-        let Ok(local) = sock.local_addr() else {
-            return;
-        };
-        spawn_reader(sock.clone(), local, self.net_tx.clone());
-        let seed = u64::from(local.port()) << 32 | u64::from(std::process::id());
-        let client = TurnClient::new(now(), server, Transport::Udp, user, pass, seed);
-        self.turn = Some(Turn {
+        let client = TurnClient::new(now(), server, transport, user, pass, seed);
+        self.turns.push(Turn {
             client,
-            sock,
+            link,
             local,
             relayed: None,
+            kind,
         });
     }
 
@@ -917,7 +1023,10 @@ impl Driver {
                     .map(|id| PeerStatus {
                         state: self.client.peer_state(&id).unwrap_or(PeerState::Closed),
                         open: self.client.is_open(&id),
-                        path: self.client.path(&id).cloned(),
+                        path: self.client.path(&id).cloned().map(|mut p| {
+                            p.relay_protocol = self.relay_protocol(&p);
+                            p
+                        }),
                         id,
                     })
                     .collect();
@@ -980,7 +1089,7 @@ impl Driver {
 
     async fn leave(&mut self) {
         self.client.leave(now());
-        if let Some(t) = &mut self.turn {
+        for t in &mut self.turns {
             t.client.close(now());
         }
         let _ = self.flush().await;
@@ -1004,6 +1113,128 @@ async fn wait_conn(c: &mut Option<oneshot::Receiver<Result<Ws, Error>>>) -> Resu
         Some(rx) => rx.await.unwrap_or(Err(Error::Stopped)),
         None => std::future::pending().await,
     }
+}
+
+/// The host of a `turn:`/`turns:` URL (the TLS server name).
+fn url_host(url: &str) -> Option<&str> {
+    let rest = url.split_once(':')?.1.split('?').next()?;
+    if let Some(v6) = rest.strip_prefix('[') {
+        return v6.split(']').next();
+    }
+    Some(rest.rsplit_once(':').map_or(rest, |(h, _)| h))
+}
+
+/// Roots for `turns:`: the web PKI, plus an extra CA when given.
+fn tls_config(extra_ca: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = extra_ca {
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        for c in certs {
+            let c = c.map_err(|e| format!("bad certificate in {}: {e}", path.display()))?;
+            roots
+                .add(c)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
+/// Largest STUN/ChannelData frame accepted from a TURN server over a stream.
+const MAX_STREAM_FRAME: usize = 4 + 65_535 + 3;
+
+/// A task owning one TCP (or TLS) connection to a TURN server: frames from `rx` are written,
+/// frames read are split with the STUN stream framing and handed to the driver.
+fn spawn_stream(
+    idx: usize,
+    server: SocketAddr,
+    tls: Option<(Arc<rustls::ClientConfig>, String)>,
+    net: mpsc::Sender<Vec<Datagram>>,
+) -> mpsc::Sender<Vec<u8>> {
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(1024);
+    async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
+        mut s: S,
+        idx: usize,
+        server: SocketAddr,
+        rx: &mut mpsc::Receiver<Vec<u8>>,
+        net: &mpsc::Sender<Vec<Datagram>>,
+    ) -> std::io::Result<()> {
+        let mut acc: Vec<u8> = Vec::with_capacity(8192);
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            tokio::select! {
+                out = rx.recv() => match out {
+                    Some(bytes) => s.write_all(&bytes).await?,
+                    None => return Ok(()),
+                },
+                n = s.read(&mut buf) => {
+                    let n = n?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    acc.extend_from_slice(&buf[..n]);
+                    while let Some(len) = peerweb_turn::stun::stream_frame_len(&acc) {
+                        if len > MAX_STREAM_FRAME {
+                            return Err(std::io::Error::other("oversize frame from TURN server"));
+                        }
+                        if acc.len() < len {
+                            break;
+                        }
+                        let data: Vec<u8> = acc.drain(..len).collect();
+                        let d = Datagram { local: server, from: server, data, turn: Some(idx) };
+                        if net.send(vec![d]).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    tokio::spawn(async move {
+        let tcp = match tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::net::TcpStream::connect(server),
+        )
+        .await
+        {
+            Ok(Ok(t)) => t,
+            _ => return,
+        };
+        let _ = tcp.set_nodelay(true);
+        let r = match tls {
+            None => pump(tcp, idx, server, &mut rx, &net).await,
+            Some((cfg, host)) => {
+                let Ok(name) = rustls::pki_types::ServerName::try_from(host) else {
+                    return;
+                };
+                match tokio_rustls::TlsConnector::from(cfg)
+                    .connect(name, tcp)
+                    .await
+                {
+                    Ok(s) => pump(s, idx, server, &mut rx, &net).await,
+                    Err(e) => {
+                        tracing::debug!("TURN TLS handshake with {server}: {e}");
+                        return;
+                    }
+                }
+            }
+        };
+        if let Err(e) = r {
+            tracing::debug!("TURN stream to {server}: {e}");
+        }
+    });
+    tx
 }
 
 /// `stun:host:port` or `turn:host:port?transport=udp` to a socket address.

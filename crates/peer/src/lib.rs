@@ -105,8 +105,11 @@ pub struct Path {
     /// `host`, `srflx`, `prflx` or `relay`.
     pub local: &'static str,
     pub remote: &'static str,
-    /// Transport of the local candidate (for a relay: to the TURN server).
+    /// Transport of the local candidate (`udp` for a relayed one: peers reach it over UDP).
     pub protocol: &'static str,
+    /// For a relayed local candidate, how we reach the TURN server (`udp`, `tcp`, `tls`),
+    /// filled in by the driver that owns the allocation.
+    pub relay_protocol: Option<&'static str>,
     pub local_addr: SocketAddr,
     pub remote_addr: SocketAddr,
     pub rtt: Option<Duration>,

@@ -618,6 +618,7 @@ impl Peer {
                     local: kind_name(lkind),
                     remote: kind_name(rkind),
                     protocol: proto_name(lproto),
+                    relay_protocol: None,
                     local_addr: pair.local.addr,
                     remote_addr: pair.remote.addr,
                     rtt: pair.current_round_trip_time.or(s.rtt),
