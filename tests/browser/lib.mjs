@@ -139,13 +139,16 @@ export function waitOpen(page, peerId) {
 }
 
 /**
- * Starts the native peer (`peerweb join --json`) in `room`; its stdout events are parsed into
+ * Starts the native peer (`peerweb join --json`) in `room` (inside network namespace `ns`
+ * when given); its stdout events are parsed into
  * `events`. `say(line)` sends a line to every connected peer; `stop()` closes stdin (the
  * peer leaves) and waits for it to exit.
  */
-export function startNative(url, room, args = []) {
+export function startNative(url, room, args = [], { ns } = {}) {
   if (!BIN) throw new Error('PEERWEB_BIN is not set (run through run.sh)');
-  const proc = spawn(BIN, ['join', url, room, '--json', ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const argv = [BIN, 'join', url, room, '--json', ...args];
+  const [cmd, ...rest] = ns ? ['ip', 'netns', 'exec', ns, ...argv] : argv;
+  const proc = spawn(cmd, rest, { stdio: ['pipe', 'pipe', 'pipe'] });
   const events = [];
   let stderr = '';
   let buf = '';

@@ -185,6 +185,7 @@ impl Node {
             reconnect_at: None,
             stun: Vec::new(),
             turns: Vec::new(),
+            deferred_tls: None,
             blocked: VecDeque::new(),
             events: ev_tx,
             tid: 0,
@@ -522,6 +523,17 @@ impl Turn {
     }
 }
 
+/// How long UDP and TCP allocations get before TURN over TLS is tried too.
+const TLS_AFTER: Duration = Duration::from_millis(1500);
+
+struct DeferredTls {
+    server: SocketAddr,
+    host: String,
+    user: String,
+    pass: String,
+    at: Instant,
+}
+
 struct Blocked {
     peer: String,
     label: Option<String>,
@@ -543,6 +555,8 @@ struct Driver {
     reconnect_at: Option<Instant>,
     stun: Vec<StunQuery>,
     turns: Vec<Turn>,
+    /// TURN over TLS, started only if UDP and TCP gave no allocation by the deadline.
+    deferred_tls: Option<DeferredTls>,
     /// Sends waiting for the send window, in order.
     blocked: VecDeque<Blocked>,
     events: mpsc::Sender<Event>,
@@ -734,10 +748,31 @@ impl Driver {
         if let Some(r) = self.reconnect_at {
             t = t.min(r);
         }
+        if let Some(d) = &self.deferred_tls {
+            t = t.min(d.at);
+        }
         t
     }
 
+    /// Starts TURN over TLS once UDP and TCP have had their chance without an allocation.
+    fn maybe_start_tls(&mut self) {
+        let Some(d) = &self.deferred_tls else {
+            return;
+        };
+        if self.turns.iter().any(|t| t.relayed.is_some()) {
+            self.deferred_tls = None;
+            return;
+        }
+        let all_failed = self.turns.iter().all(|t| t.client.is_failed());
+        if Instant::now() >= d.at || all_failed {
+            if let Some(d) = self.deferred_tls.take() {
+                self.start_turn("tls", d.server, &d.host, &d.user, &d.pass);
+            }
+        }
+    }
+
     fn on_timeout(&mut self) {
+        self.maybe_start_tls();
         let t = now();
         self.client.handle_timeout(t);
         for turn in &mut self.turns {
@@ -879,12 +914,27 @@ impl Driver {
                 } else {
                     continue;
                 };
-                if !self.opts.turn || self.turns.iter().any(|t| t.kind == kind) {
+                if !self.opts.turn
+                    || self.turns.iter().any(|t| t.kind == kind)
+                    || (kind == "tls" && self.deferred_tls.is_some())
+                {
                     continue;
                 }
                 if let Some(addr) = resolve(url).await {
                     let host = url_host(url).unwrap_or_default().to_owned();
-                    self.start_turn(kind, addr, &host, u, p);
+                    if kind == "tls" {
+                        // The last resort (it costs a TLS handshake and an allocation):
+                        // only when UDP and TCP did not give one in time.
+                        self.deferred_tls = Some(DeferredTls {
+                            server: addr,
+                            host,
+                            user: u.clone(),
+                            pass: p.clone(),
+                            at: Instant::now() + TLS_AFTER,
+                        });
+                    } else {
+                        self.start_turn(kind, addr, &host, u, p);
+                    }
                 }
             }
         }

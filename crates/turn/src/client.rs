@@ -53,6 +53,8 @@ const REFRESH_BINDING: Duration = Duration::from_secs(240);
 /// First retransmission timeout over UDP; doubled each time, 6 sends in all.
 const RTO: Duration = Duration::from_millis(250);
 const MAX_SENDS: u32 = 6;
+/// Over TCP/TLS nothing is resent; a request unanswered this long has failed.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(10);
 /// Peers (channels) per allocation.
 pub const MAX_PEERS: usize = 256;
 
@@ -429,12 +431,16 @@ impl Client {
         }
         let bytes = b.fingerprint();
         self.out.push_back(bytes.clone());
+        let wait = match self.transport {
+            Transport::Udp => RTO,
+            Transport::Stream => STREAM_TIMEOUT,
+        };
         self.pending.insert(
             tid,
             Pending {
                 req,
                 bytes,
-                next: now + RTO,
+                next: now + wait,
                 sends: 1,
                 retried: false,
             },

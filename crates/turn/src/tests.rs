@@ -1238,3 +1238,22 @@ fn relayed_to_peers(lab: &mut Lab) -> Vec<(SocketAddr, Vec<u8>)> {
         })
         .collect()
 }
+
+#[test]
+fn over_a_stream_the_client_waits_instead_of_resending() {
+    let now = Instant::now();
+    let mut c = client::Client::new(
+        now,
+        "192.0.2.1:3478".parse().unwrap(),
+        client::Transport::Stream,
+        "u",
+        "p",
+        1,
+    );
+    assert!(c.poll_transmit().is_some());
+    c.handle_timeout(now + Duration::from_secs(5));
+    assert!(c.poll_transmit().is_none(), "no resend over TCP");
+    assert!(!c.is_failed());
+    c.handle_timeout(now + Duration::from_secs(11));
+    assert!(c.is_failed());
+}
