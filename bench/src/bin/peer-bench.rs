@@ -5,7 +5,12 @@
 //! ordered channel carrying `--bytes` in `--msg`-byte messages with backpressure, plus the
 //! CPU seconds both ends spent per GB. Prints a markdown table with ratios (medians of
 //! `--rounds`). Run it through `bench/run-peer`, which builds and installs what it needs.
-//! All traffic stays on 127.0.0.1.
+//! Traffic stays on 127.0.0.1.
+//!
+//! With `--rtt-ms N` the same comparison runs over an emulated WAN link instead: two network
+//! namespaces joined by TUN devices whose packets this process forwards N/2 ms after reading
+//! them, each way (this kernel has no netem). Each peer is its own process in its own
+//! namespace, and signaling crosses the same link. The namespaces are deleted afterwards.
 
 use std::time::{Duration, Instant};
 
@@ -41,9 +46,27 @@ struct Args {
     /// `peerweb join` does): less CPU per GB, but both peers then share one core.
     #[arg(long)]
     single_thread: bool,
-    /// Directory with node-datachannel installed and peer.mjs.
+    /// Emulate a link with this round-trip time (ms) between two namespaces instead of
+    /// loopback (needs root).
+    #[arg(long)]
+    rtt_ms: Option<u64>,
+    /// Internal: run one side of a link measurement (inside a namespace).
+    #[arg(long, hide = true, value_enum)]
+    role: Option<Role>,
+    /// Internal: address (tcp roles) or signaling URL (native roles).
+    #[arg(long, hide = true, default_value = "")]
+    at: String,
+    /// Directory with node-datachannel installed and peer.mjs (the room name in native roles).
     #[arg(long, default_value = "bench/datachannel")]
     datachannel: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Role {
+    TcpSink,
+    TcpSource,
+    NativeRecv,
+    NativeSend,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -69,7 +92,14 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    match rt.block_on(run(args)) {
+    let fut = async {
+        match (args.role, args.rtt_ms) {
+            (Some(role), _) => link::role(role, &args).await,
+            (None, Some(rtt)) => link::run(&args, rtt).await,
+            (None, None) => run(args).await,
+        }
+    };
+    match rt.block_on(fut) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("peer-bench: {e:#}");
@@ -118,19 +148,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     drop(server);
+    table(
+        &format!("loopback, median of {}", args.rounds),
+        &tcp,
+        &ldc,
+        &ours,
+    );
+    Ok(())
+}
+
+/// Prints the comparison table (medians).
+fn table(title: &str, tcp: &[Score], ldc: &[Score], ours: &[Score]) {
     let med = |v: &[Score], f: fn(&Score) -> f64| {
         let mut x: Vec<f64> = v.iter().map(f).collect();
         x.sort_by(f64::total_cmp);
-        x[x.len() / 2]
+        x.get(x.len() / 2).copied().unwrap_or(f64::NAN)
     };
     println!();
-    println!(
-        "| metric (median of {}) | raw TCP | libdatachannel | peerweb (str0m) | peerweb / libdatachannel |",
-        args.rounds
-    );
+    println!("| {title} | raw TCP | libdatachannel | peerweb (str0m) | peerweb / libdatachannel |");
     println!("|---|---|---|---|---|");
     let row = |name: &str, f: fn(&Score) -> f64, tcp_too: bool, prec: usize| {
-        let (t, l, o) = (med(&tcp, f), med(&ldc, f), med(&ours, f));
+        let (t, l, o) = (med(tcp, f), med(ldc, f), med(ours, f));
         let t = if tcp_too {
             format!("{t:.prec$}")
         } else {
@@ -143,10 +181,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "throughput, one reliable channel, MB/s",
         |s| s.mbps,
         true,
-        0,
+        1,
     );
     row("CPU seconds per GB (both ends)", |s| s.cpu_per_gb, true, 2);
-    Ok(())
 }
 
 /// One TCP connection on loopback: the ceiling for a reliable ordered byte stream.
@@ -282,4 +319,363 @@ async fn until_open(n: &mut Node, peer: &str) -> anyhow::Result<()> {
     tokio::time::timeout(Duration::from_secs(20), fut)
         .await
         .context("channel did not open")?
+}
+
+/// The emulated WAN link and the per-namespace roles.
+mod link {
+    use std::collections::VecDeque;
+    use std::process::Stdio;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use anyhow::{Context, bail};
+    use peerweb_bench::cpu_secs;
+    use peerweb_net::{Node, Options};
+    use peerweb_peer::Event;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    use tokio::process::{Child, Command};
+
+    use super::{Args, Role, Score};
+
+    const A: &str = "10.77.0.1";
+    const B: &str = "10.77.0.2";
+    /// Packets queued on the link per direction before it drops (a router's queue).
+    const QUEUE: usize = 20_000;
+
+    fn ip(args: &[&str]) -> anyhow::Result<()> {
+        let st = std::process::Command::new("ip").args(args).status()?;
+        if !st.success() {
+            bail!("ip {} failed", args.join(" "));
+        }
+        Ok(())
+    }
+
+    /// Two namespaces with a TUN device each; deleted on drop.
+    struct Lab {
+        a: String,
+        b: String,
+    }
+
+    impl Drop for Lab {
+        fn drop(&mut self) {
+            let _ = ip(&["netns", "delete", &self.a]);
+            let _ = ip(&["netns", "delete", &self.b]);
+        }
+    }
+
+    /// Builds the link and starts forwarding with `rtt/2` each way.
+    fn build(rtt: Duration) -> anyhow::Result<Lab> {
+        let id = std::process::id() % 100_000;
+        let lab = Lab {
+            a: format!("pbl{id}a"),
+            b: format!("pbl{id}b"),
+        };
+        let mut devs = Vec::new();
+        for (ns, addr, side) in [(&lab.a, A, "a"), (&lab.b, B, "b")] {
+            ip(&["netns", "add", ns])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+            let name = format!("pbt{id}{side}");
+            let dev = tun_rs::DeviceBuilder::new()
+                .name(&name)
+                .mtu(1500)
+                .packet_information(false)
+                .build_async()
+                .context("cannot create a TUN device")?;
+            // The device moves; this process keeps its file descriptor.
+            ip(&["link", "set", &name, "netns", ns])?;
+            ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", &name])?;
+            ip(&["-n", ns, "link", "set", &name, "up"])?;
+            devs.push(Arc::new(dev));
+        }
+        let half = rtt / 2;
+        for (from, to) in [(0, 1), (1, 0)] {
+            let (rx, tx) = (devs[from].clone(), devs[to].clone());
+            tokio::spawn(forward(rx, tx, half));
+        }
+        Ok(lab)
+    }
+
+    /// Moves packets from one TUN to the other, each `delay` after it was read.
+    async fn forward(rx: Arc<tun_rs::AsyncDevice>, tx: Arc<tun_rs::AsyncDevice>, delay: Duration) {
+        let mut queue: VecDeque<(tokio::time::Instant, Vec<u8>)> = VecDeque::new();
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let due = queue.front().map(|(t, _)| *t);
+            let wait = async {
+                match due {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                n = rx.recv(&mut buf) => match n {
+                    Ok(n) => {
+                        if queue.len() < QUEUE {
+                            queue.push_back((tokio::time::Instant::now() + delay, buf[..n].to_vec()));
+                        }
+                    }
+                    Err(_) => return,
+                },
+                () = wait => {
+                    let now = tokio::time::Instant::now();
+                    while queue.front().is_some_and(|(t, _)| *t <= now) {
+                        if let Some((_, p)) = queue.pop_front() {
+                            let _ = tx.send(&p).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn in_ns(ns: &str, prog: &str, args: &[String]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns, prog]).args(args);
+        c.kill_on_drop(true)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        c
+    }
+
+    async fn json_line(child: &mut Child) -> anyhow::Result<serde_json::Value> {
+        let out = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(out).lines();
+        let line = tokio::time::timeout(Duration::from_secs(600), lines.next_line())
+            .await
+            .context("timed out")??
+            .context("no result line")?;
+        Ok(serde_json::from_str(&line)?)
+    }
+
+    fn me() -> anyhow::Result<String> {
+        Ok(std::env::current_exe()?.to_string_lossy().into_owned())
+    }
+
+    fn f(v: &serde_json::Value, k: &str) -> f64 {
+        v[k].as_f64().unwrap_or(f64::NAN)
+    }
+
+    pub async fn run(args: &Args, rtt: u64) -> anyhow::Result<()> {
+        let lab = build(Duration::from_millis(rtt))?;
+        let bytes = args.bytes;
+        eprintln!(
+            "peer-bench: link with {rtt} ms RTT, {} rounds of {:.0} MB",
+            args.rounds,
+            bytes as f64 / 1e6
+        );
+        let common = |role: &str, at: String| -> Vec<String> {
+            vec![
+                "--role".into(),
+                role.into(),
+                "--at".into(),
+                at,
+                "--bytes".into(),
+                bytes.to_string(),
+                "--msg".into(),
+                args.msg.to_string(),
+                "--window".into(),
+                args.window.to_string(),
+            ]
+        };
+        // The signaling server sits at B's end: its frames cross the link too.
+        let serve = [
+            "serve".to_owned(),
+            "--listen".into(),
+            format!("{B}:8080"),
+            "--no-turn".into(),
+        ];
+        let mut server = in_ns(&lab.b, &args.peerweb, &serve).spawn()?;
+        let _ = server.stdout.take();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let gb = bytes as f64 / 1e9;
+        let (mut tcp, mut ldc, mut ours) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..args.rounds {
+            // Raw TCP.
+            let at = format!("{B}:5001");
+            let mut sink = in_ns(&lab.b, &me()?, &common("tcp-sink", at.clone())).spawn()?;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let mut src = in_ns(&lab.a, &me()?, &common("tcp-source", at)).spawn()?;
+            let (r, s) = (json_line(&mut sink).await?, json_line(&mut src).await?);
+            tcp.push(Score {
+                setup_ms: 0.0,
+                mbps: bytes as f64 / 1e6 / f(&r, "secs"),
+                cpu_per_gb: (f(&r, "cpu_s") + f(&s, "cpu_s")) / gb,
+            });
+            // libdatachannel: offerer in A, answerer in B, signaling relayed through us.
+            let dir = std::path::Path::new(&args.datachannel).canonicalize()?;
+            let script = dir.join("peer.mjs").to_string_lossy().into_owned();
+            let node = |role: &str, addr: &str| -> Vec<String> {
+                vec![
+                    script.clone(),
+                    bytes.to_string(),
+                    args.msg.to_string(),
+                    role.into(),
+                    addr.into(),
+                ]
+            };
+            let mut off = in_ns(&lab.a, "node", &node("offer", A)).spawn()?;
+            let mut ans = in_ns(&lab.b, "node", &node("answer", B)).spawn()?;
+            let (ro, rs) = relay_signals(&mut off, &mut ans).await?;
+            ldc.push(Score {
+                setup_ms: f(&ro, "setup_ms"),
+                mbps: bytes as f64 / 1e6 / f(&rs, "secs"),
+                cpu_per_gb: (f(&ro, "cpu_s") + f(&rs, "cpu_s")) / gb,
+            });
+            // peerweb: the receiver in B joins first, the sender in A joins second and offers.
+            let url = format!("http://{B}:8080");
+            let room = ["--datachannel".to_owned(), format!("r{round}")];
+            let mut recv = in_ns(
+                &lab.b,
+                &me()?,
+                &[common("native-recv", url.clone()), room.to_vec()].concat(),
+            )
+            .spawn()?;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let mut send = in_ns(
+                &lab.a,
+                &me()?,
+                &[common("native-send", url), room.to_vec()].concat(),
+            )
+            .spawn()?;
+            let (r, s) = (json_line(&mut recv).await?, json_line(&mut send).await?);
+            ours.push(Score {
+                setup_ms: f(&s, "setup_ms"),
+                mbps: bytes as f64 / 1e6 / f(&r, "secs"),
+                cpu_per_gb: (f(&r, "cpu_s") + f(&s, "cpu_s")) / gb,
+            });
+            let (t, l, o) = (tcp[round], ldc[round], ours[round]);
+            eprintln!(
+                "  round {round}: tcp {:.1} MB/s | libdatachannel {:.1} MB/s, setup {:.0} ms | peerweb {:.1} MB/s, setup {:.0} ms",
+                t.mbps, l.mbps, l.setup_ms, o.mbps, o.setup_ms
+            );
+        }
+        drop(server);
+        let title = format!("{rtt} ms RTT link, median of {}", args.rounds);
+        super::table(&title, &tcp, &ldc, &ours);
+        drop(lab);
+        Ok(())
+    }
+
+    /// Passes each side's signaling lines to the other until both print a result.
+    async fn relay_signals(
+        a: &mut Child,
+        b: &mut Child,
+    ) -> anyhow::Result<(serde_json::Value, serde_json::Value)> {
+        let mut a_out = BufReader::new(a.stdout.take().context("stdout")?).lines();
+        let mut b_out = BufReader::new(b.stdout.take().context("stdout")?).lines();
+        let mut a_in = a.stdin.take().context("stdin")?;
+        let mut b_in = b.stdin.take().context("stdin")?;
+        let (mut ra, mut rb) = (None, None);
+        let end = tokio::time::Instant::now() + Duration::from_secs(600);
+        let result = |l: &str| -> Option<serde_json::Value> {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            v.get("result").cloned()
+        };
+        while ra.is_none() || rb.is_none() {
+            tokio::select! {
+                l = a_out.next_line(), if ra.is_none() => {
+                    let l = l?.context("offerer ended")?;
+                    match result(&l) {
+                        Some(r) => ra = Some(r),
+                        None => b_in.write_all(format!("{l}\n").as_bytes()).await?,
+                    }
+                }
+                l = b_out.next_line(), if rb.is_none() => {
+                    let l = l?.context("answerer ended")?;
+                    match result(&l) {
+                        Some(r) => rb = Some(r),
+                        None => a_in.write_all(format!("{l}\n").as_bytes()).await?,
+                    }
+                }
+                () = tokio::time::sleep_until(end) => bail!("libdatachannel over the link timed out"),
+            }
+        }
+        Ok((ra.unwrap_or_default(), rb.unwrap_or_default()))
+    }
+
+    /// One side of a measurement, inside a namespace; prints one JSON line.
+    pub async fn role(role: Role, args: &Args) -> anyhow::Result<()> {
+        let cpu0 = cpu_secs(std::process::id())?;
+        let total = args.bytes;
+        let mut out = match role {
+            Role::TcpSink => {
+                let l = tokio::net::TcpListener::bind(&args.at).await?;
+                let (mut s, _) = l.accept().await?;
+                let mut buf = vec![0u8; 64 << 10];
+                let (mut got, mut t0) = (0, None);
+                while got < total {
+                    let n = s.read(&mut buf).await?;
+                    if n == 0 {
+                        bail!("tcp closed early");
+                    }
+                    t0.get_or_insert_with(Instant::now);
+                    got += n;
+                }
+                let secs = t0.map_or(0.0, |t| t.elapsed().as_secs_f64());
+                serde_json::json!({ "secs": secs })
+            }
+            Role::TcpSource => {
+                let mut s = tokio::net::TcpStream::connect(&args.at).await?;
+                let payload = vec![7u8; args.msg];
+                let mut sent = 0;
+                while sent < total {
+                    s.write_all(&payload).await?;
+                    sent += args.msg;
+                }
+                s.shutdown().await?;
+                serde_json::json!({})
+            }
+            Role::NativeRecv | Role::NativeSend => {
+                let mut o = Options::new(&args.at, &args.datachannel);
+                o.settings.send_window = args.window;
+                o.stun = false;
+                o.turn = false;
+                let mut node = Node::join(o).await?;
+                if role == Role::NativeRecv {
+                    let (mut got, mut t0) = (0, None);
+                    while got < total {
+                        match node.next_event().await {
+                            Some(Event::Message { data, .. }) => {
+                                t0.get_or_insert_with(Instant::now);
+                                got += data.len();
+                            }
+                            Some(_) => {}
+                            None => bail!("receiver stopped"),
+                        }
+                    }
+                    let secs = t0.map_or(0.0, |t| t.elapsed().as_secs_f64());
+                    node.leave().await;
+                    serde_json::json!({ "secs": secs })
+                } else {
+                    let t0 = Instant::now();
+                    let peer = loop {
+                        match node.next_event().await {
+                            Some(Event::Open { peer }) => break peer,
+                            Some(_) => {}
+                            None => bail!("sender stopped"),
+                        }
+                    };
+                    let setup_ms = t0.elapsed().as_secs_f64() * 1000.0;
+                    let payload = vec![7u8; args.msg];
+                    let mut sent = 0;
+                    while sent < total {
+                        node.send(&peer, None, true, payload.clone()).await?;
+                        sent += args.msg;
+                    }
+                    // Stay until the receiver has it all (it leaves then).
+                    while let Some(e) = node.next_event().await {
+                        if matches!(e, Event::PeerLeft { .. }) {
+                            break;
+                        }
+                    }
+                    node.leave().await;
+                    serde_json::json!({ "setup_ms": setup_ms })
+                }
+            }
+        };
+        out["cpu_s"] = serde_json::json!(cpu_secs(std::process::id())? - cpu0);
+        println!("{out}");
+        Ok(())
+    }
 }

@@ -40,6 +40,10 @@ pub struct PeerArgs {
     /// Do not allocate a relay on the server's TURN.
     #[arg(long)]
     pub no_turn: bool,
+    /// Bytes SCTP may keep unacknowledged per peer. The default suits low-latency links;
+    /// a long link needs about rate × RTT (see docs/benchmarks.md).
+    #[arg(long, default_value = "131072", value_parser = clap::value_parser!(u32).range(16_384..=16_777_216))]
+    pub send_window: u32,
     /// Also trust this CA certificate (PEM) for TURN over TLS (`turns:`).
     #[arg(long)]
     pub turn_ca: Option<std::path::PathBuf>,
@@ -51,7 +55,7 @@ impl PeerArgs {
         o.settings = Settings {
             meta: self.name.as_ref().map(|n| json!({ "name": n }).to_string()),
             relay_only: self.relay_only,
-            ..Settings::default()
+            send_window: self.send_window as usize,
         };
         o.allow_loopback = self.allow_loopback;
         o.interfaces = self.interfaces.clone();
