@@ -250,3 +250,25 @@ test('the CLI refuses bad input with a clear message and exit code', async () =>
   const usage = await run(['join']);
   assert.equal(usage.code, 2);
 });
+
+test('lines typed right before Ctrl-D still arrive: leaving waits for them to be acknowledged', async () => {
+  const page = await openTab(browser, server.url);
+  const pageId = await joinRoom(page, 'last-words');
+  const n = native('last-words', ['--no-turn']);
+  const nId = await nativeId(n);
+  await n.waitEvent((e) => e.event === 'open' && e.peer === pageId, { what: 'open' });
+  // With UDP loss, what was sent last needs retransmissions after the user has left.
+  const loss = ['INPUT', '-p', 'udp', '-m', 'statistic', '--mode', 'random', '--probability', '0.3', '-j', 'DROP'];
+  execFileSync('iptables', ['-A', ...loss]);
+  try {
+    for (let i = 0; i < 10; i++) n.say(`${i} ${'x'.repeat(1000)}`);
+    n.say('last words');
+    assert.equal(await n.stop(), 0);
+  } finally {
+    execFileSync('iptables', ['-D', ...loss]);
+  }
+  await waitFor(page, () => window.t.msgs.some((m) => m.data === 'last words'), null, { what: 'the last line', timeout: 10000 });
+  assert.equal(await page.evaluate(() => window.t.msgs.length), 11);
+  await waitFor(page, (id) => window.t.left.includes(id), nId, { what: 'peer-left' });
+  await page.close();
+});

@@ -43,6 +43,8 @@ pub const UDP_BUFFER: usize = 4 << 20;
 const MAX_DATAGRAM: usize = 2048;
 /// Datagrams read per wake-up before str0m is polled again.
 const BATCH: usize = 64;
+/// How long leaving waits for sent messages to be acknowledged.
+const LEAVE_DRAIN: Duration = Duration::from_secs(3);
 /// How long [`Node::join`] waits for the server to confirm the join.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Reconnect backoff of the signaling WebSocket.
@@ -187,6 +189,7 @@ impl Node {
             turns: Vec::new(),
             deferred_tls: None,
             blocked: VecDeque::new(),
+            leaving: None,
             events: ev_tx,
             tid: 0,
         };
@@ -312,12 +315,13 @@ impl Node {
         rx.await.map_err(|_| Error::Stopped)
     }
 
-    /// Leaves the room (others see peer-left at once), releases the TURN allocation and
-    /// stops the driver.
+    /// Leaves the room once what was sent is acknowledged (at most 3 s), so nothing accepted
+    /// by [`Node::send`] is lost; others see peer-left at once; releases the TURN allocation
+    /// and stops the driver.
     pub async fn leave(mut self) {
         let (reply, rx) = oneshot::channel();
         if self.cmd(Cmd::Leave(reply)).await.is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
+            let _ = tokio::time::timeout(LEAVE_DRAIN + Duration::from_secs(2), rx).await;
         }
         if let Some(t) = self.task.take() {
             t.abort();
@@ -559,6 +563,8 @@ struct Driver {
     deferred_tls: Option<DeferredTls>,
     /// Sends waiting for the send window, in order.
     blocked: VecDeque<Blocked>,
+    /// Asked to leave: when to give up waiting for buffered data, and whom to tell.
+    leaving: Option<(Instant, oneshot::Sender<()>)>,
     events: mpsc::Sender<Event>,
     tid: u64,
 }
@@ -603,14 +609,26 @@ impl Driver {
             if self.flush().await.is_err() {
                 return;
             }
-            let deadline = self.deadline();
+            if let Some((until, _)) = &self.leaving
+                && (Instant::now() >= *until || self.drained())
+            {
+                self.leave().await;
+                if let Some((_, reply)) = self.leaving.take() {
+                    let _ = reply.send(());
+                }
+                return;
+            }
+            let mut deadline = self.deadline();
+            if self.leaving.is_some() {
+                deadline = deadline.min(Instant::now() + Duration::from_millis(10));
+            }
             tokio::select! {
                 biased;
                 cmd = cmds.recv() => match cmd {
                     Some(Cmd::Leave(reply)) => {
-                        self.leave().await;
-                        let _ = reply.send(());
-                        return;
+                        // Messages already accepted must reach the peers before we go: wait
+                        // (bounded) until nothing is waiting or unacknowledged.
+                        self.leaving = Some((Instant::now() + LEAVE_DRAIN, reply));
                     }
                     Some(c) => self.on_cmd(c),
                     None => {
@@ -1123,6 +1141,15 @@ impl Driver {
             }
         }
         self.blocked = keep;
+    }
+
+    /// Nothing waits for the window and nothing sent is unacknowledged, to any peer.
+    fn drained(&mut self) -> bool {
+        let ids: Vec<String> = self.client.peers().map(str::to_owned).collect();
+        self.blocked.is_empty()
+            && ids
+                .iter()
+                .all(|id| !self.client.is_open(id) || self.client.buffered(id, None) == 0)
     }
 
     fn fail_blocked(&mut self, peer: &str) {
