@@ -124,7 +124,7 @@ fn state_name(s: PeerState) -> &'static str {
     }
 }
 
-/// Prints one event; returns false if nothing was printed.
+/// Prints one event (as text for people, or as a JSON line); some events are JSON-only.
 fn report(ev: &Event, as_json: bool) -> anyhow::Result<()> {
     let (text, value) = match ev {
         Event::Welcome { id, resumed } => (

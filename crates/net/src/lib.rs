@@ -1,8 +1,9 @@
 //! The native peer's driver: tokio sockets and timers around the sans-IO [`Client`].
 //!
 //! [`Node::join`] gathers candidates (a UDP socket per usable interface address; the
-//! server-reflexive address of each through the server's STUN; a relayed address through its
-//! TURN over UDP, with the short-lived credentials of `GET /api/ice`), connects the signaling
+//! server-reflexive address of each through the server's STUN; relayed addresses through its
+//! TURN over UDP and TCP, and over TLS when those give none, with the short-lived credentials
+//! of `GET /api/ice`), connects the signaling
 //! WebSocket (reconnecting with backoff, resuming the same peer id, without touching live
 //! peer connections), and runs one task that owns all of it. The application talks to that
 //! task through [`Node`]: events in order, sends with backpressure.
@@ -56,7 +57,8 @@ const STUN_SENDS: u32 = 5;
 /// What a native peer needs to join a room.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// `http(s)://` or `ws(s)://` address of `peerweb serve`.
+    /// `http://` or `ws://` address of `peerweb serve` (TLS to the server is not supported
+    /// yet; TURN over TLS is).
     pub server: String,
     pub room: String,
     pub settings: Settings,
@@ -93,8 +95,10 @@ impl Options {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    #[error("bad server address {0:?}: expected http://, https://, ws:// or wss://")]
+    #[error("bad server address {0:?}: expected http://host[:port] or ws://host[:port]")]
     BadUrl(String),
+    #[error("{0:?}: the native peer cannot reach a server over TLS (https://, wss://) yet")]
+    TlsUnsupported(String),
     #[error("cannot reach the signaling server at {url}: {why}")]
     Connect { url: String, why: String },
     #[error("the server refused to join: {code}: {message}")]
@@ -352,23 +356,18 @@ impl Urls {
     fn parse(server: &str) -> Result<Urls, Error> {
         let bad = || Error::BadUrl(server.to_owned());
         let (scheme, rest) = server.split_once("://").ok_or_else(bad)?;
-        let secure = match scheme {
-            "http" | "ws" => false,
-            "https" | "wss" => true,
+        match scheme {
+            "http" | "ws" => {}
+            "https" | "wss" => return Err(Error::TlsUnsupported(server.to_owned())),
             _ => return Err(bad()),
-        };
+        }
         let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
         if host.is_empty() || host.contains('@') {
             return Err(bad());
         }
-        let (ws, http) = if secure {
-            ("wss", "https")
-        } else {
-            ("ws", "http")
-        };
         Ok(Urls {
-            ws: format!("{ws}://{host}/ws"),
-            http: format!("{http}://{host}"),
+            ws: format!("ws://{host}/ws"),
+            http: format!("http://{host}"),
         })
     }
 }
@@ -1336,11 +1335,15 @@ mod tests {
             (u.ws.as_str(), u.http.as_str()),
             ("ws://127.0.0.1:8080/ws", "http://127.0.0.1:8080")
         );
-        let u = Urls::parse("wss://example.org/some/page?x#y").unwrap();
+        let u = Urls::parse("ws://example.org/some/page?x#y").unwrap();
         assert_eq!(
             (u.ws.as_str(), u.http.as_str()),
-            ("wss://example.org/ws", "https://example.org")
+            ("ws://example.org/ws", "http://example.org")
         );
+        assert!(matches!(
+            Urls::parse("https://example.org"),
+            Err(Error::TlsUnsupported(_))
+        ));
         for bad in ["example.org", "ftp://x", "http://", "http://user@host"] {
             assert!(matches!(Urls::parse(bad), Err(Error::BadUrl(_))), "{bad}");
         }

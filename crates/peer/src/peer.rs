@@ -64,7 +64,7 @@ pub(crate) struct Peer {
     disconnected_since: Option<Instant>,
     restart_wanted: bool,
     pub path: Option<Path>,
-    pub connected: bool,
+    connected: bool,
     pub closed: bool,
     timeout: Instant,
     /// Buffered amount below which a channel is writable again: below the send window, or
