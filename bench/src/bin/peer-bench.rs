@@ -56,7 +56,10 @@ struct Args {
     /// Internal: address (tcp roles) or signaling URL (native roles).
     #[arg(long, hide = true, default_value = "")]
     at: String,
-    /// Directory with node-datachannel installed and peer.mjs (the room name in native roles).
+    /// Internal: the room of the native roles.
+    #[arg(long, hide = true, default_value = "bench")]
+    room: String,
+    /// Directory with node-datachannel installed and peer.mjs.
     #[arg(long, default_value = "bench/datachannel")]
     datachannel: String,
 }
@@ -524,7 +527,7 @@ mod link {
             });
             // peerweb: the receiver in B joins first, the sender in A joins second and offers.
             let url = format!("http://{B}:8080");
-            let room = ["--datachannel".to_owned(), format!("r{round}")];
+            let room = ["--room".to_owned(), format!("r{round}")];
             let mut recv = in_ns(
                 &lab.b,
                 &me()?,
@@ -627,7 +630,7 @@ mod link {
                 serde_json::json!({})
             }
             Role::NativeRecv | Role::NativeSend => {
-                let mut o = Options::new(&args.at, &args.datachannel);
+                let mut o = Options::new(&args.at, &args.room);
                 o.settings.send_window = args.window;
                 o.stun = false;
                 o.turn = false;
