@@ -258,7 +258,7 @@ test('lines typed right before Ctrl-D still arrive: leaving waits for them to be
   const nId = await nativeId(n);
   await n.waitEvent((e) => e.event === 'open' && e.peer === pageId, { what: 'open' });
   // With UDP loss, what was sent last needs retransmissions after the user has left.
-  const loss = ['INPUT', '-p', 'udp', '-m', 'statistic', '--mode', 'random', '--probability', '0.3', '-j', 'DROP'];
+  const loss = ['INPUT', '-p', 'udp', '-m', 'statistic', '--mode', 'random', '--probability', '0.15', '-j', 'DROP'];
   execFileSync('iptables', ['-A', ...loss]);
   try {
     for (let i = 0; i < 10; i++) n.say(`${i} ${'x'.repeat(1000)}`);
@@ -267,7 +267,7 @@ test('lines typed right before Ctrl-D still arrive: leaving waits for them to be
   } finally {
     execFileSync('iptables', ['-D', ...loss]);
   }
-  await waitFor(page, () => window.t.msgs.some((m) => m.data === 'last words'), null, { what: 'the last line', timeout: 10000 });
+  await waitFor(page, () => window.t.msgs.some((m) => m.data === 'last words'), null, { what: 'the last line', timeout: 20000 });
   assert.equal(await page.evaluate(() => window.t.msgs.length), 11);
   await waitFor(page, (id) => window.t.left.includes(id), nId, { what: 'peer-left' });
   await page.close();

@@ -45,7 +45,7 @@ const MAX_DATAGRAM: usize = 2048;
 /// Datagrams read per wake-up before str0m is polled again.
 const BATCH: usize = 64;
 /// How long leaving waits for sent messages to be acknowledged.
-const LEAVE_DRAIN: Duration = Duration::from_secs(3);
+const LEAVE_DRAIN: Duration = Duration::from_secs(10);
 /// How long [`Node::join`] waits for the server to confirm the join.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Reconnect backoff of the signaling WebSocket.
@@ -319,7 +319,7 @@ impl Node {
         rx.await.map_err(|_| Error::Stopped)
     }
 
-    /// Leaves the room once what was sent is acknowledged (at most 3 s), so nothing accepted
+    /// Leaves the room once what was sent is acknowledged (at most 10 s), so nothing accepted
     /// by [`Node::send`] is lost; others see peer-left at once; releases the TURN allocation
     /// and stops the driver.
     pub async fn leave(mut self) {
