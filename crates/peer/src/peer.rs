@@ -514,6 +514,27 @@ impl Peer {
         }
     }
 
+    /// Writes what was queued for the default channel `id` until the send window is full.
+    fn flush_queued(&mut self, id: ChannelId) {
+        while let Some((binary, data)) = self.queued.pop_front() {
+            let Some(mut ch) = self.rtc.channel(id) else {
+                self.queued.push_front((binary, data));
+                break;
+            };
+            if !matches!(ch.write(binary, &data), Ok(true)) {
+                self.queued.push_front((binary, data));
+                break;
+            }
+        }
+    }
+
+    fn label_of(&self, id: ChannelId) -> String {
+        self.channels
+            .get(&id)
+            .map(|(l, _)| l.clone())
+            .unwrap_or_default()
+    }
+
     fn on_rtc_event(&mut self, now: Instant, e: RtcEvent) {
         let peer = self.id.clone();
         match e {
@@ -543,28 +564,13 @@ impl Peer {
                 if Some(id) == self.default {
                     self.event(Event::Open { peer: peer.clone() });
                     // Flush what was queued before the channel opened.
-                    while let Some((binary, data)) = self.queued.pop_front() {
-                        let Some(mut ch) = self.rtc.channel(id) else {
-                            break;
-                        };
-                        match ch.write(binary, &data) {
-                            Ok(true) => {}
-                            _ => {
-                                self.queued.push_front((binary, data));
-                                break;
-                            }
-                        }
-                    }
+                    self.flush_queued(id);
                 } else {
                     self.event(Event::Channel { peer, label });
                 }
             }
             RtcEvent::ChannelData(d) => {
-                let label = self
-                    .channels
-                    .get(&d.id)
-                    .map(|(l, _)| l.clone())
-                    .unwrap_or_default();
+                let label = self.label_of(d.id);
                 self.event(Event::Message {
                     peer,
                     label,
@@ -583,21 +589,9 @@ impl Peer {
             RtcEvent::ChannelBufferedAmountLow(id) => {
                 // Retry the queued messages first.
                 if Some(id) == self.default {
-                    while let Some((binary, data)) = self.queued.pop_front() {
-                        let Some(mut ch) = self.rtc.channel(id) else {
-                            break;
-                        };
-                        if !matches!(ch.write(binary, &data), Ok(true)) {
-                            self.queued.push_front((binary, data));
-                            break;
-                        }
-                    }
+                    self.flush_queued(id);
                 }
-                let label = self
-                    .channels
-                    .get(&id)
-                    .map(|(l, _)| l.clone())
-                    .unwrap_or_default();
+                let label = self.label_of(id);
                 self.event(Event::Writable { peer, label });
             }
             RtcEvent::PeerStats(s) => {
