@@ -1,0 +1,33 @@
+//! The 256 words of transfer codes: one byte each, chosen here to be short, common and
+//! unlike each other when read aloud. Sorted, so a lookup is a binary search.
+
+pub const WORDS: [&str; 256] = [
+    "acorn", "actor", "amber", "anchor", "apple", "arrow", "aspen", "atlas", "attic", "autumn",
+    "badge", "bagel", "bamboo", "banjo", "barley", "basil", "beacon", "beaver", "berry", "bison",
+    "blanket", "blossom", "bonnet", "border", "bottle", "bramble", "branch", "breeze", "brick",
+    "bridge", "bronze", "bubble", "bucket", "buffalo", "button", "cabin", "cactus", "camel",
+    "candle", "canyon", "carpet", "carrot", "castle", "cedar", "cello", "chalk", "cherry",
+    "chimney", "cider", "cinnamon", "circus", "clover", "cobalt", "coconut", "comet", "copper",
+    "coral", "cotton", "cougar", "crater", "crayon", "cricket", "crimson", "crystal", "cupcake",
+    "cypress", "daisy", "dancer", "delta", "desert", "diamond", "dolphin", "dragon", "drum",
+    "eagle", "echo", "ember", "falcon", "feather", "fennel", "fiddle", "fig", "flannel", "flute",
+    "forest", "fossil", "fountain", "fox", "galaxy", "garden", "garlic", "gecko", "ginger",
+    "glacier", "goblet", "granite", "grape", "gravel", "guitar", "hammock", "harbor", "hazel",
+    "hedgehog", "helmet", "heron", "hickory", "honey", "horizon", "iceberg", "igloo", "indigo",
+    "iris", "island", "ivory", "jacket", "jaguar", "jasmine", "jelly", "juniper", "kayak",
+    "kettle", "kiwi", "koala", "ladder", "lagoon", "lantern", "lava", "lemon", "lilac", "lily",
+    "linen", "lizard", "llama", "lobster", "locket", "lotus", "lunar", "magnet", "mango", "maple",
+    "marble", "marigold", "meadow", "melon", "mermaid", "meteor", "mint", "mirror", "mitten",
+    "monsoon", "mosaic", "moss", "muffin", "mustard", "nectar", "needle", "nickel", "nomad",
+    "nutmeg", "oasis", "oatmeal", "ocean", "olive", "onion", "orbit", "orchid", "otter", "owl",
+    "oyster", "paddle", "palace", "panda", "papaya", "parrot", "peach", "pebble", "pelican",
+    "pepper", "piano", "pickle", "pigeon", "pillow", "pine", "planet", "plum", "pocket", "pollen",
+    "poppy", "prairie", "pretzel", "puffin", "pumpkin", "quartz", "quill", "rabbit", "radish",
+    "rain", "raven", "reef", "ribbon", "river", "robin", "rocket", "saddle", "saffron", "salmon",
+    "sapphire", "scarf", "shadow", "shell", "silver", "sketch", "sled", "slipper", "snow",
+    "sparrow", "spider", "spruce", "squash", "stable", "starfish", "statue", "storm", "sugar",
+    "summit", "sunset", "swan", "tablet", "tango", "teapot", "thistle", "thunder", "tiger",
+    "timber", "tomato", "topaz", "tornado", "trumpet", "tulip", "tundra", "turtle", "umbrella",
+    "valley", "velvet", "violet", "violin", "walnut", "walrus", "wave", "willow", "window",
+    "winter", "wolf", "yarrow", "zebra", "zephyr",
+];
