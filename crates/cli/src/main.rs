@@ -4,6 +4,7 @@
 //! native peer (crates/peer, crates/net).
 
 mod peer;
+mod transfer;
 
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -37,6 +38,13 @@ enum Command {
     /// Join a room and report the path and round-trip time to each peer, once a second.
     /// Exits 1 if no peer connected in time.
     Ping(peer::PingArgs),
+    /// Send files and folders privately: prints a code and a link for the receiver.
+    /// Exit 3 if the other side could not prove it holds them (wrong code, or a man in the
+    /// middle).
+    Send(transfer::SendArgs),
+    /// Receive files from `peerweb send` (by its code or link) into a folder; run it again
+    /// to resume an interrupted transfer.
+    Receive(transfer::ReceiveArgs),
 }
 
 #[derive(Debug, Args)]
@@ -268,12 +276,18 @@ fn main() -> ExitCode {
             Ok(false) => return ExitCode::from(1),
             Err(e) => Err(e),
         },
+        Command::Send(args) => runtime().and_then(|rt| rt.block_on(transfer::send(args))),
+        Command::Receive(args) => runtime().and_then(|rt| rt.block_on(transfer::receive(args))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("peerweb: {e:#}");
-            ExitCode::from(1)
+            if e.is::<peerweb_transfer::TrustError>() {
+                ExitCode::from(3)
+            } else {
+                ExitCode::from(1)
+            }
         }
     }
 }

@@ -22,6 +22,13 @@ pub struct PeerArgs {
     /// One JSON object per line on stdout instead of text for people.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
+/// How a native peer reaches others: shared by join, ping, send and receive.
+#[derive(Debug, Args)]
+pub struct NetArgs {
     /// Connect only through the TURN relay (like `iceTransportPolicy: 'relay'`).
     #[arg(long)]
     pub relay_only: bool,
@@ -49,11 +56,11 @@ pub struct PeerArgs {
     pub turn_ca: Option<std::path::PathBuf>,
 }
 
-impl PeerArgs {
-    fn options(&self) -> Options {
-        let mut o = Options::new(&self.url, &self.room);
+impl NetArgs {
+    pub fn options(&self, server: &str, room: &str, meta: Option<String>) -> Options {
+        let mut o = Options::new(server, room);
         o.settings = Settings {
-            meta: self.name.as_ref().map(|n| json!({ "name": n }).to_string()),
+            meta,
             relay_only: self.relay_only,
             send_window: self.send_window as usize,
         };
@@ -64,6 +71,13 @@ impl PeerArgs {
         o.turn = !self.no_turn || self.relay_only;
         o.turn_ca = self.turn_ca.clone();
         o
+    }
+}
+
+impl PeerArgs {
+    fn options(&self) -> Options {
+        let meta = self.name.as_ref().map(|n| json!({ "name": n }).to_string());
+        self.net.options(&self.url, &self.room, meta)
     }
 }
 
@@ -80,14 +94,14 @@ pub struct PingArgs {
 }
 
 /// Writes one line; a closed stdout ends the program quietly.
-fn say(line: &str) -> anyhow::Result<()> {
+pub fn say(line: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{line}")
         .and_then(|()| out.flush())
         .context("stdout closed")
 }
 
-fn path_text(p: &Path) -> String {
+pub fn path_text(p: &Path) -> String {
     let rtt = p
         .rtt
         .map(|r| format!(", rtt {:.1} ms", r.as_secs_f64() * 1000.0))
@@ -101,7 +115,7 @@ fn path_text(p: &Path) -> String {
     )
 }
 
-fn path_json(p: &Path) -> serde_json::Value {
+pub fn path_json(p: &Path) -> serde_json::Value {
     json!({
         "local": p.local,
         "remote": p.remote,
