@@ -145,8 +145,16 @@ export function waitOpen(page, peerId) {
  * peer leaves) and waits for it to exit.
  */
 export function startNative(url, room, args = [], { ns } = {}) {
+  return startCli(['join', url, room, '--json', ...args], { ns });
+}
+
+/**
+ * Runs `peerweb ARGS...` (inside `ns` when given) with its JSON-line stdout parsed into
+ * `events`; `exited` resolves to the exit code (or the signal's name).
+ */
+export function startCli(args, { ns } = {}) {
   if (!BIN) throw new Error('PEERWEB_BIN is not set (run through run.sh)');
-  const argv = [BIN, 'join', url, room, '--json', ...args];
+  const argv = [BIN, ...args];
   const [cmd, ...rest] = ns ? ['ip', 'netns', 'exec', ns, ...argv] : argv;
   const proc = spawn(cmd, rest, { stdio: ['pipe', 'pipe', 'pipe'] });
   const events = [];
@@ -162,7 +170,7 @@ export function startNative(url, room, args = [], { ns } = {}) {
     }
   });
   proc.stderr.on('data', (d) => { stderr += d; });
-  const exited = new Promise((r) => proc.once('exit', (code) => r(code)));
+  const exited = new Promise((r) => proc.once('exit', (code, signal) => r(code ?? signal)));
   return {
     proc,
     events,
@@ -174,7 +182,7 @@ export function startNative(url, room, args = [], { ns } = {}) {
       while (Date.now() < end) {
         const e = events.find(pred);
         if (e) return e;
-        if (proc.exitCode !== null) break;
+        if (proc.exitCode !== null || proc.signalCode) break;
         await new Promise((r) => setTimeout(r, 50));
       }
       throw new Error(`timed out waiting for ${what}; events ${JSON.stringify(events.slice(-12))}; stderr ${stderr}`);

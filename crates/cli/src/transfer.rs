@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, IsTerminal as _, Read as _, Seek as _, SeekFrom, Write as _};
+use std::io::{IsTerminal as _, Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -574,11 +574,12 @@ impl Staging {
     }
 }
 
-/// Where the current file's bytes go.
+/// Where the current file's bytes go: straight to the files, a chunk at a time, so a killed
+/// receiver loses at most the chunk in flight.
 struct Writer {
     file: usize,
-    part: BufWriter<File>,
-    sums: BufWriter<File>,
+    part: File,
+    sums: File,
 }
 
 impl Writer {
@@ -596,8 +597,7 @@ impl Writer {
             .truncate(false)
             .open(&sums_path)?;
         sums.set_len(from * 32)?;
-        let mut part = BufWriter::with_capacity(1 << 20, part);
-        let mut sums = BufWriter::new(sums);
+        let (mut part, mut sums) = (part, sums);
         part.seek(SeekFrom::End(0))?;
         sums.seek(SeekFrom::End(0))?;
         Ok(Writer { file, part, sums })
@@ -609,8 +609,7 @@ impl Writer {
     }
 
     fn finish(self, staging: &Staging, e: &FileEntry) -> anyhow::Result<()> {
-        let part = self.part.into_inner().map_err(|e| e.into_error())?;
-        part.sync_data()?;
+        self.part.sync_data()?;
         drop(self.sums);
         fs::rename(staging.file(e, "part"), staging.file(e, "done"))?;
         let _ = fs::remove_file(staging.file(e, "sums"));
@@ -766,9 +765,6 @@ pub async fn receive(args: ReceiveArgs) -> anyhow::Result<()> {
                 bail!("the sender broke the protocol: {c:?} during data");
             }
             Err(e) => {
-                if let Some(mut w) = writer.take() {
-                    let _ = w.part.flush().and_then(|()| w.sums.flush());
-                }
                 bar.abandon();
                 return Err(
                     e.context("the transfer broke off; run the same command again to resume")
