@@ -8,6 +8,7 @@ import { closeSync, createReadStream, mkdirSync, openSync, writeSync, mkdtempSyn
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { startServer, startCli } from './lib.mjs';
+import { mitmCleanup, startMitm } from './mitm.mjs';
 
 const NET = ['--allow-loopback', '--no-stun', '--no-turn'];
 let server;
@@ -18,6 +19,7 @@ before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'peerweb-transfer-'));
 });
 after(async () => {
+  mitmCleanup();
   await server?.stop();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
@@ -43,12 +45,12 @@ async function tree(root) {
   return out;
 }
 
-function send(paths, extra = []) {
-  return startCli(['send', '--server', server.url, '--json', ...NET, ...extra, ...paths]);
+function send(paths, extra = [], via = server.url) {
+  return startCli(['send', '--server', via, '--json', ...NET, ...extra, ...paths]);
 }
 
-function receive(code, out, extra = []) {
-  return startCli(['receive', code, '--server', server.url, '--out', out, '--yes', '--json', ...NET, ...extra]);
+function receive(code, out, extra = [], via = server.url) {
+  return startCli(['receive', code, '--server', via, '--out', out, '--yes', '--json', ...NET, ...extra]);
 }
 
 async function offered(sender) {
@@ -139,6 +141,34 @@ test('a wrong code fails on both sides before anything is offered, and burns the
   assert.equal(await late.exited, 1);
   assert.match(late.stderr, /nobody is sending/);
 });
+
+for (const by of ['code', 'link']) {
+  test(`a signaling server that swaps both fingerprints is caught on both sides (${by}); no file byte reaches it`, async () => {
+    const mitm = await startMitm(server.url);
+    try {
+      const f = join(dir, `private-${by}.txt`);
+      writeFileSync(f, 'for your eyes only');
+      const out = join(dir, `out-mitm-${by}`);
+      const sender = send([f], [], mitm.url);
+      const offer = await offered(sender);
+      // The link names the server it came from: the attacker's.
+      const receiver = receive(by === 'code' ? offer.code : offer.link, out, [], mitm.url);
+      assert.equal(await receiver.exited, 3, receiver.stderr);
+      assert.equal(await sender.exited, 3, sender.stderr);
+      for (const p of [sender, receiver]) assert.match(p.stderr, /man in the middle/);
+      // The attack was real: each side completed DTLS with the proxy's certificate, and the
+      // proxy relayed the handshake between them.
+      assert.equal(mitm.openLegs(), 2);
+      const kinds = mitm.relayed.map((m) => (m.binary ? 'binary' : JSON.parse(m.text).t));
+      assert.ok(kinds.includes('hello') && kinds.includes('confirm'), kinds.join());
+      assert.ok(!kinds.includes('binary') && !kinds.includes('files') && !kinds.includes('offer'), kinds.join());
+      assert.ok(!mitm.relayed.some((m) => m.text?.includes('private')), 'no file name leaked');
+      assert.deepEqual(readdirSync(out), []);
+    } finally {
+      await mitm.stop();
+    }
+  });
+}
 
 test('bad codes and links are refused with a clear message', async () => {
   for (const [arg, msg] of [
