@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, createReadStream, mkdirSync, openSync, writeSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
+import { dirname, join, relative } from 'node:path';
+import { spawn } from 'node:child_process';
 import { startServer, startCli } from './lib.mjs';
 import { mitmCleanup, startMitm } from './mitm.mjs';
 
@@ -169,6 +170,31 @@ for (const by of ['code', 'link']) {
     }
   });
 }
+
+test('hostile file names from a sender are neutralised inside the output folder', async () => {
+  const tool = join(dirname(process.env.PEERWEB_BIN), 'examples', 'hostile_sender');
+  const out = join(dir, 'out-hostile', 'inner');
+  mkdirSync(out, { recursive: true });
+  const proc = spawn(tool, [server.url], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  proc.stderr.on('data', (d) => { stderr += d; });
+  const code = await new Promise((resolve, reject) => {
+    proc.stdout.once('data', (d) => resolve(JSON.parse(d.toString()).code));
+    proc.once('exit', (c) => reject(new Error(`hostile sender exited ${c}: ${stderr}`)));
+  });
+  const exited = new Promise((r) => proc.once('exit', (c) => r(c)));
+  const receiver = receive(code, out);
+  assert.equal(await receiver.exited, 0, receiver.stderr);
+  assert.equal(await exited, 0, stderr);
+  assert.deepEqual(Object.keys(await tree(out)).sort(), [
+    'SAME (1).TXT', '_CON', 'a/b/c.txt', 'bell__newline.txt', 'escaped.txt', 'etc/peerweb-owned',
+    'same.txt', 'windows.txt',
+  ]);
+  assert.equal(readFileSync(join(out, 'same.txt'), 'utf8'), 'first');
+  assert.equal(readFileSync(join(out, 'SAME (1).TXT'), 'utf8'), 'second');
+  assert.deepEqual(readdirSync(join(dir, 'out-hostile')), ['inner'], 'nothing escaped the output folder');
+  assert.throws(() => statSync('/etc/peerweb-owned'));
+});
 
 test('bad codes and links are refused with a clear message', async () => {
   for (const [arg, msg] of [
