@@ -36,7 +36,9 @@ async fn next_message(node: &mut Node) -> anyhow::Result<Vec<u8>> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let server = std::env::args().nth(1).context("usage: hostile_sender SERVER")?;
+    let server = std::env::args()
+        .nth(1)
+        .context("usage: hostile_sender SERVER")?;
     let code = Code::from_random(rand_bytes());
     let mut opts = Options::new(&server, &code.room());
     opts.allow_loopback = true;
@@ -58,7 +60,11 @@ async fn main() -> anyhow::Result<()> {
     let remote = remote.context("remote fingerprint")?;
     node.send(&peer, None, false, hs.confirm(&local, &remote)?.encode())
         .await?;
-    hs.verify(&local, &remote, &Control::decode(&next_message(&mut node).await?)?)?;
+    hs.verify(
+        &local,
+        &remote,
+        &Control::decode(&next_message(&mut node).await?)?,
+    )?;
     let files: Vec<FileEntry> = FILES
         .iter()
         .map(|(p, d)| FileEntry {
@@ -71,8 +77,17 @@ async fn main() -> anyhow::Result<()> {
     let count = files.len() as u64;
     node.send(&peer, None, false, Control::Files { files }.encode())
         .await?;
-    node.send(&peer, None, false, Control::Offer { files: count, bytes }.encode())
-        .await?;
+    node.send(
+        &peer,
+        None,
+        false,
+        Control::Offer {
+            files: count,
+            bytes,
+        }
+        .encode(),
+    )
+    .await?;
     let Control::Accept { from } = Control::decode(&next_message(&mut node).await?)? else {
         bail!("not accepted");
     };
