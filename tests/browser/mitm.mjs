@@ -54,7 +54,9 @@ export async function startMitm(upstream) {
   }
 
   function sendOn(l, m) {
-    if (typeof m === 'string') l.dc.sendMessage(m); else l.dc.sendMessageBinary(m);
+    try {
+      if (typeof m === 'string') l.dc.sendMessage(m); else l.dc.sendMessageBinary(m);
+    } catch { /* that side closed already */ }
   }
 
   /** A peer signalled another: take it over. */

@@ -1,0 +1,151 @@
+// The transfer pages in real Chromium, with `peerweb send` / `peerweb receive` on the other
+// side, or another tab: CLI→browser (in a phone-sized window), browser→CLI, browser→browser,
+// and a man in the middle at the signaling server caught by a browser receiver.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startServer, launchBrowser, startCli, waitFor } from './lib.mjs';
+import { mitmCleanup, startMitm } from './mitm.mjs';
+
+const NET = ['--allow-loopback', '--no-stun', '--no-turn'];
+let server;
+let browser;
+let dir;
+
+before(async () => {
+  server = await startServer();
+  browser = await launchBrowser();
+  dir = mkdtempSync(join(tmpdir(), 'peerweb-transfer-browser-'));
+});
+after(async () => {
+  mitmCleanup();
+  await browser?.close();
+  await server?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+const sha = (buf) => createHash('sha256').update(buf).digest('hex');
+
+async function page(url, viewport) {
+  const p = await browser.newPage();
+  p.on('pageerror', (e) => console.error('[page error]', e.message));
+  if (viewport) await p.setViewportSize(viewport);
+  await p.goto(url);
+  return p;
+}
+
+const stateOf = (p) => p.evaluate(() => window.transferState);
+
+async function waitState(p, names, timeout = 60000) {
+  return waitFor(p, (names) => {
+    const s = window.transferState;
+    return s && (names.includes(s.state) || s.state === 'error') ? s : null;
+  }, names, { timeout, what: `page state ${names}` });
+}
+
+/** Accepts the offer in a receive page and waits until it is done; returns {path: sha256}. */
+async function acceptAll(p) {
+  const s = await waitState(p, ['offered']);
+  assert.equal(s.state, 'offered', s.error);
+  await p.click('#accept');
+  const done = await waitState(p, ['done']);
+  assert.equal(done.state, 'done', done.error);
+  return p.evaluate(async () => {
+    const out = {};
+    for (const r of window.transferFiles) {
+      const d = new Uint8Array(await crypto.subtle.digest('SHA-256', await r.file.arrayBuffer()));
+      out[r.path] = [...d].map((b) => b.toString(16).padStart(2, '0')).join('');
+    }
+    return out;
+  });
+}
+
+function files(name, spec) {
+  const root = join(dir, name);
+  const want = {};
+  for (const [rel, size] of Object.entries(spec)) {
+    const f = join(root, rel);
+    mkdirSync(join(f, '..'), { recursive: true });
+    const data = randomBytes(size);
+    writeFileSync(f, data);
+    want[`${name}/${rel}`] = sha(data);
+  }
+  return { root, want };
+}
+
+test('CLI → browser in a phone-sized window: a folder arrives verified, the SAS matches', async () => {
+  const { root, want } = files('cli-to-browser', { empty: 0, one: 1, odd: 200_001, 'deep/er/big.bin': 5_000_003 });
+  const sender = startCli(['send', '--server', server.url, '--json', ...NET, root]);
+  const { link } = await sender.waitEvent((e) => e.event === 'code', { what: 'code' });
+  const p = await page(link, { width: 390, height: 844 });
+  assert.deepEqual(await acceptAll(p), want);
+  assert.equal(await sender.exited, 0, sender.stderr);
+  const cliSas = sender.events.find((e) => e.event === 'verified').sas;
+  assert.equal((await stateOf(p)).sas, cliSas);
+  // The page fits the phone's width.
+  assert.ok(await p.evaluate(() => document.documentElement.scrollWidth <= 390));
+  await p.screenshot({ path: 'artifacts/receive-phone.png' });
+  await p.close();
+});
+
+test('browser → CLI: picked files go to `peerweb receive LINK`', async () => {
+  const { root, want } = files('browser-to-cli', { 'a.bin': 3_000_017, 'b.txt': 1, 'c.empty': 0 });
+  const p = await page(`${server.url}/send`);
+  await p.setInputFiles('#files', ['a.bin', 'b.txt', 'c.empty'].map((n) => join(root, n)));
+  const { link } = await waitFor(p, () => window.transferState.link && window.transferState, null, { what: 'link' });
+  const out = join(dir, 'out-browser-to-cli');
+  const receiver = startCli(['receive', link, '--out', out, '--yes', '--json', ...NET]);
+  assert.equal(await receiver.exited, 0, receiver.stderr);
+  for (const n of ['a.bin', 'b.txt', 'c.empty']) {
+    assert.equal(sha(readFileSync(join(out, n))), want[`browser-to-cli/${n}`], n);
+  }
+  const s = await waitState(p, ['done']);
+  assert.equal(s.state, 'done', s.error);
+  assert.equal(s.sas, receiver.events.find((e) => e.event === 'verified').sas);
+  await p.close();
+});
+
+test('browser → browser: one tab sends, another opens the link', async () => {
+  const { root, want } = files('browser-to-browser', { 'x.bin': 2_000_000, 'y.bin': 61_441 });
+  const a = await page(`${server.url}/send`);
+  await a.setInputFiles('#files', ['x.bin', 'y.bin'].map((n) => join(root, n)));
+  const { link } = await waitFor(a, () => window.transferState.link && window.transferState, null, { what: 'link' });
+  const b = await page(link);
+  const got = await acceptAll(b);
+  assert.deepEqual(got, { 'x.bin': want['browser-to-browser/x.bin'], 'y.bin': want['browser-to-browser/y.bin'] });
+  const s = await waitState(a, ['done']);
+  assert.equal(s.state, 'done', s.error);
+  assert.equal(s.sas, (await stateOf(b)).sas);
+  await a.close();
+  await b.close();
+});
+
+test('a browser receiver catches a signaling server that swaps fingerprints; nothing is offered', async () => {
+  const mitm = await startMitm(server.url);
+  try {
+    const { root } = files('mitm-browser', { 'secret.txt': 100 });
+    const sender = startCli(['send', '--server', mitm.url, '--json', ...NET, root]);
+    const { link } = await sender.waitEvent((e) => e.event === 'code', { what: 'code' });
+    assert.ok(link.startsWith(mitm.url));
+    const p = await page(link);
+    const s = await waitState(p, ['done', 'offered']);
+    assert.equal(s.state, 'error');
+    assert.match(s.error, /man in the middle/);
+    assert.equal(await sender.exited, 3, sender.stderr);
+    assert.equal(mitm.openLegs(), 2);
+    assert.ok(!mitm.relayed.some((m) => m.binary || /"t":"(files|offer)"/.test(m.text ?? '')));
+    await p.close();
+  } finally {
+    await mitm.stop();
+  }
+});
+
+test('a damaged link says so', async () => {
+  const p = await page(`${server.url}/receive#7-short`);
+  const s = await waitState(p, []);
+  assert.match(s.error, /whole link/);
+  await p.close();
+});

@@ -1,0 +1,56 @@
+// The receive page: the link's fragment holds the secret (it never reaches the server).
+import { parseFragment, receive } from './transfer.js';
+import { $, setStatus, showError, showProgress, showVerified, size, state } from './ui.js';
+
+const target = parseFragment(location.hash);
+if (!target) {
+  showError('This page needs the whole link the sender shared (the part after # is missing or damaged).');
+} else {
+  receive({
+    server: location.origin,
+    nameplate: target.nameplate,
+    secret: target.secret,
+    ui: {
+      state: (s) => setStatus(s, {
+        joining: 'Connecting…', verifying: 'Verifying the sender…', offered: 'The sender offers:',
+        receiving: 'Receiving…', declined: 'Declined.',
+      }[s] ?? s),
+      verified: showVerified,
+      offer: (files, total) => {
+        state.files = files.map((f) => ({ path: f.path, size: f.size }));
+        $('summary').textContent = `${files.length} file(s), ${size(total)}`;
+        const body = $('files');
+        for (const f of files) {
+          const tr = body.insertRow();
+          tr.insertCell().textContent = f.path;
+          const td = tr.insertCell();
+          td.className = 'size';
+          td.textContent = size(f.size);
+        }
+        $('offer').hidden = false;
+        return new Promise((resolve) => {
+          $('accept').onclick = () => { $('offer').hidden = true; resolve(true); };
+          $('decline').onclick = () => { $('offer').hidden = true; resolve(false); };
+        });
+      },
+      progress: showProgress,
+      done: (results, summary) => {
+        window.transferFiles = results;
+        state.results = results.map((r) => ({ path: r.path, name: r.name, size: r.size, blake3: r.blake3 }));
+        state.summary = summary;
+        state.state = 'done';
+        $('status').textContent = `Received ${results.length} file(s), ${size(summary.bytes)} in ${summary.seconds.toFixed(1)} s`
+          + (summary.path ? ` (${summary.path})` : '');
+        const list = $('downloads');
+        for (const r of results) {
+          const a = document.createElement('a');
+          a.href = URL.createObjectURL(r.file);
+          a.download = r.name;
+          a.textContent = `${r.path} (${size(r.size)})`;
+          list.appendChild(document.createElement('li')).appendChild(a);
+        }
+        $('saved').hidden = false;
+      },
+    },
+  }).catch(showError);
+}

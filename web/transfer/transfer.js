@@ -1,0 +1,421 @@
+// Private file transfer in the browser: the same protocol v1 as `peerweb send` / `peerweb
+// receive` (docs/protocol.md, "File transfer"), with the link's secret (HMAC) as the trust
+// anchor: codes need SPAKE2, which the pages do not have yet, so browsers use links.
+//
+// Both sides bind both DTLS fingerprints to the secret before any file name or byte moves; a
+// substituted fingerprint (a man in the middle at the signaling server) fails verification.
+import { join } from '/sdk/peerweb.js';
+import { Blake3, blake3, toHex } from './blake3.js';
+
+export const CHUNK = 60 * 1024;
+const HEADER = 4 + 8 + 32;
+const FILES_PER_MESSAGE = 256;
+const MAX_FILES = 100000;
+const MAX_BYTES = 2 ** 44;
+const STEP_MS = 30000;
+const STALL_MS = 30000;
+/** Bytes read from a File at a time when sending. */
+const READ_AHEAD = 16 * CHUNK;
+const te = new TextEncoder();
+
+/** Raised when the other side cannot prove it holds the secret for these fingerprints. */
+export class TrustError extends Error {
+  constructor() {
+    super('the other side could not prove it holds the link\'s secret for these DTLS fingerprints: '
+      + 'a wrong link, or a man in the middle (e.g. the signaling server) swapped the fingerprints');
+    this.name = 'TrustError';
+  }
+}
+
+// --- links ------------------------------------------------------------------------------
+
+const B32 = 'abcdefghijklmnopqrstuvwxyz234567';
+
+function base32(bytes) {
+  let out = '';
+  let bits = 0;
+  let acc = 0;
+  for (const b of bytes) {
+    acc = (acc << 8) | b;
+    bits += 8;
+    while (bits >= 5) {
+      out += B32[(acc >>> (bits - 5)) & 31];
+      bits -= 5;
+    }
+  }
+  if (bits > 0) out += B32[(acc << (5 - bits)) & 31];
+  return out;
+}
+
+function unbase32(text) {
+  const out = [];
+  let bits = 0;
+  let acc = 0;
+  for (const c of text.toLowerCase()) {
+    const v = B32.indexOf(c);
+    if (v < 0) return null;
+    acc = ((acc << 5) | v) & 0xffff;
+    bits += 5;
+    if (bits >= 8) {
+      out.push((acc >>> (bits - 8)) & 0xff);
+      bits -= 8;
+    }
+  }
+  return new Uint8Array(out);
+}
+
+/** `#7-<secret>` → `{nameplate, secret}`, or null. */
+export function parseFragment(hash) {
+  const m = /^#?(\d{1,3})-([a-z2-7]{26})$/i.exec(hash.trim());
+  if (!m) return null;
+  const nameplate = Number(m[1]);
+  const secret = unbase32(m[2]);
+  if (nameplate < 1 || nameplate > 999 || !secret || secret.length !== 16) return null;
+  return { nameplate, secret };
+}
+
+export function makeLink(origin, nameplate, secret) {
+  return `${origin}/receive#${nameplate}-${base32(secret)}`;
+}
+
+// --- trust ------------------------------------------------------------------------------
+
+async function hmac(key, text) {
+  const k = await crypto.subtle.importKey('raw', key, { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
+  return new Uint8Array(await crypto.subtle.sign('HMAC', k, te.encode(text)));
+}
+
+/** `sha-256 AB:CD:…` from an SDP. */
+export function fingerprintOf(sdp) {
+  const m = /a=fingerprint:(\S+) ([0-9A-Fa-f:]+)/.exec(sdp ?? '');
+  return m ? `${m[1].toLowerCase()} ${m[2].toUpperCase()}` : null;
+}
+
+/** The six-digit short authentication string, as `peerweb` prints it. */
+export async function sas(fpSend, fpReceive) {
+  const d = new Uint8Array(await crypto.subtle.digest('SHA-256',
+    te.encode(`peerweb-transfer-v1 sas\n${fpSend}\n${fpReceive}`)));
+  const n = (d[0] * 2 ** 24 + (d[1] << 16) + (d[2] << 8) + d[3]) % 1000000;
+  return `${String(Math.floor(n / 1000)).padStart(3, '0')} ${String(n % 1000).padStart(3, '0')}`;
+}
+
+const confirmText = (role, fpS, fpR) => `peerweb-transfer-v1 confirm\n${role}\n${fpS}\n${fpR}`;
+
+/** Runs hello + confirm as `role` ('send' | 'receive'); returns the SAS. */
+async function handshake(wire, role, secret) {
+  const mine = { t: 'hello', v: 1, role };
+  if (role === 'receive') mine.auth = 'link';
+  await wire.send(mine);
+  const hello = await wire.control(STEP_MS);
+  if (hello.t !== 'hello') throw new Error('the other side broke the handshake');
+  if (hello.v !== 1) throw new Error(`the other side speaks transfer protocol v${hello.v}`);
+  if (hello.role === role) throw new Error('both sides have the same role');
+  if (role === 'send' && hello.auth !== 'link') {
+    await wire.abort('this sender (a browser) takes only its link, not a code');
+    throw new Error('the receiver used a code; a browser sender takes only its link');
+  }
+  const key = await hmac(secret, 'peerweb-transfer-v1 link key');
+  const local = fingerprintOf(wire.peer.pc.localDescription?.sdp);
+  const remote = fingerprintOf(wire.peer.pc.remoteDescription?.sdp);
+  if (!local || !remote) throw new Error('no DTLS fingerprints for the peer');
+  const [fpS, fpR] = role === 'send' ? [local, remote] : [remote, local];
+  const theirs = role === 'send' ? 'receive' : 'send';
+  await wire.send({ t: 'confirm', mac: toHex(await hmac(key, confirmText(role, fpS, fpR))) });
+  const confirm = await wire.control(STEP_MS);
+  const want = toHex(await hmac(key, confirmText(theirs, fpS, fpR)));
+  if (confirm.t !== 'confirm' || confirm.mac !== want) {
+    await wire.abort('verification failed: wrong code or link, or a man in the middle');
+    throw new TrustError();
+  }
+  return sas(fpS, fpR);
+}
+
+// --- the channel ------------------------------------------------------------------------
+
+/** Messages of one peer's default channel, in order, awaited one at a time. */
+class Wire {
+  constructor(peer) {
+    this.peer = peer;
+    this.queue = [];
+    this.waiter = null;
+    this.error = null;
+    peer.addEventListener('message', (ev) => {
+      if (ev.channel.label !== 'peerweb') return;
+      if (this.waiter) {
+        const w = this.waiter;
+        this.waiter = null;
+        w.resolve(ev.data);
+      } else this.queue.push(ev.data);
+    });
+    peer.addEventListener('close', () => this.fail(new Error('the other side left')));
+  }
+
+  fail(e) {
+    this.error ??= e;
+    if (this.waiter) this.waiter.reject(e);
+    this.waiter = null;
+  }
+
+  next(ms) {
+    if (this.queue.length) return Promise.resolve(this.queue.shift());
+    if (this.error) return Promise.reject(this.error);
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => {
+        this.waiter = null;
+        reject(new Error(`the other side went quiet for ${ms / 1000} s`));
+      }, ms);
+      this.waiter = {
+        resolve: (d) => { clearTimeout(t); resolve(d); },
+        reject: (e) => { clearTimeout(t); reject(e); },
+      };
+    });
+  }
+
+  async control(ms) {
+    const d = await this.next(ms);
+    if (typeof d !== 'string') throw new Error('the other side sent data out of turn');
+    let m;
+    try { m = JSON.parse(d); } catch { throw new Error('the other side sent a bad message'); }
+    if (m?.t === 'abort') throw new Error(`the other side stopped: ${String(m.reason).slice(0, 512)}`);
+    return m;
+  }
+
+  send(msg) {
+    return this.peer.defaultChannel.sendWhenReady(JSON.stringify(msg));
+  }
+
+  sendBinary(buf) {
+    return this.peer.defaultChannel.sendWhenReady(buf);
+  }
+
+  async abort(reason) {
+    try { await this.send({ t: 'abort', reason }); } catch { /* gone already */ }
+  }
+}
+
+/** The first peer whose default channel opens, with its Wire attached before any message. */
+function firstPeer(room, ms) {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error('nobody came')), ms);
+    const adopt = (peer) => {
+      const wire = new Wire(peer);
+      const go = () => { clearTimeout(t); resolve(wire); };
+      if (peer.open) go(); else peer.addEventListener('open', go, { once: true });
+    };
+    for (const p of room.peers.values()) adopt(p);
+    room.addEventListener('peer', ({ peer }) => adopt(peer));
+  });
+}
+
+function pathText(peer) {
+  const p = peer.path;
+  if (!p) return null;
+  return p.type === 'relay' ? 'relayed' : 'direct';
+}
+
+// --- names --------------------------------------------------------------------------------
+
+/** The file name to save under: the last safe component of the sender's path. */
+export function saveName(path) {
+  const parts = String(path).split(/[\\/]/).filter((c) => c && c !== '.' && c !== '..');
+  // eslint-disable-next-line no-control-regex
+  let name = (parts.pop() ?? '').replace(/[\u0000-\u001f\u007f<>:"|?*]/g, '_').replace(/[. ]+$/, '').trim();
+  if (!name) name = 'file';
+  if (/^(con|prn|aux|nul|com\d|lpt\d)(\..*)?$/i.test(name)) name = `_${name}`;
+  return name.slice(0, 255);
+}
+
+// --- storage -------------------------------------------------------------------------------
+
+/** Where received files go: the origin-private file system (on disk, memory stays flat). */
+async function openStore() {
+  if (!navigator.storage?.getDirectory) throw new Error('this browser cannot store large files (no origin-private file system); use https');
+  const root = await navigator.storage.getDirectory();
+  return root.getDirectoryHandle('peerweb-received', { create: true });
+}
+
+// --- receive ------------------------------------------------------------------------------
+
+/**
+ * Receives by link. `ui` callbacks: state(name), verified({sas, path}), offer(files, bytes) →
+ * Promise<boolean>, progress(done, total), done(results). Results: [{path, name, size,
+ * blake3, file: File}].
+ */
+export async function receive({ server, nameplate, secret, ui, waitMs = 15000 }) {
+  ui.state?.('joining');
+  const room = await join(server, `transfer-${nameplate}`);
+  try {
+    const wire = await firstPeer(room, waitMs).catch(() => {
+      throw new Error('nobody is sending with this link (expired, or already used)');
+    });
+    ui.state?.('verifying');
+    const code = await handshake(wire, 'receive', secret);
+    ui.verified?.({ sas: code, path: pathText(wire.peer) });
+    const files = [];
+    let total = 0;
+    for (;;) {
+      const m = await wire.control(STEP_MS);
+      if (m.t === 'files' && Array.isArray(m.files) && m.files.length <= FILES_PER_MESSAGE) {
+        for (const f of m.files) {
+          if (typeof f?.path !== 'string' || f.path.length > 4096 || !Number.isSafeInteger(f.size)
+            || f.size < 0 || !/^[0-9a-f]{64}$/.test(f.hash ?? '')) throw new Error('the sender sent a bad file list');
+          total += f.size;
+          files.push({ path: f.path, size: f.size, hash: f.hash, name: saveName(f.path) });
+        }
+        if (files.length > MAX_FILES || total > MAX_BYTES) throw new Error('the sender offered too much');
+      } else if (m.t === 'offer') {
+        if (m.files !== files.length || m.bytes !== total) throw new Error('the offer does not match its file list');
+        break;
+      } else throw new Error('the sender broke the protocol');
+    }
+    ui.state?.('offered');
+    if (!(await ui.offer(files, total))) {
+      await wire.send({ t: 'decline' });
+      ui.state?.('declined');
+      return [];
+    }
+    const store = await openStore();
+    await wire.send({ t: 'accept', from: files.map((_, i) => [i, 0]) });
+    ui.state?.('receiving');
+    let done = 0;
+    const results = [];
+    const started = performance.now();
+    for (let i = 0; i < files.length; i++) {
+      const f = files[i];
+      const handle = await store.getFileHandle(`${i}-${f.hash.slice(0, 16)}`, { create: true });
+      const out = await handle.createWritable();
+      const whole = new Blake3();
+      const chunks = Math.ceil(f.size / CHUNK);
+      for (let c = 0; c < chunks; c++) {
+        const d = await wire.next(STALL_MS);
+        if (typeof d === 'string') {
+          const m = JSON.parse(d);
+          throw new Error(m.t === 'abort' ? `the other side stopped: ${String(m.reason).slice(0, 512)}` : 'the sender broke the protocol');
+        }
+        const frame = new Uint8Array(d);
+        if (frame.length < HEADER) throw new Error('a chunk frame is too short');
+        const v = new DataView(d);
+        const file = v.getUint32(0);
+        const index = v.getUint32(4) * 2 ** 32 + v.getUint32(8);
+        const payload = frame.subarray(HEADER);
+        const want = Math.min(CHUNK, f.size - c * CHUNK);
+        if (file !== i || index !== c || payload.length !== want) throw new Error(`chunk ${file}/${index} where ${i}/${c} was due`);
+        if (toHex(blake3(payload)) !== toHex(frame.subarray(12, HEADER))) throw new Error(`chunk ${c} of ${f.name} does not match its BLAKE3 hash`);
+        whole.update(payload);
+        await out.write(payload);
+        done += payload.length;
+        ui.progress?.(done, total, (performance.now() - started) / 1000);
+      }
+      const got = whole.hex();
+      if (got !== f.hash) {
+        await out.abort();
+        throw new Error(`${f.name} does not match its BLAKE3 hash`);
+      }
+      await out.close();
+      results.push({ path: f.path, name: f.name, size: f.size, blake3: got, file: await handle.getFile() });
+    }
+    await wire.send({ t: 'done' });
+    const seconds = (performance.now() - started) / 1000;
+    ui.done?.(results, { bytes: total, seconds, path: pathText(wire.peer) });
+    // Let the last message leave before the connection closes.
+    await new Promise((r) => setTimeout(r, 500));
+    return results;
+  } finally {
+    room.leave();
+  }
+}
+
+// --- send ---------------------------------------------------------------------------------
+
+/** BLAKE3 of a File, read in pieces. */
+export async function hashFile(file, onBytes) {
+  const h = new Blake3();
+  for (let pos = 0; pos < file.size; pos += 4 << 20) {
+    const buf = new Uint8Array(await file.slice(pos, pos + (4 << 20)).arrayBuffer());
+    h.update(buf);
+    onBytes?.(buf.length);
+  }
+  return h.hex();
+}
+
+/**
+ * Sends `items` ([{file: File, path}]) to the first receiver that proves it holds the link.
+ * `ui` callbacks: state(name), link(url), verified({sas, path}), progress(done, total),
+ * done({bytes, seconds, path}).
+ */
+export async function send({ server, items, ui, origin = location.origin, expireMs = 600000 }) {
+  ui.state?.('hashing');
+  let hashed = 0;
+  const total = items.reduce((s, it) => s + it.file.size, 0);
+  const entries = [];
+  for (const it of items) {
+    entries.push({ path: it.path, size: it.file.size, hash: await hashFile(it.file, (n) => ui.hashing?.(hashed += n, total)) });
+  }
+  const secret = crypto.getRandomValues(new Uint8Array(16));
+  let room = null;
+  let nameplate = 0;
+  for (let tries = 0; tries < 8 && !room; tries++) {
+    nameplate = 1 + (crypto.getRandomValues(new Uint16Array(1))[0] % 999);
+    const r = await join(server, `transfer-${nameplate}`);
+    if (r.peers.size === 0) room = r; else r.leave();
+  }
+  if (!room) throw new Error('no free link on the server; try again');
+  try {
+    ui.link?.(makeLink(origin, nameplate, secret));
+    ui.state?.('waiting');
+    const wire = await firstPeer(room, expireMs).catch(() => { throw new Error('the link expired with nobody receiving'); });
+    ui.state?.('verifying');
+    const code = await handshake(wire, 'send', secret);
+    ui.verified?.({ sas: code, path: pathText(wire.peer) });
+    for (let i = 0; i < entries.length; i += FILES_PER_MESSAGE) {
+      await wire.send({ t: 'files', files: entries.slice(i, i + FILES_PER_MESSAGE) });
+    }
+    await wire.send({ t: 'offer', files: entries.length, bytes: total });
+    ui.state?.('offered');
+    const answer = await wire.control(expireMs);
+    if (answer.t === 'decline') throw new Error('the receiver declined');
+    if (answer.t !== 'accept' || !Array.isArray(answer.from) || answer.from.length !== entries.length) {
+      await wire.abort('bad accept');
+      throw new Error('the receiver broke the protocol');
+    }
+    const from = new Array(entries.length).fill(-1);
+    for (const [i, c] of answer.from) {
+      if (!Number.isInteger(i) || i < 0 || i >= entries.length || from[i] !== -1
+        || !Number.isInteger(c) || c < 0 || c > Math.ceil(entries[i].size / CHUNK)) {
+        await wire.abort('bad accept');
+        throw new Error('the receiver broke the protocol');
+      }
+      from[i] = c;
+    }
+    ui.state?.('sending');
+    const started = performance.now();
+    let done = entries.reduce((s, e, i) => s + Math.min(e.size, from[i] * CHUNK), 0);
+    for (let i = 0; i < entries.length; i++) {
+      const file = items[i].file;
+      for (let pos = from[i] * CHUNK; pos < file.size; pos += READ_AHEAD) {
+        const block = new Uint8Array(await file.slice(pos, Math.min(file.size, pos + READ_AHEAD)).arrayBuffer());
+        for (let off = 0; off < block.length; off += CHUNK) {
+          const payload = block.subarray(off, off + CHUNK);
+          const index = (pos + off) / CHUNK;
+          const frame = new Uint8Array(HEADER + payload.length);
+          const v = new DataView(frame.buffer);
+          v.setUint32(0, i);
+          v.setUint32(4, Math.floor(index / 2 ** 32));
+          v.setUint32(8, index >>> 0);
+          frame.set(blake3(payload), 12);
+          frame.set(payload, HEADER);
+          await wire.sendBinary(frame);
+          done += payload.length;
+          ui.progress?.(done, total, (performance.now() - started) / 1000);
+        }
+      }
+    }
+    const last = await wire.control(STALL_MS + 30000);
+    if (last.t !== 'done') throw new Error('the receiver did not confirm');
+    const result = { bytes: total, seconds: (performance.now() - started) / 1000, path: pathText(wire.peer) };
+    ui.done?.(result);
+    return result;
+  } finally {
+    room.leave();
+  }
+}

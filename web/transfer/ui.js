@@ -1,0 +1,41 @@
+// Shared bits of the two transfer pages; `window.transferState` mirrors what the page shows
+// (the browser tests read it).
+export const $ = (id) => document.getElementById(id);
+
+export const state = { state: 'starting', sas: null, error: null, link: null, files: [], results: [], summary: null };
+window.transferState = state;
+
+export function setStatus(name, text) {
+  state.state = name;
+  $('status').textContent = text;
+}
+
+export function showError(e) {
+  state.state = 'error';
+  state.error = String(e?.message ?? e);
+  $('error').textContent = state.error;
+  $('error').hidden = false;
+  $('status').textContent = 'Stopped.';
+}
+
+export function size(n) {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return `${i ? n.toFixed(1) : n} ${units[i]}`;
+}
+
+export function showVerified({ sas, path }) {
+  state.sas = sas;
+  $('sas').textContent = sas;
+  $('verified').hidden = false;
+  if (path) state.path = path;
+}
+
+export function showProgress(done, total, seconds) {
+  $('transfer').hidden = false;
+  $('progress').value = total ? done / total : 1;
+  const rate = seconds > 0 ? done / seconds : 0;
+  const eta = rate > 0 ? (total - done) / rate : 0;
+  $('rate').textContent = `${size(done)} of ${size(total)} · ${size(rate)}/s · ${Math.ceil(eta)} s left`;
+}
