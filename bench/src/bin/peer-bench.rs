@@ -326,9 +326,7 @@ async fn until_open(n: &mut Node, peer: &str) -> anyhow::Result<()> {
 
 /// The emulated WAN link and the per-namespace roles.
 mod link {
-    use std::collections::VecDeque;
     use std::process::Stdio;
-    use std::sync::Arc;
     use std::time::{Duration, Instant};
 
     use anyhow::{Context, bail};
@@ -340,96 +338,7 @@ mod link {
 
     use super::{Args, Role, Score};
 
-    const A: &str = "10.77.0.1";
-    const B: &str = "10.77.0.2";
-    /// Packets queued on the link per direction before it drops (a router's queue).
-    const QUEUE: usize = 20_000;
-
-    fn ip(args: &[&str]) -> anyhow::Result<()> {
-        let st = std::process::Command::new("ip").args(args).status()?;
-        if !st.success() {
-            bail!("ip {} failed", args.join(" "));
-        }
-        Ok(())
-    }
-
-    /// Two namespaces with a TUN device each; deleted on drop.
-    struct Lab {
-        a: String,
-        b: String,
-    }
-
-    impl Drop for Lab {
-        fn drop(&mut self) {
-            let _ = ip(&["netns", "delete", &self.a]);
-            let _ = ip(&["netns", "delete", &self.b]);
-        }
-    }
-
-    /// Builds the link and starts forwarding with `rtt/2` each way.
-    fn build(rtt: Duration) -> anyhow::Result<Lab> {
-        let id = std::process::id() % 100_000;
-        let lab = Lab {
-            a: format!("pbl{id}a"),
-            b: format!("pbl{id}b"),
-        };
-        let mut devs = Vec::new();
-        for (ns, addr, side) in [(&lab.a, A, "a"), (&lab.b, B, "b")] {
-            ip(&["netns", "add", ns])?;
-            ip(&["-n", ns, "link", "set", "lo", "up"])?;
-            let name = format!("pbt{id}{side}");
-            let dev = tun_rs::DeviceBuilder::new()
-                .name(&name)
-                .mtu(1500)
-                .packet_information(false)
-                .build_async()
-                .context("cannot create a TUN device")?;
-            // The device moves; this process keeps its file descriptor.
-            ip(&["link", "set", &name, "netns", ns])?;
-            ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", &name])?;
-            ip(&["-n", ns, "link", "set", &name, "up"])?;
-            devs.push(Arc::new(dev));
-        }
-        let half = rtt / 2;
-        for (from, to) in [(0, 1), (1, 0)] {
-            let (rx, tx) = (devs[from].clone(), devs[to].clone());
-            tokio::spawn(forward(rx, tx, half));
-        }
-        Ok(lab)
-    }
-
-    /// Moves packets from one TUN to the other, each `delay` after it was read.
-    async fn forward(rx: Arc<tun_rs::AsyncDevice>, tx: Arc<tun_rs::AsyncDevice>, delay: Duration) {
-        let mut queue: VecDeque<(tokio::time::Instant, Vec<u8>)> = VecDeque::new();
-        let mut buf = vec![0u8; 65_536];
-        loop {
-            let due = queue.front().map(|(t, _)| *t);
-            let wait = async {
-                match due {
-                    Some(t) => tokio::time::sleep_until(t).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                n = rx.recv(&mut buf) => match n {
-                    Ok(n) => {
-                        if queue.len() < QUEUE {
-                            queue.push_back((tokio::time::Instant::now() + delay, buf[..n].to_vec()));
-                        }
-                    }
-                    Err(_) => return,
-                },
-                () = wait => {
-                    let now = tokio::time::Instant::now();
-                    while queue.front().is_some_and(|(t, _)| *t <= now) {
-                        if let Some((_, p)) = queue.pop_front() {
-                            let _ = tx.send(&p).await;
-                        }
-                    }
-                }
-            }
-        }
-    }
+    use peerweb_bench::netlab::{A, B, build};
 
     fn in_ns(ns: &str, prog: &str, args: &[String]) -> Command {
         let mut c = Command::new("ip");
