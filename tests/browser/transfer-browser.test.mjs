@@ -4,11 +4,13 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startServer, launchBrowser, startCli, waitFor } from './lib.mjs';
 import { mitmCleanup, startMitm } from './mitm.mjs';
+import { blake3Hex } from '../../web/transfer/blake3.js';
 
 const NET = ['--allow-loopback', '--no-stun', '--no-turn'];
 let server;
@@ -140,6 +142,47 @@ test('a browser receiver catches a signaling server that swaps fingerprints; not
     await p.close();
   } finally {
     await mitm.stop();
+  }
+});
+
+test('a phone-like page on plain http (no WebCrypto, no OPFS, address hidden) still verifies and receives', async () => {
+  // A LAN address in this namespace: http:// to it is not a secure context, so the page has
+  // no crypto.subtle and no origin-private file system, like a phone opening the QR link.
+  const ip = (...a) => execFileSync('ip', a);
+  ip('link', 'add', 'pwt0', 'type', 'veth', 'peer', 'name', 'pwt1');
+  ip('addr', 'add', '10.98.0.1/24', 'dev', 'pwt0');
+  ip('link', 'set', 'pwt0', 'up');
+  ip('link', 'set', 'pwt1', 'up');
+  const lan = await startServer({ host: '10.98.0.1' });
+  const phone = await launchBrowser({ hideAddresses: true, loopback: false });
+  try {
+    const data = randomBytes(1_500_001);
+    const f = join(dir, 'lan.bin');
+    writeFileSync(f, data);
+    const sender = startCli(['send', '--server', lan.url, '--json', '--interface', 'pwt0', '--no-stun', '--no-turn', f]);
+    const { link } = await sender.waitEvent((e) => e.event === 'code', { what: 'code' });
+    const p = await phone.newPage();
+    await p.setViewportSize({ width: 390, height: 844 });
+    await p.goto(link);
+    assert.equal(await p.evaluate(() => window.isSecureContext), false);
+    assert.equal(await p.evaluate(() => typeof crypto.subtle), 'undefined');
+    const s = await waitState(p, ['offered']);
+    assert.equal(s.state, 'offered', s.error);
+    await p.click('#accept');
+    const done = await waitState(p, ['done']);
+    assert.equal(done.state, 'done', done.error);
+    assert.equal(await sender.exited, 0, sender.stderr);
+    const got = await p.evaluate(async () => {
+      const { blake3Hex } = await import('/transfer/blake3.js');
+      return blake3Hex(new Uint8Array(await window.transferFiles[0].file.arrayBuffer()));
+    });
+    assert.equal(got, blake3Hex(data));
+    assert.equal(done.sas, sender.events.find((e) => e.event === 'verified').sas);
+    await p.close();
+  } finally {
+    await phone.close();
+    await lan.stop();
+    ip('link', 'del', 'pwt0');
   }
 });
 

@@ -12,6 +12,9 @@ const CHUNK_START = 1;
 const CHUNK_END = 2;
 const PARENT = 4;
 const ROOT = 8;
+const KEYED_HASH = 16;
+const DERIVE_KEY_CONTEXT = 32;
+const DERIVE_KEY_MATERIAL = 64;
 const BLOCK_LEN = 64;
 const CHUNK_LEN = 1024;
 
@@ -279,17 +282,37 @@ function compress(cv, m, mo, counter, blockLen, flags, out) {
 
 const CHUNK_WORDS = new Uint32Array(CHUNK_LEN / 4);
 
-/** Incremental BLAKE3 hasher. */
+function keyWords(key) {
+  const w = new Uint32Array(8);
+  for (let i = 0; i < 8; i++) w[i] = key[i * 4] | (key[i * 4 + 1] << 8) | (key[i * 4 + 2] << 16) | (key[i * 4 + 3] << 24);
+  return w;
+}
+
+/** Incremental BLAKE3 hasher; `Blake3.keyed(key)` and `Blake3.deriveKey(context)` for the other modes. */
 export class Blake3 {
-  constructor() {
+  constructor(key = IV, flags = 0) {
+    this.key = key;
+    this.flags = flags;
     this.cvStack = [];
     this.chunkCounter = 0;
-    this.cv = IV.slice();
+    this.cv = key.slice();
     this.block = new Uint8Array(BLOCK_LEN);
     this.blockWords = new Uint32Array(16);
     this.blockLen = 0;
     this.blocksCompressed = 0;
     this.out = new Uint32Array(16);
+  }
+
+  /** The keyed mode (a MAC) under a 32-byte key. */
+  static keyed(key) {
+    if (key.length !== 32) throw new Error('a BLAKE3 key has 32 bytes');
+    return new Blake3(keyWords(key), KEYED_HASH);
+  }
+
+  /** The key-derivation mode for `context`: update with the key material, then digest. */
+  static deriveKey(context) {
+    const ctx = new Blake3(IV, DERIVE_KEY_CONTEXT).update(context).digest();
+    return new Blake3(keyWords(ctx), DERIVE_KEY_MATERIAL);
   }
 
   _chunkLen() {
@@ -307,7 +330,7 @@ export class Blake3 {
   }
 
   _startFlag() {
-    return this.blocksCompressed === 0 ? CHUNK_START : 0;
+    return (this.blocksCompressed === 0 ? CHUNK_START : 0) | this.flags;
   }
 
   /** Adds bytes (a Uint8Array, ArrayBuffer or string as UTF-8). */
@@ -322,7 +345,7 @@ export class Blake3 {
         const cv = this._chunkOutput().chainingValue();
         this._pushChunk(cv, this.chunkCounter + 1);
         this.chunkCounter += 1;
-        this.cv = IV.slice();
+        this.cv = this.key.slice();
         this.blockLen = 0;
         this.blocksCompressed = 0;
       }
@@ -334,12 +357,12 @@ export class Blake3 {
         }
         const cv = this.cv;
         for (let b = 0; b < 16; b++) {
-          const flags = (b === 0 ? CHUNK_START : 0) | (b === 15 ? CHUNK_END : 0);
+          const flags = (b === 0 ? CHUNK_START : 0) | (b === 15 ? CHUNK_END : 0) | this.flags;
           compress(cv, CHUNK_WORDS, b * 16, this.chunkCounter, BLOCK_LEN, flags, cv);
         }
         this._pushChunk(cv.slice(0, 8), this.chunkCounter + 1);
         this.chunkCounter += 1;
-        this.cv = IV.slice();
+        this.cv = this.key.slice();
         pos += CHUNK_LEN;
         continue;
       }
@@ -361,7 +384,7 @@ export class Blake3 {
     let right = cv;
     let t = totalChunks;
     while ((t & 1) === 0) {
-      right = parentOutput(this.cvStack.pop(), right).chainingValue();
+      right = this._parent(this.cvStack.pop(), right).chainingValue();
       t = Math.floor(t / 2);
     }
     this.cvStack.push(right);
@@ -373,11 +396,18 @@ export class Blake3 {
       this._startFlag() | CHUNK_END);
   }
 
+  _parent(left, right) {
+    const words = new Uint32Array(16);
+    words.set(left, 0);
+    words.set(right, 8);
+    return new Output(this.key.slice(), words, 0, BLOCK_LEN, PARENT | this.flags);
+  }
+
   /** The 32-byte digest (the hasher can go on being updated). */
   digest() {
     let out = this._chunkOutput();
     for (let i = this.cvStack.length - 1; i >= 0; i--) {
-      out = parentOutput(this.cvStack[i], out.chainingValue());
+      out = this._parent(this.cvStack[i], out.chainingValue());
     }
     const w = new Uint32Array(16);
     compress(out.cv, out.words, 0, 0, out.blockLen, out.flags | ROOT, w);
@@ -412,12 +442,7 @@ class Output {
   }
 }
 
-function parentOutput(left, right) {
-  const words = new Uint32Array(16);
-  words.set(left, 0);
-  words.set(right, 8);
-  return new Output(IV.slice(), words, 0, BLOCK_LEN, PARENT);
-}
+
 
 export function toHex(bytes) {
   let s = '';

@@ -1,6 +1,8 @@
 // Private file transfer in the browser: the same protocol v1 as `peerweb send` / `peerweb
-// receive` (docs/protocol.md, "File transfer"), with the link's secret (HMAC) as the trust
-// anchor: codes need SPAKE2, which the pages do not have yet, so browsers use links.
+// receive` (docs/protocol.md, "File transfer"), with the link's secret as the trust anchor:
+// codes need SPAKE2, which the pages do not have yet, so browsers use links. Everything here
+// works without WebCrypto (which browsers withhold from plain-http pages, e.g. a phone on the
+// LAN): the MAC, key derivation and SAS are BLAKE3, like the chunk checks.
 //
 // Both sides bind both DTLS fingerprints to the secret before any file name or byte moves; a
 // substituted fingerprint (a man in the middle at the signaling server) fails verification.
@@ -80,10 +82,7 @@ export function makeLink(origin, nameplate, secret) {
 
 // --- trust ------------------------------------------------------------------------------
 
-async function hmac(key, text) {
-  const k = await crypto.subtle.importKey('raw', key, { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
-  return new Uint8Array(await crypto.subtle.sign('HMAC', k, te.encode(text)));
-}
+const mac = (key, text) => Blake3.keyed(key).update(te.encode(text)).hex();
 
 /** `sha-256 AB:CD:…` from an SDP. */
 export function fingerprintOf(sdp) {
@@ -92,9 +91,8 @@ export function fingerprintOf(sdp) {
 }
 
 /** The six-digit short authentication string, as `peerweb` prints it. */
-export async function sas(fpSend, fpReceive) {
-  const d = new Uint8Array(await crypto.subtle.digest('SHA-256',
-    te.encode(`peerweb-transfer-v1 sas\n${fpSend}\n${fpReceive}`)));
+export function sas(fpSend, fpReceive) {
+  const d = blake3(te.encode(`peerweb-transfer-v1 sas\n${fpSend}\n${fpReceive}`));
   const n = (d[0] * 2 ** 24 + (d[1] << 16) + (d[2] << 8) + d[3]) % 1000000;
   return `${String(Math.floor(n / 1000)).padStart(3, '0')} ${String(n % 1000).padStart(3, '0')}`;
 }
@@ -114,15 +112,15 @@ async function handshake(wire, role, secret) {
     await wire.abort('this sender (a browser) takes only its link, not a code');
     throw new Error('the receiver used a code; a browser sender takes only its link');
   }
-  const key = await hmac(secret, 'peerweb-transfer-v1 link key');
+  const key = Blake3.deriveKey('peerweb-transfer-v1 link key').update(secret).digest();
   const local = fingerprintOf(wire.peer.pc.localDescription?.sdp);
   const remote = fingerprintOf(wire.peer.pc.remoteDescription?.sdp);
   if (!local || !remote) throw new Error('no DTLS fingerprints for the peer');
   const [fpS, fpR] = role === 'send' ? [local, remote] : [remote, local];
   const theirs = role === 'send' ? 'receive' : 'send';
-  await wire.send({ t: 'confirm', mac: toHex(await hmac(key, confirmText(role, fpS, fpR))) });
+  await wire.send({ t: 'confirm', mac: mac(key, confirmText(role, fpS, fpR)) });
   const confirm = await wire.control(STEP_MS);
-  const want = toHex(await hmac(key, confirmText(theirs, fpS, fpR)));
+  const want = mac(key, confirmText(theirs, fpS, fpR));
   if (confirm.t !== 'confirm' || confirm.mac !== want) {
     await wire.abort('verification failed: wrong code or link, or a man in the middle');
     throw new TrustError();
@@ -227,11 +225,41 @@ export function saveName(path) {
 
 // --- storage -------------------------------------------------------------------------------
 
-/** Where received files go: the origin-private file system (on disk, memory stays flat). */
+/**
+ * Where received files go: the origin-private file system (on disk, memory stays flat), or,
+ * where the browser withholds it (plain-http pages), memory. `open(name)` gives a writer with
+ * write(bytes), close() → File, abort().
+ */
 async function openStore() {
-  if (!navigator.storage?.getDirectory) throw new Error('this browser cannot store large files (no origin-private file system); use https');
-  const root = await navigator.storage.getDirectory();
-  return root.getDirectoryHandle('peerweb-received', { create: true });
+  let dir = null;
+  try {
+    dir = await (await navigator.storage.getDirectory()).getDirectoryHandle('peerweb-received', { create: true });
+  } catch { /* no OPFS here */ }
+  if (dir) {
+    return {
+      onDisk: true,
+      async open(name) {
+        const handle = await dir.getFileHandle(name, { create: true });
+        const out = await handle.createWritable();
+        return {
+          write: (b) => out.write(b),
+          close: async () => { await out.close(); return handle.getFile(); },
+          abort: () => out.abort(),
+        };
+      },
+    };
+  }
+  return {
+    onDisk: false,
+    async open(name) {
+      const parts = [];
+      return {
+        write: async (b) => { parts.push(b.slice()); },
+        close: async () => new File(parts, name),
+        abort: async () => { parts.length = 0; },
+      };
+    },
+  };
 }
 
 // --- receive ------------------------------------------------------------------------------
@@ -282,8 +310,7 @@ export async function receive({ server, nameplate, secret, ui, waitMs = 15000 })
     const started = performance.now();
     for (let i = 0; i < files.length; i++) {
       const f = files[i];
-      const handle = await store.getFileHandle(`${i}-${f.hash.slice(0, 16)}`, { create: true });
-      const out = await handle.createWritable();
+      const out = await store.open(`${i}-${f.hash.slice(0, 16)}`);
       const whole = new Blake3();
       const chunks = Math.ceil(f.size / CHUNK);
       for (let c = 0; c < chunks; c++) {
@@ -311,8 +338,7 @@ export async function receive({ server, nameplate, secret, ui, waitMs = 15000 })
         await out.abort();
         throw new Error(`${f.name} does not match its BLAKE3 hash`);
       }
-      await out.close();
-      results.push({ path: f.path, name: f.name, size: f.size, blake3: got, file: await handle.getFile() });
+      results.push({ path: f.path, name: f.name, size: f.size, blake3: got, file: await out.close() });
     }
     await wire.send({ t: 'done' });
     const seconds = (performance.now() - started) / 1000;

@@ -4,7 +4,7 @@
 //! - [`code`]: short codes (`7-crimson-otter`) and links (`…/receive#7-<secret>`), the room
 //!   they name;
 //! - [`trust`]: the handshake that binds both DTLS fingerprints to the code (SPAKE2) or the
-//!   link's secret (HMAC), and the short authentication string;
+//!   link's secret, and the short authentication string;
 //! - [`wire`]: control messages and chunk frames (protocol v1, docs/protocol.md);
 //! - [`session`]: the file list, resume points, per-chunk and per-file BLAKE3 checks;
 //! - [`names`]: sender-chosen names made safe for the receiver's disk.

@@ -7,7 +7,7 @@
 //! 2. Both derive a key: from the link secret, or from SPAKE2. A wrong code gives different
 //!    keys on the two sides; a guesser learns whether one guess was right per run, and the
 //!    sender ends after one failed run, so a code falls to at most one try in 65,536.
-//! 3. Each sends `confirm`: HMAC-SHA256 under that key over its role and both fingerprints
+//! 3. Each sends `confirm`: a BLAKE3 keyed hash (MAC) under that key over its role and both fingerprints
 //!    *as it sees them* (sender's, then receiver's). A signaling server that substituted its own
 //!    fingerprints (a full man in the middle) makes the two views differ, so neither MAC
 //!    verifies, and without the secret it cannot forge one.
@@ -15,14 +15,10 @@
 //! The short authentication string is a function of the two fingerprints only, so people can
 //! compare it even when a secret leaked.
 
-use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
 use spake2::{Ed25519Group, Identity, Password, Spake2};
 
 use crate::code::{Code, SECRET_BYTES};
 use crate::wire::{AuthKind, Control, Role, VERSION};
-
-type HmacSha256 = Hmac<Sha256>;
 
 const ID_SEND: &[u8] = b"peerweb-transfer-v1 sender";
 const ID_RECEIVE: &[u8] = b"peerweb-transfer-v1 receiver";
@@ -174,9 +170,7 @@ impl Handshake {
             .ok_or(TrustError::Protocol("second hello"))?;
         match state.finish(&msg) {
             Ok(shared) => {
-                let mut mac = mac_key(&shared);
-                mac.update(b"peerweb-transfer-v1 code key");
-                self.key = Some(mac.finalize().into_bytes().into());
+                self.key = Some(blake3::derive_key("peerweb-transfer-v1 code key", &shared))
             }
             // A malformed point is a failed guess like any other: it ends in Mismatch, and
             // our confirm carries nothing derived from the code.
@@ -213,13 +207,14 @@ impl Handshake {
             .key
             .as_ref()
             .ok_or(TrustError::Protocol("confirm before hello"))?;
-        let got = data_encoding::HEXLOWER
-            .decode(mac.as_bytes())
-            .map_err(|_| TrustError::Mismatch)?;
+        let got = blake3::Hash::from_hex(mac.as_bytes()).map_err(|_| TrustError::Mismatch)?;
         let (send_fp, recv_fp) = self.order(local_fp, remote_fp);
-        let mut m = mac_key(key);
-        confirm_input(&mut m, theirs, send_fp, recv_fp);
-        m.verify_slice(&got).map_err(|_| TrustError::Mismatch)
+        // `blake3::Hash` compares in constant time.
+        if got == confirm_mac(key, theirs, send_fp, recv_fp) {
+            Ok(())
+        } else {
+            Err(TrustError::Mismatch)
+        }
     }
 
     fn mac(&self, role: Role, local_fp: &str, remote_fp: &str) -> Result<Vec<u8>, TrustError> {
@@ -228,9 +223,7 @@ impl Handshake {
             .as_ref()
             .ok_or(TrustError::Protocol("confirm before hello"))?;
         let (send_fp, recv_fp) = self.order(local_fp, remote_fp);
-        let mut m = mac_key(key);
-        confirm_input(&mut m, role, send_fp, recv_fp);
-        Ok(m.finalize().into_bytes().to_vec())
+        Ok(confirm_mac(key, role, send_fp, recv_fp).as_bytes().to_vec())
     }
 
     /// (sender's fingerprint, receiver's fingerprint) from ours and the peer's.
@@ -246,24 +239,20 @@ impl Handshake {
     }
 }
 
-fn mac_key(key: &[u8]) -> HmacSha256 {
-    // HMAC takes keys of any length.
-    <HmacSha256 as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!())
-}
-
 fn link_key(secret: &[u8; SECRET_BYTES]) -> [u8; 32] {
-    let mut m = mac_key(secret);
-    m.update(b"peerweb-transfer-v1 link key");
-    m.finalize().into_bytes().into()
+    blake3::derive_key("peerweb-transfer-v1 link key", secret)
 }
 
-fn confirm_input(m: &mut HmacSha256, role: Role, send_fp: &str, recv_fp: &str) {
-    m.update(b"peerweb-transfer-v1 confirm\n");
-    m.update(role.as_str().as_bytes());
-    m.update(b"\n");
-    m.update(normalize_fingerprint(send_fp).as_bytes());
-    m.update(b"\n");
-    m.update(normalize_fingerprint(recv_fp).as_bytes());
+/// BLAKE3 keyed hash (a MAC) of the role and both fingerprints.
+fn confirm_mac(key: &[u8; 32], role: Role, send_fp: &str, recv_fp: &str) -> blake3::Hash {
+    let mut h = blake3::Hasher::new_keyed(key);
+    h.update(b"peerweb-transfer-v1 confirm\n");
+    h.update(role.as_str().as_bytes());
+    h.update(b"\n");
+    h.update(normalize_fingerprint(send_fp).as_bytes());
+    h.update(b"\n");
+    h.update(normalize_fingerprint(recv_fp).as_bytes());
+    h.finalize()
 }
 
 /// `sha-256 AB:CD:…` with the hash name in lower case and the hex in upper case, as both
@@ -282,12 +271,13 @@ pub fn normalize_fingerprint(fp: &str) -> String {
 
 /// The short authentication string: six digits from both fingerprints (sender's first).
 pub fn sas(send_fp: &str, recv_fp: &str) -> String {
-    let mut h = Sha256::new();
+    let mut h = blake3::Hasher::new();
     h.update(b"peerweb-transfer-v1 sas\n");
     h.update(normalize_fingerprint(send_fp).as_bytes());
     h.update(b"\n");
     h.update(normalize_fingerprint(recv_fp).as_bytes());
     let d = h.finalize();
+    let d = d.as_bytes();
     let n = u32::from_be_bytes([d[0], d[1], d[2], d[3]]) % 1_000_000;
     format!("{:03} {:03}", n / 1000, n % 1000)
 }

@@ -71,7 +71,7 @@ pub enum Control {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pake: Option<String>,
     },
-    /// HMAC over both DTLS fingerprints, hex.
+    /// BLAKE3 MAC over both DTLS fingerprints, hex.
     Confirm { mac: String },
     /// Sender → receiver: a page of the file list (only after both confirms verified).
     Files { files: Vec<FileEntry> },
