@@ -3,20 +3,25 @@
 // traffic through, but swallows the peers' `signal` frames and answers them itself: towards
 // each peer it plays the other one with its own WebRTC stack (libdatachannel through
 // node-datachannel) and its own DTLS certificate, and relays data-channel messages between
-// the two connections it terminated. Everything it relays is recorded.
+// the two connections it terminated. Everything it relays is reported.
+//
+// It runs as its own process (`node mitm.mjs UPSTREAM`, JSON lines on stdout), started and
+// killed by `startMitm` below: libdatachannel's threads then never share the test runner's
+// process (its cleanup can crash, and a crashed runner would leave its server running).
+import { spawn } from 'node:child_process';
 import http from 'node:http';
+import { fileURLToPath } from 'node:url';
 import nodeDataChannel from 'node-datachannel';
 import { WebSocket, WebSocketServer } from 'ws';
 
 const LABEL = 'peerweb';
 
-export async function startMitm(upstream) {
+async function proxy(upstream) {
   const wsUpstream = upstream.replace(/^http/, 'ws');
   /** client id → { send(frame) } to inject frames into that client's socket. */
   const clients = new Map();
   /** `${victim}|${impersonated}` → { pc, dc, queue } */
   const legs = new Map();
-  const relayed = [];
   const pcs = [];
 
   function inject(victim, from, data) {
@@ -41,13 +46,14 @@ export async function startMitm(upstream) {
     l.dc = dc;
     dc.onOpen(() => {
       l.open = true;
+      report({ open: key });
       for (const m of l.queue.splice(0)) sendOn(l, m);
     });
     dc.onMessage((m) => {
       // Relay to the other leg: the peer this victim thinks it talks to.
       const other = leg(impersonated, victim);
-      relayed.push({ from: victim, to: impersonated, binary: typeof m !== 'string', bytes: m.length,
-        text: typeof m === 'string' ? m : undefined });
+      report({ relayed: { from: victim, to: impersonated, binary: typeof m !== 'string', bytes: m.length,
+        text: typeof m === 'string' ? m : undefined } });
       if (other.open) sendOn(other, m); else other.queue.push(m);
     });
     return l;
@@ -125,21 +131,53 @@ export async function startMitm(upstream) {
     down.on('error', close);
   });
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  report({ url: `http://127.0.0.1:${server.address().port}` });
+}
+
+function report(obj) {
+  process.stdout.write(`${JSON.stringify(obj)}\n`);
+}
+
+/**
+ * Starts the proxy in front of `upstream`; `relayed` fills with what it relays, `openLegs()`
+ * counts the connections it terminated with its own certificate that opened.
+ */
+export async function startMitm(upstream) {
+  const proc = spawn(process.execPath, [fileURLToPath(import.meta.url), upstream], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const relayed = [];
+  const open = new Set();
+  let buf = '';
+  const url = await new Promise((resolve, reject) => {
+    proc.stdout.on('data', (d) => {
+      buf += d;
+      let nl;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const m = JSON.parse(buf.slice(0, nl));
+        buf = buf.slice(nl + 1);
+        if (m.url) resolve(m.url);
+        if (m.relayed) relayed.push(m.relayed);
+        if (m.open) open.add(m.open);
+      }
+    });
+    proc.once('exit', (c) => reject(new Error(`mitm proxy exited with ${c}`)));
+  });
   return {
-    url: `http://127.0.0.1:${server.address().port}`,
+    url,
     relayed,
-    /** Connections the proxy terminated with its own certificate that reached open. */
-    openLegs: () => [...legs.values()].filter((l) => l.open).length,
-    async stop() {
-      for (const c of wss.clients) c.terminate();
-      await new Promise((r) => server.close(r));
-      for (const l of legs.values()) l.dc?.close();
-      for (const pc of pcs) pc.close();
+    openLegs: () => open.size,
+    /** Waits (up to 5 s) until `pred()` holds: its reports come through a pipe. */
+    async settle(pred) {
+      const end = Date.now() + 5000;
+      while (!pred() && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+    },
+    stop() {
+      if (proc.exitCode !== null || proc.signalCode) return Promise.resolve();
+      proc.kill('SIGKILL');
+      return new Promise((r) => proc.once('exit', r));
     },
   };
 }
 
-/** Ends libdatachannel's threads so node can exit (after the last proxy stopped). */
-export function mitmCleanup() {
-  nodeDataChannel.cleanup();
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  await proxy(process.argv[2]);
 }

@@ -9,7 +9,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startServer, launchBrowser, startCli, waitFor } from './lib.mjs';
-import { mitmCleanup, startMitm } from './mitm.mjs';
+import { startMitm } from './mitm.mjs';
 import { blake3Hex } from '../../web/transfer/blake3.js';
 
 const NET = ['--allow-loopback', '--no-stun', '--no-turn'];
@@ -23,7 +23,6 @@ before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'peerweb-transfer-browser-'));
 });
 after(async () => {
-  mitmCleanup();
   await browser?.close();
   await server?.stop();
   if (dir) rmSync(dir, { recursive: true, force: true });
@@ -137,6 +136,7 @@ test('a browser receiver catches a signaling server that swaps fingerprints; not
     assert.equal(s.state, 'error');
     assert.match(s.error, /man in the middle/);
     assert.equal(await sender.exited, 3, sender.stderr);
+    await mitm.settle(() => mitm.openLegs() === 2);
     assert.equal(mitm.openLegs(), 2);
     assert.ok(!mitm.relayed.some((m) => m.binary || /"t":"(files|offer)"/.test(m.text ?? '')));
     await p.close();

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { spawn } from 'node:child_process';
 import { startServer, startCli } from './lib.mjs';
-import { mitmCleanup, startMitm } from './mitm.mjs';
+import { startMitm } from './mitm.mjs';
 
 const NET = ['--allow-loopback', '--no-stun', '--no-turn'];
 let server;
@@ -20,7 +20,6 @@ before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'peerweb-transfer-'));
 });
 after(async () => {
-  mitmCleanup();
   await server?.stop();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
@@ -159,6 +158,7 @@ for (const by of ['code', 'link']) {
       for (const p of [sender, receiver]) assert.match(p.stderr, /man in the middle/);
       // The attack was real: each side completed DTLS with the proxy's certificate, and the
       // proxy relayed the handshake between them.
+      await mitm.settle(() => mitm.openLegs() === 2 && mitm.relayed.filter((m) => m.text?.includes('"confirm"')).length === 2);
       assert.equal(mitm.openLegs(), 2);
       const kinds = mitm.relayed.map((m) => (m.binary ? 'binary' : JSON.parse(m.text).t));
       assert.ok(kinds.includes('hello') && kinds.includes('confirm'), kinds.join());
