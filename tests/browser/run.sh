@@ -8,7 +8,12 @@ root=$(cd "$here/../.." && pwd)
 export PEERWEB_BIN=${PEERWEB_BIN:-$root/target/debug/peerweb}
 [ -x "$PEERWEB_BIN" ] || { echo "run.sh: no server binary at $PEERWEB_BIN (cargo build first)" >&2; exit 2; }
 ns="peerweb-browser-$$"
-cleanup() { ip netns delete "$ns" 2>/dev/null || true; }
+# Whatever a crashed test left running in the namespace (all started by this run) goes too,
+# so it cannot hold a port or this script's output open.
+cleanup() {
+  ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+  ip netns delete "$ns" 2>/dev/null || true
+}
 trap cleanup EXIT INT TERM
 ip netns add "$ns"
 ip -n "$ns" link set lo up
