@@ -5,7 +5,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startServer, launchBrowser, startCli, waitFor } from './lib.mjs';
@@ -89,6 +89,38 @@ test('CLI → browser in a phone-sized window: a folder arrives verified, the SA
   // The page fits the phone's width.
   assert.ok(await p.evaluate(() => document.documentElement.scrollWidth <= 390));
   await p.screenshot({ path: 'artifacts/receive-phone.png' });
+  await p.close();
+});
+
+test('CLI → browser, 128 MiB: the page streams to disk and its memory stays flat', async () => {
+  const f = join(dir, 'large.bin');
+  const block = randomBytes(1 << 20);
+  writeFileSync(f, Buffer.alloc(0));
+  for (let i = 0; i < 128; i++) {
+    block.writeUInt32LE(i, 0);
+    appendFileSync(f, block);
+  }
+  const sender = startCli(['send', '--server', server.url, '--json', ...NET, f]);
+  const { link } = await sender.waitEvent((e) => e.event === 'code', { what: 'code' });
+  const p = await page(link);
+  const s = await waitState(p, ['offered']);
+  assert.equal(s.state, 'offered', s.error);
+  await p.click('#accept');
+  let maxHeap = 0;
+  for (;;) {
+    const [state, heap] = await p.evaluate(() => [window.transferState.state, performance.memory.usedJSHeapSize]);
+    maxHeap = Math.max(maxHeap, heap);
+    if (state === 'done' || state === 'error') break;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  const done = await stateOf(p);
+  assert.equal(done.state, 'done', done.error);
+  assert.equal(await sender.exited, 0, sender.stderr);
+  // The page verified the whole file's BLAKE3 against the sender's; it is on disk, not in memory.
+  assert.equal(done.results[0].size, 128 << 20);
+  console.log(`128 MiB to a page: max JS heap ${(maxHeap / 2 ** 20).toFixed(1)} MiB; ${JSON.stringify(done.summary)}`);
+  assert.ok(maxHeap < 64 * 2 ** 20, `JS heap grew to ${maxHeap} bytes`);
+  rmSync(f);
   await p.close();
 });
 
