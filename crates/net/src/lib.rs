@@ -192,6 +192,7 @@ impl Node {
             stun: Vec::new(),
             turns: Vec::new(),
             deferred_tls: None,
+            held_relay: None,
             blocked: VecDeque::new(),
             leaving: None,
             events: ev_tx,
@@ -528,6 +529,8 @@ impl Turn {
 
 /// How long UDP and TCP allocations get before TURN over TLS is tried too.
 const TLS_AFTER: Duration = Duration::from_millis(1500);
+/// How long a relayed candidate over TCP waits for one over UDP, which makes it redundant.
+const STREAM_RELAY_AFTER: Duration = Duration::from_millis(1000);
 
 struct DeferredTls {
     server: SocketAddr,
@@ -560,6 +563,10 @@ struct Driver {
     turns: Vec<Turn>,
     /// TURN over TLS, started only if UDP and TCP gave no allocation by the deadline.
     deferred_tls: Option<DeferredTls>,
+    /// A relayed candidate from TURN over TCP, held back until the deadline unless TURN over
+    /// UDP gives one: str0m gives every relayed candidate the same priority, so offered
+    /// together the slower TCP path could win the nomination.
+    held_relay: Option<(Candidate, Instant)>,
     /// Sends waiting for the send window, in order.
     blocked: VecDeque<Blocked>,
     /// Asked to leave: when to give up waiting for buffered data, and whom to tell.
@@ -694,9 +701,23 @@ impl Driver {
                             t.relayed = Some(relayed);
                             // Peers reach the relayed address over UDP, whatever carries us
                             // to the server; the candidate's base is the relayed address.
-                            if let Ok(c) = Candidate::relayed(relayed, relayed, "udp") {
-                                self.client.add_local_candidate(now, c);
-                                added = true;
+                            let Ok(c) = Candidate::relayed(relayed, relayed, "udp") else {
+                                continue;
+                            };
+                            match t.kind {
+                                "udp" => {
+                                    self.client.add_local_candidate(now, c);
+                                    self.held_relay = None;
+                                    added = true;
+                                }
+                                "tcp" => {
+                                    self.held_relay =
+                                        Some((c, Instant::now() + STREAM_RELAY_AFTER));
+                                }
+                                _ => {
+                                    self.client.add_local_candidate(now, c);
+                                    added = true;
+                                }
                             }
                         }
                         TurnEvent::Failed(why) => {
@@ -768,7 +789,28 @@ impl Driver {
         if let Some(d) = &self.deferred_tls {
             t = t.min(d.at);
         }
+        if let Some((_, at)) = &self.held_relay {
+            t = t.min(*at);
+        }
         t
+    }
+
+    /// Offers the held TCP relayed candidate once UDP had its time (or gave up) without one.
+    fn maybe_release_relay(&mut self) {
+        let Some((_, at)) = &self.held_relay else {
+            return;
+        };
+        let mut udp = self.turns.iter().filter(|t| t.kind == "udp");
+        if udp.clone().any(|t| t.relayed.is_some()) {
+            self.held_relay = None;
+            return;
+        }
+        let udp_failed = udp.all(|t| t.client.is_failed());
+        if Instant::now() >= *at || udp_failed {
+            if let Some((c, _)) = self.held_relay.take() {
+                self.client.add_local_candidate(now(), c);
+            }
+        }
     }
 
     /// Starts TURN over TLS once UDP and TCP have had their chance without an allocation.
@@ -790,6 +832,7 @@ impl Driver {
 
     fn on_timeout(&mut self) {
         self.maybe_start_tls();
+        self.maybe_release_relay();
         let t = now();
         self.client.handle_timeout(t);
         for turn in &mut self.turns {
