@@ -34,7 +34,7 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long data may stall before the transfer is given up (it can be resumed).
 const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the summary waits for the path (statistics come once a second).
-const PATH_WAIT: Duration = Duration::from_millis(1500);
+const PATH_WAIT: Duration = Duration::from_secs(3);
 /// Nameplates tried before giving up on finding a free one.
 const NAMEPLATE_TRIES: u32 = 8;
 /// The receiver's staging folder inside the output folder.
@@ -603,9 +603,10 @@ impl Writer {
         Ok(Writer { file, part, sums })
     }
 
-    fn write(&mut self, payload: &[u8]) -> std::io::Result<()> {
+    /// Appends a verified chunk and its BLAKE3.
+    fn write(&mut self, payload: &[u8], hash: &[u8; 32]) -> std::io::Result<()> {
         self.part.write_all(payload)?;
-        self.sums.write_all(blake3::hash(payload).as_bytes())
+        self.sums.write_all(hash)
     }
 
     fn finish(self, staging: &Staging, e: &FileEntry) -> anyhow::Result<()> {
@@ -786,7 +787,8 @@ pub async fn receive(args: ReceiveArgs) -> anyhow::Result<()> {
             );
         }
         let Some(w) = writer.as_mut() else { continue };
-        w.write(got.payload).context("cannot write the file")?;
+        w.write(got.payload, &got.hash)
+            .context("cannot write the file")?;
         bar.inc(got.payload.len() as u64);
         if got.complete {
             if let Some(w) = writer.take() {

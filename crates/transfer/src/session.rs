@@ -98,6 +98,8 @@ pub struct Got<'a> {
     pub index: u64,
     pub offset: u64,
     pub payload: &'a [u8],
+    /// The payload's BLAKE3 (verified).
+    pub hash: [u8; 32],
     /// This was the file's last chunk and the whole file verified.
     pub complete: bool,
 }
@@ -233,6 +235,7 @@ impl Receiving {
             index: c.index,
             offset: c.index * CHUNK as u64,
             payload: c.payload,
+            hash: c.hash,
             complete,
         })
     }
