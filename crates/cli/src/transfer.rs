@@ -226,10 +226,11 @@ impl Conn {
     }
 }
 
-/// Runs the handshake; on a failure tells the other side and leaves.
-async fn authenticate(mut conn: Conn, hs: &mut Handshake) -> anyhow::Result<(Conn, String)> {
-    match conn.handshake(hs).await {
-        Ok(sas) => Ok((conn, sas)),
+/// Runs the handshake and shows the short authentication string; on a failure tells the
+/// other side and leaves.
+async fn authenticate(out: &Out, mut conn: Conn, mut hs: Handshake) -> anyhow::Result<Conn> {
+    let sas = match conn.handshake(&mut hs).await {
+        Ok(sas) => sas,
         Err(e) => {
             let reason = if e.is::<TrustError>() {
                 "verification failed: wrong code or link, or a man in the middle"
@@ -237,9 +238,22 @@ async fn authenticate(mut conn: Conn, hs: &mut Handshake) -> anyhow::Result<(Con
                 "handshake failed"
             };
             conn.abort(reason).await;
-            Err(e)
+            return Err(e);
         }
-    }
+    };
+    let path = conn.path(Duration::ZERO).await;
+    out.say(
+        || {
+            format!(
+                "Verified. Compare if you like: {sas}{}",
+                path.as_ref()
+                    .map(|p| format!("\npath {}", path_text(p)))
+                    .unwrap_or_default()
+            )
+        },
+        || json!({"event": "verified", "sas": sas, "path": path.as_ref().map(path_json)}),
+    )?;
+    Ok(conn)
 }
 
 fn random<const N: usize>() -> anyhow::Result<[u8; N]> {
@@ -384,20 +398,7 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
             Ok(Some(_)) => {}
         }
     };
-    let mut hs = Handshake::sender(secret, code);
-    let (mut conn, sas) = authenticate(Conn { node, peer }, &mut hs).await?;
-    let path = conn.path(Duration::ZERO).await;
-    out.say(
-        || {
-            format!(
-                "Verified. Compare if you like: {sas}{}",
-                path.as_ref()
-                    .map(|p| format!("\npath {}", path_text(p)))
-                    .unwrap_or_default()
-            )
-        },
-        || json!({"event": "verified", "sas": sas, "path": path.as_ref().map(path_json)}),
-    )?;
+    let mut conn = authenticate(&out, Conn { node, peer }, Handshake::sender(secret, code)).await?;
     // The file list, then the receiver's decision.
     for page in sources.chunks(FILES_PER_MESSAGE) {
         conn.send(&Control::Files {
@@ -659,20 +660,7 @@ pub async fn receive(args: ReceiveArgs) -> anyhow::Result<()> {
             Ok(Some(_)) => {}
         }
     };
-    let mut hs = Handshake::receiver(&secret);
-    let (mut conn, sas) = authenticate(Conn { node, peer }, &mut hs).await?;
-    let path = conn.path(Duration::ZERO).await;
-    out.say(
-        || {
-            format!(
-                "Verified. Compare if you like: {sas}{}",
-                path.as_ref()
-                    .map(|p| format!("\npath {}", path_text(p)))
-                    .unwrap_or_default()
-            )
-        },
-        || json!({"event": "verified", "sas": sas, "path": path.as_ref().map(path_json)}),
-    )?;
+    let mut conn = authenticate(&out, Conn { node, peer }, Handshake::receiver(&secret)).await?;
     // The file list.
     let mut manifest = Manifest::default();
     let files = loop {
