@@ -172,8 +172,13 @@ class Wire {
   async control(ms) {
     const d = await this.next(ms);
     if (typeof d !== 'string') throw new Error('the other side sent data out of turn');
+    return Wire.parse(d);
+  }
+
+  /** A control message; an abort becomes the error it announces. */
+  static parse(text) {
     let m;
-    try { m = JSON.parse(d); } catch { throw new Error('the other side sent a bad message'); }
+    try { m = JSON.parse(text); } catch { throw new Error('the other side sent a bad message'); }
     if (m?.t === 'abort') throw new Error(`the other side stopped: ${String(m.reason).slice(0, 512)}`);
     return m;
   }
@@ -316,8 +321,8 @@ export async function receive({ server, nameplate, secret, ui, waitMs = 15000 })
       for (let c = 0; c < chunks; c++) {
         const d = await wire.next(STALL_MS);
         if (typeof d === 'string') {
-          const m = JSON.parse(d);
-          throw new Error(m.t === 'abort' ? `the other side stopped: ${String(m.reason).slice(0, 512)}` : 'the sender broke the protocol');
+          Wire.parse(d);
+          throw new Error('the sender broke the protocol');
         }
         const frame = new Uint8Array(d);
         if (frame.length < HEADER) throw new Error('a chunk frame is too short');
