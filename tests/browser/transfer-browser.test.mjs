@@ -1,6 +1,7 @@
 // The transfer pages in real Chromium, with `peerweb send` / `peerweb receive` on the other
 // side, or another tab: CLI→browser (in a phone-sized window), browser→CLI, browser→browser,
-// and a man in the middle at the signaling server caught by a browser receiver.
+// by link and by code (the page's SPAKE2 against the Rust crate's), wrong codes, and a man in
+// the middle at the signaling server caught by a browser receiver.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
@@ -124,29 +125,42 @@ test('CLI → browser, 128 MiB: the page streams to disk and its memory stays fl
   await p.close();
 });
 
-test('browser → CLI: picked files go to `peerweb receive LINK`', async () => {
-  const { root, want } = files('browser-to-cli', { 'a.bin': 3_000_017, 'b.txt': 1, 'c.empty': 0 });
-  const p = await page(`${server.url}/send`);
-  await p.setInputFiles('#files', ['a.bin', 'b.txt', 'c.empty'].map((n) => join(root, n)));
-  const { link } = await waitFor(p, () => window.transferState.link && window.transferState, null, { what: 'link' });
-  const out = join(dir, 'out-browser-to-cli');
-  const receiver = startCli(['receive', link, '--out', out, '--yes', '--json', ...NET]);
-  assert.equal(await receiver.exited, 0, receiver.stderr);
-  for (const n of ['a.bin', 'b.txt', 'c.empty']) {
-    assert.equal(sha(readFileSync(join(out, n))), want[`browser-to-cli/${n}`], n);
-  }
-  const s = await waitState(p, ['done']);
-  assert.equal(s.state, 'done', s.error);
-  assert.equal(s.sas, receiver.events.find((e) => e.event === 'verified').sas);
-  await p.close();
-});
+for (const by of ['link', 'code']) {
+  test(`browser → CLI: picked files go to \`peerweb receive ${by.toUpperCase()}\``, async () => {
+    const { root, want } = files(`browser-to-cli-${by}`, { 'a.bin': 3_000_017, 'b.txt': 1, 'c.empty': 0 });
+    const p = await page(`${server.url}/send`);
+    await p.setInputFiles('#files', ['a.bin', 'b.txt', 'c.empty'].map((n) => join(root, n)));
+    const shared = await waitFor(p, () => window.transferState.link && window.transferState, null, { what: 'link' });
+    assert.match(shared.code, /^\d{1,3}-[a-z]+-[a-z]+$/);
+    const out = join(dir, `out-browser-to-cli-${by}`);
+    const receiver = startCli(['receive', shared[by], '--server', server.url, '--out', out, '--yes', '--json', ...NET]);
+    assert.equal(await receiver.exited, 0, receiver.stderr);
+    for (const n of ['a.bin', 'b.txt', 'c.empty']) {
+      assert.equal(sha(readFileSync(join(out, n))), want[`browser-to-cli-${by}/${n}`], n);
+    }
+    const s = await waitState(p, ['done']);
+    assert.equal(s.state, 'done', s.error);
+    assert.equal(s.sas, receiver.events.find((e) => e.event === 'verified').sas);
+    await p.close();
+  });
+}
 
-test('browser → browser: one tab sends, another opens the link', async () => {
+/** Opens the receive page without a link and types `text` into its code box. */
+async function typeCode(p, text, base = server.url) {
+  await p.goto(`${base}/receive`);
+  await waitState(p, ['code']);
+  await p.fill('#code', text);
+  await p.click('#go');
+}
+
+test('browser → browser: one tab sends, another types the code', async () => {
   const { root, want } = files('browser-to-browser', { 'x.bin': 2_000_000, 'y.bin': 61_441 });
   const a = await page(`${server.url}/send`);
   await a.setInputFiles('#files', ['x.bin', 'y.bin'].map((n) => join(root, n)));
-  const { link } = await waitFor(a, () => window.transferState.link && window.transferState, null, { what: 'link' });
-  const b = await page(link);
+  const { code } = await waitFor(a, () => window.transferState.code && window.transferState, null, { what: 'code' });
+  const b = await page('about:blank');
+  // As a person might type it: spaces, capitals.
+  await typeCode(b, ` ${code.replace(/-/g, ' ').toUpperCase()} `);
   const got = await acceptAll(b);
   assert.deepEqual(got, { 'x.bin': want['browser-to-browser/x.bin'], 'y.bin': want['browser-to-browser/y.bin'] });
   const s = await waitState(a, ['done']);
@@ -177,7 +191,7 @@ test('a browser receiver catches a signaling server that swaps fingerprints; not
   }
 });
 
-test('a phone-like page on plain http (no WebCrypto, no OPFS, address hidden) still verifies and receives', async () => {
+test('a phone-like page on plain http (no WebCrypto, no OPFS, address hidden) takes a typed code and receives', async () => {
   // A LAN address in this namespace: http:// to it is not a secure context, so the page has
   // no crypto.subtle and no origin-private file system, like a phone opening the QR link.
   const ip = (...a) => execFileSync('ip', a);
@@ -192,10 +206,10 @@ test('a phone-like page on plain http (no WebCrypto, no OPFS, address hidden) st
     const f = join(dir, 'lan.bin');
     writeFileSync(f, data);
     const sender = startCli(['send', '--server', lan.url, '--json', '--interface', 'pwt0', '--no-stun', '--no-turn', f]);
-    const { link } = await sender.waitEvent((e) => e.event === 'code', { what: 'code' });
+    const { code } = await sender.waitEvent((e) => e.event === 'code', { what: 'code' });
     const p = await phone.newPage();
     await p.setViewportSize({ width: 390, height: 844 });
-    await p.goto(link);
+    await typeCode(p, code, lan.url);
     assert.equal(await p.evaluate(() => window.isSecureContext), false);
     assert.equal(await p.evaluate(() => typeof crypto.subtle), 'undefined');
     const s = await waitState(p, ['offered']);
@@ -216,6 +230,87 @@ test('a phone-like page on plain http (no WebCrypto, no OPFS, address hidden) st
     await lan.stop();
     ip('link', 'del', 'pwt0');
   }
+});
+
+test('the page\'s SPAKE2 gives the Rust crate\'s (python-spake2\'s) known answers', async () => {
+  const p = await page(`${server.url}/receive`);
+  const got = await p.evaluate(async () => {
+    const { Spake2, passwordScalar } = await import('/transfer/spake2.js');
+    const te = new TextEncoder();
+    const hex = (b) => [...b].map((x) => x.toString(16).padStart(2, '0')).join('');
+    const args = [te.encode('password'), te.encode('idA'), te.encode('idB')];
+    const a = new Spake2('A', ...args, 2611694063369306139794446498317402240796898290761098242657700742213257926693n);
+    const b = new Spake2('B', ...args, 7002393159576182977806091886122272758628412261510164356026361256515836884383n);
+    const wrong = new Spake2('B', te.encode('passwore'), args[1], args[2]);
+    let bad = null;
+    try { a.finish(new Uint8Array([0x42, ...new Uint8Array(32).fill(0xff)])); } catch (e) { bad = e.message; }
+    return {
+      pw: String(passwordScalar(args[0])), a: hex(a.message), b: hex(b.message),
+      ka: hex(a.finish(b.message)), kb: hex(b.finish(a.message)),
+      wrongDiffers: hex(wrong.finish(a.message)) !== hex(a.finish(wrong.message)), bad,
+    };
+  });
+  // The test vectors of the `spake2` crate (tests::test_asymmetric), from python-spake2.
+  assert.equal(got.pw, '3515301705789368674385125653994241092664323519848410154015274772661223168839');
+  assert.equal(got.a, '416fc960df73c9cf8ed7198b0c9534e2e96a5984bfc5edc023fd24dacf371f2af9');
+  assert.equal(got.b, '42354e97b88406922b1df4bea1d7870f17aed3dba7c720b313edae315b00959309');
+  assert.equal(got.ka, '712295de7219c675ddd31942184aa26e0a957cf216bc230d165b215047b520c1');
+  assert.equal(got.kb, got.ka);
+  assert.ok(got.wrongDiffers);
+  assert.ok(got.bad, 'a message that is no point is refused');
+  await p.close();
+});
+
+test('CLI → browser by a code typed into the page; a wrong code fails on both sides', async () => {
+  const { root, want } = files('code-to-browser', { 'k.bin': 700_001 });
+  const sender = startCli(['send', '--server', server.url, '--json', ...NET, root]);
+  const { code } = await sender.waitEvent((e) => e.event === 'code', { what: 'code' });
+  const p = await page('about:blank');
+  await typeCode(p, code);
+  assert.deepEqual(await acceptAll(p), want);
+  assert.equal(await sender.exited, 0, sender.stderr);
+  assert.equal((await stateOf(p)).sas, sender.events.find((e) => e.event === 'verified').sas);
+
+  // A wrong guess: right nameplate, wrong words. Both sides stop before any file list.
+  const again = startCli(['send', '--server', server.url, '--json', ...NET, root]);
+  const real = (await again.waitEvent((e) => e.event === 'code', { what: 'code' })).code;
+  const [n, w1] = real.split('-');
+  await typeCode(p, `${n}-${w1}-${w1 === 'acorn' ? 'actor' : 'acorn'}`);
+  const s = await waitState(p, ['offered', 'done']);
+  assert.equal(s.state, 'error');
+  assert.match(s.error, /wrong code or link/);
+  assert.equal(s.files.length, 0);
+  assert.equal(await again.exited, 3, again.stderr);
+  await p.close();
+});
+
+test('a browser sender refuses a CLI receiver with a wrong code, once', async () => {
+  const { root } = files('browser-wrong-code', { 'w.bin': 1000 });
+  const p = await page(`${server.url}/send`);
+  await p.setInputFiles('#files', [join(root, 'w.bin')]);
+  const { code } = await waitFor(p, () => window.transferState.code && window.transferState, null, { what: 'code' });
+  const [n, w1] = code.split('-');
+  const out = join(dir, 'out-wrong-code');
+  const guess = startCli(['receive', `${n}-${w1}-${w1 === 'acorn' ? 'actor' : 'acorn'}`, '--server', server.url, '--out', out, '--yes', '--json', ...NET]);
+  assert.equal(await guess.exited, 3, guess.stderr);
+  const s = await waitState(p, ['done']);
+  assert.equal(s.state, 'error');
+  assert.match(s.error, /wrong code or link/);
+  // The code is spent: the right one now finds nobody.
+  const late = startCli(['receive', code, '--server', server.url, '--out', out, '--yes', '--wait', '3', '--json', ...NET]);
+  assert.notEqual(await late.exited, 0);
+  await p.close();
+});
+
+test('the receive page explains a code it cannot use', async () => {
+  const p = await page('about:blank');
+  for (const [text, why] of [['7-crimson', /a number and two words/], ['7-crimson-zzz', /"zzz" is not a code word/], ['0-crimson-otter', /1 to 999/]]) {
+    await typeCode(p, text);
+    await waitFor(p, () => window.transferState.error, null, { what: 'error' });
+    assert.match((await stateOf(p)).error, why);
+    assert.equal((await stateOf(p)).state, 'code');
+  }
+  await p.close();
 });
 
 test('a damaged link says so', async () => {

@@ -1,15 +1,12 @@
-// The receive page: the link's fragment holds the secret (it never reaches the server).
-import { parseFragment, receive } from './transfer.js';
+// The receive page: by link (the fragment after # holds the secret and never reaches the
+// server) or, without one, by a code typed in (SPAKE2: the code never reaches the server either).
+import { parseCode, parseFragment, receive } from './transfer.js';
 import { $, setStatus, showError, showProgress, showVerified, size, state } from './ui.js';
 
-const target = parseFragment(location.hash);
-if (!target) {
-  showError('This page needs the whole link the sender shared (the part after # is missing or damaged).');
-} else {
+function start(target) {
   receive({
     server: location.origin,
-    nameplate: target.nameplate,
-    secret: target.secret,
+    ...target,
     ui: {
       state: (s) => setStatus(s, {
         joining: 'Connecting…', verifying: 'Verifying the sender…', offered: 'The sender offers:',
@@ -53,4 +50,40 @@ if (!target) {
       },
     },
   }).catch(showError);
+}
+
+/** What the box holds: a code, or a whole link pasted in. */
+function target(text) {
+  const hash = text.indexOf('#');
+  if (hash >= 0) {
+    const link = parseFragment(text.slice(hash));
+    if (!link) throw new Error('the link is damaged (the part after # is not a whole secret)');
+    return link;
+  }
+  return parseCode(text);
+}
+
+if (location.hash.length > 1) {
+  const link = parseFragment(location.hash);
+  if (link) start(link);
+  else showError('This page needs the whole link the sender shared (the part after # is missing or damaged).');
+} else {
+  setStatus('code', 'Enter the code to receive.');
+  $('ask').hidden = false;
+  $('code').focus();
+  $('ask').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    let t;
+    try {
+      t = target($('code').value);
+    } catch (e) {
+      state.error = e.message;
+      $('error').textContent = e.message;
+      $('error').hidden = false;
+      return;
+    }
+    $('error').hidden = true;
+    $('ask').hidden = true;
+    start(t);
+  });
 }

@@ -1,4 +1,5 @@
-// The send page: pick or drop files (or a folder), share the link, send to whoever opens it.
+// The send page: pick or drop files (or a folder), share the link or the code, send to whoever
+// proves it holds one of them.
 import { send } from './transfer.js';
 import { $, setStatus, showError, showProgress, showVerified, size, state } from './ui.js';
 
@@ -18,9 +19,12 @@ function start(items) {
         offered: 'Waiting for the receiver to accept…', sending: 'Sending…',
       }[s] ?? s),
       hashing: (done, total) => { $('status').textContent = `Preparing… ${size(done)} of ${size(total)}`; },
-      link: (url) => {
+      link: (url, code) => {
         state.link = url;
+        state.code = code;
         $('link').textContent = url;
+        $('code').textContent = code;
+        $('code-cmd').textContent = code;
         $('share').hidden = false;
         $('copy').onclick = () => navigator.clipboard?.writeText(url);
       },

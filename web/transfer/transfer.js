@@ -1,13 +1,15 @@
 // Private file transfer in the browser: the same protocol v1 as `peerweb send` / `peerweb
-// receive` (docs/protocol.md, "File transfer"), with the link's secret as the trust anchor:
-// codes need SPAKE2, which the pages do not have yet, so browsers use links. Everything here
-// works without WebCrypto (which browsers withhold from plain-http pages, e.g. a phone on the
-// LAN): the MAC, key derivation and SAS are BLAKE3, like the chunk checks.
+// receive` (docs/protocol.md, "File transfer"), by link (a 128-bit secret in the URL's
+// fragment) or by short code (SPAKE2, spake2.js). Everything here works without WebCrypto
+// (which browsers withhold from plain-http pages, e.g. a phone on the LAN): the MAC, key
+// derivation and SAS are BLAKE3, like the chunk checks.
 //
 // Both sides bind both DTLS fingerprints to the secret before any file name or byte moves; a
 // substituted fingerprint (a man in the middle at the signaling server) fails verification.
 import { join } from '/sdk/peerweb.js';
 import { Blake3, blake3, toHex } from './blake3.js';
+import { Spake2 } from './spake2.js';
+import { WORDS } from './words.js';
 
 export const CHUNK = 60 * 1024;
 const HEADER = 4 + 8 + 32;
@@ -19,14 +21,49 @@ const STALL_MS = 30000;
 /** Bytes read from a File at a time when sending. */
 const READ_AHEAD = 16 * CHUNK;
 const te = new TextEncoder();
+const ID_SEND = te.encode('peerweb-transfer-v1 sender');
+const ID_RECEIVE = te.encode('peerweb-transfer-v1 receiver');
 
 /** Raised when the other side cannot prove it holds the secret for these fingerprints. */
 export class TrustError extends Error {
   constructor() {
-    super('the other side could not prove it holds the link\'s secret for these DTLS fingerprints: '
-      + 'a wrong link, or a man in the middle (e.g. the signaling server) swapped the fingerprints');
+    super('the other side could not prove it holds the secret for these DTLS fingerprints: '
+      + 'a wrong code or link, or a man in the middle (e.g. the signaling server) swapped the fingerprints');
     this.name = 'TrustError';
   }
+}
+
+// --- codes --------------------------------------------------------------------------------
+
+/**
+ * `7-crimson-otter` (any case, dashes or spaces) → `{nameplate, code}` with the code in the
+ * form both sides use as the SPAKE2 password; throws with what is wrong.
+ */
+export function parseCode(text) {
+  const parts = String(text).trim().toLowerCase().split(/[-\s]+/).filter(Boolean);
+  if (parts.length !== 3 || !/^\d{1,5}$/.test(parts[0])) throw new Error('a code looks like 7-crimson-otter: a number and two words');
+  const nameplate = Number(parts[0]);
+  if (nameplate < 1 || nameplate > 999) throw new Error('the number of a code is 1 to 999');
+  for (const w of parts.slice(1)) {
+    if (!WORDS.includes(w)) throw new Error(`"${w.slice(0, 32)}" is not a code word`);
+  }
+  return { nameplate, code: `${nameplate}-${parts[1]}-${parts[2]}` };
+}
+
+function makeCode(nameplate) {
+  const [a, b] = crypto.getRandomValues(new Uint8Array(2));
+  return `${nameplate}-${WORDS[a]}-${WORDS[b]}`;
+}
+
+function b64url(bytes) {
+  return btoa(String.fromCharCode(...bytes)).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+}
+
+function unb64url(text) {
+  if (typeof text !== 'string' || text.length > 64 || !/^[A-Za-z0-9_-]*$/.test(text)) return null;
+  try {
+    return Uint8Array.from(atob(text.replace(/-/g, '+').replace(/_/g, '/')), (c) => c.charCodeAt(0));
+  } catch { return null; }
 }
 
 // --- links ------------------------------------------------------------------------------
@@ -99,29 +136,47 @@ export function sas(fpSend, fpReceive) {
 
 const confirmText = (role, fpS, fpR) => `peerweb-transfer-v1 confirm\n${role}\n${fpS}\n${fpR}`;
 
-/** Runs hello + confirm as `role` ('send' | 'receive'); returns the SAS. */
-async function handshake(wire, role, secret) {
+const linkKey = (secret) => Blake3.deriveKey('peerweb-transfer-v1 link key').update(secret).digest();
+
+/**
+ * Runs hello + confirm as `role` ('send' | 'receive') and returns the SAS. Of the secrets, a sender
+ * has `{link, code}` and takes whichever the receiver names; a receiver has one of them.
+ */
+async function handshake(wire, role, { link, code }) {
   const mine = { t: 'hello', v: 1, role };
-  if (role === 'receive') mine.auth = 'link';
+  // A sender cannot know which secret the receiver holds, so it always starts SPAKE2.
+  const pake = code ? new Spake2(role === 'send' ? 'A' : 'B', te.encode(code), ID_SEND, ID_RECEIVE) : null;
+  if (pake) mine.pake = b64url(pake.message);
+  if (role === 'receive') mine.auth = code ? 'code' : 'link';
   await wire.send(mine);
   const hello = await wire.control(STEP_MS);
   if (hello.t !== 'hello') throw new Error('the other side broke the handshake');
   if (hello.v !== 1) throw new Error(`the other side speaks transfer protocol v${hello.v}`);
   if (hello.role === role) throw new Error('both sides have the same role');
-  if (role === 'send' && hello.auth !== 'link') {
-    await wire.abort('this sender (a browser) takes only its link, not a code');
-    throw new Error('the receiver used a code; a browser sender takes only its link');
+  if (role === 'send' && hello.auth !== 'link' && hello.auth !== 'code') {
+    await wire.abort('receiver named no secret');
+    throw new Error('the other side broke the handshake: it named no secret');
   }
-  const key = Blake3.deriveKey('peerweb-transfer-v1 link key').update(secret).digest();
+  let key = null; // stays null after a failed SPAKE2: a wrong guess like any other
+  if (!pake || (role === 'send' && hello.auth === 'link')) key = linkKey(link);
+  else {
+    const peerMsg = unb64url(hello.pake);
+    if (!peerMsg) {
+      await wire.abort('missing or malformed SPAKE2 message');
+      throw new Error('the other side broke the handshake: missing or malformed SPAKE2 message');
+    }
+    try {
+      key = Blake3.deriveKey('peerweb-transfer-v1 code key').update(pake.finish(peerMsg)).digest();
+    } catch { /* not a point: our confirm carries nothing derived from the code */ }
+  }
   const local = fingerprintOf(wire.peer.pc.localDescription?.sdp);
   const remote = fingerprintOf(wire.peer.pc.remoteDescription?.sdp);
   if (!local || !remote) throw new Error('no DTLS fingerprints for the peer');
   const [fpS, fpR] = role === 'send' ? [local, remote] : [remote, local];
   const theirs = role === 'send' ? 'receive' : 'send';
-  await wire.send({ t: 'confirm', mac: mac(key, confirmText(role, fpS, fpR)) });
+  await wire.send({ t: 'confirm', mac: key ? mac(key, confirmText(role, fpS, fpR)) : '0'.repeat(64) });
   const confirm = await wire.control(STEP_MS);
-  const want = mac(key, confirmText(theirs, fpS, fpR));
-  if (confirm.t !== 'confirm' || confirm.mac !== want) {
+  if (confirm.t !== 'confirm' || !key || confirm.mac !== mac(key, confirmText(theirs, fpS, fpR))) {
     await wire.abort('verification failed: wrong code or link, or a man in the middle');
     throw new TrustError();
   }
@@ -270,20 +325,20 @@ async function openStore() {
 // --- receive ------------------------------------------------------------------------------
 
 /**
- * Receives by link. `ui` callbacks: state(name), verified({sas, path}), offer(files, bytes) →
- * Promise<boolean>, progress(done, total), done(results). Results: [{path, name, size,
- * blake3, file: File}].
+ * Receives by link (`secret`, 16 bytes) or by `code` (as parseCode gives it). `ui` callbacks:
+ * state(name), verified({sas, path}), offer(files, bytes) → Promise<boolean>, progress(done,
+ * total), done(results). Results: [{path, name, size, blake3, file: File}].
  */
-export async function receive({ server, nameplate, secret, ui, waitMs = 15000 }) {
+export async function receive({ server, nameplate, secret, code, ui, waitMs = 15000 }) {
   ui.state?.('joining');
   const room = await join(server, `transfer-${nameplate}`);
   try {
     const wire = await firstPeer(room, waitMs).catch(() => {
-      throw new Error('nobody is sending with this link (expired, or already used)');
+      throw new Error(`nobody is sending with this ${code ? 'code' : 'link'} (expired, or already used)`);
     });
     ui.state?.('verifying');
-    const code = await handshake(wire, 'receive', secret);
-    ui.verified?.({ sas: code, path: pathText(wire.peer) });
+    const shown = await handshake(wire, 'receive', code ? { code } : { link: secret });
+    ui.verified?.({ sas: shown, path: pathText(wire.peer) });
     const files = [];
     let total = 0;
     for (;;) {
@@ -370,8 +425,9 @@ export async function hashFile(file, onBytes) {
 }
 
 /**
- * Sends `items` ([{file: File, path}]) to the first receiver that proves it holds the link.
- * `ui` callbacks: state(name), link(url), verified({sas, path}), progress(done, total),
+ * Sends `items` ([{file: File, path}]) to the first receiver that proves it holds the link or
+ * the code; one try: a receiver that fails verification ends it (a guesser gets one guess).
+ * `ui` callbacks: state(name), link(url, code), verified({sas, path}), progress(done, total),
  * done({bytes, seconds, path}).
  */
 export async function send({ server, items, ui, origin = location.origin, expireMs = 600000 }) {
@@ -390,14 +446,15 @@ export async function send({ server, items, ui, origin = location.origin, expire
     const r = await join(server, `transfer-${nameplate}`);
     if (r.peers.size === 0) room = r; else r.leave();
   }
-  if (!room) throw new Error('no free link on the server; try again');
+  if (!room) throw new Error('no free code on the server; try again');
   try {
-    ui.link?.(makeLink(origin, nameplate, secret));
+    const code = makeCode(nameplate);
+    ui.link?.(makeLink(origin, nameplate, secret), code);
     ui.state?.('waiting');
-    const wire = await firstPeer(room, expireMs).catch(() => { throw new Error('the link expired with nobody receiving'); });
+    const wire = await firstPeer(room, expireMs).catch(() => { throw new Error('the code and link expired with nobody receiving'); });
     ui.state?.('verifying');
-    const code = await handshake(wire, 'send', secret);
-    ui.verified?.({ sas: code, path: pathText(wire.peer) });
+    const shown = await handshake(wire, 'send', { link: secret, code });
+    ui.verified?.({ sas: shown, path: pathText(wire.peer) });
     for (let i = 0; i < entries.length; i += FILES_PER_MESSAGE) {
       await wire.send({ t: 'files', files: entries.slice(i, i + FILES_PER_MESSAGE) });
     }

@@ -1,7 +1,8 @@
 //! The browser SDK and demo app, embedded in the binary (no build step, no files on disk).
 
 use axum::Router;
-use axum::http::header;
+use axum::extract::Path;
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
@@ -26,6 +27,37 @@ macro_rules! asset {
     };
 }
 
+// `VENDOR`: the pages' libraries from web/package-lock.json (build.rs).
+include!(concat!(env!("OUT_DIR"), "/vendor.rs"));
+
+/// One module of the pages' libraries, by its path under `/vendor/`.
+async fn vendor(Path(path): Path<String>) -> impl IntoResponse {
+    let url = format!("/vendor/{path}");
+    match VENDOR.binary_search_by(|(u, _)| u.cmp(&url.as_str())) {
+        Ok(i) => (
+            [
+                (header::CONTENT_TYPE, JS),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            VENDOR[i].1,
+        )
+            .into_response(),
+        Err(_) => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// The code words as a module, from the same list `peerweb send` draws from.
+async fn words() -> impl IntoResponse {
+    let list = serde_json::to_string(&peerweb_transfer::code::WORDS[..]).unwrap_or_default();
+    (
+        [
+            (header::CONTENT_TYPE, JS),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        format!("// The code words of `peerweb send`, sorted.\nexport const WORDS = {list};\n"),
+    )
+}
+
 /// Routes for the embedded assets.
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -41,6 +73,9 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route("/transfer/transfer.js", asset!("transfer/transfer.js", JS))
         .route("/transfer/blake3.js", asset!("transfer/blake3.js", JS))
+        .route("/transfer/words.js", get(words))
+        .route("/transfer/spake2.js", asset!("transfer/spake2.js", JS))
+        .route("/vendor/{*path}", get(vendor))
         .route("/transfer/ui.js", asset!("transfer/ui.js", JS))
         .route("/transfer/send.js", asset!("transfer/send.js", JS))
         .route("/transfer/receive.js", asset!("transfer/receive.js", JS))

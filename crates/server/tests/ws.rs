@@ -361,12 +361,27 @@ async fn http_endpoints() {
         ("/metrics", "peerweb_signal_connections"),
         ("/sdk/peerweb.js", "export"),
         ("/", "<html"),
+        ("/receive", "importmap"),
+        ("/transfer/words.js", r#""crimson","#),
+        ("/transfer/spake2.js", "@noble/curves/ed25519.js"),
+        // The pages' libraries, fetched from web/package-lock.json at build time.
+        ("/vendor/@noble/curves/ed25519.js", "export"),
+        ("/vendor/@noble/hashes/sha2.js", "export"),
     ] {
         let body = http_get(addr, path).await;
         assert!(body.starts_with("HTTP/1.1 200"), "{path}: {body}");
         assert!(body.contains(needle), "{path} lacks {needle}");
     }
-    assert!(http_get(addr, "/nope").await.starts_with("HTTP/1.1 404"));
+    for path in [
+        "/nope",
+        "/vendor/@noble/curves/src/ed25519.ts",
+        "/vendor/@noble/curves/package.json",
+        "/vendor/../Cargo.toml",
+        "/vendor/",
+    ] {
+        let body = http_get(addr, path).await;
+        assert!(body.starts_with("HTTP/1.1 404"), "{path}: {body}");
+    }
 }
 
 async fn http_get(addr: SocketAddr, path: &str) -> String {

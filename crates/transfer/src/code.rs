@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use crate::words::WORDS;
+pub use crate::words::WORDS;
 
 /// Nameplates are drawn from `1..=MAX_NAMEPLATE`.
 pub const MAX_NAMEPLATE: u16 = 999;
