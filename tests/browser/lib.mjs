@@ -1,4 +1,5 @@
 // Helpers for the browser tests: start `peerweb serve`, launch Chromium, poll pages.
+import { after } from 'node:test';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -148,6 +149,13 @@ export function startNative(url, room, args = [], { ns } = {}) {
   return startCli(['join', url, room, '--json', ...args], { ns });
 }
 
+/** CLI processes still running: a test that failed early leaves them waiting (a sender for 10
+ * minutes), which would keep its file's runner alive; they end with the file. */
+const running = new Set();
+after(() => {
+  for (const proc of running) proc.kill('SIGKILL');
+});
+
 /**
  * Runs `peerweb ARGS...` (inside `ns` when given) with its JSON-line stdout parsed into
  * `events`; `exited` resolves to the exit code (or the signal's name).
@@ -157,6 +165,8 @@ export function startCli(args, { ns } = {}) {
   const argv = [BIN, ...args];
   const [cmd, ...rest] = ns ? ['ip', 'netns', 'exec', ns, ...argv] : argv;
   const proc = spawn(cmd, rest, { stdio: ['pipe', 'pipe', 'pipe'] });
+  running.add(proc);
+  proc.once('exit', () => running.delete(proc));
   const events = [];
   let stderr = '';
   let buf = '';

@@ -14,6 +14,7 @@ import { startMitm } from './mitm.mjs';
 import { blake3Hex } from '../../web/transfer/blake3.js';
 
 const NET = ['--allow-loopback', '--no-stun', '--no-turn'];
+const CHUNK_BYTES = 61440;
 let server;
 let browser;
 let dir;
@@ -119,6 +120,7 @@ test('CLI → browser, 128 MiB: the page streams to disk and its memory stays fl
   assert.equal(await sender.exited, 0, sender.stderr);
   // The page verified the whole file's BLAKE3 against the sender's; it is on disk, not in memory.
   assert.equal(done.results[0].size, 128 << 20);
+  assert.equal(done.storage, 'disk');
   console.log(`128 MiB to a page: max JS heap ${(maxHeap / 2 ** 20).toFixed(1)} MiB; ${JSON.stringify(done.summary)}`);
   assert.ok(maxHeap < 64 * 2 ** 20, `JS heap grew to ${maxHeap} bytes`);
   rmSync(f);
@@ -152,6 +154,88 @@ async function typeCode(p, text, base = server.url) {
   await p.fill('#code', text);
   await p.click('#go');
 }
+
+test('a receive page closed mid-transfer resumes from what it stored when both run again', async () => {
+  const f = join(dir, 'resume-page.bin');
+  const block = randomBytes(1 << 20);
+  writeFileSync(f, Buffer.alloc(0));
+  for (let i = 0; i < 96; i++) {
+    block.writeUInt32LE(i, 0);
+    appendFileSync(f, block);
+  }
+  const first = startCli(['send', '--server', server.url, '--json', ...NET, f]);
+  const p = await page((await first.waitEvent((e) => e.event === 'code', { what: 'code' })).link);
+  assert.equal((await waitState(p, ['offered'])).state, 'offered');
+  await p.click('#accept');
+  const had = await waitFor(p, () => {
+    const s = window.transferState;
+    return s.state === 'error' ? s.error : (s.done ?? 0) > 30 << 20 && s.done;
+  }, null, { what: '30 MiB in', timeout: 60000 });
+  assert.equal(typeof had, 'number', had);
+  await p.close(); // the tab goes away mid-file
+  assert.notEqual(await first.exited, 0);
+
+  const again = startCli(['send', '--server', server.url, '--json', ...NET, f]);
+  const q = await page((await again.waitEvent((e) => e.event === 'code', { what: 'code' })).link);
+  const got = await acceptAll(q);
+  assert.equal(await again.exited, 0, again.stderr);
+  assert.deepEqual(got, { 'resume-page.bin': sha(readFileSync(f)) });
+  const { summary } = await stateOf(q);
+  console.log(`page resumed: ${JSON.stringify({ had, summary })}`);
+  // Whole chunks of what the first page had written were kept (it went on for a moment after
+  // `had` was read, so a little more than `had` may be there).
+  assert.ok(summary.resumed > 0 && summary.resumed < 96 << 20, JSON.stringify({ had, summary }));
+  assert.equal(summary.resumed % CHUNK_BYTES, 0);
+  // The sender sent only the rest.
+  const sent = again.events.find((e) => e.event === 'done');
+  assert.equal(sent.resumed_bytes, summary.resumed);
+  assert.equal(sent.bytes, (96 << 20) - summary.resumed);
+  rmSync(f);
+  await q.close();
+});
+
+test('stored bytes that were damaged between runs fail the file\'s check, are dropped, and the next run is whole', async () => {
+  const data = randomBytes(3 * CHUNK_BYTES + 5);
+  const f = join(dir, 'damaged-part.bin');
+  writeFileSync(f, data);
+  const p = await page(`${server.url}/receive`);
+  // What an earlier cut-off run would have left, but with one byte changed.
+  const bad = Buffer.from(data.subarray(0, 2 * CHUNK_BYTES));
+  bad[100] ^= 1;
+  await p.evaluate(async ([name, bytes]) => {
+    const { blake3, toHex } = await import('/transfer/blake3.js');
+    const key = toHex(blake3(new TextEncoder().encode(name))).slice(0, 32);
+    const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle('peerweb-received', { create: true });
+    const w = await (await dir.getFileHandle(`${key}.part`, { create: true })).createWritable();
+    await w.write(new Uint8Array(bytes));
+    await w.close();
+  }, [`damaged-part.bin\0${blake3Hex(data)}`, [...bad]]);
+  for (const round of ['damaged', 'whole']) {
+    const sender = startCli(['send', '--server', server.url, '--json', ...NET, f]);
+    const { link } = await sender.waitEvent((e) => e.event === 'code', { what: 'code' });
+    await p.goto('about:blank');
+    await p.goto(link);
+    assert.equal((await waitState(p, ['offered'])).state, 'offered');
+    await p.click('#accept');
+    const s = await waitState(p, ['done']);
+    if (round === 'damaged') {
+      assert.equal(s.state, 'error');
+      assert.match(s.error, /does not match its BLAKE3 hash/);
+      // The page said why: the sender stops at once, with the reason.
+      assert.notEqual(await sender.exited, 0);
+      assert.match(sender.stderr, /does not match its BLAKE3 hash/);
+    } else {
+      assert.equal(s.state, 'done', s.error);
+      assert.equal(s.summary.resumed, 0);
+      assert.equal(await sender.exited, 0, sender.stderr);
+    }
+  }
+  assert.deepEqual(await p.evaluate(async () => {
+    const d = new Uint8Array(await crypto.subtle.digest('SHA-256', await window.transferFiles[0].file.arrayBuffer()));
+    return [...d].map((b) => b.toString(16).padStart(2, '0')).join('');
+  }), sha(data));
+  await p.close();
+});
 
 test('browser → browser: one tab sends, another types the code', async () => {
   const { root, want } = files('browser-to-browser', { 'x.bin': 2_000_000, 'y.bin': 61_441 });
@@ -217,6 +301,7 @@ test('a phone-like page on plain http (no WebCrypto, no OPFS, address hidden) ta
     await p.click('#accept');
     const done = await waitState(p, ['done']);
     assert.equal(done.state, 'done', done.error);
+    assert.equal(done.storage, 'memory');
     assert.equal(await sender.exited, 0, sender.stderr);
     const got = await p.evaluate(async () => {
       const { blake3Hex } = await import('/transfer/blake3.js');

@@ -30,6 +30,7 @@ function start(target) {
           $('decline').onclick = () => { $('offer').hidden = true; resolve(false); };
         });
       },
+      storage: (where) => { state.storage = where; },
       progress: showProgress,
       done: (results, summary) => {
         window.transferFiles = results;
@@ -87,3 +88,7 @@ if (location.hash.length > 1) {
     start(t);
   });
 }
+
+// A link opened in this tab while it shows another differs only after the #, which browsers
+// treat as the same page: start over with the new one.
+window.addEventListener('hashchange', () => location.reload());

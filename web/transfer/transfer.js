@@ -21,6 +21,7 @@ const STALL_MS = 30000;
 /** Bytes read from a File at a time when sending. */
 const READ_AHEAD = 16 * CHUNK;
 const te = new TextEncoder();
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const ID_SEND = te.encode('peerweb-transfer-v1 sender');
 const ID_RECEIVE = te.encode('peerweb-transfer-v1 receiver');
 
@@ -234,7 +235,11 @@ class Wire {
   static parse(text) {
     let m;
     try { m = JSON.parse(text); } catch { throw new Error('the other side sent a bad message'); }
-    if (m?.t === 'abort') throw new Error(`the other side stopped: ${String(m.reason).slice(0, 512)}`);
+    if (m?.t === 'abort') {
+      const e = new Error(`the other side stopped: ${String(m.reason).slice(0, 512)}`);
+      e.fromPeer = true;
+      throw e;
+    }
     return m;
   }
 
@@ -246,8 +251,15 @@ class Wire {
     return this.peer.defaultChannel.sendWhenReady(buf);
   }
 
+  /** Tells the other side why we stop (once), and gives the message a moment to leave. */
   async abort(reason) {
-    try { await this.send({ t: 'abort', reason }); } catch { /* gone already */ }
+    if (this.aborted) return;
+    this.aborted = true;
+    const sent = this.send({ t: 'abort', reason: String(reason).slice(0, 512) }).catch(() => {});
+    await Promise.race([sent, sleep(1000)]);
+    const dc = this.peer.defaultChannel?.dc;
+    for (let i = 0; i < 10 && dc?.bufferedAmount > 0; i++) await sleep(50);
+    await sleep(200);
   }
 }
 
@@ -285,40 +297,135 @@ export function saveName(path) {
 
 // --- storage -------------------------------------------------------------------------------
 
+const STORE_DIR = 'peerweb-received';
+/** Written bytes of a file kept for resuming this long after its last write. */
+const KEEP_PARTIAL_MS = 7 * 24 * 3600 * 1000;
+/** Verified files (the pages' save links point at them) kept this long. */
+const KEEP_DONE_MS = 24 * 3600 * 1000;
+/** Writes in flight to the writer worker. */
+const WRITES_AHEAD = 16;
+
+/** Where a file stages: the same key as `peerweb receive` (its path and whole-file BLAKE3). */
+const stageKey = (f) => toHex(blake3(te.encode(`${f.path}\0${f.hash}`))).slice(0, 32);
+
+/** A worker that writes in place (writer.js); each call resolves with the worker's answer. */
+function startWriter() {
+  const worker = new Worker(new URL('./writer.js', import.meta.url), { type: 'module' });
+  const waiting = new Map();
+  let next = 0;
+  let broken = null;
+  worker.onmessage = ({ data }) => {
+    const w = waiting.get(data.id);
+    waiting.delete(data.id);
+    if (data.error) w?.reject(new Error(`cannot store the file: ${data.error}`));
+    else w?.resolve(data);
+  };
+  worker.onerror = (e) => {
+    broken = new Error(`the storage worker failed: ${e.message}`);
+    for (const w of waiting.values()) w.reject(broken);
+    waiting.clear();
+  };
+  return {
+    call(msg, transfer = []) {
+      if (broken) return Promise.reject(broken);
+      const id = next++;
+      return new Promise((resolve, reject) => {
+        waiting.set(id, { resolve, reject });
+        worker.postMessage({ id, ...msg }, transfer);
+      });
+    },
+    stop: () => worker.terminate(),
+  };
+}
+
 /**
- * Where received files go: the origin-private file system (on disk, memory stays flat), or,
- * where the browser withholds it (plain-http pages), memory. `open(name)` gives a writer with
- * write(bytes), close() → File, abort().
+ * Where received files go: the origin-private file system, written in place by a worker (memory
+ * stays flat, and a transfer cut off resumes from what is on disk); where the browser withholds
+ * it (plain-http pages), memory, without resume. `resumeFrom(files)` → bytes already here per
+ * file (whole chunks); `open(i, f, from, hasher)` → writer with write(frame, offset) (takes the
+ * ArrayBuffer over), close() → File, discard().
  */
 async function openStore() {
   let dir = null;
+  let writer = null;
   try {
-    dir = await (await navigator.storage.getDirectory()).getDirectoryHandle('peerweb-received', { create: true });
-  } catch { /* no OPFS here */ }
-  if (dir) {
+    dir = await (await navigator.storage.getDirectory()).getDirectoryHandle(STORE_DIR, { create: true });
+    writer = startWriter();
+    await writer.call({ op: 'probe' });
+  } catch {
+    // No OPFS here, or no sync access handles in its workers.
+    writer?.stop();
+    dir = null;
+  }
+  if (!dir) {
     return {
-      onDisk: true,
-      async open(name) {
-        const handle = await dir.getFileHandle(name, { create: true });
-        const out = await handle.createWritable();
+      onDisk: false,
+      resumeFrom: (files) => files.map(() => 0),
+      async open(i, f) {
+        const parts = [];
         return {
-          write: (b) => out.write(b),
-          close: async () => { await out.close(); return handle.getFile(); },
-          abort: () => out.abort(),
+          write: async (frame, offset) => { parts.push(new Uint8Array(frame, offset).slice()); },
+          close: async () => new File(parts, f.name),
+          discard: async () => { parts.length = 0; },
         };
       },
+      stop() {},
     };
   }
+  // Old leftovers go: verified files after a day, partial ones after a week.
+  const now = Date.now();
+  for await (const [name, h] of dir.entries()) {
+    if (h.kind !== 'file') continue;
+    const age = now - (await h.getFile()).lastModified;
+    if (age > (name.endsWith('.part') ? KEEP_PARTIAL_MS : KEEP_DONE_MS)) await dir.removeEntry(name).catch(() => {});
+  }
   return {
-    onDisk: false,
-    async open(name) {
-      const parts = [];
+    onDisk: true,
+    // `.part` while arriving, `.done` once verified (a transfer cut off after it skips it).
+    async resumeFrom(files) {
+      const from = [];
+      for (const f of files) {
+        const size = async (ext) => (await (await dir.getFileHandle(`${stageKey(f)}.${ext}`)).getFile()).size;
+        if ((await size('done').catch(() => -1)) === f.size) from.push(f.size);
+        else from.push(Math.min(f.size, Math.floor((await size('part').catch(() => 0)) / CHUNK) * CHUNK));
+      }
+      return from;
+    },
+    /** Feeds the first `from` bytes (already here) to `hasher`, then opens for the rest. */
+    async open(i, f, from, hasher) {
+      const key = stageKey(f);
+      const whole = from === f.size && (await dir.getFileHandle(`${key}.done`).then(() => true, () => false));
+      const name = `${key}.${whole ? 'done' : 'part'}`;
+      const handle = await dir.getFileHandle(name, { create: true });
+      const file = await handle.getFile();
+      for (let pos = 0; pos < from; pos += 4 << 20) {
+        hasher.update(new Uint8Array(await file.slice(pos, Math.min(from, pos + (4 << 20))).arrayBuffer()));
+      }
+      // The worker's handle locks the file, so it opens only after the read above.
+      await writer.call({ op: 'open', dir: STORE_DIR, name, size: from });
       return {
-        write: async (b) => { parts.push(b.slice()); },
-        close: async () => new File(parts, name),
-        abort: async () => { parts.length = 0; },
+        pending: [],
+        at: from,
+        async write(frame, offset) {
+          const length = frame.byteLength - offset;
+          this.pending.push(writer.call({ op: 'write', at: this.at, data: frame, offset }, [frame]));
+          this.at += length;
+          if (this.pending.length >= WRITES_AHEAD) await this.pending.shift();
+        },
+        async close() {
+          await Promise.all(this.pending);
+          await writer.call({ op: 'close' });
+          if (!whole) await handle.move(`${key}.done`).catch(() => {});
+          return handle.getFile();
+        },
+        async discard() {
+          await Promise.allSettled(this.pending);
+          await writer.call({ op: 'close' }).catch(() => {});
+          await dir.removeEntry(name).catch(() => {});
+        },
       };
     },
+    stop: () => writer.stop(),
   };
 }
 
@@ -332,8 +439,9 @@ async function openStore() {
 export async function receive({ server, nameplate, secret, code, ui, waitMs = 15000 }) {
   ui.state?.('joining');
   const room = await join(server, `transfer-${nameplate}`);
+  let wire = null;
   try {
-    const wire = await firstPeer(room, waitMs).catch(() => {
+    wire = await firstPeer(room, waitMs).catch(() => {
       throw new Error(`nobody is sending with this ${code ? 'code' : 'link'} (expired, or already used)`);
     });
     ui.state?.('verifying');
@@ -357,55 +465,74 @@ export async function receive({ server, nameplate, secret, code, ui, waitMs = 15
       } else throw new Error('the sender broke the protocol');
     }
     ui.state?.('offered');
+    const results = [];
     if (!(await ui.offer(files, total))) {
       await wire.send({ t: 'decline' });
       ui.state?.('declined');
       return [];
     }
     const store = await openStore();
-    await wire.send({ t: 'accept', from: files.map((_, i) => [i, 0]) });
-    ui.state?.('receiving');
-    let done = 0;
-    const results = [];
-    const started = performance.now();
-    for (let i = 0; i < files.length; i++) {
-      const f = files[i];
-      const out = await store.open(`${i}-${f.hash.slice(0, 16)}`);
-      const whole = new Blake3();
-      const chunks = Math.ceil(f.size / CHUNK);
-      for (let c = 0; c < chunks; c++) {
-        const d = await wire.next(STALL_MS);
-        if (typeof d === 'string') {
-          Wire.parse(d);
-          throw new Error('the sender broke the protocol');
+    try {
+      // Whatever an earlier, cut-off transfer of the same files left here is not sent again.
+      const from = await store.resumeFrom(files);
+      const resumed = from.reduce((a, b) => a + b, 0);
+      ui.storage?.(store.onDisk ? 'disk' : 'memory');
+      if (store.onDisk && navigator.storage.estimate) {
+        const { quota, usage } = await navigator.storage.estimate();
+        if (quota - usage < total - resumed) {
+          await wire.abort('the receiver has no room for the files');
+          throw new Error(`not enough room in this browser's storage: ${total - resumed} bytes needed, ${quota - usage} free`);
         }
-        const frame = new Uint8Array(d);
-        if (frame.length < HEADER) throw new Error('a chunk frame is too short');
-        const v = new DataView(d);
-        const file = v.getUint32(0);
-        const index = v.getUint32(4) * 2 ** 32 + v.getUint32(8);
-        const payload = frame.subarray(HEADER);
-        const want = Math.min(CHUNK, f.size - c * CHUNK);
-        if (file !== i || index !== c || payload.length !== want) throw new Error(`chunk ${file}/${index} where ${i}/${c} was due`);
-        if (toHex(blake3(payload)) !== toHex(frame.subarray(12, HEADER))) throw new Error(`chunk ${c} of ${f.name} does not match its BLAKE3 hash`);
-        whole.update(payload);
-        await out.write(payload);
-        done += payload.length;
-        ui.progress?.(done, total, (performance.now() - started) / 1000);
       }
-      const got = whole.hex();
-      if (got !== f.hash) {
-        await out.abort();
-        throw new Error(`${f.name} does not match its BLAKE3 hash`);
+      await wire.send({ t: 'accept', from: files.map((f, i) => [i, Math.ceil(from[i] / CHUNK)]) });
+      ui.state?.('receiving');
+      let done = resumed;
+      const started = performance.now();
+      for (let i = 0; i < files.length; i++) {
+        const f = files[i];
+        const whole = new Blake3();
+        const out = await store.open(i, f, from[i], whole);
+        const chunks = Math.ceil(f.size / CHUNK);
+        for (let c = Math.ceil(from[i] / CHUNK); c < chunks; c++) {
+          const d = await wire.next(STALL_MS);
+          if (typeof d === 'string') {
+            Wire.parse(d);
+            throw new Error('the sender broke the protocol');
+          }
+          const frame = new Uint8Array(d);
+          if (frame.length < HEADER) throw new Error('a chunk frame is too short');
+          const v = new DataView(d);
+          const file = v.getUint32(0);
+          const index = v.getUint32(4) * 2 ** 32 + v.getUint32(8);
+          const payload = frame.subarray(HEADER);
+          const want = Math.min(CHUNK, f.size - c * CHUNK);
+          if (file !== i || index !== c || payload.length !== want) throw new Error(`chunk ${file}/${index} where ${i}/${c} was due`);
+          if (toHex(blake3(payload)) !== toHex(frame.subarray(12, HEADER))) throw new Error(`chunk ${c} of ${f.name} does not match its BLAKE3 hash`);
+          whole.update(payload);
+          done += payload.length;
+          await out.write(d, HEADER); // hands `d` over: no use of it after this
+          ui.progress?.(done, total, (performance.now() - started) / 1000, resumed);
+        }
+        const got = whole.hex();
+        if (got !== f.hash) {
+          await out.discard();
+          throw new Error(`${f.name} does not match its BLAKE3 hash`);
+        }
+        results.push({ path: f.path, name: f.name, size: f.size, blake3: got, file: await out.close() });
       }
-      results.push({ path: f.path, name: f.name, size: f.size, blake3: got, file: await out.close() });
+      await wire.send({ t: 'done' });
+      const seconds = (performance.now() - started) / 1000;
+      ui.done?.(results, { bytes: total, resumed, seconds, path: pathText(wire.peer) });
+    } finally {
+      store.stop();
     }
-    await wire.send({ t: 'done' });
-    const seconds = (performance.now() - started) / 1000;
-    ui.done?.(results, { bytes: total, seconds, path: pathText(wire.peer) });
     // Let the last message leave before the connection closes.
-    await new Promise((r) => setTimeout(r, 500));
+    await sleep(500);
     return results;
+  } catch (e) {
+    // Say why, so the other side stops now rather than at its timeout.
+    if (wire && !e.fromPeer) await wire.abort(e.message ?? e);
+    throw e;
   } finally {
     room.leave();
   }
@@ -447,11 +574,12 @@ export async function send({ server, items, ui, origin = location.origin, expire
     if (r.peers.size === 0) room = r; else r.leave();
   }
   if (!room) throw new Error('no free code on the server; try again');
+  let wire = null;
   try {
     const code = makeCode(nameplate);
     ui.link?.(makeLink(origin, nameplate, secret), code);
     ui.state?.('waiting');
-    const wire = await firstPeer(room, expireMs).catch(() => { throw new Error('the code and link expired with nobody receiving'); });
+    wire = await firstPeer(room, expireMs).catch(() => { throw new Error('the code and link expired with nobody receiving'); });
     ui.state?.('verifying');
     const shown = await handshake(wire, 'send', { link: secret, code });
     ui.verified?.({ sas: shown, path: pathText(wire.peer) });
@@ -503,6 +631,10 @@ export async function send({ server, items, ui, origin = location.origin, expire
     const result = { bytes: total, seconds: (performance.now() - started) / 1000, path: pathText(wire.peer) };
     ui.done?.(result);
     return result;
+  } catch (e) {
+    // Say why, so the other side stops now rather than at its timeout.
+    if (wire && !e.fromPeer) await wire.abort(e.message ?? e);
+    throw e;
   } finally {
     room.leave();
   }

@@ -32,10 +32,12 @@ export function showVerified({ sas, path }) {
   if (path) state.path = path;
 }
 
-export function showProgress(done, total, seconds) {
+/** `base`: bytes that were already there (resumed), not counted in the rate. */
+export function showProgress(done, total, seconds, base = 0) {
   $('transfer').hidden = false;
   $('progress').value = total ? done / total : 1;
-  const rate = seconds > 0 ? done / seconds : 0;
+  state.done = done;
+  const rate = seconds > 0 ? (done - base) / seconds : 0;
   const eta = rate > 0 ? (total - done) / rate : 0;
   $('rate').textContent = `${size(done)} of ${size(total)} · ${size(rate)}/s · ${Math.ceil(eta)} s left`;
 }

@@ -463,6 +463,8 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
         }
         bar.inc(next.len as u64);
     }
+    // Asked now: once the receiver says done it leaves, and its path goes with it.
+    let path = conn.path(PATH_WAIT).await;
     // Done means the receiver verified every file.
     match conn
         .control(STALL_TIMEOUT + Duration::from_secs(30))
@@ -474,7 +476,6 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     let sent = total - skipped;
-    let path = conn.path(PATH_WAIT).await;
     conn.node.leave().await;
     summary(
         &out,
@@ -787,8 +788,9 @@ pub async fn receive(args: ReceiveArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     let placed = place(&args.out, &staging, &files, &plan)?;
-    conn.send(&Control::Done).await?;
+    // Asked before `done`, after which the sender leaves and its path goes with it.
     let path = conn.path(PATH_WAIT).await;
+    conn.send(&Control::Done).await?;
     conn.node.leave().await;
     let _ = fs::remove_dir(&staging.dir);
     summary(

@@ -75,6 +75,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/transfer/blake3.js", asset!("transfer/blake3.js", JS))
         .route("/transfer/words.js", get(words))
         .route("/transfer/spake2.js", asset!("transfer/spake2.js", JS))
+        .route("/transfer/writer.js", asset!("transfer/writer.js", JS))
         .route("/vendor/{*path}", get(vendor))
         .route("/transfer/ui.js", asset!("transfer/ui.js", JS))
         .route("/transfer/send.js", asset!("transfer/send.js", JS))
