@@ -606,6 +606,9 @@ export async function send({ server, items, ui, origin = location.origin, expire
     ui.state?.('sending');
     const started = performance.now();
     let done = entries.reduce((s, e, i) => s + Math.min(e.size, from[i] * CHUNK), 0);
+    // One frame buffer for every chunk: send() copies what it is given.
+    const frameBuf = new Uint8Array(HEADER + CHUNK);
+    const v = new DataView(frameBuf.buffer);
     for (let i = 0; i < entries.length; i++) {
       const file = items[i].file;
       for (let pos = from[i] * CHUNK; pos < file.size; pos += READ_AHEAD) {
@@ -613,8 +616,7 @@ export async function send({ server, items, ui, origin = location.origin, expire
         for (let off = 0; off < block.length; off += CHUNK) {
           const payload = block.subarray(off, off + CHUNK);
           const index = (pos + off) / CHUNK;
-          const frame = new Uint8Array(HEADER + payload.length);
-          const v = new DataView(frame.buffer);
+          const frame = frameBuf.subarray(0, HEADER + payload.length);
           v.setUint32(0, i);
           v.setUint32(4, Math.floor(index / 2 ** 32));
           v.setUint32(8, index >>> 0);
