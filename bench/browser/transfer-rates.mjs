@@ -65,6 +65,7 @@ const pageState = (p, names) => until(p, (n) => {
 async function pageReceives(p, url) {
   await p.goto(url.replace(/#.*/, ''));
   await p.evaluate(async () => (await navigator.storage.getDirectory()).removeEntry('peerweb-received', { recursive: true }).catch(() => {}));
+  await p.goto('about:blank'); // else the link is a same-page jump to another #
   await p.goto(url);
   await pageState(p, ['offered']);
   await p.click('#accept');
