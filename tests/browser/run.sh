@@ -21,4 +21,4 @@ cd "$here"
 files=("$@")
 [ ${#files[@]} -gt 0 ] || files=(*.test.mjs)
 mkdir -p artifacts
-ip netns exec "$ns" node --test --test-concurrency=1 --test-timeout=240000 "${files[@]}"
+ip netns exec "$ns" node --test --test-concurrency=1 --test-timeout=600000 "${files[@]}"
