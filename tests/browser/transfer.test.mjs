@@ -4,7 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, createReadStream, mkdirSync, openSync, writeSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, createReadStream, mkdirSync, openSync, writeSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { spawn } from 'node:child_process';
@@ -111,6 +111,14 @@ test('by link; a name that exists gets a suffix instead of being overwritten', a
   const out = join(dir, 'out-link');
   mkdirSync(out);
   writeFileSync(join(out, 'report.pdf'), 'mine');
+  // Other transfers' staged files: a week and a day old goes, a day old stays.
+  const staged = join(out, '.peerweb-partial');
+  mkdirSync(staged);
+  const days = (n) => new Date(Date.now() - n * 86400e3);
+  for (const [name, age] of [['old.part', 8], ['old.sums', 8], ['recent.part', 1], ['notes.txt', 30]]) {
+    writeFileSync(join(staged, name), 'x');
+    utimesSync(join(staged, name), days(age), days(age));
+  }
   const sender = send([f]);
   const { link } = await offered(sender);
   assert.match(link, new RegExp(`^${server.url}/receive#\\d+-[a-z2-7]{26}$`));
@@ -119,6 +127,7 @@ test('by link; a name that exists gets a suffix instead of being overwritten', a
   assert.equal(await sender.exited, 0, sender.stderr);
   assert.equal(readFileSync(join(out, 'report.pdf'), 'utf8'), 'mine');
   assert.equal(await sha256(join(out, 'report (1).pdf')), await sha256(f));
+  assert.deepEqual(readdirSync(staged).sort(), ['notes.txt', 'recent.part']);
 });
 
 test('a wrong code fails on both sides before anything is offered, and burns the code', async () => {

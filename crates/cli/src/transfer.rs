@@ -527,7 +527,32 @@ struct Staging {
     dir: PathBuf,
 }
 
+/// Staged files of other transfers are kept this long after their last write, for resuming.
+const KEEP_STAGED: Duration = Duration::from_secs(7 * 24 * 3600);
+
 impl Staging {
+    /// Removes what earlier transfers staged and nobody resumed within [`KEEP_STAGED`].
+    fn expire(&self) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let ours = path
+                .extension()
+                .is_some_and(|x| x == "part" || x == "sums" || x == "done");
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > KEEP_STAGED);
+            if ours && old {
+                let _ = fs::remove_file(&path);
+            }
+        }
+    }
+
     fn key(e: &FileEntry) -> String {
         let mut h = blake3::Hasher::new();
         h.update(e.path.as_bytes());
@@ -697,6 +722,7 @@ pub async fn receive(args: ReceiveArgs) -> anyhow::Result<()> {
     };
     fs::create_dir_all(&staging.dir)
         .with_context(|| format!("cannot create {}", staging.dir.display()))?;
+    staging.expire();
     let resume: Vec<Resume> = files
         .iter()
         .map(|f| staging.resume(f))
