@@ -342,7 +342,7 @@ function startWriter() {
  * Where received files go: the origin-private file system, written in place by a worker (memory
  * stays flat, and a transfer cut off resumes from what is on disk); where the browser withholds
  * it (plain-http pages), memory, without resume. `resumeFrom(files)` → bytes already here per
- * file (whole chunks); `open(i, f, from, hasher)` → writer with write(frame, offset) (takes the
+ * file (whole chunks); `open(f, from, hasher)` → writer with write(frame, offset) (takes the
  * ArrayBuffer over), close() → File, discard().
  */
 async function openStore() {
@@ -361,7 +361,7 @@ async function openStore() {
     return {
       onDisk: false,
       resumeFrom: (files) => files.map(() => 0),
-      async open(i, f) {
+      async open(f) {
         const parts = [];
         return {
           write: async (frame, offset) => { parts.push(new Uint8Array(frame, offset).slice()); },
@@ -392,7 +392,7 @@ async function openStore() {
       return from;
     },
     /** Feeds the first `from` bytes (already here) to `hasher`, then opens for the rest. */
-    async open(i, f, from, hasher) {
+    async open(f, from, hasher) {
       const key = stageKey(f);
       const whole = from === f.size && (await dir.getFileHandle(`${key}.done`).then(() => true, () => false));
       const name = `${key}.${whole ? 'done' : 'part'}`;
@@ -491,7 +491,7 @@ export async function receive({ server, nameplate, secret, code, ui, waitMs = 15
       for (let i = 0; i < files.length; i++) {
         const f = files[i];
         const whole = new Blake3();
-        const out = await store.open(i, f, from[i], whole);
+        const out = await store.open(f, from[i], whole);
         const chunks = Math.ceil(f.size / CHUNK);
         for (let c = Math.ceil(from[i] / CHUNK); c < chunks; c++) {
           const d = await wire.next(STALL_MS);
