@@ -3,7 +3,7 @@
 use axum::Router;
 use axum::extract::Path;
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::AppState;
@@ -12,18 +12,21 @@ const JS: &str = "text/javascript; charset=utf-8";
 const HTML: &str = "text/html; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 
+/// A page asset of content type `ty`, revalidated on every load (the binary may change).
+fn served(ty: &'static str, body: impl IntoResponse) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, ty),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
 macro_rules! asset {
     ($path:literal, $ty:expr) => {
-        get(|| async {
-            (
-                [
-                    (header::CONTENT_TYPE, $ty),
-                    (header::CACHE_CONTROL, "no-cache"),
-                ],
-                include_str!(concat!("../../../web/", $path)),
-            )
-                .into_response()
-        })
+        get(|| async { served($ty, include_str!(concat!("../../../web/", $path))) })
     };
 }
 
@@ -31,29 +34,19 @@ macro_rules! asset {
 include!(concat!(env!("OUT_DIR"), "/vendor.rs"));
 
 /// One module of the pages' libraries, by its path under `/vendor/`.
-async fn vendor(Path(path): Path<String>) -> impl IntoResponse {
+async fn vendor(Path(path): Path<String>) -> Response {
     let url = format!("/vendor/{path}");
     match VENDOR.binary_search_by(|(u, _)| u.cmp(&url.as_str())) {
-        Ok(i) => (
-            [
-                (header::CONTENT_TYPE, JS),
-                (header::CACHE_CONTROL, "no-cache"),
-            ],
-            VENDOR[i].1,
-        )
-            .into_response(),
+        Ok(i) => served(JS, VENDOR[i].1),
         Err(_) => StatusCode::NOT_FOUND.into_response(),
     }
 }
 
 /// The code words as a module, from the same list `peerweb send` draws from.
-async fn words() -> impl IntoResponse {
+async fn words() -> Response {
     let list = serde_json::to_string(&peerweb_transfer::code::WORDS[..]).unwrap_or_default();
-    (
-        [
-            (header::CONTENT_TYPE, JS),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
+    served(
+        JS,
         format!("// The code words of `peerweb send`, sorted.\nexport const WORDS = {list};\n"),
     )
 }
