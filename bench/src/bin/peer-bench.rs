@@ -33,9 +33,10 @@ struct Args {
     /// Rounds; the table shows medians.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// SCTP send window of the native peer (str0m's max buffered amount), bytes.
-    #[arg(long, default_value_t = Settings::default().send_window)]
-    window: usize,
+    /// Fixed SCTP send window of the native peer, bytes (default: peerweb's own, which
+    /// follows the path's RTT).
+    #[arg(long)]
+    window: Option<usize>,
     /// Also measure the native peer at these windows (comma-separated), for tuning.
     #[arg(long, value_delimiter = ',')]
     sweep: Vec<usize>,
@@ -127,8 +128,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     wait_listening(&format!("127.0.0.1:{port}"), &mut server).await?;
     let mb = args.bytes as f64 / 1e6;
     eprintln!(
-        "peer-bench: {} rounds of {mb:.0} MB in {} B messages, window {} B",
-        args.rounds, args.msg, args.window
+        "peer-bench: {} rounds of {mb:.0} MB in {} B messages, window {}",
+        args.rounds,
+        args.msg,
+        args.window
+            .map_or("sized to the RTT".into(), |w| format!("{w} B"))
     );
     let (mut tcp, mut ldc, mut ours) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..args.rounds {
@@ -144,7 +148,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ours.push(o);
     }
     for w in &args.sweep {
-        let o = native(&url, &args, *w, &format!("w{w}")).await?;
+        let o = native(&url, &args, Some(*w), &format!("w{w}")).await?;
         eprintln!(
             "  window {w:>8} B: {:.0} MB/s, {:.2} CPU s/GB",
             o.mbps, o.cpu_per_gb
@@ -254,11 +258,24 @@ async fn datachannel(args: &Args) -> anyhow::Result<Score> {
     })
 }
 
+/// A fixed send window when one is given.
+fn fix_window(s: &mut Settings, window: Option<usize>) {
+    if let Some(w) = window {
+        s.send_window = w;
+        s.max_send_window = w;
+    }
+}
+
 /// Two native peers in this process through `peerweb serve` on loopback.
-async fn native(url: &str, args: &Args, window: usize, room: &str) -> anyhow::Result<Score> {
-    let opts = |w: usize| {
+async fn native(
+    url: &str,
+    args: &Args,
+    window: Option<usize>,
+    room: &str,
+) -> anyhow::Result<Score> {
+    let opts = |w: Option<usize>| {
         let mut o = Options::new(url, room);
-        o.settings.send_window = w;
+        fix_window(&mut o.settings, w);
         o.allow_loopback = true;
         o.interfaces = vec!["lo".into()];
         o.stun = false;
@@ -386,9 +403,10 @@ mod link {
                 bytes.to_string(),
                 "--msg".into(),
                 args.msg.to_string(),
-                "--window".into(),
-                args.window.to_string(),
             ]
+            .into_iter()
+            .chain(args.window.map(|w| format!("--window={w}")))
+            .collect()
         };
         // The signaling server sits at B's end: its frames cross the link too.
         let serve = [
@@ -540,7 +558,7 @@ mod link {
             }
             Role::NativeRecv | Role::NativeSend => {
                 let mut o = Options::new(&args.at, &args.room);
-                o.settings.send_window = args.window;
+                super::fix_window(&mut o.settings, args.window);
                 o.stun = false;
                 o.turn = false;
                 let mut node = Node::join(o).await?;

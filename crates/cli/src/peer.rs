@@ -47,10 +47,10 @@ pub struct NetArgs {
     /// Do not allocate a relay on the server's TURN.
     #[arg(long)]
     pub no_turn: bool,
-    /// Bytes SCTP may keep unacknowledged per peer. The default suits low-latency links;
-    /// a long link needs about rate × RTT (see docs/benchmarks.md).
-    #[arg(long, default_value = "131072", value_parser = clap::value_parser!(u32).range(16_384..=16_777_216))]
-    pub send_window: u32,
+    /// Bytes SCTP may keep unacknowledged per peer, fixed. By default the window follows
+    /// the path's round-trip time, 128 KiB to 1 MiB (see docs/benchmarks.md).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(16_384..=16_777_216))]
+    pub send_window: Option<u32>,
     /// Also trust this CA certificate (PEM) for TURN over TLS (`turns:`).
     #[arg(long)]
     pub turn_ca: Option<std::path::PathBuf>,
@@ -62,8 +62,12 @@ impl NetArgs {
         o.settings = Settings {
             meta,
             relay_only: self.relay_only,
-            send_window: self.send_window as usize,
+            ..Settings::default()
         };
+        if let Some(w) = self.send_window {
+            o.settings.send_window = w as usize;
+            o.settings.max_send_window = w as usize;
+        }
         o.allow_loopback = self.allow_loopback;
         o.interfaces = self.interfaces.clone();
         o.deny_interfaces = self.deny_interfaces.clone();

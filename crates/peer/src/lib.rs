@@ -38,12 +38,12 @@ use serde_json::value::RawValue;
 pub use str0m::net::{Protocol, Receive};
 pub use str0m::{Candidate, CandidateKind};
 
-pub use peer::{DEFAULT_LABEL, MAX_CHANNELS, MAX_QUEUED, MAX_REMOTE_CANDIDATES, RESTART_AFTER};
+pub use peer::{
+    DEFAULT_LABEL, MAX_CHANNELS, MAX_QUEUED, MAX_REMOTE_CANDIDATES, RESTART_AFTER, WINDOW_RATE,
+    window_for,
+};
 use peer::{Packet, Peer, Up};
 
-/// `bufferedAmountLowThreshold` of every channel (at most half the send window):
-/// [`Event::Writable`] fires below it.
-pub const LOW_WATER: usize = 64 * 1024;
 /// Remote peers one client keeps at most; more are ignored (and reported).
 pub const MAX_PEERS: usize = 64;
 /// Keepalive period on the signaling connection (the SDK's value).
@@ -54,9 +54,12 @@ pub const PING_EVERY: Duration = Duration::from_secs(20);
 pub struct Settings {
     /// Metadata shown to the other members (a JSON object), if any.
     pub meta: Option<String>,
-    /// Bytes SCTP may hold unacknowledged per peer (str0m's max buffered amount). Larger
-    /// windows cost CPU in str0m's SCTP (docs/benchmarks.md); 128 KiB fills a loopback link.
+    /// Bytes SCTP may hold unacknowledged per peer, at least: the send window starts here and
+    /// follows the path's RTT (RTT × [`WINDOW_RATE`]) up to `max_send_window`. Larger windows
+    /// cost CPU in str0m's SCTP (docs/benchmarks.md); 128 KiB fills a loopback link.
     pub send_window: usize,
+    /// The most the send window grows to on a long path (equal to `send_window`: fixed).
+    pub max_send_window: usize,
     /// Use only relayed local candidates (like `iceTransportPolicy: 'relay'`).
     pub relay_only: bool,
 }
@@ -66,6 +69,7 @@ impl Default for Settings {
         Settings {
             meta: None,
             send_window: 128 * 1024,
+            max_send_window: 1024 * 1024,
             relay_only: false,
         }
     }
@@ -171,7 +175,8 @@ pub enum Event {
         binary: bool,
         data: Vec<u8>,
     },
-    /// A channel's buffer fell below [`LOW_WATER`]: sends that returned `false` can go on.
+    /// Half the send window is free again after a send returned `false`: sends can go on
+    /// (reported for every open channel of the peer).
     Writable {
         peer: String,
         label: String,
@@ -271,6 +276,11 @@ impl Client {
 
     pub fn path(&self, peer: &str) -> Option<&Path> {
         self.peers.get(peer).and_then(|p| p.path.as_ref())
+    }
+
+    /// The send window to `peer` now (bytes; it follows the path's RTT).
+    pub fn send_window(&self, peer: &str) -> Option<usize> {
+        self.peers.get(peer).map(Peer::window)
     }
 
     pub fn is_open(&self, peer: &str) -> bool {

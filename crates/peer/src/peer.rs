@@ -67,9 +67,12 @@ pub(crate) struct Peer {
     connected: bool,
     pub closed: bool,
     timeout: Instant,
-    /// Buffered amount below which a channel is writable again: below the send window, or
-    /// the event would never fire.
-    low_water: usize,
+    /// Bytes SCTP may hold unacknowledged, over all channels: sized to the path's RTT within
+    /// `window_range` (see [`window_for`]).
+    window: usize,
+    window_range: (usize, usize),
+    /// A send was refused for the window: [`Event::Writable`] follows once half of it is free.
+    blocked: bool,
     pub up: VecDeque<Up>,
 }
 
@@ -86,7 +89,7 @@ impl Peer {
     pub fn new(now: Instant, id: String, polite: bool, settings: &Settings) -> Self {
         let mut cfg = Rtc::builder()
             .set_stats_interval(Some(Duration::from_secs(1)))
-            .set_sctp_max_buffered_amount(settings.send_window);
+            .set_sctp_max_buffered_amount(settings.max_send_window.max(settings.send_window));
         // Data channels only: no audio/video codecs to offer.
         cfg = cfg.clear_codecs();
         let rtc = cfg.build(now);
@@ -110,7 +113,12 @@ impl Peer {
             connected: false,
             closed: false,
             timeout: now,
-            low_water: crate::LOW_WATER.min(settings.send_window / 2),
+            window: settings.send_window,
+            window_range: (
+                settings.send_window,
+                settings.max_send_window.max(settings.send_window),
+            ),
+            blocked: false,
             up: VecDeque::new(),
         }
     }
@@ -429,7 +437,16 @@ impl Peer {
                     self.queued.push_back((binary, data.to_vec()));
                     return Ok(true);
                 }
-                self.default.ok_or(Error::ChannelClosed)?
+                let id = self.default.ok_or(Error::ChannelClosed)?;
+                // What was queued before the channel opened goes first.
+                if !self.queued.is_empty() {
+                    self.flush_queued(id);
+                    if !self.queued.is_empty() {
+                        self.blocked = true;
+                        return Ok(false);
+                    }
+                }
+                id
             }
             Some(l) => self
                 .channels
@@ -438,12 +455,39 @@ impl Peer {
                 .map(|(id, _)| *id)
                 .ok_or(Error::ChannelClosed)?,
         };
+        if !self.room_for(data.len()) {
+            return Ok(false);
+        }
         let mut ch = self.rtc.channel(id).ok_or(Error::ChannelClosed)?;
         let ok = ch
             .write(binary, data)
             .map_err(|e| Error::Send(e.to_string()))?;
+        self.blocked |= !ok;
         self.drain(now);
         Ok(ok)
+    }
+
+    /// Whether `len` more bytes fit in the send window (a message always fits an empty one);
+    /// marks the peer blocked when not.
+    fn room_for(&mut self, len: usize) -> bool {
+        let held = self.buffered_total();
+        let fits = held == 0 || held + len <= self.window;
+        self.blocked |= !fits;
+        fits
+    }
+
+    /// Bytes held by SCTP over all channels (queued and unacknowledged).
+    fn buffered_total(&mut self) -> usize {
+        let rtc = &mut self.rtc;
+        self.channels
+            .keys()
+            .filter_map(|id| rtc.channel(*id).map(|mut c| c.buffered_amount()))
+            .sum()
+    }
+
+    /// The current send window (bytes).
+    pub fn window(&self) -> usize {
+        self.window
     }
 
     /// Bytes buffered on a channel (the default one when `label` is `None`).
@@ -504,6 +548,9 @@ impl Peer {
                 Output::Event(e) => self.on_rtc_event(now, e),
             }
         }
+        if self.blocked && self.buffered_total() <= self.window / 2 {
+            self.writable();
+        }
         if !self.rtc.is_alive() && !self.closed {
             self.closed = true;
             let id = self.id.clone();
@@ -517,14 +564,44 @@ impl Peer {
     /// Writes what was queued for the default channel `id` until the send window is full.
     fn flush_queued(&mut self, id: ChannelId) {
         while let Some((binary, data)) = self.queued.pop_front() {
+            if !self.room_for(data.len()) {
+                self.queued.push_front((binary, data));
+                break;
+            }
             let Some(mut ch) = self.rtc.channel(id) else {
                 self.queued.push_front((binary, data));
                 break;
             };
             if !matches!(ch.write(binary, &data), Ok(true)) {
+                self.blocked = true;
                 self.queued.push_front((binary, data));
                 break;
             }
+        }
+    }
+
+    /// Half the window is free again: the queue goes first, then every open channel is
+    /// reported writable.
+    fn writable(&mut self) {
+        self.blocked = false;
+        if let Some(id) = self.default.filter(|_| !self.queued.is_empty()) {
+            self.flush_queued(id);
+            if self.blocked {
+                return;
+            }
+        }
+        let peer = self.id.clone();
+        let open: Vec<String> = self
+            .channels
+            .values()
+            .filter(|(_, open)| *open)
+            .map(|(label, _)| label.clone())
+            .collect();
+        for label in open {
+            self.event(Event::Writable {
+                peer: peer.clone(),
+                label,
+            });
         }
     }
 
@@ -558,9 +635,6 @@ impl Peer {
             }
             RtcEvent::ChannelOpen(id, label) => {
                 self.channels.insert(id, (label.clone(), true));
-                if let Some(mut ch) = self.rtc.channel(id) {
-                    ch.set_buffered_amount_low_threshold(self.low_water);
-                }
                 if Some(id) == self.default {
                     self.event(Event::Open { peer: peer.clone() });
                     // Flush what was queued before the channel opened.
@@ -586,14 +660,6 @@ impl Peer {
                     self.event(Event::ChannelClosed { peer, label });
                 }
             }
-            RtcEvent::ChannelBufferedAmountLow(id) => {
-                // Retry the queued messages first.
-                if Some(id) == self.default {
-                    self.flush_queued(id);
-                }
-                let label = self.label_of(id);
-                self.event(Event::Writable { peer, label });
-            }
             RtcEvent::PeerStats(s) => {
                 let Some(pair) = s.selected_candidate_pair else {
                     return;
@@ -617,6 +683,9 @@ impl Peer {
                     remote_addr: pair.remote.addr,
                     rtt: pair.current_round_trip_time.or(s.rtt),
                 };
+                if let Some(rtt) = path.rtt {
+                    self.window = window_for(rtt, self.window_range);
+                }
                 let changed = self.path.as_ref().is_none_or(|p| {
                     (p.local, p.remote, p.protocol, p.remote_addr)
                         != (path.local, path.remote, path.protocol, path.remote_addr)
@@ -629,6 +698,17 @@ impl Peer {
             _ => {}
         }
     }
+}
+
+/// Rate the send window is sized for: window = RTT × this, within the configured range.
+/// A reliable channel moves at most window ÷ RTT; a larger window costs CPU per byte in
+/// str0m's SCTP (its in-flight queue is scanned on every poll), and ~20 MB/s is what it
+/// sustains per connection with a 1 MiB window on a 2-core machine (docs/benchmarks.md).
+pub const WINDOW_RATE: f64 = 20e6;
+
+/// The send window for a path with this round-trip time.
+pub fn window_for(rtt: Duration, (min, max): (usize, usize)) -> usize {
+    ((rtt.as_secs_f64() * WINDOW_RATE) as usize).clamp(min, max)
 }
 
 /// A packet that arrived, before str0m has classified it.

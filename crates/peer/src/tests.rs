@@ -112,34 +112,7 @@ impl World {
 
     /// Runs until nothing is left to do before the next timeout, then advances time to it.
     fn step(&mut self) {
-        let mut timeout = self.now + Duration::from_secs(60);
-        for i in 0..self.clients.len() {
-            loop {
-                match self.clients[i].poll_output(self.now) {
-                    Output::Frame(f) => {
-                        if let Some(conn) = self.conns[i].filter(|_| !self.mute[i]) {
-                            self.to_server.push_back((conn, f));
-                        }
-                    }
-                    Output::Transmit(t) => {
-                        let lost = self.cut[i] || self.random() % 1000 < self.loss_permille;
-                        if !lost {
-                            self.net.push(Packet {
-                                at: self.now + self.delay,
-                                from: t.source,
-                                to: t.destination,
-                                data: t.contents,
-                            });
-                        }
-                    }
-                    Output::Event(e) => self.events[i].push(e),
-                    Output::Timeout(t) => {
-                        timeout = timeout.min(t);
-                        break;
-                    }
-                }
-            }
-        }
+        let mut timeout = self.pump();
         while let Some((conn, f)) = self.to_server.pop_front() {
             self.sig
                 .handle_input(self.now, SigInput::Text { conn, text: &f });
@@ -186,6 +159,39 @@ impl World {
             c.handle_timeout(self.now);
         }
         self.sig.handle_input(self.now, SigInput::Timeout);
+    }
+
+    /// Takes the clients' output (frames, packets, events) now; returns the earliest timeout.
+    fn pump(&mut self) -> Instant {
+        let mut timeout = self.now + Duration::from_secs(60);
+        for i in 0..self.clients.len() {
+            loop {
+                match self.clients[i].poll_output(self.now) {
+                    Output::Frame(f) => {
+                        if let Some(conn) = self.conns[i].filter(|_| !self.mute[i]) {
+                            self.to_server.push_back((conn, f));
+                        }
+                    }
+                    Output::Transmit(t) => {
+                        let lost = self.cut[i] || self.random() % 1000 < self.loss_permille;
+                        if !lost {
+                            self.net.push(Packet {
+                                at: self.now + self.delay,
+                                from: t.source,
+                                to: t.destination,
+                                data: t.contents,
+                            });
+                        }
+                    }
+                    Output::Event(e) => self.events[i].push(e),
+                    Output::Timeout(t) => {
+                        timeout = timeout.min(t);
+                        break;
+                    }
+                }
+            }
+        }
+        timeout
     }
 
     /// Steps until `done` holds or `limit` of virtual time passes; returns the time taken.
@@ -480,4 +486,85 @@ fn relay_only_drops_other_candidates() {
         },
     );
     assert!(w.clients[i].local.is_empty());
+}
+
+/// Bytes one peer delivers to the other in `span` of virtual time, sending 16 KiB messages
+/// whenever the window lets it (and waiting for `Writable` when it does not), over links of
+/// `rtt`; measured after two seconds, once stats have given the path's RTT. Returns the bytes
+/// and the sender's window at the end.
+fn bulk_rate(rtt: Duration, settings: Settings, span: Duration) -> (usize, usize) {
+    let mut w = World::new();
+    w.delay = rtt / 2;
+    w.add("r", settings.clone());
+    w.run_until(Duration::from_secs(2), |w| w.clients[0].id().is_some());
+    w.add("r", settings);
+    w.run_until(Duration::from_secs(10), |w| w.open(0, 1));
+    let b = w.id(1);
+    let msg = vec![7u8; 16 * 1024];
+    let (mut writable, mut got, mut counted) = (true, 0, 0);
+    let start = w.now;
+    let measure_from = start + Duration::from_secs(2);
+    for _ in 0..10_000_000 {
+        if w.now >= measure_from + span {
+            break;
+        }
+        while writable {
+            writable = w.clients[0].send(w.now, &b, None, true, &msg).unwrap();
+        }
+        w.step();
+        // Events raised by this step's packets reach the application before time moves on.
+        w.pump();
+        for e in w.events[0].drain(..) {
+            writable |= matches!(e, Event::Writable { .. });
+        }
+        for e in w.events[1].drain(..) {
+            if let Event::Message { data, .. } = e {
+                got += data.len();
+                if w.now >= measure_from {
+                    counted += data.len();
+                }
+            }
+        }
+    }
+    assert!(got > 0);
+    (counted, w.clients[0].send_window(&b).unwrap())
+}
+
+#[test]
+fn the_send_window_follows_the_rtt_so_a_long_path_is_not_window_bound() {
+    let rtt = Duration::from_millis(50);
+    let span = Duration::from_secs(2);
+    let fixed = Settings {
+        max_send_window: Settings::default().send_window,
+        ..Settings::default()
+    };
+    let (small, w_small) = bulk_rate(rtt, fixed, span);
+    let (sized, w_sized) = bulk_rate(rtt, Settings::default(), span);
+    let rate = |b: usize| b as f64 / span.as_secs_f64() / 1e6;
+    eprintln!(
+        "50 ms RTT, virtual time: fixed 128 KiB {:.1} MB/s, sized {w_sized} B {:.1} MB/s",
+        rate(small),
+        rate(sized)
+    );
+    // A fixed 128 KiB window moves at most window ÷ RTT = 2.6 MB/s.
+    assert_eq!(w_small, 128 * 1024);
+    assert!(rate(small) < 2.7, "fixed window: {:.1} MB/s", rate(small));
+    // Sized to 50 ms × 20 MB/s = 1 MB, the same path carries several times that.
+    assert_eq!(w_sized, window_for(rtt, (128 * 1024, 1024 * 1024)));
+    assert!(w_sized >= 900_000, "window {w_sized}");
+    assert!(
+        rate(sized) > 4.0 * rate(small),
+        "sized window: {:.1} MB/s, fixed: {:.1} MB/s",
+        rate(sized),
+        rate(small)
+    );
+}
+
+#[test]
+fn the_window_is_clamped_to_its_range() {
+    let range = (128 * 1024, 1024 * 1024);
+    assert_eq!(window_for(Duration::from_micros(100), range), 128 * 1024);
+    assert_eq!(window_for(Duration::from_millis(20), range), 400_000);
+    assert_eq!(window_for(Duration::from_secs(2), range), 1024 * 1024);
+    assert_eq!(window_for(Duration::from_secs(2), (65536, 65536)), 65536);
 }
