@@ -71,8 +71,9 @@ pub(crate) struct Peer {
     /// `window_range` (see [`window_for`]).
     window: usize,
     window_range: (usize, usize),
-    /// A send was refused for the window: [`Event::Writable`] follows once half of it is free.
-    blocked: bool,
+    /// A send was refused for the window (the largest refused message): [`Event::Writable`]
+    /// follows once half the window, or room for that message, is free.
+    blocked: Option<usize>,
     pub up: VecDeque<Up>,
 }
 
@@ -118,7 +119,7 @@ impl Peer {
                 settings.send_window,
                 settings.max_send_window.max(settings.send_window),
             ),
-            blocked: false,
+            blocked: None,
             up: VecDeque::new(),
         }
     }
@@ -442,7 +443,7 @@ impl Peer {
                 if !self.queued.is_empty() {
                     self.flush_queued(id);
                     if !self.queued.is_empty() {
-                        self.blocked = true;
+                        self.block(data.len());
                         return Ok(false);
                     }
                 }
@@ -462,7 +463,9 @@ impl Peer {
         let ok = ch
             .write(binary, data)
             .map_err(|e| Error::Send(e.to_string()))?;
-        self.blocked |= !ok;
+        if !ok {
+            self.block(data.len());
+        }
         self.drain(now);
         Ok(ok)
     }
@@ -472,8 +475,14 @@ impl Peer {
     fn room_for(&mut self, len: usize) -> bool {
         let held = self.buffered_total();
         let fits = held == 0 || held + len <= self.window;
-        self.blocked |= !fits;
+        if !fits {
+            self.block(len);
+        }
         fits
+    }
+
+    fn block(&mut self, len: usize) {
+        self.blocked = Some(self.blocked.unwrap_or(0).max(len));
     }
 
     /// Bytes held by SCTP over all channels (queued and unacknowledged).
@@ -548,8 +557,11 @@ impl Peer {
                 Output::Event(e) => self.on_rtc_event(now, e),
             }
         }
-        if self.blocked && self.buffered_total() <= self.window / 2 {
-            self.writable();
+        if let Some(len) = self.blocked {
+            let held = self.buffered_total();
+            if held == 0 || held + len.max(self.window / 2) <= self.window {
+                self.writable();
+            }
         }
         if !self.rtc.is_alive() && !self.closed {
             self.closed = true;
@@ -573,20 +585,20 @@ impl Peer {
                 break;
             };
             if !matches!(ch.write(binary, &data), Ok(true)) {
-                self.blocked = true;
+                self.block(data.len());
                 self.queued.push_front((binary, data));
                 break;
             }
         }
     }
 
-    /// Half the window is free again: the queue goes first, then every open channel is
-    /// reported writable.
+    /// The window has room again: the queue goes first, then every open channel is reported
+    /// writable.
     fn writable(&mut self) {
-        self.blocked = false;
+        self.blocked = None;
         if let Some(id) = self.default.filter(|_| !self.queued.is_empty()) {
             self.flush_queued(id);
-            if self.blocked {
+            if self.blocked.is_some() {
                 return;
             }
         }

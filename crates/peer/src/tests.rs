@@ -568,3 +568,56 @@ fn the_window_is_clamped_to_its_range() {
     assert_eq!(window_for(Duration::from_secs(2), range), 1024 * 1024);
     assert_eq!(window_for(Duration::from_secs(2), (65536, 65536)), 65536);
 }
+
+#[test]
+fn a_message_larger_than_half_the_window_waits_for_room_not_for_every_sack() {
+    let fixed = Settings {
+        send_window: 64 * 1024,
+        max_send_window: 64 * 1024,
+        ..Settings::default()
+    };
+    let mut w = World::new();
+    w.add("r", fixed.clone());
+    w.run_until(Duration::from_secs(1), |w| w.clients[0].id().is_some());
+    w.add("r", fixed);
+    w.run_until(Duration::from_secs(10), |w| w.open(0, 1));
+    let b = w.id(1);
+    let (total, size) = (40, 48 * 1024);
+    let (mut sent, mut refused, mut writable_events, mut writable) = (0, 0, 0, true);
+    let mut got = Vec::new();
+    let start = w.now;
+    while got.len() < total {
+        assert!(
+            w.now - start < Duration::from_secs(30),
+            "stalled at {}",
+            got.len()
+        );
+        while writable && sent < total {
+            let msg = vec![sent as u8; size];
+            writable = w.clients[0].send(w.now, &b, None, true, &msg).unwrap();
+            if writable {
+                sent += 1;
+            } else {
+                refused += 1;
+            }
+        }
+        w.step();
+        w.pump();
+        for e in w.events[0].drain(..) {
+            if matches!(e, Event::Writable { .. }) {
+                writable = true;
+                writable_events += 1;
+            }
+        }
+        for e in w.events[1].drain(..) {
+            if let Event::Message { data, .. } = e {
+                assert_eq!(data.len(), size);
+                got.push(data[0]);
+            }
+        }
+    }
+    assert_eq!(got, (0..total as u8).collect::<Vec<_>>());
+    // One message fits at a time: each refusal is answered once, when the message fits.
+    assert!(refused <= total, "{refused} refusals for {total} messages");
+    assert_eq!(writable_events, refused);
+}
