@@ -22,6 +22,9 @@ pub const RESTART_AFTER: Duration = Duration::from_secs(3);
 pub const MAX_REMOTE_CANDIDATES: usize = 64;
 /// Channels per peer.
 pub const MAX_CHANNELS: usize = 64;
+/// How often str0m reports stats: the path, its RTT, and so the send window, follow them.
+/// A transfer starts with the smallest window until the first report.
+const STATS_EVERY: Duration = Duration::from_millis(250);
 /// Messages queued per peer before its default channel opens.
 pub const MAX_QUEUED: usize = 1024;
 
@@ -89,7 +92,7 @@ impl std::fmt::Debug for Peer {
 impl Peer {
     pub fn new(now: Instant, id: String, polite: bool, settings: &Settings) -> Self {
         let mut cfg = Rtc::builder()
-            .set_stats_interval(Some(Duration::from_secs(1)))
+            .set_stats_interval(Some(STATS_EVERY))
             .set_sctp_max_buffered_amount(settings.max_send_window.max(settings.send_window));
         // Data channels only: no audio/video codecs to offer.
         cfg = cfg.clear_codecs();
