@@ -1,13 +1,34 @@
 // Helpers for the browser tests: start `peerweb serve`, launch Chromium, poll pages.
 import { after } from 'node:test';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
 const BIN = process.env.PEERWEB_BIN;
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+
+/**
+ * Adds a veth pair `a`–`b` to this namespace with `cidr` on `a`, settled before it returns:
+ * IPv6 off on both ends (no link-local address arrives a second later) and both ends up.
+ * Chromium aborts a page's loads with ERR_NETWORK_CHANGED when an interface changes under
+ * it, so a browser must only ever see this pair finished. Returns a function that deletes it.
+ */
+export async function addVeth(a, b, cidr) {
+  const ip = (...args) => execFileSync('ip', args);
+  ip('link', 'add', a, 'type', 'veth', 'peer', 'name', b);
+  for (const n of [a, b]) writeFileSync(`/proc/sys/net/ipv6/conf/${n}/disable_ipv6`, '1');
+  ip('addr', 'add', cidr, 'dev', a);
+  ip('link', 'set', a, 'up');
+  ip('link', 'set', b, 'up');
+  const up = () => [a, b].every((n) => readFileSync(`/sys/class/net/${n}/operstate`, 'utf8').trim() === 'up');
+  for (let i = 0; !up(); i++) {
+    if (i >= 250) throw new Error(`veth ${a} did not come up`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return () => ip('link', 'del', a);
+}
 
 /**
  * Starts `peerweb serve` on `host` (127.0.0.1; port 0 unless given) and waits for its URL.

@@ -6,7 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { startServer, launchBrowser, openTab, joinRoom, waitFor, waitOpen, startNative } from './lib.mjs';
+import { addVeth, startServer, launchBrowser, openTab, joinRoom, waitFor, waitOpen, startNative } from './lib.mjs';
 
 let server;
 let browser;
@@ -120,11 +120,7 @@ test('with UDP to the TURN port blocked, both sides relay over TURN/TCP', async 
 test('a browser that hides its address behind an mDNS name still connects to the native peer', async () => {
   // A second interface in this namespace: Chromium (not allowed loopback, no camera
   // permission) can use only it, and hides its address behind a random .local name.
-  const ip = (...a) => execFileSync('ip', a);
-  ip('link', 'add', 'pwv0', 'type', 'veth', 'peer', 'name', 'pwv1');
-  ip('addr', 'add', '10.99.0.1/24', 'dev', 'pwv0');
-  ip('link', 'set', 'pwv0', 'up');
-  ip('link', 'set', 'pwv1', 'up');
+  const removeVeth = await addVeth('pwv0', 'pwv1', '10.99.0.1/24');
   const hidden = await launchBrowser({ hideAddresses: true, loopback: false });
   try {
     const page = await openTab(hidden, server.url);
@@ -147,7 +143,7 @@ test('a browser that hides its address behind an mDNS name still connects to the
     await n.stop();
   } finally {
     await hidden.close();
-    ip('link', 'del', 'pwv0');
+    removeVeth();
   }
 });
 

@@ -5,11 +5,10 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { execFileSync } from 'node:child_process';
 import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startServer, launchBrowser, startCli, waitFor } from './lib.mjs';
+import { addVeth, startServer, launchBrowser, startCli, waitFor } from './lib.mjs';
 import { startMitm } from './mitm.mjs';
 import { blake3Hex } from '../../web/transfer/blake3.js';
 
@@ -356,11 +355,7 @@ test('a browser receiver catches a signaling server that swaps fingerprints; not
 test('a phone-like page on plain http (no WebCrypto, no OPFS, address hidden) takes a typed code and receives', async () => {
   // A LAN address in this namespace: http:// to it is not a secure context, so the page has
   // no crypto.subtle and no origin-private file system, like a phone opening the QR link.
-  const ip = (...a) => execFileSync('ip', a);
-  ip('link', 'add', 'pwt0', 'type', 'veth', 'peer', 'name', 'pwt1');
-  ip('addr', 'add', '10.98.0.1/24', 'dev', 'pwt0');
-  ip('link', 'set', 'pwt0', 'up');
-  ip('link', 'set', 'pwt1', 'up');
+  const removeVeth = await addVeth('pwt0', 'pwt1', '10.98.0.1/24');
   const lan = await startServer({ host: '10.98.0.1' });
   const phone = await launchBrowser({ hideAddresses: true, loopback: false });
   try {
@@ -391,7 +386,7 @@ test('a phone-like page on plain http (no WebCrypto, no OPFS, address hidden) ta
   } finally {
     await phone.close();
     await lan.stop();
-    ip('link', 'del', 'pwt0');
+    removeVeth();
   }
 });
 
