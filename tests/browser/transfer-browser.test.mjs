@@ -471,6 +471,19 @@ test('the receive page explains a code it cannot use', async () => {
   await p.close();
 });
 
+test('a page whose parts fail to load (a network change mid-load) says so instead of waiting forever', async () => {
+  for (const path of ['/receive', '/send']) {
+    const p = await browser.newPage();
+    await p.route('**/vendor/@noble/hashes/sha2.js', (r) => r.abort('internetdisconnected'));
+    await p.goto(`${server.url}${path}`);
+    const s = await waitState(p, [], 15000);
+    assert.equal(s.state, 'error', path);
+    assert.match(s.error, /did not load.*Reload/, path);
+    assert.equal(await p.isVisible('#error'), true, path);
+    await p.close();
+  }
+});
+
 test('a damaged link says so', async () => {
   const p = await page(`${server.url}/receive#7-short`);
   const s = await waitState(p, []);
