@@ -175,8 +175,8 @@ pub enum Event {
         binary: bool,
         data: Vec<u8>,
     },
-    /// Half the send window is free again after a send returned `false`: sends can go on
-    /// (reported for every open channel of the peer).
+    /// After a send returned `false`: half the send window (or room for that message) is
+    /// free again, sends can go on (reported for every open channel of the peer).
     Writable {
         peer: String,
         label: String,

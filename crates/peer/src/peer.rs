@@ -25,6 +25,9 @@ pub const MAX_CHANNELS: usize = 64;
 /// How often str0m reports stats: the path, its RTT, and so the send window, follow them.
 /// A transfer starts with the smallest window until the first report.
 const STATS_EVERY: Duration = Duration::from_millis(250);
+/// Room str0m's buffer keeps beyond the largest send window, so that any message up to
+/// SCTP's usual limit (256 KiB, str0m's and Chromium's) fits whenever the window admits it.
+const MESSAGE_ROOM: usize = 256 * 1024;
 /// Messages queued per peer before its default channel opens.
 pub const MAX_QUEUED: usize = 1024;
 
@@ -93,7 +96,9 @@ impl Peer {
     pub fn new(now: Instant, id: String, polite: bool, settings: &Settings) -> Self {
         let mut cfg = Rtc::builder()
             .set_stats_interval(Some(STATS_EVERY))
-            .set_sctp_max_buffered_amount(settings.max_send_window.max(settings.send_window));
+            .set_sctp_max_buffered_amount(
+                settings.max_send_window.max(settings.send_window) + MESSAGE_ROOM,
+            );
         // Data channels only: no audio/video codecs to offer.
         cfg = cfg.clear_codecs();
         let rtc = cfg.build(now);
@@ -467,6 +472,12 @@ impl Peer {
             .write(binary, data)
             .map_err(|e| Error::Send(e.to_string()))?;
         if !ok {
+            if self.buffered_total() == 0 {
+                return Err(Error::Send(format!(
+                    "a {}-byte message does not fit the send buffer",
+                    data.len()
+                )));
+            }
             self.block(data.len());
         }
         self.drain(now);
@@ -587,10 +598,24 @@ impl Peer {
                 self.queued.push_front((binary, data));
                 break;
             };
-            if !matches!(ch.write(binary, &data), Ok(true)) {
-                self.block(data.len());
-                self.queued.push_front((binary, data));
-                break;
+            match ch.write(binary, &data) {
+                Ok(true) => {}
+                Ok(false) if self.buffered_total() > 0 => {
+                    self.block(data.len());
+                    self.queued.push_front((binary, data));
+                    break;
+                }
+                // Too large for the buffer, or refused by SCTP: it can never go; the rest can.
+                other => {
+                    let why = match other {
+                        Err(e) => e.to_string(),
+                        _ => "it does not fit the send buffer".into(),
+                    };
+                    self.event(Event::Error {
+                        code: "send".into(),
+                        message: format!("a queued {}-byte message was dropped: {why}", data.len()),
+                    });
+                }
             }
         }
     }

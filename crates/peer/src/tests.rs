@@ -621,3 +621,55 @@ fn a_message_larger_than_half_the_window_waits_for_room_not_for_every_sack() {
     assert!(refused <= total, "{refused} refusals for {total} messages");
     assert_eq!(writable_events, refused);
 }
+
+#[test]
+fn a_message_larger_than_the_window_goes_alone_and_one_too_large_for_sctp_is_an_error() {
+    let tiny = Settings {
+        send_window: 16 * 1024,
+        max_send_window: 16 * 1024,
+        ..Settings::default()
+    };
+    let mut w = World::new();
+    w.add("r", tiny.clone());
+    w.run_until(Duration::from_secs(1), |w| w.clients[0].id().is_some());
+    w.add("r", tiny);
+    w.run_until(Duration::from_secs(10), |w| w.open(0, 1));
+    let b = w.id(1);
+    let now = w.now;
+    // 60 KiB through a 16 KiB window: it fits the empty window on its own.
+    assert!(
+        w.clients[0]
+            .send(now, &b, None, true, &[1; 60 * 1024])
+            .unwrap()
+    );
+    // The window is taken now: the next waits.
+    assert!(!w.clients[0].send(now, &b, None, true, &[2; 1024]).unwrap());
+    w.run_until(Duration::from_secs(5), |w| {
+        w.clients[0].buffered(&b, None) == 0
+    });
+    let sizes: Vec<usize> = w.events[1]
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message { data, .. } => Some(data.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sizes, [60 * 1024]);
+    // Over SCTP's message limit (256 KiB) it can never go, even alone: an error, not a wait
+    // that never ends.
+    let now = w.now;
+    let err = w.clients[0].send(now, &b, None, true, &vec![3; 400 * 1024]);
+    assert!(matches!(err, Err(Error::Send(_))), "{err:?}");
+    // The channel still works.
+    assert!(w.clients[0].send(now, &b, None, true, &[4; 1024]).unwrap());
+    let last = |w: &World| {
+        w.events[1].iter().rev().find_map(|e| match e {
+            Event::Message { data, .. } => Some(data.clone()),
+            _ => None,
+        })
+    };
+    w.run_until(Duration::from_secs(5), |w| {
+        last(w).is_some_and(|d| d[0] == 4)
+    });
+    assert_eq!(last(&w).unwrap().len(), 1024);
+}
