@@ -741,9 +741,10 @@ impl Peer {
 }
 
 /// Rate the send window is sized for: window = RTT × this, within the configured range.
-/// A reliable channel moves at most window ÷ RTT; a larger window costs CPU per byte in
-/// str0m's SCTP (its in-flight queue is scanned on every poll), and ~20 MB/s is what it
-/// sustains per connection with a 1 MiB window on a 2-core machine (docs/benchmarks.md).
+/// A reliable channel moves at most window ÷ RTT, but a larger window costs CPU per byte in
+/// str0m's SCTP (its in-flight queue is scanned on every poll): with a large window it
+/// carries 10–16 MB/s per connection on a 2-core machine (docs/benchmarks.md), so a window
+/// beyond RTT × 20 MB/s would only add CPU.
 pub const WINDOW_RATE: f64 = 20e6;
 
 /// The send window for a path with this round-trip time.
