@@ -251,7 +251,11 @@ async fn wormhole(
             format!("--port=tcp:{port}:interface={}", p.send_ip),
         ]
     };
-    let mut mailbox = in_ns(&p.send_ns, &bin("twist"), &twist("wormhole-mailbox", 4000)).spawn()?;
+    // The mailbox keeps its state next to the received files, not in the working directory.
+    let db = out.with_extension("mailbox.sqlite");
+    let mut mailbox_args = twist("wormhole-mailbox", 4000);
+    mailbox_args.push(format!("--channel-db={}", db.display()));
+    let mut mailbox = in_ns(&p.send_ns, &bin("twist"), &mailbox_args).spawn()?;
     let mut relay = in_ns(&p.send_ns, &bin("twist"), &twist("transitrelay", 4001)).spawn()?;
     wait_port(&p.send_ns, p.send_ip, 4000).await?;
     wait_port(&p.send_ns, p.send_ip, 4001).await?;
