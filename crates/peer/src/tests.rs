@@ -16,6 +16,9 @@ struct Packet {
     data: Vec<u8>,
 }
 
+/// One-way delay of the virtual links unless a test sets another.
+const LINK_DELAY: Duration = Duration::from_millis(5);
+
 /// A signaling server core, clients, and a network between their host addresses.
 struct World {
     now: Instant,
@@ -50,7 +53,7 @@ impl World {
             next_conn: 1,
             events: Vec::new(),
             net: Vec::new(),
-            delay: Duration::from_millis(5),
+            delay: LINK_DELAY,
             loss_permille: 0,
             seed: 0x9e37_79b9_7f4a_7c15,
             cut: Vec::new(),
@@ -230,10 +233,16 @@ impl World {
 }
 
 fn pair() -> World {
+    pair_with(Settings::default(), LINK_DELAY)
+}
+
+/// Two clients with these settings over links of this one-way delay, the second joining.
+fn pair_with(settings: Settings, delay: Duration) -> World {
     let mut w = World::new();
-    w.add("r", Settings::default());
+    w.delay = delay;
+    w.add("r", settings.clone());
     w.run_until(Duration::from_secs(1), |w| w.clients[0].id().is_some());
-    w.add("r", Settings::default());
+    w.add("r", settings);
     w
 }
 
@@ -493,11 +502,7 @@ fn relay_only_drops_other_candidates() {
 /// `rtt`; measured after two seconds, once stats have given the path's RTT. Returns the bytes
 /// and the sender's window at the end.
 fn bulk_rate(rtt: Duration, settings: Settings, span: Duration) -> (usize, usize) {
-    let mut w = World::new();
-    w.delay = rtt / 2;
-    w.add("r", settings.clone());
-    w.run_until(Duration::from_secs(2), |w| w.clients[0].id().is_some());
-    w.add("r", settings);
+    let mut w = pair_with(settings, rtt / 2);
     w.run_until(Duration::from_secs(10), |w| w.open(0, 1));
     let b = w.id(1);
     let msg = vec![7u8; 16 * 1024];
@@ -576,10 +581,7 @@ fn a_message_larger_than_half_the_window_waits_for_room_not_for_every_sack() {
         max_send_window: 64 * 1024,
         ..Settings::default()
     };
-    let mut w = World::new();
-    w.add("r", fixed.clone());
-    w.run_until(Duration::from_secs(1), |w| w.clients[0].id().is_some());
-    w.add("r", fixed);
+    let mut w = pair_with(fixed, LINK_DELAY);
     w.run_until(Duration::from_secs(10), |w| w.open(0, 1));
     let b = w.id(1);
     let (total, size) = (40, 48 * 1024);
@@ -629,10 +631,7 @@ fn a_message_larger_than_the_window_goes_alone_and_one_too_large_for_sctp_is_an_
         max_send_window: 16 * 1024,
         ..Settings::default()
     };
-    let mut w = World::new();
-    w.add("r", tiny.clone());
-    w.run_until(Duration::from_secs(1), |w| w.clients[0].id().is_some());
-    w.add("r", tiny);
+    let mut w = pair_with(tiny, LINK_DELAY);
     w.run_until(Duration::from_secs(10), |w| w.open(0, 1));
     let b = w.id(1);
     let now = w.now;
