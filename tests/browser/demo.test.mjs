@@ -63,3 +63,13 @@ test('demo page: join, peer list with path and RTT, chat both ways', async () =>
   assert.equal(await eve.locator('#room-view').isHidden(), true);
   for (const p of [ada, bob, eve]) await p.close();
 });
+
+test('a demo page whose script fails to load (a network change mid-load) says so', async () => {
+  const page = await browser.newPage();
+  await page.route('**/sdk/peerweb.js', (r) => r.abort('internetdisconnected'));
+  await page.goto(`${server.url}/`);
+  await page.locator('#join-error', { hasText: 'did not load' }).waitFor({ timeout: 10000 });
+  assert.match(await page.textContent('#join-error'), /Reload to try again/);
+  assert.equal(await page.locator('#join-form button').isDisabled(), true);
+  await page.close();
+});
