@@ -18,7 +18,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use peerweb_bench::{cpu_secs, free_port, spawn_pinned, wait_listening};
 use peerweb_net::{Node, Options};
-use peerweb_peer::{Event, Settings};
+use peerweb_peer::Event;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Debug, Parser)]
@@ -258,14 +258,6 @@ async fn datachannel(args: &Args) -> anyhow::Result<Score> {
     })
 }
 
-/// A fixed send window when one is given.
-fn fix_window(s: &mut Settings, window: Option<usize>) {
-    if let Some(w) = window {
-        s.send_window = w;
-        s.max_send_window = w;
-    }
-}
-
 /// Two native peers in this process through `peerweb serve` on loopback.
 async fn native(
     url: &str,
@@ -275,7 +267,9 @@ async fn native(
 ) -> anyhow::Result<Score> {
     let opts = |w: Option<usize>| {
         let mut o = Options::new(url, room);
-        fix_window(&mut o.settings, w);
+        if let Some(w) = w {
+            o.settings.fix_window(w);
+        }
         o.allow_loopback = true;
         o.interfaces = vec!["lo".into()];
         o.stun = false;
@@ -558,7 +552,9 @@ mod link {
             }
             Role::NativeRecv | Role::NativeSend => {
                 let mut o = Options::new(&args.at, &args.room);
-                super::fix_window(&mut o.settings, args.window);
+                if let Some(w) = args.window {
+                    o.settings.fix_window(w);
+                }
                 o.stun = false;
                 o.turn = false;
                 let mut node = Node::join(o).await?;

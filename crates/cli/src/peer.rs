@@ -65,8 +65,7 @@ impl NetArgs {
             ..Settings::default()
         };
         if let Some(w) = self.send_window {
-            o.settings.send_window = w as usize;
-            o.settings.max_send_window = w as usize;
+            o.settings.fix_window(w as usize);
         }
         o.allow_loopback = self.allow_loopback;
         o.interfaces = self.interfaces.clone();

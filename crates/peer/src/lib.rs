@@ -64,6 +64,14 @@ pub struct Settings {
     pub relay_only: bool,
 }
 
+impl Settings {
+    /// Fixes the send window at `bytes` (it no longer follows the RTT).
+    pub fn fix_window(&mut self, bytes: usize) {
+        self.send_window = bytes;
+        self.max_send_window = bytes;
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {

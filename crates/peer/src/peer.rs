@@ -94,11 +94,13 @@ impl std::fmt::Debug for Peer {
 
 impl Peer {
     pub fn new(now: Instant, id: String, polite: bool, settings: &Settings) -> Self {
+        let window_range = (
+            settings.send_window,
+            settings.max_send_window.max(settings.send_window),
+        );
         let mut cfg = Rtc::builder()
             .set_stats_interval(Some(STATS_EVERY))
-            .set_sctp_max_buffered_amount(
-                settings.max_send_window.max(settings.send_window) + MESSAGE_ROOM,
-            );
+            .set_sctp_max_buffered_amount(window_range.1 + MESSAGE_ROOM);
         // Data channels only: no audio/video codecs to offer.
         cfg = cfg.clear_codecs();
         let rtc = cfg.build(now);
@@ -123,10 +125,7 @@ impl Peer {
             closed: false,
             timeout: now,
             window: settings.send_window,
-            window_range: (
-                settings.send_window,
-                settings.max_send_window.max(settings.send_window),
-            ),
+            window_range,
             blocked: None,
             up: VecDeque::new(),
         }

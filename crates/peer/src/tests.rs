@@ -497,6 +497,13 @@ fn relay_only_drops_other_candidates() {
     assert!(w.clients[i].local.is_empty());
 }
 
+/// Default settings with the send window fixed at `bytes`.
+fn fixed_window(bytes: usize) -> Settings {
+    let mut s = Settings::default();
+    s.fix_window(bytes);
+    s
+}
+
 /// Bytes one peer delivers to the other in `span` of virtual time, sending 16 KiB messages
 /// whenever the window lets it (and waiting for `Writable` when it does not), over links of
 /// `rtt`; measured after two seconds, once stats have given the path's RTT. Returns the bytes
@@ -539,11 +546,7 @@ fn bulk_rate(rtt: Duration, settings: Settings, span: Duration) -> (usize, usize
 fn the_send_window_follows_the_rtt_so_a_long_path_is_not_window_bound() {
     let rtt = Duration::from_millis(50);
     let span = Duration::from_secs(2);
-    let fixed = Settings {
-        max_send_window: Settings::default().send_window,
-        ..Settings::default()
-    };
-    let (small, w_small) = bulk_rate(rtt, fixed, span);
+    let (small, w_small) = bulk_rate(rtt, fixed_window(128 * 1024), span);
     let (sized, w_sized) = bulk_rate(rtt, Settings::default(), span);
     let rate = |b: usize| b as f64 / span.as_secs_f64() / 1e6;
     eprintln!(
@@ -576,12 +579,7 @@ fn the_window_is_clamped_to_its_range() {
 
 #[test]
 fn a_message_larger_than_half_the_window_waits_for_room_not_for_every_sack() {
-    let fixed = Settings {
-        send_window: 64 * 1024,
-        max_send_window: 64 * 1024,
-        ..Settings::default()
-    };
-    let mut w = pair_with(fixed, LINK_DELAY);
+    let mut w = pair_with(fixed_window(64 * 1024), LINK_DELAY);
     w.run_until(Duration::from_secs(10), |w| w.open(0, 1));
     let b = w.id(1);
     let (total, size) = (40, 48 * 1024);
@@ -626,12 +624,7 @@ fn a_message_larger_than_half_the_window_waits_for_room_not_for_every_sack() {
 
 #[test]
 fn a_message_larger_than_the_window_goes_alone_and_one_too_large_for_sctp_is_an_error() {
-    let tiny = Settings {
-        send_window: 16 * 1024,
-        max_send_window: 16 * 1024,
-        ..Settings::default()
-    };
-    let mut w = pair_with(tiny, LINK_DELAY);
+    let mut w = pair_with(fixed_window(16 * 1024), LINK_DELAY);
     w.run_until(Duration::from_secs(10), |w| w.open(0, 1));
     let b = w.id(1);
     let now = w.now;
