@@ -136,3 +136,21 @@ test('relaying to loopback is refused unless allowed', async () => {
   assert.ok(m('peerweb_turn_allocations') >= 1, 'allocations are made');
   assert.ok(m('peerweb_turn_refusals_total{reason="peer_address"}') > 0, 'but peers refused');
 });
+
+test('a relayed room of seven tabs: every pair connects and no allocation is refused', async () => {
+  // A tab's credential serves its connection to each other member, with an allocation per
+  // TURN transport: 6 connections × (UDP, TCP) = 12 allocations per credential here, which a
+  // per-credential quota of 10 refused. The quota must fit a room, not one connection.
+  const server = await serve(['--turn-allow-loopback-peers']);
+  const tabs = [];
+  for (let i = 0; i < 7; i++) tabs.push(await openTab(browser, server.url));
+  const ids = [];
+  for (const t of tabs) ids.push(await joinRoom(t, 'seven', relayOnly));
+  for (const [i, t] of tabs.entries()) {
+    for (const id of ids.filter((_, j) => j !== i)) await waitOpen(t, id);
+  }
+  const m = await metrics(server.url);
+  assert.equal(m('peerweb_turn_refusals_total{reason="quota"}'), 0);
+  assert.ok(m('peerweb_turn_allocations') >= 7 * 6, `allocations ${m('peerweb_turn_allocations')}`);
+  for (const t of tabs) await t.close();
+});

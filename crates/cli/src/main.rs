@@ -155,7 +155,8 @@ struct ServeArgs {
     /// TURN allocations on the server [default: 10000].
     #[arg(long, env = "PEERWEB_TURN_MAX_ALLOCATIONS")]
     turn_max_allocations: Option<usize>,
-    /// TURN allocations per credential [default: 10].
+    /// TURN allocations per credential; a tab's credential serves all its connections in a
+    /// room, up to three allocations each [default: 256].
     #[arg(long, env = "PEERWEB_TURN_MAX_ALLOCATIONS_PER_USER")]
     turn_max_allocations_per_user: Option<usize>,
     /// Bytes per second one allocation may relay, 0 for no cap [default: 12500000].

@@ -74,6 +74,9 @@ pub struct ServerConfig {
     pub turn_allowed_peers: Vec<String>,
     pub turn_denied_peers: Vec<String>,
     pub turn_max_allocations: usize,
+    /// Allocations one credential may hold. A browser tab gets one credential per room it
+    /// joins and uses it for its connection to every other member, one allocation per TURN
+    /// transport offered (up to three each), so a full room needs 3 × (max_peers_per_room − 1).
     pub turn_max_allocations_per_user: usize,
     /// Bytes per second relayed for one allocation (0: no cap).
     pub turn_bandwidth_per_allocation: u64,
@@ -115,7 +118,7 @@ impl Default for ServerConfig {
             turn_allowed_peers: Vec::new(),
             turn_denied_peers: Vec::new(),
             turn_max_allocations: 10_000,
-            turn_max_allocations_per_user: 10,
+            turn_max_allocations_per_user: 256,
             turn_bandwidth_per_allocation: 12_500_000,
             turn_max_challenges_per_sec: 20,
         }

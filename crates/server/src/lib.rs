@@ -101,16 +101,20 @@ async fn ws(
 
 async fn ice(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
     let mut servers = state.ice_servers.as_ref().clone();
+    let mut body = serde_json::json!({});
     if let Some(turn) = state.turn() {
         let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
         servers.extend(turn.ice_servers(host));
+        // How long the credentials stay valid: clients fetch new ones before then.
+        body["ttl"] = turn.credential_ttl().as_secs().into();
     }
+    body["iceServers"] = serde_json::json!(servers);
     (
         [
             (header::CACHE_CONTROL, "no-store"),
             (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
         ],
-        axum::Json(serde_json::json!({ "iceServers": servers })),
+        axum::Json(body),
     )
 }
 

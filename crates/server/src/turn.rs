@@ -156,6 +156,11 @@ impl TurnService {
         *self.stats.borrow()
     }
 
+    /// How long the credentials [`Self::ice_servers`] hands out stay valid.
+    pub fn credential_ttl(&self) -> Duration {
+        self.ttl
+    }
+
     /// STUN and TURN entries for `RTCConfiguration.iceServers`, with fresh REST credentials.
     /// `request_host` is the Host header of the request, used when no host is configured.
     pub fn ice_servers(&self, request_host: Option<&str>) -> Vec<IceServer> {

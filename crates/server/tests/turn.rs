@@ -43,10 +43,19 @@ async fn ice_credentials(r: &Running) -> (String, String) {
         servers[1]["urls"][0],
         format!("turn:turn.test:{port}?transport=udp")
     );
-    (
-        servers[1]["username"].as_str().unwrap().to_owned(),
-        servers[1]["credential"].as_str().unwrap().to_owned(),
-    )
+    let user = servers[1]["username"].as_str().unwrap().to_owned();
+    // `ttl` says how long the credentials last: the username's expiry is that far ahead.
+    let ttl = v["ttl"].as_u64().expect("ttl in /api/ice");
+    let expiry: u64 = user.split(':').next().unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        ttl > 0 && expiry.abs_diff(now + ttl) <= 5,
+        "ttl {ttl}, {user}"
+    );
+    (user, servers[1]["credential"].as_str().unwrap().to_owned())
 }
 
 struct Client {

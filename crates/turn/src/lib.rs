@@ -104,7 +104,7 @@ impl Config {
             channel_lifetime: Duration::from_secs(600),
             nonce_lifetime: Duration::from_secs(600),
             max_allocations: 10_000,
-            max_allocations_per_user: 10,
+            max_allocations_per_user: 256,
             max_permissions_per_allocation: 64,
             max_channels_per_allocation: 64,
             bandwidth_per_allocation: 0,
