@@ -152,7 +152,7 @@ function nativeEndpoint(n, room) {
     },
     open: (id, timeout) => peer.waitEvent((e) => e.event === 'open' && e.peer === id, { what: `${room}: open`, timeout }),
     send: (_id, text) => peer.say(text),
-    got: (text) => peer.waitEvent((e) => e.event === 'message' && e.data === text, { what: `${room}: ${text}` }),
+    got: (text, timeout) => peer.waitEvent((e) => e.event === 'message' && e.data === text, { what: `${room}: ${text}`, timeout }),
     path(id) {
       const e = peer.events.filter((e) => e.event === 'path' && e.peer === id).at(-1);
       return e && { local: e.path.local, remote: e.path.remote, protocol: e.path.protocol, relayProtocol: e.path.relay_protocol };
@@ -275,6 +275,23 @@ async function recovery(a, b, what = 'both NATs dropped their mappings (conntrac
     const id = bId;
     await pump('before');
     await waitFor(pb, () => window.t.msgs.length > 5, null, { what: `${room}: pump` });
+    // A timeline of both sides from the disruption on, for the failure message.
+    const trace = (page, id) => page.evaluate((id) => {
+      const t0 = performance.now();
+      const log = (what) => window.trace.push(`${((performance.now() - t0) / 1000).toFixed(1)} ${what}`);
+      window.trace = [];
+      const pc = window.room.peers.get(id).pc;
+      pc.addEventListener('connectionstatechange', () => log(`conn ${pc.connectionState}`));
+      pc.addEventListener('iceconnectionstatechange', () => log(`ice ${pc.iceConnectionState}`));
+      pc.addEventListener('signalingstatechange', () => log(`sig ${pc.signalingState}`));
+      pc.addEventListener('icegatheringstatechange', () => log(`gathering ${pc.iceGatheringState}`));
+      pc.addEventListener('icecandidate', ({ candidate }) => log(`candidate ${candidate?.type ?? 'end'} ${candidate?.protocol ?? ''}`));
+      pc.addEventListener('icecandidateerror', (e) => log(`candidate error ${e.errorCode} ${e.errorText} ${e.url}`));
+      window.room.addEventListener('signaling', ({ state }) => log(`room ${state}`));
+    }, id);
+    await trace(pa, bId);
+    await trace(pb, aId);
+    const timelines = async () => JSON.stringify(await Promise.all([pa, pb].map((p) => p.evaluate(() => window.trace))));
     const t0 = Date.now();
     disrupt();
     await new Promise((r) => setTimeout(r, 1000));
@@ -286,7 +303,7 @@ async function recovery(a, b, what = 'both NATs dropped their mappings (conntrac
     try {
       await waitFor(pb, () => window.t.msgs.some((m) => String(m.data).startsWith('after')), null, { what: `${room}: recovery`, timeout: 60000 });
     } catch (e) {
-      throw new Error(`${e.message}; peer states ${await states()}`);
+      throw new Error(`${e.message}; peer states ${await states()}; timelines ${await timelines()}`);
     }
     const secs = (Date.now() - t0) / 1000;
     await pa.evaluate(() => clearInterval(window.pump));
@@ -300,7 +317,7 @@ async function recovery(a, b, what = 'both NATs dropped their mappings (conntrac
     } catch (e) {
       const have = await pb.evaluate(() => window.t.msgs.map((m) => m.data));
       throw new Error(`${e.message}; ${have.length} of ${sent.length} arrived, last ${have.at(-1)}, last sent ${sent.at(-1)}; ` +
-        `recovered after ${secs} s; peer states ${await states()}`);
+        `recovered after ${secs} s; peer states ${await states()}; timelines ${await timelines()}`);
     }
     assert.deepEqual(got, sent, 'all messages, in order');
     extra.push(`Recovery after ${what}, ${a}↔${b}: data flowed again after ${secs.toFixed(1)} s; all ${sent.length} messages sent across the outage arrived, in order.`);

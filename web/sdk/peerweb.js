@@ -22,6 +22,11 @@ const PONG_TIMEOUT_MS = 10000;
 const STATS_EVERY_MS = 2000;
 /** A connection disconnected this long gets an ICE restart. */
 const RESTART_AFTER_MS = 3000;
+/** A restart that has not reconnected after this long is tried again, backing off to the max. */
+const RESTART_RETRY_MS = 10000;
+const RESTART_RETRY_MAX_MS = 60000;
+/** `/api/ice` requests give up after this long. */
+const ICE_FETCH_TIMEOUT_MS = 5000;
 
 /**
  * Join a room on a peerweb server.
@@ -248,7 +253,7 @@ export class Room extends EventTarget {
   }
 
   async _start() {
-    this._iceConfig = await this._fetchIce();
+    await this._refreshIce();
     const sig = this._signaling;
     sig.addEventListener('state', (ev) => this.dispatchEvent(new PeerwebEvent('signaling', { state: ev.state })));
     sig.addEventListener('welcome', () => {
@@ -264,19 +269,33 @@ export class Room extends EventTarget {
     return joined;
   }
 
-  async _fetchIce() {
+  /**
+   * Fetches ICE servers with fresh TURN credentials into `_iceConfig` (new connections use
+   * them) and returns it; fetches again before the credentials expire. On failure the
+   * previous servers stay (none at first: host candidates still work on one network).
+   */
+  async _refreshIce() {
     const base = { iceServers: [], ...(this.options.rtcConfig ?? {}) };
-    if (this.options.iceServers) return { ...base, iceServers: this.options.iceServers };
+    if (this.options.iceServers) {
+      this._iceConfig = { ...base, iceServers: this.options.iceServers };
+      return this._iceConfig;
+    }
+    clearTimeout(this._iceTimer);
+    let again = 60;
     try {
-      const res = await fetch(this._urls.ice, { cache: 'no-store' });
+      const res = await fetch(this._urls.ice, { cache: 'no-store', signal: AbortSignal.timeout(ICE_FETCH_TIMEOUT_MS) });
       if (!res.ok) throw new Error(`HTTP ${res.status}`);
       const body = await res.json();
-      return { ...base, iceServers: body.iceServers ?? [] };
+      this._iceConfig = { ...base, iceServers: body.iceServers ?? [] };
+      if (body.ttl > 0) again = Math.max(again, body.ttl / 2);
     } catch (e) {
-      // Without ICE servers host candidates still work (same network).
       console.warn('peerweb: could not fetch ICE servers:', e);
-      return base;
+      this._iceConfig ??= base;
     }
+    this._iceTimer = setTimeout(() => {
+      if (!this._left && this.signalingState !== 'closed') this._refreshIce();
+    }, Math.min(again * 1000, 2 ** 31 - 1));
+    return this._iceConfig;
   }
 
   _sendJoin() {
@@ -362,6 +381,7 @@ export class Room extends EventTarget {
   leave() {
     if (this._left) return;
     this._left = true;
+    clearTimeout(this._iceTimer);
     this._signaling.send({ type: 'leave', room: this.name });
     for (const id of [...this.peers.keys()]) this._dropPeer(id);
     this._signaling.close();
@@ -455,6 +475,10 @@ export class Peer extends EventTarget {
     this._makingOffer = false;
     this._ignoreOffer = false;
     this._queue = Promise.resolve();
+    /** The path went down (disconnected or failed) and has not come back yet. */
+    this._down = false;
+    this._restartTimer = null;
+    this._restartDelay = RESTART_RETRY_MS;
     const pc = new RTCPeerConnection(room._iceConfig);
     this.pc = pc;
     pc.onicecandidate = ({ candidate }) => {
@@ -589,15 +613,21 @@ export class Peer extends EventTarget {
   _onState() {
     const state = this.pc.connectionState;
     this.dispatchEvent(new PeerwebEvent('state', { state }));
-    if (state === 'connected') this._refreshPath();
-    clearTimeout(this._restartTimer);
-    if (state === 'disconnected') {
+    if (state === 'disconnected' || state === 'failed') this._down = true;
+    if (state === 'connected') {
+      this._down = false;
+      this._refreshPath();
+      clearTimeout(this._restartTimer);
+      this._restartTimer = null;
+      this._restartDelay = RESTART_RETRY_MS;
+    } else if (state === 'disconnected' && !this._restartTimer) {
       // A path that stays down (a NAT dropped its mappings, the network changed, a relay
       // allocation was lost) is renegotiated with an ICE restart rather than after the
       // ~30 s it takes to be declared failed.
       this._restartTimer = setTimeout(() => this._restartIce(), RESTART_AFTER_MS);
+    } else if (state === 'failed') {
+      this._restartIce();
     }
-    if (state === 'failed') this._restartIce();
   }
 
   /**
@@ -615,12 +645,32 @@ export class Peer extends EventTarget {
     }).catch((e) => this.room._emitError(new PeerwebError('negotiation-failed', String(e))));
   }
 
-  /** Restarts ICE if the path is still down and signaling can carry the new offer. */
+  /**
+   * Restarts ICE while the path is down: fresh TURN credentials (allocations made before a
+   * network change are dead but still count against the old credential's quota, and a
+   * long-lived page's credentials expire), then a new offer. Tried again with backoff until
+   * connected: the offer or its answer can be lost with a signaling socket that died
+   * unnoticed, and a restart can find no usable path yet.
+   */
   _restartIce() {
-    const state = this.pc.connectionState;
-    if ((state === 'disconnected' || state === 'failed') && this.room.signalingState === 'open' && !this.closed) {
+    clearTimeout(this._restartTimer);
+    this._restartTimer = null;
+    if (this.closed || !this._down) return;
+    this._restartTimer = setTimeout(() => this._restartIce(), this._restartDelay);
+    this._restartDelay = Math.min(this._restartDelay * 2, RESTART_RETRY_MAX_MS);
+    // Signaling down: the restart runs when it is back (`_resync`).
+    if (this.room.signalingState !== 'open') return;
+    this._queue = this._queue.then(async () => {
+      if (this.closed || !this._down) return;
+      // An offer still unanswered is taken back: it or its answer was lost.
+      if (this.pc.signalingState === 'have-local-offer' && !this._makingOffer) {
+        await this.pc.setLocalDescription({ type: 'rollback' });
+      }
+      const { iceServers } = await this.room._refreshIce();
+      if (this.closed) return;
+      this.pc.setConfiguration({ ...this.pc.getConfiguration(), iceServers });
       this.pc.restartIce();
-    }
+    }).catch((e) => this.room._emitError(new PeerwebError('negotiation-failed', String(e))));
   }
 
   /** Reads getStats and updates `path` (type and RTT of the selected candidate pair). */
