@@ -5,7 +5,8 @@
 //! peer, with the same rules as the browser SDK so the others cannot tell it from a browser:
 //! the joiner offers, perfect negotiation (polite = our id sorts after theirs), a default
 //! reliable channel negotiated out of band as `peerweb` on SCTP stream 0, trickle ICE both
-//! ways, an ICE restart after [`RESTART_AFTER`] disconnected, and re-sent offers after the
+//! ways, an ICE restart after [`RESTART_AFTER`] disconnected, made again (or its offer re-sent)
+//! after [`RESTART_RETRY`] and longer while the path stays down, and re-sent offers after the
 //! signaling connection comes back.
 //!
 //! Candidates are the caller's: it binds sockets and reports host, server-reflexive and
@@ -39,8 +40,8 @@ pub use str0m::net::{Protocol, Receive};
 pub use str0m::{Candidate, CandidateKind};
 
 pub use peer::{
-    DEFAULT_LABEL, MAX_CHANNELS, MAX_QUEUED, MAX_REMOTE_CANDIDATES, RESTART_AFTER, WINDOW_RATE,
-    window_for,
+    DEFAULT_LABEL, MAX_CHANNELS, MAX_QUEUED, MAX_REMOTE_CANDIDATES, RESTART_AFTER, RESTART_RETRY,
+    RESTART_RETRY_MAX, WINDOW_RATE, window_for,
 };
 use peer::{Packet, Peer, Up};
 
@@ -446,6 +447,17 @@ impl Client {
         self.collect(now);
     }
 
+    /// A local candidate that is gone (a TURN allocation lost with a NAT mapping, a
+    /// server-reflexive address that changed): no peer uses it any more, and later peers do
+    /// not get it. The next ICE restart offers what is left.
+    pub fn remove_local_candidate(&mut self, now: Instant, c: &Candidate) {
+        for p in self.peers.values_mut() {
+            p.remove_local_candidate(c);
+        }
+        self.local.retain(|x| x != c);
+        self.collect(now);
+    }
+
     /// Sends on the default channel (queued, bounded, until it opens) or on `label`.
     /// `Ok(false)`: the send window is full; retry after [`Event::Writable`].
     pub fn send(
@@ -526,8 +538,8 @@ impl Client {
         let mut t = self.next_ping.unwrap_or(now + Duration::from_secs(3600));
         for p in self.peers.values() {
             t = t.min(p.timeout());
-            if let Some(since) = p.disconnected_since() {
-                t = t.min(since + RESTART_AFTER);
+            if let Some(at) = p.restart_at() {
+                t = t.min(at);
             }
         }
         t

@@ -18,6 +18,11 @@ pub const DEFAULT_LABEL: &str = "peerweb";
 const DEFAULT_STREAM_ID: u16 = 0;
 /// A connection disconnected this long gets an ICE restart (the SDK's value).
 pub const RESTART_AFTER: Duration = Duration::from_secs(3);
+/// A restart that has not brought the connection back after this long is made again (its
+/// offer re-sent if still unanswered), the wait doubling up to [`RESTART_RETRY_MAX`]; the
+/// SDK's values.
+pub const RESTART_RETRY: Duration = Duration::from_secs(10);
+pub const RESTART_RETRY_MAX: Duration = Duration::from_secs(60);
 /// Remote candidates accepted per peer; more are ignored.
 pub const MAX_REMOTE_CANDIDATES: usize = 64;
 /// Channels per peer.
@@ -67,8 +72,13 @@ pub(crate) struct Peer {
     /// The mid of the bundled m-line, once an offer or answer named it.
     mid: Option<String>,
     ice: IceConnectionState,
-    disconnected_since: Option<Instant>,
+    /// While the path is down: when to restart ICE (again).
+    restart_at: Option<Instant>,
+    /// How long the next restart gets before it is made again.
+    restart_delay: Duration,
     restart_wanted: bool,
+    /// The ICE ufrag of the remote's last description.
+    remote_ufrag: Option<String>,
     pub path: Option<Path>,
     connected: bool,
     pub closed: bool,
@@ -118,8 +128,10 @@ impl Peer {
             remote_count: 0,
             mid: None,
             ice: IceConnectionState::New,
-            disconnected_since: None,
+            restart_at: None,
+            restart_delay: RESTART_RETRY,
             restart_wanted: false,
+            remote_ufrag: None,
             path: None,
             connected: false,
             closed: false,
@@ -135,8 +147,9 @@ impl Peer {
         self.timeout
     }
 
-    pub fn disconnected_since(&self) -> Option<Instant> {
-        self.disconnected_since
+    /// When [`Peer::handle_timeout`] restarts ICE, while the path is down.
+    pub fn restart_at(&self) -> Option<Instant> {
+        self.restart_at
     }
 
     pub fn state(&self) -> PeerState {
@@ -172,6 +185,10 @@ impl Peer {
             .direct_api()
             .remote_dtls_fingerprint()
             .map(|f| f.to_string())
+    }
+
+    pub fn remove_local_candidate(&mut self, c: &Candidate) {
+        self.rtc.direct_api().invalidate_candidate(c);
     }
 
     pub fn add_local_candidate(&mut self, now: Instant, c: Candidate) {
@@ -274,6 +291,9 @@ impl Peer {
         }
         self.pending = None;
         self.pending_default = None;
+        let ufrag = ice_ufrag(sdp);
+        let restarts = self.remote_ufrag.is_some() && ufrag != self.remote_ufrag;
+        self.remote_ufrag = ufrag;
         self.note_sdp_candidates(sdp);
         let answer = self.rtc.sdp_api().accept_offer(offer);
         let answer = match answer {
@@ -293,6 +313,14 @@ impl Peer {
             self.channels.insert(id, (DEFAULT_LABEL.into(), false));
             self.drain(now);
         }
+        if restarts {
+            // The remote restarted ICE, which restarts ours too: a restart of our own is
+            // no longer needed, and this one gets its time before we try again.
+            self.restart_wanted = false;
+            if self.restart_at.is_some() {
+                self.restart_at = Some(now + self.restart_delay);
+            }
+        }
         // An offer of ours that was rolled back carried something we still want.
         if self.restart_wanted {
             self.negotiate(now);
@@ -310,6 +338,11 @@ impl Peer {
         let res = self.rtc.sdp_api().accept_answer(pending, answer);
         self.drain(now);
         res.map_err(|e| Error::Negotiation(e.to_string()))?;
+        self.remote_ufrag = ice_ufrag(sdp);
+        if self.restart_wanted && self.restart_at.is_some() {
+            // Our restart is negotiated: it gets its time before we try again.
+            self.restart_at = Some(now + self.restart_delay);
+        }
         self.note_sdp_candidates(sdp);
         self.restart_wanted = false;
         if let Some(id) = self.pending_default.take() {
@@ -365,30 +398,43 @@ impl Peer {
             tracing::debug!(peer = %self.id, "timeout: {e}");
         }
         self.drain(now);
-        if let Some(since) = self.disconnected_since
-            && now.duration_since(since) >= RESTART_AFTER
-            && signaling_up
-            && self.pending.is_none()
-        {
-            self.restart(now);
+        if self.restart_at.is_some_and(|t| now >= t) {
+            if signaling_up {
+                self.restart_down(now);
+            } else {
+                // Nothing can carry an offer: `resync` restarts once signaling is back.
+                self.restart_at = None;
+            }
         }
     }
 
     /// Restarts ICE (new credentials, candidates kept) through a new offer.
     pub fn restart(&mut self, now: Instant) {
         self.restart_wanted = true;
-        // Restart once per outage; a new outage restarts again.
-        self.disconnected_since = None;
         self.negotiate(now);
+    }
+
+    /// The path is down: restart ICE, or, if an offer of ours is still unanswered (it or its
+    /// answer was lost with a signaling connection that died unnoticed), send it again; and
+    /// do so again later, backing off, until the path is back.
+    fn restart_down(&mut self, now: Instant) {
+        self.restart_at = Some(now + self.restart_delay);
+        self.restart_delay = (self.restart_delay * 2).min(RESTART_RETRY_MAX);
+        if let Some((_, sdp)) = &self.pending {
+            let json = description_json("offer", sdp);
+            self.signal(json);
+        } else {
+            self.restart(now);
+        }
     }
 
     /// Signaling came back: an offer of ours may have been lost with the old connection.
     pub fn resync(&mut self, now: Instant) {
-        if let Some((_, sdp)) = &self.pending {
+        if self.ice == IceConnectionState::Disconnected || self.restart_at.is_some() {
+            self.restart_down(now);
+        } else if let Some((_, sdp)) = &self.pending {
             let json = description_json("offer", sdp);
             self.signal(json);
-        } else if self.ice == IceConnectionState::Disconnected {
-            self.restart(now);
         }
     }
 
@@ -659,10 +705,11 @@ impl Peer {
                 self.ice = s;
                 match s {
                     IceConnectionState::Disconnected => {
-                        self.disconnected_since.get_or_insert(now);
+                        self.restart_at.get_or_insert(now + RESTART_AFTER);
                     }
                     IceConnectionState::Connected | IceConnectionState::Completed => {
-                        self.disconnected_since = None;
+                        self.restart_at = None;
+                        self.restart_delay = RESTART_RETRY;
                         self.connected = true;
                     }
                     _ => {}
@@ -810,6 +857,13 @@ fn candidate_json(c: &Candidate, mid: Option<&str>) -> String {
 }
 
 /// The mid of the first m-line of an SDP.
+/// The first `a=ice-ufrag:` of an SDP: a new one means the sender restarted ICE.
+fn ice_ufrag(sdp: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:"))
+        .map(str::to_owned)
+}
+
 fn first_mid(sdp: &str) -> Option<String> {
     sdp.lines()
         .find_map(|l| l.trim_end().strip_prefix("a=mid:"))

@@ -210,6 +210,18 @@ impl World {
         panic!("too many steps");
     }
 
+    /// Steps through `span` of virtual time (a bounded number of steps: time must advance).
+    fn run_for(&mut self, span: Duration) {
+        let end = self.now + span;
+        for _ in 0..100_000 {
+            if self.now >= end {
+                return;
+            }
+            self.step();
+        }
+        panic!("time stopped at {:?} of {span:?}", span - (end - self.now));
+    }
+
     fn id(&self, i: usize) -> String {
         self.clients[i].id().unwrap().to_owned()
     }
@@ -414,6 +426,62 @@ fn a_dead_path_is_noticed_and_restarted_and_nothing_sent_is_lost() {
         w.messages(1).iter().any(|m| m == "during")
     });
     assert_eq!(w.clients[1].peer_state(&a), Some(PeerState::Connected));
+}
+
+#[test]
+fn a_restart_whose_offers_are_lost_is_made_again_until_the_path_is_back() {
+    let mut w = pair();
+    w.run_until(Duration::from_secs(10), |w| w.open(0, 1));
+    let b = w.id(1);
+    // Both move to new addresses (the old ones are gone: only a restart can tell the other
+    // side), and the restart offers both make are lost while their signaling looks alive.
+    let now = w.now;
+    for i in 0..2 {
+        let new: SocketAddr = format!("10.0.1.{}:5000", i + 1).parse().unwrap();
+        let old = std::mem::replace(&mut w.addrs[i], new);
+        w.clients[i].remove_local_candidate(now, &Candidate::host(old, "udp").unwrap());
+        w.clients[i].add_local_candidate(now, Candidate::host(new, "udp").unwrap());
+    }
+    w.mute = vec![true, true];
+    w.clients[0].send(now, &b, None, false, b"across").unwrap();
+    w.run_until(Duration::from_secs(30), |w| {
+        w.clients[0].peer_state(&b) == Some(PeerState::Disconnected)
+    });
+    // Past the first restart (RESTART_AFTER): its offers went nowhere.
+    w.run_for(RESTART_AFTER + Duration::from_secs(1));
+    w.mute = vec![false, false];
+    // The retry (within RESTART_RETRY of the first restart) brings it back...
+    let a = w.id(0);
+    w.run_until(RESTART_RETRY, |w| {
+        w.clients[0].peer_state(&b) == Some(PeerState::Connected)
+            && w.clients[1].peer_state(&a) == Some(PeerState::Connected)
+    });
+    // ...and what was sent across the outage arrives (when SCTP's backed-off timer fires).
+    w.run_until(Duration::from_secs(60), |w| {
+        w.messages(1).iter().any(|m| m == "across")
+    });
+}
+
+#[test]
+fn a_restart_waiting_for_signaling_does_not_spin() {
+    let mut w = pair();
+    w.run_until(Duration::from_secs(10), |w| w.open(0, 1));
+    let b = w.id(1);
+    w.cut[1] = true;
+    w.disconnect(0);
+    w.run_until(Duration::from_secs(30), |w| {
+        w.clients[0].peer_state(&b) == Some(PeerState::Disconnected)
+    });
+    w.run_for(RESTART_AFTER + Duration::from_secs(1));
+    // The restart is due but nothing can carry its offer: the client waits for signaling
+    // instead of asking to be woken at a time already past.
+    let now = w.now;
+    assert!(w.clients[0].next_timeout(now) > now);
+    w.cut[1] = false;
+    w.connect(0);
+    w.run_until(Duration::from_secs(10), |w| {
+        w.clients[0].peer_state(&b) == Some(PeerState::Connected)
+    });
 }
 
 #[test]
