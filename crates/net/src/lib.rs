@@ -53,6 +53,12 @@ const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// STUN binding retransmissions (to the server's STUN) before giving up on srflx.
 const STUN_SENDS: u32 = 5;
+/// When a peer's path goes down, our own addresses are checked again (a new STUN binding,
+/// a TURN refresh: after a NAT dropped its mappings both have changed) at most this often.
+const RECHECK_EVERY: Duration = Duration::from_secs(5);
+/// A TURN allocation that was lost is replaced (fresh credentials from `/api/ice`) at once,
+/// then after waits doubling from the first to the second while they keep being lost.
+const REALLOC_BACKOFF: (Duration, Duration) = (Duration::from_secs(2), Duration::from_secs(60));
 
 /// What a native peer needs to join a room.
 #[derive(Debug, Clone)]
@@ -193,6 +199,13 @@ impl Node {
             turns: Vec::new(),
             deferred_tls: None,
             held_relay: None,
+            next_turn_id: 0,
+            stun_server: None,
+            srflx: HashMap::new(),
+            ice_rx: None,
+            rechecked_at: None,
+            realloc_at: None,
+            realloc_wait: Duration::ZERO,
             blocked: VecDeque::new(),
             leaving: None,
             events: ev_tx,
@@ -440,14 +453,18 @@ struct Datagram {
     local: SocketAddr,
     from: SocketAddr,
     data: Vec<u8>,
-    /// From the TCP/TLS connection of this TURN allocation (index into `Driver::turns`).
+    /// From the TCP/TLS connection of this TURN allocation (its `Turn::id`).
     turn: Option<usize>,
 }
 
 /// Reads a socket and hands datagrams to the driver in batches: after each wake-up, whatever
 /// else is already queued in the kernel goes along (one channel message, one driver wake-up).
-fn spawn_reader(sock: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Sender<Vec<Datagram>>) {
-    tokio::spawn(async move {
+fn spawn_reader(
+    sock: Arc<UdpSocket>,
+    local: SocketAddr,
+    tx: mpsc::Sender<Vec<Datagram>>,
+) -> tokio::task::AbortHandle {
+    let task = tokio::spawn(async move {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         loop {
             let mut batch = Vec::new();
@@ -480,6 +497,7 @@ fn spawn_reader(sock: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Sender<Vec<Da
             }
         }
     });
+    task.abort_handle()
 }
 
 struct StunQuery {
@@ -499,13 +517,26 @@ enum Link {
 }
 
 struct Turn {
+    /// Names the allocation in [`Datagram::turn`] (indexes shift as lost ones are replaced).
+    id: usize,
     client: TurnClient,
+    /// The task reading its UDP socket, stopped when the allocation is dropped (a stream's
+    /// task ends by itself when `link` goes).
+    reader: Option<tokio::task::AbortHandle>,
     link: Link,
     /// The local address packets from the server arrive at (UDP), for matching.
     local: Option<SocketAddr>,
     relayed: Option<SocketAddr>,
     /// `udp`, `tcp` or `tls`: how we reach the server.
     kind: &'static str,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        if let Some(r) = &self.reader {
+            r.abort();
+        }
+    }
 }
 
 impl Turn {
@@ -567,6 +598,18 @@ struct Driver {
     /// UDP gives one: str0m gives every relayed candidate the same priority, so offered
     /// together the slower TCP path could win the nomination.
     held_relay: Option<(Candidate, Instant)>,
+    next_turn_id: usize,
+    /// The STUN server from `/api/ice`, for checking our server-reflexive addresses again.
+    stun_server: Option<SocketAddr>,
+    /// Our server-reflexive candidate per local socket.
+    srflx: HashMap<SocketAddr, Candidate>,
+    /// A `/api/ice` request in flight.
+    ice_rx: Option<oneshot::Receiver<Result<IceConfig, String>>>,
+    /// When our addresses were last checked after a path went down.
+    rechecked_at: Option<Instant>,
+    /// When to replace lost TURN allocations, and the wait after the next loss.
+    realloc_at: Option<Instant>,
+    realloc_wait: Duration,
     /// Sends waiting for the send window, in order.
     blocked: VecDeque<Blocked>,
     /// Asked to leave: when to give up waiting for buffered data, and whom to tell.
@@ -598,18 +641,8 @@ impl Driver {
     ) {
         self.ws = Some(ws);
         self.client.signaling_connected(now());
-        let (ice_tx, mut ice_rx) = oneshot::channel();
         if self.opts.stun || self.opts.turn {
-            let url = format!("{}/api/ice", self.urls.http);
-            tokio::task::spawn_blocking(move || {
-                let r = ureq::get(&url)
-                    .config()
-                    .timeout_global(Some(Duration::from_secs(10)))
-                    .build()
-                    .call()
-                    .and_then(|mut r| r.body_mut().read_json::<IceConfig>());
-                let _ = ice_tx.send(r.map_err(|e| e.to_string()));
-            });
+            self.fetch_ice();
         }
         loop {
             if self.flush().await.is_err() {
@@ -655,7 +688,10 @@ impl Driver {
                 }
                 frame = next_frame(&mut self.ws) => self.on_ws(frame),
                 conn = wait_conn(&mut self.ws_conn) => self.on_reconnected(conn),
-                ice = &mut ice_rx, if !ice_rx.is_terminated() => self.on_ice(ice).await,
+                ice = wait_ice(&mut self.ice_rx) => {
+                    self.ice_rx = None;
+                    self.on_ice(ice).await;
+                }
                 _ = tokio::time::sleep_until(deadline) => self.on_timeout(),
             }
         }
@@ -685,6 +721,13 @@ impl Driver {
                         if let Event::PeerLeft { peer } = &e {
                             self.fail_blocked(peer);
                         }
+                        if let Event::State {
+                            state: PeerState::Disconnected,
+                            ..
+                        } = &e
+                        {
+                            self.recheck();
+                        }
                         let e = self.with_relay_protocol(e);
                         if self.events.send(e).await.is_err() {
                             return Err(());
@@ -693,12 +736,14 @@ impl Driver {
                 }
             }
             let mut added = false;
+            let mut lost = Vec::new();
             for t in &mut self.turns {
                 t.flush().await;
                 while let Some(ev) = t.client.poll_event() {
                     match ev {
                         TurnEvent::Allocated { relayed, .. } => {
                             t.relayed = Some(relayed);
+                            self.realloc_wait = Duration::ZERO;
                             // Peers reach the relayed address over UDP, whatever carries us
                             // to the server; the candidate's base is the relayed address.
                             let Ok(c) = Candidate::relayed(relayed, relayed, "udp") else {
@@ -721,14 +766,28 @@ impl Driver {
                             }
                         }
                         TurnEvent::Failed(why) => {
+                            let message = match t.relayed.take() {
+                                // It worked and is gone: it is replaced.
+                                Some(relayed) => {
+                                    lost.push(relayed);
+                                    format!(
+                                        "TURN over {}: allocation lost ({why}); allocating again",
+                                        t.kind
+                                    )
+                                }
+                                None => format!("TURN over {}: {why}", t.kind),
+                            };
                             let e = Event::Error {
                                 code: "turn-failed".into(),
-                                message: format!("TURN over {}: {why}", t.kind),
+                                message,
                             };
                             let _ = self.events.send(e).await;
                         }
                     }
                 }
+            }
+            for relayed in lost {
+                self.lost_relay(relayed);
             }
             // A relayed candidate was added: its trickle goes out on the next round.
             if !added {
@@ -792,7 +851,61 @@ impl Driver {
         if let Some((_, at)) = &self.held_relay {
             t = t.min(*at);
         }
+        if let Some(at) = self.realloc_at {
+            t = t.min(at);
+        }
         t
+    }
+
+    /// A peer's path went down: check whether our own addresses changed under us (a NAT
+    /// that dropped its mappings gives a new server-reflexive address and strands our TURN
+    /// allocations, whose refresh then fails and has them replaced).
+    fn recheck(&mut self) {
+        let t = Instant::now();
+        if self.rechecked_at.is_some_and(|at| t < at + RECHECK_EVERY) {
+            return;
+        }
+        self.rechecked_at = Some(t);
+        if let Some(server) = self.stun_server
+            && self.stun.is_empty()
+        {
+            self.start_stun(server);
+        }
+        for turn in &mut self.turns {
+            turn.client.refresh_now(now());
+        }
+    }
+
+    /// A TURN allocation we offered is gone: no peer may use it any more, and a new one is
+    /// made with fresh credentials.
+    fn lost_relay(&mut self, relayed: SocketAddr) {
+        if let Ok(c) = Candidate::relayed(relayed, relayed, "udp") {
+            if self.held_relay.as_ref().is_some_and(|(h, _)| *h == c) {
+                self.held_relay = None;
+            } else {
+                self.client.remove_local_candidate(now(), &c);
+            }
+        }
+        if self.realloc_at.is_none() {
+            self.realloc_at = Some(Instant::now() + self.realloc_wait);
+            self.realloc_wait = (self.realloc_wait * 2).clamp(REALLOC_BACKOFF.0, REALLOC_BACKOFF.1);
+        }
+    }
+
+    /// Asks the server for ICE servers (fresh TURN credentials); [`Driver::on_ice`] follows.
+    fn fetch_ice(&mut self) {
+        let (tx, rx) = oneshot::channel();
+        let url = format!("{}/api/ice", self.urls.http);
+        tokio::task::spawn_blocking(move || {
+            let r = ureq::get(&url)
+                .config()
+                .timeout_global(Some(Duration::from_secs(10)))
+                .build()
+                .call()
+                .and_then(|mut r| r.body_mut().read_json::<IceConfig>());
+            let _ = tx.send(r.map_err(|e| e.to_string()));
+        });
+        self.ice_rx = Some(rx);
     }
 
     /// Offers the held TCP relayed candidate once UDP had its time (or gave up) without one.
@@ -831,6 +944,14 @@ impl Driver {
     }
 
     fn on_timeout(&mut self) {
+        if self.realloc_at.is_some_and(|at| Instant::now() >= at) && self.ice_rx.is_none() {
+            self.realloc_at = None;
+            // Failed allocations go (those that never worked are tried again too: the
+            // network may have changed) and every transport missing is allocated anew.
+            self.turns.retain(|t| !t.client.is_failed());
+            self.deferred_tls = None;
+            self.fetch_ice();
+        }
         self.maybe_start_tls();
         self.maybe_release_relay();
         let t = now();
@@ -870,11 +991,13 @@ impl Driver {
 
     fn on_datagram(&mut self, d: Datagram) {
         let t = now();
-        let idx = d.turn.or_else(|| {
-            self.turns
+        let idx = match d.turn {
+            Some(id) => self.turns.iter().position(|x| x.id == id),
+            None => self
+                .turns
                 .iter()
-                .position(|x| x.local == Some(d.local) && x.client.server() == d.from)
-        });
+                .position(|x| x.local == Some(d.local) && x.client.server() == d.from),
+        };
         if let Some(turn) = idx.and_then(|i| self.turns.get_mut(i)) {
             let relayed = turn.relayed;
             if let (Some(relayed), Some((peer, data))) =
@@ -898,6 +1021,13 @@ impl Driver {
                 && mapped != q.local
                 && let Ok(c) = Candidate::server_reflexive(mapped, q.local, "udp")
             {
+                // Our public address changed (a NAT that dropped its mappings, a new
+                // uplink): the old one is gone.
+                if let Some(old) = self.srflx.insert(q.local, c.clone())
+                    && old != c
+                {
+                    self.client.remove_local_candidate(t, &old);
+                }
                 self.client.add_local_candidate(t, c);
             }
             return;
@@ -956,6 +1086,7 @@ impl Driver {
             for url in &server.urls {
                 if self.opts.stun && url.starts_with("stun:") && self.stun.is_empty() {
                     if let Some(addr) = resolve(url).await {
+                        self.stun_server = Some(addr);
                         self.start_stun(addr);
                     }
                     continue;
@@ -1035,8 +1166,10 @@ impl Driver {
         user: &str,
         pass: &str,
     ) {
-        let seed = (self.turns.len() as u64) << 48 | u64::from(std::process::id());
-        let (link, local, transport) = if kind == "udp" {
+        let id = self.next_turn_id;
+        self.next_turn_id += 1;
+        let seed = (id as u64) << 48 | u64::from(std::process::id());
+        let (link, local, reader, transport) = if kind == "udp" {
             let bind = if server.is_ipv4() {
                 SocketAddr::from(([0, 0, 0, 0], 0))
             } else {
@@ -1049,8 +1182,8 @@ impl Driver {
             let Ok(local) = sock.local_addr() else {
                 return;
             };
-            spawn_reader(sock.clone(), local, self.net_tx.clone());
-            (Link::Udp(sock), Some(local), Transport::Udp)
+            let reader = spawn_reader(sock.clone(), local, self.net_tx.clone());
+            (Link::Udp(sock), Some(local), Some(reader), Transport::Udp)
         } else {
             let tls = if kind == "tls" {
                 match tls_config(self.opts.turn_ca.as_deref()) {
@@ -1063,12 +1196,14 @@ impl Driver {
             } else {
                 None
             };
-            let tx = spawn_stream(self.turns.len(), server, tls, self.net_tx.clone());
-            (Link::Stream(tx), None, Transport::Stream)
+            let tx = spawn_stream(id, server, tls, self.net_tx.clone());
+            (Link::Stream(tx), None, None, Transport::Stream)
         };
         let client = TurnClient::new(now(), server, transport, user, pass, seed);
         self.turns.push(Turn {
+            id,
             client,
+            reader,
             link,
             local,
             relayed: None,
@@ -1227,6 +1362,15 @@ async fn next_frame(
     }
 }
 
+async fn wait_ice(
+    rx: &mut Option<oneshot::Receiver<Result<IceConfig, String>>>,
+) -> Result<Result<IceConfig, String>, oneshot::error::RecvError> {
+    match rx {
+        Some(rx) => rx.await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn wait_conn(c: &mut Option<oneshot::Receiver<Result<Ws, Error>>>) -> Result<Ws, Error> {
     match c {
         Some(rx) => rx.await.unwrap_or(Err(Error::Stopped)),
@@ -1275,7 +1419,7 @@ const MAX_STREAM_FRAME: usize = 4 + 65_535 + 3;
 /// A task owning one TCP (or TLS) connection to a TURN server: frames from `rx` are written,
 /// frames read are split with the STUN stream framing and handed to the driver.
 fn spawn_stream(
-    idx: usize,
+    id: usize,
     server: SocketAddr,
     tls: Option<(Arc<rustls::ClientConfig>, String)>,
     net: mpsc::Sender<Vec<Datagram>>,
@@ -1332,7 +1476,7 @@ fn spawn_stream(
         };
         let _ = tcp.set_nodelay(true);
         let r = match tls {
-            None => pump(tcp, idx, server, &mut rx, &net).await,
+            None => pump(tcp, id, server, &mut rx, &net).await,
             Some((cfg, host)) => {
                 let Ok(name) = rustls::pki_types::ServerName::try_from(host) else {
                     return;
@@ -1341,7 +1485,7 @@ fn spawn_stream(
                     .connect(name, tcp)
                     .await
                 {
-                    Ok(s) => pump(s, idx, server, &mut rx, &net).await,
+                    Ok(s) => pump(s, id, server, &mut rx, &net).await,
                     Err(e) => {
                         tracing::debug!("TURN TLS handshake with {server}: {e}");
                         return;

@@ -41,7 +41,7 @@ pub use str0m::{Candidate, CandidateKind};
 
 pub use peer::{
     DEFAULT_LABEL, MAX_CHANNELS, MAX_QUEUED, MAX_REMOTE_CANDIDATES, RESTART_AFTER, RESTART_RETRY,
-    RESTART_RETRY_MAX, WINDOW_RATE, window_for,
+    RESTART_RETRY_MAX, SILENT_AFTER, WINDOW_RATE, window_for,
 };
 use peer::{Packet, Peer, Up};
 
@@ -538,7 +538,7 @@ impl Client {
         let mut t = self.next_ping.unwrap_or(now + Duration::from_secs(3600));
         for p in self.peers.values() {
             t = t.min(p.timeout());
-            if let Some(at) = p.restart_at() {
+            if let Some(at) = p.next_check() {
                 t = t.min(at);
             }
         }

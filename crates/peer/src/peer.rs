@@ -23,6 +23,12 @@ pub const RESTART_AFTER: Duration = Duration::from_secs(3);
 /// SDK's values.
 pub const RESTART_RETRY: Duration = Duration::from_secs(10);
 pub const RESTART_RETRY_MAX: Duration = Duration::from_secs(60);
+/// ICE checks are resent at most this far apart, and the path in use is checked this often.
+const STUN_MAX_RTO: Duration = Duration::from_secs(1);
+/// A connected path that has brought nothing in for this long is down (`Disconnected`, and
+/// restarted after [`RESTART_AFTER`]) — what Chromium does. str0m's own verdict takes at
+/// least 15 s: it counts a pair alive while the remote's last check is younger than that.
+pub const SILENT_AFTER: Duration = Duration::from_secs(5);
 /// Remote candidates accepted per peer; more are ignored.
 pub const MAX_REMOTE_CANDIDATES: usize = 64;
 /// Channels per peer.
@@ -74,6 +80,10 @@ pub(crate) struct Peer {
     ice: IceConnectionState,
     /// While the path is down: when to restart ICE (again).
     restart_at: Option<Instant>,
+    /// When the last packet from this peer came in, and whether it has been silent since
+    /// for longer than [`SILENT_AFTER`].
+    last_recv: Instant,
+    silent: bool,
     /// How long the next restart gets before it is made again.
     restart_delay: Duration,
     restart_wanted: bool,
@@ -113,6 +123,9 @@ impl Peer {
             .set_sctp_max_buffered_amount(window_range.1 + MESSAGE_ROOM);
         // Data channels only: no audio/video codecs to offer.
         cfg = cfg.clear_codecs();
+        // The path in use is checked every second (str0m's default: every 3 s), so that
+        // silence means it is gone (see SILENT_AFTER).
+        cfg.set_max_stun_rto(STUN_MAX_RTO);
         let rtc = cfg.build(now);
         Peer {
             id,
@@ -130,6 +143,8 @@ impl Peer {
             ice: IceConnectionState::New,
             restart_at: None,
             restart_delay: RESTART_RETRY,
+            last_recv: now,
+            silent: false,
             restart_wanted: false,
             remote_ufrag: None,
             path: None,
@@ -147,14 +162,19 @@ impl Peer {
         self.timeout
     }
 
-    /// When [`Peer::handle_timeout`] restarts ICE, while the path is down.
-    pub fn restart_at(&self) -> Option<Instant> {
-        self.restart_at
+    /// When [`Peer::handle_timeout`] has a restart to make or a silence to notice.
+    pub fn next_check(&self) -> Option<Instant> {
+        let silence = (!self.silent && self.state() == PeerState::Connected)
+            .then(|| self.last_recv + SILENT_AFTER);
+        [self.restart_at, silence].into_iter().flatten().min()
     }
 
     pub fn state(&self) -> PeerState {
         if self.closed {
             return PeerState::Closed;
+        }
+        if self.silent {
+            return PeerState::Disconnected;
         }
         match self.ice {
             IceConnectionState::New => PeerState::New,
@@ -385,6 +405,20 @@ impl Peer {
         let Some(r) = packet.receive() else {
             return;
         };
+        self.last_recv = now;
+        if self.silent {
+            let before = self.state();
+            self.silent = false;
+            if matches!(
+                self.ice,
+                IceConnectionState::Connected | IceConnectionState::Completed
+            ) {
+                // Back before a restart was needed.
+                self.restart_at = None;
+                self.restart_delay = RESTART_RETRY;
+            }
+            self.state_changed(before);
+        }
         if let Err(e) = self.rtc.handle_input(Input::Receive(now, r)) {
             tracing::debug!(peer = %self.id, "input rejected: {e}");
         }
@@ -398,6 +432,14 @@ impl Peer {
             tracing::debug!(peer = %self.id, "timeout: {e}");
         }
         self.drain(now);
+        if !self.silent
+            && self.state() == PeerState::Connected
+            && now >= self.last_recv + SILENT_AFTER
+        {
+            self.silent = true;
+            self.restart_at.get_or_insert(now + RESTART_AFTER);
+            self.state_changed(PeerState::Connected);
+        }
         if self.restart_at.is_some_and(|t| now >= t) {
             if signaling_up {
                 self.restart_down(now);
@@ -591,6 +633,15 @@ impl Peer {
         self.up.push_back(Up::Event(e));
     }
 
+    /// Reports the state if it is not `before` any more.
+    fn state_changed(&mut self, before: PeerState) {
+        let state = self.state();
+        if state != before {
+            let peer = self.id.clone();
+            self.event(Event::State { peer, state });
+        }
+    }
+
     /// Drains str0m's output after a mutation (its single-mutation rule).
     fn drain(&mut self, now: Instant) {
         loop {
@@ -714,10 +765,7 @@ impl Peer {
                     }
                     _ => {}
                 }
-                let state = self.state();
-                if state != before {
-                    self.event(Event::State { peer, state });
-                }
+                self.state_changed(before);
             }
             RtcEvent::ChannelOpen(id, label) => {
                 self.channels.insert(id, (label.clone(), true));

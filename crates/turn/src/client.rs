@@ -304,6 +304,18 @@ impl Client {
         }
     }
 
+    /// Refreshes the allocation now, to learn whether it still exists: after a network
+    /// change or a NAT that dropped its mappings, our packets reach the server from a new
+    /// address, the server answers 437 (no allocation there) and the client fails.
+    pub fn refresh_now(&mut self, now: Instant) {
+        let refreshing = self.pending.values().any(|p| p.req == Req::Refresh);
+        if self.failed || self.relayed.is_none() || refreshing {
+            return;
+        }
+        self.refresh_at = None;
+        self.request(now, Req::Refresh);
+    }
+
     /// Releases the allocation (a Refresh with lifetime 0).
     pub fn close(&mut self, now: Instant) {
         if self.relayed.is_some() && !self.failed {

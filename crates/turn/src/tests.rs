@@ -1184,6 +1184,41 @@ fn the_client_allocates_binds_a_channel_and_relays_both_ways() {
 }
 
 #[test]
+fn a_refresh_now_finds_an_allocation_lost_to_a_new_client_address() {
+    let (mut lab, who, _) = lab();
+    let user = format!("{}:alice", UNIX0 + 3600);
+    let pass = rest_password(SECRET, &user);
+    let mut c = client::Client::new(
+        lab.now,
+        "192.0.2.1:3478".parse().unwrap(),
+        client::Transport::Udp,
+        &user,
+        &pass,
+        1,
+    );
+    pump(&mut lab, who, &mut c);
+    assert!(matches!(
+        c.poll_event(),
+        Some(client::Event::Allocated { .. })
+    ));
+    // Still there: a refresh now succeeds.
+    c.refresh_now(lab.now);
+    pump(&mut lab, who, &mut c);
+    assert!(!c.is_failed());
+    assert_eq!(c.poll_event(), None);
+    // The NAT in front of us dropped its mapping: we now come from another port.
+    let moved = lab.client("198.51.100.7:40001");
+    c.refresh_now(lab.now);
+    pump(&mut lab, moved, &mut c);
+    assert!(
+        matches!(c.poll_event(), Some(client::Event::Failed(why)) if why.contains("437")),
+        "the lost allocation is reported"
+    );
+    assert!(c.is_failed());
+    assert_eq!(c.relayed(), None);
+}
+
+#[test]
 fn the_client_reports_refusal_with_bad_credentials() {
     let (mut lab, who, _) = lab();
     let user = format!("{}:alice", UNIX0 + 3600);
