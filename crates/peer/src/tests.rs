@@ -470,8 +470,8 @@ fn a_restart_whose_offers_are_lost_is_made_again_until_the_path_is_back() {
 #[test]
 fn an_idle_connection_is_not_taken_for_a_dead_one() {
     let mut w = pair();
-    w.loss_permille = 200;
     w.run_until(Duration::from_secs(10), |w| w.open(0, 1));
+    w.loss_permille = 200;
     // A minute with nothing to send, over a link losing 20%: the checks alone keep it up.
     w.run_for(Duration::from_secs(60));
     for i in 0..2 {
