@@ -1124,20 +1124,25 @@ fn pump(lab: &mut Lab, who: Who, c: &mut client::Client) -> Vec<(SocketAddr, Vec
     to_peers
 }
 
-#[test]
-fn the_client_allocates_binds_a_channel_and_relays_both_ways() {
-    let (mut lab, who, creds) = lab();
-    let _ = creds;
+/// A TURN client over UDP with valid credentials, allocating from the lab's server.
+fn alice(lab: &Lab) -> client::Client {
     let user = format!("{}:alice", UNIX0 + 3600);
     let pass = rest_password(SECRET, &user);
-    let mut c = client::Client::new(
+    client::Client::new(
         lab.now,
         "192.0.2.1:3478".parse().unwrap(),
         client::Transport::Udp,
         &user,
         &pass,
         1,
-    );
+    )
+}
+
+#[test]
+fn the_client_allocates_binds_a_channel_and_relays_both_ways() {
+    let (mut lab, who, creds) = lab();
+    let _ = creds;
+    let mut c = alice(&lab);
     pump(&mut lab, who, &mut c);
     let Some(client::Event::Allocated { relayed, mapped }) = c.poll_event() else {
         panic!("not allocated");
@@ -1186,16 +1191,7 @@ fn the_client_allocates_binds_a_channel_and_relays_both_ways() {
 #[test]
 fn a_refresh_now_finds_an_allocation_lost_to_a_new_client_address() {
     let (mut lab, who, _) = lab();
-    let user = format!("{}:alice", UNIX0 + 3600);
-    let pass = rest_password(SECRET, &user);
-    let mut c = client::Client::new(
-        lab.now,
-        "192.0.2.1:3478".parse().unwrap(),
-        client::Transport::Udp,
-        &user,
-        &pass,
-        1,
-    );
+    let mut c = alice(&lab);
     pump(&mut lab, who, &mut c);
     assert!(matches!(
         c.poll_event(),
