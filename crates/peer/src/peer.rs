@@ -303,10 +303,7 @@ impl Peer {
         // re-sends its own (the polite side may never have seen it); the polite side drops its
         // own offer (str0m rolls it back inside accept_offer) and answers.
         if self.pending.is_some() && !self.polite {
-            if let Some((_, sdp)) = &self.pending {
-                let json = description_json("offer", sdp);
-                self.signal(json);
-            }
+            self.resend_offer();
             return Ok(());
         }
         self.pending = None;
@@ -462,21 +459,28 @@ impl Peer {
     fn restart_down(&mut self, now: Instant) {
         self.restart_at = Some(now + self.restart_delay);
         self.restart_delay = (self.restart_delay * 2).min(RESTART_RETRY_MAX);
-        if let Some((_, sdp)) = &self.pending {
-            let json = description_json("offer", sdp);
-            self.signal(json);
-        } else {
+        if !self.resend_offer() {
             self.restart(now);
         }
     }
 
+    /// Sends our unanswered offer again, if there is one (it, or its answer, may have been
+    /// lost).
+    fn resend_offer(&mut self) -> bool {
+        let Some((_, sdp)) = &self.pending else {
+            return false;
+        };
+        let json = description_json("offer", sdp);
+        self.signal(json);
+        true
+    }
+
     /// Signaling came back: an offer of ours may have been lost with the old connection.
     pub fn resync(&mut self, now: Instant) {
-        if self.ice == IceConnectionState::Disconnected || self.restart_at.is_some() {
+        if self.state() == PeerState::Disconnected || self.restart_at.is_some() {
             self.restart_down(now);
-        } else if let Some((_, sdp)) = &self.pending {
-            let json = description_json("offer", sdp);
-            self.signal(json);
+        } else {
+            self.resend_offer();
         }
     }
 
