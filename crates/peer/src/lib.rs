@@ -56,8 +56,9 @@ pub struct Settings {
     /// Metadata shown to the other members (a JSON object), if any.
     pub meta: Option<String>,
     /// Bytes SCTP may hold unacknowledged per peer, at least: the send window starts here and
-    /// follows the path's RTT (RTT × [`WINDOW_RATE`]) up to `max_send_window`. Larger windows
-    /// cost CPU in str0m's SCTP (docs/benchmarks.md); 128 KiB fills a loopback link.
+    /// follows the path's base RTT (the smallest seen on the current pair; × [`WINDOW_RATE`]) up
+    /// to `max_send_window`. Larger windows cost CPU in str0m's SCTP (docs/benchmarks.md);
+    /// 128 KiB fills a loopback link.
     pub send_window: usize,
     /// The most the send window grows to on a long path (equal to `send_window`: fixed).
     pub max_send_window: usize,

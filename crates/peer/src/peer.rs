@@ -93,10 +93,13 @@ pub(crate) struct Peer {
     connected: bool,
     pub closed: bool,
     timeout: Instant,
-    /// Bytes SCTP may hold unacknowledged, over all channels: sized to the path's RTT within
-    /// `window_range` (see [`window_for`]).
+    /// Bytes SCTP may hold unacknowledged, over all channels: sized to the path's base RTT
+    /// within `window_range` (see [`window_for`]).
     window: usize,
     window_range: (usize, usize),
+    /// The smallest RTT seen on the current path: its length without the queues our own
+    /// sending builds (the RTT under load would grow the window, which grows the queues...).
+    base_rtt: Option<Duration>,
     /// A send was refused for the window (the largest refused message): [`Event::Writable`]
     /// follows once half the window, or room for that message, is free.
     blocked: Option<usize>,
@@ -153,6 +156,7 @@ impl Peer {
             timeout: now,
             window: settings.send_window,
             window_range,
+            base_rtt: None,
             blocked: None,
             up: VecDeque::new(),
         }
@@ -821,13 +825,18 @@ impl Peer {
                     remote_addr: pair.remote.addr,
                     rtt: pair.current_round_trip_time.or(s.rtt),
                 };
-                if let Some(rtt) = path.rtt {
-                    self.window = window_for(rtt, self.window_range);
-                }
                 let changed = self.path.as_ref().is_none_or(|p| {
                     (p.local, p.remote, p.protocol, p.remote_addr)
                         != (path.local, path.remote, path.protocol, path.remote_addr)
                 });
+                if changed {
+                    self.base_rtt = None;
+                }
+                if let Some(rtt) = path.rtt {
+                    let base = self.base_rtt.map_or(rtt, |b| b.min(rtt));
+                    self.base_rtt = Some(base);
+                    self.window = window_for(base, self.window_range);
+                }
                 self.path = Some(path.clone());
                 if changed {
                     self.event(Event::Path { peer, path });

@@ -33,6 +33,10 @@ struct World {
     delay: Duration,
     /// Drop probability in 1/1000 of each packet, from a seeded generator.
     loss_permille: u32,
+    /// Each client's uplink in bytes per second, with an unbounded queue (None: no limit).
+    uplink: Option<f64>,
+    /// Per client: when its uplink has sent everything queued.
+    uplink_busy: Vec<Instant>,
     seed: u64,
     /// Clients whose network is cut (nothing in or out).
     cut: Vec<bool>,
@@ -55,6 +59,8 @@ impl World {
             net: Vec::new(),
             delay: LINK_DELAY,
             loss_permille: 0,
+            uplink: None,
+            uplink_busy: Vec::new(),
             seed: 0x9e37_79b9_7f4a_7c15,
             cut: Vec::new(),
             mute: Vec::new(),
@@ -73,6 +79,7 @@ impl World {
         self.conns.push(None);
         self.events.push(Vec::new());
         self.cut.push(false);
+        self.uplink_busy.push(self.now);
         self.mute.push(false);
         self.connect(i);
         i
@@ -178,8 +185,15 @@ impl World {
                     Output::Transmit(t) => {
                         let lost = self.cut[i] || self.random() % 1000 < self.loss_permille;
                         if !lost {
+                            let mut sent = self.now;
+                            if let Some(rate) = self.uplink {
+                                let bytes = t.contents.len() as f64;
+                                sent = self.uplink_busy[i].max(self.now)
+                                    + Duration::from_secs_f64(bytes / rate);
+                                self.uplink_busy[i] = sent;
+                            }
                             self.net.push(Packet {
-                                at: self.now + self.delay,
+                                at: sent + self.delay,
                                 from: t.source,
                                 to: t.destination,
                                 data: t.contents,
@@ -598,16 +612,28 @@ fn fixed_window(bytes: usize) -> Settings {
     s
 }
 
+/// What [`bulk_rate`] measured.
+struct Bulk {
+    /// Bytes delivered in the measured span.
+    bytes: usize,
+    /// The sender's window at the end.
+    window: usize,
+    /// The largest RTT the sender's stats reported in the measured span.
+    max_rtt: Duration,
+}
+
 /// Bytes one peer delivers to the other in `span` of virtual time, sending 16 KiB messages
 /// whenever the window lets it (and waiting for `Writable` when it does not), over links of
-/// `rtt`; measured after two seconds, once stats have given the path's RTT. Returns the bytes
-/// and the sender's window at the end.
-fn bulk_rate(rtt: Duration, settings: Settings, span: Duration) -> (usize, usize) {
+/// `rtt` (and `uplink` bytes per second with a queue, when given); measured after two seconds,
+/// once stats have given the path's RTT.
+fn bulk_rate(rtt: Duration, settings: Settings, span: Duration, uplink: Option<f64>) -> Bulk {
     let mut w = pair_with(settings, rtt / 2);
+    w.uplink = uplink;
     w.run_until(Duration::from_secs(10), |w| w.open(0, 1));
     let b = w.id(1);
     let msg = vec![7u8; 16 * 1024];
     let (mut writable, mut got, mut counted) = (true, 0, 0);
+    let mut max_rtt = Duration::ZERO;
     let start = w.now;
     let measure_from = start + Duration::from_secs(2);
     for _ in 0..10_000_000 {
@@ -631,17 +657,26 @@ fn bulk_rate(rtt: Duration, settings: Settings, span: Duration) -> (usize, usize
                 }
             }
         }
+        if w.now >= measure_from {
+            let now_rtt = w.clients[0].path(&b).and_then(|p| p.rtt);
+            max_rtt = max_rtt.max(now_rtt.unwrap_or_default());
+        }
     }
     assert!(got > 0);
-    (counted, w.clients[0].send_window(&b).unwrap())
+    Bulk {
+        bytes: counted,
+        window: w.clients[0].send_window(&b).unwrap(),
+        max_rtt,
+    }
 }
 
 #[test]
 fn the_send_window_follows_the_rtt_so_a_long_path_is_not_window_bound() {
     let rtt = Duration::from_millis(50);
     let span = Duration::from_secs(2);
-    let (small, w_small) = bulk_rate(rtt, fixed_window(128 * 1024), span);
-    let (sized, w_sized) = bulk_rate(rtt, Settings::default(), span);
+    let small = bulk_rate(rtt, fixed_window(128 * 1024), span, None);
+    let sized = bulk_rate(rtt, Settings::default(), span, None);
+    let (small, w_small, sized, w_sized) = (small.bytes, small.window, sized.bytes, sized.window);
     let rate = |b: usize| b as f64 / span.as_secs_f64() / 1e6;
     eprintln!(
         "50 ms RTT, virtual time: fixed 128 KiB {:.1} MB/s, sized {w_sized} B {:.1} MB/s",
@@ -660,6 +695,33 @@ fn the_send_window_follows_the_rtt_so_a_long_path_is_not_window_bound() {
         rate(sized),
         rate(small)
     );
+}
+
+#[test]
+fn the_window_follows_the_base_rtt_not_the_queue_it_builds() {
+    // A 2 ms path whose uplink carries 10 MB/s with a deep queue: whatever the window holds
+    // beyond the path waits in that queue, so the RTT under load is window ÷ 10 MB/s. Sized
+    // from that RTT the window fed on itself up to its 1 MiB ceiling (100 ms of queue); sized
+    // from the smallest RTT seen it stays at its floor and the link stays full.
+    let span = Duration::from_secs(2);
+    let bulk = bulk_rate(
+        Duration::from_millis(2),
+        Settings::default(),
+        span,
+        Some(10e6),
+    );
+    let rate = bulk.bytes as f64 / span.as_secs_f64() / 1e6;
+    eprintln!(
+        "2 ms + 10 MB/s uplink: window {} B, RTT under load up to {:?}, {rate:.1} MB/s",
+        bulk.window, bulk.max_rtt
+    );
+    assert_eq!(bulk.window, 128 * 1024);
+    assert!(
+        bulk.max_rtt < Duration::from_millis(30),
+        "RTT {:?}",
+        bulk.max_rtt
+    );
+    assert!(rate > 9.0, "{rate:.1} MB/s on a 10 MB/s link");
 }
 
 #[test]
