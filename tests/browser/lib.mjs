@@ -30,15 +30,37 @@ export async function addVeth(a, b, cidr) {
   return () => ip('link', 'del', a);
 }
 
+/** Servers and CLIs still running: a test that failed early leaves them waiting (a sender for
+ * 10 minutes), which would keep its file's runner alive; they end with the file, and when the
+ * runner ends the file early (a timeout sends SIGTERM). */
+const running = new Set();
+function track(proc) {
+  running.add(proc);
+  proc.once('exit', () => running.delete(proc));
+  return proc;
+}
+function killAll() {
+  for (const proc of running) proc.kill('SIGKILL');
+}
+after(killAll);
+for (const signal of ['SIGTERM', 'SIGINT']) {
+  process.once(signal, () => {
+    killAll();
+    process.exit(1);
+  });
+}
+
 /**
  * Starts `peerweb serve` on `host` (127.0.0.1; port 0 unless given) and waits for its URL.
+ * STUN/TURN listen on an ephemeral port of `host` too (not 3478) unless `args` say otherwise.
  * With `ns`, the server runs inside that network namespace.
  */
 export async function startServer({ port = 0, args = [], host = '127.0.0.1', ns } = {}) {
   if (!BIN) throw new Error('PEERWEB_BIN is not set (run through run.sh)');
-  const argv = [BIN, 'serve', '--listen', `${host}:${port}`, ...args];
+  const turn = args.some((a) => a === '--turn-listen' || a === '--no-turn') ? [] : ['--turn-listen', `${host}:0`];
+  const argv = [BIN, 'serve', '--listen', `${host}:${port}`, ...turn, ...args];
   const [cmd, ...rest] = ns ? ['ip', 'netns', 'exec', ns, ...argv] : argv;
-  const proc = spawn(cmd, rest, { stdio: ['ignore', 'pipe', 'inherit'] });
+  const proc = track(spawn(cmd, rest, { stdio: ['ignore', 'pipe', 'inherit'] }));
   const url = await new Promise((resolve, reject) => {
     let out = '';
     const timer = setTimeout(() => reject(new Error(`server did not start: ${out}`)), 10000);
@@ -170,13 +192,6 @@ export function startNative(url, room, args = [], { ns } = {}) {
   return startCli(['join', url, room, '--json', ...args], { ns });
 }
 
-/** CLI processes still running: a test that failed early leaves them waiting (a sender for 10
- * minutes), which would keep its file's runner alive; they end with the file. */
-const running = new Set();
-after(() => {
-  for (const proc of running) proc.kill('SIGKILL');
-});
-
 /**
  * Runs `peerweb ARGS...` (inside `ns` when given) with its JSON-line stdout parsed into
  * `events`; `exited` resolves to the exit code (or the signal's name).
@@ -185,9 +200,7 @@ export function startCli(args, { ns } = {}) {
   if (!BIN) throw new Error('PEERWEB_BIN is not set (run through run.sh)');
   const argv = [BIN, ...args];
   const [cmd, ...rest] = ns ? ['ip', 'netns', 'exec', ns, ...argv] : argv;
-  const proc = spawn(cmd, rest, { stdio: ['pipe', 'pipe', 'pipe'] });
-  running.add(proc);
-  proc.once('exit', () => running.delete(proc));
+  const proc = track(spawn(cmd, rest, { stdio: ['pipe', 'pipe', 'pipe'] }));
   const events = [];
   let stderr = '';
   let buf = '';

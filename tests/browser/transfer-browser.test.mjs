@@ -2,82 +2,18 @@
 // side, or another tab: CLI→browser (in a phone-sized window), browser→CLI, browser→browser,
 // by link and by code (the page's SPAKE2 against the Rust crate's), wrong codes, and a man in
 // the middle at the signaling server caught by a browser receiver.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { addVeth, startServer, launchBrowser, startCli, waitFor } from './lib.mjs';
 import { startMitm } from './mitm.mjs';
 import { blake3Hex } from '../../web/transfer/blake3.js';
+import { NET, server, browser, dir, sha, page, stateOf, waitState, acceptAll, files, bigFile, useTransferPages } from './transfer-pages.mjs';
 
-const NET = ['--allow-loopback', '--no-stun', '--no-turn'];
 const CHUNK_BYTES = 61440;
-let server;
-let browser;
-let dir;
-
-before(async () => {
-  server = await startServer();
-  // gc() and exact heap numbers, so the heap samples below count what a page keeps, not garbage.
-  browser = await launchBrowser({ args: ['--js-flags=--expose-gc', '--enable-precise-memory-info'] });
-  dir = mkdtempSync(join(tmpdir(), 'peerweb-transfer-browser-'));
-});
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-  if (dir) rmSync(dir, { recursive: true, force: true });
-});
-
-const sha = (buf) => createHash('sha256').update(buf).digest('hex');
-
-async function page(url, viewport) {
-  const p = await browser.newPage();
-  p.on('pageerror', (e) => console.error('[page error]', e.message));
-  if (viewport) await p.setViewportSize(viewport);
-  await p.goto(url);
-  return p;
-}
-
-const stateOf = (p) => p.evaluate(() => window.transferState);
-
-async function waitState(p, names, timeout = 60000) {
-  return waitFor(p, (names) => {
-    const s = window.transferState;
-    return s && (names.includes(s.state) || s.state === 'error') ? s : null;
-  }, names, { timeout, what: `page state ${names}` });
-}
-
-/** Accepts the offer in a receive page and waits until it is done; returns {path: sha256}. */
-async function acceptAll(p) {
-  const s = await waitState(p, ['offered']);
-  assert.equal(s.state, 'offered', s.error);
-  await p.click('#accept');
-  const done = await waitState(p, ['done']);
-  assert.equal(done.state, 'done', done.error);
-  return p.evaluate(async () => {
-    const out = {};
-    for (const r of window.transferFiles) {
-      const d = new Uint8Array(await crypto.subtle.digest('SHA-256', await r.file.arrayBuffer()));
-      out[r.path] = [...d].map((b) => b.toString(16).padStart(2, '0')).join('');
-    }
-    return out;
-  });
-}
-
-function files(name, spec) {
-  const root = join(dir, name);
-  const want = {};
-  for (const [rel, size] of Object.entries(spec)) {
-    const f = join(root, rel);
-    mkdirSync(join(f, '..'), { recursive: true });
-    const data = randomBytes(size);
-    writeFileSync(f, data);
-    want[`${name}/${rel}`] = sha(data);
-  }
-  return { root, want };
-}
+useTransferPages('transfer-browser');
 
 test('CLI → browser in a phone-sized window: a folder arrives verified, the SAS matches', async () => {
   const { root, want } = files('cli-to-browser', { empty: 0, one: 1, odd: 200_001, 'deep/er/big.bin': 5_000_003 });
@@ -94,121 +30,6 @@ test('CLI → browser in a phone-sized window: a folder arrives verified, the SA
   await p.close();
 });
 
-/** A file of `mib` MiB: random 1 MiB blocks with a counter (incompressible enough, quick). */
-function bigFile(name, mib) {
-  const f = join(dir, name);
-  const block = randomBytes(1 << 20);
-  const fd = openSync(f, 'w');
-  for (let i = 0; i < mib; i++) {
-    block.writeUInt32LE(i, 0);
-    writeSync(fd, block);
-  }
-  closeSync(fd);
-  return f;
-}
-
-/**
- * Samples a page's JS heap (after a garbage collection) until it leaves the `busy` states.
- * Returns the largest sample and the largest of the first and of the last third, in MiB: a page
- * that kept what it moved would grow from third to third.
- */
-async function watchHeap(p, busy) {
-  const samples = [];
-  for (;;) {
-    const [state, heap] = await p.evaluate(() => {
-      window.gc();
-      return [window.transferState.state, performance.memory.usedJSHeapSize];
-    });
-    samples.push(heap / 2 ** 20);
-    if (!busy.includes(state)) break;
-    await new Promise((r) => setTimeout(r, 500));
-  }
-  const third = Math.max(1, Math.floor(samples.length / 3));
-  const max = (a) => Math.max(...a);
-  return { max: max(samples), first: max(samples.slice(0, third)), last: max(samples.slice(-third)) };
-}
-
-/** A 1 GiB transfer kept the page's heap bounded and not growing. */
-function assertFlat(heap) {
-  assert.ok(heap.max < 64, `JS heap grew to ${heap.max.toFixed(1)} MiB`);
-  assert.ok(heap.last < heap.first + 16, `JS heap grew from ${heap.first.toFixed(1)} to ${heap.last.toFixed(1)} MiB`);
-}
-
-const mib = (heap) => `max JS heap ${heap.max.toFixed(1)} MiB (first third ${heap.first.toFixed(1)}, last ${heap.last.toFixed(1)})`;
-
-test('CLI → browser, 1 GiB: the page streams to disk, verifies, and its memory stays flat', async () => {
-  const f = bigFile('large.bin', 1024);
-  const sender = startCli(['send', '--server', server.url, '--json', ...NET, f]);
-  const { link } = await sender.waitEvent((e) => e.event === 'code', { what: 'code' });
-  const p = await page(link);
-  const s = await waitState(p, ['offered']);
-  assert.equal(s.state, 'offered', s.error);
-  await p.click('#accept');
-  const heap = await watchHeap(p, ['offered', 'receiving']);
-  const done = await stateOf(p);
-  assert.equal(done.state, 'done', done.error);
-  assert.equal(await sender.exited, 0, sender.stderr);
-  assert.equal(done.results[0].size, 1 << 30);
-  assert.equal(done.storage, 'disk');
-  // What is on disk, read back and hashed in the page, is the file that was sent.
-  const onDisk = await p.evaluate(async () => {
-    const { hashFile } = await import('/transfer/transfer.js');
-    return hashFile(window.transferFiles[0].file);
-  });
-  assert.equal(onDisk, blake3Hex(readFileSync(f)));
-  console.log(`1 GiB to a page: ${mib(heap)}; ${JSON.stringify(done.summary)}`);
-  assertFlat(heap);
-  rmSync(f);
-  await p.close();
-});
-
-test('browser → CLI, 1 GiB: the sending page reads the file in pieces, its memory stays flat', async () => {
-  const f = bigFile('large-up.bin', 1024);
-  const p = await page(`${server.url}/send`);
-  await p.setInputFiles('#files', [f]);
-  const { link } = await waitFor(p, () => window.transferState.link && window.transferState, null, { what: 'link', timeout: 60000 });
-  const out = join(dir, 'out-large-up');
-  const receiver = startCli(['receive', link, '--out', out, '--yes', '--json', ...NET]);
-  const heap = await watchHeap(p, ['waiting', 'verifying', 'offered', 'sending']);
-  assert.equal(await receiver.exited, 0, receiver.stderr);
-  const s = await stateOf(p);
-  assert.equal(s.state, 'done', s.error);
-  assert.equal(sha(readFileSync(join(out, 'large-up.bin'))), sha(readFileSync(f)));
-  console.log(`1 GiB from a page: ${mib(heap)}; ${JSON.stringify(receiver.events.find((e) => e.event === 'done'))}`);
-  assertFlat(heap);
-  rmSync(f);
-  rmSync(out, { recursive: true });
-  await p.close();
-});
-
-test('browser → browser, 1 GiB: one page reads, the other stores, both stay flat', async () => {
-  const f = bigFile('large-b2b.bin', 1024);
-  const a = await page(`${server.url}/send`);
-  await a.setInputFiles('#files', [f]);
-  const { link } = await waitFor(a, () => window.transferState.link && window.transferState, null, { what: 'link', timeout: 60000 });
-  const b = await page(link);
-  assert.equal((await waitState(b, ['offered'])).state, 'offered');
-  await b.click('#accept');
-  const [sendHeap, receiveHeap] = await Promise.all([
-    watchHeap(a, ['waiting', 'verifying', 'offered', 'sending']),
-    watchHeap(b, ['offered', 'receiving']),
-  ]);
-  const done = await stateOf(b);
-  assert.equal(done.state, 'done', done.error);
-  assert.equal((await stateOf(a)).state, 'done');
-  assert.equal(done.storage, 'disk');
-  const onDisk = await b.evaluate(async () => {
-    const { hashFile } = await import('/transfer/transfer.js');
-    return hashFile(window.transferFiles[0].file);
-  });
-  assert.equal(onDisk, blake3Hex(readFileSync(f)));
-  console.log(`1 GiB page to page: sender ${mib(sendHeap)}, receiver ${mib(receiveHeap)}; ${JSON.stringify(done.summary)}`);
-  assertFlat(sendHeap);
-  assertFlat(receiveHeap);
-  rmSync(f);
-  await a.close();
-  await b.close();
-});
 
 for (const by of ['link', 'code']) {
   test(`browser → CLI: picked files go to \`peerweb receive ${by.toUpperCase()}\``, async () => {
