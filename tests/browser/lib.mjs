@@ -1,13 +1,26 @@
 // Helpers for the browser tests: start `peerweb serve`, launch Chromium, poll pages.
 import { after } from 'node:test';
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
 const BIN = process.env.PEERWEB_BIN;
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+
+/** Writes `mib` MiB to `path`: random 1 MiB blocks with a counter (incompressible enough, quick). */
+export function writeBigFile(path, mib) {
+  const block = randomBytes(1 << 20);
+  const fd = openSync(path, 'w');
+  for (let i = 0; i < mib; i++) {
+    block.writeUInt32LE(i, 0);
+    writeSync(fd, block);
+  }
+  closeSync(fd);
+  return path;
+}
 
 /**
  * Adds a veth pair `a`–`b` to this namespace with `cidr` on `a`, settled before it returns:

@@ -4,10 +4,10 @@
 import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startServer, launchBrowser, waitFor } from './lib.mjs';
+import { startServer, launchBrowser, waitFor, writeBigFile } from './lib.mjs';
 
 /** The CLI's network flags for these tests: loopback host candidates only. */
 export const NET = ['--allow-loopback', '--no-stun', '--no-turn'];
@@ -79,17 +79,9 @@ export function files(name, spec) {
   return { root, want };
 }
 
-/** A file of `mib` MiB: random 1 MiB blocks with a counter (incompressible enough, quick). */
+/** A file of `mib` MiB in this file's folder (see `writeBigFile`). */
 export function bigFile(name, mib) {
-  const f = join(dir, name);
-  const block = randomBytes(1 << 20);
-  const fd = openSync(f, 'w');
-  for (let i = 0; i < mib; i++) {
-    block.writeUInt32LE(i, 0);
-    writeSync(fd, block);
-  }
-  closeSync(fd);
-  return f;
+  return writeBigFile(join(dir, name), mib);
 }
 
 /**

@@ -4,11 +4,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, createReadStream, mkdirSync, openSync, writeSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { createReadStream, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { spawn } from 'node:child_process';
-import { startServer, startCli } from './lib.mjs';
+import { startServer, startCli, writeBigFile } from './lib.mjs';
 import { startMitm } from './mitm.mjs';
 
 const NET = ['--allow-loopback', '--no-stun', '--no-turn'];
@@ -260,15 +260,7 @@ for (const victim of ['receiver', 'sender']) {
 }
 
 test('a 1 GiB file arrives verified with both sides\' memory flat', async () => {
-  const f = join(dir, 'big.bin');
-  // Random 1 MiB blocks repeated with a counter: incompressible enough, quick to make.
-  const block = randomBytes(1 << 20);
-  const fd = openSync(f, 'w');
-  for (let i = 0; i < 1024; i++) {
-    block.writeUInt32LE(i, 0);
-    writeSync(fd, block);
-  }
-  closeSync(fd);
+  const f = writeBigFile(join(dir, 'big.bin'), 1024);
   const out = join(dir, 'out-big');
   const sender = send([f]);
   const { code } = await offered(sender);
