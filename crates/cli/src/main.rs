@@ -262,6 +262,7 @@ impl ServeArgs {
 }
 
 fn main() -> ExitCode {
+    peerweb_net::exit_on_panic();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));

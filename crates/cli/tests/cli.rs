@@ -165,3 +165,35 @@ fn listen_address_in_use_is_a_clear_error() {
     let err = refused(&["--listen", &addr], &[]);
     assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
 }
+
+#[test]
+fn a_panic_in_any_task_ends_the_process_with_a_clear_error() {
+    // Regression: the glare panic killed the native driver's task and `peerweb join` waited
+    // on it forever. The hook `peerweb` installs (shown here by an example that panics in a
+    // tokio task while main waits) ends the process instead.
+    let example = PathBuf::from(BIN)
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join("panic_in_task");
+    let mut child = Command::new(&example)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", example.display()));
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("the process hangs after a panic in a task");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(101), "{err}");
+    assert!(err.contains("a driver task failed"), "{err}");
+    assert!(err.contains("internal error"), "{err}");
+}

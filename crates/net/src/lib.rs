@@ -359,6 +359,21 @@ impl Drop for Node {
     }
 }
 
+/// Makes a panic anywhere in the process — in a tokio task too, which would otherwise end
+/// alone while the rest waits for it forever — end the process: the panic's message, a line
+/// saying it is a bug, and exit code 101 (what an uncaught panic in `main` gives). For
+/// binaries; call it first thing in `main`.
+pub fn exit_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        eprintln!(
+            "peerweb: internal error (a bug, please report it with the message above); exiting"
+        );
+        std::process::exit(101);
+    }));
+}
+
 /// The server's endpoints, from the address the user gave.
 #[derive(Debug, Clone)]
 struct Urls {
