@@ -58,6 +58,43 @@ test('native joins after a browser: the native peer offers, data flows both ways
   await page.close();
 });
 
+test('a member that opens a channel the moment the native peer joins: it connects whichever side is polite', async () => {
+  // Regression: the README's example opens a channel on the `peer` event, so the tab
+  // offered while the joining native peer did. When the native side was the polite one,
+  // str0m panicked ("sctp_stream_id (0) exists already") and `peerweb join` hung; when the
+  // tab was, Chromium could not roll back its offer ("Failed to start SCTP transport").
+  // Peer ids are random: fresh tabs and natives meet until each side has been the polite
+  // one.
+  const seen = { nativePolite: 0, browserPolite: 0 };
+  for (let i = 0; i < 16 && !(seen.nativePolite && seen.browserPolite); i++) {
+    const page = await openTab(browser, server.url);
+    const pageId = await joinRoom(page, `glare-on-join-${i}`);
+    await page.evaluate(() => {
+      window.errs = [];
+      window.room.addEventListener('error', ({ error }) => window.errs.push(`${error.code}: ${error.message}`));
+      window.room.addEventListener('peer', ({ peer }) => {
+        peer.channel('state', { ordered: false, maxRetransmits: 0 });
+      });
+    });
+    const n = native(`glare-on-join-${i}`);
+    const nId = await nativeId(n);
+    const role = nId > pageId ? 'nativePolite' : 'browserPolite';
+    seen[role] += 1;
+    try {
+      await waitOpen(page, nId);
+    } catch (e) {
+      const why = await page.evaluate((id) => { const pc = window.room.peers.get(id)?.pc; return pc && { conn: pc.connectionState, sig: pc.signalingState, errs: window.errs }; }, nId);
+      throw new Error(`${e.message}; ${role}; browser ${JSON.stringify(why)}; native ${JSON.stringify(n.events)}; stderr ${n.stderr.slice(-3000)}`);
+    }
+    await n.waitEvent((e) => e.event === 'channel' && e.peer === pageId && e.label === 'state', { what: "the tab's channel" });
+    await talk(page, n, pageId, nId);
+    assert.deepEqual(await page.evaluate(() => window.errs), []);
+    assert.equal(await n.stop(), 0, n.stderr);
+    await page.close();
+  }
+  assert.ok(seen.nativePolite && seen.browserPolite, JSON.stringify(seen));
+});
+
 test('a browser joins after the native peer: the browser offers, data flows both ways', async () => {
   const n = native('browser-offers');
   const nId = await nativeId(n);

@@ -112,6 +112,36 @@ test('both sides opening channels at the same moment (glare) still connect', asy
   await b.close();
 });
 
+test("the README's example: a member opens a channel the moment a tab joins, whichever is polite", async () => {
+  // The member's channel used to make it offer while the joiner offered; as the polite side
+  // its channel then took SCTP stream 0 and the default channel could not be created.
+  // Peer ids are random: fresh pairs meet until each has been the polite one.
+  const seen = { memberPolite: 0, joinerPolite: 0 };
+  for (let i = 0; i < 16 && !(seen.memberPolite && seen.joinerPolite); i++) {
+    const a = await openTab(browser, server.url);
+    const b = await openTab(browser, server.url);
+    const aId = await joinRoom(a, `readme-${i}`);
+    await a.evaluate(() => {
+      window.errs = [];
+      window.room.addEventListener('error', ({ error }) => window.errs.push(`${error.code}: ${error.message}`));
+      window.room.addEventListener('peer', ({ peer }) => {
+        peer.send('hello');
+        peer.channel('state', { ordered: false, maxRetransmits: 0 });
+      });
+    });
+    const bId = await joinRoom(b, `readme-${i}`);
+    seen[aId > bId ? 'memberPolite' : 'joinerPolite'] += 1;
+    await waitOpen(a, bId);
+    await waitOpen(b, aId);
+    await waitFor(b, () => window.t.msgs.find((m) => m.data === 'hello'), null, { what: 'hello on the default channel' });
+    await waitFor(b, () => window.t.channels.find((c) => c.label === 'state'), null, { what: "the member's channel" });
+    assert.deepEqual(await a.evaluate(() => window.errs), []);
+    await a.close();
+    await b.close();
+  }
+  assert.ok(seen.memberPolite && seen.joinerPolite, JSON.stringify(seen));
+});
+
 test('a tab that closes shows up as peer-left at once', async () => {
   const a = await openTab(browser, server.url);
   const b = await openTab(browser, server.url);

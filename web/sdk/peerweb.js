@@ -317,14 +317,26 @@ export class Room extends EventTarget {
         break;
       }
       case 'peer-joined':
+        // A peer we still have may join "anew" after a server restart: its connection lives.
         if (msg.room === this.name) this._ensurePeer(msg.peer.id, msg.peer.meta, false);
         break;
       case 'peer-left':
         if (msg.room === this.name) this._dropPeer(msg.id);
         break;
       case 'signal': {
-        const peer = this._ensurePeer(msg.from, undefined, false);
-        peer._onSignal(msg.data);
+        let peer = this._ensurePeer(msg.from, undefined, false);
+        const kind = peer?._newSession(msg.data);
+        if (kind) {
+          // A description under another certificate: the remote's session ended while we
+          // were away (or it ours), so its connection to us is gone though no `peer-left`
+          // reached us — nor can `welcome` or `peer-joined` tell, as a server restart looks
+          // the same while connections live. An offer makes the new connection; an answer
+          // (to an offer of the old one) is dropped and we offer afresh.
+          this._dropPeer(msg.from);
+          peer = this._ensurePeer(msg.from, undefined, kind === 'answer');
+          if (kind === 'answer') break;
+        }
+        peer?._onSignal(msg.data);
         break;
       }
       case 'error': {
@@ -459,6 +471,12 @@ export class Channel extends EventTarget {
  * Events: `open` (default channel open), `message` ({data, channel}), `channel` ({channel}),
  * `state` ({state}), `path` ({path}), `close`.
  */
+/** The `a=fingerprint:` of an SDP, upper-cased, or null. */
+function fingerprintOf(sdp) {
+  const m = typeof sdp === 'string' && sdp.match(/^a=fingerprint:(.+?)\r?$/m);
+  return m ? m[1].toUpperCase() : null;
+}
+
 export class Peer extends EventTarget {
   constructor(room, id, meta, initiate) {
     super();
@@ -485,6 +503,12 @@ export class Peer extends EventTarget {
       room._signal(id, { candidate: candidate ? candidate.toJSON() : null });
     };
     pc.onnegotiationneeded = async () => {
+      // A member does not make the first offer: the joiner's is on its way, and channels
+      // opened before it ride on our answer. Two first offers crossing would make the
+      // polite side roll its own back, which Chromium cannot do for an offer with data
+      // channels once the other side's m-line has another mid ("Failed to start SCTP
+      // transport": the native peer's mids are not Chromium's).
+      if (!initiate && !pc.remoteDescription) return;
       try {
         this._makingOffer = true;
         await pc.setLocalDescription();
@@ -559,6 +583,11 @@ export class Peer extends EventTarget {
     for (const k of ['ordered', 'maxRetransmits', 'maxPacketLifeTime', 'protocol']) {
       if (options[k] !== undefined) init[k] = options[k];
     }
+    // The default channel first: it holds SCTP stream 0, which a channel created before it
+    // could be given (the DTLS client's first even id) once a remote offer is applied,
+    // leaving no way to create the default (a member that opens a channel on `peer` while
+    // the joiner's offer is on its way, and answers it as the polite side).
+    this._openDefault();
     const ch = new Channel(this, this.pc.createDataChannel(label, init));
     this.channels.set(label, ch);
     return ch;
@@ -568,6 +597,18 @@ export class Peer extends EventTarget {
     const ev = { peer: this, data, channel };
     this.dispatchEvent(new PeerwebEvent('message', ev));
     this.room.dispatchEvent(new PeerwebEvent('message', ev));
+  }
+
+  /**
+   * `'offer'` or `'answer'` if `data` is a description under another DTLS certificate than
+   * the one this connection negotiated with: the remote is a new session.
+   */
+  _newSession(data) {
+    const known = fingerprintOf(this.pc.currentRemoteDescription?.sdp);
+    const d = data?.description;
+    if (!known || !d || (d.type !== 'offer' && d.type !== 'answer')) return null;
+    const cert = fingerprintOf(d.sdp);
+    return cert && cert !== known ? d.type : null;
   }
 
   _onSignal(data) {

@@ -306,6 +306,8 @@ impl Client {
     /// A new WebSocket to the server is open: say hello (resuming our id if we had one).
     pub fn signaling_connected(&mut self, now: Instant) {
         self.signaling_up = true;
+        // Frames not taken before were for the old connection: the hello goes first.
+        self.out.retain(|o| !matches!(o, Output::Frame(_)));
         let token = self.token.clone();
         self.frame(ClientMsg::Hello {
             v: VERSION,
@@ -336,16 +338,16 @@ impl Client {
                 self.id = Some(id.clone());
                 self.token = Some(token);
                 self.event(Event::Welcome { id, resumed });
-                if !resumed {
-                    let meta = self.settings.meta.clone();
-                    let meta: Option<Box<RawValue>> =
-                        meta.and_then(|m| RawValue::from_string(m).ok());
-                    let room = self.room.clone();
-                    self.frame(ClientMsg::Join {
-                        room: room.into(),
-                        meta: meta.as_deref(),
-                    });
-                }
+                // Joined again even when resumed, like the SDK: `joined` lists who arrived
+                // while we were away (their offers were refused, and no `peer-joined` was
+                // kept for us), and we offer to them as a joiner does.
+                let meta = self.settings.meta.clone();
+                let meta: Option<Box<RawValue>> = meta.and_then(|m| RawValue::from_string(m).ok());
+                let room = self.room.clone();
+                self.frame(ClientMsg::Join {
+                    room: room.into(),
+                    meta: meta.as_deref(),
+                });
                 // Offers may have been lost with the old connection.
                 let signaling_up = self.signaling_up;
                 for p in self.peers.values_mut() {
@@ -376,12 +378,33 @@ impl Client {
                 }
             }
             ServerFrame::PeerLeft { room, id } if room == self.room => {
-                if let Some(mut p) = self.peers.remove(&id) {
-                    p.close(now);
-                    self.event(Event::PeerLeft { peer: id });
-                }
+                self.drop_peer(now, &id);
             }
             ServerFrame::Signal { from, data } => {
+                let new_session = self
+                    .peers
+                    .get(&from)
+                    .and_then(|p| p.new_session(data.get()));
+                if let Some(kind) = new_session {
+                    // A description under another certificate: the remote's session ended
+                    // while we were away (or ours did), so its connection to us is gone though
+                    // no `peer-left` reached us — nor can `welcome` or `peer-joined` tell, as
+                    // a server restart looks the same while connections live. An offer makes
+                    // the new connection; an answer (to an offer of our old one, which it
+                    // took for a first offer) is dropped, and we offer afresh.
+                    self.drop_peer(now, &from);
+                    self.event(Event::PeerJoined {
+                        peer: from.clone(),
+                        meta: None,
+                    });
+                    if kind == "answer" {
+                        if let Some(p) = self.ensure_peer(now, &from) {
+                            p.initiate(now);
+                        }
+                        self.collect(now);
+                        return;
+                    }
+                }
                 let Some(p) = self.ensure_peer(now, &from) else {
                     return;
                 };
@@ -498,7 +521,7 @@ impl Client {
             .peers
             .get_mut(peer)
             .ok_or_else(|| Error::UnknownPeer(peer.into()))?;
-        let r = p.open_channel(now, label, opts).map(|_| ());
+        let r = p.open_channel(now, label, opts);
         self.collect(now);
         r
     }
@@ -544,6 +567,16 @@ impl Client {
             }
         }
         t
+    }
+
+    /// Closes the connection to `id`, if any, and reports that it left.
+    fn drop_peer(&mut self, now: Instant, id: &str) {
+        if let Some(mut p) = self.peers.remove(id) {
+            p.close(now);
+            self.event(Event::PeerLeft {
+                peer: id.to_owned(),
+            });
+        }
     }
 
     fn ensure_peer(&mut self, now: Instant, id: &str) -> Option<&mut Peer> {

@@ -71,6 +71,23 @@ pub(crate) struct Peer {
     pending_default: Option<ChannelId>,
     /// Channels by id: label, and whether open.
     channels: HashMap<ChannelId, (String, bool)>,
+    /// Whether a description (ours answered, or theirs accepted) has set up the session: the
+    /// default channel is offered or created only before that.
+    negotiated: bool,
+    /// Whether this `Rtc` saw a first negotiation that did not complete (our first offer
+    /// rolled back or its answer refused, or a first remote offer refused). str0m keeps
+    /// what such an attempt allocated — the default channel's stream 0 — so the next
+    /// attempt starts from a fresh `Rtc` (see [`Peer::fresh_rtc`]).
+    dirty: bool,
+    /// Whether the remote closed the default channel (a browser never does): sends on it fail.
+    default_gone: bool,
+    /// Our local candidates, for a fresh `Rtc`.
+    local: Vec<Candidate>,
+    /// Channels opened before the first negotiation: created once the default channel is,
+    /// so that it comes first (str0m gives stream ids in creation order, and a channel
+    /// created before the default could take its stream 0 — the DTLS client's first even
+    /// id — leaving the default waiting for it forever).
+    early: Vec<ChannelConfig>,
     queued: VecDeque<(bool, Vec<u8>)>,
     remote_kinds: HashMap<SocketAddr, CandidateKind>,
     local_kinds: HashMap<SocketAddr, (CandidateKind, Protocol)>,
@@ -89,6 +106,14 @@ pub(crate) struct Peer {
     restart_wanted: bool,
     /// The ICE ufrag of the remote's last description.
     remote_ufrag: Option<String>,
+    /// The last remote offer we answered, and our answer. An impolite remote re-sends its
+    /// offer when it ignores ours, though we may have answered it already: the copy gets the
+    /// same answer again, and no new negotiation that would roll back an offer of ours made
+    /// meanwhile (whose answer would then be taken for the answer to the next one).
+    answered: Option<(String, String)>,
+    /// The DTLS fingerprint of the remote's accepted descriptions (str0m reports its own
+    /// only once DTLS is up).
+    remote_cert: Option<String>,
     pub path: Option<Path>,
     connected: bool,
     pub closed: bool,
@@ -121,23 +146,19 @@ impl Peer {
             settings.send_window,
             settings.max_send_window.max(settings.send_window),
         );
-        let mut cfg = Rtc::builder()
-            .set_stats_interval(Some(STATS_EVERY))
-            .set_sctp_max_buffered_amount(window_range.1 + MESSAGE_ROOM);
-        // Data channels only: no audio/video codecs to offer.
-        cfg = cfg.clear_codecs();
-        // The path in use is checked every second (str0m's default: every 3 s), so that
-        // silence means it is gone (see SILENT_AFTER).
-        cfg.set_max_stun_rto(STUN_MAX_RTO);
-        let rtc = cfg.build(now);
         Peer {
             id,
-            rtc,
+            rtc: new_rtc(now, window_range.1),
             polite,
             pending: None,
             default: None,
             pending_default: None,
             channels: HashMap::new(),
+            negotiated: false,
+            dirty: false,
+            default_gone: false,
+            local: Vec::new(),
+            early: Vec::new(),
             queued: VecDeque::new(),
             remote_kinds: HashMap::new(),
             local_kinds: HashMap::new(),
@@ -150,6 +171,8 @@ impl Peer {
             silent: false,
             restart_wanted: false,
             remote_ufrag: None,
+            remote_cert: None,
+            answered: None,
             path: None,
             connected: false,
             closed: false,
@@ -213,13 +236,15 @@ impl Peer {
 
     pub fn remove_local_candidate(&mut self, c: &Candidate) {
         self.rtc.direct_api().invalidate_candidate(c);
+        self.local.retain(|x| x != c);
     }
 
     pub fn add_local_candidate(&mut self, now: Instant, c: Candidate) {
         let addr = c.addr();
         let (kind, proto) = (c.kind(), c.proto());
-        if let Some(added) = self.rtc.add_local_candidate(c) {
+        if let Some(added) = self.rtc.add_local_candidate(c.clone()) {
             self.local_kinds.insert(addr, (kind, proto));
+            self.local.push(c);
             // Before our first offer or answer, candidates travel inside its SDP (str0m
             // writes them there); a browser rejects a candidate that comes before a description.
             if self.mid.is_some() {
@@ -240,11 +265,16 @@ impl Peer {
         if self.pending.is_some() || self.closed {
             return;
         }
-        let mut api = self.rtc.sdp_api();
-        if self.default.is_none() {
-            self.pending_default = Some(api.add_channel_with_config(default_channel()));
+        if !self.negotiated && self.dirty {
+            self.fresh_rtc(now);
         }
-        if self.restart_wanted {
+        let mut api = self.rtc.sdp_api();
+        if !self.negotiated {
+            // The first offer: the default channel brings the m=application line.
+            self.pending_default = Some(api.add_channel_with_config(default_channel()));
+            self.dirty = true;
+        }
+        if self.restart_wanted && self.negotiated {
             api.ice_restart(true);
         }
         if let Some((offer, pending)) = api.apply() {
@@ -288,6 +318,22 @@ impl Peer {
         Ok(())
     }
 
+    /// If `data` is a description (`"offer"` or `"answer"`, returned) under another DTLS
+    /// certificate than the one this connection knows: the remote is a new session (it left
+    /// and joined again unseen).
+    pub fn new_session(&self, data: &str) -> Option<&'static str> {
+        let known = self.remote_cert.as_ref()?;
+        let v = serde_json::from_str::<Value>(data).ok()?;
+        let d = &v["description"];
+        let kind = match d["type"].as_str()? {
+            "offer" => "offer",
+            "answer" => "answer",
+            _ => return None,
+        };
+        let cert = fingerprint(d["sdp"].as_str()?)?;
+        (&cert != known).then_some(kind)
+    }
+
     /// Candidates written inside a remote SDP: remembered for naming the path.
     fn note_sdp_candidates(&mut self, sdp: &str) {
         for line in sdp.lines() {
@@ -302,6 +348,11 @@ impl Peer {
     }
 
     fn on_offer(&mut self, now: Instant, sdp: &str) -> Result<(), Error> {
+        if let Some((_, answer)) = self.answered.as_ref().filter(|(o, _)| o == sdp) {
+            let json = description_json("answer", answer);
+            self.signal(json);
+            return Ok(());
+        }
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| Error::BadSignal(e.to_string()))?;
         // Perfect negotiation: on a collision the impolite side ignores the remote offer and
         // re-sends its own (the polite side may never have seen it); the polite side drops its
@@ -310,28 +361,38 @@ impl Peer {
             self.resend_offer();
             return Ok(());
         }
+
         self.pending = None;
         self.pending_default = None;
+        if !self.negotiated && self.dirty {
+            // Our first offer is rolled back (or an earlier first attempt failed): answer
+            // from a fresh Rtc. The remote accepted nothing of the old one.
+            self.fresh_rtc(now);
+        }
         let ufrag = ice_ufrag(sdp);
         let restarts = self.remote_ufrag.is_some() && ufrag != self.remote_ufrag;
         self.remote_ufrag = ufrag;
         self.note_sdp_candidates(sdp);
+        self.dirty |= !self.negotiated;
         let answer = self.rtc.sdp_api().accept_offer(offer);
         let answer = match answer {
             Ok(a) => a,
             Err(e) => {
                 self.drain(now);
+                self.first_attempt_failed(now);
                 return Err(Error::Negotiation(e.to_string()));
             }
         };
+        self.remote_cert = fingerprint(sdp);
+        let offer = sdp;
         let sdp = answer.to_sdp_string();
         self.mid = first_mid(&sdp).or(self.mid.take());
         self.signal(description_json("answer", &sdp));
+        self.answered = Some((offer.to_owned(), sdp));
         self.drain(now);
-        if self.default.is_none() {
+        if !self.negotiated {
             let id = self.rtc.direct_api().create_data_channel(default_channel());
-            self.default = Some(id);
-            self.channels.insert(id, (DEFAULT_LABEL.into(), false));
+            self.session_ready(id);
             self.drain(now);
         }
         if restarts {
@@ -350,16 +411,30 @@ impl Peer {
     }
 
     fn on_answer(&mut self, now: Instant, sdp: &str) -> Result<(), Error> {
+        let stale = match &self.pending {
+            // An answer to an offer of another Rtc of ours (rolled back, or re-sent by a
+            // connection since replaced) names m-lines ours does not have.
+            Some((_, offer)) => !mids(sdp).all(|m| mids(offer).any(|o| o == m)),
+            None => true,
+        };
+        if stale {
+            // An answer to an offer already rolled back, answered or replaced: ignore it.
+            return Ok(());
+        }
         let Some((pending, _)) = self.pending.take() else {
-            // A stale answer (to an offer already rolled back or answered): ignore it.
             return Ok(());
         };
         let answer =
             SdpAnswer::from_sdp_string(sdp).map_err(|e| Error::BadSignal(e.to_string()))?;
         let res = self.rtc.sdp_api().accept_answer(pending, answer);
         self.drain(now);
-        res.map_err(|e| Error::Negotiation(e.to_string()))?;
+        if let Err(e) = res {
+            self.pending_default = None;
+            self.first_attempt_failed(now);
+            return Err(Error::Negotiation(e.to_string()));
+        }
         self.remote_ufrag = ice_ufrag(sdp);
+        self.remote_cert = fingerprint(sdp);
         if self.restart_wanted && self.restart_at.is_some() {
             // Our restart is negotiated: it gets its time before we try again.
             self.restart_at = Some(now + self.restart_delay);
@@ -367,10 +442,49 @@ impl Peer {
         self.note_sdp_candidates(sdp);
         self.restart_wanted = false;
         if let Some(id) = self.pending_default.take() {
-            self.default = Some(id);
-            self.channels.insert(id, (DEFAULT_LABEL.into(), false));
+            self.session_ready(id);
+            self.drain(now);
         }
         Ok(())
+    }
+
+    /// The first negotiation completed with the default channel `id`: the channels opened
+    /// before it are created now, after the default.
+    fn session_ready(&mut self, id: ChannelId) {
+        self.negotiated = true;
+        self.dirty = false;
+        self.default = Some(id);
+        self.channels.insert(id, (DEFAULT_LABEL.into(), false));
+        for config in std::mem::take(&mut self.early) {
+            let label = config.label.clone();
+            let id = self.rtc.direct_api().create_data_channel(config);
+            self.channels.insert(id, (label, false));
+        }
+    }
+
+    /// A first offer or answer was refused: nothing connects until someone offers again, so
+    /// we do, after [`RESTART_AFTER`] and then backing off like a restart (from a fresh Rtc).
+    fn first_attempt_failed(&mut self, now: Instant) {
+        if !self.negotiated {
+            self.restart_at.get_or_insert(now + RESTART_AFTER);
+        }
+    }
+
+    /// Replaces the `Rtc`, whose first negotiation did not complete, with a fresh one that
+    /// has our candidates.
+    fn fresh_rtc(&mut self, now: Instant) {
+        self.rtc = new_rtc(now, self.window_range.1);
+        for c in &self.local {
+            self.rtc.add_local_candidate(c.clone());
+        }
+        self.channels.clear();
+        self.default = None;
+        self.pending = None;
+        self.pending_default = None;
+        self.mid = None;
+        self.dirty = false;
+        self.answered = None;
+        self.timeout = now;
     }
 
     fn on_candidate(&mut self, now: Instant, line: &str) -> Result<(), Error> {
@@ -493,14 +607,16 @@ impl Peer {
         now: Instant,
         label: &str,
         opts: ChannelOptions,
-    ) -> Result<ChannelId, Error> {
+    ) -> Result<(), Error> {
         if label == DEFAULT_LABEL {
             return Err(Error::ReservedLabel);
         }
-        if let Some((&id, _)) = self.channels.iter().find(|(_, (l, _))| l == label) {
-            return Ok(id);
+        if self.channels.values().any(|(l, _)| l == label)
+            || self.early.iter().any(|c| c.label == label)
+        {
+            return Ok(());
         }
-        if self.channels.len() >= MAX_CHANNELS {
+        if self.channels.len() + self.early.len() >= MAX_CHANNELS {
             return Err(Error::TooManyChannels);
         }
         let reliability = match (opts.max_retransmits, opts.max_packet_lifetime_ms) {
@@ -508,16 +624,25 @@ impl Peer {
             (None, Some(ms)) => Reliability::MaxPacketLifetime { lifetime: ms },
             (None, None) => Reliability::Reliable,
         };
-        let id = self.rtc.direct_api().create_data_channel(ChannelConfig {
+        let config = ChannelConfig {
             label: label.into(),
             ordered: opts.ordered,
             reliability,
             negotiated: None,
             protocol: String::new(),
-        });
+        };
+        if !self.negotiated {
+            // No session yet: the joiner's offer (ours, or theirs on its way) brings one, and
+            // the channel is created once it is up. A member does not offer first, as the
+            // SDK does not: two first offers crossing make the polite side roll its back,
+            // which Chromium cannot do for data channels ("Failed to start SCTP transport").
+            self.early.push(config);
+            return Ok(());
+        }
+        let id = self.rtc.direct_api().create_data_channel(config);
         self.channels.insert(id, (label.into(), false));
         self.drain(now);
-        Ok(id)
+        Ok(())
     }
 
     /// Sends on a channel (the default one when `label` is `None`). Returns `Ok(false)` when
@@ -534,6 +659,9 @@ impl Peer {
         }
         let id = match label {
             None | Some(DEFAULT_LABEL) => {
+                if self.default_gone {
+                    return Err(Error::ChannelClosed);
+                }
                 if !self.is_open() {
                     if self.queued.len() >= MAX_QUEUED {
                         return Err(Error::QueueFull);
@@ -798,6 +926,7 @@ impl Peer {
                 if let Some((label, _)) = self.channels.remove(&id) {
                     if Some(id) == self.default {
                         self.default = None;
+                        self.default_gone = true;
                     }
                     self.event(Event::ChannelClosed { peer, label });
                 }
@@ -845,6 +974,20 @@ impl Peer {
             _ => {}
         }
     }
+}
+
+/// A str0m `Rtc` for one peer: data channels only, stats and a send buffer sized for the
+/// largest window.
+fn new_rtc(now: Instant, max_window: usize) -> Rtc {
+    let mut cfg = Rtc::builder()
+        .set_stats_interval(Some(STATS_EVERY))
+        .set_sctp_max_buffered_amount(max_window + MESSAGE_ROOM)
+        // Data channels only: no audio/video codecs to offer.
+        .clear_codecs();
+    // The path in use is checked every second (str0m's default: every 3 s), so that
+    // silence means it is gone (see SILENT_AFTER).
+    cfg.set_max_stun_rto(STUN_MAX_RTO);
+    cfg.build(now)
 }
 
 /// Rate the send window is sized for: window = RTT × this, within the configured range.
@@ -917,7 +1060,6 @@ fn candidate_json(c: &Candidate, mid: Option<&str>) -> String {
     .to_string()
 }
 
-/// The mid of the first m-line of an SDP.
 /// The first `a=ice-ufrag:` of an SDP: a new one means the sender restarted ICE.
 fn ice_ufrag(sdp: &str) -> Option<String> {
     sdp.lines()
@@ -925,8 +1067,20 @@ fn ice_ufrag(sdp: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The mid of the first m-line of an SDP.
 fn first_mid(sdp: &str) -> Option<String> {
+    mids(sdp).next().map(str::to_owned)
+}
+
+/// The mids of an SDP's m-lines.
+fn mids(sdp: &str) -> impl Iterator<Item = &str> {
     sdp.lines()
-        .find_map(|l| l.trim_end().strip_prefix("a=mid:"))
-        .map(str::to_owned)
+        .filter_map(|l| l.trim_end().strip_prefix("a=mid:"))
+}
+
+/// The DTLS certificate fingerprint of an SDP (`sha-256 AB:…`, upper case).
+fn fingerprint(sdp: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|l| l.trim_end().strip_prefix("a=fingerprint:"))
+        .map(str::to_ascii_uppercase)
 }

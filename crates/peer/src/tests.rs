@@ -42,6 +42,11 @@ struct World {
     cut: Vec<bool>,
     /// Clients whose signaling frames are lost.
     mute: Vec<bool>,
+    /// Server restarts so far.
+    restarts: u8,
+    /// Per client: what it does the moment a peer joins (the README's example opens a
+    /// channel).
+    on_join: Vec<Option<OnJoin>>,
     to_server: VecDeque<(ConnId, String)>,
 }
 
@@ -64,6 +69,8 @@ impl World {
             seed: 0x9e37_79b9_7f4a_7c15,
             cut: Vec::new(),
             mute: Vec::new(),
+            on_join: Vec::new(),
+            restarts: 0,
             to_server: VecDeque::new(),
         }
     }
@@ -81,6 +88,7 @@ impl World {
         self.cut.push(false);
         self.uplink_busy.push(self.now);
         self.mute.push(false);
+        self.on_join.push(None);
         self.connect(i);
         i
     }
@@ -112,6 +120,28 @@ impl World {
         }
     }
 
+    /// The signaling server restarts: every connection drops, every session is forgotten,
+    /// and the clients that were connected come back to the new one.
+    fn restart_server(&mut self) {
+        let up: Vec<usize> = (0..self.clients.len())
+            .filter(|&i| self.conns[i].is_some())
+            .collect();
+        for &i in &up {
+            self.conns[i] = None;
+            self.clients[i].signaling_lost(self.now);
+        }
+        // A seed no server of the test had (the same one would hand out the same tokens).
+        self.restarts += 1;
+        let mut seed = [0xa5; 32];
+        seed[0] = self.restarts;
+        seed[31] = 0x5a;
+        self.sig = Signal::new(Config::default(), seed, self.now);
+        self.to_server.clear();
+        for i in up {
+            self.connect(i);
+        }
+    }
+
     fn random(&mut self) -> u32 {
         // xorshift64*
         self.seed ^= self.seed >> 12;
@@ -132,6 +162,9 @@ impl World {
             match self.sig.poll_output() {
                 SigOutput::Send { conn, frame } => {
                     if let Some(i) = self.conns.iter().position(|c| *c == Some(conn)) {
+                        if std::env::var_os("PEERWEB_TRACE_FRAMES").is_some() {
+                            trace_frame(self.now, i, &frame);
+                        }
                         self.clients[i].handle_frame(self.now, &frame);
                         progressed = true;
                     }
@@ -200,7 +233,12 @@ impl World {
                             });
                         }
                     }
-                    Output::Event(e) => self.events[i].push(e),
+                    Output::Event(e) => {
+                        if let (Event::PeerJoined { peer, .. }, Some(f)) = (&e, self.on_join[i]) {
+                            f(&mut self.clients[i], self.now, peer);
+                        }
+                        self.events[i].push(e);
+                    }
                     Output::Timeout(t) => {
                         timeout = timeout.min(t);
                         break;
@@ -256,6 +294,30 @@ impl World {
             })
             .collect()
     }
+}
+
+/// A frame delivered to client `i`, shortened for reading (PEERWEB_TRACE_FRAMES=1).
+fn trace_frame(now: Instant, i: usize, frame: &str) {
+    let v: serde_json::Value = serde_json::from_str(frame).unwrap();
+    let mut line = format!("{now:?} -> {i}: {} {}", v["type"], v["from"]);
+    if let Some(d) = v["data"]["description"].as_object() {
+        let sdp = d["sdp"].as_str().unwrap_or_default();
+        let keep: Vec<&str> = sdp
+            .lines()
+            .filter(|l| {
+                l.starts_with("a=mid")
+                    || l.starts_with("a=ice-ufrag")
+                    || l.starts_with("a=fingerprint")
+            })
+            .map(|l| l.get(..24).unwrap_or(l))
+            .collect();
+        line += &format!(" {} {keep:?}", d["type"]);
+    } else if v["data"]["candidate"].is_object() {
+        line += " candidate";
+    } else if v["type"] == "error" {
+        line += &format!(" {}", v["code"]);
+    }
+    eprintln!("{line}");
 }
 
 fn pair() -> World {
@@ -422,6 +484,108 @@ fn both_sides_offering_at_once_still_connect() {
         .filter(|e| matches!(e, Event::Error { .. }))
         .collect();
     assert!(errors.is_empty(), "{errors:?}");
+}
+
+type OnJoin = fn(&mut Client, Instant, &str);
+
+/// Opens channel `on-join` to a peer as it joins.
+fn open_on_join(c: &mut Client, now: Instant, peer: &str) {
+    c.open_channel(now, peer, "on-join", ChannelOptions::default())
+        .unwrap();
+}
+
+/// Offers to a peer as it joins (while its own offer, as the joiner, is on its way) and
+/// opens channel `on-join` to it: what an SDK whose new channels make an offer did.
+fn offer_on_join(c: &mut Client, now: Instant, peer: &str) {
+    c.restart_ice(now, peer).unwrap();
+    open_on_join(c, now, peer);
+}
+
+#[test]
+fn a_server_restart_leaves_live_connections_alone() {
+    // Every session is forgotten (`resumed: false`, and each member `peer-joined` anew for
+    // the others), yet the peer connections never depended on the server: they stay.
+    let mut w = pair();
+    w.run_until(Duration::from_secs(10), |w| w.open(0, 1));
+    let (a, b) = (w.id(0), w.id(1));
+    let certs = (w.clients[0].fingerprints(&b), w.clients[1].fingerprints(&a));
+    let seen = (w.events[0].len(), w.events[1].len());
+    w.restart_server();
+    w.run_for(Duration::from_secs(15));
+    assert_eq!(
+        certs,
+        (w.clients[0].fingerprints(&b), w.clients[1].fingerprints(&a))
+    );
+    for (i, since) in [(0, seen.0), (1, seen.1)] {
+        let churn: Vec<_> = w.events[i][since..]
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Event::PeerLeft { .. } | Event::State { .. } | Event::Error { .. }
+                )
+            })
+            .collect();
+        assert!(churn.is_empty(), "client {i}: {churn:?}");
+    }
+    let now = w.now;
+    w.clients[0]
+        .send(now, &b, None, false, b"still here")
+        .unwrap();
+    w.run_until(Duration::from_secs(5), |w| {
+        w.messages(1).iter().any(|m| m == "still here")
+    });
+}
+
+#[test]
+fn first_offers_crossing_do_not_panic_the_polite_side() {
+    // Regression: the README's example opens a channel as soon as the `peer` event fires,
+    // and the SDK offered for it while the joiner offered. A native polite side rolled back
+    // its first offer, whose default channel str0m keeps allocated, and then created that
+    // channel again: str0m panicked with "sctp_stream_id (0) exists already". Over many
+    // pairs, each side is the polite one in some.
+    let mut polite_joiners = 0;
+    for round in 0..8 {
+        let mut w = World::new();
+        // Another server seed, other peer ids.
+        w.sig = Signal::new(Config::default(), [round as u8; 32], w.now);
+        w.add("r", Settings::default());
+        w.on_join[0] = Some(offer_on_join);
+        w.run_until(Duration::from_secs(1), |w| w.clients[0].id().is_some());
+        w.add("r", Settings::default());
+        w.run_until(Duration::from_secs(1), |w| w.clients[1].id().is_some());
+        let (member, joiner) = (w.id(0), w.id(1));
+        if joiner > member {
+            polite_joiners += 1;
+        }
+        w.run_until(Duration::from_secs(10), |w| w.open(0, 1));
+        w.run_until(Duration::from_secs(5), |w| {
+            w.events.iter().all(|evs| {
+                evs.iter()
+                    .any(|e| matches!(e, Event::Channel { label, .. } if label == "on-join"))
+            })
+        });
+        let now = w.now;
+        w.clients[0]
+            .send(now, &joiner, Some("on-join"), false, b"on chat")
+            .unwrap();
+        w.clients[1]
+            .send(now, &member, None, false, b"on default")
+            .unwrap();
+        w.run_until(Duration::from_secs(5), |w| {
+            w.messages(1).iter().any(|m| m == "on chat")
+                && w.messages(0).iter().any(|m| m == "on default")
+        });
+        let errors: Vec<_> = w
+            .events
+            .iter()
+            .flatten()
+            .filter(|e| matches!(e, Event::Error { .. }))
+            .collect();
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+    // Ids are random: both roles must have been met (each misses 8 rounds with p = 1/256).
+    assert!((1..8).contains(&polite_joiners), "{polite_joiners}");
 }
 
 #[test]
@@ -820,4 +984,207 @@ fn a_message_larger_than_the_window_goes_alone_and_one_too_large_for_sctp_is_an_
         last(w).is_some_and(|d| d[0] == 4)
     });
     assert_eq!(last(&w).unwrap().len(), 1024);
+}
+
+/// One random negotiation scenario: two or three clients joining at random times, opening
+/// channels (some the moment a peer joins, some offering then), ICE restarts (some
+/// crossing), signaling connections dropped for up to 30 s (longer than the resume grace),
+/// and signaling server restarts. Then everything is
+/// let settle: every pair must be connected with the default channel and every channel
+/// anyone opened open on both sides and carrying a message, with no error reported.
+fn random_negotiation(seed: u64) {
+    let mut w = World::new();
+    w.seed = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    w.sig = Signal::new(Config::default(), [seed as u8; 32], w.now);
+    let clients = 2 + (w.random() % 2) as usize;
+    // Channels asked for: (from, to, label, how many events each side had then).
+    let mut asked: Vec<(usize, usize, String, usize, usize)> = Vec::new();
+    let mut ops = Vec::new();
+    for _ in 0..24 {
+        let joined = w.clients.len();
+        let op = w.random() % 100;
+        ops.push(op);
+        match op {
+            // Someone joins (the first two come early).
+            0..20 if joined < clients => {
+                w.add("r", Settings::default());
+                let i = joined;
+                // What it does when the next ones join: nothing, open a channel, or offer
+                // (crossing their offers) and open a channel.
+                w.on_join[i] = [None, Some(open_on_join as OnJoin), Some(offer_on_join)]
+                    [w.random() as usize % 3];
+            }
+            // A channel opens.
+            20..45 if joined >= 2 => {
+                let (a, b) = (w.random() as usize % joined, w.random() as usize % joined);
+                let ids = (w.clients[a].id().map(str::to_owned), w.clients[b].id());
+                if let (Some(ia), Some(ib)) = (ids.0, ids.1.map(str::to_owned))
+                    && a != b
+                    && w.clients[a].peers().any(|p| p == ib)
+                {
+                    let label = format!("c{}", asked.len());
+                    let now = w.now;
+                    w.clients[a]
+                        .open_channel(now, &ib, &label, ChannelOptions::default())
+                        .unwrap();
+                    let _ = ia;
+                    asked.push((a, b, label, w.events[a].len(), w.events[b].len()));
+                }
+            }
+            // An ICE restart, or two crossing.
+            45..60 if joined >= 2 => {
+                let a = w.random() as usize % joined;
+                let both = w.random() % 2 == 0;
+                let now = w.now;
+                let peers: Vec<String> = w.clients[a].peers().map(str::to_owned).collect();
+                for p in peers {
+                    w.clients[a].restart_ice(now, &p).unwrap();
+                    if both && let Some(b) = (0..joined).find(|&b| w.clients[b].id() == Some(&p)) {
+                        // It may not know `a` (yet, or any more).
+                        let me = w.id(a);
+                        let _ = w.clients[b].restart_ice(now, &me);
+                    }
+                }
+            }
+            // The signaling server restarts.
+            75..79 if joined >= 1 => w.restart_server(),
+            // A signaling connection drops, or comes back.
+            60..75 if joined >= 1 => {
+                let a = w.random() as usize % joined;
+                if w.conns[a].is_some() {
+                    w.disconnect(a);
+                } else {
+                    w.connect(a);
+                }
+            }
+            _ => {}
+        }
+        let span = Duration::from_millis(u64::from(w.random() % 3000));
+        w.run_for(span);
+    }
+    while w.clients.len() < clients {
+        w.add("r", Settings::default());
+    }
+    // Every client ends up connected to signaling (and welcomed on that connection).
+    let mut welcomed_after = vec![0; clients];
+    for (i, after) in welcomed_after.iter_mut().enumerate() {
+        if w.conns[i].is_none() {
+            *after = w.events[i].len();
+            w.connect(i);
+        }
+    }
+    let n = clients;
+    // A channel on a connection that was replaced since (a client away longer than the
+    // resume grace comes back as a new member) is gone with it.
+    let left = |w: &World, x: usize, since: usize, y: usize| {
+        let peer = w.id(y);
+        w.events[x][since..]
+            .iter()
+            .any(|e| matches!(e, Event::PeerLeft { peer: p } if *p == peer))
+    };
+    let live = |w: &World| -> Vec<(usize, usize, String)> {
+        asked
+            .iter()
+            .filter(|(a, b, _, ea, eb)| !left(w, *a, *ea, *b) && !left(w, *b, *eb, *a))
+            .map(|(a, b, label, _, _)| (*a, *b, label.clone()))
+            .collect()
+    };
+    let settled = |w: &mut World| {
+        (0..n).all(|i| {
+            w.events[i][welcomed_after[i]..]
+                .iter()
+                .any(|e| matches!(e, Event::Welcome { .. }))
+        }) && (0..n).all(|a| (0..n).all(|b| a == b || w.open(a, b)))
+            && live(w).iter().all(|(a, b, label)| {
+                [(*a, *b), (*b, *a)].iter().all(|&(x, y)| {
+                    let peer = w.id(y);
+                    w.events[x].iter().any(|e| {
+                        matches!(e, Event::Channel { peer: p, label: l } if *p == peer && l == label)
+                    })
+                })
+            })
+    };
+    let (start, mut done) = (w.now, false);
+    while w.now - start < Duration::from_secs(120) {
+        if settled(&mut w) {
+            done = true;
+            break;
+        }
+        w.step();
+    }
+    if !done && std::env::var_os("PEERWEB_TRACE").is_some() {
+        for (i, evs) in w.events.iter().enumerate() {
+            eprintln!("client {i} ({}): {evs:#?}", w.id(i));
+        }
+    }
+    let live = live(&w);
+    assert!(
+        done,
+        "seed {seed}: not settled; ops {ops:?}, channels {live:?}, states {:?}",
+        (0..n)
+            .map(|a| (0..n)
+                .filter(|&b| b != a)
+                .map(|b| w.clients[a].peer_state(&w.id(b)))
+                .collect::<Vec<_>>())
+            .collect::<Vec<_>>()
+    );
+    // Every channel carries a message each way, and so does every default channel.
+    let mut sent = Vec::new();
+    for (a, b, label) in live
+        .iter()
+        .map(|(a, b, l)| (*a, *b, Some(l.as_str())))
+        .chain((0..n).flat_map(|a| (0..n).filter(move |&b| b != a).map(move |b| (a, b, None))))
+    {
+        for (x, y) in [(a, b), (b, a)] {
+            let text = format!("{x}->{y} on {label:?}");
+            let (now, to) = (w.now, w.id(y));
+            let ok = w.clients[x].send(now, &to, label, false, text.as_bytes());
+            assert!(matches!(ok, Ok(true)), "seed {seed}: {text}: {ok:?}");
+            sent.push((y, text));
+        }
+    }
+    let start = w.now;
+    let missing = |w: &World| -> Vec<String> {
+        sent.iter()
+            .filter(|(y, text)| !w.messages(*y).contains(text))
+            .map(|(_, text)| text.clone())
+            .collect()
+    };
+    while !missing(&w).is_empty() && w.now - start < Duration::from_secs(10) {
+        w.step();
+    }
+    let missing = missing(&w);
+    if !missing.is_empty() && std::env::var_os("PEERWEB_TRACE").is_some() {
+        for (i, evs) in w.events.iter().enumerate() {
+            eprintln!("client {i} ({}): {evs:#?}", w.id(i));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "seed {seed}: ops {ops:?}: {missing:?} never arrived"
+    );
+    let errors: Vec<_> = w
+        .events
+        .iter()
+        .flatten()
+        // Signals to a member that is away are refused: expected, and recovered from.
+        .filter(|e| matches!(e, Event::Error { code, .. } if code != "unknown-peer"))
+        .collect();
+    assert!(errors.is_empty(), "seed {seed}: {errors:?}");
+}
+
+#[test]
+fn random_joins_channels_restarts_and_signaling_drops_always_settle() {
+    // PEERWEB_SEED=N replays one scenario; PEERWEB_SEEDS=N runs N of them (200 by default).
+    let seeds = match (
+        std::env::var("PEERWEB_SEED"),
+        std::env::var("PEERWEB_SEEDS"),
+    ) {
+        (Ok(s), _) => s.parse().map(|s| s..s + 1).unwrap(),
+        (_, Ok(n)) => 0..n.parse().unwrap(),
+        _ => 0..200,
+    };
+    for seed in seeds {
+        random_negotiation(seed);
+    }
 }
