@@ -55,6 +55,45 @@ struct ServeArgs {
     /// HTTP/WebSocket listen address [default: 127.0.0.1:8080].
     #[arg(long, env = "PEERWEB_LISTEN")]
     listen: Option<SocketAddr>,
+    /// Certificate chain (PEM) for HTTPS, the signaling WebSocket and TURN over TLS;
+    /// re-read on SIGHUP and when it changes.
+    #[arg(long, env = "PEERWEB_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of `--tls-cert`.
+    #[arg(long, env = "PEERWEB_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// How often the certificate files are checked for changes, seconds [default: 10].
+    #[arg(long, env = "PEERWEB_TLS_RELOAD_SECS")]
+    tls_reload_secs: Option<u64>,
+    /// Plain-HTTP address (e.g. 0.0.0.0:80) that redirects to HTTPS and answers ACME HTTP-01.
+    #[arg(long, env = "PEERWEB_HTTP_REDIRECT_LISTEN")]
+    http_redirect_listen: Option<SocketAddr>,
+    /// Get a certificate for this domain by ACME (repeatable); HTTPS on `--listen`.
+    #[arg(
+        long = "acme-domain",
+        env = "PEERWEB_ACME_DOMAINS",
+        value_delimiter = ','
+    )]
+    acme_domains: Vec<String>,
+    /// Contact address for the ACME account (repeatable): expiry notices go there.
+    #[arg(long = "acme-email", env = "PEERWEB_ACME_EMAIL", value_delimiter = ',')]
+    acme_email: Vec<String>,
+    /// ACME directory URL [default: Let's Encrypt].
+    #[arg(long, env = "PEERWEB_ACME_DIRECTORY")]
+    acme_directory: Option<String>,
+    /// Use Let's Encrypt's staging directory (untrusted certificates, generous limits).
+    #[arg(long, env = "PEERWEB_ACME_STAGING")]
+    acme_staging: bool,
+    /// Folder for the ACME account key and certificates [default: peerweb-acme].
+    #[arg(long, env = "PEERWEB_ACME_CACHE")]
+    acme_cache: Option<PathBuf>,
+    /// Trust only this CA (PEM) for the ACME directory's HTTPS (a private ACME server).
+    #[arg(long, env = "PEERWEB_ACME_DIRECTORY_CA")]
+    acme_directory_ca: Option<PathBuf>,
+    /// ACME challenge: tls-alpn-01 (on the HTTPS port) or http-01 (needs
+    /// --http-redirect-listen on port 80) [default: tls-alpn-01].
+    #[arg(long, env = "PEERWEB_ACME_CHALLENGE", value_parser = ["tls-alpn-01", "http-01"])]
+    acme_challenge: Option<String>,
     /// Largest signaling frame in bytes [default: 65536].
     #[arg(long, env = "PEERWEB_MAX_FRAME_BYTES")]
     max_frame_bytes: Option<usize>,
@@ -94,8 +133,9 @@ struct ServeArgs {
     /// UDP address of the built-in STUN/TURN server [default: the HTTP IP, port 3478].
     #[arg(long, env = "PEERWEB_TURN_LISTEN")]
     turn_listen: Option<SocketAddr>,
-    /// TLS (`turns:`) address for networks that only pass TLS, e.g. `0.0.0.0:443`.
-    #[arg(long, env = "PEERWEB_TURN_TLS_LISTEN", requires_all = ["turn_tls_cert", "turn_tls_key"])]
+    /// TLS (`turns:`) address for networks that only pass TLS, e.g. `0.0.0.0:5349`; its
+    /// certificate is `--tls-cert`'s (or ACME's) unless `--turn-tls-cert` names another.
+    #[arg(long, env = "PEERWEB_TURN_TLS_LISTEN")]
     turn_tls_listen: Option<SocketAddr>,
     /// TLS certificate chain (PEM) for `--turn-tls-listen`.
     #[arg(long, env = "PEERWEB_TURN_TLS_CERT")]
@@ -189,6 +229,8 @@ impl ServeArgs {
             cfg,
             args,
             listen,
+            tls_reload_secs,
+            acme_cache,
             max_frame_bytes,
             max_peers_per_room,
             max_rooms_per_conn,
@@ -209,6 +251,30 @@ impl ServeArgs {
             turn_bandwidth_per_allocation,
             turn_max_challenges_per_sec,
         );
+        for (slot, v) in [
+            (&mut cfg.tls_cert, args.tls_cert),
+            (&mut cfg.tls_key, args.tls_key),
+            (&mut cfg.acme_directory_ca, args.acme_directory_ca),
+        ] {
+            if v.is_some() {
+                *slot = v;
+            }
+        }
+        if let Some(a) = args.http_redirect_listen {
+            cfg.http_redirect_listen = Some(a);
+        }
+        if let Some(d) = args.acme_directory {
+            cfg.acme_directory = Some(d);
+        }
+        if args.acme_staging {
+            cfg.acme_staging = true;
+        }
+        if let Some(c) = args.acme_challenge {
+            cfg.acme_challenge = match c.as_str() {
+                "http-01" => peerweb_server::AcmeChallenge::Http01,
+                _ => peerweb_server::AcmeChallenge::TlsAlpn01,
+            };
+        }
         if let Some(ip) = args.relay_ip {
             cfg.relay_ip = Some(ip);
         }
@@ -237,6 +303,8 @@ impl ServeArgs {
             cfg.turn_allow_loopback_peers = true;
         }
         for (list, from) in [
+            (&mut cfg.acme_domains, args.acme_domains),
+            (&mut cfg.acme_email, args.acme_email),
             (&mut cfg.turn_secrets, args.turn_secrets),
             (&mut cfg.turn_allowed_peers, args.turn_allowed_peers),
             (&mut cfg.turn_denied_peers, args.turn_denied_peers),
@@ -309,11 +377,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {listen}"))?;
         // A closed stdout (`peerweb serve | head -1`) must not stop the server.
         let mut out = std::io::stdout();
+        let scheme = if server.is_https() { "https" } else { "http" };
         let _ = writeln!(
             out,
-            "peerweb serve: listening on http://{}/",
+            "peerweb serve: listening on {scheme}://{}/",
             server.local_addr()
         );
+        if let Some(r) = server.redirect_addr() {
+            let _ = writeln!(out, "peerweb serve: redirecting http://{r}/ to HTTPS");
+        }
         if let Some(turn) = server.turn_addr() {
             let _ = writeln!(out, "peerweb serve: STUN/TURN on udp and tcp {turn}");
         }

@@ -51,9 +51,10 @@ pub struct NetArgs {
     /// the path's round-trip time, 128 KiB to 1 MiB (see docs/benchmarks.md).
     #[arg(long, value_parser = clap::value_parser!(u32).range(16_384..=16_777_216))]
     pub send_window: Option<u32>,
-    /// Also trust this CA certificate (PEM) for TURN over TLS (`turns:`).
-    #[arg(long)]
-    pub turn_ca: Option<std::path::PathBuf>,
+    /// Also trust this CA certificate (PEM) for the server's HTTPS and for TURN over TLS
+    /// (a private or test CA).
+    #[arg(long, alias = "turn-ca")]
+    pub ca: Option<std::path::PathBuf>,
 }
 
 impl NetArgs {
@@ -72,7 +73,7 @@ impl NetArgs {
         o.deny_interfaces = self.deny_interfaces.clone();
         o.stun = !self.no_stun;
         o.turn = !self.no_turn || self.relay_only;
-        o.turn_ca = self.turn_ca.clone();
+        o.ca = self.ca.clone();
         o
     }
 }

@@ -63,8 +63,8 @@ const REALLOC_BACKOFF: (Duration, Duration) = (Duration::from_secs(2), Duration:
 /// What a native peer needs to join a room.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// `http://` or `ws://` address of `peerweb serve` (TLS to the server is not supported
-    /// yet; TURN over TLS is).
+    /// Address of `peerweb serve`: `http://`/`ws://`, or `https://`/`wss://` (TLS, its
+    /// certificate checked against Mozilla's roots and [`Options::ca`]).
     pub server: String,
     pub room: String,
     pub settings: Settings,
@@ -78,8 +78,9 @@ pub struct Options {
     pub stun: bool,
     /// Allocate relayed candidates on the server's TURN (over UDP, TCP and TLS, as offered).
     pub turn: bool,
-    /// Extra CA certificate (PEM) trusted for `turns:` besides the web PKI roots.
-    pub turn_ca: Option<std::path::PathBuf>,
+    /// Extra CA certificates (PEM) trusted, besides Mozilla's roots, for the server's HTTPS
+    /// and for `turns:` (a private CA).
+    pub ca: Option<std::path::PathBuf>,
 }
 
 impl Options {
@@ -93,7 +94,7 @@ impl Options {
             deny_interfaces: Vec::new(),
             stun: true,
             turn: true,
-            turn_ca: None,
+            ca: None,
         }
     }
 }
@@ -101,10 +102,12 @@ impl Options {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    #[error("bad server address {0:?}: expected http://host[:port] or ws://host[:port]")]
+    #[error(
+        "bad server address {0:?}: expected http://host[:port] or https://host[:port] (or ws://, wss://)"
+    )]
     BadUrl(String),
-    #[error("{0:?}: the native peer cannot reach a server over TLS (https://, wss://) yet")]
-    TlsUnsupported(String),
+    #[error("cannot use the CA certificates in {path}: {why}")]
+    Ca { path: String, why: String },
     #[error("cannot reach the signaling server at {url}: {why}")]
     Connect { url: String, why: String },
     #[error("the server refused to join: {code}: {message}")]
@@ -165,8 +168,9 @@ impl Node {
     /// server confirmed the join (the `Welcome` and `Joined` events are still delivered).
     pub async fn join(opts: Options) -> Result<Node, Error> {
         let urls = Urls::parse(&opts.server)?;
+        let trust = Trust::load(opts.ca.as_deref())?;
         let socks = bind_host_sockets(&opts)?;
-        let ws = connect_ws(&urls.ws).await?;
+        let ws = connect_ws(&urls.ws, &trust).await?;
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let (ev_tx, mut ev_rx) = mpsc::channel(4096);
         let now = Instant::now().into_std();
@@ -188,6 +192,7 @@ impl Node {
         let driver = Driver {
             client,
             urls,
+            trust,
             opts,
             socks: by_addr,
             net_tx,
@@ -385,32 +390,135 @@ impl Urls {
     fn parse(server: &str) -> Result<Urls, Error> {
         let bad = || Error::BadUrl(server.to_owned());
         let (scheme, rest) = server.split_once("://").ok_or_else(bad)?;
-        match scheme {
-            "http" | "ws" => {}
-            "https" | "wss" => return Err(Error::TlsUnsupported(server.to_owned())),
+        let tls = match scheme {
+            "http" | "ws" => false,
+            "https" | "wss" => true,
             _ => return Err(bad()),
-        }
+        };
         let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
         if host.is_empty() || host.contains('@') {
             return Err(bad());
         }
+        let s = if tls { "s" } else { "" };
         Ok(Urls {
-            ws: format!("ws://{host}/ws"),
-            http: format!("http://{host}"),
+            ws: format!("ws{s}://{host}/ws"),
+            http: format!("http{s}://{host}"),
         })
     }
+}
+
+/// The certificates trusted for the server's HTTPS and for `turns:`: Mozilla's roots
+/// (`webpki-root-certs`), plus those of `--ca`.
+#[derive(Debug, Clone)]
+struct Trust {
+    roots: Arc<Vec<rustls::pki_types::CertificateDer<'static>>>,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl Trust {
+    fn load(ca: Option<&std::path::Path>) -> Result<Self, Error> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots: Vec<CertificateDer<'static>> =
+            webpki_root_certs::TLS_SERVER_ROOT_CERTS.to_vec();
+        if let Some(path) = ca {
+            let bad = |why: String| Error::Ca {
+                path: path.display().to_string(),
+                why,
+            };
+            let extra: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+                .and_then(|i| i.collect())
+                .map_err(|e| bad(e.to_string()))?;
+            if extra.is_empty() {
+                return Err(bad("no certificate in it".into()));
+            }
+            roots.extend(extra);
+        }
+        let mut store = rustls::RootCertStore::empty();
+        let (_, unusable) = store.add_parsable_certificates(roots.iter().cloned());
+        if unusable > 0 && ca.is_some() && store.is_empty() {
+            return Err(Error::Ca {
+                path: ca.map(|p| p.display().to_string()).unwrap_or_default(),
+                why: "not a usable CA certificate".into(),
+            });
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Io(std::io::Error::other(e)))?
+        .with_root_certificates(store)
+        .with_no_client_auth();
+        Ok(Self {
+            roots: Arc::new(roots),
+            tls: Arc::new(tls),
+        })
+    }
+
+    /// An HTTP agent for `/api/ice` that trusts the same certificates.
+    fn agent(&self) -> ureq::Agent {
+        let certs: Vec<ureq::tls::Certificate<'static>> = self
+            .roots
+            .iter()
+            .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
+            .collect();
+        ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(10)))
+            .tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+                    .build(),
+            )
+            .build()
+            .into()
+    }
+}
+
+/// What a failed TLS connection to the server was refused for, in words; `None` when it was
+/// not a certificate problem.
+fn certificate_problem(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    use rustls::CertificateError as C;
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(rustls::Error::InvalidCertificate(c)) = err.downcast_ref::<rustls::Error>() {
+            return Some(match c {
+                C::UnknownIssuer => "its certificate is not signed by a trusted CA (for a private \
+                                     CA, pass it with --ca FILE)"
+                    .into(),
+                C::Expired | C::ExpiredContext { .. } => "its certificate has expired".into(),
+                C::NotValidYet | C::NotValidYetContext { .. } => {
+                    "its certificate is not valid yet (check this machine's clock)".into()
+                }
+                C::NotValidForName | C::NotValidForNameContext { .. } => {
+                    "its certificate is not valid for this host name".into()
+                }
+                C::Revoked => "its certificate has been revoked".into(),
+                other => format!("its certificate was refused: {other:?}"),
+            });
+        }
+        // An io::Error's source() skips the error it wraps.
+        cur = match err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    None
 }
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect_ws(url: &str) -> Result<Ws, Error> {
-    let fut = tokio_tungstenite::connect_async(url);
+async fn connect_ws(url: &str, trust: &Trust) -> Result<Ws, Error> {
+    let connector = tokio_tungstenite::Connector::Rustls(trust.tls.clone());
+    let fut = tokio_tungstenite::connect_async_tls_with_config(url, None, true, Some(connector));
     match tokio::time::timeout(Duration::from_secs(10), fut).await {
         Ok(Ok((ws, _))) => Ok(ws),
         Ok(Err(e)) => Err(Error::Connect {
             url: url.to_owned(),
-            why: e.to_string(),
+            why: certificate_problem(&e).unwrap_or_else(|| e.to_string()),
         }),
         Err(_) => Err(Error::Connect {
             url: url.to_owned(),
@@ -597,6 +705,7 @@ struct Blocked {
 struct Driver {
     client: Client,
     urls: Urls,
+    trust: Trust,
     opts: Options,
     socks: HashMap<SocketAddr, Arc<UdpSocket>>,
     net_tx: mpsc::Sender<Vec<Datagram>>,
@@ -911,14 +1020,14 @@ impl Driver {
     fn fetch_ice(&mut self) {
         let (tx, rx) = oneshot::channel();
         let url = format!("{}/api/ice", self.urls.http);
+        let agent = self.trust.agent();
         tokio::task::spawn_blocking(move || {
-            let r = ureq::get(&url)
-                .config()
-                .timeout_global(Some(Duration::from_secs(10)))
-                .build()
+            let r = agent
+                .get(&url)
                 .call()
                 .and_then(|mut r| r.body_mut().read_json::<IceConfig>());
-            let _ = tx.send(r.map_err(|e| e.to_string()));
+            let _ =
+                tx.send(r.map_err(|e| certificate_problem(&e).unwrap_or_else(|| e.to_string())));
         });
         self.ice_rx = Some(rx);
     }
@@ -997,8 +1106,9 @@ impl Driver {
             self.reconnect_at = None;
             let (tx, rx) = oneshot::channel();
             let url = self.urls.ws.clone();
+            let trust = self.trust.clone();
             tokio::spawn(async move {
-                let _ = tx.send(connect_ws(&url).await);
+                let _ = tx.send(connect_ws(&url, &trust).await);
             });
             self.ws_conn = Some(rx);
         }
@@ -1200,17 +1310,7 @@ impl Driver {
             let reader = spawn_reader(sock.clone(), local, self.net_tx.clone());
             (Link::Udp(sock), Some(local), Some(reader), Transport::Udp)
         } else {
-            let tls = if kind == "tls" {
-                match tls_config(self.opts.turn_ca.as_deref()) {
-                    Ok(cfg) => Some((cfg, host.to_owned())),
-                    Err(e) => {
-                        tracing::warn!("TURN over TLS: {e}");
-                        return;
-                    }
-                }
-            } else {
-                None
-            };
+            let tls = (kind == "tls").then(|| (self.trust.tls.clone(), host.to_owned()));
             let tx = spawn_stream(id, server, tls, self.net_tx.clone());
             (Link::Stream(tx), None, None, Transport::Stream)
         };
@@ -1402,32 +1502,6 @@ fn url_host(url: &str) -> Option<&str> {
     Some(rest.rsplit_once(':').map_or(rest, |(h, _)| h))
 }
 
-/// Roots for `turns:`: the web PKI, plus an extra CA when given.
-fn tls_config(extra_ca: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>, String> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = extra_ca {
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        for c in certs {
-            let c = c.map_err(|e| format!("bad certificate in {}: {e}", path.display()))?;
-            roots
-                .add(c)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-        }
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(Arc::new(cfg))
-}
-
 /// Largest STUN/ChannelData frame accepted from a TURN server over a stream.
 const MAX_STREAM_FRAME: usize = 4 + 65_535 + 3;
 
@@ -1542,10 +1616,13 @@ mod tests {
             (u.ws.as_str(), u.http.as_str()),
             ("ws://example.org/ws", "http://example.org")
         );
-        assert!(matches!(
-            Urls::parse("https://example.org"),
-            Err(Error::TlsUnsupported(_))
-        ));
+        for tls in ["https://example.org:8443/x", "wss://example.org:8443"] {
+            let u = Urls::parse(tls).unwrap();
+            assert_eq!(
+                (u.ws.as_str(), u.http.as_str()),
+                ("wss://example.org:8443/ws", "https://example.org:8443")
+            );
+        }
         for bad in ["example.org", "ftp://x", "http://", "http://user@host"] {
             assert!(matches!(Urls::parse(bad), Err(Error::BadUrl(_))), "{bad}");
         }

@@ -24,8 +24,30 @@ pub struct IceServer {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
-    /// HTTP and WebSocket listen address.
+    /// HTTP and WebSocket listen address (HTTPS with `tls_cert`/`tls_key` or ACME).
     pub listen: SocketAddr,
+    /// Certificate chain and private key (PEM) for HTTPS, the signaling WebSocket and TURN
+    /// over TLS; re-read on SIGHUP and when the files change.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// How often the certificate files are checked for changes, seconds.
+    pub tls_reload_secs: u64,
+    /// A plain-HTTP listener (e.g. 0.0.0.0:80) that redirects to HTTPS and answers ACME's
+    /// HTTP-01 challenge.
+    pub http_redirect_listen: Option<SocketAddr>,
+    /// Domains to obtain a certificate for by ACME (RFC 8555); empty: no ACME.
+    pub acme_domains: Vec<String>,
+    /// Contact addresses given to the ACME server (expiry notices).
+    pub acme_email: Vec<String>,
+    /// The ACME directory [default: Let's Encrypt's, or its staging one with `acme_staging`].
+    pub acme_directory: Option<String>,
+    pub acme_staging: bool,
+    /// Where the ACME account key and certificates are kept across restarts.
+    pub acme_cache: PathBuf,
+    /// Trust only this CA (PEM) for the ACME directory's HTTPS (a private or test ACME server).
+    pub acme_directory_ca: Option<PathBuf>,
+    /// `tls-alpn-01` (on the HTTPS port) or `http-01` (on `http_redirect_listen`).
+    pub acme_challenge: crate::acme::Challenge,
     /// Largest signaling frame, bytes.
     pub max_frame_bytes: usize,
     pub max_peers_per_room: usize,
@@ -89,6 +111,17 @@ impl Default for ServerConfig {
         let core = peerweb_signal::Config::default();
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls_cert: None,
+            tls_key: None,
+            tls_reload_secs: 10,
+            http_redirect_listen: None,
+            acme_domains: Vec::new(),
+            acme_email: Vec::new(),
+            acme_directory: None,
+            acme_staging: false,
+            acme_cache: PathBuf::from("peerweb-acme"),
+            acme_directory_ca: None,
+            acme_challenge: crate::acme::Challenge::TlsAlpn01,
             max_frame_bytes: core.max_frame_bytes,
             max_peers_per_room: core.max_peers_per_room,
             max_rooms_per_conn: core.max_rooms_per_conn,
@@ -133,8 +166,14 @@ pub enum ConfigError {
     TooSmall { field: &'static str, min: u64 },
     #[error("relay_min_port ({min}) is above relay_max_port ({max})")]
     RelayPorts { min: u16, max: u16 },
-    #[error("turn_tls_listen needs turn_tls_cert and turn_tls_key")]
+    #[error("turn_tls_listen needs turn_tls_cert and turn_tls_key, or the server's own TLS")]
     TlsFiles,
+    #[error("tls_cert and tls_key go together")]
+    TlsPair,
+    #[error("a certificate comes from tls_cert/tls_key or from ACME (acme_domain), not both")]
+    TlsTwice,
+    #[error("acme_challenge http-01 needs http_redirect_listen (port 80)")]
+    Http01Listener,
     #[error("relay_ip is needed when TURN listens on the unspecified address {0}")]
     RelayIp(SocketAddr),
     #[error("{field}: {source}")]
@@ -178,13 +217,49 @@ impl ServerConfig {
         {
             return Err(ConfigError::RelayIp(l));
         }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::TlsPair);
+        }
+        if self.tls_cert.is_some() && !self.acme_domains.is_empty() {
+            return Err(ConfigError::TlsTwice);
+        }
         if self.turn_tls_listen.is_some()
             && (self.turn_tls_cert.is_none() || self.turn_tls_key.is_none())
+            && !self.https()
         {
             return Err(ConfigError::TlsFiles);
         }
+        if !self.acme_domains.is_empty()
+            && self.acme_challenge == crate::acme::Challenge::Http01
+            && self.http_redirect_listen.is_none()
+        {
+            return Err(ConfigError::Http01Listener);
+        }
         self.peer_blocks()?;
         Ok(())
+    }
+
+    /// Whether the web server speaks HTTPS (certificate files or ACME).
+    pub fn https(&self) -> bool {
+        self.tls_cert.is_some() || !self.acme_domains.is_empty()
+    }
+
+    /// The ACME client's settings, when ACME is on.
+    pub fn acme(&self) -> Option<crate::acme::AcmeSettings> {
+        (!self.acme_domains.is_empty()).then(|| crate::acme::AcmeSettings {
+            domains: self.acme_domains.clone(),
+            contact: self.acme_email.clone(),
+            directory: self.acme_directory.clone().unwrap_or_else(|| {
+                if self.acme_staging {
+                    crate::acme::LETS_ENCRYPT_STAGING.into()
+                } else {
+                    crate::acme::LETS_ENCRYPT.into()
+                }
+            }),
+            cache: self.acme_cache.clone(),
+            directory_ca: self.acme_directory_ca.clone(),
+            challenge: self.acme_challenge,
+        })
     }
 
     /// Where STUN/TURN listens, or `None` when it is off.

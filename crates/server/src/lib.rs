@@ -18,8 +18,10 @@
 //! - `GET /api/ice`: `{"iceServers": [...]}` for `RTCPeerConnection`.
 //! - `GET /metrics`: Prometheus text. `GET /healthz`: `ok`.
 
+mod acme;
 mod config;
 mod hub;
+mod tls;
 mod turn;
 mod web;
 
@@ -34,8 +36,10 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::serve::ListenerExt;
 
+pub use acme::Challenge as AcmeChallenge;
 pub use config::{ConfigError, IceServer, ServerConfig};
 pub use hub::Hub;
+pub use tls::{HANDSHAKE_TIMEOUT, HANDSHAKES_PER_IP};
 pub use turn::TurnService;
 
 /// State shared by the HTTP handlers.
@@ -44,16 +48,21 @@ pub struct AppState {
     hub: Hub,
     ice_servers: Arc<Vec<IceServer>>,
     turn: Option<Arc<TurnService>>,
+    tls: Option<Arc<tls::TlsSetup>>,
 }
 
 impl AppState {
-    /// Starts the signaling hub and, when configured, binds and starts STUN/TURN. Call inside
-    /// a tokio runtime.
+    /// Starts the signaling hub, the certificate's upkeep (files watched, or ACME) when the
+    /// server speaks TLS, and, when configured, binds and starts STUN/TURN. Call inside a
+    /// tokio runtime.
     pub fn new(cfg: &ServerConfig) -> std::io::Result<Self> {
+        let tls = tls::TlsSetup::from_config(cfg)?.map(Arc::new);
         let turn = match cfg.turn_addr() {
-            Some(addr) => Some(Arc::new(TurnService::start(cfg, addr).map_err(|e| {
-                std::io::Error::new(e.kind(), format!("STUN/TURN on {addr}: {e}"))
-            })?)),
+            Some(addr) => Some(Arc::new(
+                TurnService::start(cfg, addr, tls.as_deref().map(|t| &t.tls)).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("STUN/TURN on {addr}: {e}"))
+                })?,
+            )),
             None => None,
         };
         let hub = Hub::spawn(cfg.core(), cfg.max_send_queue_bytes);
@@ -61,6 +70,7 @@ impl AppState {
             hub,
             ice_servers: Arc::new(cfg.ice_servers.clone()),
             turn,
+            tls,
         })
     }
 
@@ -145,7 +155,79 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     if let Some(turn) = state.turn() {
         turn_metrics(&mut body, &turn.stats());
     }
+    if let Some(tls) = &state.tls {
+        tls_metrics(&mut body, tls);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+fn tls_metrics(out: &mut String, setup: &tls::TlsSetup) {
+    use std::fmt::Write as _;
+    use std::sync::atomic::Ordering::Relaxed;
+    let t = &setup.tls.stats;
+    let mut metric = |name: &str, kind: &str, help: &str, rows: &[(&str, u64)]| {
+        let _ = writeln!(out, "# HELP peerweb_{name} {help}");
+        let _ = writeln!(out, "# TYPE peerweb_{name} {kind}");
+        for (labels, v) in rows {
+            let _ = writeln!(out, "peerweb_{name}{labels} {v}");
+        }
+    };
+    metric(
+        "tls_certificate_expiry_seconds",
+        "gauge",
+        "Unix time the certificate in use expires (0: none yet).",
+        &[("", t.not_after.load(Relaxed))],
+    );
+    metric(
+        "tls_handshakes_total",
+        "counter",
+        "HTTPS handshakes, by outcome.",
+        &[
+            ("{result=\"ok\"}", t.handshakes.load(Relaxed)),
+            ("{result=\"error\"}", t.handshake_errors.load(Relaxed)),
+            ("{result=\"timeout\"}", t.handshake_timeouts.load(Relaxed)),
+            ("{result=\"refused\"}", t.refused_per_ip.load(Relaxed)),
+        ],
+    );
+    metric(
+        "tls_reloads_total",
+        "counter",
+        "Certificate files read again, by outcome (a failed one leaves the old in use).",
+        &[
+            ("{result=\"ok\"}", t.reloads.load(Relaxed)),
+            ("{result=\"error\"}", t.reload_errors.load(Relaxed)),
+        ],
+    );
+    if let Some(acme) = &setup.acme {
+        let a = &acme.stats;
+        metric(
+            "acme_certificates_total",
+            "counter",
+            "Certificates put in use by ACME: newly issued, or loaded from the cache.",
+            &[
+                ("{source=\"issued\"}", a.issued.load(Relaxed)),
+                ("{source=\"cache\"}", a.loaded.load(Relaxed)),
+            ],
+        );
+        let errors: Vec<(String, u64)> = acme::ERROR_KINDS
+            .iter()
+            .zip(&a.errors)
+            .map(|(k, n)| (format!("{{kind=\"{k}\"}}"), n.load(Relaxed)))
+            .collect();
+        let rows: Vec<(&str, u64)> = errors.iter().map(|(l, n)| (l.as_str(), *n)).collect();
+        metric(
+            "acme_errors_total",
+            "counter",
+            "ACME failures, by kind; the certificate in use stays (the log says why).",
+            &rows,
+        );
+        metric(
+            "acme_last_error_seconds",
+            "gauge",
+            "Unix time of the last ACME failure (0: none).",
+            &[("", a.last_error_at.load(Relaxed))],
+        );
+    }
 }
 
 fn turn_metrics(out: &mut String, t: &peerweb_turn::Stats) {
@@ -235,17 +317,31 @@ fn turn_metrics(out: &mut String, t: &peerweb_turn::Stats) {
 #[derive(Debug)]
 pub struct Server {
     listener: tokio::net::TcpListener,
+    redirect: Option<tokio::net::TcpListener>,
     state: AppState,
 }
 
 impl Server {
-    /// Binds the listen address and starts the signaling hub.
+    /// Binds the listen address (and the HTTP redirect one), loads the certificate or starts
+    /// ACME, and starts the signaling hub.
     pub async fn bind(cfg: ServerConfig) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
+        let redirect = match cfg.http_redirect_listen {
+            Some(a) => Some(tokio::net::TcpListener::bind(a).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("HTTP redirect listener on {a}: {e}"))
+            })?),
+            None => None,
+        };
         Ok(Self {
             listener,
+            redirect,
             state: AppState::new(&cfg)?,
         })
+    }
+
+    /// Whether the web server speaks HTTPS.
+    pub fn is_https(&self) -> bool {
+        self.state.tls.is_some()
     }
 
     /// The STUN/TURN listener's address, when it runs.
@@ -256,6 +352,11 @@ impl Server {
     /// The TURN-over-TLS listener's address, when configured.
     pub fn turn_tls_addr(&self) -> Option<SocketAddr> {
         self.state.turn().and_then(TurnService::tls_addr)
+    }
+
+    /// The plain-HTTP redirect listener's address, when configured.
+    pub fn redirect_addr(&self) -> Option<SocketAddr> {
+        self.redirect.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The address actually bound (useful with port 0).
@@ -271,27 +372,108 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let hub = self.state.hub.clone();
+        let https_port = self.local_addr().port();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let redirect = self.redirect.map(|l| {
+            let acme = self
+                .state
+                .tls
+                .as_ref()
+                .and_then(|t| t.acme.as_ref())
+                .map(|a| a.resolver.clone());
+            let app = redirect_router(acme, https_port);
+            let stop = stopped(stop_rx.clone());
+            tokio::spawn(async move { axum::serve(l, app).with_graceful_shutdown(stop).await })
+        });
+        let tls = self.state.tls.as_ref().map(|t| t.tls.clone());
         let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        // Signaling frames are small and latency-bound: without TCP_NODELAY a frame written
-        // while the previous one is unacknowledged waits for the peer's delayed ACK (~40 ms).
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!("cannot set TCP_NODELAY: {e}");
-            }
-        });
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = stop_rx.await;
-        });
         let watcher = tokio::spawn(async move {
             shutdown.await;
             hub.shutdown().await;
             // Give the close frames a moment to leave.
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            let _ = stop_tx.send(());
+            let _ = stop_tx.send(true);
         });
-        let res = server.await;
+        let stop = stopped(stop_rx);
+        // Signaling frames are small and latency-bound: without TCP_NODELAY a frame written
+        // while the previous one is unacknowledged waits for the peer's delayed ACK (~40 ms).
+        // (The TLS listener sets it before the handshake.)
+        let res = match tls {
+            Some(tls) => {
+                let listener = tls::TlsListener::new(self.listener, tls)?.tap_io(|_| {});
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }
+            None => {
+                let listener = self.listener.tap_io(|tcp| {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!("cannot set TCP_NODELAY: {e}");
+                    }
+                });
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }
+        };
         watcher.abort();
+        if let Some(r) = redirect {
+            r.abort();
+        }
         res
     }
+}
+
+/// The plain-HTTP listener: ACME's HTTP-01 challenge, and a permanent redirect to HTTPS for
+/// everything else.
+fn redirect_router(
+    acme: Option<Arc<rustls_acme::ResolvesServerCertAcme>>,
+    https_port: u16,
+) -> Router {
+    use axum::extract::{Path, Request};
+    use axum::http::StatusCode;
+    use axum::response::Response;
+    let challenge = move |Path(token): Path<String>| {
+        let acme = acme.clone();
+        async move {
+            match acme.and_then(|a| a.get_http_01_key_auth(&token)) {
+                Some(key_auth) => key_auth.into_response(),
+                None => StatusCode::NOT_FOUND.into_response(),
+            }
+        }
+    };
+    let redirect = move |req: Request| async move {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(turn::host_part)
+            .unwrap_or("localhost")
+            .to_owned();
+        let port = if https_port == 443 {
+            String::new()
+        } else {
+            format!(":{https_port}")
+        };
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        let to = format!("https://{host}{port}{path}");
+        match header::HeaderValue::from_str(&to) {
+            Ok(v) => Response::builder()
+                .status(StatusCode::PERMANENT_REDIRECT)
+                .header(header::LOCATION, v)
+                .body(axum::body::Body::empty())
+                .unwrap_or_else(|_| StatusCode::BAD_REQUEST.into_response()),
+            Err(_) => StatusCode::BAD_REQUEST.into_response(),
+        }
+    };
+    Router::new()
+        .route("/.well-known/acme-challenge/{token}", get(challenge))
+        .fallback(redirect)
 }

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -47,6 +46,8 @@ pub struct TurnService {
     ttl: Duration,
     stats: watch::Receiver<Stats>,
     tasks: Vec<JoinHandle<()>>,
+    /// Its own certificate for TURN over TLS, kept current, when it has one.
+    _own_tls: Option<crate::tls::TlsSetup>,
 }
 
 impl Drop for TurnService {
@@ -58,14 +59,38 @@ impl Drop for TurnService {
 }
 
 impl TurnService {
-    /// Binds the listener and starts the core task. Call inside a tokio runtime.
-    pub fn start(cfg: &ServerConfig, listen: SocketAddr) -> io::Result<Self> {
+    /// Binds the listener and starts the core task. Call inside a tokio runtime. TURN over
+    /// TLS (`turn_tls_listen`) uses `tls`, the server's own certificate, unless
+    /// `turn_tls_cert`/`turn_tls_key` name another.
+    pub fn start(
+        cfg: &ServerConfig,
+        listen: SocketAddr,
+        tls: Option<&crate::tls::Tls>,
+    ) -> io::Result<Self> {
         let (udp, tcp) = udp_and_tcp(listen)?;
         let local = udp.local_addr()?;
-        let tls = match (&cfg.turn_tls_listen, &cfg.turn_tls_cert, &cfg.turn_tls_key) {
-            (Some(addr), Some(cert), Some(key)) => {
-                Some((tcp_listener(*addr)?, tls_acceptor(cert, key)?))
+        let mut own_tls = None;
+        let tls = match (
+            &cfg.turn_tls_listen,
+            &cfg.turn_tls_cert,
+            &cfg.turn_tls_key,
+            tls,
+        ) {
+            (Some(addr), Some(cert), Some(key), _) => {
+                let setup = crate::tls::TlsSetup::files(
+                    cert,
+                    key,
+                    Duration::from_secs(cfg.tls_reload_secs),
+                    Arc::default(),
+                )?;
+                let acceptor = tokio_rustls::TlsAcceptor::from(setup.tls.turn.clone());
+                own_tls = Some(setup);
+                Some((tcp_listener(*addr)?, acceptor))
             }
+            (Some(addr), _, _, Some(tls)) => Some((
+                tcp_listener(*addr)?,
+                tokio_rustls::TlsAcceptor::from(tls.turn.clone()),
+            )),
             _ => None,
         };
         let tls_local = match &tls {
@@ -138,6 +163,7 @@ impl TurnService {
             ttl: Duration::from_secs(cfg.turn_credential_ttl_secs),
             stats,
             tasks,
+            _own_tls: own_tls,
         })
     }
 
@@ -203,7 +229,7 @@ impl TurnService {
 }
 
 /// The host of a Host header: without the port, IPv6 literals keep their brackets.
-fn host_part(h: &str) -> Option<&str> {
+pub(crate) fn host_part(h: &str) -> Option<&str> {
     let host = if h.starts_with('[') {
         &h[..=h.find(']')?]
     } else {
@@ -252,33 +278,6 @@ fn udp_socket(addr: SocketAddr, buffer: usize) -> io::Result<UdpSocket> {
     let _ = s.set_send_buffer_size(buffer);
     s.bind(&addr.into())?;
     UdpSocket::from_std(s.into())
-}
-
-fn tls_acceptor(cert: &Path, key: &Path) -> io::Result<tokio_rustls::TlsAcceptor> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let bad = |what: &str, p: &Path, e: &dyn std::fmt::Display| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{what} {}: {e}", p.display()),
-        )
-    };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .and_then(|i| i.collect())
-        .map_err(|e| bad("cannot read certificates from", cert, &e))?;
-    if certs.is_empty() {
-        return Err(bad("no certificate in", cert, &"empty"));
-    }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| bad("cannot read key", key, &e))?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(io::Error::other)?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// What TCP/TLS connection tasks tell the core task.

@@ -1,0 +1,247 @@
+//! Native clients and `peerweb serve` over TLS: a transfer through an HTTPS server whose
+//! certificate a private CA signed (`--ca`), and each refusal — an untrusted CA, a certificate
+//! for another name, an expired one — said in words. All on loopback; the CA is made here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+
+const BIN: &str = env!("CARGO_BIN_EXE_peerweb");
+
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+impl Ca {
+    fn new() -> Self {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name
+            .push(DnType::CommonName, "peerweb test CA");
+        Self {
+            cert: p.self_signed(&key).unwrap(),
+            key,
+        }
+    }
+
+    /// (chain PEM, key PEM) for `names`, valid between the two years.
+    fn leaf(&self, names: &[&str], years: (i32, i32)) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut p =
+            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
+                .unwrap();
+        p.not_before = rcgen::date_time_ymd(years.0, 1, 1);
+        p.not_after = rcgen::date_time_ymd(years.1, 1, 1);
+        let c = p.signed_by(&key, &self.cert, &self.key).unwrap();
+        (
+            format!("{}{}", c.pem(), self.cert.pem()),
+            key.serialize_pem(),
+        )
+    }
+}
+
+/// A temporary folder, removed on drop.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Self {
+        let d = std::env::temp_dir().join(format!("peerweb-cli-tls-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Self(d)
+    }
+
+    fn file(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `peerweb serve` over HTTPS with this pair on a free loopback port; its port.
+fn serve_tls(cert: &Path, key: &Path) -> (Running, u16) {
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--turn-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--tls-cert")
+        .arg(cert)
+        .arg("--tls-key")
+        .arg(key)
+        .arg("--turn-allow-loopback-peers")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .trim()
+        .strip_prefix("peerweb serve: listening on https://127.0.0.1:")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    (Running(child), port)
+}
+
+/// `peerweb ping URL` (one round, a short wait) expecting it to fail; its stderr.
+fn ping_refused(url: &str, extra: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(["ping", url, "tls-room", "--count", "1", "--wait", "1"])
+        .args(["--allow-loopback", "--no-stun", "--no-turn"])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+#[test]
+fn send_and_receive_through_an_https_server_signed_by_a_private_ca() {
+    let ca = Ca::new();
+    let dir = Dir::new("transfer");
+    let (cert, key) = ca.leaf(&["localhost"], (2020, 2060));
+    let (c, k) = (dir.file("cert.pem", &cert), dir.file("key.pem", &key));
+    let ca_file = dir.file("ca.pem", &ca.cert.pem());
+    let (_server, port) = serve_tls(&c, &k);
+    let url = format!("https://localhost:{port}");
+    let payload = dir.file("hello.txt", "over TLS, end to end\n");
+    let out_dir = dir.0.join("in");
+    let net = ["--allow-loopback", "--no-stun", "--ca"];
+    let mut sender = Running(
+        Command::new(BIN)
+            .args(["send", "--server", &url, "--json"])
+            .args(net)
+            .arg(&ca_file)
+            .arg(&payload)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(sender.0.stdout.take().unwrap()).lines();
+    let code = loop {
+        let line = lines.next().expect("the sender's code").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if let Some(code) = v["code"].as_str() {
+            break code.to_owned();
+        }
+    };
+    let received = Command::new(BIN)
+        .args([
+            "receive", &code, "--server", &url, "--yes", "--json", "--out",
+        ])
+        .arg(&out_dir)
+        .args(net)
+        .arg(&ca_file)
+        .output()
+        .unwrap();
+    assert!(received.status.success(), "{received:?}");
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("hello.txt")).unwrap(),
+        "over TLS, end to end\n"
+    );
+    let status = sender.0.wait().unwrap();
+    assert!(status.success(), "sender: {status:?}");
+}
+
+#[test]
+fn an_untrusted_misnamed_or_expired_certificate_is_refused_in_words() {
+    let ca = Ca::new();
+    let dir = Dir::new("refusals");
+    let ca_file = dir.file("ca.pem", &ca.cert.pem());
+    let ca_arg = ca_file.to_str().unwrap();
+
+    let (cert, key) = ca.leaf(&["localhost"], (2020, 2060));
+    let (c, k) = (dir.file("cert.pem", &cert), dir.file("key.pem", &key));
+    let (_server, port) = serve_tls(&c, &k);
+    let e = ping_refused(&format!("https://localhost:{port}"), &[]);
+    assert!(
+        e.contains("not signed by a trusted CA") && e.contains("--ca"),
+        "{e}"
+    );
+
+    let (cert, key) = ca.leaf(&["peerweb.test"], (2020, 2060));
+    let (c, k) = (dir.file("other.pem", &cert), dir.file("other.key", &key));
+    let (_other, port) = serve_tls(&c, &k);
+    let e = ping_refused(&format!("https://localhost:{port}"), &["--ca", ca_arg]);
+    assert!(e.contains("not valid for this host name"), "{e}");
+
+    // peerweb serve refuses to start with an expired certificate; this listener serves one.
+    let (cert, key) = ca.leaf(&["localhost"], (2019, 2020));
+    let port = expired_server(&cert, &key);
+    let e = ping_refused(&format!("https://localhost:{port}"), &["--ca", ca_arg]);
+    assert!(e.contains("has expired"), "{e}");
+
+    let e = ping_refused(
+        &format!("https://localhost:{port}"),
+        &["--ca", dir.0.join("none.pem").to_str().unwrap()],
+    );
+    assert!(e.contains("none.pem"), "{e}");
+}
+
+/// A TLS listener on a free loopback port that shows this (expired) pair to whoever comes,
+/// on a thread of its own for the rest of the test.
+fn expired_server(cert: &str, key: &str) -> u16 {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().take(8) {
+            let Ok(mut tcp) = tcp else { continue };
+            let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut conn = rustls::ServerConnection::new(config.clone()).unwrap();
+            // The client aborts the handshake once it sees the certificate.
+            while conn.is_handshaking() {
+                if conn.complete_io(&mut tcp).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    port
+}
