@@ -1,7 +1,7 @@
 // Helpers for the browser tests: start `peerweb serve`, launch Chromium, poll pages.
 import { after } from 'node:test';
 import { execFileSync, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,6 +9,29 @@ import { chromium } from 'playwright-core';
 
 const BIN = process.env.PEERWEB_BIN;
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+
+/**
+ * A throwaway CA and a server certificate it signs for `names` (DNS names or IP addresses),
+ * made with openssl in a new temporary folder: `{dir, ca, cert, key, spki}` (paths, and the
+ * server key's SHA-256 SPKI hash for Chromium's --ignore-certificate-errors-spki-list, which
+ * trusts exactly that key). A self-signed CA certificate cannot itself be a server's, so
+ * native peers trust the CA with --ca.
+ */
+export function makeCertificates(names) {
+  const dir = mkdtempSync(join(tmpdir(), 'peerweb-certs-'));
+  const ssl = (...a) => execFileSync('openssl', a, { stdio: ['ignore', 'pipe', 'ignore'] });
+  const f = (n) => join(dir, n);
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  ssl('req', '-x509', ...ec, '-keyout', f('ca-key.pem'), '-out', f('ca.pem'), '-days', '1', '-subj', '/CN=peerweb test CA');
+  ssl('req', ...ec, '-keyout', f('key.pem'), '-out', f('cert.csr'), '-subj', `/CN=${names[0]}`);
+  const san = names.map((n) => (/^[\d.]+$/.test(n) ? `IP:${n}` : `DNS:${n}`)).join(',');
+  writeFileSync(f('ext.cnf'), `subjectAltName=${san}\nbasicConstraints=CA:FALSE\n`);
+  ssl('x509', '-req', '-in', f('cert.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca-key.pem'), '-CAcreateserial',
+    '-out', f('cert.pem'), '-days', '1', '-extfile', f('ext.cnf'));
+  const pub = ssl('pkey', '-in', f('key.pem'), '-pubout', '-outform', 'DER');
+  const spki = createHash('sha256').update(pub).digest('base64');
+  return { dir, ca: f('ca.pem'), cert: f('cert.pem'), key: f('key.pem'), spki };
+}
 
 /** Writes `mib` MiB to `path`: random 1 MiB blocks with a counter (incompressible enough, quick). */
 export function writeBigFile(path, mib) {
@@ -79,7 +102,7 @@ export async function startServer({ port = 0, args = [], host = '127.0.0.1', ns 
     const timer = setTimeout(() => reject(new Error(`server did not start: ${out}`)), 10000);
     proc.stdout.on('data', (d) => {
       out += d;
-      const m = out.match(/listening on (http:\/\/[^\s]+?)\/?\s/);
+      const m = out.match(/listening on (https?:\/\/[^\s]+?)\/?\s/);
       if (m) {
         clearTimeout(timer);
         resolve(m[1]);

@@ -10,11 +10,10 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startServer, launchBrowser, openTab, joinRoom, waitFor, waitOpen, startNative } from '../browser/lib.mjs';
+import { startServer, launchBrowser, openTab, joinRoom, waitFor, waitOpen, startNative, makeCertificates } from '../browser/lib.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const LAB = join(here, 'lab.sh');
@@ -41,17 +40,8 @@ before(async () => {
   lab('up', P);
   // Signaling on 443 and TURN over TLS on 443 of a second address, so the home that may only
   // reach TCP/443 can use both. The certificate is self-signed: browsers here accept it.
-  certDir = mkdtempSync(join(tmpdir(), 'peerweb-natlab-'));
-  // A throwaway CA and a server certificate it signs (native peers trust the CA with
-  // --turn-ca; a self-signed CA certificate cannot itself be a server's certificate).
-  const ssl = (...a) => execFileSync('openssl', a, { stdio: 'ignore' });
-  const f = (n) => join(certDir, n);
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-  ssl('req', '-x509', ...ec, '-keyout', f('ca-key.pem'), '-out', f('ca.pem'), '-days', '1', '-subj', '/CN=peerweb natlab CA');
-  ssl('req', ...ec, '-keyout', f('key.pem'), '-out', f('cert.csr'), '-subj', '/CN=203.0.113.2');
-  writeFileSync(f('ext.cnf'), 'subjectAltName=IP:203.0.113.2\nbasicConstraints=CA:FALSE\n');
-  ssl('x509', '-req', '-in', f('cert.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca-key.pem'), '-CAcreateserial',
-    '-out', f('cert.pem'), '-days', '1', '-extfile', f('ext.cnf'));
+  // A throwaway CA and a server certificate it signs (native peers trust the CA with --ca).
+  certDir = makeCertificates(['203.0.113.2']).dir;
   server = await startServer({
     ns: `${P}pub`,
     host: '203.0.113.1',
@@ -142,7 +132,7 @@ async function browserEndpoint(n, room) {
 
 /** `peerweb join` in home `n`'s namespace, behind the same interface. */
 function nativeEndpoint(n, room) {
-  const peer = startNative(server.url, room, ['--turn-ca', join(certDir, 'ca.pem')], { ns: `${P}home${n}` });
+  const peer = startNative(server.url, room, ['--ca', join(certDir, 'ca.pem')], { ns: `${P}home${n}` });
   return {
     kind: 'native',
     async join() {

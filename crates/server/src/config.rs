@@ -174,6 +174,10 @@ pub enum ConfigError {
     TlsTwice,
     #[error("acme_challenge http-01 needs http_redirect_listen (port 80)")]
     Http01Listener,
+    #[error(
+        "acme_domain {0:?} is not a domain name an ACME server can validate (e.g. peerweb.example.org)"
+    )]
+    AcmeDomain(String),
     #[error("relay_ip is needed when TURN listens on the unspecified address {0}")]
     RelayIp(SocketAddr),
     #[error("{field}: {source}")]
@@ -228,6 +232,9 @@ impl ServerConfig {
             && !self.https()
         {
             return Err(ConfigError::TlsFiles);
+        }
+        if let Some(bad) = self.acme_domains.iter().find(|d| !is_domain(d)) {
+            return Err(ConfigError::AcmeDomain(bad.clone()));
         }
         if !self.acme_domains.is_empty()
             && self.acme_challenge == crate::acme::Challenge::Http01
@@ -301,6 +308,47 @@ impl ServerConfig {
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             resume_grace: Duration::from_secs(self.resume_grace_secs),
             ..peerweb_signal::Config::default()
+        }
+    }
+}
+
+/// A DNS name a public ACME server could validate: two labels at least, letters, digits and
+/// inner hyphens, not an address, no wildcard (TLS-ALPN-01 and HTTP-01 cannot prove one).
+fn is_domain(d: &str) -> bool {
+    let labels: Vec<&str> = d.split('.').collect();
+    d.len() <= 253
+        && labels.len() >= 2
+        && labels.iter().all(|l| {
+            (1..=63).contains(&l.len())
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+        && !labels
+            .last()
+            .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_domain;
+
+    #[test]
+    fn acme_domains_are_checked() {
+        for good in ["peerweb.test", "a-b.example.org", "x1.y2.io"] {
+            assert!(is_domain(good), "{good}");
+        }
+        for bad in [
+            "localhost",
+            "127.0.0.1",
+            "*.example.org",
+            "-a.example.org",
+            "a..b",
+            "under_score.test",
+            "with space.test",
+            "",
+        ] {
+            assert!(!is_domain(bad), "{bad}");
         }
     }
 }
