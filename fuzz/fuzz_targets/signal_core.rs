@@ -1,4 +1,5 @@
-//! Signaling frames from three connections into the rooms core, with time moving forward.
+//! Signaling frames (and access-token grants) from three connections into the rooms core,
+//! with time moving forward.
 //! Frames are decoded from UTF-8 text; must never panic.
 #![no_main]
 
@@ -35,6 +36,15 @@ fuzz_target!(|data: &[u8]| {
                 goodbye: op & 1 == 1,
             },
             3 => Input::Timeout,
+            // An access token's room pattern (any text), expiring a few seconds on.
+            4 if op & 1 == 1 => match std::str::from_utf8(body) {
+                Ok(room) => Input::Grant {
+                    conn,
+                    room,
+                    expires: now + Duration::from_millis(u64::from(op) * 40),
+                },
+                Err(_) => Input::Timeout,
+            },
             _ => match std::str::from_utf8(body) {
                 Ok(text) => Input::Text { conn, text },
                 Err(_) => Input::Oversize { conn },

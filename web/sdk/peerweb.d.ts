@@ -9,6 +9,12 @@ export interface JoinOptions {
   rtcConfig?: Partial<RTCConfiguration>;
   /** Signaling reconnect backoff in ms (default 250 doubling to 8000, with jitter). */
   reconnect?: { minDelay?: number; maxDelay?: number };
+  /**
+   * Access token for a server started with `--auth-secret`, or a function giving one (called
+   * for every signaling connection and TURN credential fetch, so that an expiring token can be
+   * replaced). A refused token rejects `join` with code `unauthorized`.
+   */
+  token?: string | (() => string | Promise<string>);
 }
 
 export type SignalingState = 'connecting' | 'open' | 'reconnecting' | 'closed';

@@ -73,9 +73,11 @@ function endpoints(serverUrl) {
  * Emits 'frame' for every server frame after welcome, and 'state' on changes.
  */
 class Signaling extends EventTarget {
-  constructor(url, opts) {
+  constructor(url, opts, accessToken) {
     super();
     this.url = url;
+    /** `() => Promise<string|null>`: the access token for each (re)connection. */
+    this.accessToken = accessToken;
     this.minDelay = opts.minDelay ?? 250;
     this.maxDelay = opts.maxDelay ?? 8000;
     this.state = 'connecting'; // connecting | open | reconnecting | closed
@@ -112,10 +114,19 @@ class Signaling extends EventTarget {
     this.dispatchEvent(new PeerwebEvent('state', { state: s }));
   }
 
-  _connect() {
+  async _connect() {
     let ws;
+    let url = this.url;
     try {
-      ws = new WebSocket(this.url);
+      const t = await this.accessToken();
+      if (t) url += `?access_token=${encodeURIComponent(t)}`;
+    } catch (e) {
+      this._failFirst(new PeerwebError('unauthorized', `no access token: ${e}`));
+      return;
+    }
+    if (this.closedByUser) return;
+    try {
+      ws = new WebSocket(url);
     } catch (e) {
       this._failFirst(new PeerwebError('bad-url', String(e)));
       return;
@@ -141,9 +152,15 @@ class Signaling extends EventTarget {
         this.limits = msg.limits;
         this.resumed = msg.resumed;
         this.attempt = 0;
+        this._refusedBefore = false;
         this._setState('open');
         this._keepalive();
         this.dispatchEvent(new PeerwebEvent('welcome', { msg }));
+        return;
+      }
+      if (msg.type === 'error' && msg.code === 'unauthorized') {
+        // The close (4401) follows; say why first.
+        this._refusal = new PeerwebError('unauthorized', msg.message);
         return;
       }
       if (msg.type === 'error' && msg.code === 'bad-token') {
@@ -166,6 +183,22 @@ class Signaling extends EventTarget {
       if (this.state === 'connecting' && this.id === null && this.attempt >= 2) {
         this._failFirst(new PeerwebError('unreachable', `cannot reach signaling server (close ${ev.code})`));
         return;
+      }
+      if (ev.code === 4401) {
+        // No (good) access token. The first connection fails the join; later, the token
+        // expired: reconnect, which asks for a fresh one — unless it is refused again.
+        const err = this._refusal ?? new PeerwebError('unauthorized', 'access token refused');
+        this._refusal = null;
+        if (this.id === null || this._refusedBefore) {
+          if (this.id === null) {
+            this._failFirst(err);
+          } else {
+            this._setState('closed');
+            this.dispatchEvent(new PeerwebEvent('refused', { error: err }));
+          }
+          return;
+        }
+        this._refusedBefore = true;
       }
       if (ev.code === 4409) {
         // Our session was resumed by another connection (another tab with our token).
@@ -237,7 +270,10 @@ export class Room extends EventTarget {
     this._urls = endpoints(serverUrl);
     /** @type {Map<string, Peer>} */
     this.peers = new Map();
-    this._signaling = new Signaling(this._urls.ws, options.reconnect ?? {});
+    // A token, or a function giving one (called for every connection, so it can refresh).
+    const t = options.token;
+    this._accessToken = typeof t === 'function' ? async () => t() : async () => t ?? null;
+    this._signaling = new Signaling(this._urls.ws, options.reconnect ?? {}, this._accessToken);
     this._joinedOnce = null;
     this._left = false;
   }
@@ -262,6 +298,7 @@ export class Room extends EventTarget {
       for (const peer of this.peers.values()) peer._resync();
     });
     sig.addEventListener('frame', (ev) => this._onFrame(ev.msg));
+    sig.addEventListener('refused', ({ error }) => this._emitError(error));
     sig.addEventListener('replaced', () =>
       this._emitError(new PeerwebError('replaced', 'this session was resumed by another connection')));
     const joined = new Promise((resolve, reject) => (this._joinedOnce = { resolve, reject }));
@@ -283,7 +320,9 @@ export class Room extends EventTarget {
     clearTimeout(this._iceTimer);
     let again = 60;
     try {
-      const res = await fetch(this._urls.ice, { cache: 'no-store', signal: AbortSignal.timeout(ICE_FETCH_TIMEOUT_MS) });
+      const token = await this._accessToken();
+      const headers = token ? { Authorization: `Bearer ${token}` } : {};
+      const res = await fetch(this._urls.ice, { cache: 'no-store', headers, signal: AbortSignal.timeout(ICE_FETCH_TIMEOUT_MS) });
       if (!res.ok) throw new Error(`HTTP ${res.status}`);
       const body = await res.json();
       this._iceConfig = { ...base, iceServers: body.iceServers ?? [] };
@@ -341,7 +380,7 @@ export class Room extends EventTarget {
       }
       case 'error': {
         const err = new PeerwebError(msg.code, msg.message);
-        if (this._joinedOnce && ['room-full', 'too-many-rooms', 'invalid-room', 'server-full'].includes(msg.code)) {
+        if (this._joinedOnce && ['room-full', 'too-many-rooms', 'invalid-room', 'server-full', 'forbidden'].includes(msg.code)) {
           this._joinedOnce.reject(err);
           this._joinedOnce = null;
           this._signaling.close();

@@ -45,6 +45,71 @@ enum Command {
     /// Receive files from `peerweb send` (by its code or link) into a folder; run it again
     /// to resume an interrupted transfer.
     Receive(transfer::ReceiveArgs),
+    /// Mint an access token for a server started with --auth-secret (prints it).
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+struct TokenArgs {
+    /// The server's secret (the first --auth-secret it was given).
+    #[arg(long, env = "PEERWEB_AUTH_SECRET", hide_env_values = true)]
+    secret: String,
+    /// Rooms the token may join: a name, or a prefix ending in `*` (`*`: every room).
+    #[arg(long)]
+    room: String,
+    /// How long it is valid, e.g. 90s, 30m, 1h, 7d.
+    #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+    ttl: u64,
+    /// Who it is for (shows in the server's logs).
+    #[arg(long)]
+    identity: Option<String>,
+    /// No TURN credentials for it (direct connections only).
+    #[arg(long)]
+    no_relay: bool,
+}
+
+/// `90s`, `30m`, `1h`, `7d` or plain seconds.
+fn parse_ttl(s: &str) -> Result<u64, String> {
+    let (n, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30m or 1h"))?;
+    let mul = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: the unit is s, m, h or d")),
+    };
+    match n.checked_mul(mul) {
+        Some(0) | None => Err(format!("{s:?} is not a usable lifetime")),
+        Some(v) => Ok(v),
+    }
+}
+
+fn token(args: TokenArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.secret.len() >= peerweb_server::MIN_SECRET_BYTES,
+        "the secret must be at least {} bytes, like the server's",
+        peerweb_server::MIN_SECRET_BYTES
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let t = peerweb_server::mint_token(
+        &args.secret,
+        &peerweb_server::Claims {
+            room: args.room,
+            exp: now + args.ttl,
+            sub: args.identity,
+            relay: !args.no_relay,
+        },
+    )
+    .context("cannot sign the token")?;
+    peer::say(&t)
 }
 
 #[derive(Debug, Args)]
@@ -94,6 +159,15 @@ struct ServeArgs {
     /// --http-redirect-listen on port 80) [default: tls-alpn-01].
     #[arg(long, env = "PEERWEB_ACME_CHALLENGE", value_parser = ["tls-alpn-01", "http-01"])]
     acme_challenge: Option<String>,
+    /// Require access tokens signed with this secret (repeatable, for rotation: the first
+    /// signs, all are accepted) for signaling and TURN credentials. At least 32 bytes.
+    #[arg(
+        long = "auth-secret",
+        env = "PEERWEB_AUTH_SECRETS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    auth_secrets: Vec<String>,
     /// Largest signaling frame in bytes [default: 65536].
     #[arg(long, env = "PEERWEB_MAX_FRAME_BYTES")]
     max_frame_bytes: Option<usize>,
@@ -303,6 +377,7 @@ impl ServeArgs {
             cfg.turn_allow_loopback_peers = true;
         }
         for (list, from) in [
+            (&mut cfg.auth_secrets, args.auth_secrets),
             (&mut cfg.acme_domains, args.acme_domains),
             (&mut cfg.acme_email, args.acme_email),
             (&mut cfg.turn_secrets, args.turn_secrets),
@@ -348,6 +423,7 @@ fn main() -> ExitCode {
         },
         Command::Send(args) => runtime().and_then(|rt| rt.block_on(transfer::send(args))),
         Command::Receive(args) => runtime().and_then(|rt| rt.block_on(transfer::receive(args))),
+        Command::Token(args) => token(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -372,6 +448,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let rt = runtime()?;
     rt.block_on(async {
         let listen = cfg.listen;
+        if cfg.auth_secrets.is_empty() && !listen.ip().is_loopback() {
+            eprintln!(
+                "peerweb: warning: no --auth-secret: anyone who reaches {listen} may use its \
+                 rooms and its TURN relay"
+            );
+        }
         let server = Server::bind(cfg)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;

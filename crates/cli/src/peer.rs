@@ -55,6 +55,9 @@ pub struct NetArgs {
     /// (a private or test CA).
     #[arg(long, alias = "turn-ca")]
     pub ca: Option<std::path::PathBuf>,
+    /// Access token for a server that requires one (`peerweb token` mints them).
+    #[arg(long, env = "PEERWEB_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 impl NetArgs {
@@ -74,6 +77,7 @@ impl NetArgs {
         o.stun = !self.no_stun;
         o.turn = !self.no_turn || self.relay_only;
         o.ca = self.ca.clone();
+        o.token = self.token.clone();
         o
     }
 }

@@ -81,6 +81,8 @@ pub struct Options {
     /// Extra CA certificates (PEM) trusted, besides Mozilla's roots, for the server's HTTPS
     /// and for `turns:` (a private CA).
     pub ca: Option<std::path::PathBuf>,
+    /// Access token, for servers that require one (`peerweb token` mints them).
+    pub token: Option<String>,
 }
 
 impl Options {
@@ -95,6 +97,7 @@ impl Options {
             stun: true,
             turn: true,
             ca: None,
+            token: None,
         }
     }
 }
@@ -167,10 +170,11 @@ impl Node {
     /// Gathers host candidates, connects signaling and joins the room; returns once the
     /// server confirmed the join (the `Welcome` and `Joined` events are still delivered).
     pub async fn join(opts: Options) -> Result<Node, Error> {
-        let urls = Urls::parse(&opts.server)?;
+        let mut urls = Urls::parse(&opts.server)?;
+        urls.token = opts.token.clone();
         let trust = Trust::load(opts.ca.as_deref())?;
         let socks = bind_host_sockets(&opts)?;
-        let ws = connect_ws(&urls.ws, &trust).await?;
+        let ws = connect_ws(&urls.ws_url(), &trust).await?;
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let (ev_tx, mut ev_rx) = mpsc::channel(4096);
         let now = Instant::now().into_std();
@@ -231,7 +235,12 @@ impl Node {
                 Event::Error { code, message }
                     if matches!(
                         code.as_str(),
-                        "room-full" | "too-many-rooms" | "invalid-room" | "server-full"
+                        "room-full"
+                            | "too-many-rooms"
+                            | "invalid-room"
+                            | "server-full"
+                            | "unauthorized"
+                            | "forbidden"
                     ) =>
                 {
                     task.abort();
@@ -384,6 +393,18 @@ pub fn exit_on_panic() {
 struct Urls {
     ws: String,
     http: String,
+    /// The access token, sent with the WebSocket (`?access_token=`) and to `/api/ice`.
+    token: Option<String>,
+}
+
+impl Urls {
+    /// The signaling URL, with the access token when there is one.
+    fn ws_url(&self) -> String {
+        match &self.token {
+            Some(t) => format!("{}?access_token={t}", self.ws),
+            None => self.ws.clone(),
+        }
+    }
 }
 
 impl Urls {
@@ -403,6 +424,7 @@ impl Urls {
         Ok(Urls {
             ws: format!("ws{s}://{host}/ws"),
             http: format!("http{s}://{host}"),
+            token: None,
         })
     }
 }
@@ -1021,9 +1043,13 @@ impl Driver {
         let (tx, rx) = oneshot::channel();
         let url = format!("{}/api/ice", self.urls.http);
         let agent = self.trust.agent();
+        let bearer = self.urls.token.as_ref().map(|t| format!("Bearer {t}"));
         tokio::task::spawn_blocking(move || {
-            let r = agent
-                .get(&url)
+            let mut req = agent.get(&url);
+            if let Some(b) = bearer {
+                req = req.header("Authorization", b);
+            }
+            let r = req
                 .call()
                 .and_then(|mut r| r.body_mut().read_json::<IceConfig>());
             let _ =
@@ -1105,7 +1131,7 @@ impl Driver {
         if self.reconnect_at.is_some_and(|r| tnow >= r) && self.ws_conn.is_none() {
             self.reconnect_at = None;
             let (tx, rx) = oneshot::channel();
-            let url = self.urls.ws.clone();
+            let url = self.urls.ws_url();
             let trust = self.trust.clone();
             tokio::spawn(async move {
                 let _ = tx.send(connect_ws(&url, &trust).await);

@@ -258,10 +258,15 @@ pub enum ErrorCode {
     UnknownPeer,
     /// The connection sends faster than its message rate; the frame was dropped.
     RateLimited,
+    /// The connection's access token does not allow this room.
+    Forbidden,
+    /// The server requires an access token and the connection's is missing, forged or
+    /// expired (sent before the connection is closed with 4401).
+    Unauthorized,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::BadJson,
         ErrorCode::BadMessage,
         ErrorCode::UnknownType,
@@ -277,6 +282,8 @@ impl ErrorCode {
         ErrorCode::NotInRoom,
         ErrorCode::UnknownPeer,
         ErrorCode::RateLimited,
+        ErrorCode::Forbidden,
+        ErrorCode::Unauthorized,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -296,6 +303,8 @@ impl ErrorCode {
             ErrorCode::NotInRoom => "not-in-room",
             ErrorCode::UnknownPeer => "unknown-peer",
             ErrorCode::RateLimited => "rate-limited",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Unauthorized => "unauthorized",
         }
     }
 }
@@ -328,6 +337,9 @@ pub mod close {
     pub const REPLACED: u16 = 4409;
     /// The connection kept sending far above its message rate.
     pub const RATE_LIMITED: u16 = 4429;
+    /// The server requires an access token: missing, forged or expired (reconnect with a
+    /// fresh one; the session is held for the resume grace).
+    pub const UNAUTHORIZED: u16 = 4401;
     /// The connection did not read its frames fast enough; its send queue overflowed.
     pub const SLOW_CONSUMER: u16 = 4430;
     /// The server (or this client address) holds its maximum number of connections.

@@ -48,6 +48,9 @@ pub struct ServerConfig {
     pub acme_directory_ca: Option<PathBuf>,
     /// `tls-alpn-01` (on the HTTPS port) or `http-01` (on `http_redirect_listen`).
     pub acme_challenge: crate::acme::Challenge,
+    /// Secrets that sign access tokens (the first for new ones; all are accepted, for
+    /// rotation). Set: signaling and `/api/ice` need a token. Empty: the server is open.
+    pub auth_secrets: Vec<String>,
     /// Largest signaling frame, bytes.
     pub max_frame_bytes: usize,
     pub max_peers_per_room: usize,
@@ -122,6 +125,7 @@ impl Default for ServerConfig {
             acme_cache: PathBuf::from("peerweb-acme"),
             acme_directory_ca: None,
             acme_challenge: crate::acme::Challenge::TlsAlpn01,
+            auth_secrets: Vec::new(),
             max_frame_bytes: core.max_frame_bytes,
             max_peers_per_room: core.max_peers_per_room,
             max_rooms_per_conn: core.max_rooms_per_conn,
@@ -174,6 +178,11 @@ pub enum ConfigError {
     TlsTwice,
     #[error("acme_challenge http-01 needs http_redirect_listen (port 80)")]
     Http01Listener,
+    #[error(
+        "auth_secret must be at least {} bytes (e.g. `openssl rand -base64 48`; a comma separates two secrets)",
+        crate::auth::MIN_SECRET_BYTES
+    )]
+    WeakSecret,
     #[error(
         "acme_domain {0:?} is not a domain name an ACME server can validate (e.g. peerweb.example.org)"
     )]
@@ -232,6 +241,13 @@ impl ServerConfig {
             && !self.https()
         {
             return Err(ConfigError::TlsFiles);
+        }
+        if self
+            .auth_secrets
+            .iter()
+            .any(|s| s.len() < crate::auth::MIN_SECRET_BYTES)
+        {
+            return Err(ConfigError::WeakSecret);
         }
         if let Some(bad) = self.acme_domains.iter().find(|d| !is_domain(d)) {
             return Err(ConfigError::AcmeDomain(bad.clone()));

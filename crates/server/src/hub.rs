@@ -26,6 +26,7 @@ enum Event {
         conn: ConnId,
         ip: IpAddr,
         handle: ConnHandle,
+        grant: Option<crate::auth::Grant>,
     },
     Text {
         conn: ConnId,
@@ -106,15 +107,28 @@ impl Hub {
     }
 
     /// Serves one upgraded WebSocket until it closes.
-    pub async fn serve_socket(self, socket: WebSocket, peer: SocketAddr) {
+    /// Serves one WebSocket; `grant` is what its access token allows (servers that require
+    /// one).
+    pub async fn serve_socket(
+        self,
+        socket: WebSocket,
+        peer: SocketAddr,
+        grant: Option<crate::auth::Grant>,
+    ) {
         let conn = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
         let span = info_span!("ws", conn = conn.0);
-        self.serve_inner(socket, conn, peer.ip())
+        self.serve_inner(socket, conn, peer.ip(), grant)
             .instrument(span)
             .await;
     }
 
-    async fn serve_inner(self, socket: WebSocket, conn: ConnId, ip: IpAddr) {
+    async fn serve_inner(
+        self,
+        socket: WebSocket,
+        conn: ConnId,
+        ip: IpAddr,
+        grant: Option<crate::auth::Grant>,
+    ) {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let kill = Arc::new(Notify::new());
@@ -125,7 +139,12 @@ impl Hub {
         };
         if self
             .events
-            .send(Event::Open { conn, ip, handle })
+            .send(Event::Open {
+                conn,
+                ip,
+                handle,
+                grant,
+            })
             .await
             .is_err()
         {
@@ -299,7 +318,23 @@ async fn run_hub(
                 }
             };
             signal.handle_input(now, input);
-            if let Event::Open { conn, handle, .. } = ev {
+            if let Event::Open {
+                conn,
+                handle,
+                grant,
+                ..
+            } = ev
+            {
+                if let Some(g) = grant {
+                    signal.handle_input(
+                        now,
+                        Input::Grant {
+                            conn,
+                            room: &g.room,
+                            expires: g.expires,
+                        },
+                    );
+                }
                 conns.insert(conn, handle);
             }
         }

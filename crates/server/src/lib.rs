@@ -19,6 +19,7 @@
 //! - `GET /metrics`: Prometheus text. `GET /healthz`: `ok`.
 
 mod acme;
+mod auth;
 mod config;
 mod hub;
 mod tls;
@@ -30,13 +31,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, RawQuery, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::serve::ListenerExt;
 
 pub use acme::Challenge as AcmeChallenge;
+pub use auth::{AuthError, Claims, MIN_SECRET_BYTES, mint as mint_token};
 pub use config::{ConfigError, IceServer, ServerConfig};
 pub use hub::Hub;
 pub use tls::{HANDSHAKE_TIMEOUT, HANDSHAKES_PER_IP};
@@ -49,6 +51,7 @@ pub struct AppState {
     ice_servers: Arc<Vec<IceServer>>,
     turn: Option<Arc<TurnService>>,
     tls: Option<Arc<tls::TlsSetup>>,
+    auth: Option<Arc<auth::Auth>>,
 }
 
 impl AppState {
@@ -71,6 +74,8 @@ impl AppState {
             ice_servers: Arc::new(cfg.ice_servers.clone()),
             turn,
             tls,
+            auth: (!cfg.auth_secrets.is_empty())
+                .then(|| Arc::new(auth::Auth::new(&cfg.auth_secrets))),
         })
     }
 
@@ -94,8 +99,22 @@ pub fn router(state: AppState) -> Router {
 async fn ws(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> impl IntoResponse {
+    // With auth on, a connection without a good token is told why (browsers cannot read the
+    // status of a refused upgrade) and closed with 4401; the core never sees it.
+    let grant = match &state.auth {
+        None => None,
+        Some(a) => match a.grant(auth::Auth::token(query.as_deref(), &headers)) {
+            Ok((grant, claims)) => {
+                tracing::debug!(sub = ?claims.sub, room = %claims.room, "authorized");
+                Some(grant)
+            }
+            Err(e) => return upgrade.on_upgrade(move |s| refuse(s, e)),
+        },
+    };
     // Frames up to four times the limit are read and refused with a clean 1009 close; the
     // hard cap stops a client from making the server buffer more than that.
     let hard_cap = state.hub.max_frame_bytes().saturating_mul(4);
@@ -106,10 +125,52 @@ async fn ws(
         // when the buffer passes WRITE_BATCH or at the flush that ends each batch.
         .read_buffer_size(4096)
         .write_buffer_size(hub::WRITE_BATCH)
-        .on_upgrade(move |socket| state.hub.serve_socket(socket, peer))
+        .on_upgrade(move |socket| state.hub.serve_socket(socket, peer, grant))
 }
 
-async fn ice(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
+/// Tells a WebSocket without a good access token why, and closes it with 4401.
+async fn refuse(mut socket: axum::extract::ws::WebSocket, why: auth::AuthError) {
+    use axum::extract::ws::{CloseFrame, Message};
+    let frame = peerweb_proto::ServerMsg::Error {
+        code: peerweb_proto::ErrorCode::Unauthorized,
+        message: &why.to_string(),
+    }
+    .encode();
+    let _ = socket.send(Message::Text(frame.into())).await;
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code: peerweb_proto::close::UNAUTHORIZED,
+            reason: "unauthorized".into(),
+        })))
+        .await;
+}
+
+async fn ice(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> axum::response::Response {
+    if let Some(a) = &state.auth
+        && let Err(e) = a.relay(peer.ip(), auth::Auth::token(query.as_deref(), &headers))
+    {
+        let status = match e {
+            auth::AuthError::RateLimited => axum::http::StatusCode::TOO_MANY_REQUESTS,
+            auth::AuthError::NoRelay => axum::http::StatusCode::FORBIDDEN,
+            _ => axum::http::StatusCode::UNAUTHORIZED,
+        };
+        let code = peerweb_proto::ErrorCode::Unauthorized.as_str();
+        let body = serde_json::json!({ "error": code, "message": e.to_string() });
+        return (
+            status,
+            [
+                (header::CACHE_CONTROL, "no-store"),
+                (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+            ],
+            axum::Json(body),
+        )
+            .into_response();
+    }
     let mut servers = state.ice_servers.as_ref().clone();
     let mut body = serde_json::json!({});
     if let Some(turn) = state.turn() {
@@ -126,6 +187,7 @@ async fn ice(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResp
         ],
         axum::Json(body),
     )
+        .into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

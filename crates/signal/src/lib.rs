@@ -122,8 +122,24 @@ pub enum Input<'a> {
     /// browsers send when a tab closes): its session leaves its rooms at once instead of
     /// being held for the resume grace.
     Closed { conn: ConnId, goodbye: bool },
+    /// The connection's access token, verified by the driver (servers that require one send
+    /// this right after [`Input::Open`]): it may join only rooms `room` allows — a name, or a
+    /// prefix ending in `*` (`*` alone: any room) — and is closed with 4401 at `expires`.
+    Grant {
+        conn: ConnId,
+        room: &'a str,
+        expires: Instant,
+    },
     /// The instant of the last [`Output::Timeout`] has passed.
     Timeout,
+}
+
+/// Whether an access token's room pattern allows `room`.
+pub fn grant_allows(pattern: &str, room: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => room.starts_with(prefix),
+        None => pattern == room,
+    }
 }
 
 /// What the driver must do.
@@ -172,6 +188,8 @@ struct Conn {
     dropped_in_a_row: u32,
     told_rate_limited: bool,
     errors: u32,
+    /// The access token's room pattern and expiry, on servers that require one.
+    grant: Option<(String, Instant)>,
 }
 
 #[derive(Debug)]
@@ -262,6 +280,15 @@ impl Signal {
                 }
                 self.forget_conn(now, conn);
             }
+            Input::Grant {
+                conn,
+                room,
+                expires,
+            } => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.grant = Some((room.to_owned(), expires));
+                }
+            }
             Input::Timeout => {
                 if now >= self.next_sweep {
                     self.sweep(now);
@@ -306,6 +333,7 @@ impl Signal {
                 dropped_in_a_row: 0,
                 told_rate_limited: false,
                 errors: 0,
+                grant: None,
             },
         );
     }
@@ -410,7 +438,24 @@ impl Signal {
         });
         session.conn = Some(conn);
         session.away_since = None;
-        let rooms: Vec<&str> = session.rooms.iter().map(String::as_str).collect();
+        // A session resumed under another access token keeps only the rooms it allows.
+        let grant = self.conns.get(&conn).and_then(|c| c.grant.clone());
+        if let Some((pattern, _)) = grant {
+            let barred: Vec<String> = session
+                .rooms
+                .iter()
+                .filter(|r| !grant_allows(&pattern, r))
+                .cloned()
+                .collect();
+            for room in barred {
+                self.remove_from_room(&id, &room);
+            }
+        }
+        let rooms: Vec<&str> = self
+            .sessions
+            .get(&id)
+            .map(|s| s.rooms.iter().map(String::as_str).collect())
+            .unwrap_or_default();
         let frame = ServerMsg::Welcome {
             v: peerweb_proto::VERSION,
             id: &id,
@@ -430,6 +475,15 @@ impl Signal {
         let Some(session) = self.sessions.get(me) else {
             return;
         };
+        if let Some((pattern, _)) = self.conns.get(&conn).and_then(|c| c.grant.as_ref())
+            && !grant_allows(pattern, room)
+        {
+            return self.error(
+                conn,
+                ErrorCode::Forbidden,
+                "the access token does not allow this room",
+            );
+        }
         let already = session.rooms.iter().any(|r| r == room);
         if !already {
             if session.rooms.len() >= self.cfg.max_rooms_per_conn {
@@ -626,7 +680,9 @@ impl Signal {
         let mut to_close = Vec::new();
         for (&id, c) in &mut self.conns {
             let quiet = now.saturating_duration_since(c.last_seen);
-            if c.session.is_none()
+            if c.grant.as_ref().is_some_and(|(_, expires)| now >= *expires) {
+                to_close.push((id, "access token expired"));
+            } else if c.session.is_none()
                 && now.saturating_duration_since(c.opened) >= self.cfg.hello_timeout
             {
                 to_close.push((id, "no hello in time"));
@@ -639,7 +695,12 @@ impl Signal {
         }
         to_close.sort();
         for (id, reason) in to_close {
-            self.close(now, id, close::IDLE_TIMEOUT, reason);
+            let code = if reason == "access token expired" {
+                close::UNAUTHORIZED
+            } else {
+                close::IDLE_TIMEOUT
+            };
+            self.close(now, id, code, reason);
         }
         let grace = self.cfg.resume_grace;
         let mut expired: Vec<String> = self

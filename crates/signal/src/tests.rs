@@ -488,6 +488,62 @@ fn peer_ids_derive_from_tokens_only() {
 }
 
 #[test]
+fn an_access_token_allows_its_rooms_only_and_ends_with_4401() {
+    let mut lab = Lab::new(Config::default());
+    lab.open(1);
+    let expires = lab.now + Duration::from_secs(60);
+    lab.input(Input::Grant {
+        conn: ConnId(1),
+        room: "team-*",
+        expires,
+    });
+    lab.say(1, json!({"type":"hello","v":1}));
+    lab.take(1);
+    assert_eq!(join(&mut lab, 1, "team-a")["type"], "joined");
+    lab.say(1, json!({"type":"join","room":"lobby"}));
+    assert_eq!(lab.last_error(1), "forbidden");
+    assert!(grant_allows("*", "anything") && grant_allows("lobby", "lobby"));
+    assert!(!grant_allows("lobby", "lobby2") && !grant_allows("team-*", "team"));
+    // The connection lives until the token expires, however active, then is closed with
+    // 4401 (the session waits out the grace for a reconnect with a fresh token).
+    lab.advance(Duration::from_secs(59));
+    lab.input(Input::Alive { conn: ConnId(1) });
+    assert!(!lab.closed.contains_key(&ConnId(1)));
+    lab.advance(Duration::from_secs(2));
+    assert_eq!(lab.closed.get(&ConnId(1)), Some(&close::UNAUTHORIZED));
+}
+
+#[test]
+fn a_session_resumed_under_a_narrower_token_leaves_the_rooms_it_no_longer_allows() {
+    let mut lab = Lab::new(Config::default());
+    let (a, token) = lab.hello(1);
+    lab.hello(2);
+    join(&mut lab, 1, "r1");
+    join(&mut lab, 1, "r2");
+    join(&mut lab, 2, "r2");
+    lab.take(1);
+    lab.take(2);
+    lab.input(Input::Closed {
+        conn: ConnId(1),
+        goodbye: false,
+    });
+    lab.open(3);
+    let expires = lab.now + Duration::from_secs(60);
+    lab.input(Input::Grant {
+        conn: ConnId(3),
+        room: "r1",
+        expires,
+    });
+    lab.say(3, json!({"type":"hello","v":1,"token":token}));
+    let w = lab.take(3).pop().unwrap();
+    assert_eq!((&w["resumed"], &w["rooms"]), (&json!(true), &json!(["r1"])));
+    assert_eq!(
+        lab.take(2),
+        vec![json!({"type":"peer-left","room":"r2","id":a})]
+    );
+}
+
+#[test]
 fn random_operation_sequences_keep_invariants() {
     // A small deterministic fuzz of the state machine: random clients doing random things.
     let mut rng = ChaCha20Rng::from_seed([9; 32]);
@@ -507,6 +563,16 @@ fn random_operation_sequences_keep_invariants() {
         match rng.next_u32() % 9 {
             0 => {
                 lab.open(next);
+                // Some connections carry an access token for some rooms, some short-lived.
+                if rng.next_u32() % 3 == 0 {
+                    let expires =
+                        lab.now + Duration::from_millis(u64::from(rng.next_u32() % 20_000));
+                    lab.input(Input::Grant {
+                        conn: ConnId(next),
+                        room: ["a", "b*", "*", "c"][rng.next_u32() as usize % 4],
+                        expires,
+                    });
+                }
                 next += 1;
             }
             1 => {
@@ -567,6 +633,12 @@ fn check_invariants(s: &Signal) {
         assert_eq!(sess.conn.is_none(), sess.away_since.is_some(), "{id}");
         if let Some(c) = sess.conn {
             assert_eq!(s.conns[&c].session.as_deref(), Some(id.as_str()));
+            // A connection with an access token is only in rooms it allows.
+            if let Some((pattern, _)) = &s.conns[&c].grant {
+                for r in &sess.rooms {
+                    assert!(grant_allows(pattern, r), "{id} in {r} under {pattern}");
+                }
+            }
         }
         for r in &sess.rooms {
             assert!(s.rooms[r].members.iter().any(|(m, _)| m == id));

@@ -1,0 +1,69 @@
+// A server started with --auth-secret and the browser SDK's `token` option: tabs with tokens
+// meet and get TURN credentials (they connect relay-only); a tab without a token, with a
+// forged or expired one, or with one for another room is refused with its reason.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { startServer, launchBrowser, openTab, joinRoom, waitOpen } from './lib.mjs';
+
+const SECRET = 'the secret of this test file that is long enough to sign tokens';
+let server;
+let browser;
+before(async () => {
+  server = await startServer({ args: ['--auth-secret', SECRET, '--turn-allow-loopback-peers'] });
+  browser = await launchBrowser();
+});
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+/** `peerweb token`: a token for `room` (a name or a `prefix*`). */
+function token(room, { secret = SECRET, ttl = '10m' } = {}) {
+  return execFileSync(process.env.PEERWEB_BIN, ['token', '--secret', secret, '--room', room, '--ttl', ttl]).toString().trim();
+}
+
+/** Joins with these options and returns the error code the join failed with. */
+async function refusedJoin(room, options) {
+  const page = await openTab(browser, server.url);
+  try {
+    return await page.evaluate(async ([room, options]) => {
+      try {
+        await window.pw.join(location.origin, room, options);
+        return 'joined';
+      } catch (e) {
+        return `${e.code}: ${e.message}`;
+      }
+    }, [room, options]);
+  } finally {
+    await page.close();
+  }
+}
+
+test('tabs with tokens meet through the relay; without a good token nobody joins', async () => {
+  const t = token('team-*');
+  const relay = { iceTransportPolicy: 'relay' };
+  const a = await openTab(browser, server.url);
+  const b = await openTab(browser, server.url);
+  const aId = await joinRoom(a, 'team-a', { token: t, rtcConfig: relay });
+  // A function giving the token works the same (it can fetch a fresh one each time).
+  const bId = await b.evaluate(async ([t, relay]) => {
+    const r = await window.pw.join(location.origin, 'team-a', { token: async () => t, rtcConfig: relay });
+    window.room = r;
+    return r.id;
+  }, [t, relay]);
+  await waitOpen(a, bId);
+  await waitOpen(b, aId);
+  const path = await a.evaluate(async (id) => {
+    for (let i = 0; i < 100 && !window.room.peers.get(id).path; i++) await new Promise((r) => setTimeout(r, 100));
+    return window.room.peers.get(id).path;
+  }, bId);
+  assert.equal(path?.type, 'relay', 'TURN credentials came with the token');
+  await a.close();
+  await b.close();
+
+  assert.match(await refusedJoin('team-a', {}), /^unauthorized: .*requires an access token/);
+  assert.match(await refusedJoin('team-a', { token: token('team-*', { secret: 'another secret that is long enough to sign tokens' }) }),
+    /^unauthorized: .*not signed by this server/);
+  assert.match(await refusedJoin('lobby', { token: t }), /^forbidden: /);
+});
