@@ -1,9 +1,13 @@
 // The demo app: join a room, see each peer's path and RTT, chat over data channels.
 import { join } from '/sdk/peerweb.js';
+import { pageAuth } from '/auth.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.hash.slice(1));
-$('room').value = params.get('room') ?? '';
+// A new room gets a name nobody can guess (60 random bits; the share link carries it); any
+// name can be typed instead.
+const randomRoom = () => `room-${[...crypto.getRandomValues(new Uint8Array(12))].map((b) => 'abcdefghijkmnpqrstuvwxyz23456789'[b & 31]).join('')}`;
+$('room').value = params.get('room') ?? randomRoom();
 $('name').value = localStorage.getItem('peerweb.name') ?? '';
 
 let room = null;
@@ -76,7 +80,8 @@ $('join-form').addEventListener('submit', async (ev) => {
   localStorage.setItem('peerweb.name', name);
   $('join-error').textContent = '';
   try {
-    room = await join(location.origin, roomName, { meta: name ? { name } : undefined });
+    const auth = await pageAuth(roomName);
+    room = await join(location.origin, roomName, { meta: name ? { name } : undefined, ...auth });
   } catch (e) {
     $('join-error').textContent = `Could not join: ${e.message}`;
     return;

@@ -67,3 +67,42 @@ test('tabs with tokens meet through the relay; without a good token nobody joins
     /^unauthorized: .*not signed by this server/);
   assert.match(await refusedJoin('lobby', { token: t }), /^forbidden: /);
 });
+
+test('the bundled pages ask for the page password and get tokens with it', async () => {
+  const pw = 'correct horse battery';
+  const s = await startServer({ args: ['--auth-secret', SECRET, '--page-password', pw, '--turn-allow-loopback-peers'] });
+  try {
+    const info = await (await fetch(`${s.url}/api/auth`)).json();
+    assert.deepEqual(info, { required: true, pageLogin: true });
+    const tabs = [];
+    for (const name of ['ada', 'bob']) {
+      const page = await browser.newPage();
+      await page.goto(`${s.url}/#room=staff`);
+      await page.fill('#name', name);
+      await page.click('#join-form button');
+      // A wrong password first: the dialog says so and asks again.
+      await page.fill('#page-password', name === 'ada' ? 'wrong password' : pw);
+      await page.click('dialog button');
+      if (name === 'ada') {
+        await page.waitForSelector('dialog .error:text("wrong password")');
+        await page.screenshot({ path: 'artifacts/page-password.png' });
+        await page.fill('#page-password', pw);
+        await page.click('dialog button');
+      }
+      await page.waitForSelector('#room-view:not([hidden])');
+      tabs.push(page);
+    }
+    await tabs[0].fill('#msg', 'hello staff');
+    await tabs[0].click('#chat-form button');
+    await tabs[1].waitForSelector('#log li:text("hello staff")', { timeout: 15000 });
+    for (const t of tabs) await t.close();
+    // Without the password nothing: the login refuses a wrong one, and many in a row.
+    const attempt = () => fetch(`${s.url}/api/auth`, { method: 'POST', body: JSON.stringify({ password: 'guess', room: 'staff' }) });
+    assert.equal((await attempt()).status, 401);
+    let limited = false;
+    for (let i = 0; i < 15 && !limited; i++) limited = (await attempt()).status === 429;
+    assert.ok(limited, 'password guesses are rate-limited');
+  } finally {
+    await s.stop();
+  }
+});

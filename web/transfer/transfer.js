@@ -6,10 +6,16 @@
 //
 // Both sides bind both DTLS fingerprints to the secret before any file name or byte moves; a
 // substituted fingerprint (a man in the middle at the signaling server) fails verification.
-import { join } from '/sdk/peerweb.js';
+import { join as sdkJoin } from '/sdk/peerweb.js';
+import { pageAuth } from '/auth.js';
 import { Blake3, blake3, toHex } from './blake3.js';
 import { Spake2 } from './spake2.js';
 import { WORDS } from './words.js';
+
+/** Joins `room`, with a token from the page password on a server that requires one. */
+async function join(server, room) {
+  return sdkJoin(server, room, await pageAuth(room, server));
+}
 
 export const CHUNK = 60 * 1024;
 const HEADER = 4 + 8 + 32;

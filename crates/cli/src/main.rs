@@ -168,6 +168,10 @@ struct ServeArgs {
         hide_env_values = true
     )]
     auth_secrets: Vec<String>,
+    /// With --auth-secret: a password the bundled pages trade for short-lived tokens (one
+    /// room each), so people can use them; 8 characters at least.
+    #[arg(long, env = "PEERWEB_PAGE_PASSWORD", hide_env_values = true)]
+    page_password: Option<String>,
     /// Largest signaling frame in bytes [default: 65536].
     #[arg(long, env = "PEERWEB_MAX_FRAME_BYTES")]
     max_frame_bytes: Option<usize>,
@@ -333,6 +337,9 @@ impl ServeArgs {
             if v.is_some() {
                 *slot = v;
             }
+        }
+        if let Some(p) = args.page_password {
+            cfg.page_password = Some(p);
         }
         if let Some(a) = args.http_redirect_listen {
             cfg.http_redirect_listen = Some(a);

@@ -22,6 +22,13 @@ const ICE_PER_SEC: u32 = 2;
 const ICE_BURST: u32 = 20;
 /// Addresses the limiter remembers before it forgets the idle ones.
 const LIMITER_KEYS: usize = 100_000;
+/// Page-login attempts one address may make per minute (a password can be guessed).
+const LOGINS_PER_MIN: u32 = 10;
+/// Lifetime of the tokens the page login hands out: the pages ask again at every
+/// connection, so it only needs to outlast one.
+pub const PAGE_TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// Shortest page password accepted.
+pub const MIN_PAGE_PASSWORD: usize = 8;
 
 /// What a token says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,19 +81,68 @@ pub enum AuthError {
 pub struct Auth {
     keys: Vec<DecodingKey>,
     ice_limit: DefaultKeyedRateLimiter<IpAddr>,
+    /// The first secret signs what the page login hands out.
+    signer: String,
+    page_password: Option<String>,
+    login_limit: DefaultKeyedRateLimiter<IpAddr>,
 }
 
 impl Auth {
-    pub fn new(secrets: &[String]) -> Self {
-        let quota = Quota::per_second(NonZeroU32::new(ICE_PER_SEC).unwrap_or(NonZeroU32::MIN))
-            .allow_burst(NonZeroU32::new(ICE_BURST).unwrap_or(NonZeroU32::MIN));
+    pub fn new(secrets: &[String], page_password: Option<String>) -> Self {
+        let n = |v: u32| NonZeroU32::new(v).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::per_second(n(ICE_PER_SEC)).allow_burst(n(ICE_BURST));
         Self {
             keys: secrets
                 .iter()
                 .filter_map(|s| DecodingKey::from_secret(s.as_bytes()).ok())
                 .collect(),
             ice_limit: RateLimiter::keyed(quota),
+            signer: secrets.first().cloned().unwrap_or_default(),
+            page_password,
+            login_limit: RateLimiter::keyed(Quota::per_minute(n(LOGINS_PER_MIN))),
         }
+    }
+
+    /// The bundled pages' login: the operator's page password buys a short-lived token for
+    /// one room.
+    pub fn page_login(&self, ip: IpAddr, password: &str, room: &str) -> Result<String, LoginError> {
+        let Some(want) = &self.page_password else {
+            return Err(LoginError::NoPageLogin);
+        };
+        if self.login_limit.len() > LIMITER_KEYS {
+            self.login_limit.retain_recent();
+        }
+        if self.login_limit.check_key(&ip).is_err() {
+            return Err(LoginError::RateLimited);
+        }
+        // Compared in time independent of where they differ.
+        let same = want.len() == password.len()
+            && want
+                .bytes()
+                .zip(password.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if !same {
+            return Err(LoginError::WrongPassword);
+        }
+        if room.is_empty() || room.len() > 64 || room.contains('*') {
+            return Err(LoginError::BadRoom);
+        }
+        mint(
+            &self.signer,
+            &Claims {
+                room: room.to_owned(),
+                exp: unix_now() + PAGE_TOKEN_TTL.as_secs(),
+                sub: Some("page".into()),
+                relay: true,
+            },
+        )
+        .map_err(|_| LoginError::WrongPassword)
+    }
+
+    /// Whether the pages can log in (a page password is set).
+    pub fn has_page_login(&self) -> bool {
+        self.page_password.is_some()
     }
 
     /// Checks a token against every secret (rotation: any may have signed it).
@@ -166,6 +222,20 @@ impl Auth {
     }
 }
 
+/// Why the page login refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LoginError {
+    #[error("this server's pages have no password: ask its operator for an access token")]
+    NoPageLogin,
+    #[error("wrong password")]
+    WrongPassword,
+    #[error("too many attempts from this address; wait a minute")]
+    RateLimited,
+    #[error("not a room name")]
+    BadRoom,
+}
+
 /// Signs a token (for `peerweb token` and tests).
 pub fn mint(secret: &str, claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
     jsonwebtoken::encode(
@@ -197,7 +267,7 @@ mod tests {
     #[test]
     fn tokens_verify_under_any_secret_and_fail_by_reason() {
         let (old, new) = ("o".repeat(32), "n".repeat(32));
-        let auth = Auth::new(&[new.clone(), old.clone()]);
+        let auth = Auth::new(&[new.clone(), old.clone()], None);
         let c = claims(unix_now() + 60);
         assert_eq!(auth.verify(&mint(&old, &c).unwrap()), Ok(c.clone()));
         assert_eq!(auth.verify(&mint(&new, &c).unwrap()), Ok(c.clone()));

@@ -51,6 +51,9 @@ pub struct ServerConfig {
     /// Secrets that sign access tokens (the first for new ones; all are accepted, for
     /// rotation). Set: signaling and `/api/ice` need a token. Empty: the server is open.
     pub auth_secrets: Vec<String>,
+    /// With `auth_secrets`: a password with which the bundled pages get short-lived tokens
+    /// for one room each (`POST /api/auth`). Unset: the pages need a token from elsewhere.
+    pub page_password: Option<String>,
     /// Largest signaling frame, bytes.
     pub max_frame_bytes: usize,
     pub max_peers_per_room: usize,
@@ -126,6 +129,7 @@ impl Default for ServerConfig {
             acme_directory_ca: None,
             acme_challenge: crate::acme::Challenge::TlsAlpn01,
             auth_secrets: Vec::new(),
+            page_password: None,
             max_frame_bytes: core.max_frame_bytes,
             max_peers_per_room: core.max_peers_per_room,
             max_rooms_per_conn: core.max_rooms_per_conn,
@@ -183,6 +187,11 @@ pub enum ConfigError {
         crate::auth::MIN_SECRET_BYTES
     )]
     WeakSecret,
+    #[error(
+        "page_password needs auth_secret, and at least {} characters",
+        crate::auth::MIN_PAGE_PASSWORD
+    )]
+    PagePassword,
     #[error(
         "acme_domain {0:?} is not a domain name an ACME server can validate (e.g. peerweb.example.org)"
     )]
@@ -248,6 +257,11 @@ impl ServerConfig {
             .any(|s| s.len() < crate::auth::MIN_SECRET_BYTES)
         {
             return Err(ConfigError::WeakSecret);
+        }
+        if self.page_password.as_ref().is_some_and(|p| {
+            self.auth_secrets.is_empty() || p.chars().count() < crate::auth::MIN_PAGE_PASSWORD
+        }) {
+            return Err(ConfigError::PagePassword);
         }
         if let Some(bad) = self.acme_domains.iter().find(|d| !is_domain(d)) {
             return Err(ConfigError::AcmeDomain(bad.clone()));

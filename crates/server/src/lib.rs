@@ -74,8 +74,12 @@ impl AppState {
             ice_servers: Arc::new(cfg.ice_servers.clone()),
             turn,
             tls,
-            auth: (!cfg.auth_secrets.is_empty())
-                .then(|| Arc::new(auth::Auth::new(&cfg.auth_secrets))),
+            auth: (!cfg.auth_secrets.is_empty()).then(|| {
+                Arc::new(auth::Auth::new(
+                    &cfg.auth_secrets,
+                    cfg.page_password.clone(),
+                ))
+            }),
         })
     }
 
@@ -90,6 +94,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/ws", get(ws))
         .route("/api/ice", get(ice))
+        .route("/api/auth", get(auth_info).post(page_login))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(web::routes())
@@ -188,6 +193,69 @@ async fn ice(
         axum::Json(body),
     )
         .into_response()
+}
+
+/// What the bundled pages need to know: whether tokens are required, and whether a page
+/// password can get one.
+async fn auth_info(State(state): State<AppState>) -> impl IntoResponse {
+    let body = serde_json::json!({
+        "required": state.auth.is_some(),
+        "pageLogin": state.auth.as_ref().is_some_and(|a| a.has_page_login()),
+    });
+    ([(header::CACHE_CONTROL, "no-store")], axum::Json(body))
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Login {
+    password: String,
+    room: String,
+}
+
+/// `POST /api/auth {"password", "room"}`: the page password buys a token for one room.
+async fn page_login(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::http::StatusCode;
+    let reply = |status: StatusCode, body: serde_json::Value| {
+        (
+            status,
+            [(header::CACHE_CONTROL, "no-store")],
+            axum::Json(body),
+        )
+            .into_response()
+    };
+    let Some(auth) = &state.auth else {
+        return reply(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": "no-auth", "message": "this server needs no token"}),
+        );
+    };
+    let Ok(login) = serde_json::from_slice::<Login>(&body) else {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({"error": "bad-request", "message": "expected {\"password\", \"room\"}"}),
+        );
+    };
+    match auth.page_login(peer.ip(), &login.password, &login.room) {
+        Ok(token) => reply(
+            StatusCode::OK,
+            serde_json::json!({"token": token, "ttl": auth::PAGE_TOKEN_TTL.as_secs()}),
+        ),
+        Err(e) => {
+            let status = match e {
+                auth::LoginError::NoPageLogin => StatusCode::FORBIDDEN,
+                auth::LoginError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+                auth::LoginError::BadRoom => StatusCode::BAD_REQUEST,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            reply(
+                status,
+                serde_json::json!({"error": "unauthorized", "message": e.to_string()}),
+            )
+        }
+    }
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

@@ -56,6 +56,7 @@ pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/", asset!("index.html", "text/html; charset=utf-8"))
         .route("/app.js", asset!("app.js", JS))
+        .route("/auth.js", asset!("auth.js", JS))
         .route("/app.css", asset!("app.css", "text/css; charset=utf-8"))
         .route("/sdk/peerweb.js", asset!("sdk/peerweb.js", JS))
         .route("/send", asset!("transfer/send.html", HTML))

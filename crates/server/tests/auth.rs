@@ -173,3 +173,54 @@ fn a_weak_secret_is_refused_at_start() {
             .contains("at least 32 bytes")
     );
 }
+
+async fn post_login(addr: SocketAddr, body: &str) -> (u16, Value) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "POST /api/auth HTTP/1.1\r\nHost: peerweb.test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = &out[out.find("\r\n\r\n").unwrap() + 4..];
+    (status, serde_json::from_str(body).unwrap())
+}
+
+#[tokio::test]
+async fn the_page_password_buys_a_token_for_one_room_only() {
+    let server = common::bind(ServerConfig {
+        auth_secrets: vec![SECRET.into()],
+        page_password: Some("open sesame".into()),
+        ..Default::default()
+    })
+    .await;
+    let addr = server.local_addr();
+    tokio::spawn(server.run(std::future::pending()));
+    let (status, body) = post_login(addr, r#"{"password":"open sesame","room":"staff"}"#).await;
+    assert_eq!(status, 200, "{body}");
+    let t = body["token"].as_str().unwrap().to_owned();
+    let mut ws = connect(addr, Some(&t)).await;
+    ws.send(Message::text(r#"{"type":"hello","v":1}"#))
+        .await
+        .unwrap();
+    assert_eq!(json_frame(&mut ws).await["type"], "welcome");
+    ws.send(Message::text(r#"{"type":"join","room":"other"}"#))
+        .await
+        .unwrap();
+    assert_eq!(json_frame(&mut ws).await["code"], "forbidden");
+    assert_eq!(ice(addr, Some(&t)).await.0, 200);
+
+    let (status, _) = post_login(addr, r#"{"password":"open sesame!","room":"staff"}"#).await;
+    assert_eq!(status, 401);
+    let (status, _) = post_login(addr, r#"{"password":"open sesame","room":"*"}"#).await;
+    assert_eq!(status, 400, "a pattern is not a room");
+    let (status, _) = post_login(addr, "not json").await;
+    assert_eq!(status, 400);
+
+    // A server with tokens but no page password: the pages are told to ask the operator.
+    let other = start().await;
+    let (status, body) = post_login(other, r#"{"password":"x","room":"staff"}"#).await;
+    assert_eq!(status, 403, "{body}");
+}
