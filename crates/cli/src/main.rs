@@ -25,6 +25,9 @@ struct Cli {
     /// Log filter (tracing syntax, e.g. `info` or `peerweb_server=debug`); logs go to stderr.
     #[arg(long, global = true, env = "PEERWEB_LOG", default_value = "warn")]
     log: String,
+    /// Log lines as text for people, or one JSON object each for log collectors.
+    #[arg(long, global = true, env = "PEERWEB_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -117,6 +120,10 @@ struct ServeArgs {
     /// TOML configuration file; its keys are the long flag names with `_` for `-`.
     #[arg(long, short, env = "PEERWEB_CONFIG")]
     config: Option<PathBuf>,
+    /// Check the configuration (values, certificate and key files) and exit: 0 if it would
+    /// start, 1 with the reason if not.
+    #[arg(long)]
+    check_config: bool,
     /// HTTP/WebSocket listen address [default: 127.0.0.1:8080].
     #[arg(long, env = "PEERWEB_LISTEN")]
     listen: Option<SocketAddr>,
@@ -172,6 +179,14 @@ struct ServeArgs {
     /// room each), so people can use them; 8 characters at least.
     #[arg(long, env = "PEERWEB_PAGE_PASSWORD", hide_env_values = true)]
     page_password: Option<String>,
+    /// A reverse proxy's address block (repeatable), e.g. `127.0.0.1/32`: only from there are
+    /// `Forwarded`/`X-Forwarded-For` believed, for per-address limits and logs.
+    #[arg(
+        long = "trusted-proxy",
+        env = "PEERWEB_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<String>,
     /// Largest signaling frame in bytes [default: 65536].
     #[arg(long, env = "PEERWEB_MAX_FRAME_BYTES")]
     max_frame_bytes: Option<usize>,
@@ -385,6 +400,7 @@ impl ServeArgs {
         }
         for (list, from) in [
             (&mut cfg.auth_secrets, args.auth_secrets),
+            (&mut cfg.trusted_proxies, args.trusted_proxies),
             (&mut cfg.acme_domains, args.acme_domains),
             (&mut cfg.acme_email, args.acme_email),
             (&mut cfg.turn_secrets, args.turn_secrets),
@@ -416,10 +432,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     let result = match cli.command {
         Command::Serve(args) => serve(*args),
         Command::Join(args) => runtime().and_then(|rt| rt.block_on(peer::join(args))),
@@ -450,7 +470,12 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let check_only = args.check_config;
     let cfg = args.into_config()?;
+    if check_only {
+        cfg.check().context("the configuration would not start")?;
+        return peer::say("peerweb serve: configuration OK");
+    }
     raise_open_file_limit(cfg.max_conns);
     let rt = runtime()?;
     rt.block_on(async {

@@ -197,3 +197,49 @@ fn a_panic_in_any_task_ends_the_process_with_a_clear_error() {
     assert!(err.contains("a driver task failed"), "{err}");
     assert!(err.contains("internal error"), "{err}");
 }
+
+#[tokio::test]
+async fn logs_can_be_one_json_object_per_line() {
+    let mut child = Running(
+        Command::new(BIN)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--turn-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--log", "peerweb_server=debug", "--log-format", "json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("peerweb serve: listening on http://")
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+    let stderr = child.0.stderr.take().unwrap();
+    let lines = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for l in BufReader::new(stderr).lines().take(50) {
+            let l = l.unwrap();
+            let open = serde_json::from_str::<serde_json::Value>(&l)
+                .is_ok_and(|v| v["fields"]["message"] == "open" && v["level"] == "DEBUG");
+            seen.push(l);
+            if open {
+                return Ok(seen);
+            }
+        }
+        Err(seen)
+    });
+    limits(&addr).await;
+    let seen = lines.join().unwrap();
+    assert!(seen.is_ok(), "no JSON line for the connection: {seen:?}");
+}

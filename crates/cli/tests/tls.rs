@@ -245,3 +245,29 @@ fn expired_server(cert: &str, key: &str) -> u16 {
     });
     port
 }
+
+#[test]
+fn check_config_reads_the_certificate_files_and_says_what_is_wrong() {
+    let ca = Ca::new();
+    let dir = Dir::new("check");
+    let check = |cert: &Path, key: &Path| {
+        Command::new(BIN)
+            .args(["serve", "--check-config", "--tls-cert"])
+            .arg(cert)
+            .arg("--tls-key")
+            .arg(key)
+            .output()
+            .unwrap()
+    };
+    let (cert, key) = ca.leaf(&["localhost"], (2020, 2060));
+    let (c, k) = (dir.file("cert.pem", &cert), dir.file("key.pem", &key));
+    let out = check(&c, &k);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("configuration OK"));
+    let (old, old_key) = ca.leaf(&["localhost"], (2019, 2020));
+    let (oc, ok) = (dir.file("old.pem", &old), dir.file("old.key", &old_key));
+    let out = check(&oc, &ok);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("old.pem") && err.contains("expired"), "{err}");
+}

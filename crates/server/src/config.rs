@@ -54,6 +54,9 @@ pub struct ServerConfig {
     /// With `auth_secrets`: a password with which the bundled pages get short-lived tokens
     /// for one room each (`POST /api/auth`). Unset: the pages need a token from elsewhere.
     pub page_password: Option<String>,
+    /// Reverse proxies (address blocks) whose `Forwarded`/`X-Forwarded-For` name the client,
+    /// for per-address limits and logs; from anyone else those headers are ignored.
+    pub trusted_proxies: Vec<String>,
     /// Largest signaling frame, bytes.
     pub max_frame_bytes: usize,
     pub max_peers_per_room: usize,
@@ -130,6 +133,7 @@ impl Default for ServerConfig {
             acme_challenge: crate::acme::Challenge::TlsAlpn01,
             auth_secrets: Vec::new(),
             page_password: None,
+            trusted_proxies: Vec::new(),
             max_frame_bytes: core.max_frame_bytes,
             max_peers_per_room: core.max_peers_per_room,
             max_rooms_per_conn: core.max_rooms_per_conn,
@@ -273,6 +277,27 @@ impl ServerConfig {
             return Err(ConfigError::Http01Listener);
         }
         self.peer_blocks()?;
+        self.proxy_blocks()?;
+        Ok(())
+    }
+
+    /// [`ServerConfig::validate`], and the files it names read as the server would read
+    /// them (certificate pairs, CA files), without binding anything or calling ACME.
+    pub fn check(&self) -> std::io::Result<()> {
+        let invalid = |e: ConfigError| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+        self.validate().map_err(invalid)?;
+        let stats = std::sync::Arc::default;
+        if let (Some(c), Some(k)) = (&self.tls_cert, &self.tls_key) {
+            crate::tls::FileCert::load(c, k, stats())?;
+        }
+        if let (Some(c), Some(k)) = (&self.turn_tls_cert, &self.turn_tls_key) {
+            crate::tls::FileCert::load(c, k, stats())?;
+        }
+        if let Some(ca) = &self.acme_directory_ca {
+            std::fs::read(ca).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot read {}: {e}", ca.display()))
+            })?;
+        }
         Ok(())
     }
 
@@ -321,6 +346,18 @@ impl ServerConfig {
             parse("turn_allowed_peers", &self.turn_allowed_peers)?,
             parse("turn_denied_peers", &self.turn_denied_peers)?,
         ))
+    }
+
+    /// The trusted proxies, parsed.
+    pub(crate) fn proxy_blocks(&self) -> Result<Vec<peerweb_turn::Cidr>, ConfigError> {
+        self.trusted_proxies
+            .iter()
+            .map(|s| s.parse())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| ConfigError::Peers {
+                field: "trusted_proxies",
+                source,
+            })
     }
 
     /// The signaling core's part of this configuration.

@@ -22,6 +22,7 @@ mod acme;
 mod auth;
 mod config;
 mod hub;
+mod proxy;
 mod tls;
 mod turn;
 mod web;
@@ -52,6 +53,8 @@ pub struct AppState {
     turn: Option<Arc<TurnService>>,
     tls: Option<Arc<tls::TlsSetup>>,
     auth: Option<Arc<auth::Auth>>,
+    /// Proxies whose forwarding headers name the client.
+    trusted_proxies: Arc<Vec<peerweb_turn::Cidr>>,
 }
 
 impl AppState {
@@ -74,6 +77,9 @@ impl AppState {
             ice_servers: Arc::new(cfg.ice_servers.clone()),
             turn,
             tls,
+            trusted_proxies: Arc::new(cfg.proxy_blocks().map_err(|e| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
+            })?),
             auth: (!cfg.auth_secrets.is_empty()).then(|| {
                 Arc::new(auth::Auth::new(
                     &cfg.auth_secrets,
@@ -108,6 +114,7 @@ async fn ws(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> impl IntoResponse {
+    let peer = proxy::client_addr(peer, &headers, &state.trusted_proxies);
     // With auth on, a connection without a good token is told why (browsers cannot read the
     // status of a refused upgrade) and closed with 4401; the core never sees it.
     let grant = match &state.auth {
@@ -156,6 +163,7 @@ async fn ice(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> axum::response::Response {
+    let peer = proxy::client_addr(peer, &headers, &state.trusted_proxies);
     if let Some(a) = &state.auth
         && let Err(e) = a.relay(peer.ip(), auth::Auth::token(query.as_deref(), &headers))
     {
@@ -215,8 +223,10 @@ struct Login {
 async fn page_login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> axum::response::Response {
+    let peer = proxy::client_addr(peer, &headers, &state.trusted_proxies);
     use axum::http::StatusCode;
     let reply = |status: StatusCode, body: serde_json::Value| {
         (
