@@ -14,10 +14,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName};
 
-const BIN: &str = env!("CARGO_BIN_EXE_peerweb");
+mod common;
+
+use common::{BIN, Ca, Dir};
 const DOMAIN: &str = "peerweb.test";
 
 /// A child process, killed on drop, whose stderr is collected.
@@ -95,24 +96,6 @@ fn free_udp_port() -> u16 {
         .port()
 }
 
-/// A temporary folder, removed on drop.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Self {
-        let d = std::env::temp_dir().join(format!("peerweb-acme-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Self(d)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// pebble and its DNS, configured to validate on `tls_port` (TLS-ALPN-01) and `http_port`
 /// (HTTP-01) of 127.0.0.1, issuing certificates valid for `validity` seconds.
 struct Lab {
@@ -132,21 +115,11 @@ impl Lab {
     fn start(name: &str, tls_port: u16, http_port: u16, validity: u64) -> Self {
         let dir = Dir::new(name);
         // pebble's HTTPS API needs a certificate of its own.
-        let ca_key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name
-            .push(DnType::CommonName, "pebble API test CA");
-        let ca = p.self_signed(&ca_key).unwrap();
-        let key = KeyPair::generate().unwrap();
-        let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-            .unwrap()
-            .signed_by(&key, &ca, &ca_key)
-            .unwrap();
-        let api_ca = dir.0.join("api-ca.pem");
-        std::fs::write(&api_ca, ca.pem()).unwrap();
-        std::fs::write(dir.0.join("api.pem"), leaf.pem()).unwrap();
-        std::fs::write(dir.0.join("api.key"), key.serialize_pem()).unwrap();
+        let ca = Ca::new();
+        let (chain, key) = ca.leaf(&["127.0.0.1", "localhost"], (2020, 2060));
+        let api_ca = dir.file("api-ca.pem", &ca.cert.pem());
+        dir.file("api.pem", &chain);
+        dir.file("api.key", &key);
         let (api, admin) = (free_port(), free_port());
         let config = serde_json::json!({ "pebble": {
             "listenAddress": format!("127.0.0.1:{api}"),
@@ -184,7 +157,7 @@ impl Lab {
             "-strict=false".to_owned(),
         ];
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca.der().clone()).unwrap();
+        roots.add(ca.cert.der().clone()).unwrap();
         let mut lab = Self {
             dir,
             _dns: dns,

@@ -3,46 +3,19 @@
 //! is refused with its reason and exit code 1. Loopback only.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_peerweb");
+use std::process::{Command, Stdio};
+
+use common::{BIN, Running};
+
 const SECRET: &str = "a secret for these tests that is long enough to sign";
 
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn serve() -> (Running, String) {
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--turn-listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--auth-secret", SECRET, "--turn-allow-loopback-peers"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("peerweb serve: listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .trim_end_matches('/')
-        .to_owned();
-    (Running(child), url)
+    common::serve(
+        &["--auth-secret", SECRET, "--turn-allow-loopback-peers"],
+        &[],
+    )
 }
 
 fn token(secret: &str, room: &str, ttl: &str) -> String {

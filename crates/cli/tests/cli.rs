@@ -3,12 +3,14 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-const BIN: &str = env!("CARGO_BIN_EXE_peerweb");
+mod common;
+
+use common::{BIN, Running};
 
 /// A file in the temp dir, deleted on drop.
 struct TempFile(PathBuf);
@@ -47,42 +49,14 @@ fn refused_with(code: i32, args: &[&str], env: &[(&str, &str)]) -> String {
     String::from_utf8(out.stderr).unwrap()
 }
 
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts `peerweb serve` on a free loopback port; returns it and its address.
 fn serve(args: &[&str], env: &[(&str, &str)]) -> (Running, String) {
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--turn-listen",
-            "127.0.0.1:0",
-        ])
-        .args(args)
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("peerweb serve: listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .trim_end_matches('/')
+    let (server, url) = common::serve(args, env);
+    let addr = url
+        .strip_prefix("http://")
+        .unwrap_or_else(|| panic!("not an http URL: {url}"))
         .to_owned();
-    (Running(child), addr)
+    (server, addr)
 }
 
 /// The limits the server announces in `welcome`.
@@ -200,30 +174,14 @@ fn a_panic_in_any_task_ends_the_process_with_a_clear_error() {
 
 #[tokio::test]
 async fn logs_can_be_one_json_object_per_line() {
-    let mut child = Running(
-        Command::new(BIN)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--turn-listen",
-                "127.0.0.1:0",
-            ])
-            .args(["--log", "peerweb_server=debug", "--log-format", "json"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+    let mut cmd = common::serve_cmd(
+        &["--log", "peerweb_server=debug", "--log-format", "json"],
+        &[],
     );
-    let mut line = String::new();
-    BufReader::new(child.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("peerweb serve: listening on http://")
+    let mut child = Running(cmd.stderr(Stdio::piped()).spawn().unwrap());
+    let addr = common::announced_url(&mut child.0)
+        .strip_prefix("http://")
         .unwrap()
-        .trim_end_matches('/')
         .to_owned();
     let stderr = child.0.stderr.take().unwrap();
     let lines = std::thread::spawn(move || {

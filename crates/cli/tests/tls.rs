@@ -3,114 +3,35 @@
 //! for another name, an expired one — said in words. All on loopback; the CA is made here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use common::{BIN, Ca, Dir, Running};
 
-const BIN: &str = env!("CARGO_BIN_EXE_peerweb");
-
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-impl Ca {
-    fn new() -> Self {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name
-            .push(DnType::CommonName, "peerweb test CA");
-        Self {
-            cert: p.self_signed(&key).unwrap(),
-            key,
-        }
-    }
-
-    /// (chain PEM, key PEM) for `names`, valid between the two years.
-    fn leaf(&self, names: &[&str], years: (i32, i32)) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let mut p =
-            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
-                .unwrap();
-        p.not_before = rcgen::date_time_ymd(years.0, 1, 1);
-        p.not_after = rcgen::date_time_ymd(years.1, 1, 1);
-        let c = p.signed_by(&key, &self.cert, &self.key).unwrap();
-        (
-            format!("{}{}", c.pem(), self.cert.pem()),
-            key.serialize_pem(),
-        )
-    }
-}
-
-/// A temporary folder, removed on drop.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Self {
-        let d = std::env::temp_dir().join(format!("peerweb-cli-tls-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Self(d)
-    }
-
-    fn file(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.0.join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `peerweb serve` over HTTPS with this pair on a free loopback port; its port.
+/// `peerweb serve` over HTTPS with this pair; its port.
 fn serve_tls(cert: &Path, key: &Path) -> (Running, u16) {
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--turn-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--tls-cert")
-        .arg(cert)
-        .arg("--tls-key")
-        .arg(key)
-        .arg("--turn-allow-loopback-peers")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line
-        .trim()
-        .strip_prefix("peerweb serve: listening on https://127.0.0.1:")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .trim_end_matches('/')
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let (server, url) = common::serve(
+        &[
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+            "--turn-allow-loopback-peers",
+        ],
+        &[],
+    );
+    let port = url
+        .strip_prefix("https://127.0.0.1:")
+        .unwrap_or_else(|| panic!("not an https URL: {url}"))
         .parse()
         .unwrap();
-    (Running(child), port)
+    (server, port)
 }
 
 /// `peerweb ping URL` (one round, a short wait) expecting it to fail; its stderr.

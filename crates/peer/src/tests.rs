@@ -285,6 +285,17 @@ impl World {
         }
     }
 
+    /// Every client's error events, except those with a code in `expected`.
+    fn errors(&self, expected: &[&str]) -> Vec<&Event> {
+        self.events
+            .iter()
+            .flatten()
+            .filter(
+                |e| matches!(e, Event::Error { code, .. } if !expected.contains(&code.as_str())),
+            )
+            .collect()
+    }
+
     fn messages(&self, i: usize) -> Vec<String> {
         self.events[i]
             .iter()
@@ -477,12 +488,7 @@ fn both_sides_offering_at_once_still_connect() {
     w.run_until(Duration::from_secs(10), |w| {
         w.messages(1).iter().any(|m| m == "after glare")
     });
-    let errors: Vec<_> = w
-        .events
-        .iter()
-        .flatten()
-        .filter(|e| matches!(e, Event::Error { .. }))
-        .collect();
+    let errors = w.errors(&[]);
     assert!(errors.is_empty(), "{errors:?}");
 }
 
@@ -576,12 +582,7 @@ fn first_offers_crossing_do_not_panic_the_polite_side() {
             w.messages(1).iter().any(|m| m == "on chat")
                 && w.messages(0).iter().any(|m| m == "on default")
         });
-        let errors: Vec<_> = w
-            .events
-            .iter()
-            .flatten()
-            .filter(|e| matches!(e, Event::Error { .. }))
-            .collect();
+        let errors = w.errors(&[]);
         assert!(errors.is_empty(), "{errors:?}");
     }
     // Ids are random: both roles must have been met (each misses 8 rounds with p = 1/256).
@@ -1163,13 +1164,8 @@ fn random_negotiation(seed: u64) {
         missing.is_empty(),
         "seed {seed}: ops {ops:?}: {missing:?} never arrived"
     );
-    let errors: Vec<_> = w
-        .events
-        .iter()
-        .flatten()
-        // Signals to a member that is away are refused: expected, and recovered from.
-        .filter(|e| matches!(e, Event::Error { code, .. } if code != "unknown-peer"))
-        .collect();
+    // Signals to a member that is away are refused: expected, and recovered from.
+    let errors = w.errors(&["unknown-peer"]);
     assert!(errors.is_empty(), "seed {seed}: {errors:?}");
 }
 

@@ -88,19 +88,27 @@ async fn refused(addr: SocketAddr, token: Option<&str>) -> String {
     e["message"].as_str().unwrap().to_owned()
 }
 
-async fn ice(addr: SocketAddr, token: Option<&str>) -> (u16, Value) {
+/// One HTTP/1.1 request (`head` holds the request line and any headers); the status and
+/// the JSON body.
+async fn request(addr: SocketAddr, head: &str, body: &str) -> (u16, Value) {
     let mut s = TcpStream::connect(addr).await.unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let req =
-        format!("GET /api/ice HTTP/1.1\r\nHost: peerweb.test\r\n{auth}Connection: close\r\n\r\n");
+    let req = format!(
+        "{head}\r\nHost: peerweb.test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     let status = out[9..12].parse().unwrap();
     let body = &out[out.find("\r\n\r\n").unwrap() + 4..];
     (status, serde_json::from_str(body).unwrap())
+}
+
+async fn ice(addr: SocketAddr, token: Option<&str>) -> (u16, Value) {
+    let auth = token
+        .map(|t| format!("\r\nAuthorization: Bearer {t}"))
+        .unwrap_or_default();
+    request(addr, &format!("GET /api/ice HTTP/1.1{auth}"), "").await
 }
 
 #[tokio::test]
@@ -175,17 +183,8 @@ fn a_weak_secret_is_refused_at_start() {
 }
 
 async fn post_login(addr: SocketAddr, body: &str) -> (u16, Value) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "POST /api/auth HTTP/1.1\r\nHost: peerweb.test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let status = out[9..12].parse().unwrap();
-    let body = &out[out.find("\r\n\r\n").unwrap() + 4..];
-    (status, serde_json::from_str(body).unwrap())
+    let head = "POST /api/auth HTTP/1.1\r\nContent-Type: application/json";
+    request(addr, head, body).await
 }
 
 #[tokio::test]
