@@ -437,3 +437,70 @@ fn http_01_validates_on_port_80_and_a_domain_that_cannot_be_validated_is_said() 
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("\"localhost\" is not a domain name"), "{err}");
 }
+
+#[test]
+fn an_acme_server_that_answers_garbage_is_an_error_not_a_crash() {
+    // A TLS listener that answers every request with the same nonsense.
+    let ca = Ca::new();
+    let dir = Dir::new("garbage");
+    let (chain, key) = ca.leaf(&["127.0.0.1"], (2020, 2060));
+    let ca_file = dir.file("ca.pem", &ca.cert.pem());
+    let config = {
+        use rustls::pki_types::PrivateKeyDer;
+        use rustls::pki_types::pem::PemObject;
+        let certs = CertificateDer::pem_slice_iter(chain.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+        Arc::new(
+            rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap(),
+        )
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let api = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().take(32) {
+            let Ok(tcp) = tcp else { continue };
+            let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
+            let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut s = rustls::StreamOwned::new(conn, tcp);
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let body = "{\"newNonce\": 7, \"newAccount\": [\u{1}] ÿ";
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nReplay-Nonce: ???\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.flush();
+        }
+    });
+    let port = free_port();
+    let mut server = Proc::spawn(
+        Command::new(BIN)
+            .args(["serve", "--log", "info", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["--turn-listen", "127.0.0.1:0", "--acme-domain", DOMAIN])
+            .arg("--acme-directory")
+            .arg(format!("https://127.0.0.1:{api}/dir"))
+            .arg("--acme-directory-ca")
+            .arg(&ca_file)
+            .arg("--acme-cache")
+            .arg(dir.0.join("cache")),
+    );
+    server.await_log("ACME failed", Duration::from_secs(30));
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the server stopped: {}",
+        server.stderr()
+    );
+    assert!(!server.stderr().contains("panicked"), "{}", server.stderr());
+    server.stop();
+}
