@@ -187,6 +187,10 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     trusted_proxies: Vec<String>,
+    /// On SIGTERM, seconds to wait for WebSocket clients to go once told to reconnect
+    /// [default: 10].
+    #[arg(long, env = "PEERWEB_DRAIN_SECS")]
+    drain_secs: Option<u64>,
     /// Largest signaling frame in bytes [default: 65536].
     #[arg(long, env = "PEERWEB_MAX_FRAME_BYTES")]
     max_frame_bytes: Option<usize>,
@@ -324,6 +328,7 @@ impl ServeArgs {
             listen,
             tls_reload_secs,
             acme_cache,
+            drain_secs,
             max_frame_bytes,
             max_peers_per_room,
             max_rooms_per_conn,

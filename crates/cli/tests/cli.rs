@@ -201,3 +201,41 @@ async fn logs_can_be_one_json_object_per_line() {
     let seen = lines.join().unwrap();
     assert!(seen.is_ok(), "no JSON line for the connection: {seen:?}");
 }
+
+#[tokio::test]
+async fn sigterm_tells_every_websocket_to_reconnect_then_exits() {
+    let (mut server, addr) = serve(&["--drain-secs", "5"], &[]);
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
+    ws.send(Message::text(r#"{"type":"hello","v":1}"#))
+        .await
+        .unwrap();
+    ws.next().await.unwrap().unwrap();
+    let pid = server.0.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    let close = loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+            .await
+            .expect("a close in time")
+        {
+            Some(Ok(Message::Close(Some(f)))) => break u16::from(f.code),
+            Some(Ok(_)) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(close, 1001, "going away: reconnect");
+    let start = std::time::Instant::now();
+    let code = loop {
+        if let Some(s) = server.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(6),
+            "no exit after the drain"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(code.success(), "{code:?}");
+}

@@ -57,6 +57,9 @@ pub struct ServerConfig {
     /// Reverse proxies (address blocks) whose `Forwarded`/`X-Forwarded-For` name the client,
     /// for per-address limits and logs; from anyone else those headers are ignored.
     pub trusted_proxies: Vec<String>,
+    /// On SIGTERM/Ctrl-C, how long to wait for WebSocket clients to go once told to
+    /// reconnect (1001), seconds.
+    pub drain_secs: u64,
     /// Largest signaling frame, bytes.
     pub max_frame_bytes: usize,
     pub max_peers_per_room: usize,
@@ -134,6 +137,7 @@ impl Default for ServerConfig {
             auth_secrets: Vec::new(),
             page_password: None,
             trusted_proxies: Vec::new(),
+            drain_secs: 10,
             max_frame_bytes: core.max_frame_bytes,
             max_peers_per_room: core.max_peers_per_room,
             max_rooms_per_conn: core.max_rooms_per_conn,

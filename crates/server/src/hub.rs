@@ -68,8 +68,26 @@ struct ConnHandle {
 pub struct Hub {
     events: mpsc::Sender<Event>,
     next_conn: Arc<AtomicU64>,
+    /// WebSocket tasks still running (a drain waits for none).
+    live: Arc<AtomicUsize>,
     stats: watch::Receiver<Stats>,
     max_frame_bytes: usize,
+}
+
+/// One running WebSocket task in the count, for as long as it lives.
+struct Live(Arc<AtomicUsize>);
+
+impl Live {
+    fn count(n: &Arc<AtomicUsize>) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        Self(n.clone())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Hub {
@@ -87,6 +105,7 @@ impl Hub {
         Self {
             events: events_tx,
             next_conn: Arc::new(AtomicU64::new(1)),
+            live: Arc::default(),
             stats: stats_rx,
             max_frame_bytes,
         }
@@ -106,8 +125,12 @@ impl Hub {
         let _ = self.events.send(Event::Shutdown).await;
     }
 
-    /// Serves one upgraded WebSocket until it closes.
-    /// Serves one WebSocket; `grant` is what its access token allows (servers that require
+    /// WebSocket connections whose tasks still run.
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    /// Serves one WebSocket until it closes; `grant` is what its access token allows (servers that require
     /// one).
     pub async fn serve_socket(
         self,
@@ -117,6 +140,7 @@ impl Hub {
     ) {
         let conn = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
         let span = info_span!("ws", conn = conn.0);
+        let _live = Live::count(&self.live);
         self.serve_inner(socket, conn, peer.ip(), grant)
             .instrument(span)
             .await;

@@ -459,6 +459,7 @@ pub struct Server {
     listener: tokio::net::TcpListener,
     redirect: Option<tokio::net::TcpListener>,
     state: AppState,
+    drain: std::time::Duration,
 }
 
 impl Server {
@@ -476,6 +477,7 @@ impl Server {
             listener,
             redirect,
             state: AppState::new(&cfg)?,
+            drain: std::time::Duration::from_secs(cfg.drain_secs),
         })
     }
 
@@ -512,6 +514,7 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let hub = self.state.hub.clone();
+        let drain = self.drain;
         let https_port = self.local_addr().port();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stopped = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -532,11 +535,17 @@ impl Server {
         let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
         let watcher = tokio::spawn(async move {
             shutdown.await;
-            hub.shutdown().await;
-            // Give the close frames a moment to leave.
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            // Drain: accept no more, tell every WebSocket to reconnect (1001; clients resume
+            // their sessions elsewhere or when we are back), and wait for them to go, at most
+            // `drain` (in-flight HTTP requests finish in the meantime).
             let _ = stop_tx.send(true);
+            hub.shutdown().await;
+            let until = tokio::time::Instant::now() + drain;
+            while hub.live() > 0 && tokio::time::Instant::now() < until {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
         });
+        let draining = stop_rx.clone();
         let stop = stopped(stop_rx);
         // Signaling frames are small and latency-bound: without TCP_NODELAY a frame written
         // while the previous one is unacknowledged waits for the peer's delayed ACK (~40 ms).
@@ -559,7 +568,12 @@ impl Server {
                     .await
             }
         };
-        watcher.abort();
+        // The listener stops first; the WebSockets (upgraded, so not its to wait for) drain.
+        if *draining.borrow() {
+            let _ = watcher.await;
+        } else {
+            watcher.abort();
+        }
         if let Some(r) = redirect {
             r.abort();
         }
