@@ -102,29 +102,38 @@ pub fn open_file_limit() -> Option<u64> {
 /// Prints a markdown table: one row per metric, one column per server, and the ratio of
 /// the second to the first when there are two.
 pub fn print_table(names: &[&str], rows: &[(String, Vec<f64>, usize)]) {
-    let ratio = names.len() == 2;
+    // Every column after the first gets its ratio to the first.
+    let others = names.len().saturating_sub(1);
     println!();
     print!("| metric |");
     for n in names {
         print!(" {n} |");
     }
-    if ratio {
-        print!(" {} / {} |", names[1], names[0]);
+    for n in names.iter().skip(1) {
+        print!(" {n} / {} |", names[0]);
     }
     println!();
-    println!("|---|{}", "---|".repeat(names.len() + usize::from(ratio)));
+    println!("|---|{}", "---|".repeat(names.len() + others));
     for (label, vals, decimals) in rows {
         print!("| {label} |");
         for v in vals {
-            print!(" {v:.prec$} |", prec = *decimals);
+            if v.is_nan() {
+                print!(" – |");
+            } else {
+                print!(" {v:.prec$} |", prec = *decimals);
+            }
         }
-        if ratio {
-            let r = if vals[0] == 0.0 {
+        for v in vals.iter().skip(1) {
+            let r = if vals[0] == 0.0 || vals[0].is_nan() {
                 f64::NAN
             } else {
-                vals[1] / vals[0]
+                v / vals[0]
             };
-            print!(" {r:.2}x |");
+            if r.is_nan() {
+                print!(" – |");
+            } else {
+                print!(" {r:.2}x |");
+            }
         }
         println!();
     }

@@ -137,6 +137,9 @@ struct ServeArgs {
     /// How often the certificate files are checked for changes, seconds [default: 10].
     #[arg(long, env = "PEERWEB_TLS_RELOAD_SECS")]
     tls_reload_secs: Option<u64>,
+    /// Unfinished TLS handshakes one client address may hold [default: 16].
+    #[arg(long, env = "PEERWEB_TLS_HANDSHAKES_PER_IP")]
+    tls_handshakes_per_ip: Option<usize>,
     /// Plain-HTTP address (e.g. 0.0.0.0:80) that redirects to HTTPS and answers ACME HTTP-01.
     #[arg(long, env = "PEERWEB_HTTP_REDIRECT_LISTEN")]
     http_redirect_listen: Option<SocketAddr>,
@@ -327,6 +330,7 @@ impl ServeArgs {
             args,
             listen,
             tls_reload_secs,
+            tls_handshakes_per_ip,
             acme_cache,
             drain_secs,
             max_frame_bytes,

@@ -32,6 +32,9 @@ pub struct ServerConfig {
     pub tls_key: Option<PathBuf>,
     /// How often the certificate files are checked for changes, seconds.
     pub tls_reload_secs: u64,
+    /// Unfinished TLS handshakes one client address may hold (a stalled handshake costs a
+    /// task and memory for up to 10 s); more connections from it are closed at once.
+    pub tls_handshakes_per_ip: usize,
     /// A plain-HTTP listener (e.g. 0.0.0.0:80) that redirects to HTTPS and answers ACME's
     /// HTTP-01 challenge.
     pub http_redirect_listen: Option<SocketAddr>,
@@ -126,6 +129,7 @@ impl Default for ServerConfig {
             tls_cert: None,
             tls_key: None,
             tls_reload_secs: 10,
+            tls_handshakes_per_ip: crate::tls::HANDSHAKES_PER_IP,
             http_redirect_listen: None,
             acme_domains: Vec::new(),
             acme_email: Vec::new(),

@@ -460,6 +460,7 @@ pub struct Server {
     redirect: Option<tokio::net::TcpListener>,
     state: AppState,
     drain: std::time::Duration,
+    handshakes_per_ip: usize,
 }
 
 impl Server {
@@ -478,6 +479,7 @@ impl Server {
             redirect,
             state: AppState::new(&cfg)?,
             drain: std::time::Duration::from_secs(cfg.drain_secs),
+            handshakes_per_ip: cfg.tls_handshakes_per_ip,
         })
     }
 
@@ -552,7 +554,8 @@ impl Server {
         // (The TLS listener sets it before the handshake.)
         let res = match tls {
             Some(tls) => {
-                let listener = tls::TlsListener::new(self.listener, tls)?.tap_io(|_| {});
+                let listener = tls::TlsListener::new(self.listener, tls, self.handshakes_per_ip)?
+                    .tap_io(|_| {});
                 axum::serve(listener, app)
                     .with_graceful_shutdown(stop)
                     .await

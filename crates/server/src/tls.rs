@@ -23,7 +23,8 @@ use tokio_rustls::server::TlsStream;
 
 /// How long a client may take to finish its handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Unfinished handshakes one address may hold; more connections from it are closed at once.
+/// Unfinished handshakes one address may hold by default; more connections from it are
+/// closed at once (`tls_handshakes_per_ip`).
 pub const HANDSHAKES_PER_IP: usize = 16;
 /// Unfinished handshakes in all.
 const HANDSHAKES: usize = 4096;
@@ -279,10 +280,10 @@ impl Drop for TlsListener {
 }
 
 impl TlsListener {
-    pub fn new(listener: TcpListener, tls: Tls) -> io::Result<Self> {
+    pub fn new(listener: TcpListener, tls: Tls, per_ip: usize) -> io::Result<Self> {
         let local = listener.local_addr()?;
         let (tx, ready) = mpsc::channel(256);
-        let task = tokio::spawn(accept_loop(listener, tls, tx));
+        let task = tokio::spawn(accept_loop(listener, tls, tx, per_ip.max(1)));
         Ok(Self { local, ready, task })
     }
 }
@@ -308,6 +309,7 @@ async fn accept_loop(
     listener: TcpListener,
     tls: Tls,
     ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+    per_ip: usize,
 ) {
     let pending: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     let all = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES));
@@ -321,7 +323,7 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Some(slot) = Pending::take(&pending, from.ip()) else {
+        let Some(slot) = Pending::take(&pending, from.ip(), per_ip) else {
             tls.stats.refused_per_ip.fetch_add(1, Ordering::Relaxed);
             continue;
         };
@@ -379,10 +381,10 @@ struct Pending {
 }
 
 impl Pending {
-    fn take(map: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr) -> Option<Self> {
+    fn take(map: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, limit: usize) -> Option<Self> {
         let mut m = map.lock().unwrap_or_else(|p| p.into_inner());
         let n = m.entry(ip).or_insert(0);
-        if *n >= HANDSHAKES_PER_IP {
+        if *n >= limit {
             return None;
         }
         *n += 1;

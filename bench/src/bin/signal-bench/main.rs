@@ -11,6 +11,11 @@
 //! 4. fixed rate: the same offered load for both servers (half of the PeerJS server's saturated
 //!    rate unless `--rate` says), for latency at equal load.
 //!
+//! With `--tls` it measures peerweb three ways instead: plain WebSockets, its own TLS
+//! (`--tls-cert`), and Debian's nginx terminating TLS in front of it (one worker process,
+//! pinned with peerweb; its CPU and memory count with peerweb's), each also for TLS
+//! handshakes per second and server CPU per handshake. The certificate is a throwaway CA's.
+//!
 //! Messages look like real signaling: ICE candidates, and one SDP offer in ten (~1.5 KB).
 
 mod worker;
@@ -80,12 +85,20 @@ struct RunArgs {
     /// Only this server (default: both).
     #[arg(long)]
     only: Option<Kind>,
+    /// Measure peerweb plain, over its own TLS, and behind nginx's TLS (instead of vs PeerJS).
+    #[arg(long)]
+    tls: bool,
+    /// TLS handshakes made in the handshake phase (16 at a time).
+    #[arg(long, default_value_t = 2_000)]
+    handshakes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 enum Kind {
     Peerweb,
     Peerjs,
+    PeerwebTls,
+    NginxTls,
 }
 
 impl Kind {
@@ -93,14 +106,91 @@ impl Kind {
         match self {
             Kind::Peerweb => "peerweb",
             Kind::Peerjs => "PeerJS server",
+            Kind::PeerwebTls => "peerweb, own TLS",
+            Kind::NginxTls => "nginx TLS → peerweb",
         }
     }
+
+    fn arg(self) -> &'static str {
+        match self {
+            Kind::Peerweb => "peerweb",
+            Kind::Peerjs => "peerjs",
+            Kind::PeerwebTls => "peerweb-tls",
+            Kind::NginxTls => "nginx-tls",
+        }
+    }
+
+    fn tls(self) -> bool {
+        matches!(self, Kind::PeerwebTls | Kind::NginxTls)
+    }
+}
+
+/// A throwaway CA and a certificate it signs for `localhost`, in a temporary folder.
+struct Certs {
+    dir: PathBuf,
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Certs {
+    fn new() -> anyhow::Result<Self> {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let dir = std::env::temp_dir().join(format!("signal-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let ca_key = KeyPair::generate()?;
+        let mut p = CertificateParams::new(Vec::<String>::new())?;
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name
+            .push(DnType::CommonName, "signal-bench CA");
+        let ca = p.self_signed(&ca_key)?;
+        let key = KeyPair::generate()?;
+        let leaf =
+            CertificateParams::new(vec!["localhost".to_owned()])?.signed_by(&key, &ca, &ca_key)?;
+        let c = Self {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+            dir,
+        };
+        std::fs::write(&c.ca, ca.pem())?;
+        std::fs::write(&c.cert, format!("{}{}", leaf.pem(), ca.pem()))?;
+        std::fs::write(&c.key, key.serialize_pem())?;
+        Ok(c)
+    }
+}
+
+impl Drop for Certs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A client TLS configuration trusting only the CA in `ca` (PEM).
+fn tls_client(ca: &std::path::Path) -> anyhow::Result<std::sync::Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca)? {
+        roots.add(c?)?;
+    }
+    Ok(std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    ))
 }
 
 #[derive(Debug, Clone, Args)]
 struct WorkerArgs {
     #[arg(long)]
     kind: Kind,
+    /// The CA to trust: connect with `wss://` (the address is then `localhost:PORT`).
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
     #[arg(long)]
     addr: String,
     #[arg(long)]
@@ -145,6 +235,9 @@ struct Score {
     fixed_p50_us: u64,
     fixed_p99_us: u64,
     fixed_max_us: u64,
+    /// TLS handshakes per second and server CPU per handshake (NaN without TLS).
+    handshakes_per_sec: f64,
+    handshake_cpu_us: f64,
 }
 
 async fn orchestrate(args: RunArgs) -> anyhow::Result<()> {
@@ -161,14 +254,20 @@ async fn orchestrate(args: RunArgs) -> anyhow::Result<()> {
          warmup {} ms, measure {} ms; open-file limit {nofile}",
         args.idle, args.active, args.window, args.warmup_ms, args.measure_ms
     );
-    let kinds: Vec<Kind> = match args.only {
-        Some(k) => vec![k],
-        None => vec![Kind::Peerjs, Kind::Peerweb],
+    let kinds: Vec<Kind> = match (args.only, args.tls) {
+        (Some(k), _) => vec![k],
+        (None, true) => vec![Kind::Peerweb, Kind::PeerwebTls, Kind::NginxTls],
+        (None, false) => vec![Kind::Peerjs, Kind::Peerweb],
+    };
+    let certs = if kinds.iter().any(|k| k.tls()) {
+        Some(Certs::new()?)
+    } else {
+        None
     };
     let mut scores = Vec::new();
     let mut rate = args.rate;
     for kind in kinds {
-        let s = measure(&args, kind, &mut rate)
+        let s = measure(&args, kind, &mut rate, certs.as_ref())
             .await
             .with_context(|| format!("measuring {}", kind.name()))?;
         scores.push((kind, s));
@@ -177,18 +276,40 @@ async fn orchestrate(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn measure(args: &RunArgs, kind: Kind, rate: &mut f64) -> anyhow::Result<Score> {
+async fn measure(
+    args: &RunArgs,
+    kind: Kind,
+    rate: &mut f64,
+    certs: Option<&Certs>,
+) -> anyhow::Result<Score> {
     let port = free_port()?;
-    let addr = format!("127.0.0.1:{port}");
-    let mut server = spawn_server(args, kind, port)?;
-    let pid = server.id().context("server has no pid")?;
-    wait_listening(&addr, &mut server).await?;
+    let mut server = spawn_server(args, kind, port, certs).await?;
+    // Clients name the certificate's host when they speak TLS.
+    let (addr, ca) = match certs.filter(|_| kind.tls()) {
+        Some(c) => (format!("localhost:{port}"), Some(c.ca.as_path())),
+        None => (format!("127.0.0.1:{port}"), None),
+    };
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut score = Score {
         wanted: args.idle + args.active,
-        rss_base_kib: rss_kib(pid)?,
+        rss_base_kib: server.rss_kib()?,
+        handshakes_per_sec: f64::NAN,
+        handshake_cpu_us: f64::NAN,
         ..Score::default()
     };
+    if let Some(ca) = ca {
+        let client = tls_client(ca)?;
+        let cpu0 = server.cpu_secs()?;
+        let (n, secs) = handshakes(&client, port, args.handshakes).await?;
+        score.handshakes_per_sec = n as f64 / secs;
+        score.handshake_cpu_us = (server.cpu_secs()? - cpu0) * 1e6 / n.max(1) as f64;
+        eprintln!(
+            "{}: {n} TLS handshakes, {:.0}/s, server CPU {:.0} µs each",
+            kind.name(),
+            score.handshakes_per_sec,
+            score.handshake_cpu_us
+        );
+    }
 
     // Workers: active clients spread evenly, idle ones fill up to `per_worker`.
     let total = args.idle + args.active;
@@ -197,7 +318,7 @@ async fn measure(args: &RunArgs, kind: Kind, rate: &mut f64) -> anyhow::Result<S
     for w in 0..n_workers {
         let active = args.active / n_workers + usize::from(w < args.active % n_workers);
         let idle = args.idle / n_workers + usize::from(w < args.idle % n_workers);
-        workers.push(spawn_worker(kind, &addr, w, idle, active)?);
+        workers.push(spawn_worker(kind, &addr, ca, w, idle, active)?);
     }
     let t0 = Instant::now();
     for w in &mut workers {
@@ -216,10 +337,10 @@ async fn measure(args: &RunArgs, kind: Kind, rate: &mut f64) -> anyhow::Result<S
         t0.elapsed().as_secs_f64()
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    score.rss_loaded_kib = rss_kib(pid)?;
+    score.rss_loaded_kib = server.rss_kib()?;
 
     // Saturation.
-    let cpu0 = cpu_secs(pid)?;
+    let cpu0 = server.cpu_secs()?;
     let res = run_phase(
         &mut workers,
         &format!(
@@ -228,7 +349,7 @@ async fn measure(args: &RunArgs, kind: Kind, rate: &mut f64) -> anyhow::Result<S
         ),
     )
     .await?;
-    let cpu = cpu_secs(pid)? - cpu0;
+    let cpu = server.cpu_secs()? - cpu0;
     score.sat_rate = res.received as f64 / res.secs;
     score.sat_p50_us = res.hist.value_at_quantile(0.50);
     score.sat_p99_us = res.hist.value_at_quantile(0.99);
@@ -277,9 +398,84 @@ async fn measure(args: &RunArgs, kind: Kind, rate: &mut f64) -> anyhow::Result<S
         let _ = tokio::time::timeout(Duration::from_secs(5), w.child.wait()).await;
         let _ = w.child.start_kill();
     }
-    server.start_kill()?;
-    let _ = server.wait().await;
+    server.stop().await;
     Ok(score)
+}
+
+/// `n` TLS handshakes to 127.0.0.1:`port` (as `localhost`), 16 at a time: how many
+/// succeeded, in how many seconds.
+async fn handshakes(
+    client: &std::sync::Arc<rustls::ClientConfig>,
+    port: u16,
+    n: usize,
+) -> anyhow::Result<(usize, f64)> {
+    let connector = tokio_rustls::TlsConnector::from(client.clone());
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (connector, next) = (connector.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut ok = 0usize;
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
+                let Ok(tcp) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+                    continue;
+                };
+                let name =
+                    rustls::pki_types::ServerName::try_from("localhost").expect("a valid name");
+                if connector.connect(name, tcp).await.is_ok() {
+                    ok += 1;
+                }
+            }
+            ok
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        ok += t.await?;
+    }
+    if ok < n / 2 {
+        bail!("only {ok} of {n} TLS handshakes succeeded");
+    }
+    Ok((ok, t0.elapsed().as_secs_f64()))
+}
+
+/// The processes serving one measurement (peerweb, and nginx in front of it): their CPU
+/// and memory add up.
+struct Served {
+    children: Vec<Child>,
+}
+
+impl Served {
+    /// Every pid, nginx's worker processes included (children of its master).
+    fn pids(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self.children.iter().filter_map(Child::id).collect();
+        for p in pids.clone() {
+            let children =
+                std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")).unwrap_or_default();
+            pids.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
+        }
+        pids
+    }
+
+    fn cpu_secs(&self) -> anyhow::Result<f64> {
+        self.pids().into_iter().map(cpu_secs).sum()
+    }
+
+    fn rss_kib(&self) -> anyhow::Result<u64> {
+        self.pids().into_iter().map(rss_kib).sum()
+    }
+
+    async fn stop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.start_kill();
+            let _ = c.wait().await;
+        }
+    }
 }
 
 struct Worker {
@@ -331,17 +527,18 @@ async fn run_phase(workers: &mut [Worker], cmd: &str) -> anyhow::Result<PhaseRes
 fn spawn_worker(
     kind: Kind,
     addr: &str,
+    ca: Option<&std::path::Path>,
     w: usize,
     idle: usize,
     active: usize,
 ) -> anyhow::Result<Worker> {
     let exe = std::env::current_exe()?;
-    let kind_arg = match kind {
-        Kind::Peerweb => "peerweb",
-        Kind::Peerjs => "peerjs",
-    };
-    let mut child = Command::new(exe)
-        .args(["worker", "--kind", kind_arg, "--addr", addr])
+    let mut cmd = Command::new(exe);
+    cmd.args(["worker", "--kind", kind.arg(), "--addr", addr]);
+    if let Some(ca) = ca {
+        cmd.arg("--tls-ca").arg(ca);
+    }
+    let mut child = cmd
         .args(["--worker", &w.to_string()])
         .args(["--idle", &idle.to_string(), "--active", &active.to_string()])
         .stdin(Stdio::piped())
@@ -358,9 +555,71 @@ fn spawn_worker(
     })
 }
 
-fn spawn_server(args: &RunArgs, kind: Kind, port: u16) -> anyhow::Result<Child> {
+/// Starts what `kind` measures on `port`, pinned, and waits until it listens.
+async fn spawn_server(
+    args: &RunArgs,
+    kind: Kind,
+    port: u16,
+    certs: Option<&Certs>,
+) -> anyhow::Result<Served> {
+    let addr = format!("127.0.0.1:{port}");
+    let mut children = Vec::new();
+    match (kind, certs) {
+        (Kind::NginxTls, Some(c)) => {
+            // peerweb on another port, nginx in front of it on this one.
+            let inner = free_port()?;
+            let mut pw = spawn_one(args, Kind::Peerweb, inner, None)?;
+            wait_listening(&format!("127.0.0.1:{inner}"), &mut pw).await?;
+            children.push(pw);
+            let conf = c.dir.join("nginx.conf");
+            let d = c.dir.display();
+            std::fs::write(
+                &conf,
+                format!(
+                    "daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;
+                     events {{ worker_connections 65536; }}
+                     worker_rlimit_nofile 200000;
+                     http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d};
+                       fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};
+                       map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+                       server {{ listen 127.0.0.1:{port} ssl; server_name localhost;
+                         ssl_certificate {}; ssl_certificate_key {};
+                         location / {{ proxy_pass http://127.0.0.1:{inner};
+                           proxy_http_version 1.1; proxy_set_header Upgrade $http_upgrade;
+                           proxy_set_header Connection $connection_upgrade;
+                           proxy_set_header Host $host; proxy_read_timeout 1h;
+                           proxy_buffering off; }} }} }}",
+                    c.cert.display(),
+                    c.key.display()
+                ),
+            )?;
+            let argv = [
+                "nginx",
+                "-c",
+                &conf.display().to_string(),
+                "-p",
+                &d.to_string(),
+            ]
+            .map(String::from);
+            children.push(spawn_pinned(&args.server_cpu, &argv).context("cannot start nginx")?);
+        }
+        _ => children.push(spawn_one(args, kind, port, certs)?),
+    }
+    let mut served = Served { children };
+    if let Some(last) = served.children.last_mut() {
+        wait_listening(&addr, last).await?;
+    }
+    Ok(served)
+}
+
+fn spawn_one(
+    args: &RunArgs,
+    kind: Kind,
+    port: u16,
+    certs: Option<&Certs>,
+) -> anyhow::Result<Child> {
     let argv: Vec<String> = match kind {
-        Kind::Peerweb => [
+        Kind::Peerweb | Kind::PeerwebTls | Kind::NginxTls => [
             args.peerweb_bin.display().to_string().as_str(),
             "serve",
             "--listen",
@@ -377,9 +636,25 @@ fn spawn_server(args: &RunArgs, kind: Kind, port: u16) -> anyhow::Result<Child> 
             "1000000",
             "--msg-burst",
             "1000000",
+            "--tls-handshakes-per-ip",
+            "1000000",
         ]
         .map(String::from)
-        .to_vec(),
+        .into_iter()
+        .chain(
+            certs
+                .filter(|_| kind == Kind::PeerwebTls)
+                .into_iter()
+                .flat_map(|c| {
+                    [
+                        "--tls-cert".to_owned(),
+                        c.cert.display().to_string(),
+                        "--tls-key".to_owned(),
+                        c.key.display().to_string(),
+                    ]
+                }),
+        )
+        .collect(),
         Kind::Peerjs => {
             let dir = &args.peerjs_dir;
             if !dir.join("node_modules/peer").is_dir() {
@@ -466,6 +741,16 @@ fn print_table(args: &RunArgs, scores: &[(Kind, Score)]) {
         (
             "max latency at that load, µs".into(),
             get(&|s| s.fixed_max_us as f64),
+            0,
+        ),
+        (
+            "TLS handshakes per second".into(),
+            get(&|s| s.handshakes_per_sec),
+            0,
+        ),
+        (
+            "server CPU per TLS handshake, µs".into(),
+            get(&|s| s.handshake_cpu_us),
             0,
         ),
     ];

@@ -210,12 +210,25 @@ async fn setup_room(
 async fn connect(args: &WorkerArgs, room: usize, m: usize) -> anyhow::Result<(Ws, String)> {
     let w = args.worker;
     match args.kind {
-        Kind::Peerweb => {
-            let url = format!("ws://{}/ws", args.addr);
-            let (mut ws, _) =
-                tokio_tungstenite::connect_async_with_config(url.as_str(), None, true)
+        Kind::Peerweb | Kind::PeerwebTls | Kind::NginxTls => {
+            let (mut ws, _) = match &args.tls_ca {
+                None => {
+                    let url = format!("ws://{}/ws", args.addr);
+                    tokio_tungstenite::connect_async_with_config(url.as_str(), None, true).await
+                }
+                Some(ca) => {
+                    let url = format!("wss://{}/ws", args.addr);
+                    let tls = tokio_tungstenite::Connector::Rustls(crate::tls_client(ca)?);
+                    tokio_tungstenite::connect_async_tls_with_config(
+                        url.as_str(),
+                        None,
+                        true,
+                        Some(tls),
+                    )
                     .await
-                    .context("connect")?;
+                }
+            }
+            .context("connect")?;
             ws.send(Message::text(r#"{"type":"hello","v":1}"#)).await?;
             let welcome = next_text(&mut ws).await?;
             let id = field(&welcome, "\"id\":\"").context("welcome without id")?;
@@ -410,7 +423,7 @@ async fn send_loop(
         let t = shared.epoch.elapsed().as_micros() as u64;
         let i = a.index;
         let frame = match kind {
-            Kind::Peerweb => {
+            Kind::Peerweb | Kind::PeerwebTls | Kind::NginxTls => {
                 format!(r#"{{"type":"signal","to":"{to}","data":{{"i":{i},"t":{t},{body}}}}}"#)
             }
             Kind::Peerjs => format!(
