@@ -361,7 +361,6 @@ impl Peer {
             self.resend_offer();
             return Ok(());
         }
-
         self.pending = None;
         self.pending_default = None;
         if !self.negotiated && self.dirty {

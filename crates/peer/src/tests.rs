@@ -44,6 +44,9 @@ struct World {
     mute: Vec<bool>,
     /// Server restarts so far.
     restarts: u8,
+    /// Per client: the next description of this type (`"offer"`, `"answer"`) it is handed
+    /// loses its ICE credentials (str0m refuses it).
+    spoil: Vec<Option<&'static str>>,
     /// Per client: what it does the moment a peer joins (the README's example opens a
     /// channel).
     on_join: Vec<Option<OnJoin>>,
@@ -71,6 +74,7 @@ impl World {
             mute: Vec::new(),
             on_join: Vec::new(),
             restarts: 0,
+            spoil: Vec::new(),
             to_server: VecDeque::new(),
         }
     }
@@ -89,6 +93,7 @@ impl World {
         self.uplink_busy.push(self.now);
         self.mute.push(false);
         self.on_join.push(None);
+        self.spoil.push(None);
         self.connect(i);
         i
     }
@@ -164,6 +169,13 @@ impl World {
                     if let Some(i) = self.conns.iter().position(|c| *c == Some(conn)) {
                         if std::env::var_os("PEERWEB_TRACE_FRAMES").is_some() {
                             trace_frame(self.now, i, &frame);
+                        }
+                        let mut frame = frame;
+                        if let Some(ty) = self.spoil[i]
+                            && frame.contains(&format!(r#""type":"{ty}""#))
+                        {
+                            self.spoil[i] = None;
+                            frame = without_lines(&frame, &["a=ice-ufrag:", "a=ice-pwd:"]);
                         }
                         self.clients[i].handle_frame(self.now, &frame);
                         progressed = true;
@@ -305,6 +317,16 @@ impl World {
             })
             .collect()
     }
+}
+
+/// `frame` (a signal carrying an SDP, its lines joined by escaped CRLFs) without the SDP
+/// lines that start with any of `prefixes`.
+fn without_lines(frame: &str, prefixes: &[&str]) -> String {
+    frame
+        .split("\\r\\n")
+        .filter(|l| !prefixes.iter().any(|p| l.starts_with(p)))
+        .collect::<Vec<_>>()
+        .join("\\r\\n")
 }
 
 /// A frame delivered to client `i`, shortened for reading (PEERWEB_TRACE_FRAMES=1).
@@ -541,6 +563,28 @@ fn a_server_restart_leaves_live_connections_alone() {
     w.run_until(Duration::from_secs(5), |w| {
         w.messages(1).iter().any(|m| m == "still here")
     });
+}
+
+#[test]
+fn a_first_description_that_cannot_be_applied_is_followed_by_a_new_offer() {
+    // The first offer (at the member) or the first answer (at the joiner) is refused by str0m
+    // (no ICE credentials): nothing would connect until someone offers again. The side that
+    // refused it does, after RESTART_AFTER, from a fresh Rtc, and the other takes it for the
+    // new session it is.
+    for (at, ty) in [(0, "offer"), (1, "answer")] {
+        let mut w = World::new();
+        w.add("r", Settings::default());
+        w.run_until(Duration::from_secs(1), |w| w.clients[0].id().is_some());
+        w.add("r", Settings::default());
+        w.spoil[at] = Some(ty);
+        let took = w.run_until(Duration::from_secs(30), |w| w.open(0, 1));
+        assert!(
+            took >= RESTART_AFTER,
+            "{ty}: connected in {took:?}: nothing was spoiled"
+        );
+        let errors = w.errors(&[]);
+        assert_eq!(errors.len(), 1, "{ty}: {errors:?}");
+    }
 }
 
 #[test]
