@@ -73,6 +73,9 @@ impl Tls {
             .with_no_client_auth()
             .with_cert_resolver(resolver.clone());
             c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+            // Stateless resumption tickets (keys rotated every 6 h): a client that comes
+            // back (a reconnecting WebSocket) skips the certificate signature.
+            c.ticketer = rustls::crypto::ring::Ticketer::new().map_err(io::Error::other)?;
             Ok(Arc::new(c))
         };
         Ok(Self {
