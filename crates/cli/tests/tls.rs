@@ -128,6 +128,15 @@ fn an_untrusted_misnamed_or_expired_certificate_is_refused_in_words() {
         &["--ca", dir.0.join("none.pem").to_str().unwrap()],
     );
     assert!(e.contains("none.pem"), "{e}");
+    let junk = dir.file("junk.pem", "not a certificate\n");
+    let e = ping_refused(
+        &format!("https://localhost:{port}"),
+        &["--ca", junk.to_str().unwrap()],
+    );
+    assert!(
+        e.contains("junk.pem") && e.contains("no usable CA certificate"),
+        "{e}"
+    );
 }
 
 /// A TLS listener on a free loopback port that shows this (expired) pair to whoever comes,

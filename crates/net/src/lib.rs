@@ -430,11 +430,12 @@ impl Urls {
 }
 
 /// The certificates trusted for the server's HTTPS and for `turns:`: Mozilla's roots
-/// (`webpki-root-certs`), plus those of `--ca`.
+/// (`webpki-root-certs`), plus those of `--ca`; and the HTTP agent for `/api/ice` that trusts
+/// the same.
 #[derive(Debug, Clone)]
 struct Trust {
-    roots: Arc<Vec<rustls::pki_types::CertificateDer<'static>>>,
     tls: Arc<rustls::ClientConfig>,
+    agent: ureq::Agent,
 }
 
 impl Trust {
@@ -443,26 +444,21 @@ impl Trust {
         use rustls::pki_types::pem::PemObject;
         let mut roots: Vec<CertificateDer<'static>> =
             webpki_root_certs::TLS_SERVER_ROOT_CERTS.to_vec();
+        let mut store = rustls::RootCertStore::empty();
+        store.add_parsable_certificates(roots.iter().cloned());
         if let Some(path) = ca {
-            let bad = |why: String| Error::Ca {
+            let bad = |why: &str| Error::Ca {
                 path: path.display().to_string(),
-                why,
+                why: why.to_owned(),
             };
             let extra: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
                 .and_then(|i| i.collect())
-                .map_err(|e| bad(e.to_string()))?;
-            if extra.is_empty() {
-                return Err(bad("no certificate in it".into()));
+                .map_err(|e| bad(&e.to_string()))?;
+            let (added, _) = store.add_parsable_certificates(extra.iter().cloned());
+            if added == 0 {
+                return Err(bad("no usable CA certificate in it"));
             }
             roots.extend(extra);
-        }
-        let mut store = rustls::RootCertStore::empty();
-        let (_, unusable) = store.add_parsable_certificates(roots.iter().cloned());
-        if unusable > 0 && ca.is_some() && store.is_empty() {
-            return Err(Error::Ca {
-                path: ca.map(|p| p.display().to_string()).unwrap_or_default(),
-                why: "not a usable CA certificate".into(),
-            });
         }
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
@@ -471,20 +467,11 @@ impl Trust {
         .map_err(|e| Error::Io(std::io::Error::other(e)))?
         .with_root_certificates(store)
         .with_no_client_auth();
-        Ok(Self {
-            roots: Arc::new(roots),
-            tls: Arc::new(tls),
-        })
-    }
-
-    /// An HTTP agent for `/api/ice` that trusts the same certificates.
-    fn agent(&self) -> ureq::Agent {
-        let certs: Vec<ureq::tls::Certificate<'static>> = self
-            .roots
+        let certs: Vec<ureq::tls::Certificate<'static>> = roots
             .iter()
             .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
             .collect();
-        ureq::Agent::config_builder()
+        let agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(10)))
             .tls_config(
                 ureq::tls::TlsConfig::builder()
@@ -492,7 +479,11 @@ impl Trust {
                     .build(),
             )
             .build()
-            .into()
+            .into();
+        Ok(Self {
+            tls: Arc::new(tls),
+            agent,
+        })
     }
 }
 
@@ -1042,7 +1033,7 @@ impl Driver {
     fn fetch_ice(&mut self) {
         let (tx, rx) = oneshot::channel();
         let url = format!("{}/api/ice", self.urls.http);
-        let agent = self.trust.agent();
+        let agent = self.trust.agent.clone();
         let bearer = self.urls.token.as_ref().map(|t| format!("Bearer {t}"));
         tokio::task::spawn_blocking(move || {
             let mut req = agent.get(&url);
