@@ -516,6 +516,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let _ = writeln!(out, "peerweb serve: TURN over TLS on {tls}");
         }
         let _ = out.flush();
+        // SIGHUP (`systemctl reload`) re-reads certificate files, where there are any; it
+        // must never end the server, whose default action for it would.
+        #[cfg(unix)]
+        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: certificate files are read again, if any");
+                }
+            });
+        }
         server.run(shutdown_signal()).await.context("server failed")
     })
 }

@@ -239,3 +239,13 @@ async fn sigterm_tells_every_websocket_to_reconnect_then_exits() {
     };
     assert!(code.success(), "{code:?}");
 }
+
+#[test]
+fn the_packaged_configuration_is_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../packaging/peerweb.toml");
+    let out = Command::new(BIN)
+        .args(["serve", "--config", example, "--check-config"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
