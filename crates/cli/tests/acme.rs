@@ -445,24 +445,7 @@ fn an_acme_server_that_answers_garbage_is_an_error_not_a_crash() {
     let dir = Dir::new("garbage");
     let (chain, key) = ca.leaf(&["127.0.0.1"], (2020, 2060));
     let ca_file = dir.file("ca.pem", &ca.cert.pem());
-    let config = {
-        use rustls::pki_types::PrivateKeyDer;
-        use rustls::pki_types::pem::PemObject;
-        let certs = CertificateDer::pem_slice_iter(chain.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
-        let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
-        Arc::new(
-            rustls::ServerConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .unwrap(),
-        )
-    };
+    let config = common::tls_server(&chain, &key);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let api = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
