@@ -424,3 +424,31 @@ async fn stalled_handshakes_are_bounded_per_address() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_handshake_that_stalls_is_given_up_after_its_time() {
+    let ca = Ca::new();
+    let dir = Dir::new("timeout");
+    let (cert, key, _) = ca.leaf(&["localhost"], YEARS);
+    let (c, k) = dir.write(&cert, &key);
+    let r = start(tls_cfg(&c, &k)).await;
+    let mut tcp = TcpStream::connect(r.https).await.unwrap();
+    let t0 = Instant::now();
+    let mut b = [0u8; 1];
+    let limit = peerweb_server::HANDSHAKE_TIMEOUT + Duration::from_secs(5);
+    let read = tokio::time::timeout(limit, tcp.read(&mut b)).await;
+    assert!(
+        matches!(read, Ok(Ok(0) | Err(_))),
+        "still open after {limit:?}: {read:?}"
+    );
+    let waited = t0.elapsed();
+    assert!(
+        waited + Duration::from_millis(500) >= peerweb_server::HANDSHAKE_TIMEOUT,
+        "closed after {waited:?}, before the handshake's time was up"
+    );
+    let metrics = https_get(&ca.client(), r.https, "/metrics").await;
+    assert!(
+        metrics.contains("peerweb_tls_handshakes_total{result=\"timeout\"} 1"),
+        "{metrics}"
+    );
+}
