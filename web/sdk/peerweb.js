@@ -121,7 +121,10 @@ class Signaling extends EventTarget {
       const t = await this.accessToken();
       if (t) url += `?access_token=${encodeURIComponent(t)}`;
     } catch (e) {
-      this._failFirst(new PeerwebError('unauthorized', `no access token: ${e}`));
+      // No token to be had: the first connection fails the join; a reconnection tries
+      // again later (the token's source may be back by then).
+      if (this.id === null) this._failFirst(new PeerwebError('unauthorized', `no access token: ${e}`));
+      else this._retry();
       return;
     }
     if (this.closedByUser) return;
@@ -206,11 +209,16 @@ class Signaling extends EventTarget {
         this.dispatchEvent(new PeerwebEvent('replaced', {}));
         return;
       }
-      this._setState(this.id === null ? 'connecting' : 'reconnecting');
-      const delay = Math.min(this.maxDelay, this.minDelay * 2 ** this.attempt);
-      this.attempt += 1;
-      setTimeout(() => this.closedByUser || this._connect(), delay * (0.5 + Math.random() / 2));
+      this._retry();
     };
+  }
+
+  /** Connects again after the backoff. */
+  _retry() {
+    this._setState(this.id === null ? 'connecting' : 'reconnecting');
+    const delay = Math.min(this.maxDelay, this.minDelay * 2 ** this.attempt);
+    this.attempt += 1;
+    setTimeout(() => this.closedByUser || this._connect(), delay * (0.5 + Math.random() / 2));
   }
 
   _failFirst(err) {
