@@ -470,10 +470,22 @@ impl Served {
         self.pids().into_iter().map(rss_kib).sum()
     }
 
+    /// SIGTERM first, so that nginx's master takes its workers down with it (a SIGKILLed
+    /// master leaves them running); SIGKILL after 5 s.
     async fn stop(&mut self) {
         for c in &mut self.children {
-            let _ = c.start_kill();
-            let _ = c.wait().await;
+            if let Some(pid) = c.id() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status();
+            }
+            if tokio::time::timeout(Duration::from_secs(5), c.wait())
+                .await
+                .is_err()
+            {
+                let _ = c.start_kill();
+                let _ = c.wait().await;
+            }
         }
     }
 }
