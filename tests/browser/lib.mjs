@@ -268,9 +268,10 @@ export function startCli(args, { ns } = {}) {
       throw new Error(`timed out waiting for ${what}; events ${JSON.stringify(events.slice(-12))}; stderr ${stderr}`);
     },
     say(line) { proc.stdin.write(`${line}\n`); },
-    async stop() {
+    /** Closes stdin (the peer leaves) and waits up to `timeout` ms for it to exit. */
+    async stop({ timeout = 5000 } = {}) {
       if (proc.exitCode === null) proc.stdin.end();
-      const t = setTimeout(() => proc.kill('SIGKILL'), 5000);
+      const t = setTimeout(() => proc.kill('SIGKILL'), timeout);
       const code = await exited;
       clearTimeout(t);
       return code;
