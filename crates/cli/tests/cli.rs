@@ -59,8 +59,11 @@ fn serve(args: &[&str], env: &[(&str, &str)]) -> (Running, String) {
     (server, addr)
 }
 
-/// The limits the server announces in `welcome`.
-async fn limits(addr: &str) -> serde_json::Value {
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A signaling connection that said hello; it and the server's `welcome`.
+async fn welcomed(addr: &str) -> (Ws, serde_json::Value) {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
         .await
         .unwrap();
@@ -69,10 +72,14 @@ async fn limits(addr: &str) -> serde_json::Value {
         .unwrap();
     loop {
         if let Message::Text(t) = ws.next().await.unwrap().unwrap() {
-            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
-            return v["limits"].clone();
+            return (ws, serde_json::from_str(&t).unwrap());
         }
     }
+}
+
+/// The limits the server announces in `welcome`.
+async fn limits(addr: &str) -> serde_json::Value {
+    welcomed(addr).await.1["limits"].clone()
 }
 
 #[tokio::test]
@@ -205,13 +212,7 @@ async fn logs_can_be_one_json_object_per_line() {
 #[tokio::test]
 async fn sigterm_tells_every_websocket_to_reconnect_then_exits() {
     let (mut server, addr) = serve(&["--drain-secs", "5"], &[]);
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
-        .await
-        .unwrap();
-    ws.send(Message::text(r#"{"type":"hello","v":1}"#))
-        .await
-        .unwrap();
-    ws.next().await.unwrap().unwrap();
+    let (mut ws, _) = welcomed(&addr).await;
     let pid = server.0.id().to_string();
     let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(status.success());
