@@ -1,6 +1,7 @@
 // A server started with --auth-secret and the browser SDK's `token` option: tabs with tokens
 // meet and get TURN credentials (they connect relay-only); a tab without a token, with a
-// forged or expired one, or with one for another room is refused with its reason.
+// forged or expired one, or with one for another room is refused with its reason (in
+// Chromium and in Firefox).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -24,8 +25,8 @@ function token(room, { secret = SECRET, ttl = '10m' } = {}) {
 }
 
 /** Joins with these options and returns the error code the join failed with. */
-async function refusedJoin(room, options) {
-  const page = await openTab(browser, server.url);
+async function refusedJoin(room, options, context = browser) {
+  const page = await openTab(context, server.url);
   try {
     return await page.evaluate(async ([room, options]) => {
       try {
@@ -104,5 +105,20 @@ test('the bundled pages ask for the page password and get tokens with it', async
     assert.ok(limited, 'password guesses are rate-limited');
   } finally {
     await s.stop();
+  }
+});
+
+test('Firefox hears why it was refused too', async () => {
+  // The refusal's reason is an error frame just before the 4401 close; a server that dropped
+  // the socket right after its close frame reset the connection under the client's `hello`,
+  // and Firefox then discarded the frame ("access token refused", with no reason).
+  const firefox = await launchBrowser({ engine: 'firefox' });
+  try {
+    assert.match(await refusedJoin('team-a', {}, firefox), /^unauthorized: .*requires an access token/);
+    assert.match(await refusedJoin('team-a', { token: token('team-*', { secret: 'another secret that is long enough to sign tokens' }) }, firefox),
+      /^unauthorized: .*not signed by this server/);
+    assert.match(await refusedJoin('lobby', { token: token('team-*') }, firefox), /^forbidden: /);
+  } finally {
+    await firefox.close();
   }
 });

@@ -1,14 +1,18 @@
-// Helpers for the browser tests: start `peerweb serve`, launch Chromium, poll pages.
+// Helpers for the browser tests: start `peerweb serve`, launch Chromium or Firefox, poll pages.
 import { after } from 'node:test';
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { chromium, firefox } from 'playwright-core';
 
 const BIN = process.env.PEERWEB_BIN;
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const FIREFOX = process.env.FIREFOX ?? '/usr/bin/firefox-esr';
+/** The engine launchBrowser() starts when not told: PEERWEB_BROWSER=firefox runs a Chromium
+ * file in Firefox (the Firefox group names its engines itself). */
+const ENGINE = process.env.PEERWEB_BROWSER ?? 'chromium';
 
 /**
  * A throwaway CA and a server certificate it signs for `names` (DNS names or IP addresses),
@@ -127,38 +131,106 @@ export async function startServer({ port = 0, args = [], host = '127.0.0.1', ns 
 }
 
 /**
- * A headless Chromium with camera/mic granted (needed for raw-IP host candidates; with
- * `hideAddresses` nothing is granted and Chromium hides host addresses behind mDNS names).
- * With `ns`, Chromium runs inside that network namespace (a wrapper script enters it).
+ * A headless browser — `engine` 'chromium' (the default) or 'firefox' — with camera/mic
+ * granted (needed for raw-IP host candidates; with `hideAddresses` nothing is granted and the
+ * browser hides host addresses behind mDNS names). With `ns`, it runs inside that network
+ * namespace (a wrapper script enters it). Returns a browser context whose close() also
+ * removes the profile.
  */
-export async function launchBrowser({ args = [], ns, hideAddresses = false, loopback = true } = {}) {
+export async function launchBrowser({ engine = ENGINE, ...options } = {}) {
+  if (engine === 'firefox') return launchFirefox(options);
+  if (engine !== 'chromium') throw new Error(`unknown browser engine ${engine}`);
+  return launchChromium(options);
+}
+
+/** A wrapper script in `dir` that runs `binary` inside network namespace `ns`. */
+function inNamespace(dir, binary, ns) {
+  const path = join(dir, 'in-ns');
+  writeFileSync(path, `#!/bin/sh\nexec ip netns exec "$PEERWEB_NS" ${binary} "$@"\n`, { mode: 0o755 });
+  return path;
+}
+
+async function launchChromium({ args = [], ns, hideAddresses = false, loopback = true }) {
   const dir = mkdtempSync(join(tmpdir(), 'peerweb-chromium-'));
   let executablePath = CHROMIUM;
   const env = { ...process.env };
   if (ns) {
-    executablePath = join(dir, 'chromium-in-ns');
-    writeFileSync(executablePath, `#!/bin/sh\nexec ip netns exec "$PEERWEB_NS" ${CHROMIUM} "$@"\n`, { mode: 0o755 });
+    executablePath = inNamespace(dir, CHROMIUM, ns);
     env.PEERWEB_NS = ns;
   }
-  const context = await chromium.launchPersistentContext(dir, {
-    executablePath,
-    env,
-    headless: true,
-    permissions: hideAddresses ? [] : ['camera', 'microphone'],
-    viewport: { width: 1100, height: 720 },
-    args: [
-      '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      ...(loopback ? ['--allow-loopback-in-peer-connection'] : []), '--use-fake-ui-for-media-stream',
-      '--disable-dev-shm-usage',
-      ...args,
-    ],
-  });
+  let context;
+  try {
+    context = await chromium.launchPersistentContext(dir, {
+      executablePath,
+      env,
+      headless: true,
+      permissions: hideAddresses ? [] : ['camera', 'microphone'],
+      viewport: { width: 1100, height: 720 },
+      args: [
+        '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+        '--disable-background-networking', '--disable-component-update', '--disable-sync',
+        ...(loopback ? ['--allow-loopback-in-peer-connection'] : []), '--use-fake-ui-for-media-stream',
+        '--disable-dev-shm-usage',
+        ...args,
+      ],
+    });
+  } catch (e) {
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
   const close = context.close.bind(context);
   context.close = async () => {
     await close();
     rmSync(dir, { recursive: true, force: true });
   };
+  context.engine = 'chromium';
+  return context;
+}
+
+/**
+ * Debian's stock Firefox ESR, headless, driven over WebDriver BiDi (playwright's `moz-firefox`
+ * channel; no patched browser is downloaded). One Firefox process per call, whose profile,
+ * HOME and temporary files live in a folder removed on close. The preferences keep raw
+ * loopback host candidates (Firefox gathers none in a loopback-only namespace without the
+ * microphone permission, and skips loopback addresses without ice.loopback) and give fake
+ * camera and microphone; with `hideAddresses`, host addresses are mDNS names as by default.
+ */
+async function launchFirefox({ ns, hideAddresses = false, prefs = {} }) {
+  const dir = mkdtempSync(join(tmpdir(), 'peerweb-firefox-'));
+  const env = { ...process.env, HOME: dir, TMPDIR: dir };
+  let executablePath = FIREFOX;
+  if (ns) {
+    executablePath = inNamespace(dir, FIREFOX, ns);
+    env.PEERWEB_NS = ns;
+  }
+  let browser;
+  try {
+    browser = await firefox.launch({
+      channel: 'moz-firefox',
+      executablePath,
+      env,
+      headless: true,
+      firefoxUserPrefs: {
+        'media.peerconnection.ice.loopback': true,
+        'media.peerconnection.ice.obfuscate_host_addresses': hideAddresses,
+        'permissions.default.microphone': hideAddresses ? 0 : 1,
+        'permissions.default.camera': hideAddresses ? 0 : 1,
+        'media.navigator.permission.disabled': true,
+        'media.navigator.streams.fake': true,
+        ...prefs,
+      },
+    });
+  } catch (e) {
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
+  const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
+  context.close = async () => {
+    await browser.close();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  context.engine = 'firefox';
+  context.version = browser.version();
   return context;
 }
 

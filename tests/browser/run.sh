@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the browser tests inside a fresh loopback-only network namespace: Chromium, the
+# Runs the browser tests inside a fresh loopback-only network namespace: Chromium (and Firefox), the
 # peerweb server and node all live there, so no test packet can leave the machine.
 # Usage: tests/browser/run.sh [test files...]   (PEERWEB_BIN overrides the server binary)
 set -euo pipefail

@@ -100,6 +100,13 @@ class Signaling extends EventTarget {
         }
       };
       this.addEventListener('state', onState);
+      // A page going away says goodbye, so the others see it leave at once (Chromium sends
+      // a close frame when a tab closes; Firefox may just drop the socket, which the
+      // server must hold for the resume grace). A page kept in the back-forward cache may
+      // come back: its socket is left to the browser.
+      globalThis.addEventListener?.('pagehide', (ev) => {
+        if (!ev.persisted && this.ws && !this.closedByUser) this.close();
+      });
       this._firstFail = (err) => {
         this.removeEventListener('state', onState);
         reject(err);

@@ -269,7 +269,7 @@ impl Hub {
     }
 }
 
-const CLOSE_WAIT: Duration = Duration::from_secs(1);
+pub(crate) const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// Bytes of frames written to a socket with one flush.
 pub(crate) const WRITE_BATCH: usize = 16 * 1024;
 

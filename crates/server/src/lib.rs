@@ -155,6 +155,13 @@ async fn refuse(mut socket: axum::extract::ws::WebSocket, why: auth::AuthError) 
             reason: "unauthorized".into(),
         })))
         .await;
+    // Closing handshake, as the hub does: the client's `hello` is already on its way, and
+    // dropping the socket with it unread resets the connection — Firefox then discards the
+    // error frame above, and the page cannot say why it was refused.
+    let _ = tokio::time::timeout(hub::CLOSE_WAIT, async {
+        while let Some(Ok(_)) = socket.recv().await {}
+    })
+    .await;
 }
 
 async fn ice(

@@ -1,0 +1,219 @@
+// Debian's stock Firefox ESR (headless, over WebDriver BiDi) in run.sh's loopback-only
+// namespace: two Firefox tabs chat; Firefox ↔ Chromium and Firefox ↔ `peerweb join` with
+// each side offering, messages of 64 KiB and 256 KiB both ways; relay-only through the
+// built-in TURN over UDP and TCP; the transfer receive page from `peerweb send`.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes, createHash } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startServer, launchBrowser, openTab, joinRoom, waitFor, waitOpen, startNative, startCli } from './lib.mjs';
+
+let server;
+let firefox;
+let chromium;
+const natives = [];
+before(async () => {
+  server = await startServer({ args: ['--turn-listen', '127.0.0.1:0', '--turn-allow-loopback-peers'] });
+  firefox = await launchBrowser({ engine: 'firefox' });
+  console.log(`browsers: Firefox ${firefox.version} and Chromium`);
+});
+after(async () => {
+  for (const n of natives) await n.stop();
+  await firefox?.close();
+  await chromium?.close();
+  await server?.stop();
+});
+
+/** The sizes every pair exchanges both ways: the SDK's and str0m's 64 KiB and 256 KiB. */
+const SIZES = [64 * 1024, 256 * 1024];
+
+/** A text message of exactly `size` bytes (ASCII) that names its sender and size. */
+function big(from, size) {
+  const head = `${from}:${size}:`;
+  return head + 'x'.repeat(size - head.length);
+}
+
+/** Sends `big(from, size)` for each size from a tab to peer `to`. */
+function sendBig(page, to, from) {
+  return page.evaluate(([to, from, sizes]) => {
+    for (const size of sizes) {
+      const head = `${from}:${size}:`;
+      window.room.peers.get(to).send(head + 'x'.repeat(size - head.length));
+    }
+  }, [to, from, SIZES]);
+}
+
+/** Waits until a tab holds each big message from `from`, whole. */
+function gotBig(page, from) {
+  return waitFor(page, ([from, sizes]) => sizes.every((size) => window.t.msgs.some((m) => typeof m.data === 'string'
+    && m.data.length === size && m.data.startsWith(`${from}:${size}:`) && m.data.endsWith('xxxx'))), [from, SIZES],
+  { what: `${SIZES} bytes from ${from}`, timeout: 20000 });
+}
+
+async function talk(a, b, aId, bId, names) {
+  await a.evaluate((id) => window.room.peers.get(id).send('hello'), bId);
+  await b.evaluate((id) => window.room.peers.get(id).send('hi back'), aId);
+  await waitFor(b, () => window.t.msgs.some((m) => m.data === 'hello'), null, { what: `${names[0]}→${names[1]}` });
+  await waitFor(a, () => window.t.msgs.some((m) => m.data === 'hi back'), null, { what: `${names[1]}→${names[0]}` });
+  await sendBig(a, bId, names[0]);
+  await sendBig(b, aId, names[1]);
+  await gotBig(b, names[0]);
+  await gotBig(a, names[1]);
+}
+
+test('two Firefox tabs chat over a direct data channel, and a closed tab leaves at once', async () => {
+  const a = await openTab(firefox, server.url);
+  const b = await openTab(firefox, server.url);
+  const aId = await joinRoom(a, 'ff-pair', { meta: { name: 'ada' } });
+  const bId = await joinRoom(b, 'ff-pair', { meta: { name: 'bob' } });
+  await waitOpen(a, bId);
+  await waitOpen(b, aId);
+  await talk(a, b, aId, bId, ['ada', 'bob']);
+  assert.equal(await b.evaluate((id) => window.room.peers.get(id).meta.name, aId), 'ada');
+  const path = await waitFor(a, (id) => window.room.peers.get(id).path, bId, { what: 'path' });
+  assert.equal(path.type, 'host');
+  assert.equal(path.protocol, 'udp');
+  // Firefox drops the socket of a closed tab without a close frame; the SDK says goodbye
+  // on pagehide, so the other side does not wait out the resume grace.
+  await b.close();
+  await waitFor(a, (id) => window.t.left.includes(id), bId, { what: 'peer-left', timeout: 5000 });
+  await a.close();
+});
+
+for (const first of ['firefox', 'chromium']) {
+  test(`Firefox ↔ Chromium, ${first === 'firefox' ? 'Chromium' : 'Firefox'} offering: 64 KiB and 256 KiB both ways`, async () => {
+    chromium ??= await launchBrowser({ engine: 'chromium' });
+    const room = `ff-chromium-${first}`;
+    const ff = await openTab(firefox, server.url);
+    const ch = await openTab(chromium, server.url);
+    const [p1, p2] = first === 'firefox' ? [ff, ch] : [ch, ff];
+    const id1 = await joinRoom(p1, room);
+    const id2 = await joinRoom(p2, room);
+    await waitOpen(p1, id2);
+    await waitOpen(p2, id1);
+    const names = first === 'firefox' ? ['firefox', 'chromium'] : ['chromium', 'firefox'];
+    await talk(p1, p2, id1, id2, names);
+    // The joiner made the offer and the member answered it.
+    const initiated = await p2.evaluate((id) => window.room.peers.get(id).pc.localDescription.type, id1);
+    assert.equal(initiated, 'offer');
+    await ff.close();
+    await ch.close();
+  });
+}
+
+function native(room, args = []) {
+  const n = startNative(server.url, room, ['--allow-loopback', ...args]);
+  natives.push(n);
+  return n;
+}
+
+for (const first of ['native', 'firefox']) {
+  test(`Firefox ↔ peerweb join, ${first === 'native' ? 'Firefox' : 'the native peer'} offering: 64 KiB and 256 KiB both ways`, async () => {
+    const room = `ff-native-${first}`;
+    let n;
+    let page;
+    let pageId;
+    if (first === 'native') {
+      n = native(room);
+      await n.waitEvent((e) => e.event === 'joined', { what: 'joined' });
+      page = await openTab(firefox, server.url);
+      pageId = await joinRoom(page, room);
+    } else {
+      page = await openTab(firefox, server.url);
+      pageId = await joinRoom(page, room);
+      n = native(room);
+    }
+    const nId = (await n.waitEvent((e) => e.event === 'welcome', { what: 'welcome' })).id;
+    await waitOpen(page, nId);
+    await n.waitEvent((e) => e.event === 'open' && e.peer === pageId, { what: 'native open' });
+    await page.evaluate((id) => window.room.peers.get(id).send('from firefox'), nId);
+    await n.waitEvent((e) => e.event === 'message' && e.data === 'from firefox', { what: 'firefox→native' });
+    n.say('from native');
+    await waitFor(page, () => window.t.msgs.some((m) => m.data === 'from native'), null, { what: 'native→firefox' });
+    await sendBig(page, nId, 'firefox');
+    for (const size of SIZES) {
+      await n.waitEvent((e) => e.event === 'message' && e.data?.length === size && e.data.startsWith(`firefox:${size}:`),
+        { what: `${size} bytes from firefox`, timeout: 20000 });
+    }
+    // `peerweb join` sends each stdin line as one message.
+    for (const size of SIZES) n.say(big('native', size));
+    await gotBig(page, 'native');
+    assert.equal(await n.stop(), 0, n.stderr);
+    await waitFor(page, (id) => window.t.left.includes(id), nId, { what: 'peer-left for the native peer' });
+    await page.close();
+  });
+}
+
+/** The server's TURN entry from /api/ice, keeping only the URLs that match `re`. */
+async function turnEntry(re) {
+  const ice = await (await fetch(`${server.url}/api/ice`)).json();
+  const turn = ice.iceServers.find((s) => s.urls.some((u) => u.startsWith('turn:')));
+  return { ...turn, urls: turn.urls.filter((u) => re.test(u)) };
+}
+
+for (const protocol of ['udp', 'tcp']) {
+  test(`relay-only Firefox tabs connect through the built-in TURN over ${protocol.toUpperCase()}`, async () => {
+    const turn = await turnEntry(new RegExp(`^turn:.*transport=${protocol}$`));
+    assert.equal(turn.urls.length, 1);
+    const options = { rtcConfig: { iceTransportPolicy: 'relay' }, iceServers: [turn] };
+    const a = await openTab(firefox, server.url);
+    const b = await openTab(firefox, server.url);
+    const aId = await joinRoom(a, `ff-relay-${protocol}`, options);
+    const bId = await joinRoom(b, `ff-relay-${protocol}`, options);
+    await waitOpen(a, bId);
+    await waitOpen(b, aId);
+    await talk(a, b, aId, bId, ['a', 'b']);
+    for (const [page, other] of [[a, bId], [b, aId]]) {
+      const path = await waitFor(page, (id) => window.room.peers.get(id).path, other, { what: 'path' });
+      assert.equal(path.type, 'relay');
+      assert.equal(path.relayProtocol, protocol);
+    }
+    await a.close();
+    await b.close();
+  });
+}
+
+test('the transfer receive page in Firefox takes a folder from `peerweb send`, verified', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'peerweb-ff-transfer-'));
+  try {
+    const want = {};
+    for (const [rel, size] of Object.entries({ 'one.txt': 1, 'odd.bin': 200_001, 'deep/big.bin': 3_000_017 })) {
+      const f = join(dir, 'folder', rel);
+      mkdirSync(join(f, '..'), { recursive: true });
+      const data = randomBytes(size);
+      writeFileSync(f, data);
+      want[`folder/${rel}`] = createHash('sha256').update(data).digest('hex');
+    }
+    const sender = startCli(['send', '--server', server.url, '--json', '--allow-loopback', '--no-stun', '--no-turn', join(dir, 'folder')]);
+    const { link } = await sender.waitEvent((e) => e.event === 'code', { what: 'code' });
+    const p = await firefox.newPage();
+    p.on('pageerror', (e) => console.error('[page error]', e.message));
+    await p.goto(link);
+    const state = (names) => waitFor(p, (names) => {
+      const s = window.transferState;
+      return s && (names.includes(s.state) || s.state === 'error') ? s : null;
+    }, names, { timeout: 60000, what: `page state ${names}` });
+    const offered = await state(['offered']);
+    assert.equal(offered.state, 'offered', offered.error);
+    await p.click('#accept');
+    const done = await state(['done']);
+    assert.equal(done.state, 'done', done.error);
+    const got = await p.evaluate(async () => {
+      const out = {};
+      for (const r of window.transferFiles) {
+        const d = new Uint8Array(await crypto.subtle.digest('SHA-256', await r.file.arrayBuffer()));
+        out[r.path] = [...d].map((b) => b.toString(16).padStart(2, '0')).join('');
+      }
+      return out;
+    });
+    assert.deepEqual(got, want);
+    assert.equal(await sender.exited, 0, sender.stderr);
+    assert.equal(done.sas, sender.events.find((e) => e.event === 'verified').sas);
+    await p.screenshot({ path: 'artifacts/firefox-receive.png' });
+    await p.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
