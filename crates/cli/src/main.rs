@@ -218,6 +218,10 @@ struct ServeArgs {
     /// Messages a connection may send in a burst [default: 200].
     #[arg(long, env = "PEERWEB_MSG_BURST")]
     msg_burst: Option<u32>,
+    /// Connectivity reports a connection may send per minute, after a burst of twice as
+    /// many; more are dropped [default: 60].
+    #[arg(long, env = "PEERWEB_MAX_REPORTS_PER_MIN")]
+    max_reports_per_min: Option<u32>,
     /// Bytes queued for a slow client before it is dropped [default: 1048576].
     #[arg(long, env = "PEERWEB_MAX_SEND_QUEUE_BYTES")]
     max_send_queue_bytes: Option<usize>,
@@ -341,6 +345,7 @@ impl ServeArgs {
             max_conns_per_ip,
             max_msgs_per_sec,
             msg_burst,
+            max_reports_per_min,
             max_send_queue_bytes,
             idle_timeout_secs,
             resume_grace_secs,

@@ -58,6 +58,10 @@ pub struct NetArgs {
     /// Access token for a server that requires one (`peerweb token` mints them).
     #[arg(long, env = "PEERWEB_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Do not tell the server how connections fare (by default each connection's outcome,
+    /// time to connect and kind of path — no addresses, no room — feed its /metrics).
+    #[arg(long)]
+    pub no_report: bool,
 }
 
 impl NetArgs {
@@ -66,6 +70,7 @@ impl NetArgs {
         o.settings = Settings {
             meta,
             relay_only: self.relay_only,
+            report: !self.no_report,
             ..Settings::default()
         };
         if let Some(w) = self.send_window {

@@ -865,7 +865,6 @@ impl Driver {
                         {
                             self.recheck();
                         }
-                        let e = self.with_relay_protocol(e);
                         if self.events.send(e).await.is_err() {
                             return Err(());
                         }
@@ -880,6 +879,7 @@ impl Driver {
                     match ev {
                         TurnEvent::Allocated { relayed, .. } => {
                             t.relayed = Some(relayed);
+                            self.client.set_relay_transport(relayed, t.kind);
                             self.realloc_wait = Duration::ZERO;
                             // Peers reach the relayed address over UDP, whatever carries us
                             // to the server; the candidate's base is the relayed address.
@@ -931,24 +931,6 @@ impl Driver {
                 return Ok(());
             }
         }
-    }
-
-    /// Says how a relayed path reaches its TURN server.
-    fn with_relay_protocol(&self, mut e: Event) -> Event {
-        if let Event::Path { path, .. } = &mut e {
-            path.relay_protocol = self.relay_protocol(path);
-        }
-        e
-    }
-
-    fn relay_protocol(&self, path: &Path) -> Option<&'static str> {
-        if path.local != "relay" {
-            return None;
-        }
-        self.turns
-            .iter()
-            .find(|t| t.relayed == Some(path.local_addr))
-            .map(|t| t.kind)
     }
 
     async fn transmit(&mut self, t: peerweb_peer::Transmit) {
@@ -1400,10 +1382,7 @@ impl Driver {
                     .map(|id| PeerStatus {
                         state: self.client.peer_state(&id).unwrap_or(PeerState::Closed),
                         open: self.client.is_open(&id),
-                        path: self.client.path(&id).cloned().map(|mut p| {
-                            p.relay_protocol = self.relay_protocol(&p);
-                            p
-                        }),
+                        path: self.client.path(&id),
                         id,
                     })
                     .collect();

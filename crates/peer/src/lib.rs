@@ -29,12 +29,13 @@
 //! [`Rtc`]: str0m::Rtc
 
 mod peer;
+mod report;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use peerweb_proto::{ClientMsg, ServerFrame, VERSION};
+use peerweb_proto::{ClientMsg, Report, ServerFrame, VERSION};
 use serde_json::value::RawValue;
 pub use str0m::net::{Protocol, Receive};
 pub use str0m::{Candidate, CandidateKind};
@@ -64,6 +65,9 @@ pub struct Settings {
     pub max_send_window: usize,
     /// Use only relayed local candidates (like `iceTransportPolicy: 'relay'`).
     pub relay_only: bool,
+    /// Report how each peer connection fares to the server's connectivity metrics (the
+    /// protocol's optional `report`: no addresses, no room names).
+    pub report: bool,
 }
 
 impl Settings {
@@ -81,6 +85,7 @@ impl Default for Settings {
             send_window: 128 * 1024,
             max_send_window: 1024 * 1024,
             relay_only: false,
+            report: true,
         }
     }
 }
@@ -253,7 +258,14 @@ pub struct Client {
     local: Vec<Candidate>,
     out: VecDeque<Output>,
     next_ping: Option<Instant>,
+    /// How each relayed local address reaches its TURN server (`udp`, `tcp`, `tls`).
+    relay_transports: HashMap<SocketAddr, &'static str>,
+    /// Reports made while signaling was down, sent after the next welcome (bounded).
+    reports: VecDeque<Report>,
 }
+
+/// Reports kept while signaling is down; older ones are dropped.
+const MAX_PENDING_REPORTS: usize = 32;
 
 impl Client {
     pub fn new(_now: Instant, room: &str, settings: Settings) -> Self {
@@ -267,6 +279,8 @@ impl Client {
             local: Vec::new(),
             out: VecDeque::new(),
             next_ping: None,
+            relay_transports: HashMap::new(),
+            reports: VecDeque::new(),
         }
     }
 
@@ -284,8 +298,23 @@ impl Client {
         self.peers.get(peer).map(Peer::state)
     }
 
-    pub fn path(&self, peer: &str) -> Option<&Path> {
-        self.peers.get(peer).and_then(|p| p.path.as_ref())
+    /// The path in use to `peer`, with how a relayed one reaches its TURN server.
+    pub fn path(&self, peer: &str) -> Option<Path> {
+        let mut path = self.peers.get(peer)?.path.clone()?;
+        path.relay_protocol = relay_protocol(&self.relay_transports, &path);
+        Some(path)
+    }
+
+    /// Says how the TURN allocation whose relayed address is `relayed` reaches its server
+    /// (`udp`, `tcp` or `tls`): paths through it are reported with it.
+    pub fn set_relay_transport(&mut self, relayed: SocketAddr, transport: &'static str) {
+        if self.relay_transports.len() >= MAX_PEERS {
+            // Allocations come and go with networks: keep those still offered.
+            let local = &self.local;
+            self.relay_transports
+                .retain(|a, _| local.iter().any(|c| c.addr() == *a));
+        }
+        self.relay_transports.insert(relayed, transport);
     }
 
     /// The send window to `peer` now (bytes; it follows the path's RTT).
@@ -348,6 +377,9 @@ impl Client {
                     room: room.into(),
                     meta: meta.as_deref(),
                 });
+                for r in std::mem::take(&mut self.reports) {
+                    self.frame(ClientMsg::Report(r));
+                }
                 // Offers may have been lost with the old connection.
                 let signaling_up = self.signaling_up;
                 for p in self.peers.values_mut() {
@@ -392,11 +424,21 @@ impl Client {
                     // a server restart looks the same while connections live. An offer makes
                     // the new connection; an answer (to an offer of our old one, which it
                     // took for a first offer) is dropped, and we offer afresh.
+                    // A connection that never connected is one attempt going on with a new
+                    // session: it is reported once, from when it began.
+                    let attempt = self
+                        .peers
+                        .get_mut(&from)
+                        .filter(|p| p.watch.connecting())
+                        .map(|p| std::mem::replace(&mut p.watch, report::Watch::new(now)));
                     self.drop_peer(now, &from);
                     self.event(Event::PeerJoined {
                         peer: from.clone(),
                         meta: None,
                     });
+                    if let (Some(w), Some(p)) = (attempt, self.ensure_peer(now, &from)) {
+                        p.watch = w;
+                    }
                     if kind == "answer" {
                         if let Some(p) = self.ensure_peer(now, &from) {
                             p.initiate(now);
@@ -446,8 +488,13 @@ impl Client {
     /// Time passes.
     pub fn handle_timeout(&mut self, now: Instant) {
         let up = self.signaling_up;
+        let mut reports = Vec::new();
         for p in self.peers.values_mut() {
             p.handle_timeout(now, up);
+            reports.extend(p.watch.on_timeout(now, p.restarts));
+        }
+        for r in reports {
+            self.report(r);
         }
         if let Some(t) = self.next_ping
             && now >= t
@@ -479,6 +526,7 @@ impl Client {
             p.remove_local_candidate(c);
         }
         self.local.retain(|x| x != c);
+        self.relay_transports.remove(&c.addr());
         self.collect(now);
     }
 
@@ -562,7 +610,10 @@ impl Client {
         let mut t = self.next_ping.unwrap_or(now + Duration::from_secs(3600));
         for p in self.peers.values() {
             t = t.min(p.timeout());
-            if let Some(at) = p.next_check() {
+            for at in [p.next_check(), p.watch.next_timeout()]
+                .into_iter()
+                .flatten()
+            {
                 t = t.min(at);
             }
         }
@@ -604,8 +655,9 @@ impl Client {
     }
 
     /// Moves what the peers produced into the output queue.
-    fn collect(&mut self, _now: Instant) {
+    fn collect(&mut self, now: Instant) {
         let mut gone = Vec::new();
+        let mut reports = Vec::new();
         for (id, p) in &mut self.peers {
             while let Some(u) = p.up.pop_front() {
                 match u {
@@ -620,15 +672,45 @@ impl Client {
                         }
                     }
                     Up::Transmit(t) => self.out.push_back(Output::Transmit(t)),
-                    Up::Event(e) => self.out.push_back(Output::Event(e)),
+                    Up::Event(mut e) => {
+                        let report = match &mut e {
+                            Event::State { state, .. } => p.watch.on_state(now, *state, p.restarts),
+                            Event::Path { path, .. } => {
+                                path.relay_protocol = relay_protocol(&self.relay_transports, path);
+                                p.watch.on_path(now, path)
+                            }
+                            _ => None,
+                        };
+                        reports.extend(report);
+                        self.out.push_back(Output::Event(e));
+                    }
                 }
             }
             if p.closed {
+                reports.extend(p.watch.on_closed(now, p.restarts));
                 gone.push(id.clone());
             }
         }
         for id in gone {
             self.peers.remove(&id);
+        }
+        for r in reports {
+            self.report(r);
+        }
+    }
+
+    /// Sends a connectivity report (or keeps it for the next connection to the server).
+    fn report(&mut self, r: Report) {
+        if !self.settings.report {
+            return;
+        }
+        if self.signaling_up && self.id.is_some() {
+            self.frame(ClientMsg::Report(r));
+        } else {
+            if self.reports.len() >= MAX_PENDING_REPORTS {
+                self.reports.pop_front();
+            }
+            self.reports.push_back(r);
         }
     }
 
@@ -646,6 +728,16 @@ impl Client {
             message,
         });
     }
+}
+
+/// How the relayed local end of `path` reaches its TURN server, if it is one of ours.
+fn relay_protocol(
+    transports: &HashMap<SocketAddr, &'static str>,
+    path: &Path,
+) -> Option<&'static str> {
+    (path.local == "relay")
+        .then(|| transports.get(&path.local_addr).copied())
+        .flatten()
 }
 
 #[cfg(test)]

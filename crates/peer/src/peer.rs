@@ -104,6 +104,10 @@ pub(crate) struct Peer {
     /// How long the next restart gets before it is made again.
     restart_delay: Duration,
     restart_wanted: bool,
+    /// ICE restarts made (or offers re-sent) because the path was down.
+    pub(crate) restarts: u32,
+    /// What is reported of this connection to the server's connectivity metrics.
+    pub(crate) watch: crate::report::Watch,
     /// The ICE ufrag of the remote's last description.
     remote_ufrag: Option<String>,
     /// The last remote offer we answered, and our answer. An impolite remote re-sends its
@@ -170,6 +174,8 @@ impl Peer {
             last_recv: now,
             silent: false,
             restart_wanted: false,
+            restarts: 0,
+            watch: crate::report::Watch::new(now),
             remote_ufrag: None,
             remote_cert: None,
             answered: None,
@@ -574,6 +580,7 @@ impl Peer {
     /// answer was lost with a signaling connection that died unnoticed), send it again; and
     /// do so again later, backing off, until the path is back.
     fn restart_down(&mut self, now: Instant) {
+        self.restarts += 1;
         self.restart_at = Some(now + self.restart_delay);
         self.restart_delay = (self.restart_delay * 2).min(RESTART_RETRY_MAX);
         if !self.resend_offer() {

@@ -382,9 +382,9 @@ fn two_peers_open_the_default_channel_and_talk_both_ways() {
     });
     assert_eq!(w.messages(1), ["from a"]);
     assert_eq!(w.messages(0), ["from b"]);
-    let path = w.clients[0].path(&b).cloned();
+    let path = w.clients[0].path(&b);
     w.run_until(Duration::from_secs(3), |w| w.clients[0].path(&b).is_some());
-    let path = path.or_else(|| w.clients[0].path(&b).cloned()).unwrap();
+    let path = path.or_else(|| w.clients[0].path(&b)).unwrap();
     assert_eq!((path.local, path.remote), ("host", "host"));
 }
 
@@ -688,6 +688,93 @@ fn a_restart_whose_offers_are_lost_is_made_again_until_the_path_is_back() {
     w.run_until(Duration::from_secs(60), |w| {
         w.messages(1).iter().any(|m| m == "across")
     });
+}
+
+/// What the server counted from native reports: `[outcome index] -> count`, all clients.
+fn reported(w: &World) -> (Vec<u64>, Vec<u64>) {
+    let c = w.sig.stats().connectivity;
+    let native = peerweb_proto::ClientKind::Native.index();
+    (c.connects[native].to_vec(), c.restarts[native].to_vec())
+}
+
+fn outcome(o: peerweb_signal::Outcome) -> usize {
+    o.index()
+}
+
+#[test]
+fn connections_and_restarts_are_reported_to_the_server_once_each() {
+    use peerweb_proto::PathKind;
+    use peerweb_signal::Outcome;
+    let mut w = pair();
+    let took = w.run_until(Duration::from_secs(10), |w| w.open(0, 1));
+    w.run_until(Duration::from_secs(5), |w| {
+        reported(w).0[outcome(Outcome::Direct(PathKind::Host))] == 2
+    });
+    let host = w.sig.stats().connectivity.connect_ms[PathKind::Host.index()];
+    assert_eq!(host.count, 2);
+    assert!(
+        host.sum_ms <= 2 * took.as_millis() as u64 + 2,
+        "{host:?} vs {took:?}"
+    );
+    // The path dies (past the first restart) and comes back: one recovered restart per
+    // side that restarted, and the connection is not reported again.
+    let b = w.id(1);
+    w.cut[1] = true;
+    w.run_until(Duration::from_secs(30), |w| {
+        w.clients[0].peer_state(&b) == Some(PeerState::Disconnected)
+    });
+    w.run_for(RESTART_AFTER + Duration::from_secs(1));
+    w.cut[1] = false;
+    w.run_until(Duration::from_secs(30), |w| {
+        reported(w).1[outcome(Outcome::Direct(PathKind::Host))] >= 1
+    });
+    w.run_for(Duration::from_secs(70));
+    let (connects, restarts) = reported(&w);
+    assert_eq!(connects.iter().sum::<u64>(), 2, "{connects:?}");
+    assert_eq!(restarts[outcome(Outcome::Failed)], 0, "{restarts:?}");
+    assert!(restarts.iter().sum::<u64>() <= 2, "{restarts:?}");
+    assert!(w.errors(&[]).is_empty(), "{:?}", w.errors(&[]));
+}
+
+#[test]
+fn a_connection_that_never_connects_is_reported_failed_and_a_dead_path_as_a_failed_restart() {
+    use peerweb_signal::Outcome;
+    let mut w = World::new();
+    w.add("r", Settings::default());
+    w.run_until(Duration::from_secs(1), |w| w.clients[0].id().is_some());
+    let j = w.add("r", Settings::default());
+    w.cut[j] = true;
+    // Each side reports a failed attempt: when its ICE agent gives up, or at CONNECT_GIVE_UP
+    // (30 s). A side whose agent gave up may try again with a new session (another attempt).
+    w.run_until(Duration::from_secs(40), |w| {
+        reported(w).0[outcome(Outcome::Failed)] >= 2
+    });
+    let (connects, _) = reported(&w);
+    assert_eq!(
+        connects.iter().sum::<u64>(),
+        connects[outcome(Outcome::Failed)],
+        "{connects:?}"
+    );
+    // A pair connects, then a path dies for good: a restart that failed, after a minute.
+    let mut w = pair();
+    w.run_until(Duration::from_secs(10), |w| w.open(0, 1));
+    w.cut[1] = true;
+    w.run_until(Duration::from_secs(90), |w| {
+        reported(w).1[outcome(Outcome::Failed)] >= 1
+    });
+}
+
+#[test]
+fn a_client_told_not_to_report_sends_no_report() {
+    let settings = Settings {
+        report: false,
+        ..Settings::default()
+    };
+    let mut w = pair_with(settings, LINK_DELAY);
+    w.run_until(Duration::from_secs(10), |w| w.open(0, 1));
+    w.run_for(Duration::from_secs(40));
+    let (connects, restarts) = reported(&w);
+    assert_eq!(connects.iter().chain(&restarts).sum::<u64>(), 0);
 }
 
 #[test]

@@ -25,6 +25,11 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+mod report;
+pub use report::{
+    ClientKind, MAX_REPORT_BYTES, MAX_REPORT_MS, PathKind, RelayTransport, Report, ReportKind,
+};
+
 /// The protocol version this crate speaks.
 pub const VERSION: u32 = 1;
 
@@ -58,6 +63,9 @@ pub enum ClientMsg<'a> {
     },
     /// Keepalive; the server answers `pong` echoing `data`.
     Ping { data: Option<&'a RawValue> },
+    /// What the client saw of one peer connection, for the server's connectivity metrics
+    /// (optional; no answer).
+    Report(Report),
 }
 
 /// The flat shape every client frame is read into before it is validated.
@@ -161,6 +169,7 @@ impl<'a> ClientMsg<'a> {
                 Ok(ClientMsg::Signal { to, data })
             }
             "ping" => Ok(ClientMsg::Ping { data: env.data }),
+            "report" => Report::decode(text).map(ClientMsg::Report),
             other => {
                 let shown: String = other.chars().take(32).collect();
                 Err(DecodeError::new(
@@ -214,6 +223,11 @@ impl DecodeError {
             code,
             message: message.into(),
         }
+    }
+
+    /// True for an error in a `report` frame's fields (its messages start `report:`).
+    pub fn is_about_report(&self) -> bool {
+        self.message.starts_with(report::ERROR_PREFIX)
     }
 
     fn missing(ty: &str, field: &str) -> Self {
@@ -444,6 +458,7 @@ impl ClientMsg<'_> {
     /// The JSON text of this message, as a client sends it.
     pub fn encode(&self) -> String {
         let wire = match self {
+            ClientMsg::Report(r) => return r.encode(),
             ClientMsg::Hello { v, token } => ClientWire::Hello {
                 v: *v,
                 token: token.as_deref(),

@@ -73,6 +73,8 @@ pub struct ServerConfig {
     pub max_conns_per_ip: usize,
     pub max_msgs_per_sec: u32,
     pub msg_burst: u32,
+    /// Connectivity reports a connection may send per minute (after a burst of twice as many).
+    pub max_reports_per_min: u32,
     /// Bytes queued for one slow client before it is disconnected.
     pub max_send_queue_bytes: usize,
     pub idle_timeout_secs: u64,
@@ -150,6 +152,7 @@ impl Default for ServerConfig {
             max_conns_per_ip: core.max_conns_per_ip,
             max_msgs_per_sec: core.max_msgs_per_sec,
             msg_burst: core.msg_burst,
+            max_reports_per_min: core.max_reports_per_min,
             max_send_queue_bytes: 1024 * 1024,
             idle_timeout_secs: core.idle_timeout.as_secs(),
             resume_grace_secs: core.resume_grace.as_secs(),
@@ -380,6 +383,8 @@ impl ServerConfig {
             max_msgs_per_sec: self.max_msgs_per_sec,
             msg_burst: self.msg_burst.max(1),
             max_dropped_in_a_row: self.msg_burst.max(1).saturating_mul(2),
+            max_reports_per_min: self.max_reports_per_min,
+            report_burst: self.max_reports_per_min.saturating_mul(2).max(1),
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             resume_grace: Duration::from_secs(self.resume_grace_secs),
             ..peerweb_signal::Config::default()

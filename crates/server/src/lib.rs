@@ -17,12 +17,15 @@
 //! - `GET /ws`: signaling (protocol v1, `docs/protocol.md`).
 //! - `GET /api/ice`: `{"iceServers": [...]}` for `RTCPeerConnection`.
 //! - `GET /metrics`: Prometheus text. `GET /healthz`: `ok`.
+//! - `GET /api/status`: connectivity totals and the last hour, for the `/status` page.
 
 mod acme;
 mod auth;
 mod config;
 mod hub;
+mod metrics;
 mod proxy;
+mod status;
 mod tls;
 mod turn;
 mod web;
@@ -55,6 +58,8 @@ pub struct AppState {
     auth: Option<Arc<auth::Auth>>,
     /// Proxies whose forwarding headers name the client.
     trusted_proxies: Arc<Vec<peerweb_turn::Cidr>>,
+    /// The last hour of connectivity, minute by minute, for `/status`.
+    history: Arc<std::sync::Mutex<status::History>>,
 }
 
 impl AppState {
@@ -72,7 +77,7 @@ impl AppState {
             None => None,
         };
         let hub = Hub::spawn(cfg.core(), cfg.max_send_queue_bytes);
-        Ok(Self {
+        let state = Self {
             hub,
             ice_servers: Arc::new(cfg.ice_servers.clone()),
             turn,
@@ -86,7 +91,9 @@ impl AppState {
                     cfg.page_password.clone(),
                 ))
             }),
-        })
+            history: Arc::default(),
+        };
+        Ok(state)
     }
 
     /// The built-in STUN/TURN server, if running.
@@ -101,7 +108,8 @@ pub fn router(state: AppState) -> Router {
         .route("/ws", get(ws))
         .route("/api/ice", get(ice))
         .route("/api/auth", get(auth_info).post(page_login))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics::metrics))
+        .route("/api/status", get(status::api))
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(web::routes())
         .with_state(state)
@@ -275,191 +283,6 @@ async fn page_login(
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let s = state.hub.stats();
-    let body = format!(
-        "# HELP peerweb_signal_connections Open signaling WebSocket connections.\n\
-         # TYPE peerweb_signal_connections gauge\n\
-         peerweb_signal_connections {}\n\
-         # HELP peerweb_signal_sessions Sessions held (connected or within the resume grace).\n\
-         # TYPE peerweb_signal_sessions gauge\n\
-         peerweb_signal_sessions {}\n\
-         # HELP peerweb_signal_rooms Rooms with at least one member.\n\
-         # TYPE peerweb_signal_rooms gauge\n\
-         peerweb_signal_rooms {}\n\
-         # HELP peerweb_signal_relayed_total Signal messages relayed between peers.\n\
-         # TYPE peerweb_signal_relayed_total counter\n\
-         peerweb_signal_relayed_total {}\n\
-         # HELP peerweb_signal_errors_total Error frames sent to clients.\n\
-         # TYPE peerweb_signal_errors_total counter\n\
-         peerweb_signal_errors_total {}\n\
-         # HELP peerweb_signal_server_closes_total Connections closed by the server.\n\
-         # TYPE peerweb_signal_server_closes_total counter\n\
-         peerweb_signal_server_closes_total {}\n",
-        s.conns, s.sessions, s.rooms, s.signals_relayed, s.errors_sent, s.closes
-    );
-    let mut body = body;
-    if let Some(turn) = state.turn() {
-        turn_metrics(&mut body, &turn.stats());
-    }
-    if let Some(tls) = &state.tls {
-        tls_metrics(&mut body, tls);
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
-}
-
-fn tls_metrics(out: &mut String, setup: &tls::TlsSetup) {
-    use std::fmt::Write as _;
-    use std::sync::atomic::Ordering::Relaxed;
-    let t = &setup.tls.stats;
-    let mut metric = |name: &str, kind: &str, help: &str, rows: &[(&str, u64)]| {
-        let _ = writeln!(out, "# HELP peerweb_{name} {help}");
-        let _ = writeln!(out, "# TYPE peerweb_{name} {kind}");
-        for (labels, v) in rows {
-            let _ = writeln!(out, "peerweb_{name}{labels} {v}");
-        }
-    };
-    metric(
-        "tls_certificate_expiry_seconds",
-        "gauge",
-        "Unix time the certificate in use expires (0: none yet).",
-        &[("", t.not_after.load(Relaxed))],
-    );
-    metric(
-        "tls_handshakes_total",
-        "counter",
-        "HTTPS handshakes, by outcome.",
-        &[
-            ("{result=\"ok\"}", t.handshakes.load(Relaxed)),
-            ("{result=\"error\"}", t.handshake_errors.load(Relaxed)),
-            ("{result=\"timeout\"}", t.handshake_timeouts.load(Relaxed)),
-            ("{result=\"refused\"}", t.refused_per_ip.load(Relaxed)),
-        ],
-    );
-    metric(
-        "tls_reloads_total",
-        "counter",
-        "Certificate files read again, by outcome (a failed one leaves the old in use).",
-        &[
-            ("{result=\"ok\"}", t.reloads.load(Relaxed)),
-            ("{result=\"error\"}", t.reload_errors.load(Relaxed)),
-        ],
-    );
-    if let Some(acme) = &setup.acme {
-        let a = &acme.stats;
-        metric(
-            "acme_certificates_total",
-            "counter",
-            "Certificates put in use by ACME: newly issued, or loaded from the cache.",
-            &[
-                ("{source=\"issued\"}", a.issued.load(Relaxed)),
-                ("{source=\"cache\"}", a.loaded.load(Relaxed)),
-            ],
-        );
-        let errors: Vec<(String, u64)> = acme::ERROR_KINDS
-            .iter()
-            .zip(&a.errors)
-            .map(|(k, n)| (format!("{{kind=\"{k}\"}}"), n.load(Relaxed)))
-            .collect();
-        let rows: Vec<(&str, u64)> = errors.iter().map(|(l, n)| (l.as_str(), *n)).collect();
-        metric(
-            "acme_errors_total",
-            "counter",
-            "ACME failures, by kind; the certificate in use stays (the log says why).",
-            &rows,
-        );
-        metric(
-            "acme_last_error_seconds",
-            "gauge",
-            "Unix time of the last ACME failure (0: none).",
-            &[("", a.last_error_at.load(Relaxed))],
-        );
-    }
-}
-
-fn turn_metrics(out: &mut String, t: &peerweb_turn::Stats) {
-    use std::fmt::Write as _;
-    let mut metric = |name: &str, kind: &str, help: &str, labels: &[(&str, u64)]| {
-        let _ = writeln!(out, "# HELP peerweb_turn_{name} {help}");
-        let _ = writeln!(out, "# TYPE peerweb_turn_{name} {kind}");
-        for (label, v) in labels {
-            let _ = writeln!(out, "peerweb_turn_{name}{label} {v}");
-        }
-    };
-    metric(
-        "allocations",
-        "gauge",
-        "Live TURN allocations.",
-        &[("", t.allocations as u64)],
-    );
-    metric(
-        "permissions",
-        "gauge",
-        "Live TURN permissions.",
-        &[("", t.permissions as u64)],
-    );
-    metric(
-        "channels",
-        "gauge",
-        "Live TURN channel bindings.",
-        &[("", t.channels as u64)],
-    );
-    metric(
-        "allocations_total",
-        "counter",
-        "TURN allocations made.",
-        &[("", t.allocations_total)],
-    );
-    metric(
-        "relayed_bytes_total",
-        "counter",
-        "Application bytes relayed.",
-        &[
-            ("{direction=\"to_peer\"}", t.bytes_to_peers),
-            ("{direction=\"to_client\"}", t.bytes_to_clients),
-        ],
-    );
-    metric(
-        "relayed_packets_total",
-        "counter",
-        "Packets relayed.",
-        &[
-            ("{direction=\"to_peer\"}", t.packets_to_peers),
-            ("{direction=\"to_client\"}", t.packets_to_clients),
-        ],
-    );
-    metric(
-        "binding_requests_total",
-        "counter",
-        "STUN binding requests answered.",
-        &[("", t.binding_requests)],
-    );
-    metric(
-        "auth_failures_total",
-        "counter",
-        "Requests with wrong or expired credentials.",
-        &[("", t.auth_failures)],
-    );
-    metric(
-        "stale_nonces_total",
-        "counter",
-        "Requests answered 438 Stale Nonce.",
-        &[("", t.stale_nonces)],
-    );
-    metric(
-        "refusals_total",
-        "counter",
-        "Requests or packets refused, by reason.",
-        &[
-            ("{reason=\"peer_address\"}", t.refused_peer),
-            ("{reason=\"quota\"}", t.refused_quota),
-            ("{reason=\"bandwidth\"}", t.refused_bandwidth),
-            ("{reason=\"challenge_rate\"}", t.refused_rate),
-            ("{reason=\"no_permission\"}", t.no_permission),
-        ],
-    );
-}
-
 /// A bound, not yet running server.
 #[derive(Debug)]
 pub struct Server {
@@ -541,6 +364,7 @@ impl Server {
             tokio::spawn(async move { axum::serve(l, app).with_graceful_shutdown(stop).await })
         });
         let tls = self.state.tls.as_ref().map(|t| t.tls.clone());
+        let sampler = status::spawn_sampler(self.state.clone());
         let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
         let watcher = tokio::spawn(async move {
             shutdown.await;
@@ -587,6 +411,7 @@ impl Server {
         if let Some(r) = redirect {
             r.abort();
         }
+        sampler.abort();
         res
     }
 }

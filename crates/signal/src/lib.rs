@@ -31,10 +31,14 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use peerweb_proto::{ClientMsg, ErrorCode, Limits, PeerInfo, ServerMsg, close};
+use peerweb_proto::{ClientMsg, ErrorCode, Limits, PeerInfo, Report, ServerMsg, close};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use serde_json::value::RawValue;
+
+mod connectivity;
+use connectivity::{Allow, ReportBucket};
+pub use connectivity::{CONNECT_BUCKETS_MS, Connectivity, Histogram, OUTCOMES, Outcome};
 
 /// A connection, named by the driver. Never reused while the core knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -68,6 +72,10 @@ pub struct Config {
     pub hello_timeout: Duration,
     /// How long a session keeps its rooms after its connection closed.
     pub resume_grace: Duration,
+    /// Connectivity reports a connection may send at once...
+    pub report_burst: u32,
+    /// ...and then per minute; beyond it they are dropped (the connection stays).
+    pub max_reports_per_min: u32,
 }
 
 impl Default for Config {
@@ -86,6 +94,9 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(60),
             hello_timeout: Duration::from_secs(10),
             resume_grace: Duration::from_secs(20),
+            // A member of a full room reports on 63 connections at once.
+            report_burst: 120,
+            max_reports_per_min: 60,
         }
     }
 }
@@ -169,6 +180,8 @@ pub struct Stats {
     pub signals_relayed: u64,
     pub errors_sent: u64,
     pub closes: u64,
+    /// What clients reported of their peer connections.
+    pub connectivity: Connectivity,
 }
 
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
@@ -190,6 +203,7 @@ struct Conn {
     errors: u32,
     /// The access token's room pattern and expiry, on servers that require one.
     grant: Option<(String, Instant)>,
+    reports: ReportBucket,
 }
 
 #[derive(Debug)]
@@ -334,6 +348,7 @@ impl Signal {
                 told_rate_limited: false,
                 errors: 0,
                 grant: None,
+                reports: ReportBucket::new(now, self.cfg.report_burst),
             },
         );
     }
@@ -373,7 +388,12 @@ impl Signal {
     fn text(&mut self, now: Instant, conn: ConnId, text: &str) {
         let msg = match ClientMsg::decode(text) {
             Ok(m) => m,
-            Err(e) => return self.error(conn, e.code, &e.message),
+            Err(e) => {
+                if e.is_about_report() {
+                    self.stats.connectivity.dropped_malformed += 1;
+                }
+                return self.error(conn, e.code, &e.message);
+            }
         };
         let session = self.conns.get(&conn).and_then(|c| c.session.clone());
         let Some(me) = session else {
@@ -390,7 +410,28 @@ impl Signal {
             ClientMsg::Leave { room } => self.leave(conn, &me, &room),
             ClientMsg::Signal { to, data } => self.signal(conn, &me, &to, data),
             ClientMsg::Ping { data } => self.send(conn, &ServerMsg::Pong { data }),
+            ClientMsg::Report(r) => self.report(now, conn, &r),
             _ => self.error(conn, ErrorCode::UnknownType, "unsupported message"),
+        }
+    }
+
+    /// Counts a connectivity report, within the connection's allowance.
+    fn report(&mut self, now: Instant, conn: ConnId, r: &Report) {
+        let (per_min, burst) = (self.cfg.max_reports_per_min, self.cfg.report_burst);
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        match c.reports.take(now, per_min, burst) {
+            Allow::Yes => self.stats.connectivity.record(r),
+            Allow::Drop => self.stats.connectivity.dropped_flood += 1,
+            Allow::DropAndTell => {
+                self.stats.connectivity.dropped_flood += 1;
+                self.error(
+                    conn,
+                    ErrorCode::RateLimited,
+                    "too many reports; dropped (the connection stays)",
+                );
+            }
         }
     }
 

@@ -1,6 +1,7 @@
 //! The core driven in virtual time: no sockets, no sleeping.
 
 use super::*;
+use peerweb_proto::{ClientKind, PathKind, RelayTransport};
 use serde_json::{Value, json};
 
 struct Lab {
@@ -560,7 +561,7 @@ fn random_operation_sequences_keep_invariants() {
     let mut ids = vec!["x".to_string()];
     for _ in 0..5000 {
         let c = rng.next_u64() % (next + 1);
-        match rng.next_u32() % 9 {
+        match rng.next_u32() % 10 {
             0 => {
                 lab.open(next);
                 // Some connections carry an access token for some rooms, some short-lived.
@@ -608,6 +609,18 @@ fn random_operation_sequences_keep_invariants() {
                 goodbye: rng.next_u32() % 2 == 0,
             }),
             7 => lab.advance(Duration::from_millis(u64::from(rng.next_u32() % 5000))),
+            8 => {
+                let ok = rng.next_u32() % 2 == 0;
+                let path = ["host", "srflx", "prflx", "relay"][rng.next_u32() as usize % 4];
+                let what = ["connect", "restart"][rng.next_u32() as usize % 2];
+                let client = ["firefox", "lynx"][rng.next_u32() as usize % 2];
+                let ms = rng.next_u32() % 700_000;
+                let mut m = json!({"type":"report","what":what,"ok":ok,"ms":ms,"client":client});
+                if ok {
+                    m["path"] = json!(path);
+                }
+                lab.say(c, m);
+            }
             _ => lab.input(Input::Text {
                 conn: ConnId(c),
                 text: "]",
@@ -615,6 +628,106 @@ fn random_operation_sequences_keep_invariants() {
         }
         check_invariants(&lab.s);
     }
+}
+
+#[test]
+fn reports_are_counted_by_client_outcome_and_path() {
+    let mut lab = Lab::new(Config::default());
+    lab.hello(1);
+    for m in [
+        json!({"type":"report","what":"connect","ok":true,"ms":40,"path":"host","client":"firefox"}),
+        json!({"type":"report","what":"connect","ok":true,"ms":900,"path":"relay","relay":"tcp","client":"native"}),
+        json!({"type":"report","what":"connect","ok":true,"ms":31000,"path":"relay","client":"chromium"}),
+        json!({"type":"report","what":"connect","ok":false,"ms":30000,"client":"chromium"}),
+        json!({"type":"report","what":"restart","ok":true,"ms":2000,"path":"srflx","client":"toaster"}),
+        json!({"type":"report","what":"restart","ok":false,"ms":60000,"client":"native"}),
+    ] {
+        lab.say(1, m);
+    }
+    assert_eq!(lab.take(1), Vec::<Value>::new(), "reports get no answer");
+    let c = lab.s.stats().connectivity;
+    let at = |client: ClientKind, o: Outcome| (client.index(), o.index());
+    let mut want = [[0u64; OUTCOMES]; ClientKind::COUNT];
+    for (client, o) in [
+        (ClientKind::Firefox, Outcome::Direct(PathKind::Host)),
+        (ClientKind::Native, Outcome::Relayed(RelayTransport::Tcp)),
+        (
+            ClientKind::Chromium,
+            Outcome::Relayed(RelayTransport::Unknown),
+        ),
+        (ClientKind::Chromium, Outcome::Failed),
+    ] {
+        let (i, j) = at(client, o);
+        want[i][j] += 1;
+    }
+    assert_eq!(c.connects, want);
+    let mut want = [[0u64; OUTCOMES]; ClientKind::COUNT];
+    want[ClientKind::Other.index()][Outcome::Direct(PathKind::Srflx).index()] = 1;
+    want[ClientKind::Native.index()][Outcome::Failed.index()] = 1;
+    assert_eq!(c.restarts, want);
+    // Time to connect, by path: 40 ms in the ≤50 bucket; 900 in ≤1000; 31 s above them all.
+    let host = c.connect_ms[PathKind::Host.index()];
+    assert_eq!((host.buckets[0], host.count, host.sum_ms), (1, 1, 40));
+    let relay = c.connect_ms[PathKind::Relay.index()];
+    assert_eq!((relay.buckets[4], relay.buckets[9], relay.count), (1, 1, 2));
+    assert_eq!((c.dropped_flood, c.dropped_malformed), (0, 0));
+}
+
+#[test]
+fn malformed_or_flooding_reports_are_dropped_and_the_connection_stays() {
+    let cfg = Config {
+        report_burst: 10,
+        max_reports_per_min: 60,
+        ..Config::default()
+    };
+    let mut lab = Lab::new(cfg);
+    lab.hello(1);
+    // Malformed: an error frame each, nothing counted but the refusal.
+    for bad in [
+        json!({"type":"report","what":"connect","ok":true,"ms":5,"path":"wormhole"}),
+        json!({"type":"report","what":"connect","ok":true,"ms":5,"path":"relay","relay":"x".repeat(100_000)}),
+        json!({"type":"report","what":"connect","ok":false,"ms":5,"pad":"x".repeat(600)}),
+        json!({"type":"report","what":"connect","ok":false,"ms":u64::MAX}),
+    ] {
+        lab.say(1, bad);
+        let e = lab.take(1);
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0]["code"], "bad-message", "{e:?}");
+    }
+    assert_eq!(lab.s.stats().connectivity.dropped_malformed, 4);
+    assert_eq!(
+        lab.s.stats().connectivity,
+        Connectivity {
+            dropped_malformed: 4,
+            ..Default::default()
+        }
+    );
+    // A flood: the burst is counted, the rest dropped with one error frame.
+    let ok = json!({"type":"report","what":"connect","ok":true,"ms":5,"path":"host"});
+    for _ in 0..50 {
+        lab.say(1, ok.clone());
+    }
+    let errors = lab.take(1);
+    assert_eq!(errors.len(), 1, "told once per run: {errors:?}");
+    assert_eq!(errors[0]["code"], "rate-limited");
+    let c = lab.s.stats().connectivity;
+    let counted: u64 = c.connects.iter().flatten().sum();
+    assert_eq!((counted, c.dropped_flood), (10, 40));
+    // The connection is kept and works; the allowance refills at 60 a minute.
+    lab.say(1, json!({"type":"ping"}));
+    assert_eq!(lab.take(1)[0]["type"], "pong");
+    assert!(!lab.closed.contains_key(&ConnId(1)));
+    lab.advance(Duration::from_secs(3));
+    for _ in 0..3 {
+        lab.say(1, ok.clone());
+    }
+    assert_eq!(lab.take(1), Vec::<Value>::new());
+    let counted: u64 = lab.s.stats().connectivity.connects.iter().flatten().sum();
+    assert_eq!(counted, 13);
+    // Before hello a report is like anything else: hello-required.
+    lab.open(2);
+    lab.say(2, ok);
+    assert_eq!(lab.take(2)[0]["code"], "hello-required");
 }
 
 fn check_invariants(s: &Signal) {

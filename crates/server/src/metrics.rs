@@ -1,0 +1,278 @@
+//! `GET /metrics`: every counter of the server in Prometheus' text format — signaling,
+//! what clients report of their peer connections, TURN, TLS and ACME. Label sets are fixed
+//! here: nothing a client sends can add a series.
+
+use std::fmt::Write as _;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use peerweb_proto::ClientKind;
+use peerweb_signal::{CONNECT_BUCKETS_MS, Connectivity, Outcome};
+
+use crate::{AppState, acme, tls};
+
+pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let s = state.hub.stats();
+    let body = format!(
+        "# HELP peerweb_signal_connections Open signaling WebSocket connections.\n\
+         # TYPE peerweb_signal_connections gauge\n\
+         peerweb_signal_connections {}\n\
+         # HELP peerweb_signal_sessions Sessions held (connected or within the resume grace).\n\
+         # TYPE peerweb_signal_sessions gauge\n\
+         peerweb_signal_sessions {}\n\
+         # HELP peerweb_signal_rooms Rooms with at least one member.\n\
+         # TYPE peerweb_signal_rooms gauge\n\
+         peerweb_signal_rooms {}\n\
+         # HELP peerweb_signal_relayed_total Signal messages relayed between peers.\n\
+         # TYPE peerweb_signal_relayed_total counter\n\
+         peerweb_signal_relayed_total {}\n\
+         # HELP peerweb_signal_errors_total Error frames sent to clients.\n\
+         # TYPE peerweb_signal_errors_total counter\n\
+         peerweb_signal_errors_total {}\n\
+         # HELP peerweb_signal_server_closes_total Connections closed by the server.\n\
+         # TYPE peerweb_signal_server_closes_total counter\n\
+         peerweb_signal_server_closes_total {}\n",
+        s.conns, s.sessions, s.rooms, s.signals_relayed, s.errors_sent, s.closes
+    );
+    let mut body = body;
+    connectivity_metrics(&mut body, &s.connectivity);
+    if let Some(turn) = state.turn() {
+        turn_metrics(&mut body, &turn.stats());
+    }
+    if let Some(tls) = &state.tls {
+        tls_metrics(&mut body, tls);
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+fn tls_metrics(out: &mut String, setup: &tls::TlsSetup) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let t = &setup.tls.stats;
+    let mut metric = |name: &str, kind: &str, help: &str, rows: &[(&str, u64)]| {
+        let _ = writeln!(out, "# HELP peerweb_{name} {help}");
+        let _ = writeln!(out, "# TYPE peerweb_{name} {kind}");
+        for (labels, v) in rows {
+            let _ = writeln!(out, "peerweb_{name}{labels} {v}");
+        }
+    };
+    metric(
+        "tls_certificate_expiry_seconds",
+        "gauge",
+        "Unix time the certificate in use expires (0: none yet).",
+        &[("", t.not_after.load(Relaxed))],
+    );
+    metric(
+        "tls_handshakes_total",
+        "counter",
+        "HTTPS handshakes, by outcome.",
+        &[
+            ("{result=\"ok\"}", t.handshakes.load(Relaxed)),
+            ("{result=\"error\"}", t.handshake_errors.load(Relaxed)),
+            ("{result=\"timeout\"}", t.handshake_timeouts.load(Relaxed)),
+            ("{result=\"refused\"}", t.refused_per_ip.load(Relaxed)),
+        ],
+    );
+    metric(
+        "tls_reloads_total",
+        "counter",
+        "Certificate files read again, by outcome (a failed one leaves the old in use).",
+        &[
+            ("{result=\"ok\"}", t.reloads.load(Relaxed)),
+            ("{result=\"error\"}", t.reload_errors.load(Relaxed)),
+        ],
+    );
+    if let Some(acme) = &setup.acme {
+        let a = &acme.stats;
+        metric(
+            "acme_certificates_total",
+            "counter",
+            "Certificates put in use by ACME: newly issued, or loaded from the cache.",
+            &[
+                ("{source=\"issued\"}", a.issued.load(Relaxed)),
+                ("{source=\"cache\"}", a.loaded.load(Relaxed)),
+            ],
+        );
+        let errors: Vec<(String, u64)> = acme::ERROR_KINDS
+            .iter()
+            .zip(&a.errors)
+            .map(|(k, n)| (format!("{{kind=\"{k}\"}}"), n.load(Relaxed)))
+            .collect();
+        let rows: Vec<(&str, u64)> = errors.iter().map(|(l, n)| (l.as_str(), *n)).collect();
+        metric(
+            "acme_errors_total",
+            "counter",
+            "ACME failures, by kind; the certificate in use stays (the log says why).",
+            &rows,
+        );
+        metric(
+            "acme_last_error_seconds",
+            "gauge",
+            "Unix time of the last ACME failure (0: none).",
+            &[("", a.last_error_at.load(Relaxed))],
+        );
+    }
+}
+
+fn turn_metrics(out: &mut String, t: &peerweb_turn::Stats) {
+    let mut metric = |name: &str, kind: &str, help: &str, labels: &[(&str, u64)]| {
+        let _ = writeln!(out, "# HELP peerweb_turn_{name} {help}");
+        let _ = writeln!(out, "# TYPE peerweb_turn_{name} {kind}");
+        for (label, v) in labels {
+            let _ = writeln!(out, "peerweb_turn_{name}{label} {v}");
+        }
+    };
+    metric(
+        "allocations",
+        "gauge",
+        "Live TURN allocations.",
+        &[("", t.allocations as u64)],
+    );
+    metric(
+        "permissions",
+        "gauge",
+        "Live TURN permissions.",
+        &[("", t.permissions as u64)],
+    );
+    metric(
+        "channels",
+        "gauge",
+        "Live TURN channel bindings.",
+        &[("", t.channels as u64)],
+    );
+    metric(
+        "allocations_total",
+        "counter",
+        "TURN allocations made.",
+        &[("", t.allocations_total)],
+    );
+    metric(
+        "relayed_bytes_total",
+        "counter",
+        "Application bytes relayed.",
+        &[
+            ("{direction=\"to_peer\"}", t.bytes_to_peers),
+            ("{direction=\"to_client\"}", t.bytes_to_clients),
+        ],
+    );
+    metric(
+        "relayed_packets_total",
+        "counter",
+        "Packets relayed.",
+        &[
+            ("{direction=\"to_peer\"}", t.packets_to_peers),
+            ("{direction=\"to_client\"}", t.packets_to_clients),
+        ],
+    );
+    metric(
+        "binding_requests_total",
+        "counter",
+        "STUN binding requests answered.",
+        &[("", t.binding_requests)],
+    );
+    metric(
+        "auth_failures_total",
+        "counter",
+        "Requests with wrong or expired credentials.",
+        &[("", t.auth_failures)],
+    );
+    metric(
+        "stale_nonces_total",
+        "counter",
+        "Requests answered 438 Stale Nonce.",
+        &[("", t.stale_nonces)],
+    );
+    metric(
+        "refusals_total",
+        "counter",
+        "Requests or packets refused, by reason.",
+        &[
+            ("{reason=\"peer_address\"}", t.refused_peer),
+            ("{reason=\"quota\"}", t.refused_quota),
+            ("{reason=\"bandwidth\"}", t.refused_bandwidth),
+            ("{reason=\"challenge_rate\"}", t.refused_rate),
+            ("{reason=\"no_permission\"}", t.no_permission),
+        ],
+    );
+}
+
+/// What clients reported of their peer connections (each end reports its own view, so a
+/// pair that connected counts twice).
+fn connectivity_metrics(out: &mut String, c: &Connectivity) {
+    let mut by_outcome = |name: &str, help: &str, table: &[[u64; peerweb_signal::OUTCOMES]]| {
+        let _ = writeln!(out, "# HELP peerweb_{name} {help}");
+        let _ = writeln!(out, "# TYPE peerweb_{name} counter");
+        for client in ClientKind::ALL {
+            for o in Outcome::ALL {
+                let result = if o == Outcome::Failed {
+                    "failed"
+                } else {
+                    "connected"
+                };
+                let _ = writeln!(
+                    out,
+                    "peerweb_{name}{{client=\"{}\",result=\"{result}\",path=\"{}\",relay=\"{}\"}} {}",
+                    client.as_str(),
+                    o.path(),
+                    o.relay(),
+                    table[client.index()][o.index()]
+                );
+            }
+        }
+    };
+    by_outcome(
+        "peer_connections_total",
+        "New peer connections as clients reported them: connected (over which path) or failed.",
+        &c.connects,
+    );
+    by_outcome(
+        "ice_restarts_total",
+        "ICE restarts after a path went down, as clients reported them: recovered (over which path) or not.",
+        &c.restarts,
+    );
+    let name = "peer_connect_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP peerweb_{name} Time from creating a peer connection to connected, by path."
+    );
+    let _ = writeln!(out, "# TYPE peerweb_{name} histogram");
+    for p in peerweb_proto::PathKind::ALL {
+        let h = &c.connect_ms[p.index()];
+        let path = p.as_str();
+        let mut cumulative = 0;
+        for (i, le) in CONNECT_BUCKETS_MS.iter().enumerate() {
+            cumulative += h.buckets[i];
+            let le = f64::from(*le) / 1000.0;
+            let _ = writeln!(
+                out,
+                "peerweb_{name}_bucket{{path=\"{path}\",le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "peerweb_{name}_bucket{{path=\"{path}\",le=\"+Inf\"}} {}",
+            h.count
+        );
+        let _ = writeln!(
+            out,
+            "peerweb_{name}_sum{{path=\"{path}\"}} {}",
+            h.sum_ms as f64 / 1000.0
+        );
+        let _ = writeln!(out, "peerweb_{name}_count{{path=\"{path}\"}} {}", h.count);
+    }
+    let _ = writeln!(
+        out,
+        "# HELP peerweb_reports_dropped_total Connectivity reports not counted: malformed, or above a connection's rate."
+    );
+    let _ = writeln!(out, "# TYPE peerweb_reports_dropped_total counter");
+    let _ = writeln!(
+        out,
+        "peerweb_reports_dropped_total{{reason=\"malformed\"}} {}",
+        c.dropped_malformed
+    );
+    let _ = writeln!(
+        out,
+        "peerweb_reports_dropped_total{{reason=\"flood\"}} {}",
+        c.dropped_flood
+    );
+}
