@@ -10,6 +10,13 @@ export interface JoinOptions {
   /** Signaling reconnect backoff in ms (default 250 doubling to 8000, with jitter). */
   reconnect?: { minDelay?: number; maxDelay?: number };
   /**
+   * Tell the server how each peer connection fares, for its `/metrics` and `/status`:
+   * connected or failed, time to connect, the kind of path (host, srflx, prflx, relay and the
+   * relay's transport), ICE restarts and whether they recovered — no addresses, no room
+   * names. Default true; `false` sends nothing.
+   */
+  reportConnectivity?: boolean;
+  /**
    * Access token for a server started with `--auth-secret`, or a function giving one (called
    * for every signaling connection and TURN credential fetch, so that an expiring token can be
    * replaced). A refused token rejects `join` with code `unauthorized`.

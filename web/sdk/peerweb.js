@@ -27,6 +27,21 @@ const RESTART_RETRY_MS = 10000;
 const RESTART_RETRY_MAX_MS = 60000;
 /** `/api/ice` requests give up after this long. */
 const ICE_FETCH_TIMEOUT_MS = 5000;
+/** A new connection not connected by then is reported as failed (connectivity reports). */
+const CONNECT_GIVE_UP_MS = 30000;
+/** A path down this long, with ICE restarts made, is reported as a restart that failed. */
+const RESTART_GIVE_UP_MS = 60000;
+/** Connectivity reports kept while signaling is down. */
+const MAX_PENDING_REPORTS = 32;
+
+/** What kind of browser this is, in the words of the protocol's `report`. */
+function clientKind() {
+  const ua = globalThis.navigator?.userAgent ?? '';
+  if (/Firefox\//.test(ua)) return 'firefox';
+  if (/(Chrome|Chromium)\//.test(ua)) return 'chromium';
+  if (/Safari\//.test(ua)) return 'safari';
+  return 'other';
+}
 
 /**
  * Join a room on a peerweb server.
@@ -291,6 +306,24 @@ export class Room extends EventTarget {
     this._signaling = new Signaling(this._urls.ws, options.reconnect ?? {}, this._accessToken);
     this._joinedOnce = null;
     this._left = false;
+    /** Connectivity reports made while signaling was down (sent after the next welcome). */
+    this._reports = [];
+  }
+
+  /**
+   * Tells the server how a peer connection fared (the protocol's optional `report`: no
+   * addresses, no room names), unless `reportConnectivity: false` was given.
+   */
+  _report(what, ok, ms, path) {
+    if (this.options.reportConnectivity === false) return;
+    const msg = { type: 'report', what, ok, ms: Math.min(Math.max(0, Math.round(ms)), 600000), client: clientKind() };
+    if (ok) {
+      msg.path = path.type;
+      if (path.type === 'relay' && path.relayProtocol) msg.relay = path.relayProtocol;
+    }
+    if (this._signaling.send(msg)) return;
+    if (this._reports.length >= MAX_PENDING_REPORTS) this._reports.shift();
+    this._reports.push(msg);
   }
 
   /** This peer's id (stable across signaling reconnects). */
@@ -309,6 +342,7 @@ export class Room extends EventTarget {
     sig.addEventListener('state', (ev) => this.dispatchEvent(new PeerwebEvent('signaling', { state: ev.state })));
     sig.addEventListener('welcome', () => {
       this._sendJoin();
+      for (const r of this._reports.splice(0)) this._signaling.send(r);
       // Connections that failed while signaling was down can now renegotiate.
       for (const peer of this.peers.values()) peer._resync();
     });
@@ -551,6 +585,13 @@ export class Peer extends EventTarget {
     this._down = false;
     this._restartTimer = null;
     this._restartDelay = RESTART_RETRY_MS;
+    // Connectivity reports: one for this connection (connected, or failed), one per time
+    // its path went down and ICE restarts brought it back (or did not).
+    this._born = performance.now();
+    this._connectReported = false;
+    this._downAt = null;
+    this._restarted = false;
+    this._giveUpTimer = setTimeout(() => this._connectFailed(), CONNECT_GIVE_UP_MS);
     const pc = new RTCPeerConnection(room._iceConfig);
     this.pc = pc;
     pc.onicecandidate = ({ candidate }) => {
@@ -705,9 +746,44 @@ export class Peer extends EventTarget {
     }
   }
 
+  _connectFailed() {
+    if (this._connectReported || this.closed) return;
+    this._connectReported = true;
+    this.room._report('connect', false, performance.now() - this._born);
+  }
+
+  /** Reports a connection (or a restart) that came up, once the path is known. */
+  async _reportUp(what, since) {
+    const ms = performance.now() - since;
+    for (let i = 0; i < 10 && !this.closed; i++) {
+      await this._refreshPath();
+      if (this.path) {
+        this.room._report(what, true, ms, this.path);
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+
   _onState() {
     const state = this.pc.connectionState;
     this.dispatchEvent(new PeerwebEvent('state', { state }));
+    if ((state === 'disconnected' || state === 'failed') && this._connectReported) {
+      this._downAt ??= performance.now();
+    }
+    if (state === 'failed' && !this._connectReported) this._connectFailed();
+    if (state === 'connected') {
+      if (!this._connectReported) {
+        this._connectReported = true;
+        clearTimeout(this._giveUpTimer);
+        this._reportUp('connect', this._born);
+      } else if (this._downAt !== null) {
+        if (this._restarted) this._reportUp('restart', this._downAt);
+        this._downAt = null;
+        this._restarted = false;
+        clearTimeout(this._giveUpTimer);
+      }
+    }
     if (state === 'disconnected' || state === 'failed') this._down = true;
     if (state === 'connected') {
       this._down = false;
@@ -765,6 +841,17 @@ export class Peer extends EventTarget {
       if (this.closed) return;
       this.pc.setConfiguration({ ...this.pc.getConfiguration(), iceServers });
       this.pc.restartIce();
+      if (!this._restarted && this._downAt !== null) {
+        this._restarted = true;
+        const downAt = this._downAt;
+        clearTimeout(this._giveUpTimer);
+        this._giveUpTimer = setTimeout(() => {
+          if (this.closed || this._downAt !== downAt) return;
+          this.room._report('restart', false, performance.now() - downAt);
+          this._downAt = null;
+          this._restarted = false;
+        }, Math.max(0, RESTART_GIVE_UP_MS - (performance.now() - downAt)));
+      }
     }).catch((e) => this.room._emitError(new PeerwebError('negotiation-failed', String(e))));
   }
 
@@ -813,6 +900,7 @@ export class Peer extends EventTarget {
     this.closed = true;
     clearInterval(this._statsTimer);
     clearTimeout(this._restartTimer);
+    clearTimeout(this._giveUpTimer);
     this.pc.close();
     this.dispatchEvent(new Event('close'));
   }

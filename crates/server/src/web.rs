@@ -59,6 +59,9 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/auth.js", asset!("auth.js", JS))
         .route("/app.css", asset!("app.css", "text/css; charset=utf-8"))
         .route("/sdk/peerweb.js", asset!("sdk/peerweb.js", JS))
+        .route("/status", asset!("status.html", HTML))
+        .route("/status.js", asset!("status.js", JS))
+        .route("/status.css", asset!("status.css", CSS))
         .route("/send", asset!("transfer/send.html", HTML))
         .route("/receive", asset!("transfer/receive.html", HTML))
         .route(
