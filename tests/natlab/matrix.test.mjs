@@ -189,6 +189,7 @@ async function cell(a, b, ka = 'browser', kb = 'browser') {
     const path = await poll(() => A.path(bId), 15000);
     assert.ok(path && pathB, `${room}: both sides report a path`);
     results.push({ a: `${a} (${ka})`, b: `${b} (${kb})`, expected, path: pair(path), pathB: pair(pathB), ms });
+    cells.push({ sides: [[a, ka], [b, kb]], expected });
     const why = `${room}: A ${JSON.stringify(path)}, B ${JSON.stringify(pathB)}`;
     if (expected === 'relay') {
       assert.ok(!direct(path) && !direct(pathB), `a relay is the only way; ${why}`);
@@ -221,6 +222,48 @@ for (const a of TYPES) {
     test(`${a} (browser) ↔ ${b} (native)`, { timeout: 90000 }, () => cell(a, b, 'browser', 'native'));
   }
 }
+
+/** Every matrix cell that connected: its two sides ([home type, kind]) and expected path. */
+const cells = [];
+
+/** The public server's /metrics (inside the lab's public namespace), as name → value. */
+function serverMetrics() {
+  const text = execFileSync('ip', ['netns', 'exec', `${P}pub`, 'curl', '-sk', `${server.url}/metrics`]).toString();
+  const m = new Map();
+  for (const l of text.split('\n')) {
+    if (l && !l.startsWith('#')) m.set(l.slice(0, l.lastIndexOf(' ')), Number(l.slice(l.lastIndexOf(' ') + 1)));
+  }
+  return m;
+}
+
+test('the server\'s connectivity metrics show every cell: connected, by client, relayed where it must be', async () => {
+  assert.ok(cells.length >= 70, `${cells.length} cells ran`);
+  // Each side reports once, when connected (the last report may still be on its way).
+  const sum = (pred) => [...serverMetrics()].filter(([k]) => k.startsWith('peerweb_peer_connections_total{') && pred(k))
+    .reduce((a, [, v]) => a + v, 0);
+  const sides = cells.flatMap((c) => c.sides);
+  const want = (kind) => sides.filter(([, k]) => k === kind).length;
+  await poll(() => sum((k) => k.includes('result="connected"')) >= sides.length, 5000);
+  const client = (k) => (k === 'browser' ? 'chromium' : 'native');
+  for (const kind of ['browser', 'native']) {
+    assert.equal(sum((k) => k.includes(`client="${client(kind)}"`) && k.includes('result="connected"')), want(kind), kind);
+  }
+  assert.equal(sum((k) => k.includes('result="failed"')), 0, 'no connection failed');
+  // Where a relay is the only way, both sides report a relayed path; a home without UDP
+  // reaches TURN over TCP, or TLS when only TCP/443 passes.
+  const relayOnly = cells.filter((c) => c.expected === 'relay').flatMap((c) => c.sides);
+  assert.ok(sum((k) => k.includes('path="relay"')) >= relayOnly.length, 'relayed reports');
+  for (const [type, transport] of [['udp-blocked', 'tcp'], ['tls-only', 'tls']]) {
+    const n = relayOnly.filter(([t]) => t === type).length;
+    assert.ok(sum((k) => k.includes(`relay="${transport}"`)) >= n, `${type}: ${n} sides relay over ${transport}`);
+  }
+  // Where hole punching works, most reports are direct (Chromium may report the relay pair
+  // it found first and move to the direct one later).
+  const direct = cells.filter((c) => c.expected === 'direct').flatMap((c) => c.sides).length;
+  const directReports = sum((k) => k.includes('result="connected"') && !k.includes('path="relay"'));
+  assert.ok(directReports >= direct / 2, `${directReports} direct reports for ${direct} direct sides`);
+  extra.push(`Connectivity metrics after the matrix: ${sides.length} sides reported connected (${directReports} direct), 0 failed.`);
+});
 
 const median = (v) => [...v].sort((x, y) => x - y)[Math.floor(v.length / 2)];
 const extra = [];
