@@ -70,7 +70,7 @@ impl Watch {
                     // pair again, which brings no new Path event.
                     self.recovered = Some((now, now - since));
                 }
-                self.ready(now)
+                self.ready()
             }
             PeerState::Disconnected if self.connect_done || self.connected_at.is_some() => {
                 self.down.get_or_insert((now, restarts));
@@ -81,9 +81,9 @@ impl Watch {
     }
 
     /// The selected path changed.
-    pub(crate) fn on_path(&mut self, now: Instant, path: &Path) -> Option<Report> {
+    pub(crate) fn on_path(&mut self, path: &Path) -> Option<Report> {
         self.path = Some(kind_of(path));
-        self.ready(now)
+        self.ready()
     }
 
     /// The connection ended by itself (its ICE agent gave up): what was pending failed.
@@ -139,7 +139,7 @@ impl Watch {
     }
 
     /// A report that was waiting for the path, once it is known.
-    fn ready(&mut self, _now: Instant) -> Option<Report> {
+    fn ready(&mut self) -> Option<Report> {
         let (path, relay) = self.path?;
         if let Some(at) = self.connected_at.take() {
             self.connect_done = true;

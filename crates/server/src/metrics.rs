@@ -14,28 +14,50 @@ use crate::{AppState, acme, tls};
 
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let s = state.hub.stats();
-    let body = format!(
-        "# HELP peerweb_signal_connections Open signaling WebSocket connections.\n\
-         # TYPE peerweb_signal_connections gauge\n\
-         peerweb_signal_connections {}\n\
-         # HELP peerweb_signal_sessions Sessions held (connected or within the resume grace).\n\
-         # TYPE peerweb_signal_sessions gauge\n\
-         peerweb_signal_sessions {}\n\
-         # HELP peerweb_signal_rooms Rooms with at least one member.\n\
-         # TYPE peerweb_signal_rooms gauge\n\
-         peerweb_signal_rooms {}\n\
-         # HELP peerweb_signal_relayed_total Signal messages relayed between peers.\n\
-         # TYPE peerweb_signal_relayed_total counter\n\
-         peerweb_signal_relayed_total {}\n\
-         # HELP peerweb_signal_errors_total Error frames sent to clients.\n\
-         # TYPE peerweb_signal_errors_total counter\n\
-         peerweb_signal_errors_total {}\n\
-         # HELP peerweb_signal_server_closes_total Connections closed by the server.\n\
-         # TYPE peerweb_signal_server_closes_total counter\n\
-         peerweb_signal_server_closes_total {}\n",
-        s.conns, s.sessions, s.rooms, s.signals_relayed, s.errors_sent, s.closes
+    let mut body = String::new();
+    let out = &mut body;
+    metric(
+        out,
+        "signal_connections",
+        "gauge",
+        "Open signaling WebSocket connections.",
+        &[("", s.conns as u64)],
     );
-    let mut body = body;
+    metric(
+        out,
+        "signal_sessions",
+        "gauge",
+        "Sessions held (connected or within the resume grace).",
+        &[("", s.sessions as u64)],
+    );
+    metric(
+        out,
+        "signal_rooms",
+        "gauge",
+        "Rooms with at least one member.",
+        &[("", s.rooms as u64)],
+    );
+    metric(
+        out,
+        "signal_relayed_total",
+        "counter",
+        "Signal messages relayed between peers.",
+        &[("", s.signals_relayed)],
+    );
+    metric(
+        out,
+        "signal_errors_total",
+        "counter",
+        "Error frames sent to clients.",
+        &[("", s.errors_sent)],
+    );
+    metric(
+        out,
+        "signal_server_closes_total",
+        "counter",
+        "Connections closed by the server.",
+        &[("", s.closes)],
+    );
     connectivity_metrics(&mut body, &s.connectivity);
     if let Some(turn) = state.turn() {
         turn_metrics(&mut body, &turn.stats());
@@ -46,15 +68,25 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
+/// The `# HELP` and `# TYPE` lines of metric `peerweb_{name}`.
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP peerweb_{name} {help}");
+    let _ = writeln!(out, "# TYPE peerweb_{name} {kind}");
+}
+
+/// Metric `peerweb_{name}`: its header, then one line per (labels, value) row.
+fn metric(out: &mut String, name: &str, kind: &str, help: &str, rows: &[(&str, u64)]) {
+    header(out, name, kind, help);
+    for (labels, v) in rows {
+        let _ = writeln!(out, "peerweb_{name}{labels} {v}");
+    }
+}
+
 fn tls_metrics(out: &mut String, setup: &tls::TlsSetup) {
     use std::sync::atomic::Ordering::Relaxed;
     let t = &setup.tls.stats;
     let mut metric = |name: &str, kind: &str, help: &str, rows: &[(&str, u64)]| {
-        let _ = writeln!(out, "# HELP peerweb_{name} {help}");
-        let _ = writeln!(out, "# TYPE peerweb_{name} {kind}");
-        for (labels, v) in rows {
-            let _ = writeln!(out, "peerweb_{name}{labels} {v}");
-        }
+        metric(out, name, kind, help, rows)
     };
     metric(
         "tls_certificate_expiry_seconds",
@@ -115,12 +147,8 @@ fn tls_metrics(out: &mut String, setup: &tls::TlsSetup) {
 }
 
 fn turn_metrics(out: &mut String, t: &peerweb_turn::Stats) {
-    let mut metric = |name: &str, kind: &str, help: &str, labels: &[(&str, u64)]| {
-        let _ = writeln!(out, "# HELP peerweb_turn_{name} {help}");
-        let _ = writeln!(out, "# TYPE peerweb_turn_{name} {kind}");
-        for (label, v) in labels {
-            let _ = writeln!(out, "peerweb_turn_{name}{label} {v}");
-        }
+    let mut metric = |name: &str, kind: &str, help: &str, rows: &[(&str, u64)]| {
+        metric(out, &format!("turn_{name}"), kind, help, rows)
     };
     metric(
         "allocations",
@@ -200,8 +228,7 @@ fn turn_metrics(out: &mut String, t: &peerweb_turn::Stats) {
 /// pair that connected counts twice).
 fn connectivity_metrics(out: &mut String, c: &Connectivity) {
     let mut by_outcome = |name: &str, help: &str, table: &[[u64; peerweb_signal::OUTCOMES]]| {
-        let _ = writeln!(out, "# HELP peerweb_{name} {help}");
-        let _ = writeln!(out, "# TYPE peerweb_{name} counter");
+        header(out, name, "counter", help);
         for client in ClientKind::ALL {
             for o in Outcome::ALL {
                 let result = if o == Outcome::Failed {
@@ -231,11 +258,12 @@ fn connectivity_metrics(out: &mut String, c: &Connectivity) {
         &c.restarts,
     );
     let name = "peer_connect_seconds";
-    let _ = writeln!(
+    header(
         out,
-        "# HELP peerweb_{name} Time from creating a peer connection to connected, by path."
+        name,
+        "histogram",
+        "Time from creating a peer connection to connected, by path.",
     );
-    let _ = writeln!(out, "# TYPE peerweb_{name} histogram");
     for p in peerweb_proto::PathKind::ALL {
         let h = &c.connect_ms[p.index()];
         let path = p.as_str();
@@ -260,19 +288,14 @@ fn connectivity_metrics(out: &mut String, c: &Connectivity) {
         );
         let _ = writeln!(out, "peerweb_{name}_count{{path=\"{path}\"}} {}", h.count);
     }
-    let _ = writeln!(
+    metric(
         out,
-        "# HELP peerweb_reports_dropped_total Connectivity reports not counted: malformed, or above a connection's rate."
-    );
-    let _ = writeln!(out, "# TYPE peerweb_reports_dropped_total counter");
-    let _ = writeln!(
-        out,
-        "peerweb_reports_dropped_total{{reason=\"malformed\"}} {}",
-        c.dropped_malformed
-    );
-    let _ = writeln!(
-        out,
-        "peerweb_reports_dropped_total{{reason=\"flood\"}} {}",
-        c.dropped_flood
+        "reports_dropped_total",
+        "counter",
+        "Connectivity reports not counted: malformed, or above a connection's rate.",
+        &[
+            ("{reason=\"malformed\"}", c.dropped_malformed),
+            ("{reason=\"flood\"}", c.dropped_flood),
+        ],
     );
 }
