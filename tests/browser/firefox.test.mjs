@@ -8,7 +8,8 @@ import { randomBytes, createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startServer, launchBrowser, openTab, joinRoom, waitFor, waitOpen, startNative, startCli } from './lib.mjs';
+import { startServer, launchBrowser, openTab, joinRoom, waitFor, waitOpen, startNative, startCli, turnEntry } from './lib.mjs';
+import { acceptAll, stateOf } from './transfer-pages.mjs';
 
 let server;
 let firefox;
@@ -146,16 +147,9 @@ for (const first of ['native', 'firefox']) {
   });
 }
 
-/** The server's TURN entry from /api/ice, keeping only the URLs that match `re`. */
-async function turnEntry(re) {
-  const ice = await (await fetch(`${server.url}/api/ice`)).json();
-  const turn = ice.iceServers.find((s) => s.urls.some((u) => u.startsWith('turn:')));
-  return { ...turn, urls: turn.urls.filter((u) => re.test(u)) };
-}
-
 for (const protocol of ['udp', 'tcp']) {
   test(`relay-only Firefox tabs connect through the built-in TURN over ${protocol.toUpperCase()}`, async () => {
-    const turn = await turnEntry(new RegExp(`^turn:.*transport=${protocol}$`));
+    const turn = await turnEntry(server.url, new RegExp(`^turn:.*transport=${protocol}$`));
     assert.equal(turn.urls.length, 1);
     const options = { rtcConfig: { iceTransportPolicy: 'relay' }, iceServers: [turn] };
     const a = await openTab(firefox, server.url);
@@ -191,26 +185,9 @@ test('the transfer receive page in Firefox takes a folder from `peerweb send`, v
     const p = await firefox.newPage();
     p.on('pageerror', (e) => console.error('[page error]', e.message));
     await p.goto(link);
-    const state = (names) => waitFor(p, (names) => {
-      const s = window.transferState;
-      return s && (names.includes(s.state) || s.state === 'error') ? s : null;
-    }, names, { timeout: 60000, what: `page state ${names}` });
-    const offered = await state(['offered']);
-    assert.equal(offered.state, 'offered', offered.error);
-    await p.click('#accept');
-    const done = await state(['done']);
-    assert.equal(done.state, 'done', done.error);
-    const got = await p.evaluate(async () => {
-      const out = {};
-      for (const r of window.transferFiles) {
-        const d = new Uint8Array(await crypto.subtle.digest('SHA-256', await r.file.arrayBuffer()));
-        out[r.path] = [...d].map((b) => b.toString(16).padStart(2, '0')).join('');
-      }
-      return out;
-    });
-    assert.deepEqual(got, want);
+    assert.deepEqual(await acceptAll(p), want);
     assert.equal(await sender.exited, 0, sender.stderr);
-    assert.equal(done.sas, sender.events.find((e) => e.event === 'verified').sas);
+    assert.equal((await stateOf(p)).sas, sender.events.find((e) => e.event === 'verified').sas);
     await p.screenshot({ path: 'artifacts/firefox-receive.png' });
     await p.close();
   } finally {

@@ -273,6 +273,13 @@ export async function joinRoom(page, room, options = {}) {
   }, [room, options]);
 }
 
+/** The TURN entry of a server's /api/ice, keeping only the URLs that match `re`. */
+export async function turnEntry(url, re) {
+  const ice = await (await fetch(`${url}/api/ice`)).json();
+  const turn = ice.iceServers.find((s) => s.urls.some((u) => u.startsWith('turn:')));
+  return { ...turn, urls: turn.urls.filter((u) => re.test(u)) };
+}
+
 /** Polls `fn(arg)` in the page until it returns a truthy value (or throws after `timeout`). */
 export async function waitFor(page, fn, arg, { timeout = 15000, what = 'condition' } = {}) {
   const end = Date.now() + timeout;

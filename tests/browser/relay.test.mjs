@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startServer, launchBrowser, openTab, joinRoom, waitFor, waitOpen } from './lib.mjs';
+import { startServer, launchBrowser, openTab, joinRoom, waitFor, waitOpen, turnEntry } from './lib.mjs';
 
 let browser;
 const servers = [];
@@ -52,18 +52,11 @@ async function connectRelayed(server, options, protocol, context = browser) {
   return [a, b];
 }
 
-/** The server's TURN entry from /api/ice, keeping only the URLs that match `re`. */
-async function turnEntry(server, re) {
-  const ice = await (await fetch(`${server.url}/api/ice`)).json();
-  const turn = ice.iceServers.find((s) => s.urls.some((u) => u.startsWith('turn:')));
-  return { ...turn, urls: turn.urls.filter((u) => re.test(u)) };
-}
-
 test('relay-only tabs connect through the built-in TURN server over UDP', async () => {
   const server = await serve(['--turn-allow-loopback-peers']);
   // The UDP URL only: given /api/ice's UDP and TCP URLs, Chromium may nominate whichever
   // relay pair succeeds first — TCP in one CI run — and move to UDP later.
-  const udp = await turnEntry(server, /^turn:.*transport=udp$/);
+  const udp = await turnEntry(server.url, /^turn:.*transport=udp$/);
   assert.equal(udp.urls.length, 1);
   const [a, b] = await connectRelayed(server, { ...relayOnly, iceServers: [udp] }, 'udp');
   // Live metrics while the session runs.
@@ -79,7 +72,7 @@ test('relay-only tabs connect through the built-in TURN server over UDP', async 
 
 test('relay-only tabs connect through TURN over TCP', async () => {
   const server = await serve(['--turn-allow-loopback-peers']);
-  const tcp = await turnEntry(server, /^turn:.*transport=tcp$/);
+  const tcp = await turnEntry(server.url, /^turn:.*transport=tcp$/);
   assert.equal(tcp.urls.length, 1);
   const [a, b] = await connectRelayed(server, { ...relayOnly, iceServers: [tcp] }, 'tcp');
   await a.close();
@@ -94,7 +87,7 @@ test('relay-only tabs connect through TURN over TLS', async () => {
       '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
     const server = await serve(['--turn-allow-loopback-peers', '--turn-tls-listen', '127.0.0.1:0',
       '--turn-tls-cert', join(dir, 'cert.pem'), '--turn-tls-key', join(dir, 'key.pem')]);
-    const tls = await turnEntry(server, /^turns:/);
+    const tls = await turnEntry(server.url, /^turns:/);
     assert.equal(tls.urls.length, 1);
     // The test certificate is self-signed; this browser is told to accept it.
     const trusting = await launchBrowser({ args: ['--ignore-certificate-errors'] });
