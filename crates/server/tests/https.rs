@@ -126,6 +126,26 @@ fn tls_cfg(cert: &Path, key: &Path) -> ServerConfig {
     }
 }
 
+/// A running server on a new CA's certificate for `localhost`, its files in a new folder;
+/// `dir` is removed when this is dropped.
+struct Tls {
+    ca: Ca,
+    dir: Dir,
+    r: Running,
+    leaf: CertificateDer<'static>,
+}
+
+/// Starts a server on a fresh certificate for `localhost` (files in folder `name`), with
+/// `cfg` applied on top of the certificate's configuration.
+async fn serve_localhost(name: &str, cfg: impl FnOnce(ServerConfig) -> ServerConfig) -> Tls {
+    let ca = Ca::new();
+    let dir = Dir::new(name);
+    let (cert, key, leaf) = ca.leaf(&["localhost"], YEARS);
+    let (c, k) = dir.write(&cert, &key);
+    let r = start(cfg(tls_cfg(&c, &k))).await;
+    Tls { ca, dir, r, leaf }
+}
+
 /// A TLS connection to `addr` as `name`; the certificate it was shown.
 async fn handshake(
     client: &Arc<rustls::ClientConfig>,
@@ -215,37 +235,33 @@ async fn await_served(
 
 #[tokio::test]
 async fn pages_signaling_and_turn_over_tls_share_one_certificate() {
-    let ca = Ca::new();
-    let dir = Dir::new("one");
-    let (cert, key, leaf) = ca.leaf(&["localhost"], YEARS);
-    let (c, k) = dir.write(&cert, &key);
-    let r = start(ServerConfig {
+    let t = serve_localhost("one", |c| ServerConfig {
         turn_tls_listen: Some("127.0.0.1:0".parse().unwrap()),
-        ..tls_cfg(&c, &k)
+        ..c
     })
     .await;
-    let client = ca.client();
-    let health = https_get(&client, r.https, "/healthz").await;
+    let client = t.ca.client();
+    let health = https_get(&client, t.r.https, "/healthz").await;
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
-    let page = https_get(&client, r.https, "/sdk/peerweb.js").await;
+    let page = https_get(&client, t.r.https, "/sdk/peerweb.js").await;
     assert!(
         page.contains("export async function join"),
         "{}",
         &page[..200]
     );
-    let metrics = https_get(&client, r.https, "/metrics").await;
+    let metrics = https_get(&client, t.r.https, "/metrics").await;
     assert!(
         metrics.contains("peerweb_tls_certificate_expiry_seconds 2840140800"),
         "{metrics}"
     );
-    let mut ws = signaling(&client, r.https).await;
+    let mut ws = signaling(&client, t.r.https).await;
     still_open(&mut ws).await;
-    let (_, turn_leaf) = handshake(&client, r.turn_tls.unwrap(), "localhost")
+    let (_, turn_leaf) = handshake(&client, t.r.turn_tls.unwrap(), "localhost")
         .await
         .unwrap();
-    assert_eq!(turn_leaf, leaf);
+    assert_eq!(turn_leaf, t.leaf);
     // Plain HTTP on the HTTPS port gets nothing.
-    let mut tcp = TcpStream::connect(r.https).await.unwrap();
+    let mut tcp = TcpStream::connect(t.r.https).await.unwrap();
     tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .unwrap();
@@ -256,28 +272,24 @@ async fn pages_signaling_and_turn_over_tls_share_one_certificate() {
 
 #[tokio::test]
 async fn a_new_certificate_is_served_after_sighup_and_live_connections_stay() {
-    let ca = Ca::new();
-    let dir = Dir::new("hup");
-    let (cert, key, _) = ca.leaf(&["localhost"], YEARS);
-    let (c, k) = dir.write(&cert, &key);
-    let r = start(ServerConfig {
+    let t = serve_localhost("hup", |c| ServerConfig {
         // Only the signal can make it reload within this test.
         tls_reload_secs: 3600,
-        ..tls_cfg(&c, &k)
+        ..c
     })
     .await;
-    let client = ca.client();
-    let mut ws = signaling(&client, r.https).await;
-    let (cert2, key2, leaf2) = ca.leaf(&["localhost"], (2021, 2061));
-    dir.write(&cert2, &key2);
+    let client = t.ca.client();
+    let mut ws = signaling(&client, t.r.https).await;
+    let (cert2, key2, leaf2) = t.ca.leaf(&["localhost"], (2021, 2061));
+    t.dir.write(&cert2, &key2);
     let status = std::process::Command::new("kill")
         .args(["-HUP", &std::process::id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    await_served(&client, r.https, &leaf2).await;
+    await_served(&client, t.r.https, &leaf2).await;
     still_open(&mut ws).await;
-    let metrics = https_get(&client, r.https, "/metrics").await;
+    let metrics = https_get(&client, t.r.https, "/metrics").await;
     assert!(
         metrics.contains("peerweb_tls_reloads_total{result=\"ok\"} 1"),
         "{metrics}"
@@ -286,33 +298,29 @@ async fn a_new_certificate_is_served_after_sighup_and_live_connections_stay() {
 
 #[tokio::test]
 async fn changed_files_are_taken_without_a_signal_and_a_broken_pair_keeps_the_old_one() {
-    let ca = Ca::new();
-    let dir = Dir::new("watch");
-    let (cert, key, _) = ca.leaf(&["localhost"], YEARS);
-    let (c, k) = dir.write(&cert, &key);
-    let r = start(ServerConfig {
+    let t = serve_localhost("watch", |c| ServerConfig {
         tls_reload_secs: 1,
-        ..tls_cfg(&c, &k)
+        ..c
     })
     .await;
-    let client = ca.client();
-    let mut ws = signaling(&client, r.https).await;
-    let (cert2, key2, leaf2) = ca.leaf(&["localhost"], (2021, 2061));
-    dir.write(&cert2, &key2);
-    await_served(&client, r.https, &leaf2).await;
+    let client = t.ca.client();
+    let mut ws = signaling(&client, t.r.https).await;
+    let (cert2, key2, leaf2) = t.ca.leaf(&["localhost"], (2021, 2061));
+    t.dir.write(&cert2, &key2);
+    await_served(&client, t.r.https, &leaf2).await;
     // A key that does not belong to the certificate: refused, the last good pair stays.
-    let (cert3, _, _) = ca.leaf(&["localhost"], (2022, 2062));
-    dir.write(&cert3, &key2);
+    let (cert3, _, _) = t.ca.leaf(&["localhost"], (2022, 2062));
+    t.dir.write(&cert3, &key2);
     let end = Instant::now() + Duration::from_secs(10);
     loop {
-        let m = https_get(&client, r.https, "/metrics").await;
+        let m = https_get(&client, t.r.https, "/metrics").await;
         if m.contains("peerweb_tls_reloads_total{result=\"error\"} 1") {
             break;
         }
         assert!(Instant::now() < end, "the broken pair was not noticed: {m}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (_, served) = handshake(&client, r.https, "localhost").await.unwrap();
+    let (_, served) = handshake(&client, t.r.https, "localhost").await.unwrap();
     assert_eq!(served, leaf2);
     still_open(&mut ws).await;
 }
@@ -355,25 +363,21 @@ async fn bad_certificate_files_are_refused_at_start_by_name() {
 
 #[tokio::test]
 async fn plain_http_redirects_to_https() {
-    let ca = Ca::new();
-    let dir = Dir::new("redirect");
-    let (cert, key, _) = ca.leaf(&["localhost"], YEARS);
-    let (c, k) = dir.write(&cert, &key);
-    let r = start(ServerConfig {
+    let t = serve_localhost("redirect", |c| ServerConfig {
         http_redirect_listen: Some("127.0.0.1:0".parse().unwrap()),
-        ..tls_cfg(&c, &k)
+        ..c
     })
     .await;
-    let resp = common::http_get(r.redirect.unwrap(), "peerweb.test", "/receive?x=1").await;
+    let resp = common::http_get(t.r.redirect.unwrap(), "peerweb.test", "/receive?x=1").await;
     assert!(resp.starts_with("HTTP/1.1 308"), "{resp}");
     let location = format!(
         "location: https://peerweb.test:{}/receive?x=1",
-        r.https.port()
+        t.r.https.port()
     );
     assert!(resp.to_ascii_lowercase().contains(&location), "{resp}");
     // No ACME here: no challenge answers.
     let resp = common::http_get(
-        r.redirect.unwrap(),
+        t.r.redirect.unwrap(),
         "peerweb.test",
         "/.well-known/acme-challenge/x",
     )
@@ -383,20 +387,16 @@ async fn plain_http_redirects_to_https() {
 
 #[tokio::test]
 async fn stalled_handshakes_are_bounded_per_address() {
-    let ca = Ca::new();
-    let dir = Dir::new("stall");
-    let (cert, key, _) = ca.leaf(&["localhost"], YEARS);
-    let (c, k) = dir.write(&cert, &key);
-    let r = start(tls_cfg(&c, &k)).await;
+    let t = serve_localhost("stall", |c| c).await;
     // Connections that never say hello hold their address's slots...
     let mut stalled = Vec::new();
     for _ in 0..peerweb_server::HANDSHAKES_PER_IP {
-        stalled.push(TcpStream::connect(r.https).await.unwrap());
+        stalled.push(TcpStream::connect(t.r.https).await.unwrap());
     }
     // ...so the next one from it is closed at once.
     let end = Instant::now() + Duration::from_secs(5);
     loop {
-        let mut extra = TcpStream::connect(r.https).await.unwrap();
+        let mut extra = TcpStream::connect(t.r.https).await.unwrap();
         let mut b = [0u8; 1];
         let closed = matches!(
             tokio::time::timeout(Duration::from_millis(500), extra.read(&mut b)).await,
@@ -412,13 +412,13 @@ async fn stalled_handshakes_are_bounded_per_address() {
     }
     drop(stalled);
     // Once they are gone, the address is served again.
-    let client = ca.client();
+    let client = t.ca.client();
     let end = Instant::now() + Duration::from_secs(5);
-    while handshake(&client, r.https, "localhost").await.is_err() {
+    while handshake(&client, t.r.https, "localhost").await.is_err() {
         assert!(Instant::now() < end, "the address stayed refused");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let metrics = https_get(&client, r.https, "/metrics").await;
+    let metrics = https_get(&client, t.r.https, "/metrics").await;
     assert!(
         !metrics.contains("peerweb_tls_handshakes_total{result=\"refused\"} 0"),
         "{metrics}"
@@ -427,12 +427,8 @@ async fn stalled_handshakes_are_bounded_per_address() {
 
 #[tokio::test]
 async fn a_handshake_that_stalls_is_given_up_after_its_time() {
-    let ca = Ca::new();
-    let dir = Dir::new("timeout");
-    let (cert, key, _) = ca.leaf(&["localhost"], YEARS);
-    let (c, k) = dir.write(&cert, &key);
-    let r = start(tls_cfg(&c, &k)).await;
-    let mut tcp = TcpStream::connect(r.https).await.unwrap();
+    let t = serve_localhost("timeout", |c| c).await;
+    let mut tcp = TcpStream::connect(t.r.https).await.unwrap();
     let t0 = Instant::now();
     let mut b = [0u8; 1];
     let limit = peerweb_server::HANDSHAKE_TIMEOUT + Duration::from_secs(5);
@@ -446,7 +442,7 @@ async fn a_handshake_that_stalls_is_given_up_after_its_time() {
         waited + Duration::from_millis(500) >= peerweb_server::HANDSHAKE_TIMEOUT,
         "closed after {waited:?}, before the handshake's time was up"
     );
-    let metrics = https_get(&ca.client(), r.https, "/metrics").await;
+    let metrics = https_get(&t.ca.client(), t.r.https, "/metrics").await;
     assert!(
         metrics.contains("peerweb_tls_handshakes_total{result=\"timeout\"} 1"),
         "{metrics}"
