@@ -256,12 +256,7 @@ impl Hub {
             let _ = tokio::time::timeout(CLOSE_WAIT, sink.send(Message::Close(Some(frame)))).await;
         }
         if !matches!(ended, End::ClientClosed { .. }) {
-            // Closing handshake: wait (bounded) for the client's close so the socket ends with
-            // FIN; closing with unread bytes would reset it and could destroy our close frame.
-            let _ = tokio::time::timeout(CLOSE_WAIT, async {
-                while let Some(Ok(_)) = stream.next().await {}
-            })
-            .await;
+            await_client_close(&mut stream).await;
         }
         debug!(?ended, "closed");
         let goodbye = matches!(ended, End::ClientClosed { goodbye: true });
@@ -269,7 +264,21 @@ impl Hub {
     }
 }
 
-pub(crate) const CLOSE_WAIT: Duration = Duration::from_secs(1);
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// The end of the closing handshake, after our close frame: reads (and drops) what the
+/// client still sends until its close, at most [`CLOSE_WAIT`], so the socket ends with FIN.
+/// Dropping it with unread bytes would reset it, and a reset can destroy what we sent last
+/// (our close frame, or an error frame before it: Firefox then never sees it).
+pub(crate) async fn await_client_close<S, E>(stream: &mut S)
+where
+    S: futures_util::Stream<Item = Result<Message, E>> + Unpin,
+{
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        while let Some(Ok(_)) = stream.next().await {}
+    })
+    .await;
+}
 /// Bytes of frames written to a socket with one flush.
 pub(crate) const WRITE_BATCH: usize = 16 * 1024;
 

@@ -163,13 +163,9 @@ async fn refuse(mut socket: axum::extract::ws::WebSocket, why: auth::AuthError) 
             reason: "unauthorized".into(),
         })))
         .await;
-    // Closing handshake, as the hub does: the client's `hello` is already on its way, and
-    // dropping the socket with it unread resets the connection — Firefox then discards the
-    // error frame above, and the page cannot say why it was refused.
-    let _ = tokio::time::timeout(hub::CLOSE_WAIT, async {
-        while let Some(Ok(_)) = socket.recv().await {}
-    })
-    .await;
+    // The client's `hello` is already on its way: without the closing handshake Firefox
+    // discards the error frame above, and the page cannot say why it was refused.
+    hub::await_client_close(&mut socket).await;
 }
 
 async fn ice(
