@@ -115,8 +115,7 @@ impl History {
         // The totals at the end of the minute before each one (zero before any sample).
         let mut before = Totals::default();
         let mut next = self.samples.iter().peekable();
-        while let Some((m, t)) = next.next_if(|(m, _)| *m < first) {
-            let _ = m;
+        while let Some((_, t)) = next.next_if(|(m, _)| *m < first) {
             before = *t;
         }
         for minute in first..=now {
