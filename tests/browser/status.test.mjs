@@ -37,7 +37,9 @@ async function until(pred, what) {
     if (pred(m.get)) return m;
     await new Promise((r) => setTimeout(r, 200));
   }
-  throw new Error(`timed out waiting for ${what}`);
+  const seen = (await (await fetch(`${server.url}/metrics`)).text()).split('\n')
+    .filter((l) => /^peerweb_peer_connections_total.* [1-9]/.test(l));
+  throw new Error(`timed out waiting for ${what}; counted ${seen.join(', ')}`);
 }
 
 test('connections are counted by client and path; a tab that opts out is not; /status shows them', async () => {

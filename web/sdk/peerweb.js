@@ -31,6 +31,12 @@ const ICE_FETCH_TIMEOUT_MS = 5000;
 const CONNECT_GIVE_UP_MS = 30000;
 /** A path down this long, with ICE restarts made, is reported as a restart that failed. */
 const RESTART_GIVE_UP_MS = 60000;
+/**
+ * A connection (or restart) is reported this long after it came up, with the path read
+ * then: a remote candidate whose checks arrived before it was signaled shows as peer-reflexive
+ * at first, and as what it is once the candidate is in.
+ */
+const REPORT_SETTLE_MS = 1000;
 /** Connectivity reports kept while signaling is down. */
 const MAX_PENDING_REPORTS = 32;
 
@@ -752,9 +758,10 @@ export class Peer extends EventTarget {
     this.room._report('connect', false, performance.now() - this._born);
   }
 
-  /** Reports a connection (or a restart) that came up, once the path is known. */
+  /** Reports a connection (or a restart) that came up, once the path has settled. */
   async _reportUp(what, since) {
     const ms = performance.now() - since;
+    await new Promise((r) => setTimeout(r, REPORT_SETTLE_MS));
     for (let i = 0; i < 10 && !this.closed; i++) {
       await this._refreshPath();
       if (this.path) {

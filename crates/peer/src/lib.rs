@@ -677,7 +677,7 @@ impl Client {
                             Event::State { state, .. } => p.watch.on_state(now, *state, p.restarts),
                             Event::Path { path, .. } => {
                                 path.relay_protocol = relay_protocol(&self.relay_transports, path);
-                                p.watch.on_path(path)
+                                p.watch.on_path(now, path)
                             }
                             _ => None,
                         };

@@ -16,6 +16,10 @@ pub(crate) const RESTART_GIVE_UP: Duration = Duration::from_secs(60);
 /// Connected but no path known after this long: nothing is reported (a report always names
 /// its path).
 const PATH_WAIT: Duration = Duration::from_secs(10);
+/// A connection (or restart) is reported this long after it came up, with the path known
+/// then (the SDK's value): a remote candidate whose checks arrived before it was signaled is
+/// peer-reflexive at first, and what it is once the candidate is in.
+pub(crate) const SETTLE: Duration = Duration::from_secs(1);
 
 /// One connection's reporting: at most one `connect` report, and one `restart` report per
 /// time its path went down and was restarted.
@@ -24,12 +28,13 @@ pub(crate) struct Watch {
     born: Instant,
     /// The `connect` report is made (or given up).
     connect_done: bool,
-    /// Connected at this time; waiting for the path to report it.
+    /// Connected at this time; reported once the path has settled.
     connected_at: Option<Instant>,
     /// The path went down at this time (after having connected), with the connection's
     /// restart count then.
     down: Option<(Instant, u32)>,
-    /// Back up after a restart: the time it took, waiting for the path.
+    /// Back up after a restart at this time, and the time it took; reported once the path
+    /// has settled.
     recovered: Option<(Instant, Duration)>,
     path: Option<(PathKind, Option<RelayTransport>)>,
 }
@@ -66,11 +71,11 @@ impl Watch {
                 if let Some((since, at_down)) = self.down.take()
                     && restarts > at_down
                 {
-                    // Reported with the path known now: a restart usually finds the same
-                    // pair again, which brings no new Path event.
+                    // A restart usually finds the same pair again, which brings no new Path
+                    // event: the path known then is the one reported.
                     self.recovered = Some((now, now - since));
                 }
-                self.ready()
+                self.ready(now)
             }
             PeerState::Disconnected if self.connect_done || self.connected_at.is_some() => {
                 self.down.get_or_insert((now, restarts));
@@ -81,9 +86,9 @@ impl Watch {
     }
 
     /// The selected path changed.
-    pub(crate) fn on_path(&mut self, path: &Path) -> Option<Report> {
+    pub(crate) fn on_path(&mut self, now: Instant, path: &Path) -> Option<Report> {
         self.path = Some(kind_of(path));
-        self.ready()
+        self.ready(now)
     }
 
     /// The connection ended by itself (its ICE agent gave up): what was pending failed.
@@ -100,8 +105,11 @@ impl Watch {
         }
     }
 
-    /// Time passed: give up on what took too long.
+    /// Time passed: report what has settled, give up on what took too long.
     pub(crate) fn on_timeout(&mut self, now: Instant, restarts: u32) -> Option<Report> {
+        if let Some(r) = self.ready(now) {
+            return Some(r);
+        }
         if !self.connect_done && self.connected_at.is_none() && now >= self.born + CONNECT_GIVE_UP {
             self.connect_done = true;
             return Some(failed(ReportKind::Connect, now - self.born));
@@ -129,23 +137,32 @@ impl Watch {
 
     /// When [`Watch::on_timeout`] has something to do.
     pub(crate) fn next_timeout(&self) -> Option<Instant> {
+        // Settled reports are due at SETTLE if the path is known (a path that comes later is
+        // reported by on_path), else given up at PATH_WAIT: no deadline that nothing clears.
+        let wait = if self.path.is_some() {
+            SETTLE
+        } else {
+            PATH_WAIT
+        };
         let connect = (!self.connect_done).then(|| match self.connected_at {
-            Some(at) => at + PATH_WAIT,
+            Some(at) => at + wait,
             None => self.born + CONNECT_GIVE_UP,
         });
         let restart = self.down.map(|(since, _)| since + RESTART_GIVE_UP);
-        let recovered = self.recovered.map(|(at, _)| at + PATH_WAIT);
+        let recovered = self.recovered.map(|(at, _)| at + wait);
         [connect, restart, recovered].into_iter().flatten().min()
     }
 
-    /// A report that was waiting for the path, once it is known.
-    fn ready(&mut self) -> Option<Report> {
+    /// A report whose path has settled ([`SETTLE`] since it came up, and the path known).
+    fn ready(&mut self, now: Instant) -> Option<Report> {
         let (path, relay) = self.path?;
-        if let Some(at) = self.connected_at.take() {
+        if let Some(at) = self.connected_at.filter(|at| now >= *at + SETTLE) {
+            self.connected_at = None;
             self.connect_done = true;
             return Some(connected(ReportKind::Connect, at - self.born, path, relay));
         }
-        if let Some((_, took)) = self.recovered.take() {
+        if let Some((_, took)) = self.recovered.filter(|(at, _)| now >= *at + SETTLE) {
+            self.recovered = None;
             return Some(connected(ReportKind::Restart, took, path, relay));
         }
         None

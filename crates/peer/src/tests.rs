@@ -707,6 +707,8 @@ fn connections_and_restarts_are_reported_to_the_server_once_each() {
     use peerweb_signal::Outcome;
     let mut w = pair();
     let took = w.run_until(Duration::from_secs(10), |w| w.open(0, 1));
+    // Not yet: a report waits until the path has settled.
+    assert_eq!(reported(&w).0.iter().sum::<u64>(), 0);
     w.run_until(Duration::from_secs(5), |w| {
         reported(w).0[outcome(Outcome::Direct(PathKind::Host))] == 2
     });
