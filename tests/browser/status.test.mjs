@@ -140,3 +140,23 @@ test('garbage and floods of reports get error frames, keep the connection and ad
   assert.equal(m.get('peerweb_reports_dropped_total{reason="malformed"}') - start.get('peerweb_reports_dropped_total{reason="malformed"}'), 5);
   ws.close();
 });
+
+test('tabs that close the moment they connect are still counted', async () => {
+  // Reports wait a second for the path to settle; a tab closing first sends its own at once
+  // (pagehide), and the one that sees it leave does too.
+  const start = (await metrics()).get('peerweb_peer_connect_seconds_count{path="host"}')
+    + (await metrics()).get('peerweb_peer_connect_seconds_count{path="prflx"}');
+  const a = await openTab(browser, server.url);
+  const b = await openTab(browser, server.url);
+  const aId = await joinRoom(a, 'brief');
+  const bId = await joinRoom(b, 'brief');
+  await waitOpen(a, bId);
+  await waitOpen(b, aId);
+  await waitFor(a, (id) => window.room.peers.get(id).path, bId, { what: 'path' });
+  await waitFor(b, (id) => window.room.peers.get(id).path, aId, { what: 'path' });
+  await b.close();
+  await waitFor(a, (id) => window.t.left.includes(id), bId, { what: 'peer-left' });
+  await a.close();
+  await until((g) => g('peerweb_peer_connect_seconds_count{path="host"}')
+    + g('peerweb_peer_connect_seconds_count{path="prflx"}') === start + 2, 'both reports');
+});

@@ -624,6 +624,9 @@ impl Client {
     fn drop_peer(&mut self, now: Instant, id: &str) {
         if let Some(mut p) = self.peers.remove(id) {
             p.close(now);
+            if let Some(r) = p.watch.flush() {
+                self.report(r);
+            }
             self.event(Event::PeerLeft {
                 peer: id.to_owned(),
             });

@@ -91,8 +91,12 @@ impl Watch {
         self.ready(now)
     }
 
-    /// The connection ended by itself (its ICE agent gave up): what was pending failed.
+    /// The connection ended (its ICE agent gave up, or we left): what came up is reported
+    /// with the path known now; what was still pending failed.
     pub(crate) fn on_closed(&mut self, now: Instant, restarts: u32) -> Option<Report> {
+        if let Some(r) = self.flush() {
+            return Some(r);
+        }
         if self.connecting() {
             self.connect_done = true;
             return Some(failed(ReportKind::Connect, now - self.born));
@@ -155,13 +159,24 @@ impl Watch {
 
     /// A report whose path has settled ([`SETTLE`] since it came up, and the path known).
     fn ready(&mut self, now: Instant) -> Option<Report> {
+        self.report_up(|at| now >= at + SETTLE)
+    }
+
+    /// A report still waiting for its path to settle, made now with the path known now: the
+    /// connection is going away (the peer left, or we leave).
+    pub(crate) fn flush(&mut self) -> Option<Report> {
+        self.report_up(|_| true)
+    }
+
+    /// The report of what came up at a time for which `due` holds, if the path is known.
+    fn report_up(&mut self, due: impl Fn(Instant) -> bool) -> Option<Report> {
         let (path, relay) = self.path?;
-        if let Some(at) = self.connected_at.filter(|at| now >= *at + SETTLE) {
+        if let Some(at) = self.connected_at.filter(|at| due(*at)) {
             self.connected_at = None;
             self.connect_done = true;
             return Some(connected(ReportKind::Connect, at - self.born, path, relay));
         }
-        if let Some((_, took)) = self.recovered.filter(|(at, _)| now >= *at + SETTLE) {
+        if let Some((_, took)) = self.recovered.filter(|(at, _)| due(*at)) {
             self.recovered = None;
             return Some(connected(ReportKind::Restart, took, path, relay));
         }
