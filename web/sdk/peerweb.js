@@ -31,12 +31,6 @@ const ICE_FETCH_TIMEOUT_MS = 5000;
 const CONNECT_GIVE_UP_MS = 30000;
 /** A path down this long, with ICE restarts made, is reported as a restart that failed. */
 const RESTART_GIVE_UP_MS = 60000;
-/**
- * A connection (or restart) is reported this long after it came up, with the path read
- * then: a remote candidate whose checks arrived before it was signaled shows as peer-reflexive
- * at first, and as what it is once the candidate is in.
- */
-const REPORT_SETTLE_MS = 1000;
 /** Connectivity reports kept while signaling is down. */
 const MAX_PENDING_REPORTS = 32;
 
@@ -345,11 +339,6 @@ export class Room extends EventTarget {
   async _start() {
     await this._refreshIce();
     const sig = this._signaling;
-    // Before the signaling's own pagehide goodbye (listeners run in order): reports still
-    // waiting for their path to settle go out with what is known.
-    globalThis.addEventListener?.('pagehide', () => {
-      for (const peer of this.peers.values()) peer._flushReport();
-    });
     sig.addEventListener('state', (ev) => this.dispatchEvent(new PeerwebEvent('signaling', { state: ev.state })));
     sig.addEventListener('welcome', () => {
       this._sendJoin();
@@ -603,9 +592,6 @@ export class Peer extends EventTarget {
     this._downAt = null;
     this._restarted = false;
     this._giveUpTimer = setTimeout(() => this._connectFailed(), CONNECT_GIVE_UP_MS);
-    /** A report waiting for the path to settle: `{what, ms}`. */
-    this._pendingReport = null;
-    this._settleTimer = null;
     const pc = new RTCPeerConnection(room._iceConfig);
     this.pc = pc;
     pc.onicecandidate = ({ candidate }) => {
@@ -766,30 +752,17 @@ export class Peer extends EventTarget {
     this.room._report('connect', false, performance.now() - this._born);
   }
 
-  /**
-   * Reports a connection (or a restart) that came up, REPORT_SETTLE_MS later with the path
-   * read then — or at once if the connection closes or the page goes away first.
-   */
-  _reportUp(what, since) {
-    this._flushReport();
-    this._pendingReport = { what, ms: performance.now() - since };
-    clearTimeout(this._settleTimer);
-    this._settleTimer = setTimeout(async () => {
-      for (let i = 0; i < 10 && this._pendingReport && !this.closed; i++) {
-        await this._refreshPath();
-        if (this.path) break;
-        await new Promise((r) => setTimeout(r, 200));
+  /** Reports a connection (or a restart) that came up, once the path is known. */
+  async _reportUp(what, since) {
+    const ms = performance.now() - since;
+    for (let i = 0; i < 10 && !this.closed; i++) {
+      await this._refreshPath();
+      if (this.path) {
+        this.room._report(what, true, ms, this.path);
+        return;
       }
-      this._flushReport();
-    }, REPORT_SETTLE_MS);
-  }
-
-  /** Sends the pending report now, with the path known now (none known: nothing to say). */
-  _flushReport() {
-    const r = this._pendingReport;
-    this._pendingReport = null;
-    clearTimeout(this._settleTimer);
-    if (r && this.path) this.room._report(r.what, true, r.ms, this.path);
+      await new Promise((r) => setTimeout(r, 200));
+    }
   }
 
   _onState() {
@@ -924,7 +897,6 @@ export class Peer extends EventTarget {
   /** Closes the connection to this peer. */
   close() {
     if (this.closed) return;
-    this._flushReport();
     this.closed = true;
     clearInterval(this._statsTimer);
     clearTimeout(this._restartTimer);

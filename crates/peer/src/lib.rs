@@ -624,9 +624,6 @@ impl Client {
     fn drop_peer(&mut self, now: Instant, id: &str) {
         if let Some(mut p) = self.peers.remove(id) {
             p.close(now);
-            if let Some(r) = p.watch.flush() {
-                self.report(r);
-            }
             self.event(Event::PeerLeft {
                 peer: id.to_owned(),
             });
@@ -680,7 +677,7 @@ impl Client {
                             Event::State { state, .. } => p.watch.on_state(now, *state, p.restarts),
                             Event::Path { path, .. } => {
                                 path.relay_protocol = relay_protocol(&self.relay_transports, path);
-                                p.watch.on_path(now, path)
+                                p.watch.on_path(path)
                             }
                             _ => None,
                         };

@@ -16,10 +16,6 @@ pub(crate) const RESTART_GIVE_UP: Duration = Duration::from_secs(60);
 /// Connected but no path known after this long: nothing is reported (a report always names
 /// its path).
 const PATH_WAIT: Duration = Duration::from_secs(10);
-/// A connection (or restart) is reported this long after it came up, with the path known
-/// then (the SDK's value): a remote candidate whose checks arrived before it was signaled is
-/// peer-reflexive at first, and what it is once the candidate is in.
-pub(crate) const SETTLE: Duration = Duration::from_secs(1);
 
 /// One connection's reporting: at most one `connect` report, and one `restart` report per
 /// time its path went down and was restarted.
@@ -28,13 +24,12 @@ pub(crate) struct Watch {
     born: Instant,
     /// The `connect` report is made (or given up).
     connect_done: bool,
-    /// Connected at this time; reported once the path has settled.
+    /// Connected at this time; waiting for the path to report it.
     connected_at: Option<Instant>,
     /// The path went down at this time (after having connected), with the connection's
     /// restart count then.
     down: Option<(Instant, u32)>,
-    /// Back up after a restart at this time, and the time it took; reported once the path
-    /// has settled.
+    /// Back up after a restart: the time it took, waiting for the path.
     recovered: Option<(Instant, Duration)>,
     path: Option<(PathKind, Option<RelayTransport>)>,
 }
@@ -71,11 +66,11 @@ impl Watch {
                 if let Some((since, at_down)) = self.down.take()
                     && restarts > at_down
                 {
-                    // A restart usually finds the same pair again, which brings no new Path
-                    // event: the path known then is the one reported.
+                    // Reported with the path known now: a restart usually finds the same
+                    // pair again, which brings no new Path event.
                     self.recovered = Some((now, now - since));
                 }
-                self.ready(now)
+                self.ready()
             }
             PeerState::Disconnected if self.connect_done || self.connected_at.is_some() => {
                 self.down.get_or_insert((now, restarts));
@@ -86,17 +81,13 @@ impl Watch {
     }
 
     /// The selected path changed.
-    pub(crate) fn on_path(&mut self, now: Instant, path: &Path) -> Option<Report> {
+    pub(crate) fn on_path(&mut self, path: &Path) -> Option<Report> {
         self.path = Some(kind_of(path));
-        self.ready(now)
+        self.ready()
     }
 
-    /// The connection ended (its ICE agent gave up, or we left): what came up is reported
-    /// with the path known now; what was still pending failed.
+    /// The connection ended by itself (its ICE agent gave up): what was pending failed.
     pub(crate) fn on_closed(&mut self, now: Instant, restarts: u32) -> Option<Report> {
-        if let Some(r) = self.flush() {
-            return Some(r);
-        }
         if self.connecting() {
             self.connect_done = true;
             return Some(failed(ReportKind::Connect, now - self.born));
@@ -109,11 +100,8 @@ impl Watch {
         }
     }
 
-    /// Time passed: report what has settled, give up on what took too long.
+    /// Time passed: give up on what took too long.
     pub(crate) fn on_timeout(&mut self, now: Instant, restarts: u32) -> Option<Report> {
-        if let Some(r) = self.ready(now) {
-            return Some(r);
-        }
         if !self.connect_done && self.connected_at.is_none() && now >= self.born + CONNECT_GIVE_UP {
             self.connect_done = true;
             return Some(failed(ReportKind::Connect, now - self.born));
@@ -141,43 +129,23 @@ impl Watch {
 
     /// When [`Watch::on_timeout`] has something to do.
     pub(crate) fn next_timeout(&self) -> Option<Instant> {
-        // Settled reports are due at SETTLE if the path is known (a path that comes later is
-        // reported by on_path), else given up at PATH_WAIT: no deadline that nothing clears.
-        let wait = if self.path.is_some() {
-            SETTLE
-        } else {
-            PATH_WAIT
-        };
         let connect = (!self.connect_done).then(|| match self.connected_at {
-            Some(at) => at + wait,
+            Some(at) => at + PATH_WAIT,
             None => self.born + CONNECT_GIVE_UP,
         });
         let restart = self.down.map(|(since, _)| since + RESTART_GIVE_UP);
-        let recovered = self.recovered.map(|(at, _)| at + wait);
+        let recovered = self.recovered.map(|(at, _)| at + PATH_WAIT);
         [connect, restart, recovered].into_iter().flatten().min()
     }
 
-    /// A report whose path has settled ([`SETTLE`] since it came up, and the path known).
-    fn ready(&mut self, now: Instant) -> Option<Report> {
-        self.report_up(|at| now >= at + SETTLE)
-    }
-
-    /// A report still waiting for its path to settle, made now with the path known now: the
-    /// connection is going away (the peer left, or we leave).
-    pub(crate) fn flush(&mut self) -> Option<Report> {
-        self.report_up(|_| true)
-    }
-
-    /// The report of what came up at a time for which `due` holds, if the path is known.
-    fn report_up(&mut self, due: impl Fn(Instant) -> bool) -> Option<Report> {
+    /// A report that was waiting for the path, once it is known.
+    fn ready(&mut self) -> Option<Report> {
         let (path, relay) = self.path?;
-        if let Some(at) = self.connected_at.filter(|at| due(*at)) {
-            self.connected_at = None;
+        if let Some(at) = self.connected_at.take() {
             self.connect_done = true;
             return Some(connected(ReportKind::Connect, at - self.born, path, relay));
         }
-        if let Some((_, took)) = self.recovered.filter(|(at, _)| due(*at)) {
-            self.recovered = None;
+        if let Some((_, took)) = self.recovered.take() {
             return Some(connected(ReportKind::Restart, took, path, relay));
         }
         None
