@@ -75,6 +75,7 @@ function showSignaling(state) {
 
 $('join-form').addEventListener('submit', async (ev) => {
   ev.preventDefault();
+  if (window.peerwebMissing.length) return; // the page says what this browser lacks
   const roomName = $('room').value.trim();
   const name = $('name').value.trim();
   localStorage.setItem('peerweb.name', name);

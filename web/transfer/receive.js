@@ -64,7 +64,9 @@ function target(text) {
   return parseCode(text);
 }
 
-if (location.hash.length > 1) {
+if (window.peerwebMissing.length) {
+  setStatus('unsupported', 'This browser cannot receive (see above).');
+} else if (location.hash.length > 1) {
   const link = parseFragment(location.hash);
   if (link) start(link);
   else showError('This page needs the whole link the sender shared (the part after # is missing or damaged).');

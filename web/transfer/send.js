@@ -6,7 +6,7 @@ import { $, setStatus, showError, showProgress, showVerified, size, state } from
 let started = false;
 
 function start(items) {
-  if (started || items.length === 0) return;
+  if (started || items.length === 0 || window.peerwebMissing.length) return;
   started = true;
   $('pick').hidden = true;
   state.files = items.map((it) => ({ path: it.path, size: it.file.size }));
@@ -50,3 +50,37 @@ drop.addEventListener('drop', (ev) => {
   drop.classList.remove('over');
   start([...ev.dataTransfer.files].map((file) => ({ file, path: file.name })));
 });
+
+/**
+ * Files shared to the installed app (Share → peerweb): the service worker kept them and opened
+ * this page with ?shared=…; they are sent as if picked here.
+ */
+async function shared(how) {
+  history.replaceState(null, '', '/send');
+  const why = {
+    empty: 'Nothing was shared: pick the files here.',
+    unreadable: 'The shared files could not be read: pick them here.',
+    'too-many': `Too many files were shared at once: pick them here, or share a folder's files in parts.`,
+    lost: 'The shared files did not reach this page (peerweb was not installed yet): share them again, or pick them here.',
+  }[how];
+  if (why) {
+    $('status').textContent = why;
+    return;
+  }
+  try {
+    const sw = navigator.serviceWorker;
+    const worker = sw.controller ?? (await sw.ready).active;
+    const answer = await new Promise((resolve, reject) => {
+      const channel = new MessageChannel();
+      channel.port1.onmessage = ({ data }) => (data.error ? reject(new Error(data.error)) : resolve(data.files));
+      worker.postMessage({ take: 'shared' }, [channel.port2]);
+    });
+    if (answer.length === 0) $('status').textContent = 'The shared files were sent or dropped already: pick them here.';
+    else start(answer.map((file) => ({ file, path: file.name })));
+  } catch (e) {
+    showError(`The shared files could not be taken from this browser's storage: ${e.message}`);
+  }
+}
+
+const sharedParam = new URLSearchParams(location.search).get('shared');
+if (sharedParam !== null && !window.peerwebMissing.length) shared(sharedParam);

@@ -1,16 +1,69 @@
-//! The browser SDK and demo app, embedded in the binary (no build step, no files on disk).
+//! The browser SDK and the web app, embedded in the binary (no build step, no files on disk).
+//!
+//! Every page is one app: its HTML holds `<!--shell:head-->` and `<!--shell:header-->`, which
+//! are filled in once at start-up with the shared head (stylesheet, manifest, icons, the
+//! shell script) and the header with the navigation, the page's own entry marked current.
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::Path;
 use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{MethodRouter, get, post};
 
 use crate::AppState;
 
 const JS: &str = "text/javascript; charset=utf-8";
 const HTML: &str = "text/html; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
+const PNG: &str = "image/png";
+const SVG: &str = "image/svg+xml";
+
+/// The app's pages in its navigation: path and name.
+const NAV: &[(&str, &str)] = &[
+    ("/", "Rooms"),
+    ("/send", "Send"),
+    ("/receive", "Receive"),
+    ("/status", "Status"),
+];
+
+const HEAD_MARK: &str = "<!--shell:head-->";
+const HEADER_MARK: &str = "<!--shell:header-->";
+
+/// What every page's head holds besides its charset, title and own stylesheet.
+const SHELL_HEAD: &str = r##"<meta name="viewport" content="width=device-width, initial-scale=1, viewport-fit=cover">
+<meta name="color-scheme" content="light dark">
+<meta name="theme-color" content="#f4f6f8" media="(prefers-color-scheme: light)">
+<meta name="theme-color" content="#0f1419" media="(prefers-color-scheme: dark)">
+<link rel="manifest" href="/manifest.webmanifest">
+<link rel="icon" href="/icons/icon.svg" type="image/svg+xml">
+<link rel="apple-touch-icon" href="/icons/apple-touch-icon.png">
+<link rel="stylesheet" href="/app.css">
+<script src="/shell.js"></script>"##;
+
+/// The header: the name, the navigation with `current` marked, the theme switch.
+fn shell_header(current: &str) -> String {
+    let links: String = NAV
+        .iter()
+        .map(|(path, name)| {
+            let mark = if *path == current {
+                r#" aria-current="page""#
+            } else {
+                ""
+            };
+            format!(r#"<a href="{path}"{mark}>{name}</a>"#)
+        })
+        .collect();
+    format!(
+        r#"<header class="top"><a class="brand" href="/" aria-label="peerweb home">peer<span>web</span></a><nav aria-label="Pages">{links}</nav><button id="theme" class="theme" type="button">◐ Auto</button></header>"#
+    )
+}
+
+/// Page `src` with the shell filled in; `current` is its path in the navigation.
+fn compose(src: &str, current: &str) -> String {
+    src.replacen(HEAD_MARK, SHELL_HEAD, 1)
+        .replacen(HEADER_MARK, &shell_header(current), 1)
+}
 
 /// A page asset of content type `ty`, revalidated on every load (the binary may change).
 fn served(ty: &'static str, body: impl IntoResponse) -> Response {
@@ -24,9 +77,36 @@ fn served(ty: &'static str, body: impl IntoResponse) -> Response {
         .into_response()
 }
 
+/// The route of a page of the app, composed once.
+fn page(src: &'static str, current: &'static str) -> MethodRouter<AppState> {
+    let html = Bytes::from(compose(src, current));
+    get(move || {
+        let html = html.clone();
+        async move { served(HTML, html) }
+    })
+}
+
+/// A share to the installed app (303) that reached the server: the service worker that takes
+/// shares was not running yet. The body (the user's files) is never read.
+async fn share_without_worker() -> Redirect {
+    Redirect::to("/send?shared=lost")
+}
+
 macro_rules! asset {
     ($path:literal, $ty:expr) => {
         get(|| async { served($ty, include_str!(concat!("../../../web/", $path))) })
+    };
+}
+
+macro_rules! binary {
+    ($path:literal, $ty:expr) => {
+        get(|| async { served($ty, &include_bytes!(concat!("../../../web/", $path))[..]) })
+    };
+}
+
+macro_rules! html {
+    ($path:literal) => {
+        include_str!(concat!("../../../web/", $path))
     };
 }
 
@@ -54,16 +134,35 @@ async fn words() -> Response {
 /// Routes for the embedded assets.
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
-        .route("/", asset!("index.html", "text/html; charset=utf-8"))
+        .route("/", page(html!("index.html"), "/"))
+        .route("/send", page(html!("transfer/send.html"), "/send"))
+        .route("/receive", page(html!("transfer/receive.html"), "/receive"))
+        .route("/status", page(html!("status.html"), "/status"))
+        .route("/share", post(share_without_worker))
+        .route("/app.css", asset!("app.css", CSS))
+        .route("/shell.js", asset!("shell.js", JS))
+        .route("/sw.js", asset!("sw.js", JS))
+        .route(
+            "/manifest.webmanifest",
+            asset!("manifest.webmanifest", "application/manifest+json"),
+        )
+        .route("/icons/icon.svg", asset!("icons/icon.svg", SVG))
+        .route("/icons/icon-192.png", binary!("icons/icon-192.png", PNG))
+        .route("/icons/icon-512.png", binary!("icons/icon-512.png", PNG))
+        .route(
+            "/icons/maskable-512.png",
+            binary!("icons/maskable-512.png", PNG),
+        )
+        .route(
+            "/icons/apple-touch-icon.png",
+            binary!("icons/apple-touch-icon.png", PNG),
+        )
         .route("/app.js", asset!("app.js", JS))
+        .route("/rooms.css", asset!("rooms.css", CSS))
         .route("/auth.js", asset!("auth.js", JS))
-        .route("/app.css", asset!("app.css", "text/css; charset=utf-8"))
         .route("/sdk/peerweb.js", asset!("sdk/peerweb.js", JS))
-        .route("/status", asset!("status.html", HTML))
         .route("/status.js", asset!("status.js", JS))
         .route("/status.css", asset!("status.css", CSS))
-        .route("/send", asset!("transfer/send.html", HTML))
-        .route("/receive", asset!("transfer/receive.html", HTML))
         .route(
             "/transfer/transfer.css",
             asset!("transfer/transfer.css", CSS),
@@ -81,4 +180,43 @@ pub(crate) fn routes() -> Router<AppState> {
             "/sdk/peerweb.d.ts",
             asset!("sdk/peerweb.d.ts", "application/typescript; charset=utf-8"),
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAGES: &[(&str, &str)] = &[
+        (html!("index.html"), "/"),
+        (html!("transfer/send.html"), "/send"),
+        (html!("transfer/receive.html"), "/receive"),
+        (html!("status.html"), "/status"),
+    ];
+
+    #[test]
+    fn every_page_gets_the_shell_with_itself_marked_current() {
+        for (src, current) in PAGES {
+            let html = compose(src, current);
+            assert!(!html.contains("<!--shell:"), "{current}: a mark is left");
+            assert!(
+                html.contains(r#"<link rel="manifest""#),
+                "{current}: no head"
+            );
+            assert_eq!(
+                html.matches(r#"aria-current="page""#).count(),
+                1,
+                "{current}"
+            );
+            assert!(
+                html.contains(&format!(r#"<a href="{current}" aria-current="page">"#)),
+                "{current}: not marked"
+            );
+            for (path, _) in NAV {
+                assert!(
+                    html.contains(&format!(r#"<a href="{path}""#)),
+                    "{current}: no {path}"
+                );
+            }
+        }
+    }
 }
