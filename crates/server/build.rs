@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The packages the pages import from (the lockfile pins their versions and hashes).
-const PACKAGES: &[&str] = &["@noble/curves", "@noble/hashes"];
+const PACKAGES: &[&str] = &["@noble/curves", "@noble/hashes", "uqr"];
 
 fn main() {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
@@ -74,7 +74,7 @@ fn main() {
     fs::write(out.join("vendor.rs"), code).expect("write vendor.rs");
 }
 
-/// The `.js` files of one package, leaving out its TypeScript sources and nested packages.
+/// The `.js` and `.mjs` files of one package, leaving out its TypeScript sources and nested packages.
 fn collect(root: &Path, dir: &Path, into: &mut Vec<(String, PathBuf)>) {
     let mut entries: Vec<_> = fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
@@ -87,7 +87,7 @@ fn collect(root: &Path, dir: &Path, into: &mut Vec<(String, PathBuf)>) {
             if name != "src" && name != "node_modules" {
                 collect(root, &path, into);
             }
-        } else if name.ends_with(".js") {
+        } else if name.ends_with(".js") || name.ends_with(".mjs") {
             let rel = path
                 .strip_prefix(root)
                 .expect("under root")

@@ -1,13 +1,14 @@
 // The pages as one web app: one header and navigation on every page, light and dark, usable
 // at phone and desktop sizes (screenshots in artifacts/app-*.png), installable (manifest,
-// icons, service worker, as Chromium judges it), "Share → peerweb" reaching a receiver through
-// the service worker, and a browser lacking WebRTC told so.
+// icons, service worker, as Chromium judges it; an offline page), "Share → peerweb" reaching a
+// receiver through the service worker, and a browser lacking WebRTC told so.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import jsQR from 'jsqr';
 import { startServer, launchBrowser, startCli, waitFor } from './lib.mjs';
 
 const PAGES = [['rooms', '/', 'Rooms'], ['send', '/send', 'Send'], ['receive', '/receive', 'Receive'], ['status', '/status', 'Status']];
@@ -151,6 +152,15 @@ test('installable: Chromium finds no installability errors; manifest, icons and 
     }
   }
   await cdp.detach();
+  // Offline, a page load gets the worker's page saying so, not the browser's error.
+  await p.context().setOffline(true);
+  try {
+    const res = await p.goto(`${server.url}/send`);
+    assert.equal(res.status(), 503);
+    assert.match(await p.textContent('h1'), /This device is offline/);
+  } finally {
+    await p.context().setOffline(false);
+  }
   await p.close();
 });
 
@@ -160,7 +170,7 @@ test('installable: Chromium finds no installability errors; manifest, icons and 
  * whose service worker is running. Returns the page it lands on.
  */
 async function share(fields) {
-  const p = await open('/');
+  const p = await open('/', { viewport: SIZES.phone });
   await p.evaluate(() => navigator.serviceWorker.ready);
   const paths = {};
   for (const [name, value] of Object.entries(fields)) {
@@ -196,11 +206,30 @@ async function share(fields) {
 
 const sha = (b) => createHash('sha256').update(b).digest('hex');
 
+/** What a phone camera reads from the send page's QR code (drawn as the page draws it). */
+async function qr(p) {
+  const { width, height, pixels } = await p.evaluate(async () => {
+    const svg = document.querySelector('#qr svg');
+    const side = 400;
+    const img = new Image();
+    img.src = URL.createObjectURL(new Blob([svg.outerHTML], { type: 'image/svg+xml' }));
+    await img.decode();
+    const canvas = new OffscreenCanvas(side, side);
+    const ctx = canvas.getContext('2d');
+    ctx.drawImage(img, 0, 0, side, side);
+    return { width: side, height: side, pixels: [...ctx.getImageData(0, 0, side, side).data] };
+  });
+  return jsQR(Uint8ClampedArray.from(pixels), width, height)?.data ?? null;
+}
+
 test('Share → peerweb: shared files go through the service worker to the send page and on to a receiver', async () => {
   const files = [{ name: 'photo.jpg', body: randomBytes(300_001) }, { name: 'notes.txt', body: Buffer.from('shared from another app\n') }];
   const p = await share({ files, title: '', text: '' });
   const s = await waitFor(p, () => window.transferState?.link && window.transferState, null, { what: 'link' });
   assert.deepEqual(s.files.map((f) => [f.path, f.size]), files.map((f) => [f.name, f.body.length]));
+  assert.equal((await look(p)).overflow, 0, 'the link fits the phone');
+  assert.equal(await qr(p), s.link, 'the QR code is the link');
+  await p.screenshot({ path: 'artifacts/app-send-shared-phone.png', fullPage: true });
   const out = join(dir, 'out-shared');
   const receiver = startCli(['receive', s.code, '--server', server.url, '--out', out, '--yes', '--json', ...NET]);
   assert.equal(await receiver.exited, 0, receiver.stderr);

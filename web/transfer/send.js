@@ -1,5 +1,6 @@
 // The send page: pick or drop files (or a folder), share the link or the code, send to whoever
 // proves it holds one of them.
+import { renderSVG } from 'uqr';
 import { send } from './transfer.js';
 import { $, setStatus, showError, showProgress, showVerified, size, state } from './ui.js';
 
@@ -26,7 +27,21 @@ function start(items) {
         $('code').textContent = code;
         $('code-cmd').textContent = code;
         $('share').hidden = false;
-        $('copy').onclick = () => navigator.clipboard?.writeText(url);
+        // Dark modules on white with a quiet zone, whatever the theme: what phone cameras read.
+        $('qr').innerHTML = renderSVG(url, { border: 4, ecc: 'M' });
+        $('copy').onclick = async () => {
+          try {
+            await navigator.clipboard.writeText(url);
+            $('copy').textContent = 'Copied';
+          } catch {
+            $('copy').textContent = 'Select the link to copy it';
+          }
+        };
+        // Phones: hand the link to a messenger (the Web Share API).
+        if (navigator.share) {
+          $('share-link').hidden = false;
+          $('share-link').onclick = () => navigator.share({ title: 'Files from peerweb', url }).catch(() => {});
+        }
       },
       verified: (v) => { $('share').hidden = true; showVerified(v); },
       progress: showProgress,
