@@ -67,6 +67,13 @@ function look(p) {
       text: contrast(body.color, body.backgroundColor),
       muted: card ? contrast(getComputedStyle(card.querySelector('.muted, label') ?? card).color, cardStyle.backgroundColor) : null,
       overflow: document.documentElement.scrollWidth - document.documentElement.clientWidth,
+      // How far any part of the page sticks out past main's padding on the right.
+      spill: (() => {
+        const main = document.querySelector('main');
+        const edge = main.getBoundingClientRect().right - parseFloat(getComputedStyle(main).paddingRight);
+        return Math.max(0, ...[...main.querySelectorAll('*')].filter((e) => e.checkVisibility())
+          .map((e) => e.getBoundingClientRect().right - edge));
+      })(),
       banner: document.getElementById('unsupported')?.textContent ?? null,
     };
   });
@@ -84,6 +91,7 @@ test('every page has the one header and navigation, light and dark, at phone and
         assert.equal(l.current, label, where);
         assert.ok(l.navVisible, `${where}: the navigation is off screen`);
         assert.equal(l.overflow, 0, `${where}: the page is wider than the window`);
+        assert.ok(l.spill < 1, `${where}: something sticks out ${l.spill} px past the right margin`);
         assert.equal(l.banner, null, `${where}: ${l.banner}`);
         if (scheme === 'dark') assert.ok(l.background < 0.05, `${where}: background luminance ${l.background}`);
         else assert.ok(l.background > 0.85, `${where}: background luminance ${l.background}`);
@@ -227,7 +235,8 @@ test('Share → peerweb: shared files go through the service worker to the send 
   const p = await share({ files, title: '', text: '' });
   const s = await waitFor(p, () => window.transferState?.link && window.transferState, null, { what: 'link' });
   assert.deepEqual(s.files.map((f) => [f.path, f.size]), files.map((f) => [f.name, f.body.length]));
-  assert.equal((await look(p)).overflow, 0, 'the link fits the phone');
+  const l = await look(p);
+  assert.ok(l.overflow === 0 && l.spill < 1, `the link and QR code fit the phone (${l.overflow}, ${l.spill})`);
   assert.equal(await qr(p), s.link, 'the QR code is the link');
   await p.screenshot({ path: 'artifacts/app-send-shared-phone.png', fullPage: true });
   const out = join(dir, 'out-shared');
