@@ -24,6 +24,10 @@
     RTCPeerConnection: ['WebRTC (RTCPeerConnection)', () => typeof RTCPeerConnection === 'function'],
     WebSocket: ['WebSocket', () => typeof WebSocket === 'function'],
     fetch: ['fetch', () => typeof fetch === 'function'],
+    getUserMedia: [
+      'the camera and microphone (navigator.mediaDevices; browsers offer it only on https:// or localhost pages)',
+      () => typeof navigator.mediaDevices?.getUserMedia === 'function',
+    ],
   };
 
   /** The parts `needs` (names from PARTS) this browser lacks, by their readable names. */
@@ -45,10 +49,13 @@
     banner.setAttribute('role', 'alert');
     banner.textContent = `This browser lacks ${gone.join(' and ')}, which this page needs.`;
     const more = document.createElement('p');
-    more.textContent = gone.some((g) => g.startsWith('WebRTC'))
-      ? 'WebRTC may be turned off in its settings (Firefox: media.peerconnection.enabled) or by an extension. '
-        + 'Current Chromium, Firefox and Safari all have it.'
-      : 'Current Chromium, Firefox and Safari all have it.';
+    if (gone.some((g) => g.startsWith('WebRTC'))) {
+      more.textContent = 'WebRTC may be turned off in its settings (Firefox: media.peerconnection.enabled) or by an extension. '
+        + 'Current Chromium, Firefox and Safari all have it.';
+    } else if (gone.some((g) => g.startsWith('the camera')) && !window.isSecureContext) {
+      more.textContent = 'This page was opened over plain http from another address: open it over https:// '
+        + '(peerweb serve --acme-domain or --tls-cert) or on the server itself (localhost).';
+    } else more.textContent = 'Current Chromium, Firefox and Safari all have it.';
     banner.append(more);
     document.querySelector('header.top')?.after(banner);
     for (const el of document.querySelectorAll('main > *')) el.hidden = true;

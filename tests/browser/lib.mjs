@@ -246,14 +246,15 @@ export async function openTab(context, url) {
 }
 
 /**
- * Joins `room` in the tab and records what happens in `window.t`:
- * messages, peers seen, peer-left events, channel events, peer connections created.
+ * Joins `room` in the tab (through `server`, by default the tab's own origin) and records what
+ * happens in `window.t`: messages, peers seen, peer-left events, channel events, peer
+ * connections created.
  */
-export async function joinRoom(page, room, options = {}) {
-  return page.evaluate(async ([room, options]) => {
+export async function joinRoom(page, room, options = {}, server = null) {
+  return page.evaluate(async ([room, options, server]) => {
     const t = { msgs: [], peers: [], left: [], channels: [], pcs: 0, errors: [], signaling: [] };
     window.t = t;
-    const r = await window.pw.join(location.origin, room, options);
+    const r = await window.pw.join(server ?? location.origin, room, options);
     window.room = r;
     const watch = (peer) => {
       t.pcs += 1;
@@ -270,7 +271,7 @@ export async function joinRoom(page, room, options = {}) {
     r.addEventListener('error', ({ error }) => t.errors.push(error.code));
     r.addEventListener('signaling', ({ state }) => t.signaling.push(state));
     return r.id;
-  }, [room, options]);
+  }, [room, options, server]);
 }
 
 /** The TURN entry of a server's /api/ice, keeping only the URLs that match `re`. */

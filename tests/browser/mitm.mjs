@@ -56,6 +56,22 @@ async function proxy(upstream) {
         text: typeof m === 'string' ? m : undefined } });
       if (other.open) sendOn(other, m); else other.queue.push(m);
     });
+    // Channels a victim opens in band (the SDK's call channel, an app's own) are relayed
+    // too: the same label, opened by us towards the other victim.
+    pc.onDataChannel((incoming) => {
+      const label = incoming.getLabel();
+      const other = leg(impersonated, victim);
+      const out = { dc: other.pc.createDataChannel(label), queue: [], open: false };
+      out.dc.onOpen(() => {
+        out.open = true;
+        for (const m of out.queue.splice(0)) sendOn(out, m);
+      });
+      incoming.onMessage((m) => {
+        report({ relayed: { from: victim, to: impersonated, label, binary: typeof m !== 'string', bytes: m.length,
+          text: typeof m === 'string' ? m : undefined } });
+        if (out.open) sendOn(out, m); else out.queue.push(m);
+      });
+    });
     return l;
   }
 

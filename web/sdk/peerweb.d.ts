@@ -57,6 +57,9 @@ export class Room extends EventTarget {
   readonly signalingState: SignalingState;
   /** Send to every peer on its default channel (queued until open). */
   broadcast(data: Data): void;
+  /** Start a call: our camera and microphone go to every peer, now and later. */
+  call(options?: CallOptions): Promise<Call>;
+  /** Leave the room (hanging up its call). */
   leave(): void;
   addEventListener(type: 'peer' | 'peerleft', l: (e: PeerEvent) => void): void;
   addEventListener(type: 'message', l: (e: MessageEvent) => void): void;
@@ -106,3 +109,95 @@ export class Channel extends EventTarget {
 }
 
 export function join(serverUrl: string, room: string, options?: JoinOptions): Promise<Room>;
+
+// --- calls (/sdk/call.js) -----------------------------------------------------------------
+
+export interface CallOptions {
+  /** Microphone: true (default), false, or constraints. */
+  audio?: boolean | MediaTrackConstraints;
+  /** Camera: true (default), false, or constraints. */
+  video?: boolean | MediaTrackConstraints;
+  /** Use these tracks instead of asking for the camera and microphone. */
+  stream?: MediaStream;
+  /** Members sending camera video at once (default 6); later ones are audio-only until a slot frees. */
+  maxVideoSenders?: number;
+  /** A fixed bitrate cap (bits/s) for every video sender instead of one that shrinks as the mesh grows. */
+  maxBitrate?: number;
+  /** Run the verification exchange with each peer (default true). */
+  verify?: boolean;
+  /** Where continuity keys and this browser's identity live (default: IndexedDB `peerweb-call`). */
+  keyStore?: KeyStore;
+}
+
+export type TrackLabel = 'camera' | 'screen' | 'audio';
+/**
+ * `waiting` (exchanging), `compare` (read `sas` aloud, then `confirm`), `verified` (`by`
+ * 'sas' or 'continuity'), `changed` (a key kept from an earlier call was not proven: maybe a
+ * man in the middle; compare again), `mismatch` (the users said the words differ), `failed`
+ * (a broken exchange; `error` says why).
+ */
+export type VerificationState = 'waiting' | 'compare' | 'verified' | 'changed' | 'mismatch' | 'failed';
+
+export interface Verification {
+  state: VerificationState;
+  /** Three words, the same on both sides only if nobody is in the middle. */
+  sas: string | null;
+  by: 'sas' | 'continuity' | null;
+  error: string | null;
+}
+
+export interface CallQuality {
+  /** Received video and audio bits per second over the last two seconds (null at the first sample). */
+  bitrate: number | null;
+  audioBitrate: number | null;
+  fps: number | null;
+  width: number | null;
+  height: number | null;
+  framesDecoded: number;
+  /** Fraction of packets lost over the last two seconds. */
+  loss: number;
+  /** Seconds. */
+  rtt: number | null;
+  freezes: number;
+}
+
+export class KeyStore {
+  constructor(name?: string);
+  identity(): Promise<string>;
+  keyFor(identity: string): Promise<{ key: string; name: string | null; at: number } | null>;
+  forget(identity: string): Promise<void>;
+}
+
+export class Call extends EventTarget {
+  readonly room: Room;
+  readonly localStream: MediaStream;
+  readonly audioTrack: MediaStreamTrack | null;
+  readonly videoTrack: MediaStreamTrack | null;
+  readonly screenTrack: MediaStreamTrack | null;
+  readonly muted: { audio: boolean; video: boolean };
+  /** Whether our camera holds one of the mesh's video slots. */
+  readonly videoState: 'on' | 'held' | 'off';
+  /** The bitrate cap now on each video sender (bits/s). */
+  readonly bitrate: number;
+  readonly speaker: Peer | null;
+  readonly participants: Array<{ peer: Peer; inCall: boolean; muted: { audio: boolean; video: boolean }; video: 'on' | 'held' | 'off'; labels: TrackLabel[]; verification: Verification; quality: CallQuality | null }>;
+  mute(kind: 'audio' | 'video'): void;
+  unmute(kind: 'audio' | 'video'): void;
+  /** Switch camera or microphone (a deviceId or constraints), or to a given track, with no renegotiation. */
+  useDevice(choice: { audio?: string | MediaTrackConstraints; video?: string | MediaTrackConstraints; track?: MediaStreamTrack }): Promise<MediaStreamTrack>;
+  /** Share the screen (or the given track) as a second video track labelled `screen`. */
+  shareScreen(track?: MediaStreamTrack): Promise<MediaStreamTrack>;
+  stopScreen(): void;
+  /** The users compared the words with `peer`: true if they matched (keeps a continuity key). */
+  confirm(peer: Peer | string, matches: boolean): Promise<void>;
+  hangUp(): void;
+  addEventListener(type: 'track', l: (e: Event & { peer: Peer; track: MediaStreamTrack; label: TrackLabel; stream: MediaStream }) => void): void;
+  addEventListener(type: 'trackended', l: (e: Event & { peer: Peer; label: TrackLabel }) => void): void;
+  addEventListener(type: 'peerstate', l: (e: Event & { peer: Peer; muted: { audio: boolean; video: boolean }; video: 'on' | 'held' | 'off' }) => void): void;
+  addEventListener(type: 'verification', l: (e: Event & Verification & { peer: Peer }) => void): void;
+  addEventListener(type: 'speaker', l: (e: Event & { peer: Peer | null }) => void): void;
+  addEventListener(type: 'quality', l: (e: Event & { peer: Peer; quality: CallQuality }) => void): void;
+  addEventListener(type: 'video', l: (e: Event & { state: 'on' | 'held' }) => void): void;
+  addEventListener(type: 'devices', l: (e: Event & { devices: MediaDeviceInfo[] }) => void): void;
+  addEventListener(type: 'error' | 'ended', l: (e: Event) => void): void;
+}

@@ -10,6 +10,8 @@
 // peer connections are never torn down because signaling went away.
 
 const PROTOCOL_VERSION = 1;
+/** The label of the SDK's call channel (call.js, loaded only by `room.call()`). */
+const CALL_LABEL = 'peerweb-call';
 const DEFAULT_LABEL = 'peerweb';
 /** Bytes buffered on a channel above which `ready()` waits. */
 const HIGH_WATER = 1024 * 1024;
@@ -457,6 +459,8 @@ export class Room extends EventTarget {
     peer = new Peer(this, id, meta ?? null, initiate);
     this.peers.set(id, peer);
     this.dispatchEvent(new PeerwebEvent('peer', { peer }));
+    // In a call, the new peer gets our tracks in its first offer (or right after).
+    this._call?._addPeer(peer);
     return peer;
   }
 
@@ -464,6 +468,7 @@ export class Room extends EventTarget {
     const peer = this.peers.get(id);
     if (!peer) return;
     this.peers.delete(id);
+    this._call?._removePeer(peer);
     peer.close();
     this.dispatchEvent(new PeerwebEvent('peerleft', { peer }));
   }
@@ -477,10 +482,21 @@ export class Room extends EventTarget {
     for (const peer of this.peers.values()) peer.send(data);
   }
 
-  /** Leaves the room, closes every peer connection and the signaling socket. */
+  /**
+   * Starts a call: our camera and microphone (`{audio, video}`, or a `stream`) go to every
+   * peer in the room and to those who join later. See call.js and the README.
+   * @returns {Promise<import('./call.js').Call>}
+   */
+  async call(options = {}) {
+    const { startCall } = await import('./call.js');
+    return startCall(this, options);
+  }
+
+  /** Leaves the room (and its call), closes every peer connection and the signaling socket. */
   leave() {
     if (this._left) return;
     this._left = true;
+    this._call?.hangUp();
     clearTimeout(this._iceTimer);
     this._signaling.send({ type: 'leave', room: this.name });
     for (const id of [...this.peers.keys()]) this._dropPeer(id);
@@ -615,7 +631,20 @@ export class Peer extends EventTarget {
       }
     };
     pc.onconnectionstatechange = () => this._onState();
+    /** Remote tracks and call channels, kept for a call started now or later (call.js). */
+    this._trackEvents = new Map(); // mid → the latest track event
+    this._callChannels = [];
+    pc.ontrack = (ev) => {
+      if (ev.transceiver?.mid != null) this._trackEvents.set(ev.transceiver.mid, ev);
+      room._call?._onTrack(this, ev);
+    };
     pc.ondatachannel = ({ channel }) => {
+      if (channel.label === CALL_LABEL) {
+        this._callChannels = this._callChannels.filter((c) => c.readyState !== 'closed').concat(channel);
+        const leg = room._call?.legs.get(id);
+        if (leg) room._call._attachChannel(leg, channel, false);
+        return;
+      }
       const ch = new Channel(this, channel);
       this.channels.set(channel.label, ch);
       this.dispatchEvent(new PeerwebEvent('channel', { channel: ch }));
@@ -671,7 +700,7 @@ export class Peer extends EventTarget {
    * gives game-style unreliable delivery. The remote side gets a `channel` event.
    */
   channel(label, options = {}) {
-    if (label === DEFAULT_LABEL) throw new PeerwebError('reserved-label', `"${DEFAULT_LABEL}" is the default channel`);
+    if (label === DEFAULT_LABEL || label === CALL_LABEL) throw new PeerwebError('reserved-label', `"${label}" is the SDK's own channel`);
     const have = this.channels.get(label);
     if (have && have.readyState !== 'closed') return have;
     const init = {};

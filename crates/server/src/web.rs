@@ -22,6 +22,7 @@ const SVG: &str = "image/svg+xml";
 /// The app's pages in its navigation: path and name.
 const NAV: &[(&str, &str)] = &[
     ("/", "Rooms"),
+    ("/call", "Call"),
     ("/send", "Send"),
     ("/receive", "Receive"),
     ("/status", "Status"),
@@ -135,6 +136,9 @@ async fn words() -> Response {
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/", page(html!("index.html"), "/"))
+        .route("/call", page(html!("call.html"), "/call"))
+        .route("/call.css", asset!("call.css", CSS))
+        .route("/call-page.js", asset!("call-page.js", JS))
         .route("/send", page(html!("transfer/send.html"), "/send"))
         .route("/receive", page(html!("transfer/receive.html"), "/receive"))
         .route("/status", page(html!("status.html"), "/status"))
@@ -161,6 +165,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/rooms.css", asset!("rooms.css", CSS))
         .route("/auth.js", asset!("auth.js", JS))
         .route("/sdk/peerweb.js", asset!("sdk/peerweb.js", JS))
+        .route("/sdk/call.js", asset!("sdk/call.js", JS))
+        .route("/sdk/verify.js", asset!("sdk/verify.js", JS))
         .route("/status.js", asset!("status.js", JS))
         .route("/status.css", asset!("status.css", CSS))
         .route(
@@ -188,6 +194,7 @@ mod tests {
 
     const PAGES: &[(&str, &str)] = &[
         (html!("index.html"), "/"),
+        (html!("call.html"), "/call"),
         (html!("transfer/send.html"), "/send"),
         (html!("transfer/receive.html"), "/receive"),
         (html!("status.html"), "/status"),

@@ -1,0 +1,315 @@
+// Calls in real Chromium with fake camera and microphone: a four-tab mesh where every tab
+// decodes every other's video and audio, mute seen as state, a device switch with no new
+// offer, a screen share as a second labelled track, the mesh cap holding the seventh camera,
+// a relay-only call, the SAS equal in a clean call and different through a man in the middle
+// (and continuity catching him on the next call), broken verification messages, and the
+// /call page at phone and desktop sizes (screenshots in artifacts/call-*.png).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, launchBrowser, openTab, joinRoom, waitFor, turnEntry } from './lib.mjs';
+import { startMitm } from './mitm.mjs';
+
+let server;
+let browser;
+before(async () => {
+  server = await startServer({ args: ['--turn-allow-loopback-peers'] });
+  browser = await launchBrowser({ args: ['--use-fake-device-for-media-stream', '--autoplay-policy=no-user-gesture-required'] });
+});
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+/**
+ * Starts a call in the tab's room (joinRoom first) with its own key store `keys` and records
+ * its events in `window.c`. `video` is a MediaTrackConstraints (small, to spare the CPU).
+ */
+function startCall(page, { keys, video = { width: 320, height: 240, frameRate: 15 }, audio = true, ...options } = {}) {
+  return page.evaluate(async ([keys, video, audio, options]) => {
+    const { KeyStore } = await import('/sdk/call.js');
+    const c = { tracks: [], ended: [], verification: {}, states: {}, video: [], speaker: [], errors: [] };
+    window.c = c;
+    const call = await window.room.call({ video, audio, keyStore: new KeyStore(keys ?? `keys-${Math.random()}`), ...options });
+    window.call = call;
+    call.addEventListener('track', ({ peer, label, track }) => c.tracks.push({ peer: peer.id, label, kind: track.kind }));
+    call.addEventListener('trackended', ({ peer, label }) => c.ended.push({ peer: peer.id, label }));
+    call.addEventListener('verification', ({ peer, state, sas, by, error }) => { c.verification[peer.id] = { state, sas, by, error }; });
+    call.addEventListener('peerstate', ({ peer, muted, video }) => { c.states[peer.id] = { muted, video }; });
+    call.addEventListener('video', ({ state }) => c.video.push(state));
+    call.addEventListener('speaker', ({ peer }) => c.speaker.push(peer?.id ?? null));
+    call.addEventListener('error', ({ error }) => c.errors.push(String(error)));
+    return call.videoState;
+  }, [keys, video, audio, options]);
+}
+
+/** Inbound media from `peerId` as getStats shows it: frames decoded, size, audio bytes. */
+function media(page, peerId) {
+  return page.evaluate(async (id) => {
+    const stats = await window.room.peers.get(id).pc.getStats();
+    const out = { video: [], audioBytes: 0 };
+    stats.forEach((s) => {
+      if (s.type !== 'inbound-rtp') return;
+      if (s.kind === 'video') out.video.push({ frames: s.framesDecoded ?? 0, width: s.frameWidth ?? 0 });
+      else out.audioBytes += s.bytesReceived ?? 0;
+    });
+    return out;
+  }, peerId);
+}
+
+/** Waits until `page` decodes video from `peerId` (frames rising) and hears its audio. */
+async function decodes(page, peerId, { minWidth = 1 } = {}) {
+  const first = await waitFor(page, async (id) => {
+    const stats = await window.room.peers.get(id)?.pc.getStats();
+    let frames = 0;
+    let width = 0;
+    let audio = 0;
+    stats?.forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'video' && (s.framesDecoded ?? 0) > frames) {
+        frames = s.framesDecoded;
+        width = s.frameWidth ?? 0;
+      }
+      if (s.type === 'inbound-rtp' && s.kind === 'audio') audio += s.bytesReceived ?? 0;
+    });
+    return frames > 0 && audio > 0 && { frames, width, audio };
+  }, peerId, { timeout: 30000, what: `media from ${peerId}` });
+  assert.ok(first.width >= minWidth, `width ${first.width}`);
+  // Still coming: frames keep being decoded.
+  await waitFor(page, async ([id, n]) => {
+    const stats = await window.room.peers.get(id).pc.getStats();
+    let frames = 0;
+    stats.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') frames = Math.max(frames, s.framesDecoded ?? 0); });
+    return frames > n;
+  }, [peerId, first.frames], { what: `frames rising from ${peerId}` });
+  return first;
+}
+
+const verification = (page, peerId) => waitFor(page, (id) => {
+  const v = window.c.verification[id];
+  return v && v.state !== 'waiting' && v;
+}, peerId, { timeout: 20000, what: `verification with ${peerId}` });
+
+async function tabs(n, room, options = {}) {
+  const pages = [];
+  const ids = [];
+  for (let i = 0; i < n; i++) {
+    const p = await openTab(browser, server.url);
+    ids.push(await joinRoom(p, room, options.join ?? {}, options.signal));
+    pages.push(p);
+  }
+  return { pages, ids };
+}
+
+test('four tabs: each decodes every other\'s video and audio, pairs see the same SAS, mute is seen as state', async () => {
+  const { pages, ids } = await tabs(4, 'call-four');
+  for (const p of pages) assert.equal(await startCall(p), 'on');
+  for (const [i, p] of pages.entries()) {
+    for (const [j, id] of ids.entries()) {
+      if (i === j) continue;
+      await decodes(p, id);
+      await waitFor(p, (id) => ['camera', 'audio'].every((l) => window.c.tracks.some((t) => t.peer === id && t.label === l)), id,
+        { what: `labelled tracks from ${id}` });
+    }
+  }
+  for (let i = 0; i < 4; i++) {
+    for (let j = i + 1; j < 4; j++) {
+      const a = await verification(pages[i], ids[j]);
+      const b = await verification(pages[j], ids[i]);
+      assert.equal(a.state, 'compare');
+      assert.equal(b.state, 'compare');
+      assert.equal(a.sas, b.sas, `pair ${i}-${j}`);
+      assert.match(a.sas, /^[a-z]+ [a-z]+ [a-z]+$/);
+    }
+  }
+  await pages[0].evaluate(() => window.call.mute('audio'));
+  for (const p of pages.slice(1)) {
+    await waitFor(p, (id) => window.c.states[id]?.muted.audio === true, ids[0], { what: 'mute seen' });
+  }
+  await pages[0].evaluate(() => window.call.unmute('audio'));
+  await waitFor(pages[1], (id) => window.c.states[id]?.muted.audio === false, ids[0], { what: 'unmute seen' });
+  // The mesh is four: each camera sender is capped lower than a one-to-one call's.
+  assert.equal(await pages[0].evaluate(() => window.call.bitrate), 800_000);
+  for (const p of pages) await p.close();
+});
+
+test('a device switch changes the remote frame size with no new offer; a screen share comes as a second labelled track', async () => {
+  const { pages: [a, b], ids: [aId, bId] } = await tabs(2, 'call-switch');
+  await startCall(a, { video: { width: 320, height: 240 } });
+  await startCall(b);
+  const before = await decodes(b, aId);
+  assert.ok(before.width > 160, `starts at ${before.width}`);
+  const offers = () => a.evaluate((id) => window.room.peers.get(id).pc.localDescription?.sdp.match(/^o=\S+ \S+ (\d+)/m)[1], bId);
+  const version = await offers();
+  const devices = await a.evaluate(async () => (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === 'videoinput').length);
+  assert.ok(devices >= 1);
+  await a.evaluate(() => window.call.useDevice({ video: { width: 160, height: 120 } }));
+  await waitFor(b, async (id) => {
+    const stats = await window.room.peers.get(id).pc.getStats();
+    let w = 0;
+    stats.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video' && s.frameWidth) w = s.frameWidth; });
+    return w === 160;
+  }, aId, { timeout: 20000, what: 'the new size at the other side' });
+  assert.equal(await offers(), version, 'no renegotiation for a switched device');
+
+  await a.evaluate(() => {
+    const canvas = document.createElement('canvas');
+    canvas.width = 480;
+    canvas.height = 270;
+    const ctx = canvas.getContext('2d');
+    let n = 0;
+    window.screenTimer = setInterval(() => {
+      ctx.fillStyle = `hsl(${(n += 7) % 360} 60% 50%)`;
+      ctx.fillRect(0, 0, 480, 270);
+    }, 66);
+    return window.call.shareScreen(canvas.captureStream(15).getVideoTracks()[0]);
+  });
+  await waitFor(b, (id) => window.c.tracks.some((t) => t.peer === id && t.label === 'screen' && t.kind === 'video'), aId, { what: 'the screen track' });
+  await waitFor(b, async (id) => {
+    const stats = await window.room.peers.get(id).pc.getStats();
+    let screen = false;
+    stats.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video' && s.frameWidth === 480 && s.framesDecoded > 0) screen = true; });
+    return screen;
+  }, aId, { timeout: 20000, what: 'screen frames decoded' });
+  await a.evaluate(() => { clearInterval(window.screenTimer); window.call.stopScreen(); });
+  await waitFor(b, (id) => window.c.ended.some((t) => t.peer === id && t.label === 'screen'), aId, { what: 'the screen share ending' });
+  await a.close();
+  await b.close();
+});
+
+test('the seventh camera is held to audio-only until a slot frees', async () => {
+  const tiny = { width: 160, height: 120, frameRate: 5 };
+  const { pages, ids } = await tabs(7, 'call-seven');
+  const states = [];
+  for (const p of pages) {
+    states.push(await startCall(p, { video: tiny }));
+    // One at a time, so each knows who asked first.
+    await waitFor(p, (n) => Object.keys(window.c.states).length >= n, states.length - 1, { what: 'the others\' call state' });
+  }
+  const seventh = pages[6];
+  await waitFor(seventh, () => window.call.videoState === 'held', null, { what: 'the seventh held' });
+  for (const p of pages.slice(0, 6)) assert.equal(await p.evaluate(() => window.call.videoState), 'on');
+  await waitFor(pages[0], (id) => window.c.states[id]?.video === 'held', ids[6], { what: 'the others see it held' });
+  // It still sends audio, and the others' video reaches it.
+  await decodes(seventh, ids[0]);
+  // One camera leaves the call: the seventh takes its slot and its video arrives.
+  await pages[2].evaluate(() => window.call.hangUp());
+  await waitFor(seventh, () => window.call.videoState === 'on', null, { timeout: 20000, what: 'the seventh on' });
+  await waitFor(pages[0], (id) => window.c.tracks.some((t) => t.peer === id && t.label === 'camera'), ids[6], { timeout: 20000, what: 'its camera arriving' });
+  for (const p of pages) await p.close();
+});
+
+test('a relay-only call through the built-in TURN', async () => {
+  const turn = await turnEntry(server.url, /transport=udp/);
+  const join = { iceServers: [turn], rtcConfig: { iceTransportPolicy: 'relay' } };
+  const { pages: [a, b], ids: [aId, bId] } = await tabs(2, 'call-relay', { join });
+  await startCall(a);
+  await startCall(b);
+  await decodes(a, bId);
+  await decodes(b, aId);
+  assert.equal(await a.evaluate((id) => window.room.peers.get(id).path?.type, bId), 'relay');
+  await a.close();
+  await b.close();
+});
+
+test('a man in the middle gets a different SAS on each side, and continuity catches him on the next call', async () => {
+  // A clean call: the same words; both confirm and keep a key.
+  let { pages: [a, b], ids: [aId, bId] } = await tabs(2, 'call-clean');
+  await startCall(a, { keys: 'ada' });
+  await startCall(b, { keys: 'bob' });
+  const va = await verification(a, bId);
+  const vb = await verification(b, aId);
+  assert.equal(va.sas, vb.sas);
+  await a.evaluate((id) => window.call.confirm(window.room.peers.get(id), true), bId);
+  await b.evaluate((id) => window.call.confirm(window.room.peers.get(id), true), aId);
+  assert.equal((await a.evaluate((id) => window.c.verification[id], bId)).state, 'verified');
+  await a.close();
+  await b.close();
+
+  // The next clean call verifies itself.
+  ({ pages: [a, b], ids: [aId, bId] } = await tabs(2, 'call-clean-again'));
+  await startCall(a, { keys: 'ada' });
+  await startCall(b, { keys: 'bob' });
+  assert.deepEqual(await verification(a, bId).then((v) => [v.state, v.by]), ['verified', 'continuity']);
+  assert.deepEqual(await verification(b, aId).then((v) => [v.state, v.by]), ['verified', 'continuity']);
+  await a.close();
+  await b.close();
+
+  const mitm = await startMitm(server.url);
+  try {
+    // The pages come from the real server (so they keep their keys: same origin) while
+    // signaling goes through him, as when he runs the server. Strangers: the words differ.
+    ({ pages: [a, b], ids: [aId, bId] } = await tabs(2, 'call-mitm', { signal: mitm.url }));
+    await startCall(a, { keys: 'carol' });
+    await startCall(b, { keys: 'dave' });
+    const ma = await verification(a, bId);
+    const mb = await verification(b, aId);
+    assert.equal(ma.state, 'compare');
+    assert.equal(mb.state, 'compare');
+    assert.notEqual(ma.sas, mb.sas, 'the man in the middle shows on the words');
+    await a.close();
+    await b.close();
+
+    // Ada and Bob again, through him: their kept key catches him with no words read.
+    ({ pages: [a, b], ids: [aId, bId] } = await tabs(2, 'call-mitm-known', { signal: mitm.url }));
+    await startCall(a, { keys: 'ada' });
+    await startCall(b, { keys: 'bob' });
+    assert.equal((await verification(a, bId)).state, 'changed');
+    assert.equal((await verification(b, aId)).state, 'changed');
+    await a.close();
+    await b.close();
+  } finally {
+    await mitm.stop();
+  }
+});
+
+test('garbage and replays on the verification channel end in a failed state, never verified', async () => {
+  const { pages: [a, b], ids: [aId, bId] } = await tabs(2, 'call-garbage');
+  await startCall(a, { keys: 'eve' });
+  await startCall(b, { keys: 'frank' });
+  await verification(b, aId);
+  for (const bad of ['{"t":"commit","v":1,"id":"00","c":"zz"}', 'not json', '{"t":"reveal","r":"' + '00'.repeat(32) + '"}']) {
+    await a.evaluate(([id, bad]) => window.call.legs.get(id).out.send(bad), [bId, bad]);
+  }
+  const v = await waitFor(b, (id) => window.c.verification[id]?.state === 'failed' && window.c.verification[id], aId, { what: 'failed' });
+  assert.match(v.error, /second commitment|not JSON|reveal/);
+  // Confirming now does nothing: a broken exchange cannot become verified.
+  await b.evaluate((id) => window.call.confirm(window.room.peers.get(id), true), aId);
+  assert.equal(await b.evaluate((id) => window.c.verification[id].state, aId), 'failed');
+  // The call itself goes on.
+  await decodes(b, aId);
+  await a.close();
+  await b.close();
+});
+
+test('the /call page: two people compare the words and see the verified badge (screenshots, phone and desktop)', async () => {
+  const open = async (viewport) => {
+    const p = await browser.newPage();
+    p.on('pageerror', (e) => console.error('[page error]', e.message));
+    await p.setViewportSize(viewport);
+    await p.goto(`${server.url}/call#room=page-call`);
+    return p;
+  };
+  const desk = await open({ width: 1280, height: 800 });
+  const phone = await open({ width: 390, height: 844 });
+  for (const [p, name] of [[desk, 'Ada'], [phone, 'Bob']]) {
+    await p.fill('#name', name);
+    await p.click('#join-form button');
+    await waitFor(p, () => window.callPage.state === 'in-call', null, { what: 'in the call' });
+  }
+  const sasOf = (p) => waitFor(p, () => Object.values(window.callPage.peers).find((x) => x.sas)?.sas, null, { timeout: 20000, what: 'words shown' });
+  const [s1, s2] = [await sasOf(desk), await sasOf(phone)];
+  assert.equal(s1, s2);
+  await waitFor(desk, () => Object.values(window.callPage.peers).some((x) => x.quality?.framesDecoded > 0 && x.labels.includes('camera')), null, { timeout: 20000, what: 'video on the page' });
+  await desk.screenshot({ path: 'artifacts/call-desktop-compare.png' });
+  await phone.screenshot({ path: 'artifacts/call-phone-compare.png' });
+  for (const p of [desk, phone]) await p.click('.tile:not(.me) .verify .yes');
+  for (const p of [desk, phone]) {
+    await waitFor(p, () => Object.values(window.callPage.peers).every((x) => x.verification === 'verified'), null, { what: 'verified' });
+  }
+  assert.match(await desk.textContent('.tile:not(.me) .badges'), /verified/);
+  await desk.screenshot({ path: 'artifacts/call-desktop-verified.png' });
+  await phone.screenshot({ path: 'artifacts/call-phone-verified.png' });
+  await phone.click('#mic');
+  await waitFor(desk, () => Object.values(window.callPage.peers).some((x) => x.muted.audio), null, { what: 'mute on the page' });
+  await desk.close();
+  await phone.close();
+});
