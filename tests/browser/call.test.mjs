@@ -6,7 +6,7 @@
 // /call page at phone and desktop sizes (screenshots in artifacts/call-*.png).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, openTab, joinRoom, waitFor, turnEntry } from './lib.mjs';
+import { startServer, launchBrowser, openTab, joinRoom, waitFor, waitOpen, turnEntry, startNative } from './lib.mjs';
 import { startMitm } from './mitm.mjs';
 
 let server;
@@ -312,4 +312,22 @@ test('the /call page: two people compare the words and see the verified badge (s
   await waitFor(desk, () => Object.values(window.callPage.peers).some((x) => x.muted.audio), null, { what: 'mute on the page' });
   await desk.close();
   await phone.close();
+});
+
+test('a native peer in the room while tabs call: its data channel lives on through their offers with media', async () => {
+  const { pages: [a, b], ids: [aId, bId] } = await tabs(2, 'call-with-native');
+  const n = startNative(server.url, 'call-with-native', ['--allow-loopback', '--no-stun', '--no-turn']);
+  const { id: nId } = await n.waitEvent((e) => e.event === 'welcome', { what: 'welcome' });
+  await waitOpen(a, nId);
+  await startCall(a);
+  await startCall(b);
+  await decodes(b, aId);
+  // The tab offered audio and video to the native peer too: it declined them and still talks.
+  await a.evaluate((id) => window.room.peers.get(id).send('still here?'), nId);
+  await n.waitEvent((e) => e.event === 'message' && e.data === 'still here?', { what: 'the message after the media offer' });
+  assert.equal(await a.evaluate((id) => window.room.peers.get(id).state, nId), 'connected');
+  assert.deepEqual(await a.evaluate(() => window.t.errors), []);
+  assert.equal(await n.stop(), 0, n.stderr);
+  await a.close();
+  await b.close();
 });
