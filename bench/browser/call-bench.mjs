@@ -1,0 +1,294 @@
+// The call benchmark (bench/run-call): the same four-participant mesh call in headless Chromium
+// built on peerweb (`room.call()`) and on the PeerJS client's call API (npm `peerjs` against
+// the PeerJS server, npm `peer`), in one run. Each tab sends a 320×240 canvas at 30 fps whose
+// blocks encode the time it was drawn, and a tone. Measured per system:
+//   - time from joining to the first decoded frame from every other participant;
+//   - glass-to-glass latency, p50/p95: each received frame's blocks read back when it is
+//     presented (requestVideoFrameCallback), against the same clock;
+//   - CPU per participant over 10 s of the call (every Chromium process's time / 4);
+//   - recovery after one participant's network changes (UDP on its selected ports dropped):
+//     time until its video reaches the others again (PeerJS does not restart ICE).
+// Run inside a network namespace with only loopback (run-call makes it; it also adds the
+// 50 ms link). Usage: node call-bench.mjs PEERWEB_BIN [--label loopback] [--seconds 10]
+import { spawn, execFileSync } from 'node:child_process';
+import { createServer } from 'node:http';
+import { readFileSync, readdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const [bin, ...rest] = process.argv.slice(2);
+const opt = (name, dflt) => {
+  const i = rest.indexOf(`--${name}`);
+  return i >= 0 ? rest[i + 1] : dflt;
+};
+const LABEL = opt('label', 'loopback');
+const SECONDS = Number(opt('seconds', 10));
+const N = 4;
+const RECOVERY_LIMIT_MS = 60000;
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Starts a process and resolves once a line of its output matches `ready`. */
+function start(cmd, args, ready) {
+  const proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  return new Promise((resolve, reject) => {
+    const look = (d) => {
+      out += d;
+      const m = out.match(ready);
+      if (m) resolve({ proc, match: m });
+    };
+    proc.stdout.on('data', look);
+    proc.stderr.on('data', look);
+    proc.once('exit', (code) => reject(new Error(`${cmd} exited with ${code}: ${out}`)));
+  });
+}
+
+/** CPU seconds of every Chromium process (utime + stime from /proc). */
+function chromiumCpu() {
+  const hz = 100;
+  let ticks = 0;
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      if (!/chrom/i.test(comm)) continue;
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(f[11]) + Number(f[12]);
+    } catch { /* gone */ }
+  }
+  return ticks / hz;
+}
+
+// The in-page harness, the same for both systems: the canvas source, the reader, the stats.
+const HARNESS = `
+window.bench = { first: {}, lat: [], started: 0, frames: {} };
+const W = 320, H = 240, BITS = 24, MOD = 2 ** BITS;
+const clock = () => Math.floor(performance.timeOrigin + performance.now()) % MOD;
+window.makeSource = () => {
+  const c = document.createElement('canvas');
+  c.width = W; c.height = H;
+  const g = c.getContext('2d');
+  const draw = () => {
+    const t = clock();
+    g.fillStyle = '#808080'; g.fillRect(0, 0, W, H);
+    for (let i = 0; i < BITS; i++) {
+      g.fillStyle = (t >> i) & 1 ? '#fff' : '#000';
+      g.fillRect((i % 8) * 40, Math.floor(i / 8) * 40 + 60, 40, 40);
+    }
+    requestAnimationFrame(draw);
+  };
+  draw();
+  const stream = c.captureStream(30);
+  const ac = new AudioContext();
+  const osc = ac.createOscillator();
+  const dst = ac.createMediaStreamDestination();
+  osc.connect(dst); osc.start();
+  stream.addTrack(dst.stream.getAudioTracks()[0]);
+  return stream;
+};
+const reader = document.createElement('canvas');
+reader.width = W; reader.height = H;
+const rg = reader.getContext('2d', { willReadFrequently: true });
+window.watchVideo = (from, stream) => {
+  const v = document.createElement('video');
+  v.muted = true; v.autoplay = true; v.playsInline = true;
+  v.srcObject = stream;
+  document.body.append(v);
+  v.play().catch(() => {});
+  const onFrame = () => {
+    const now = clock();
+    bench.frames[from] = (bench.frames[from] ?? 0) + 1;
+    if (bench.first[from] === undefined) bench.first[from] = performance.now() - bench.started;
+    rg.drawImage(v, 0, 0, W, H);
+    const px = rg.getImageData(0, 0, W, H).data;
+    let t = 0;
+    for (let i = 0; i < BITS; i++) {
+      const x = (i % 8) * 40 + 20, y = Math.floor(i / 8) * 40 + 80;
+      if (px[(y * W + x) * 4] > 128) t |= 1 << i;
+    }
+    if (bench.measuring) bench.lat.push((now - t + MOD) % MOD);
+    v.requestVideoFrameCallback(onFrame);
+  };
+  v.requestVideoFrameCallback(onFrame);
+};
+/** Local UDP ports of the selected pairs of every connection of this tab. */
+window.selectedPorts = async (pcs) => {
+  const ports = [];
+  for (const pc of pcs) {
+    const r = await pc.getStats();
+    r.forEach((s) => {
+      if (s.type === 'transport' && s.selectedCandidatePairId) {
+        const local = r.get(r.get(s.selectedCandidatePairId).localCandidateId);
+        if (local?.protocol === 'udp') ports.push(local.port);
+      }
+    });
+  }
+  return ports;
+};
+`;
+
+const PEERWEB = {
+  name: 'peerweb',
+  async join(page, i, url) {
+    await page.evaluate(async ([url, i]) => {
+      const { join } = await import('/sdk/peerweb.js');
+      const stream = window.makeSource();
+      bench.started = performance.now();
+      window.room = await join(url, 'bench-call', { meta: { name: `p${i}` }, reportConnectivity: false });
+      window.call = await window.room.call({ stream });
+      window.call.addEventListener('track', ({ peer, track, label }) => {
+        if (label === 'camera') window.watchVideo(peer.meta?.name ?? peer.id, new MediaStream([track]));
+      });
+    }, [url, i]);
+  },
+  pcs: 'window.call ? [...window.room.peers.values()].map((p) => p.pc) : []',
+};
+
+const PEERJS = {
+  name: 'PeerJS',
+  async join(page, i, url, peerjsPort) {
+    await page.evaluate(async ([i, port, n]) => {
+      const stream = window.makeSource();
+      bench.started = performance.now();
+      window.pcs = [];
+      const peer = new window.Peer(`p${i}`, { host: '127.0.0.1', port, path: '/', secure: false, config: { iceServers: [] } });
+      window.peer = peer;
+      const take = (call) => {
+        window.pcs.push(call.peerConnection);
+        call.on('stream', (remote) => {
+          if (!window.seen?.has(call.peer)) {
+            (window.seen ??= new Set()).add(call.peer);
+            window.watchVideo(call.peer, remote);
+          }
+        });
+      };
+      peer.on('call', (call) => { call.answer(stream); take(call); });
+      await new Promise((resolve, reject) => { peer.on('open', resolve); peer.on('error', reject); });
+      // Joining in order: each calls the ones already there.
+      for (let j = 0; j < i; j++) take(peer.call(`p${j}`, stream));
+    }, [i, peerjsPort, N]);
+  },
+  pcs: '(window.pcs ?? []).filter((pc) => pc)',
+};
+
+function pct(list, p) {
+  if (!list.length) return null;
+  const s = [...list].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
+}
+
+async function runSystem(sys, urls) {
+  const dir = mkdtempSync(join(tmpdir(), 'peerweb-call-bench-'));
+  const browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--use-fake-ui-for-media-stream', '--autoplay-policy=no-user-gesture-required',
+      '--allow-loopback-in-peer-connection', '--disable-background-timer-throttling', '--disable-renderer-backgrounding',
+      '--disable-backgrounding-occluded-windows'],
+  });
+  const result = { system: sys.name };
+  try {
+    const pages = [];
+    for (let i = 0; i < N; i++) {
+      // A window each: a background tab would present (and so read) frames only now and then.
+      const ctx = await browser.newContext({ viewport: { width: 400, height: 300 } });
+      const p = await ctx.newPage();
+      p.on('pageerror', (e) => console.error(`[${sys.name} page ${i}]`, e.message));
+      await p.goto(sys === PEERWEB ? `${urls.peerweb}/` : `${urls.static}/peerjs.html`);
+      await p.evaluate(HARNESS);
+      pages.push(p);
+    }
+    for (const [i, p] of pages.entries()) await sys.join(p, i, urls.peerweb, urls.peerjsPort);
+    // First frames: each tab from each other tab.
+    const deadline = Date.now() + 60000;
+    let firsts = [];
+    while (Date.now() < deadline) {
+      firsts = await Promise.all(pages.map((p) => p.evaluate(() => Object.values(window.bench.first))));
+      if (firsts.every((f) => f.length >= N - 1)) break;
+      await sleep(100);
+    }
+    const flat = firsts.flat();
+    result.pairs = `${flat.length}/${N * (N - 1)}`;
+    result.firstMedian = pct(flat, 50);
+    result.firstMax = flat.length ? Math.max(...flat) : null;
+    await sleep(2000);
+    const cpu0 = chromiumCpu();
+    const t0 = Date.now();
+    for (const p of pages) await p.evaluate(() => { window.bench.measuring = true; window.bench.lat = []; });
+    await sleep(SECONDS * 1000);
+    for (const p of pages) await p.evaluate(() => { window.bench.measuring = false; });
+    result.cpu = ((chromiumCpu() - cpu0) / ((Date.now() - t0) / 1000) / N) * 100;
+    const lat = (await Promise.all(pages.map((p) => p.evaluate(() => window.bench.lat)))).flat();
+    result.latSamples = lat.length;
+    result.p50 = pct(lat, 50);
+    result.p95 = pct(lat, 95);
+    // Recovery: tab 0's network changes (its selected UDP ports go dead).
+    const ports = await pages[0].evaluate(`window.selectedPorts(${sys.pcs})`);
+    const frames = () => Promise.all(pages.slice(1).map((p) => p.evaluate(() => window.bench.frames.p0 ?? 0)));
+    const rules = ports.flatMap((port) => [['INPUT', '-p', 'udp', '--dport', String(port), '-j', 'DROP'],
+      ['OUTPUT', '-p', 'udp', '--sport', String(port), '-j', 'DROP']]);
+    for (const r of rules) execFileSync('iptables', ['-I', ...r]);
+    const cut = Date.now();
+    try {
+      await sleep(1000);
+      const base = await frames();
+      result.recovery = null;
+      while (Date.now() - cut < RECOVERY_LIMIT_MS) {
+        const now = await frames();
+        if (now.every((f, k) => f > base[k] + 15)) {
+          result.recovery = (Date.now() - cut) / 1000;
+          break;
+        }
+        await sleep(200);
+      }
+    } finally {
+      for (const r of rules) execFileSync('iptables', ['-D', ...r]);
+    }
+  } finally {
+    await browser.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return result;
+}
+
+const peerjsPort = 9000 + Math.floor(Math.random() * 1000);
+const peerweb = await start(bin, ['serve', '--listen', '127.0.0.1:0'], /listening on (http:\/\/[^/\s]+)/);
+const peerjs = await start(process.execPath, [join(here, '..', 'peerjs', 'server.mjs'), String(peerjsPort)], /peerjs listening/);
+const page = `<!doctype html><meta charset="utf-8"><title>PeerJS call</title><script src="/peerjs.min.js"></script>`;
+const bundle = readFileSync(join(here, 'node_modules', 'peerjs', 'dist', 'peerjs.min.js'));
+const web = createServer((req, res) => {
+  if (req.url === '/peerjs.min.js') res.writeHead(200, { 'content-type': 'text/javascript' }).end(bundle);
+  else res.writeHead(200, { 'content-type': 'text/html' }).end(page);
+});
+await new Promise((r) => web.listen(0, '127.0.0.1', r));
+const urls = { peerweb: peerweb.match[1], static: `http://localhost:${web.address().port}`, peerjsPort };
+const results = [];
+try {
+  for (const sys of [PEERJS, PEERWEB]) {
+    console.error(`${LABEL}: ${sys.name}…`);
+    results.push(await runSystem(sys, urls));
+  }
+} finally {
+  peerweb.proc.kill();
+  peerjs.proc.kill();
+  web.close();
+}
+
+const f = (v, d = 0) => (v === null || v === undefined ? '–' : v.toFixed(d));
+const [pj, pw] = results;
+const ratio = (a, b) => (a && b ? (a / b).toFixed(2) : '–');
+console.log(`\n### Four-participant call, ${LABEL}\n`);
+console.log('| | PeerJS | peerweb | peerweb / PeerJS |');
+console.log('|---|---|---|---|');
+console.log(`| pairs with video | ${pj.pairs} | ${pw.pairs} | |`);
+console.log(`| join → first frame, median ms | ${f(pj.firstMedian)} | ${f(pw.firstMedian)} | ${ratio(pw.firstMedian, pj.firstMedian)} |`);
+console.log(`| join → first frame from everyone, ms | ${f(pj.firstMax)} | ${f(pw.firstMax)} | ${ratio(pw.firstMax, pj.firstMax)} |`);
+console.log(`| glass-to-glass p50, ms | ${f(pj.p50)} | ${f(pw.p50)} | ${ratio(pw.p50, pj.p50)} |`);
+console.log(`| glass-to-glass p95, ms | ${f(pj.p95)} | ${f(pw.p95)} | ${ratio(pw.p95, pj.p95)} |`);
+console.log(`| frames read | ${pj.latSamples} | ${pw.latSamples} | |`);
+console.log(`| CPU per participant, % of a core | ${f(pj.cpu, 1)} | ${f(pw.cpu, 1)} | ${ratio(pw.cpu, pj.cpu)} |`);
+console.log(`| video back after a network change, s | ${pj.recovery === null ? `none in ${RECOVERY_LIMIT_MS / 1000} s` : f(pj.recovery, 1)} | ${pw.recovery === null ? `none in ${RECOVERY_LIMIT_MS / 1000} s` : f(pw.recovery, 1)} | |`);
