@@ -164,3 +164,15 @@ test('garbage, replays, reveals that do not match and out-of-order messages end 
     if (kind === 3 && a.state === 'compare' && b.state === 'compare') assert.equal(a.sas, b.sas, `seed ${seed}`);
   }
 });
+
+test('known answers, shared with the Rust side (crates/call): transcript, SAS bytes, continuity key, proof', async () => {
+  const { Blake3, toHex } = await import('../../web/transfer/blake3.js');
+  const { proofOf } = await import('../../web/sdk/verify.js');
+  const [fpA, fpB] = ['sha-256 AA:BB:CC', 'sha-256 11:22:33'];
+  const t = transcript(fpA, '01'.repeat(32), fpB, 'fe'.repeat(32));
+  assert.equal(new TextDecoder().decode(t), `${fpB}\n${fpA}\n${'fe'.repeat(32)}\n${'01'.repeat(32)}`);
+  assert.equal(toHex(Blake3.deriveKey('peerweb call v1 sas').update(t).digest()).slice(0, 6), '13d0f8');
+  const k = continuityKey(t);
+  assert.equal(k, '0204167ab4a18aa6232c3718682bbc4c4a3c6d2f0011e6469f91da5e07b864f6');
+  assert.equal(proofOf(k, fpA, t), '5785062635b8d1796a7281baee1aa314ba7f2f99fc8c88f733540b152666ed81');
+});
