@@ -7,6 +7,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer, launchBrowser, openTab, joinRoom, waitFor, waitOpen, turnEntry, startNative } from './lib.mjs';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { startMitm } from './mitm.mjs';
 
 let server;
@@ -330,4 +333,59 @@ test('a native peer in the room while tabs call: its data channel lives on throu
   assert.equal(await n.stop(), 0, n.stderr);
   await a.close();
   await b.close();
+});
+
+test('`peerweb join --call` verifies with a tab: the same words, kept keys, and a man in the middle caught by them', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'peerweb-call-keys-'));
+  const keys = join(dir, 'keys.json');
+  const NET = ['--allow-loopback', '--no-stun', '--no-turn'];
+  const native = (room, server = server_) => startNative(server, room, [...NET, '--call', '--keys', keys]);
+  const server_ = server.url;
+  try {
+    // First call: the words match on both sides; both confirm.
+    let { pages: [a], ids: [aId] } = await tabs(1, 'native-call');
+    await startCall(a, { keys: 'tab-keys' });
+    let n = native('native-call');
+    let { id: nId } = await n.waitEvent((e) => e.event === 'welcome', { what: 'welcome' });
+    const tabV = await verification(a, nId);
+    const natV = await n.waitEvent((e) => e.event === 'verification' && e.peer === aId && e.state !== 'waiting', { what: 'native verification', timeout: 20000 });
+    assert.equal(tabV.state, 'compare');
+    assert.equal(natV.state, 'compare');
+    assert.equal(natV.sas, tabV.sas, 'the Rust and the browser verifiers agree');
+    assert.equal(await a.evaluate((id) => window.c.states[id]?.video, nId), 'off', 'the native member sends no video');
+    n.say(`/verify ${aId} yes`);
+    await n.waitEvent((e) => e.event === 'verification' && e.state === 'verified' && e.by === 'sas', { what: 'native verified' });
+    await a.evaluate((id) => window.call.confirm(window.room.peers.get(id), true), nId);
+    assert.equal(await n.stop(), 0, n.stderr);
+    await a.close();
+
+    // Second call: verified by the kept keys on both sides.
+    ({ pages: [a], ids: [aId] } = await tabs(1, 'native-call-2'));
+    await startCall(a, { keys: 'tab-keys' });
+    n = native('native-call-2');
+    ({ id: nId } = await n.waitEvent((e) => e.event === 'welcome', { what: 'welcome' }));
+    assert.deepEqual(await verification(a, nId).then((v) => [v.state, v.by]), ['verified', 'continuity']);
+    const v2 = await n.waitEvent((e) => e.event === 'verification' && e.peer === aId && e.state !== 'waiting', { what: 'native continuity', timeout: 20000 });
+    assert.deepEqual([v2.state, v2.by], ['verified', 'continuity']);
+    assert.equal(await n.stop(), 0, n.stderr);
+    await a.close();
+
+    // Third: through a man in the middle; the kept keys catch him.
+    const mitm = await startMitm(server.url);
+    try {
+      ({ pages: [a], ids: [aId] } = await tabs(1, 'native-call-mitm', { signal: mitm.url }));
+      await startCall(a, { keys: 'tab-keys' });
+      n = native('native-call-mitm', mitm.url);
+      ({ id: nId } = await n.waitEvent((e) => e.event === 'welcome', { what: 'welcome' }));
+      assert.equal((await verification(a, nId)).state, 'changed');
+      const v3 = await n.waitEvent((e) => e.event === 'verification' && e.peer === aId && e.state !== 'waiting', { what: 'native sees the change', timeout: 20000 });
+      assert.equal(v3.state, 'changed');
+      assert.equal(await n.stop(), 0, n.stderr);
+      await a.close();
+    } finally {
+      await mitm.stop();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -406,5 +406,171 @@ impl State {
     }
 }
 
+/// What a [`Session`] asks of its driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Out {
+    /// Send `text` on our `peerweb-call` channel to `peer`.
+    Send { peer: String, text: String },
+    /// The verification with `peer` moved on.
+    Verification {
+        peer: String,
+        stage: Stage,
+        sas: Option<String>,
+        error: Option<String>,
+    },
+    /// `peer` announced its call state (or `None`: it left the call).
+    RemoteState { peer: String, state: Option<State> },
+}
+
+#[derive(Debug, Default)]
+struct PeerCall {
+    /// Our `peerweb-call` channel to the peer is open and our state went out on it.
+    sent: bool,
+    fps: Option<(String, String)>,
+    remote: Option<State>,
+    verifier: Option<Verifier>,
+}
+
+/// This side of a call with every peer of a room, as the SDK's `call.js` runs it, without
+/// media: call state out, the peers' state in, and one [`Verifier`] per peer once both sides
+/// sent their state. The driver opens the channels, moves the text and keeps the keys.
+#[derive(Debug)]
+pub struct Session {
+    identity: String,
+    state: State,
+    peers: std::collections::HashMap<String, PeerCall>,
+}
+
+impl Session {
+    pub fn new(identity: String, state: State) -> Self {
+        Session {
+            identity,
+            state,
+            peers: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Our call channel to `peer` is open; `fps` are the DTLS fingerprints (ours, theirs) of
+    /// the connection, `random` fresh bytes (used if the exchange starts now).
+    pub fn channel_open(
+        &mut self,
+        peer: &str,
+        fps: (String, String),
+        random: [u8; 32],
+    ) -> Vec<Out> {
+        let p = self.peers.entry(peer.to_owned()).or_default();
+        p.fps = Some(fps);
+        p.sent = true;
+        let mut out = vec![Out::Send {
+            peer: peer.to_owned(),
+            text: self.state.to_message(),
+        }];
+        self.maybe_verify(peer, random, &mut out);
+        out
+    }
+
+    /// A message on a call channel from `peer`.
+    pub fn message(
+        &mut self,
+        peer: &str,
+        text: &str,
+        random: [u8; 32],
+        key_for: impl FnOnce(&str) -> Option<[u8; 32]>,
+    ) -> Vec<Out> {
+        let mut out = Vec::new();
+        let p = self.peers.entry(peer.to_owned()).or_default();
+        if let Some(state) = State::from_message(text) {
+            let first = p.remote.is_none();
+            p.remote = Some(state.clone());
+            out.push(Out::RemoteState {
+                peer: peer.to_owned(),
+                state: Some(state),
+            });
+            // It may have joined the call after our state went out.
+            if first && p.sent {
+                out.push(Out::Send {
+                    peer: peer.to_owned(),
+                    text: self.state.to_message(),
+                });
+            }
+            self.maybe_verify(peer, random, &mut out);
+            return out;
+        }
+        if serde_json::from_str::<Value>(text).is_ok_and(|v| v["t"] == "bye") {
+            p.remote = None;
+            p.verifier = None;
+            out.push(Out::RemoteState {
+                peer: peer.to_owned(),
+                state: None,
+            });
+            return out;
+        }
+        let Some(v) = p.verifier.as_mut() else {
+            // The state comes first on each channel: anything else before it breaks the
+            // protocol (the SDK's rule).
+            out.push(Out::Verification {
+                peer: peer.to_owned(),
+                stage: Stage::Failed,
+                sas: None,
+                error: Some("a verification message before the call state".into()),
+            });
+            return out;
+        };
+        let before = (v.stage(), v.sas().map(str::to_owned));
+        let sent = v.receive(text, key_for).unwrap_or_default();
+        out.extend(sent.into_iter().map(|text| Out::Send {
+            peer: peer.to_owned(),
+            text,
+        }));
+        if (v.stage(), v.sas().map(str::to_owned)) != before {
+            out.push(verification(peer, v));
+        }
+        out
+    }
+
+    fn maybe_verify(&mut self, peer: &str, random: [u8; 32], out: &mut Vec<Out>) {
+        let Some(p) = self.peers.get_mut(peer) else {
+            return;
+        };
+        if p.verifier.is_some() || !p.sent || p.remote.is_none() {
+            return;
+        }
+        let Some((local, remote)) = p.fps.clone() else {
+            return;
+        };
+        let v = Verifier::new(local, remote, self.identity.clone(), random);
+        out.push(Out::Send {
+            peer: peer.to_owned(),
+            text: v.start(),
+        });
+        p.verifier = Some(v);
+    }
+
+    /// The users compared the words with `peer`; returns the identity and continuity key to
+    /// keep when they matched.
+    pub fn confirm(&mut self, peer: &str, matches: bool) -> (Vec<Out>, Option<(String, [u8; 32])>) {
+        let Some(v) = self.peers.get_mut(peer).and_then(|p| p.verifier.as_mut()) else {
+            return (Vec::new(), None);
+        };
+        let key = v.confirm(matches);
+        let keep = key.and_then(|k| Some((v.remote_identity()?.to_owned(), k)));
+        (vec![verification(peer, v)], keep)
+    }
+
+    /// `peer` left the room.
+    pub fn peer_left(&mut self, peer: &str) {
+        self.peers.remove(peer);
+    }
+}
+
+fn verification(peer: &str, v: &Verifier) -> Out {
+    Out::Verification {
+        peer: peer.to_owned(),
+        stage: v.stage(),
+        sas: v.sas().map(str::to_owned),
+        error: v.error().map(str::to_owned),
+    }
+}
+
 #[cfg(test)]
 mod tests;

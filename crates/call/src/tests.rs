@@ -248,3 +248,68 @@ fn state_messages_round_trip_and_bad_fields_are_defaulted() {
     assert_eq!(State::from_message(r#"{"t":"commit"}"#), None);
     assert_eq!(State::from_message("garbage"), None);
 }
+
+/// Two sessions wired together: messages delivered in order, each side's channel opening at
+/// its own moment. Both reach `compare` with the same words, and exchange their states.
+#[test]
+fn two_sessions_verify_each_other() {
+    for seed in 0..50 {
+        let mut rng = Rng(seed);
+        let (fa, fb) = (rng.fp(), rng.fp());
+        let state = |since| State {
+            tracks: BTreeMap::new(),
+            muted: Muted::default(),
+            video: "off".into(),
+            since,
+        };
+        let mut a = Session::new(ident(&mut rng), state(1));
+        let mut b = Session::new(ident(&mut rng), state(2));
+        let mut to_b: VecDeque<String> = VecDeque::new();
+        let mut to_a: VecDeque<String> = VecDeque::new();
+        let mut stages: HashMap<&str, (Stage, Option<String>)> = HashMap::new();
+        let route = |who: &'static str,
+                     outs: Vec<Out>,
+                     to_b: &mut VecDeque<String>,
+                     to_a: &mut VecDeque<String>,
+                     stages: &mut HashMap<&str, (Stage, Option<String>)>| {
+            for o in outs {
+                match o {
+                    Out::Send { text, .. } if who == "a" => to_b.push_back(text),
+                    Out::Send { text, .. } => to_a.push_back(text),
+                    Out::Verification { stage, sas, .. } => {
+                        stages.insert(who, (stage, sas));
+                    }
+                    Out::RemoteState { .. } => {}
+                }
+            }
+        };
+        // B may hear A's state before its own channel opened.
+        let b_first = rng.next() % 2 == 0;
+        let outs = a.channel_open("b", (fa.clone(), fb.clone()), rng.bytes());
+        route("a", outs, &mut to_b, &mut to_a, &mut stages);
+        if b_first {
+            while let Some(m) = to_b.pop_front() {
+                let outs = b.message("a", &m, rng.bytes(), |_| None);
+                route("b", outs, &mut to_b, &mut to_a, &mut stages);
+            }
+        }
+        let outs = b.channel_open("a", (fb.clone(), fa.clone()), rng.bytes());
+        route("b", outs, &mut to_b, &mut to_a, &mut stages);
+        for _ in 0..50 {
+            if let Some(m) = to_b.pop_front() {
+                let outs = b.message("a", &m, rng.bytes(), |_| None);
+                route("b", outs, &mut to_b, &mut to_a, &mut stages);
+            }
+            if let Some(m) = to_a.pop_front() {
+                let outs = a.message("b", &m, rng.bytes(), |_| None);
+                route("a", outs, &mut to_b, &mut to_a, &mut stages);
+            }
+        }
+        let (sa, wa) = stages.get("a").cloned().unwrap_or((Stage::Waiting, None));
+        let (sb, wb) = stages.get("b").cloned().unwrap_or((Stage::Waiting, None));
+        assert_eq!((sa, sb), (Stage::Compare, Stage::Compare), "seed {seed}");
+        assert_eq!(wa, wb);
+        let (_, kept) = a.confirm("b", true);
+        assert!(kept.is_some());
+    }
+}

@@ -3,6 +3,7 @@
 //! then flags, each overriding the one before. `peerweb join` and `peerweb ping` are the
 //! native peer (crates/peer, crates/net).
 
+mod call;
 mod peer;
 mod transfer;
 
@@ -37,7 +38,7 @@ enum Command {
     /// Run the server: WebSocket signaling, the browser SDK and the demo app.
     Serve(Box<ServeArgs>),
     /// Join a room as a native WebRTC peer: chat on stdin/stdout with the browsers there.
-    Join(peer::PeerArgs),
+    Join(peer::JoinArgs),
     /// Join a room and report the path and round-trip time to each peer, once a second.
     /// Exits 1 if no peer connected in time.
     Ping(peer::PingArgs),

@@ -26,6 +26,20 @@ pub struct PeerArgs {
     pub net: NetArgs,
 }
 
+/// `peerweb join`'s own options.
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    #[command(flatten)]
+    pub peer: PeerArgs,
+    /// Take part in the room's call (no media yet): announce it, and verify each member with
+    /// three words you read aloud together (`/verify PEER yes|no` when they match or not).
+    #[arg(long)]
+    pub call: bool,
+    /// Where `--call` keeps this device's identity and the keys of verified peers.
+    #[arg(long, value_name = "FILE", requires = "call")]
+    pub keys: Option<std::path::PathBuf>,
+}
+
 /// How a native peer reaches others: shared by join, ping, send and receive.
 #[derive(Debug, Args)]
 pub struct NetArgs {
@@ -240,7 +254,17 @@ async fn start(args: &PeerArgs) -> anyhow::Result<Node> {
 }
 
 /// `peerweb join`: stdin lines go to every connected peer; events come out on stdout.
-pub async fn join(args: PeerArgs) -> anyhow::Result<()> {
+pub async fn join(join: JoinArgs) -> anyhow::Result<()> {
+    let args = join.peer;
+    let mut call = if join.call {
+        let file = join
+            .keys
+            .or_else(crate::call::default_key_file)
+            .context("no key file for --call: give --keys FILE (no HOME to put it in)")?;
+        Some(crate::call::Call::new(file, args.json)?)
+    } else {
+        None
+    };
     let mut node = start(&args).await?;
     if !args.json {
         say(&format!(
@@ -254,6 +278,13 @@ pub async fn join(args: PeerArgs) -> anyhow::Result<()> {
         tokio::select! {
             ev = node.next_event() => match ev {
                 Some(ev) => {
+                    if let Some(call) = call.as_mut() {
+                        match on_call_event(call, &node, &ev).await {
+                            Ok(true) => continue,
+                            Ok(false) => {}
+                            Err(e) => break Err(e),
+                        }
+                    }
                     if let Err(e) = report(&ev, args.json) {
                         break Err(e);
                     }
@@ -261,6 +292,12 @@ pub async fn join(args: PeerArgs) -> anyhow::Result<()> {
                 None => break Err(anyhow::anyhow!("the peer stopped")),
             },
             line = lines.next_line() => match line {
+                Ok(Some(line)) if line.starts_with("/verify") => {
+                    match call.as_mut() {
+                        Some(call) => call.command(&node, &line).await?,
+                        None => say("(not in a call: join with --call)")?,
+                    }
+                }
                 Ok(Some(line)) => {
                     let open: Vec<String> = node.status().await?
                         .into_iter().filter(|p| p.open).map(|p| p.id).collect();
@@ -281,6 +318,31 @@ pub async fn join(args: PeerArgs) -> anyhow::Result<()> {
     };
     node.leave().await;
     result
+}
+
+/// What a call makes of an event; `true` when the event was the call's own (not shown).
+async fn on_call_event(
+    call: &mut crate::call::Call,
+    node: &Node,
+    ev: &Event,
+) -> anyhow::Result<bool> {
+    match ev {
+        Event::Open { peer } => call.peer_open(node, peer).await?,
+        Event::Channel { peer, label } if label == peerweb_call::CALL_LABEL => {
+            call.channel_open(node, peer).await?;
+            return Ok(true);
+        }
+        Event::Message {
+            peer, label, data, ..
+        } if label == peerweb_call::CALL_LABEL => {
+            call.message(node, peer, &String::from_utf8_lossy(data))
+                .await?;
+            return Ok(true);
+        }
+        Event::PeerLeft { peer } => call.peer_left(peer),
+        _ => {}
+    }
+    Ok(false)
 }
 
 /// `peerweb ping`: the path and round-trip time to each peer, once a second.
