@@ -7,6 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer, launchBrowser, openTab, joinRoom, waitFor, waitOpen, turnEntry, startNative } from './lib.mjs';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -388,4 +389,43 @@ test('`peerweb join --call` verifies with a tab: the same words, kept keys, and 
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('a tab whose network changes in a three-way call gets its video and audio back by itself (ICE restarts)', async () => {
+  const { pages, ids } = await tabs(3, 'call-recover');
+  for (const p of pages) await startCall(p);
+  for (const [i, p] of pages.entries()) {
+    for (const [j, id] of ids.entries()) if (i !== j) await decodes(p, id);
+  }
+  // Tab 0's network changes: UDP on the ports of its selected pairs goes dead.
+  const ports = await pages[0].evaluate(async () => {
+    const out = [];
+    for (const peer of window.room.peers.values()) {
+      const r = await peer.pc.getStats();
+      r.forEach((s) => {
+        if (s.type === 'transport' && s.selectedCandidatePairId) out.push(r.get(r.get(s.selectedCandidatePairId).localCandidateId).port);
+      });
+    }
+    return out;
+  });
+  assert.equal(ports.length, 2);
+  const rules = ports.flatMap((p) => [['INPUT', '-p', 'udp', '--dport', String(p), '-j', 'DROP'],
+    ['OUTPUT', '-p', 'udp', '--sport', String(p), '-j', 'DROP']]);
+  for (const r of rules) execFileSync('iptables', ['-I', ...r]);
+  try {
+    await waitFor(pages[1], (id) => window.room.peers.get(id).state !== 'connected', ids[0], { what: 'the path dying', timeout: 20000 });
+    for (const [p, from] of [[pages[1], ids[0]], [pages[2], ids[0]], [pages[0], ids[1]], [pages[0], ids[2]]]) {
+      const before = await media(p, from);
+      const n = Math.max(0, ...before.video.map((v) => v.frames));
+      await waitFor(p, async ([id, n]) => {
+        const stats = await window.room.peers.get(id).pc.getStats();
+        let frames = 0;
+        stats.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') frames = Math.max(frames, s.framesDecoded ?? 0); });
+        return frames > n + 15;
+      }, [from, n], { timeout: 45000, what: `video from ${from} back` });
+    }
+  } finally {
+    for (const r of rules) execFileSync('iptables', ['-D', ...r]);
+  }
+  for (const p of pages) await p.close();
 });
