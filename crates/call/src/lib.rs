@@ -12,6 +12,8 @@
 //!
 //! No IO, no clock, no randomness: the caller passes the random value and looks keys up.
 
+pub mod media;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};

@@ -68,6 +68,18 @@ pub struct Settings {
     /// Report how each peer connection fares to the server's connectivity metrics (the
     /// protocol's optional `report`: no addresses, no room names).
     pub report: bool,
+    /// In a call: the media this client sends (it then receives media too, H.264 and Opus).
+    /// `None`: data channels only, and media offered by others is declined.
+    pub media: Option<Media>,
+}
+
+/// What a client in a call sends to every peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Media {
+    /// Opus audio, labelled `audio`.
+    pub audio: bool,
+    /// H.264 video, labelled `camera`.
+    pub video: bool,
 }
 
 impl Settings {
@@ -86,6 +98,7 @@ impl Default for Settings {
             max_send_window: 1024 * 1024,
             relay_only: false,
             report: true,
+            media: None,
         }
     }
 }
@@ -203,6 +216,22 @@ pub enum Event {
     Path {
         peer: String,
         path: Path,
+    },
+    /// A media line to `peer` is negotiated (`mid` names it in the peer's call state).
+    Track {
+        peer: String,
+        mid: String,
+        video: bool,
+    },
+    /// A frame from `peer` (in a call): H.264 Annex B or an Opus packet, with its RTP time
+    /// (90 kHz for video, 48 kHz for audio).
+    Media {
+        peer: String,
+        mid: String,
+        video: bool,
+        data: std::sync::Arc<[u8]>,
+        rtp_time: u64,
+        keyframe: bool,
     },
     /// Something went wrong that the application may want to show; the client goes on.
     Error {
@@ -547,6 +576,32 @@ impl Client {
         let r = p.send(now, label, binary, data);
         self.collect(now);
         r
+    }
+
+    /// Writes one frame (`video`: H.264 Annex B access unit; else an Opus packet) to every
+    /// connected peer, at `rtp_time` (90 kHz video, 48 kHz audio). The bytes are shared, not
+    /// copied per peer. Returns how many peers it went to.
+    pub fn write_media(
+        &mut self,
+        now: Instant,
+        video: bool,
+        rtp_time: u64,
+        data: &std::sync::Arc<[u8]>,
+    ) -> usize {
+        let mut n = 0;
+        for p in self.peers.values_mut() {
+            n += usize::from(p.write_media(now, video, rtp_time, data));
+        }
+        self.collect(now);
+        n
+    }
+
+    /// Our sending media lines to `peer`: (mid, label), for the call state.
+    pub fn sending(&self, peer: &str) -> Vec<(String, &'static str)> {
+        self.peers
+            .get(peer)
+            .map(|p| p.sending())
+            .unwrap_or_default()
     }
 
     /// Bytes buffered (unacknowledged) on a channel to `peer`.

@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::{ChannelConfig, ChannelId, Reliability};
+use str0m::format::Codec;
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, CandidateKind, Event as RtcEvent, IceConnectionState, Input, Output, Rtc};
 
-use crate::{ChannelOptions, Error, Event, Path, PeerState, Settings, Transmit};
+use crate::{ChannelOptions, Error, Event, Media, Path, PeerState, Settings, Transmit};
 
 /// Label and SCTP stream id of the default channel, as the browser SDK opens it.
 pub const DEFAULT_LABEL: &str = "peerweb";
@@ -132,6 +134,11 @@ pub(crate) struct Peer {
     /// A send was refused for the window (the largest refused message): [`Event::Writable`]
     /// follows once half the window, or room for that message, is free.
     blocked: Option<usize>,
+    /// In a call: what we send. Our sending media lines (kind, mid) once negotiated, and
+    /// whether an offer of ours adding them awaits its answer.
+    media: Option<Media>,
+    send_mids: Vec<(MediaKind, Mid)>,
+    media_offered: bool,
     pub up: VecDeque<Up>,
 }
 
@@ -152,7 +159,7 @@ impl Peer {
         );
         Peer {
             id,
-            rtc: new_rtc(now, window_range.1),
+            rtc: new_rtc(now, window_range.1, settings.media.is_some()),
             polite,
             pending: None,
             default: None,
@@ -187,6 +194,9 @@ impl Peer {
             window_range,
             base_rtt: None,
             blocked: None,
+            media: settings.media,
+            send_mids: Vec::new(),
+            media_offered: false,
             up: VecDeque::new(),
         }
     }
@@ -274,12 +284,27 @@ impl Peer {
         if !self.negotiated && self.dirty {
             self.fresh_rtc(now);
         }
+        let missing = if self.media_offered {
+            Vec::new()
+        } else {
+            self.missing_media()
+        };
         let mut api = self.rtc.sdp_api();
         if !self.negotiated {
             // The first offer: the default channel brings the m=application line.
             self.pending_default = Some(api.add_channel_with_config(default_channel()));
             self.dirty = true;
         }
+        for (kind, label) in &missing {
+            api.add_media(
+                *kind,
+                Direction::SendRecv,
+                Some("peerweb".into()),
+                Some((*label).into()),
+                None,
+            );
+        }
+        self.media_offered |= !missing.is_empty();
         if self.restart_wanted && self.negotiated {
             api.ice_restart(true);
         }
@@ -369,6 +394,8 @@ impl Peer {
         }
         self.pending = None;
         self.pending_default = None;
+        // Media lines of a rolled-back offer of ours are offered again after this answer.
+        self.media_offered = false;
         if !self.negotiated && self.dirty {
             // Our first offer is rolled back (or an earlier first attempt failed): answer
             // from a fresh Rtc. The remote accepted nothing of the old one.
@@ -408,8 +435,9 @@ impl Peer {
                 self.restart_at = Some(now + self.restart_delay);
             }
         }
-        // An offer of ours that was rolled back carried something we still want.
-        if self.restart_wanted {
+        // An offer of ours that was rolled back carried something we still want, or the
+        // remote's offer had no media line of a kind we send.
+        if self.restart_wanted || !self.missing_media().is_empty() {
             self.negotiate(now);
         }
         Ok(())
@@ -432,6 +460,7 @@ impl Peer {
         let answer =
             SdpAnswer::from_sdp_string(sdp).map_err(|e| Error::BadSignal(e.to_string()))?;
         let res = self.rtc.sdp_api().accept_answer(pending, answer);
+        self.media_offered = false;
         self.drain(now);
         if let Err(e) = res {
             self.pending_default = None;
@@ -478,7 +507,9 @@ impl Peer {
     /// Replaces the `Rtc`, whose first negotiation did not complete, with a fresh one that
     /// has our candidates.
     fn fresh_rtc(&mut self, now: Instant) {
-        self.rtc = new_rtc(now, self.window_range.1);
+        self.rtc = new_rtc(now, self.window_range.1, self.media.is_some());
+        self.send_mids.clear();
+        self.media_offered = false;
         for c in &self.local {
             self.rtc.add_local_candidate(c.clone());
         }
@@ -883,6 +914,86 @@ impl Peer {
         }
     }
 
+    /// Media kinds we send and have no negotiated line for, with their labels.
+    fn missing_media(&self) -> Vec<(MediaKind, &'static str)> {
+        let Some(m) = self.media else {
+            return Vec::new();
+        };
+        [
+            (MediaKind::Audio, m.audio, "audio"),
+            (MediaKind::Video, m.video, "camera"),
+        ]
+        .into_iter()
+        .filter(|(k, want, _)| *want && !self.send_mids.iter().any(|(s, _)| s == k))
+        .map(|(k, _, l)| (k, l))
+        .collect()
+    }
+
+    /// Our sending lines: (mid, label).
+    pub fn sending(&self) -> Vec<(String, &'static str)> {
+        self.send_mids
+            .iter()
+            .map(|(k, mid)| {
+                let label = if *k == MediaKind::Video {
+                    "camera"
+                } else {
+                    "audio"
+                };
+                (mid.to_string(), label)
+            })
+            .collect()
+    }
+
+    /// One frame to this peer on our line of its kind, if negotiated and connected.
+    pub fn write_media(
+        &mut self,
+        now: Instant,
+        video: bool,
+        rtp_time: u64,
+        data: &std::sync::Arc<[u8]>,
+    ) -> bool {
+        let kind = if video {
+            MediaKind::Video
+        } else {
+            MediaKind::Audio
+        };
+        let Some(&(_, mid)) = self.send_mids.iter().find(|(k, _)| *k == kind) else {
+            return false;
+        };
+        if self.state() != PeerState::Connected {
+            return false;
+        }
+        let Some(writer) = self.rtc.writer(mid) else {
+            return false;
+        };
+        // H.264 in packetization mode 1 (what the reader gives: whole access units), or Opus.
+        let pt = writer
+            .payload_params()
+            .filter(|p| {
+                let spec = p.spec();
+                match spec.codec {
+                    Codec::H264 => video && spec.format.packetization_mode == Some(1),
+                    Codec::Opus => !video,
+                    _ => false,
+                }
+            })
+            .map(|p| p.pt())
+            .next();
+        let Some(pt) = pt else {
+            return false;
+        };
+        let rate = if video {
+            Frequency::NINETY_KHZ
+        } else {
+            Frequency::FORTY_EIGHT_KHZ
+        };
+        let ok = writer
+            .write(pt, now, MediaTime::new(rtp_time, rate), data.clone())
+            .is_ok();
+        self.drain(now);
+        ok
+    }
+
     fn label_of(&self, id: ChannelId) -> String {
         self.channels
             .get(&id)
@@ -937,6 +1048,36 @@ impl Peer {
                     self.event(Event::ChannelClosed { peer, label });
                 }
             }
+            RtcEvent::MediaAdded(m) => {
+                let sends = matches!(m.direction, Direction::SendRecv | Direction::SendOnly);
+                let wanted = self.media.is_some_and(|w| match m.kind {
+                    MediaKind::Audio => w.audio,
+                    MediaKind::Video => w.video,
+                });
+                if sends && wanted && !self.send_mids.iter().any(|(k, _)| *k == m.kind) {
+                    self.send_mids.push((m.kind, m.mid));
+                }
+                self.event(Event::Track {
+                    peer,
+                    mid: m.mid.to_string(),
+                    video: m.kind == MediaKind::Video,
+                });
+            }
+            RtcEvent::MediaData(d) => {
+                let video = self
+                    .rtc
+                    .media(d.mid)
+                    .is_some_and(|m| m.kind() == MediaKind::Video);
+                let keyframe = d.is_keyframe();
+                self.event(Event::Media {
+                    peer,
+                    mid: d.mid.to_string(),
+                    video,
+                    data: d.data,
+                    rtp_time: d.time.numer(),
+                    keyframe,
+                });
+            }
             RtcEvent::PeerStats(s) => {
                 let Some(pair) = s.selected_candidate_pair else {
                     return;
@@ -982,14 +1123,17 @@ impl Peer {
     }
 }
 
-/// A str0m `Rtc` for one peer: data channels only, stats and a send buffer sized for the
-/// largest window.
-fn new_rtc(now: Instant, max_window: usize) -> Rtc {
+/// A str0m `Rtc` for one peer: stats and a send buffer sized for the largest window; data
+/// channels only, or (`media`, in a call) also Opus and H.264.
+fn new_rtc(now: Instant, max_window: usize, media: bool) -> Rtc {
     let mut cfg = Rtc::builder()
         .set_stats_interval(Some(STATS_EVERY))
         .set_sctp_max_buffered_amount(max_window + MESSAGE_ROOM)
-        // Data channels only: no audio/video codecs to offer.
+        // Data channels only unless in a call: no audio/video codecs to offer or accept.
         .clear_codecs();
+    if media {
+        cfg = cfg.enable_opus(true, false).enable_h264(true);
+    }
     // The path in use is checked every second (str0m's default: every 3 s), so that
     // silence means it is gone (see SILENT_AFTER).
     cfg.set_max_stun_rto(STUN_MAX_RTO);
