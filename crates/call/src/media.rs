@@ -263,6 +263,15 @@ pub struct OpusWriter<W: Write> {
     count: u64,
 }
 
+impl<W: Write> std::fmt::Debug for OpusWriter<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpusWriter")
+            .field("serial", &self.serial)
+            .field("granule", &self.granule)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Packets per Ogg page: a page is written out when it ends, so this bounds what a killed
 /// recorder loses (about a second of 20 ms packets).
 const PAGE_PACKETS: u64 = 50;
