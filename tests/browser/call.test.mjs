@@ -8,7 +8,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer, launchBrowser, openTab, joinRoom, waitFor, waitOpen, turnEntry, startNative } from './lib.mjs';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startMitm } from './mitm.mjs';
@@ -90,7 +90,15 @@ async function decodes(page, peerId, { minWidth = 1 } = {}) {
 const verification = (page, peerId) => waitFor(page, (id) => {
   const v = window.c.verification[id];
   return v && v.state !== 'waiting' && v;
-}, peerId, { timeout: 20000, what: `verification with ${peerId}` });
+}, peerId, { timeout: 20000, what: `verification with ${peerId}` }).catch(async (e) => {
+  const why = await page.evaluate((id) => {
+    const peer = window.room.peers.get(id);
+    const leg = window.call.legs.get(id);
+    return { c: window.c, pc: peer && [peer.state, peer.pc.signalingState], theirs: peer?._callChannels.map((ch) => ch.readyState),
+      mine: leg?.out?.readyState, remote: leg?.remote, sent: leg?._stateSent, verifier: leg?.verifier?.state };
+  }, peerId);
+  throw new Error(`${e.message}; ${JSON.stringify(why)}`);
+});
 
 async function tabs(n, room, options = {}) {
   const pages = [];
@@ -429,3 +437,81 @@ test('a tab whose network changes in a three-way call gets its video and audio b
   }
   for (const p of pages) await p.close();
 });
+
+/** Test media made with Debian's ffmpeg: 320×240 H.264 Baseline without B-frames, Opus. */
+function makeMedia(dir) {
+  const video = join(dir, 'test.h264');
+  const audio = join(dir, 'test.ogg');
+  const ff = (...a) => execFileSync('ffmpeg', ['-hide_banner', '-loglevel', 'error', '-y', ...a]);
+  ff('-f', 'lavfi', '-i', 'testsrc2=size=320x240:rate=30', '-t', '3', '-c:v', 'libx264', '-profile:v', 'baseline',
+    '-bf', '0', '-g', '30', '-pix_fmt', 'yuv420p', '-f', 'h264', video);
+  ff('-f', 'lavfi', '-i', 'sine=frequency=440:duration=3', '-c:a', 'libopus', '-b:a', '32k', '-f', 'ogg', audio);
+  return { video, audio };
+}
+
+test('native media both ways: `peerweb join --video --audio` to a tab, and the tab into `--record`', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'peerweb-native-media-'));
+  try {
+    const { video, audio } = makeMedia(dir);
+    const out = join(dir, 'recorded');
+    const { pages: [a], ids: [aId] } = await tabs(1, 'native-media');
+    await startCall(a, { keys: 'media-tab' });
+    const n = startNative(server.url, 'native-media', ['--allow-loopback', '--no-stun', '--no-turn',
+      '--keys', join(dir, 'keys.json'), '--video', video, '--audio', audio, '--record', out]);
+    const { id: nId } = await n.waitEvent((e) => e.event === 'welcome', { what: 'welcome' });
+    // The tab decodes the file's video at its size, hears its audio, and knows the labels.
+    const got = await decodes(a, nId, { minWidth: 320 });
+    assert.equal(got.width, 320);
+    await waitFor(a, (id) => ['camera', 'audio'].every((l) => window.c.tracks.some((t) => t.peer === id && t.label === l)), nId,
+      { what: 'labelled native tracks' });
+    assert.equal(await a.evaluate((id) => window.c.states[id]?.video, nId), 'on');
+    // The words still match.
+    const v = await verification(a, nId);
+    const nv = await n.waitEvent((e) => e.event === 'verification' && e.state !== 'waiting', { what: 'native words', timeout: 20000 });
+    assert.equal(nv.sas, v.sas);
+    // The tab's camera and microphone reach the recorder: let a few seconds in.
+    await new Promise((r) => setTimeout(r, 4000));
+    assert.equal(await n.stop(), 0, n.stderr);
+    const files = readdirSync(out);
+    const h264 = files.find((f) => f.endsWith('.h264'));
+    const ogg = files.find((f) => f.endsWith('.ogg'));
+    assert.ok(h264 && ogg, `recorded ${files}`);
+    const probe = (f, stream) => execFileSync('ffprobe', ['-v', 'error', '-count_frames', '-select_streams', stream,
+      '-show_entries', 'stream=codec_name,width,nb_read_frames', '-of', 'json', join(out, f)]).toString();
+    const vinfo = JSON.parse(probe(h264, 'v:0')).streams[0];
+    assert.equal(vinfo.codec_name, 'h264');
+    assert.ok(Number(vinfo.nb_read_frames) > 30, `recorded ${vinfo.nb_read_frames} frames`);
+    const ainfo = JSON.parse(probe(ogg, 'a:0')).streams[0];
+    assert.equal(ainfo.codec_name, 'opus');
+    assert.ok(Number(ainfo.nb_read_frames) > 50, `recorded ${ainfo.nb_read_frames} audio frames`);
+    await a.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('native media files that are not what they claim are refused before joining, with the reason', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'peerweb-bad-media-'));
+  try {
+    const { video, audio } = makeMedia(dir);
+    const bframes = join(dir, 'b.h264');
+    execFileSync('ffmpeg', ['-hide_banner', '-loglevel', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc2=size=160x120:rate=30',
+      '-t', '1', '-c:v', 'libx264', '-profile:v', 'main', '-bf', '2', '-f', 'h264', bframes]);
+    const text = join(dir, 'notes.txt');
+    writeFileSync(text, 'not media at all\n');
+    for (const [args, want] of [
+      [['--video', audio], /--video .*not an H.264 stream/],
+      [['--audio', video], /--audio .*not an Ogg Opus file/],
+      [['--video', bframes], /B-frames/],
+      [['--audio', text], /not an Ogg Opus file/],
+    ]) {
+      const n = startNative(server.url, 'bad-media', ['--allow-loopback', '--no-stun', '--no-turn', '--keys', join(dir, 'k.json'), ...args]);
+      assert.notEqual(await n.exited, 0);
+      assert.match(n.stderr, want);
+      assert.equal(n.events.filter((e) => e.event === 'welcome').length, 0, 'it never joined');
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+

@@ -48,6 +48,7 @@ async function proxy(upstream) {
       l.open = true;
       report({ open: key });
       for (const m of l.queue.splice(0)) sendOn(l, m);
+      for (const create of (l.later ?? []).splice(0)) create();
     });
     dc.onMessage((m) => {
       // Relay to the other leg: the peer this victim thinks it talks to.
@@ -59,13 +60,28 @@ async function proxy(upstream) {
     // Channels a victim opens in band (the SDK's call channel, an app's own) are relayed
     // too: the same label, opened by us towards the other victim.
     pc.onDataChannel((incoming) => {
+      // Kept referenced: node-datachannel closes a channel whose object is collected.
+      pcs.push(incoming);
       const label = incoming.getLabel();
       const other = leg(impersonated, victim);
-      const out = { dc: other.pc.createDataChannel(label), queue: [], open: false };
-      out.dc.onOpen(() => {
-        out.open = true;
-        for (const m of out.queue.splice(0)) sendOn(out, m);
-      });
+      const out = { dc: null, queue: [], open: false };
+      // Opened once that leg's association is up: a channel created before it gets a stream
+      // id from a guessed DTLS role, which can collide with one the victim opened meanwhile.
+      const create = () => {
+        out.dc = other.pc.createDataChannel(label);
+        pcs.push(out.dc);
+        out.dc.onOpen(() => {
+          out.open = true;
+          for (const m of out.queue.splice(0)) sendOn(out, m);
+        });
+        // Both ways: a victim may answer on the channel it was given instead of its own.
+        out.dc.onMessage((m) => {
+          report({ relayed: { from: impersonated, to: victim, label, binary: typeof m !== 'string', bytes: m.length,
+            text: typeof m === 'string' ? m : undefined } });
+          sendOn({ dc: incoming }, m);
+        });
+      };
+      if (other.open) create(); else (other.later ??= []).push(create);
       incoming.onMessage((m) => {
         report({ relayed: { from: victim, to: impersonated, label, binary: typeof m !== 'string', bytes: m.length,
           text: typeof m === 'string' ? m : undefined } });

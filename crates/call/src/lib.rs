@@ -428,6 +428,8 @@ pub enum Out {
 struct PeerCall {
     /// Our `peerweb-call` channel to the peer is open and our state went out on it.
     sent: bool,
+    /// Our media lines on this connection: mid → label.
+    tracks: BTreeMap<String, String>,
     fps: Option<(String, String)>,
     remote: Option<State>,
     verifier: Option<Verifier>,
@@ -465,7 +467,7 @@ impl Session {
         p.sent = true;
         let mut out = vec![Out::Send {
             peer: peer.to_owned(),
-            text: self.state.to_message(),
+            text: self.state_for(peer),
         }];
         self.maybe_verify(peer, random, &mut out);
         out
@@ -492,7 +494,7 @@ impl Session {
             if first && p.sent {
                 out.push(Out::Send {
                     peer: peer.to_owned(),
-                    text: self.state.to_message(),
+                    text: self.state_for(peer),
                 });
             }
             self.maybe_verify(peer, random, &mut out);
@@ -557,6 +559,32 @@ impl Session {
         let key = v.confirm(matches);
         let keep = key.and_then(|k| Some((v.remote_identity()?.to_owned(), k)));
         (vec![verification(peer, v)], keep)
+    }
+
+    /// Our media lines to `peer` changed (a negotiation named them): the peer is told which
+    /// mid carries what.
+    pub fn set_tracks(&mut self, peer: &str, tracks: BTreeMap<String, String>) -> Vec<Out> {
+        let p = self.peers.entry(peer.to_owned()).or_default();
+        if p.tracks == tracks {
+            return Vec::new();
+        }
+        p.tracks = tracks;
+        if !p.sent {
+            return Vec::new();
+        }
+        vec![Out::Send {
+            peer: peer.to_owned(),
+            text: self.state_for(peer),
+        }]
+    }
+
+    /// Our state as `peer` is told it: its connection's mids.
+    fn state_for(&self, peer: &str) -> String {
+        let mut s = self.state.clone();
+        if let Some(p) = self.peers.get(peer) {
+            s.tracks = p.tracks.clone();
+        }
+        s.to_message()
     }
 
     /// `peer` left the room.

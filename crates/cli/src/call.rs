@@ -104,7 +104,8 @@ pub struct Call {
 }
 
 impl Call {
-    pub fn new(key_file: PathBuf, json: bool) -> anyhow::Result<Call> {
+    /// `video`: whether we send a camera (the call state says so).
+    pub fn new(key_file: PathBuf, json: bool, video: bool) -> anyhow::Result<Call> {
         let keys = KeyFile::load(&key_file)?;
         let since = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -113,7 +114,7 @@ impl Call {
         let state = State {
             tracks: BTreeMap::new(),
             muted: Muted::default(),
-            video: "off".into(),
+            video: if video { "on" } else { "off" }.into(),
             since,
         };
         Ok(Call {
@@ -153,6 +154,18 @@ impl Call {
         let outs = self.session.message(peer, text, random()?, |id| {
             keys.get(id).and_then(|k| unhex32(&k.key))
         });
+        self.apply(node, outs).await
+    }
+
+    /// A media line to `peer` was negotiated: tell it which of ours carries what.
+    pub async fn tracks(&mut self, node: &Node, peer: &str) -> anyhow::Result<()> {
+        let tracks = node
+            .sending(peer)
+            .await?
+            .into_iter()
+            .map(|(mid, label)| (mid, label.to_owned()))
+            .collect();
+        let outs = self.session.set_tracks(peer, tracks);
         self.apply(node, outs).await
     }
 
@@ -262,5 +275,185 @@ impl Call {
             Stage::Waiting => return Ok(()),
         };
         say(&text)
+    }
+}
+
+/// Media files a native call member sends, read and checked before it joins.
+pub struct Sources {
+    pub video: Option<peerweb_call::media::H264>,
+    pub audio: Option<peerweb_call::media::Opus>,
+    pub fps: u32,
+}
+
+impl Sources {
+    pub fn load(video: Option<&Path>, audio: Option<&Path>, fps: u32) -> anyhow::Result<Sources> {
+        let read = |p: &Path| -> anyhow::Result<Vec<u8>> {
+            let len = std::fs::metadata(p)
+                .with_context(|| format!("cannot read {}", p.display()))?
+                .len();
+            anyhow::ensure!(
+                len <= peerweb_call::media::MAX_FILE as u64,
+                "{}: larger than {} MiB",
+                p.display(),
+                peerweb_call::media::MAX_FILE >> 20
+            );
+            std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+        };
+        let video = video
+            .map(|p| {
+                peerweb_call::media::H264::parse(&read(p)?)
+                    .with_context(|| format!("--video {}", p.display()))
+            })
+            .transpose()?;
+        let audio = audio
+            .map(|p| {
+                peerweb_call::media::Opus::parse(&read(p)?)
+                    .with_context(|| format!("--audio {}", p.display()))
+            })
+            .transpose()?;
+        Ok(Sources { video, audio, fps })
+    }
+
+    /// Sends the files in a loop, paced: video at `fps`, audio by each packet's duration.
+    pub fn spawn(self, media: peerweb_net::MediaHandle) {
+        if let Some(v) = self.video {
+            let media = media.clone();
+            let frames: Vec<std::sync::Arc<[u8]>> =
+                v.frames.into_iter().map(std::sync::Arc::from).collect();
+            let step = 90_000 / u64::from(self.fps.max(1));
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_micros(
+                    1_000_000 / u64::from(self.fps.max(1)),
+                ));
+                let mut rtp = 0u64;
+                for f in frames.iter().cycle() {
+                    tick.tick().await;
+                    if media.write(true, rtp, f.clone()).await.is_err() {
+                        return;
+                    }
+                    rtp += step;
+                }
+            });
+        }
+        if let Some(a) = self.audio {
+            let packets: Vec<(std::sync::Arc<[u8]>, u32)> = a
+                .packets
+                .into_iter()
+                .map(|(p, n)| (std::sync::Arc::from(p), n))
+                .collect();
+            tokio::spawn(async move {
+                let start = tokio::time::Instant::now();
+                let mut rtp = 0u64;
+                for (p, n) in packets.iter().cycle() {
+                    // Paced against the start, so rounding does not drift.
+                    tokio::time::sleep_until(
+                        start + std::time::Duration::from_micros(rtp * 1000 / 48),
+                    )
+                    .await;
+                    if media.write(false, rtp, p.clone()).await.is_err() {
+                        return;
+                    }
+                    rtp += u64::from(*n);
+                }
+            });
+        }
+    }
+}
+
+/// Received media written to files: `<peer>-<mid>.h264` (from the first keyframe) and
+/// `<peer>-<mid>.ogg`, in one folder.
+pub struct Recorder {
+    dir: PathBuf,
+    files: BTreeMap<(String, String), Track>,
+    video_path: BTreeMap<(String, String), PathBuf>,
+}
+
+enum Track {
+    Video(Option<std::fs::File>),
+    Audio(peerweb_call::media::OpusWriter<std::io::BufWriter<std::fs::File>>),
+    Broken,
+}
+
+/// Tracks recorded at most (a peer could add many).
+const MAX_RECORDED: usize = 64;
+
+impl Recorder {
+    pub fn new(dir: PathBuf) -> anyhow::Result<Recorder> {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        Ok(Recorder {
+            dir,
+            files: BTreeMap::new(),
+            video_path: BTreeMap::new(),
+        })
+    }
+
+    pub fn write(&mut self, peer: &str, mid: &str, video: bool, data: &[u8], keyframe: bool) {
+        let key = (peer.to_owned(), mid.to_owned());
+        if !self.files.contains_key(&key) {
+            if self.files.len() >= MAX_RECORDED {
+                return;
+            }
+            // Peer ids and mids are tokens, but the names are made safe anyway.
+            let safe = |s: &str| -> String {
+                s.chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                    .take(64)
+                    .collect()
+            };
+            let name = format!(
+                "{}-{}.{}",
+                safe(peer),
+                safe(mid),
+                if video { "h264" } else { "ogg" }
+            );
+            let path = self.dir.join(name);
+            let track = if video {
+                Track::Video(None)
+            } else {
+                match std::fs::File::create(&path).and_then(|f| {
+                    peerweb_call::media::OpusWriter::new(std::io::BufWriter::new(f), 1, 2)
+                }) {
+                    Ok(w) => Track::Audio(w),
+                    Err(e) => {
+                        eprintln!("peerweb: cannot record to {}: {e}", path.display());
+                        Track::Broken
+                    }
+                }
+            };
+            self.files.insert(key.clone(), track);
+            if video {
+                self.video_path.insert(key.clone(), path);
+            }
+        }
+        let ok = match self.files.get_mut(&key) {
+            Some(Track::Video(file)) => {
+                if file.is_none() && keyframe {
+                    *file = self
+                        .video_path
+                        .get(&key)
+                        .and_then(|p| std::fs::File::create(p).ok());
+                }
+                file.as_mut()
+                    .is_none_or(|f| std::io::Write::write_all(f, data).is_ok())
+            }
+            Some(Track::Audio(w)) => w.write(data).is_ok(),
+            _ => true,
+        };
+        if !ok {
+            eprintln!("peerweb: recording {peer} {mid} failed; it stops");
+            self.files.insert(key, Track::Broken);
+        }
+    }
+
+    /// Ends the Ogg streams (their last pages).
+    pub fn finish(self) {
+        for t in self.files.into_values() {
+            if let Track::Audio(w) = t
+                && let Ok(mut b) = w.finish()
+            {
+                let _ = std::io::Write::flush(&mut b);
+            }
+        }
     }
 }

@@ -36,8 +36,22 @@ pub struct JoinArgs {
     #[arg(long)]
     pub call: bool,
     /// Where `--call` keeps this device's identity and the keys of verified peers.
-    #[arg(long, value_name = "FILE", requires = "call")]
+    #[arg(long, value_name = "FILE")]
     pub keys: Option<std::path::PathBuf>,
+    /// Send this raw H.264 file (Annex B, e.g. `ffmpeg … -bf 0 -f h264 x.h264`) as our camera,
+    /// looped, in the call (implies --call).
+    #[arg(long, value_name = "FILE.h264")]
+    pub video: Option<std::path::PathBuf>,
+    /// Send this Ogg Opus file as our microphone, looped, in the call (implies --call).
+    #[arg(long, value_name = "FILE.ogg")]
+    pub audio: Option<std::path::PathBuf>,
+    /// Frames per second of --video (a raw H.264 file has no timestamps).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=120))]
+    pub fps: u32,
+    /// Write what the others send into this folder: PEER-MID.h264 and PEER-MID.ogg
+    /// (implies --call).
+    #[arg(long, value_name = "DIR")]
+    pub record: Option<std::path::PathBuf>,
 }
 
 /// How a native peer reaches others: shared by join, ping, send and receive.
@@ -256,16 +270,34 @@ async fn start(args: &PeerArgs) -> anyhow::Result<Node> {
 /// `peerweb join`: stdin lines go to every connected peer; events come out on stdout.
 pub async fn join(join: JoinArgs) -> anyhow::Result<()> {
     let args = join.peer;
-    let mut call = if join.call {
+    let media = join.video.is_some() || join.audio.is_some() || join.record.is_some();
+    let sources =
+        crate::call::Sources::load(join.video.as_deref(), join.audio.as_deref(), join.fps)?;
+    let mut recorder = join.record.map(crate::call::Recorder::new).transpose()?;
+    let mut call = if join.call || media {
         let file = join
             .keys
             .or_else(crate::call::default_key_file)
             .context("no key file for --call: give --keys FILE (no HOME to put it in)")?;
-        Some(crate::call::Call::new(file, args.json)?)
+        Some(crate::call::Call::new(
+            file,
+            args.json,
+            sources.video.is_some(),
+        )?)
     } else {
         None
     };
-    let mut node = start(&args).await?;
+    let mut opts = args.options();
+    if media {
+        opts.settings.media = Some(peerweb_peer::Media {
+            audio: sources.audio.is_some(),
+            video: sources.video.is_some(),
+        });
+    }
+    let mut node = Node::join(opts)
+        .await
+        .with_context(|| format!("cannot join room {:?}", args.room))?;
+    sources.spawn(node.media_handle());
     if !args.json {
         say(&format!(
             "peerweb join: in room {:?} as {}; type to chat, Ctrl-D to leave",
@@ -277,6 +309,11 @@ pub async fn join(join: JoinArgs) -> anyhow::Result<()> {
     let result = loop {
         tokio::select! {
             ev = node.next_event() => match ev {
+                Some(Event::Media { peer, mid, video, data, keyframe, .. }) => {
+                    if let Some(r) = recorder.as_mut() {
+                        r.write(&peer, &mid, video, &data, keyframe);
+                    }
+                }
                 Some(ev) => {
                     if let Some(call) = call.as_mut() {
                         match on_call_event(call, &node, &ev).await {
@@ -317,6 +354,9 @@ pub async fn join(join: JoinArgs) -> anyhow::Result<()> {
         }
     };
     node.leave().await;
+    if let Some(r) = recorder {
+        r.finish();
+    }
     result
 }
 
@@ -340,6 +380,10 @@ async fn on_call_event(
             return Ok(true);
         }
         Event::PeerLeft { peer } => call.peer_left(peer),
+        Event::Track { peer, .. } => {
+            call.tracks(node, peer).await?;
+            return Ok(true);
+        }
         _ => {}
     }
     Ok(false)

@@ -153,7 +153,33 @@ enum Cmd {
     Status(oneshot::Sender<Vec<PeerStatus>>),
     Fingerprints(String, oneshot::Sender<Option<(String, Option<String>)>>),
     Buffered(String, Option<String>, oneshot::Sender<usize>),
+    Media {
+        video: bool,
+        rtp_time: u64,
+        data: Arc<[u8]>,
+    },
+    Sending(String, oneshot::Sender<Vec<(String, &'static str)>>),
     Leave(oneshot::Sender<()>),
+}
+
+/// Writes media to every connected peer of a [`Node`], from any task.
+#[derive(Debug, Clone)]
+pub struct MediaHandle {
+    cmds: mpsc::Sender<Cmd>,
+}
+
+impl MediaHandle {
+    /// As [`Node::write_media`]; `Err` once the node stopped.
+    pub async fn write(&self, video: bool, rtp_time: u64, data: Arc<[u8]>) -> Result<(), Error> {
+        self.cmds
+            .send(Cmd::Media {
+                video,
+                rtp_time,
+                data,
+            })
+            .await
+            .map_err(|_| Error::Stopped)
+    }
 }
 
 /// A native peer in a room; the driver task runs until [`Node::leave`] or drop.
@@ -344,6 +370,36 @@ impl Node {
             reply,
         ))
         .await?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
+    /// In a call ([`peerweb_peer::Settings::media`]): one frame to every connected peer —
+    /// an H.264 access unit (Annex B) at a 90 kHz `rtp_time`, or an Opus packet at 48 kHz.
+    pub async fn write_media(
+        &self,
+        video: bool,
+        rtp_time: u64,
+        data: Arc<[u8]>,
+    ) -> Result<(), Error> {
+        self.cmd(Cmd::Media {
+            video,
+            rtp_time,
+            data,
+        })
+        .await
+    }
+
+    /// A handle that writes media from another task (a paced file source).
+    pub fn media_handle(&self) -> MediaHandle {
+        MediaHandle {
+            cmds: self.cmds.clone(),
+        }
+    }
+
+    /// Our sending media lines to `peer`: (mid, label), for the call state.
+    pub async fn sending(&self, peer: &str) -> Result<Vec<(String, &'static str)>, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd(Cmd::Sending(peer.to_owned(), reply)).await?;
         rx.await.map_err(|_| Error::Stopped)
     }
 
@@ -1393,6 +1449,16 @@ impl Driver {
             }
             Cmd::Buffered(peer, label, reply) => {
                 let _ = reply.send(self.client.buffered(&peer, label.as_deref()));
+            }
+            Cmd::Media {
+                video,
+                rtp_time,
+                data,
+            } => {
+                self.client.write_media(t, video, rtp_time, &data);
+            }
+            Cmd::Sending(peer, reply) => {
+                let _ = reply.send(self.client.sending(&peer));
             }
             Cmd::Leave(_) => {}
         }

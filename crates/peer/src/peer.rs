@@ -138,6 +138,9 @@ pub(crate) struct Peer {
     /// whether an offer of ours adding them awaits its answer.
     media: Option<Media>,
     send_mids: Vec<(MediaKind, Mid)>,
+    /// Lines added by our offer awaiting its answer (str0m announces only lines a remote
+    /// offer adds).
+    offered_mids: Vec<(MediaKind, Mid)>,
     media_offered: bool,
     pub up: VecDeque<Up>,
 }
@@ -196,6 +199,7 @@ impl Peer {
             blocked: None,
             media: settings.media,
             send_mids: Vec::new(),
+            offered_mids: Vec::new(),
             media_offered: false,
             up: VecDeque::new(),
         }
@@ -295,16 +299,19 @@ impl Peer {
             self.pending_default = Some(api.add_channel_with_config(default_channel()));
             self.dirty = true;
         }
+        let mut offered = Vec::new();
         for (kind, label) in &missing {
-            api.add_media(
+            let mid = api.add_media(
                 *kind,
                 Direction::SendRecv,
                 Some("peerweb".into()),
                 Some((*label).into()),
                 None,
             );
+            offered.push((*kind, mid));
         }
         self.media_offered |= !missing.is_empty();
+        self.offered_mids.extend(offered);
         if self.restart_wanted && self.negotiated {
             api.ice_restart(true);
         }
@@ -396,6 +403,7 @@ impl Peer {
         self.pending_default = None;
         // Media lines of a rolled-back offer of ours are offered again after this answer.
         self.media_offered = false;
+        self.offered_mids.clear();
         if !self.negotiated && self.dirty {
             // Our first offer is rolled back (or an earlier first attempt failed): answer
             // from a fresh Rtc. The remote accepted nothing of the old one.
@@ -461,6 +469,22 @@ impl Peer {
             SdpAnswer::from_sdp_string(sdp).map_err(|e| Error::BadSignal(e.to_string()))?;
         let res = self.rtc.sdp_api().accept_answer(pending, answer);
         self.media_offered = false;
+        let offered = std::mem::take(&mut self.offered_mids);
+        if res.is_ok() {
+            for (kind, mid) in offered {
+                let sends = self.rtc.media(mid).is_some_and(|m| {
+                    matches!(m.direction(), Direction::SendRecv | Direction::SendOnly)
+                });
+                if sends && !self.send_mids.iter().any(|(k, _)| *k == kind) {
+                    self.send_mids.push((kind, mid));
+                    self.event(Event::Track {
+                        peer: self.id.clone(),
+                        mid: mid.to_string(),
+                        video: kind == MediaKind::Video,
+                    });
+                }
+            }
+        }
         self.drain(now);
         if let Err(e) = res {
             self.pending_default = None;
@@ -509,6 +533,7 @@ impl Peer {
     fn fresh_rtc(&mut self, now: Instant) {
         self.rtc = new_rtc(now, self.window_range.1, self.media.is_some());
         self.send_mids.clear();
+        self.offered_mids.clear();
         self.media_offered = false;
         for c in &self.local {
             self.rtc.add_local_candidate(c.clone());
