@@ -111,9 +111,21 @@ async function tabs(n, room, options = {}) {
   return { pages, ids };
 }
 
-test('four tabs: each decodes every other\'s video and audio, pairs see the same SAS, mute is seen as state', async () => {
+test('four tabs and a native peer: each tab decodes every other\'s video and audio, every pair sees the same SAS, mute is seen as state', async () => {
   const { pages, ids } = await tabs(4, 'call-four');
   for (const p of pages) assert.equal(await startCall(p), 'on');
+  const dir = mkdtempSync(join(tmpdir(), 'peerweb-four-'));
+  const { video, audio } = makeMedia(dir);
+  const n = startNative(server.url, 'call-four', ['--allow-loopback', '--no-stun', '--no-turn', '--keys', join(dir, 'keys.json'),
+    '--video', video, '--audio', audio]);
+  const { id: nId } = await n.waitEvent((e) => e.event === 'welcome', { what: 'welcome' });
+  for (const [i, p] of pages.entries()) {
+    await decodes(p, nId, { minWidth: 320 });
+    const v = await verification(p, nId);
+    const nv = await n.waitEvent((e) => e.event === 'verification' && e.peer === ids[i] && e.state !== 'waiting',
+      { what: `native words with tab ${i}`, timeout: 20000 });
+    assert.equal(nv.sas, v.sas, `tab ${i} and the native peer`);
+  }
   for (const [i, p] of pages.entries()) {
     for (const [j, id] of ids.entries()) {
       if (i === j) continue;
@@ -138,8 +150,10 @@ test('four tabs: each decodes every other\'s video and audio, pairs see the same
   }
   await pages[0].evaluate(() => window.call.unmute('audio'));
   await waitFor(pages[1], (id) => window.c.states[id]?.muted.audio === false, ids[0], { what: 'unmute seen' });
-  // The mesh is four: each camera sender is capped lower than a one-to-one call's.
-  assert.equal(await pages[0].evaluate(() => window.call.bitrate), 800_000);
+  // Five in the mesh: each camera sender is capped lower than a one-to-one call's.
+  assert.equal(await pages[0].evaluate(() => window.call.bitrate), 500_000);
+  assert.equal(await n.stop(), 0, n.stderr);
+  rmSync(dir, { recursive: true, force: true });
   for (const p of pages) await p.close();
 });
 
