@@ -7,7 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer, launchBrowser, openTab, joinRoom, waitFor, waitOpen, turnEntry, startNative } from './lib.mjs';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -490,8 +490,14 @@ test('native media both ways: `peerweb join --video --audio` to a tab, and the t
     const h264 = files.find((f) => f.endsWith('.h264'));
     const ogg = files.find((f) => f.endsWith('.ogg'));
     assert.ok(h264 && ogg, `recorded ${files}`);
-    const probe = (f, stream) => execFileSync('ffprobe', ['-v', 'error', '-count_frames', '-select_streams', stream,
-      '-show_entries', 'stream=codec_name,width,nb_read_frames', '-of', 'json', join(out, f)]).toString();
+    // ffprobe reads every frame and must find nothing wrong on the way.
+    const probe = (f, stream) => {
+      const r = spawnSync('ffprobe', ['-v', 'error', '-count_frames', '-select_streams', stream,
+        '-show_entries', 'stream=codec_name,width,nb_read_frames', '-of', 'json', join(out, f)]);
+      assert.equal(r.status, 0, String(r.stderr));
+      assert.equal(String(r.stderr), '', `${f}: ffprobe complains`);
+      return String(r.stdout);
+    };
     const vinfo = JSON.parse(probe(h264, 'v:0')).streams[0];
     assert.equal(vinfo.codec_name, 'h264');
     assert.ok(Number(vinfo.nb_read_frames) > 30, `recorded ${vinfo.nb_read_frames} frames`);

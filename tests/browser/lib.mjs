@@ -330,7 +330,9 @@ export function startCli(args, { ns } = {}) {
     }
   });
   proc.stderr.on('data', (d) => { stderr += d; });
-  const exited = new Promise((r) => proc.once('exit', (code, signal) => r(code ?? signal)));
+  // 'close', not 'exit': 'exit' can come before the last of stdout and stderr has been read,
+  // and a test that reads them right after would see them cut.
+  const exited = new Promise((r) => proc.once('close', (code, signal) => r(code ?? signal)));
   return {
     proc,
     events,

@@ -191,7 +191,7 @@ test('hostile file names from a sender are neutralised inside the output folder'
     proc.stdout.once('data', (d) => resolve(JSON.parse(d.toString()).code));
     proc.once('exit', (c) => reject(new Error(`hostile sender exited ${c}: ${stderr}`)));
   });
-  const exited = new Promise((r) => proc.once('exit', (c) => r(c)));
+  const exited = new Promise((r) => proc.once('close', (c) => r(c)));
   const receiver = receive(code, out);
   assert.equal(await receiver.exited, 0, receiver.stderr);
   assert.equal(await exited, 0, stderr);

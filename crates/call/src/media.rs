@@ -241,7 +241,7 @@ impl Opus {
         let mut packets = Vec::new();
         while let Some(p) = next()? {
             if p.data.is_empty() {
-                continue; // what a writer may put in to end the stream
+                continue; // some writers end the stream with an empty packet
             }
             let samples = opus_samples(&p.data)
                 .ok_or_else(|| MediaError::NotOpus("a malformed audio packet".into()))?;
@@ -254,13 +254,15 @@ impl Opus {
     }
 }
 
-/// Writes Opus packets as an Ogg Opus file (RFC 7845): head and tags, then one packet per
-/// call with the granule position advanced by its samples.
+/// Writes Opus packets as an Ogg Opus file (RFC 7845): head and tags, then the packets with
+/// the granule position advanced by their samples. Each packet is written when the next comes
+/// (or at [`OpusWriter::finish`]), so that the last one can end the stream.
 pub struct OpusWriter<W: Write> {
     w: ogg::PacketWriter<'static, W>,
     serial: u32,
     granule: u64,
     count: u64,
+    held: Option<Vec<u8>>,
 }
 
 impl<W: Write> std::fmt::Debug for OpusWriter<W> {
@@ -296,33 +298,40 @@ impl<W: Write> OpusWriter<W> {
             serial,
             granule: 0,
             count: 0,
+            held: None,
         })
     }
 
     /// One packet; a malformed one is skipped (it would break the granule positions).
     pub fn write(&mut self, packet: &[u8]) -> std::io::Result<()> {
-        let Some(samples) = opus_samples(packet) else {
+        if opus_samples(packet).is_none() {
             return Ok(());
-        };
-        self.granule += u64::from(samples);
+        }
+        match self.held.replace(packet.to_vec()) {
+            Some(previous) => self.put(previous, false),
+            None => Ok(()),
+        }
+    }
+
+    fn put(&mut self, packet: Vec<u8>, last: bool) -> std::io::Result<()> {
+        self.granule += u64::from(opus_samples(&packet).unwrap_or(0));
         self.count += 1;
-        let end = if self.count % PAGE_PACKETS == 0 {
+        let end = if last {
+            ogg::PacketWriteEndInfo::EndStream
+        } else if self.count % PAGE_PACKETS == 0 {
             ogg::PacketWriteEndInfo::EndPage
         } else {
             ogg::PacketWriteEndInfo::NormalPacket
         };
         self.w
-            .write_packet(Cow::Owned(packet.to_vec()), self.serial, end, self.granule)
+            .write_packet(Cow::Owned(packet), self.serial, end, self.granule)
     }
 
-    /// Ends the stream (the last page) and gives the writer back.
+    /// Ends the stream on its last packet and gives the writer back.
     pub fn finish(mut self) -> std::io::Result<W> {
-        self.w.write_packet(
-            Cow::Owned(Vec::new()),
-            self.serial,
-            ogg::PacketWriteEndInfo::EndStream,
-            self.granule,
-        )?;
+        if let Some(last) = self.held.take() {
+            self.put(last, true)?;
+        }
         Ok(self.w.into_inner())
     }
 }
