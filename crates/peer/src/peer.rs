@@ -488,6 +488,14 @@ impl Peer {
         self.drain(now);
         if let Err(e) = res {
             self.pending_default = None;
+            // The remote restarted ICE for an offer of ours that we then rolled back (a
+            // restart crossing an offer of theirs): its answers now carry credentials we never
+            // took. Offering again with a restart of our own takes them.
+            if self.negotiated && ice_ufrag(sdp) != self.remote_ufrag {
+                self.restart_wanted = true;
+                self.negotiate(now);
+                return Ok(());
+            }
             self.first_attempt_failed(now);
             return Err(Error::Negotiation(e.to_string()));
         }

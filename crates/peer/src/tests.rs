@@ -1118,17 +1118,25 @@ fn a_message_larger_than_the_window_goes_alone_and_one_too_large_for_sctp_is_an_
     assert_eq!(last(&w).unwrap().len(), 1024);
 }
 
-/// One random negotiation scenario: two or three clients joining at random times, opening
+/// One random negotiation scenario: two or three clients joining at random times, some of
+/// them in a call (sending audio and video tracks, so their offers carry media lines), opening
 /// channels (some the moment a peer joins, some offering then), ICE restarts (some
 /// crossing), signaling connections dropped for up to 30 s (longer than the resume grace),
 /// and signaling server restarts. Then everything is
 /// let settle: every pair must be connected with the default channel and every channel
-/// anyone opened open on both sides and carrying a message, with no error reported.
+/// anyone opened open on both sides and carrying a message, every pair of call members
+/// sending each other both tracks with frames arriving, with no error reported.
 fn random_negotiation(seed: u64) {
     let mut w = World::new();
     w.seed = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     w.sig = Signal::new(Config::default(), [seed as u8; 32], w.now);
     let clients = 2 + (w.random() % 2) as usize;
+    // Which clients are in a call: they send an audio and a video track.
+    let mut in_call = Vec::new();
+    let call = Some(Media {
+        audio: true,
+        video: true,
+    });
     // Channels asked for: (from, to, label, how many events each side had then).
     let mut asked: Vec<(usize, usize, String, usize, usize)> = Vec::new();
     let mut ops = Vec::new();
@@ -1139,7 +1147,15 @@ fn random_negotiation(seed: u64) {
         match op {
             // Someone joins (the first two come early).
             0..20 if joined < clients => {
-                w.add("r", Settings::default());
+                let member = w.random() % 2 == 0 && std::env::var_os("PEERWEB_NO_MEDIA").is_none();
+                in_call.push(member);
+                w.add(
+                    "r",
+                    Settings {
+                        media: if member { call } else { None },
+                        ..Settings::default()
+                    },
+                );
                 let i = joined;
                 // What it does when the next ones join: nothing, open a channel, or offer
                 // (crossing their offers) and open a channel.
@@ -1195,7 +1211,15 @@ fn random_negotiation(seed: u64) {
         w.run_for(span);
     }
     while w.clients.len() < clients {
-        w.add("r", Settings::default());
+        let member = w.random() % 2 == 0 && std::env::var_os("PEERWEB_NO_MEDIA").is_none();
+        in_call.push(member);
+        w.add(
+            "r",
+            Settings {
+                media: if member { call } else { None },
+                ..Settings::default()
+            },
+        );
     }
     // Every client ends up connected to signaling (and welcomed on that connection).
     let mut welcomed_after = vec![0; clients];
@@ -1295,6 +1319,53 @@ fn random_negotiation(seed: u64) {
         missing.is_empty(),
         "seed {seed}: ops {ops:?}: {missing:?} never arrived"
     );
+    // Every pair of call members sends each other both tracks, and frames get through.
+    let members: Vec<usize> = (0..n).filter(|&i| in_call[i]).collect();
+    let media_from = |w: &World, y: usize, from: &str, video: bool| {
+        w.events[y].iter().any(
+            |e| matches!(e, Event::Media { peer, video: v, .. } if peer == from && *v == video),
+        )
+    };
+    let frame: std::sync::Arc<[u8]> =
+        std::sync::Arc::from(&[0u8, 0, 0, 1, 0x65, 0x88, 0x84, 0x21][..]);
+    let packet: std::sync::Arc<[u8]> = std::sync::Arc::from(&[31u8 << 3, 1, 2, 3][..]);
+    let start = w.now;
+    let mut rtp = 0;
+    let missing_media = |w: &World| -> Vec<(usize, usize, bool)> {
+        let mut out = Vec::new();
+        for &a in &members {
+            for &b in &members {
+                for video in [true, false] {
+                    if a != b && !media_from(w, b, &w.id(a), video) {
+                        out.push((a, b, video));
+                    }
+                }
+            }
+        }
+        out
+    };
+    while !missing_media(&w).is_empty() && w.now - start < Duration::from_secs(10) {
+        for &a in &members {
+            let now = w.now;
+            w.clients[a].write_media(now, true, rtp, &frame);
+            w.clients[a].write_media(now, false, rtp / 2, &packet);
+        }
+        rtp += 3000;
+        w.run_for(Duration::from_millis(33));
+    }
+    for &a in &members {
+        for &b in &members {
+            if a != b {
+                let lines = w.clients[a].sending(&w.id(b));
+                assert_eq!(lines.len(), 2, "seed {seed}: {a} sends {lines:?} to {b}");
+            }
+        }
+    }
+    let missing = missing_media(&w);
+    assert!(
+        missing.is_empty(),
+        "seed {seed}: ops {ops:?}, members {members:?}: media (from, to, video) {missing:?} never arrived"
+    );
     // Signals to a member that is away are refused: expected, and recovered from.
     let errors = w.errors(&["unknown-peer"]);
     assert!(errors.is_empty(), "seed {seed}: {errors:?}");
@@ -1302,7 +1373,8 @@ fn random_negotiation(seed: u64) {
 
 #[test]
 fn random_joins_channels_restarts_and_signaling_drops_always_settle() {
-    // PEERWEB_SEED=N replays one scenario; PEERWEB_SEEDS=N runs N of them (200 by default).
+    // PEERWEB_SEED=N replays one scenario; PEERWEB_SEEDS=N runs N of them (200 by default);
+    // PEERWEB_NO_MEDIA=1 keeps every client out of calls (to tell a media bug from another).
     let seeds = match (
         std::env::var("PEERWEB_SEED"),
         std::env::var("PEERWEB_SEEDS"),
