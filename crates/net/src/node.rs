@@ -1,0 +1,387 @@
+//! The public face of the driver: what a native peer needs to join ([`Options`]), its errors, and [`Node`], the handle the application holds (commands in, events out).
+
+use crate::*;
+
+/// What a native peer needs to join a room.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Address of `peerweb serve`: `http://`/`ws://`, or `https://`/`wss://` (TLS, its
+    /// certificate checked against Mozilla's roots and [`Options::ca`]).
+    pub server: String,
+    pub room: String,
+    pub settings: Settings,
+    /// Offer loopback addresses as host candidates (tests on one machine).
+    pub allow_loopback: bool,
+    /// Only these interfaces (by name) give host candidates; empty: all.
+    pub interfaces: Vec<String>,
+    /// These interfaces never do.
+    pub deny_interfaces: Vec<String>,
+    /// Ask the server's STUN for server-reflexive candidates.
+    pub stun: bool,
+    /// Allocate relayed candidates on the server's TURN (over UDP, TCP and TLS, as offered).
+    pub turn: bool,
+    /// Extra CA certificates (PEM) trusted, besides Mozilla's roots, for the server's HTTPS
+    /// and for `turns:` (a private CA).
+    pub ca: Option<std::path::PathBuf>,
+    /// Access token, for servers that require one (`peerweb token` mints them).
+    pub token: Option<String>,
+}
+
+impl Options {
+    pub fn new(server: &str, room: &str) -> Self {
+        Options {
+            server: server.to_owned(),
+            room: room.to_owned(),
+            settings: Settings::default(),
+            allow_loopback: false,
+            interfaces: Vec::new(),
+            deny_interfaces: Vec::new(),
+            stun: true,
+            turn: true,
+            ca: None,
+            token: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(
+        "bad server address {0:?}: expected http://host[:port] or https://host[:port] (or ws://, wss://)"
+    )]
+    BadUrl(String),
+    #[error("cannot use the CA certificates in {path}: {why}")]
+    Ca { path: String, why: String },
+    #[error("cannot reach the signaling server at {url}: {why}")]
+    Connect { url: String, why: String },
+    #[error("the server refused to join: {code}: {message}")]
+    Refused { code: String, message: String },
+    #[error("the server did not confirm the join within {0:?}")]
+    JoinTimeout(Duration),
+    #[error("no usable network address (use --allow-loopback to include loopback)")]
+    NoAddress,
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Peer(#[from] peerweb_peer::Error),
+    #[error("the node has stopped")]
+    Stopped,
+}
+
+/// One remote peer as [`Node::status`] reports it.
+#[derive(Debug, Clone)]
+pub struct PeerStatus {
+    pub id: String,
+    pub state: PeerState,
+    pub open: bool,
+    pub path: Option<Path>,
+}
+
+pub(crate) enum Cmd {
+    Send {
+        peer: String,
+        label: Option<String>,
+        binary: bool,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Open {
+        peer: String,
+        label: String,
+        opts: ChannelOptions,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Status(oneshot::Sender<Vec<PeerStatus>>),
+    Fingerprints(String, oneshot::Sender<Option<(String, Option<String>)>>),
+    Buffered(String, Option<String>, oneshot::Sender<usize>),
+    Media {
+        video: bool,
+        rtp_time: u64,
+        data: Arc<[u8]>,
+    },
+    Sending(String, oneshot::Sender<Vec<(String, &'static str)>>),
+    Leave(oneshot::Sender<()>),
+}
+
+/// Writes media to every connected peer of a [`Node`], from any task.
+#[derive(Debug, Clone)]
+pub struct MediaHandle {
+    pub(crate) cmds: mpsc::Sender<Cmd>,
+}
+
+impl MediaHandle {
+    /// As [`Node::write_media`]; `Err` once the node stopped.
+    pub async fn write(&self, video: bool, rtp_time: u64, data: Arc<[u8]>) -> Result<(), Error> {
+        self.cmds
+            .send(Cmd::Media {
+                video,
+                rtp_time,
+                data,
+            })
+            .await
+            .map_err(|_| Error::Stopped)
+    }
+}
+
+/// A native peer in a room; the driver task runs until [`Node::leave`] or drop.
+#[derive(Debug)]
+pub struct Node {
+    pub(crate) id: String,
+    pub(crate) cmds: mpsc::Sender<Cmd>,
+    pub(crate) events: mpsc::Receiver<Event>,
+    pub(crate) early: VecDeque<Event>,
+    pub(crate) task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Node {
+    /// Gathers host candidates, connects signaling and joins the room; returns once the
+    /// server confirmed the join (the `Welcome` and `Joined` events are still delivered).
+    pub async fn join(opts: Options) -> Result<Node, Error> {
+        let mut urls = Urls::parse(&opts.server)?;
+        urls.token = opts.token.clone();
+        let trust = Trust::load(opts.ca.as_deref())?;
+        let socks = bind_host_sockets(&opts)?;
+        let ws = connect_ws(&urls.ws_url(), &trust).await?;
+        let (cmd_tx, cmd_rx) = mpsc::channel(64);
+        let (ev_tx, mut ev_rx) = mpsc::channel(4096);
+        let now = Instant::now().into_std();
+        let mut client = Client::new(now, &opts.room, opts.settings.clone());
+        for s in &socks {
+            let addr = s.local_addr()?;
+            if let Ok(c) = Candidate::host(addr, "udp") {
+                client.add_local_candidate(now, c);
+            }
+        }
+        let (net_tx, net_rx) = mpsc::channel(1024);
+        let mut by_addr = HashMap::new();
+        for s in socks {
+            let s = Arc::new(s);
+            let local = s.local_addr()?;
+            spawn_reader(s.clone(), local, net_tx.clone());
+            by_addr.insert(local, s);
+        }
+        let driver = Driver {
+            client,
+            urls,
+            trust,
+            opts,
+            socks: by_addr,
+            net_tx,
+            ws: None,
+            ws_conn: None,
+            backoff: BACKOFF_MIN,
+            reconnect_at: None,
+            stun: Vec::new(),
+            turns: Vec::new(),
+            deferred_tls: None,
+            held_relay: None,
+            next_turn_id: 0,
+            stun_server: None,
+            srflx: HashMap::new(),
+            ice_rx: None,
+            rechecked_at: None,
+            realloc_at: None,
+            realloc_wait: Duration::ZERO,
+            blocked: VecDeque::new(),
+            leaving: None,
+            events: ev_tx,
+            tid: 0,
+        };
+        let task = tokio::spawn(driver.run(ws, cmd_rx, net_rx));
+        // Wait for the join to be confirmed (or refused).
+        let mut early = VecDeque::new();
+        let mut id = String::new();
+        let deadline = Instant::now() + JOIN_TIMEOUT;
+        loop {
+            let ev = tokio::time::timeout_at(deadline, ev_rx.recv())
+                .await
+                .map_err(|_| Error::JoinTimeout(JOIN_TIMEOUT))?
+                .ok_or(Error::Stopped)?;
+            match &ev {
+                Event::Welcome { id: me, .. } => id = me.clone(),
+                Event::Error { code, message }
+                    if matches!(
+                        code.as_str(),
+                        "room-full"
+                            | "too-many-rooms"
+                            | "invalid-room"
+                            | "server-full"
+                            | "unauthorized"
+                            | "forbidden"
+                    ) =>
+                {
+                    task.abort();
+                    return Err(Error::Refused {
+                        code: code.clone(),
+                        message: message.clone(),
+                    });
+                }
+                _ => {}
+            }
+            let joined = matches!(ev, Event::Joined { .. });
+            early.push_back(ev);
+            if joined {
+                break;
+            }
+        }
+        Ok(Node {
+            id,
+            cmds: cmd_tx,
+            events: ev_rx,
+            early,
+            task: Some(task),
+        })
+    }
+
+    /// Our peer id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The next event; `None` once the driver stopped.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        if let Some(e) = self.early.pop_front() {
+            return Some(e);
+        }
+        self.events.recv().await
+    }
+
+    /// Sends `data` on the default channel (`label` `None`) or a named one. Waits while the
+    /// peer's send window is full: this is the backpressure.
+    pub async fn send(
+        &self,
+        peer: &str,
+        label: Option<&str>,
+        binary: bool,
+        data: Vec<u8>,
+    ) -> Result<(), Error> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd(Cmd::Send {
+            peer: peer.to_owned(),
+            label: label.map(str::to_owned),
+            binary,
+            data,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Opens a named channel to `peer` (the remote sees it as a new data channel).
+    pub async fn open_channel(
+        &self,
+        peer: &str,
+        label: &str,
+        opts: ChannelOptions,
+    ) -> Result<(), Error> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd(Cmd::Open {
+            peer: peer.to_owned(),
+            label: label.to_owned(),
+            opts,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Every known peer with its state and path.
+    pub async fn status(&self) -> Result<Vec<PeerStatus>, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd(Cmd::Status(reply)).await?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
+    /// DTLS fingerprints (ours, theirs) of the connection to `peer`.
+    pub async fn fingerprints(
+        &self,
+        peer: &str,
+    ) -> Result<Option<(String, Option<String>)>, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd(Cmd::Fingerprints(peer.to_owned(), reply)).await?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
+    /// Bytes not yet acknowledged on a channel to `peer`.
+    pub async fn buffered(&self, peer: &str, label: Option<&str>) -> Result<usize, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd(Cmd::Buffered(
+            peer.to_owned(),
+            label.map(str::to_owned),
+            reply,
+        ))
+        .await?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
+    /// In a call ([`peerweb_peer::Settings::media`]): one frame to every connected peer —
+    /// an H.264 access unit (Annex B) at a 90 kHz `rtp_time`, or an Opus packet at 48 kHz.
+    pub async fn write_media(
+        &self,
+        video: bool,
+        rtp_time: u64,
+        data: Arc<[u8]>,
+    ) -> Result<(), Error> {
+        self.cmd(Cmd::Media {
+            video,
+            rtp_time,
+            data,
+        })
+        .await
+    }
+
+    /// A handle that writes media from another task (a paced file source).
+    pub fn media_handle(&self) -> MediaHandle {
+        MediaHandle {
+            cmds: self.cmds.clone(),
+        }
+    }
+
+    /// Our sending media lines to `peer`: (mid, label), for the call state.
+    pub async fn sending(&self, peer: &str) -> Result<Vec<(String, &'static str)>, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd(Cmd::Sending(peer.to_owned(), reply)).await?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
+    /// Leaves the room once what was sent is acknowledged (at most 10 s), so nothing accepted
+    /// by [`Node::send`] is lost; others see peer-left at once; releases the TURN allocation
+    /// and stops the driver.
+    pub async fn leave(mut self) {
+        let (reply, rx) = oneshot::channel();
+        if self.cmd(Cmd::Leave(reply)).await.is_ok() {
+            let _ = tokio::time::timeout(LEAVE_DRAIN + Duration::from_secs(2), rx).await;
+        }
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+
+    pub(crate) async fn cmd(&self, c: Cmd) -> Result<(), Error> {
+        self.cmds.send(c).await.map_err(|_| Error::Stopped)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+/// Makes a panic anywhere in the process — in a tokio task too, which would otherwise end
+/// alone while the rest waits for it forever — end the process: the panic's message, a line
+/// saying it is a bug, and exit code 101 (what an uncaught panic in `main` gives). For
+/// binaries; call it first thing in `main`.
+pub fn exit_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        eprintln!(
+            "peerweb: internal error (a bug, please report it with the message above); exiting"
+        );
+        std::process::exit(101);
+    }));
+}
