@@ -9,6 +9,7 @@
 // later). What a track is (`camera`, `screen`, `audio`), whether a side is muted and whether
 // its camera holds one of the room's video slots travel as call state on a data channel of
 // their own (`peerweb-call`, docs/protocol.md), with the verification exchange.
+import { toHex } from '../transfer/blake3.js';
 import { Verifier, VerifyError, MAX_MESSAGE, fingerprintOf } from './verify.js';
 
 export const CALL_LABEL = 'peerweb-call';
@@ -35,8 +36,6 @@ class CallEvent extends Event {
     Object.assign(this, fields);
   }
 }
-
-const hex = (bytes) => [...bytes].map((b) => b.toString(16).padStart(2, '0')).join('');
 
 /**
  * Continuity keys and this browser's identity in IndexedDB (`peerweb-call`), or in memory
@@ -91,7 +90,7 @@ export class KeyStore {
   async identity() {
     let id = await this.get('identity');
     if (!id) {
-      id = hex(crypto.getRandomValues(new Uint8Array(32)));
+      id = toHex(crypto.getRandomValues(new Uint8Array(32)));
       await this.put('identity', id);
     }
     return id;

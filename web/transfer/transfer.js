@@ -8,6 +8,7 @@
 // substituted fingerprint (a man in the middle at the signaling server) fails verification.
 import { join as sdkJoin } from '/sdk/peerweb.js';
 import { pageAuth } from '/auth.js';
+import { fingerprintOf } from '/sdk/verify.js';
 import { Blake3, blake3, toHex } from './blake3.js';
 import { Spake2 } from './spake2.js';
 import { WORDS } from './words.js';
@@ -127,12 +128,6 @@ export function makeLink(origin, nameplate, secret) {
 // --- trust ------------------------------------------------------------------------------
 
 const mac = (key, text) => Blake3.keyed(key).update(te.encode(text)).hex();
-
-/** `sha-256 AB:CD:…` from an SDP. */
-export function fingerprintOf(sdp) {
-  const m = /a=fingerprint:(\S+) ([0-9A-Fa-f:]+)/.exec(sdp ?? '');
-  return m ? `${m[1].toLowerCase()} ${m[2].toUpperCase()}` : null;
-}
 
 /** The six-digit short authentication string, as `peerweb` prints it. */
 export function sas(fpSend, fpReceive) {

@@ -72,12 +72,13 @@ fn fail<T>(why: &str) -> Result<T, VerifyError> {
     Err(VerifyError(why.to_owned()))
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex, as the protocol writes identities, values and keys.
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// 32 bytes from 64 lower-case hex digits (what the protocol sends), or `None`.
-fn hex32(s: &str) -> Option<[u8; 32]> {
+pub fn hex32(s: &str) -> Option<[u8; 32]> {
     if s.len() != 64
         || !s
             .bytes()

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use peerweb_call::{By, CALL_LABEL, Muted, Out, Session, Stage, State};
+use peerweb_call::{By, CALL_LABEL, Muted, Out, Session, Stage, State, hex, hex32};
 use peerweb_net::Node;
 use peerweb_peer::ChannelOptions;
 use serde::{Deserialize, Serialize};
@@ -26,21 +26,6 @@ struct KeyFile {
 struct Kept {
     key: String,
     name: Option<String>,
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unhex32(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(i * 2..i * 2 + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 fn random() -> anyhow::Result<[u8; 32]> {
@@ -65,7 +50,7 @@ impl KeyFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => KeyFile::default(),
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         };
-        if unhex32(&f.identity).is_none() {
+        if hex32(&f.identity).is_none() {
             f.identity = hex(&random()?);
             f.save(path)?;
         }
@@ -152,7 +137,7 @@ impl Call {
     pub async fn message(&mut self, node: &Node, peer: &str, text: &str) -> anyhow::Result<()> {
         let keys = &self.keys.keys;
         let outs = self.session.message(peer, text, random()?, |id| {
-            keys.get(id).and_then(|k| unhex32(&k.key))
+            keys.get(id).and_then(|k| hex32(&k.key))
         });
         self.apply(node, outs).await
     }
@@ -365,11 +350,14 @@ impl Sources {
 pub struct Recorder {
     dir: PathBuf,
     files: BTreeMap<(String, String), Track>,
-    video_path: BTreeMap<(String, String), PathBuf>,
 }
 
 enum Track {
-    Video(Option<std::fs::File>),
+    /// Its file, created at the first keyframe.
+    Video {
+        path: PathBuf,
+        file: Option<std::fs::File>,
+    },
     Audio(peerweb_call::media::OpusWriter<std::io::BufWriter<std::fs::File>>),
     Broken,
 }
@@ -384,7 +372,6 @@ impl Recorder {
         Ok(Recorder {
             dir,
             files: BTreeMap::new(),
-            video_path: BTreeMap::new(),
         })
     }
 
@@ -409,7 +396,7 @@ impl Recorder {
             );
             let path = self.dir.join(name);
             let track = if video {
-                Track::Video(None)
+                Track::Video { path, file: None }
             } else {
                 match std::fs::File::create(&path).and_then(|f| {
                     peerweb_call::media::OpusWriter::new(std::io::BufWriter::new(f), 1, 2)
@@ -422,17 +409,11 @@ impl Recorder {
                 }
             };
             self.files.insert(key.clone(), track);
-            if video {
-                self.video_path.insert(key.clone(), path);
-            }
         }
         let ok = match self.files.get_mut(&key) {
-            Some(Track::Video(file)) => {
+            Some(Track::Video { path, file }) => {
                 if file.is_none() && keyframe {
-                    *file = self
-                        .video_path
-                        .get(&key)
-                        .and_then(|p| std::fs::File::create(p).ok());
+                    *file = std::fs::File::create(path).ok();
                 }
                 file.as_mut()
                     .is_none_or(|f| std::io::Write::write_all(f, data).is_ok())

@@ -952,28 +952,18 @@ impl Peer {
         let Some(m) = self.media else {
             return Vec::new();
         };
-        [
-            (MediaKind::Audio, m.audio, "audio"),
-            (MediaKind::Video, m.video, "camera"),
-        ]
-        .into_iter()
-        .filter(|(k, want, _)| *want && !self.send_mids.iter().any(|(s, _)| s == k))
-        .map(|(k, _, l)| (k, l))
-        .collect()
+        [(MediaKind::Audio, m.audio), (MediaKind::Video, m.video)]
+            .into_iter()
+            .filter(|(k, want)| *want && !self.send_mids.iter().any(|(s, _)| s == k))
+            .map(|(k, _)| (k, media_label(k)))
+            .collect()
     }
 
     /// Our sending lines: (mid, label).
     pub fn sending(&self) -> Vec<(String, &'static str)> {
         self.send_mids
             .iter()
-            .map(|(k, mid)| {
-                let label = if *k == MediaKind::Video {
-                    "camera"
-                } else {
-                    "audio"
-                };
-                (mid.to_string(), label)
-            })
+            .map(|(k, mid)| (mid.to_string(), media_label(*k)))
             .collect()
     }
 
@@ -1153,6 +1143,15 @@ impl Peer {
             }
             _ => {}
         }
+    }
+}
+
+/// The label a kind of our media carries in the call state.
+fn media_label(kind: MediaKind) -> &'static str {
+    if kind == MediaKind::Video {
+        "camera"
+    } else {
+        "audio"
     }
 }
 

@@ -1118,6 +1118,24 @@ fn a_message_larger_than_the_window_goes_alone_and_one_too_large_for_sctp_is_an_
     assert_eq!(last(&w).unwrap().len(), 1024);
 }
 
+/// Adds a client to room "r", in a call (sending audio and video) or not, at random; notes
+/// which in `in_call`.
+fn add_client(w: &mut World, in_call: &mut Vec<bool>) {
+    let member = w.random() % 2 == 0 && std::env::var_os("PEERWEB_NO_MEDIA").is_none();
+    in_call.push(member);
+    let media = member.then_some(Media {
+        audio: true,
+        video: true,
+    });
+    w.add(
+        "r",
+        Settings {
+            media,
+            ..Settings::default()
+        },
+    );
+}
+
 /// One random negotiation scenario: two or three clients joining at random times, some of
 /// them in a call (sending audio and video tracks, so their offers carry media lines), opening
 /// channels (some the moment a peer joins, some offering then), ICE restarts (some
@@ -1133,10 +1151,6 @@ fn random_negotiation(seed: u64) {
     let clients = 2 + (w.random() % 2) as usize;
     // Which clients are in a call: they send an audio and a video track.
     let mut in_call = Vec::new();
-    let call = Some(Media {
-        audio: true,
-        video: true,
-    });
     // Channels asked for: (from, to, label, how many events each side had then).
     let mut asked: Vec<(usize, usize, String, usize, usize)> = Vec::new();
     let mut ops = Vec::new();
@@ -1147,15 +1161,7 @@ fn random_negotiation(seed: u64) {
         match op {
             // Someone joins (the first two come early).
             0..20 if joined < clients => {
-                let member = w.random() % 2 == 0 && std::env::var_os("PEERWEB_NO_MEDIA").is_none();
-                in_call.push(member);
-                w.add(
-                    "r",
-                    Settings {
-                        media: if member { call } else { None },
-                        ..Settings::default()
-                    },
-                );
+                add_client(&mut w, &mut in_call);
                 let i = joined;
                 // What it does when the next ones join: nothing, open a channel, or offer
                 // (crossing their offers) and open a channel.
@@ -1211,15 +1217,7 @@ fn random_negotiation(seed: u64) {
         w.run_for(span);
     }
     while w.clients.len() < clients {
-        let member = w.random() % 2 == 0 && std::env::var_os("PEERWEB_NO_MEDIA").is_none();
-        in_call.push(member);
-        w.add(
-            "r",
-            Settings {
-                media: if member { call } else { None },
-                ..Settings::default()
-            },
-        );
+        add_client(&mut w, &mut in_call);
     }
     // Every client ends up connected to signaling (and welcomed on that connection).
     let mut welcomed_after = vec![0; clients];
