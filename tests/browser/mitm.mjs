@@ -97,6 +97,32 @@ async function proxy(upstream) {
     } catch { /* that side closed already */ }
   }
 
+  /**
+   * Candidates are taken out of a remote description and added one by one afterwards: under load
+   * libdatachannel can refuse the ones inside a description with "Got a remote candidate without
+   * ICE transport" (its ICE transport is swapped in on another thread), which threw out of the
+   * message handler and took the whole proxy down. One that is refused is tried again, for at
+   * most two seconds.
+   */
+  function setRemote(l, sdp, type) {
+    const mid = sdp.match(/^a=mid:(\S+)/m)?.[1] ?? '0';
+    const candidates = [...sdp.matchAll(/^a=(candidate:[^\r\n]*)/gm)].map((m) => m[1]);
+    l.pc.setRemoteDescription(sdp.replace(/^a=(candidate:|end-of-candidates)[^\r\n]*\r?\n/gm, ''), type);
+    for (const c of candidates) addCandidate(l, c, mid);
+  }
+
+  function addCandidate(l, candidate, mid, tries = 0) {
+    try {
+      l.pc.addRemoteCandidate(candidate, mid);
+    } catch (e) {
+      if (/without ICE transport/.test(e.message) && tries < 200) {
+        setTimeout(() => addCandidate(l, candidate, mid, tries + 1), 10);
+      } else {
+        report({ error: `candidate: ${e.message}` });
+      }
+    }
+  }
+
   /** A peer signalled another: take it over. */
   function onSignal(fromId, toId, data) {
     const l = leg(fromId, toId);
@@ -104,7 +130,7 @@ async function proxy(upstream) {
     if (data.description) {
       const { type, sdp } = data.description;
       if (type === 'offer') {
-        l.pc.setRemoteDescription(sdp, 'offer');
+        setRemote(l, sdp, 'offer');
         l.pc.setLocalDescription('answer');
         // Meanwhile open the mirror connection towards the other peer with our own offer.
         if (!other.offered) {
@@ -112,10 +138,10 @@ async function proxy(upstream) {
           other.pc.setLocalDescription('offer');
         }
       } else if (type === 'answer') {
-        l.pc.setRemoteDescription(sdp, 'answer');
+        setRemote(l, sdp, 'answer');
       }
     } else if (data.candidate && data.candidate.candidate) {
-      try { l.pc.addRemoteCandidate(data.candidate.candidate, data.candidate.sdpMid ?? '0'); } catch { /* ignore */ }
+      addCandidate(l, data.candidate.candidate, data.candidate.sdpMid ?? '0');
     }
   }
 
@@ -151,7 +177,8 @@ async function proxy(upstream) {
       let msg;
       try { msg = JSON.parse(text); } catch { msg = {}; }
       if (msg.type === 'signal' && myId) {
-        onSignal(myId, msg.to, msg.data);
+        // A step libdatachannel refuses is reported, not thrown: the proxy stays up.
+        try { onSignal(myId, msg.to, msg.data); } catch (e) { report({ error: `${msg.data?.description?.type ?? 'signal'}: ${e.message}` }); }
         return;
       }
       if (up.readyState === WebSocket.OPEN) up.send(text); else early.push(text);
@@ -189,6 +216,7 @@ export async function startMitm(upstream) {
         if (m.url) resolve(m.url);
         if (m.relayed) relayed.push(m.relayed);
         if (m.open) open.add(m.open);
+        if (m.error) process.stderr.write(`mitm proxy: ${m.error}\n`);
       }
     });
     proc.once('exit', (c) => reject(new Error(`mitm proxy exited with ${c}`)));
