@@ -44,7 +44,7 @@ function entry(peer) {
     tile.append(audio);
     tile.querySelector('.yes').onclick = () => call.confirm(peer, true);
     tile.querySelector('.no').onclick = () => call.confirm(peer, false);
-    e = { peer, tile, audio, screen: null, state: { muted: { audio: false, video: false }, video: 'off' }, verification: { state: 'waiting' }, quality: null };
+    e = { peer, tile, audio, screen: null, noCodec: [], state: { muted: { audio: false, video: false }, video: 'off' }, verification: { state: 'waiting' }, quality: null };
     shown.set(peer.id, e);
     page.peers[peer.id] = { name: nameOf(peer), labels: [], verification: 'waiting', sas: null, muted: e.state.muted, video: 'off', quality: null };
   }
@@ -68,6 +68,7 @@ function render() {
     e.tile.querySelector('.who').textContent = nameOf(e.peer);
     const badges = e.tile.querySelector('.badges');
     badges.replaceChildren();
+    for (const kind of e.noCodec) badges.append(badge(`no ${kind}: no codec in common`, 'bad'));
     if (e.state.muted.audio) badges.append(badge('muted', 'warn'));
     if (e.state.video === 'held') badges.append(badge('audio only: the call is full', 'warn'));
     else if (e.state.muted.video) badges.append(badge('camera off', 'warn'));
@@ -97,7 +98,7 @@ function render() {
       box.querySelector('.sas').textContent = v.sas ?? '';
     }
     e.tile.classList.toggle('speaking', call?.speaker === e.peer);
-    Object.assign(p, { muted: e.state.muted, video: e.state.video, verification: v.state, by: v.by ?? null, sas: v.sas ?? null, error: v.error ?? null, quality: q });
+    Object.assign(p, { noCodec: e.noCodec, muted: e.state.muted, video: e.state.video, verification: v.state, by: v.by ?? null, sas: v.sas ?? null, error: v.error ?? null, quality: q });
   }
   const alerts = $('alerts');
   alerts.replaceChildren();
@@ -207,6 +208,10 @@ $('join-form').addEventListener('submit', async (ev) => {
   });
   call.addEventListener('peerstate', ({ peer, muted, video }) => {
     entry(peer).state = { muted, video };
+    render();
+  });
+  call.addEventListener('nocodec', ({ peer, kind }) => {
+    entry(peer).noCodec.push(kind);
     render();
   });
   call.addEventListener('verification', ({ peer, state, sas, by, error }) => {

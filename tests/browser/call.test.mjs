@@ -31,7 +31,7 @@ after(async () => {
 function startCall(page, { keys, video = { width: 320, height: 240, frameRate: 15 }, audio = true, ...options } = {}) {
   return page.evaluate(async ([keys, video, audio, options]) => {
     const { KeyStore } = await import('/sdk/call.js');
-    const c = { tracks: [], ended: [], verification: {}, states: {}, video: [], speaker: [], errors: [] };
+    const c = { tracks: [], ended: [], verification: {}, states: {}, video: [], speaker: [], errors: [], noCodec: [] };
     window.c = c;
     const call = await window.room.call({ video, audio, keyStore: new KeyStore(keys ?? `keys-${Math.random()}`), ...options });
     window.call = call;
@@ -42,6 +42,7 @@ function startCall(page, { keys, video = { width: 320, height: 240, frameRate: 1
     call.addEventListener('video', ({ state }) => c.video.push(state));
     call.addEventListener('speaker', ({ peer }) => c.speaker.push(peer?.id ?? null));
     call.addEventListener('error', ({ error }) => c.errors.push(String(error)));
+    call.addEventListener('nocodec', ({ peer, kind }) => c.noCodec.push({ peer: peer.id, kind }));
     return call.videoState;
   }, [keys, video, audio, options]);
 }
@@ -535,3 +536,58 @@ test('native media files that are not what they claim are refused before joining
   }
 });
 
+
+/** From now on the tab's browser offers and accepts VP8 only for video, like one without H.264. */
+function vp8Only(page) {
+  return page.evaluate(() => {
+    const vp8 = () => RTCRtpReceiver.getCapabilities('video').codecs.filter((c) => /VP8|rtx/.test(c.mimeType));
+    const set = RTCPeerConnection.prototype.setLocalDescription;
+    RTCPeerConnection.prototype.setLocalDescription = function (...args) {
+      for (const t of this.getTransceivers()) {
+        if (!t.stopped && t.receiver.track.kind === 'video') t.setCodecPreferences(vp8());
+      }
+      return set.apply(this, args);
+    };
+  });
+}
+
+test('a tab that takes only VP8 and a native peer that sends H.264: both say there is no video between them, the audio and the words go on', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'peerweb-no-codec-'));
+  try {
+    const { video, audio } = makeMedia(dir);
+    // Either side may offer first: the tab before the native peer, then after it.
+    for (const [room, tabFirst] of [['vp8-tab-first', true], ['vp8-native-first', false]]) {
+      const native = () => startNative(server.url, room, ['--allow-loopback', '--no-stun', '--no-turn',
+        '--keys', join(dir, `${room}.json`), '--video', video, '--audio', audio]);
+      let n = tabFirst ? null : native();
+      const a = await openTab(browser, server.url);
+      await vp8Only(a);
+      const aId = await joinRoom(a, room);
+      await startCall(a, { keys: `keys-${room}` });
+      n ??= native();
+      const { id: nId } = await n.waitEvent((e) => e.event === 'welcome', { what: 'welcome' });
+      const refused = await n.waitEvent((e) => e.event === 'no-codec', { what: `${room}: native no-codec` });
+      assert.deepEqual([refused.peer, refused.kind], [aId, 'video']);
+      await waitFor(a, (id) => window.c.noCodec.some((x) => x.peer === id && x.kind === 'video'), nId, { what: `${room}: tab nocodec` });
+      // The audio still comes, and the two still compare the same words.
+      await waitFor(a, async (id) => {
+        const stats = await window.room.peers.get(id).pc.getStats();
+        let bytes = 0;
+        stats.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'audio') bytes += s.bytesReceived ?? 0; });
+        return bytes > 1000;
+      }, nId, { what: `${room}: native audio in the tab` });
+      const v = await verification(a, nId);
+      const nv = await n.waitEvent((e) => e.event === 'verification' && e.state !== 'waiting', { what: `${room}: native words`, timeout: 20000 });
+      assert.equal(nv.sas, v.sas);
+      const c = await a.evaluate(() => window.c);
+      assert.ok(!c.tracks.some((t) => t.peer === nId && t.kind === 'video'), JSON.stringify(c.tracks));
+      assert.deepEqual(c.noCodec, [{ peer: nId, kind: 'video' }], 'reported once');
+      assert.deepEqual(c.errors, []);
+      assert.equal(n.events.filter((e) => e.event === 'no-codec').length, 1, 'reported once');
+      assert.equal(await n.stop(), 0, n.stderr);
+      await a.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -128,6 +128,8 @@ class Leg {
     this.verifier = null;
     this.verification = { state: 'waiting', sas: null, by: null, error: null };
     this.quality = null;
+    /** Kinds ('audio', 'video') that carry nothing with this peer: no codec in common. */
+    this.noCodec = new Set();
     this._prevStats = null;
     this._stateSent = null;
   }
@@ -137,7 +139,9 @@ class Leg {
  * A call in a room. Events: `track` ({peer, track, label, stream}), `trackended` ({peer,
  * label}), `peerstate` ({peer, muted, video}), `verification` ({peer, state, sas, by,
  * error}), `speaker` ({peer}), `quality` ({peer, quality}), `video` ({state}: this side's
- * camera `on` or `held` by the mesh cap), `devices` ({devices}), `error` ({error}), `ended`.
+ * camera `on` or `held` by the mesh cap), `nocodec` ({peer, kind}: no audio or video either
+ * way with that peer, its browser takes none of ours), `devices` ({devices}), `error`
+ * ({error}), `ended`.
  */
 export class Call extends EventTarget {
   constructor(room, options, local) {
@@ -204,6 +208,7 @@ export class Call extends EventTarget {
     for (const ev of peer._trackEvents.values()) this._onTrack(peer, ev);
     leg._onSignaling = () => {
       if (peer.pc.signalingState !== 'stable') return;
+      this._checkCodecs(leg);
       this._sendState(leg); // mids are known now
       this._applyBitrate();
     };
@@ -312,8 +317,35 @@ export class Call extends EventTarget {
       this._emit('peerstate', { peer: leg.peer, muted, video });
     }
     this._announceTracks(leg);
+    this._checkCodecs(leg);
     this._updateVideoSlot();
     this._maybeVerify(leg);
+  }
+
+  /**
+   * A line negotiated away (rejected, port 0: the two sides share no codec of its kind)
+   * leaves its transceiver stopped. Once the peer is in the call, each kind that died so
+   * is reported once (`nocodec`) and no longer sent to it (sending again would only
+   * offer the same refused line).
+   */
+  _checkCodecs(leg) {
+    if (!leg.remote || leg.peer.pc.signalingState !== 'stable') return;
+    const live = leg.peer.pc.getTransceivers().filter((t) => !t.stopped && t.currentDirection !== 'stopped');
+    const dead = new Set();
+    for (const [label, sender] of leg.senders) {
+      if (!live.some((t) => t.sender === sender)) {
+        dead.add(sender.track?.kind ?? (label === 'audio' ? 'audio' : 'video'));
+        leg.senders.delete(label);
+      }
+    }
+    for (const mid of Object.keys(leg.remote.tracks)) {
+      if (!live.some((t) => t.mid === mid)) dead.add(leg.remote.tracks[mid] === 'audio' ? 'audio' : 'video');
+    }
+    for (const kind of dead) {
+      if (leg.noCodec.has(kind)) continue;
+      leg.noCodec.add(kind);
+      this._emit('nocodec', { peer: leg.peer, kind });
+    }
   }
 
   /** Remote tracks whose label is now known are announced; labels gone are ended. */
@@ -483,7 +515,9 @@ export class Call extends EventTarget {
     const t = track ?? (await navigator.mediaDevices.getDisplayMedia({ video: true })).getVideoTracks()[0];
     this.screenTrack = t;
     const stream = new MediaStream([t]);
-    for (const leg of this.legs.values()) leg.senders.set('screen', leg.peer.pc.addTrack(t, stream));
+    for (const leg of this.legs.values()) {
+      if (!leg.noCodec.has('video')) leg.senders.set('screen', leg.peer.pc.addTrack(t, stream));
+    }
     t.addEventListener('ended', () => this.stopScreen());
     this._applyBitrate();
     return t;
@@ -552,7 +586,7 @@ export class Call extends EventTarget {
     if (state === this.videoState) return;
     this.videoState = state;
     for (const leg of this.legs.values()) {
-      if (state === 'on' && !leg.senders.has('camera')) {
+      if (state === 'on' && !leg.senders.has('camera') && !leg.noCodec.has('video')) {
         leg.senders.set('camera', leg.peer.pc.addTrack(this.videoTrack, this.localStream));
       } else if (state === 'held') this._removeSender(leg, 'camera');
     }

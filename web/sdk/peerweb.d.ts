@@ -198,6 +198,8 @@ export class Call extends EventTarget {
   addEventListener(type: 'speaker', l: (e: Event & { peer: Peer | null }) => void): void;
   addEventListener(type: 'quality', l: (e: Event & { peer: Peer; quality: CallQuality }) => void): void;
   addEventListener(type: 'video', l: (e: Event & { state: 'on' | 'held' }) => void): void;
+  /** No `kind` either way with `peer`: its side takes none of our codecs (reported once). */
+  addEventListener(type: 'nocodec', l: (e: Event & { peer: Peer; kind: 'audio' | 'video' }) => void): void;
   addEventListener(type: 'devices', l: (e: Event & { devices: MediaDeviceInfo[] }) => void): void;
   addEventListener(type: 'error' | 'ended', l: (e: Event) => void): void;
 }

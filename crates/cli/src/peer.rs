@@ -241,6 +241,16 @@ fn report(ev: &Event, as_json: bool) -> anyhow::Result<()> {
                 },
             )
         }
+        Event::NoCodec { peer, mid, video } => {
+            let kind = if *video { "video" } else { "audio" };
+            (
+                Some(format!(
+                    "* {peer}: no {kind} with it (line {mid}): it takes none of our codecs \
+                     (H.264 packetization mode 1, Opus), or is not in a call"
+                )),
+                json!({"event": "no-codec", "peer": peer, "mid": mid, "kind": kind}),
+            )
+        }
         Event::Error { code, message } => {
             eprintln!("peerweb: {code}: {message}");
             (

@@ -223,6 +223,14 @@ pub enum Event {
         mid: String,
         video: bool,
     },
+    /// A media line with `peer` carries nothing either way: the remote refused one we offered,
+    /// or offered one in codecs we do not take (we take H.264 in packetization mode 1 and
+    /// Opus). Reported once per kind, in a call only.
+    NoCodec {
+        peer: String,
+        mid: String,
+        video: bool,
+    },
     /// A frame from `peer` (in a call): H.264 Annex B or an Opus packet, with its RTP time
     /// (90 kHz for video, 48 kHz for audio).
     Media {

@@ -141,6 +141,9 @@ pub(crate) struct Peer {
     /// Lines added by our offer awaiting its answer (str0m announces only lines a remote
     /// offer adds).
     offered_mids: Vec<(MediaKind, Mid)>,
+    /// Media lines reported as carrying nothing ([`Event::NoCodec`]), one per kind at most:
+    /// that kind is not offered again (the remote would only refuse it again).
+    no_codec: Vec<(MediaKind, Mid)>,
     media_offered: bool,
     pub up: VecDeque<Up>,
 }
@@ -200,6 +203,7 @@ impl Peer {
             media: settings.media,
             send_mids: Vec::new(),
             offered_mids: Vec::new(),
+            no_codec: Vec::new(),
             media_offered: false,
             up: VecDeque::new(),
         }
@@ -391,7 +395,12 @@ impl Peer {
             self.signal(json);
             return Ok(());
         }
-        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| Error::BadSignal(e.to_string()))?;
+        // We answer an `actpass` offer as the DTLS client (`active`), as browsers do: str0m
+        // would take `passive`, but a browser that opens a channel before our answer arrives
+        // gives it a DTLS server's stream id (odd) — the parity str0m then picks too, and the
+        // two channels collide (RFC 8832 §6: the client takes even ids, the server odd).
+        let offer = SdpOffer::from_sdp_string(&sdp.replace("a=setup:actpass", "a=setup:passive"))
+            .map_err(|e| Error::BadSignal(e.to_string()))?;
         // Perfect negotiation: on a collision the impolite side ignores the remote offer and
         // re-sends its own (the polite side may never have seen it); the polite side drops its
         // own offer (str0m rolls it back inside accept_offer) and answers.
@@ -428,6 +437,7 @@ impl Peer {
         let sdp = answer.to_sdp_string();
         self.mid = first_mid(&sdp).or(self.mid.take());
         self.signal(description_json("answer", &sdp));
+        self.report_no_codec(offer, false);
         self.answered = Some((offer.to_owned(), sdp));
         self.drain(now);
         if !self.negotiated {
@@ -473,7 +483,8 @@ impl Peer {
         if res.is_ok() {
             for (kind, mid) in offered {
                 let sends = self.rtc.media(mid).is_some_and(|m| {
-                    matches!(m.direction(), Direction::SendRecv | Direction::SendOnly)
+                    !m.disabled()
+                        && matches!(m.direction(), Direction::SendRecv | Direction::SendOnly)
                 });
                 if sends && !self.send_mids.iter().any(|(k, _)| *k == kind) {
                     self.send_mids.push((kind, mid));
@@ -501,6 +512,7 @@ impl Peer {
         }
         self.remote_ufrag = ice_ufrag(sdp);
         self.remote_cert = fingerprint(sdp);
+        self.report_no_codec(sdp, true);
         if self.restart_wanted && self.restart_at.is_some() {
             // Our restart is negotiated: it gets its time before we try again.
             self.restart_at = Some(now + self.restart_delay);
@@ -512,6 +524,34 @@ impl Peer {
             self.drain(now);
         }
         Ok(())
+    }
+
+    /// In a call, media lines of a just-accepted offer or answer (`sdp`) that carry nothing
+    /// either way are reported, once per kind ([`Event::NoCodec`]): one the remote offered in
+    /// codecs we do not take, or (`answer`) one of ours it refused. A line the remote offers
+    /// already stopped is its own choice, not reported.
+    fn report_no_codec(&mut self, sdp: &str, answer: bool) {
+        if self.media.is_none() {
+            return;
+        }
+        for mid in mids(sdp) {
+            let mid = Mid::from(mid);
+            let Some(m) = self.rtc.media(mid) else {
+                continue;
+            };
+            let dead = m.disabled() && (answer || !m.stopped());
+            let kind = m.kind();
+            if !dead || self.no_codec.iter().any(|(k, x)| *x == mid || *k == kind) {
+                continue;
+            }
+            let video = kind == MediaKind::Video;
+            self.no_codec.push((kind, mid));
+            self.event(Event::NoCodec {
+                peer: self.id.clone(),
+                mid: mid.to_string(),
+                video,
+            });
+        }
     }
 
     /// The first negotiation completed with the default channel `id`: the channels opened
@@ -542,6 +582,7 @@ impl Peer {
         self.rtc = new_rtc(now, self.window_range.1, self.media.is_some());
         self.send_mids.clear();
         self.offered_mids.clear();
+        self.no_codec.clear();
         self.media_offered = false;
         for c in &self.local {
             self.rtc.add_local_candidate(c.clone());
@@ -954,7 +995,11 @@ impl Peer {
         };
         [(MediaKind::Audio, m.audio), (MediaKind::Video, m.video)]
             .into_iter()
-            .filter(|(k, want)| *want && !self.send_mids.iter().any(|(s, _)| s == k))
+            .filter(|(k, want)| {
+                *want
+                    && !self.send_mids.iter().any(|(s, _)| s == k)
+                    && !self.no_codec.iter().any(|(s, _)| s == k)
+            })
             .map(|(k, _)| (k, media_label(k)))
             .collect()
     }
@@ -1072,6 +1117,10 @@ impl Peer {
                 }
             }
             RtcEvent::MediaAdded(m) => {
+                // A line in codecs we do not take carries nothing (reported as NoCodec).
+                if self.rtc.media(m.mid).is_none_or(|x| x.disabled()) {
+                    return;
+                }
                 let sends = matches!(m.direction, Direction::SendRecv | Direction::SendOnly);
                 let wanted = self.media.is_some_and(|w| match m.kind {
                     MediaKind::Audio => w.audio,
