@@ -8,11 +8,14 @@
 //   - CPU per participant over 10 s of the call (every Chromium process's time / 4);
 //   - recovery after one participant's network changes (UDP on its selected ports dropped):
 //     time until its video reaches the others again (PeerJS does not restart ICE).
-// Run inside a network namespace with only loopback (run-call makes it; it also adds the
-// 50 ms link). Usage: node call-bench.mjs PEERWEB_BIN [--label loopback] [--seconds 10]
+// Run inside a network namespace with only loopback (run-call makes it), or, for the 50 ms
+// link, inside one end of bench's emulated link (`netlab`) with `--host` its address and
+// `--far-ns` the other end: participants 2 and 3 then run in a browser there, and latency is
+// read on the pairs that cross the link.
+// Usage: node call-bench.mjs PEERWEB_BIN [--label loopback] [--seconds 10] [--host IP --far-ns NS]
 import { spawn, execFileSync } from 'node:child_process';
 import { createServer } from 'node:http';
-import { readFileSync, readdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { readFileSync, readdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,6 +29,10 @@ const opt = (name, dflt) => {
 };
 const LABEL = opt('label', 'loopback');
 const SECONDS = Number(opt('seconds', 10));
+const HOST = opt('host', '127.0.0.1');
+const FAR_NS = opt('far-ns', null);
+/** Whether participant `i` runs at the far end of the link (with `--far-ns`). */
+const far = (i) => FAR_NS !== null && i >= 2;
 const N = 4;
 const RECOVERY_LIMIT_MS = 60000;
 
@@ -110,7 +117,7 @@ window.watchVideo = (from, stream) => {
       const x = (i % 8) * 40 + 20, y = Math.floor(i / 8) * 40 + 80;
       if (px[(y * W + x) * 4] > 128) t |= 1 << i;
     }
-    if (bench.measuring) bench.lat.push((now - t + MOD) % MOD);
+    if (bench.measuring) bench.lat.push([from, (now - t + MOD) % MOD]);
     v.requestVideoFrameCallback(onFrame);
   };
   v.requestVideoFrameCallback(onFrame);
@@ -151,11 +158,11 @@ const PEERWEB = {
 const PEERJS = {
   name: 'PeerJS',
   async join(page, i, url, peerjsPort) {
-    await page.evaluate(async ([i, port, n]) => {
+    await page.evaluate(async ([i, port, n, host]) => {
       const stream = window.makeSource();
       bench.startedAt = performance.timeOrigin + performance.now();
       window.pcs = [];
-      const peer = new window.Peer(`p${i}`, { host: '127.0.0.1', port, path: '/', secure: false, config: { iceServers: [] } });
+      const peer = new window.Peer(`p${i}`, { host, port, path: '/', secure: false, config: { iceServers: [] } });
       window.peer = peer;
       const take = (call) => {
         window.pcs.push(call.peerConnection);
@@ -170,7 +177,7 @@ const PEERJS = {
       await new Promise((resolve, reject) => { peer.on('open', resolve); peer.on('error', reject); });
       // Joining in order: each calls the ones already there.
       for (let j = 0; j < i; j++) take(peer.call(`p${j}`, stream));
-    }, [i, peerjsPort, N]);
+    }, [i, peerjsPort, N, HOST]);
   },
   pcs: '(window.pcs ?? []).filter((pc) => pc)',
 };
@@ -181,21 +188,35 @@ function pct(list, p) {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
 }
 
-async function runSystem(sys, urls) {
-  const dir = mkdtempSync(join(tmpdir(), 'peerweb-call-bench-'));
-  const browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
+/** Chromium, in the far namespace with `ns` (through a wrapper script in `dir`). */
+function launch(dir, urls, ns) {
+  let executablePath = '/usr/bin/chromium';
+  if (ns) {
+    executablePath = join(dir, `chromium-in-${ns}`);
+    writeFileSync(executablePath, `#!/bin/sh\nexec ip netns exec ${ns} /usr/bin/chromium "$@"\n`, { mode: 0o755 });
+  }
+  return chromium.launch({
+    executablePath,
     headless: true,
     args: ['--no-sandbox', '--disable-gpu', '--use-fake-ui-for-media-stream', '--autoplay-policy=no-user-gesture-required',
       '--allow-loopback-in-peer-connection', '--disable-background-timer-throttling', '--disable-renderer-backgrounding',
-      '--disable-backgrounding-occluded-windows'],
+      '--disable-backgrounding-occluded-windows',
+      // Off loopback the pages are plain http to an address.
+      `--unsafely-treat-insecure-origin-as-secure=${urls.peerweb},${urls.static}`],
   });
+}
+
+async function runSystem(sys, urls) {
+  const dir = mkdtempSync(join(tmpdir(), 'peerweb-call-bench-'));
+  const browsers = [await launch(dir, urls, null)];
+  if (FAR_NS) browsers.push(await launch(dir, urls, FAR_NS));
   const result = { system: sys.name };
   try {
     const pages = [];
     for (let i = 0; i < N; i++) {
       // A window each: a background tab would present (and so read) frames only now and then.
-      const ctx = await browser.newContext({ viewport: { width: 400, height: 300 } });
+      // Camera and microphone granted: Chromium then gathers raw host addresses, not mDNS names.
+      const ctx = await browsers[far(i) ? 1 : 0].newContext({ viewport: { width: 400, height: 300 }, permissions: ['camera', 'microphone'] });
       const p = await ctx.newPage();
       p.on('pageerror', (e) => console.error(`[${sys.name} page ${i}]`, e.message));
       await p.goto(sys === PEERWEB ? `${urls.peerweb}/` : `${urls.static}/peerjs.html`);
@@ -223,7 +244,9 @@ async function runSystem(sys, urls) {
     await sleep(SECONDS * 1000);
     for (const p of pages) await p.evaluate(() => { window.bench.measuring = false; });
     result.cpu = ((chromiumCpu() - cpu0) / ((Date.now() - t0) / 1000) / N) * 100;
-    const lat = (await Promise.all(pages.map((p) => p.evaluate(() => window.bench.lat)))).flat();
+    // With the link, the pairs that cross it (a sender is named p0…p3).
+    const lat = (await Promise.all(pages.map((p, i) => p.evaluate(() => window.bench.lat)
+      .then((l) => l.filter(([from]) => !FAR_NS || far(i) !== far(Number(from.slice(1)))).map(([, v]) => v))))).flat();
     result.latSamples = lat.length;
     result.p50 = pct(lat, 50);
     result.p95 = pct(lat, 95);
@@ -250,23 +273,24 @@ async function runSystem(sys, urls) {
       for (const r of rules) execFileSync('iptables', ['-D', ...r]);
     }
   } finally {
-    await browser.close();
+    for (const b of browsers) await b.close();
     rmSync(dir, { recursive: true, force: true });
   }
   return result;
 }
 
 const peerjsPort = 9000 + Math.floor(Math.random() * 1000);
-const peerweb = await start(bin, ['serve', '--listen', '127.0.0.1:0'], /listening on (http:\/\/[^/\s]+)/);
-const peerjs = await start(process.execPath, [join(here, '..', 'peerjs', 'server.mjs'), String(peerjsPort)], /peerjs listening/);
+const peerweb = await start(bin, ['serve', '--listen', `${HOST}:0`], /listening on (http:\/\/[^/\s]+)/);
+const peerjs = await start(process.execPath, [join(here, '..', 'peerjs', 'server.mjs'), String(peerjsPort), HOST], /peerjs listening/);
 const page = `<!doctype html><meta charset="utf-8"><title>PeerJS call</title><script src="/peerjs.min.js"></script>`;
 const bundle = readFileSync(join(here, 'node_modules', 'peerjs', 'dist', 'peerjs.min.js'));
 const web = createServer((req, res) => {
   if (req.url === '/peerjs.min.js') res.writeHead(200, { 'content-type': 'text/javascript' }).end(bundle);
   else res.writeHead(200, { 'content-type': 'text/html' }).end(page);
 });
-await new Promise((r) => web.listen(0, '127.0.0.1', r));
-const urls = { peerweb: peerweb.match[1], static: `http://localhost:${web.address().port}`, peerjsPort };
+await new Promise((r) => web.listen(0, HOST, r));
+const staticHost = HOST === '127.0.0.1' ? 'localhost' : HOST;
+const urls = { peerweb: peerweb.match[1], static: `http://${staticHost}:${web.address().port}`, peerjsPort };
 const results = [];
 try {
   for (const sys of [PEERJS, PEERWEB]) {
@@ -288,8 +312,9 @@ console.log('|---|---|---|---|');
 console.log(`| pairs with video | ${pj.pairs} | ${pw.pairs} | |`);
 console.log(`| join → first frame, median of pairs, ms | ${f(pj.firstMedian)} | ${f(pw.firstMedian)} | ${ratio(pw.firstMedian, pj.firstMedian)} |`);
 console.log(`| join → first frame, slowest pair, ms | ${f(pj.firstMax)} | ${f(pw.firstMax)} | ${ratio(pw.firstMax, pj.firstMax)} |`);
-console.log(`| glass-to-glass p50, ms | ${f(pj.p50)} | ${f(pw.p50)} | ${ratio(pw.p50, pj.p50)} |`);
-console.log(`| glass-to-glass p95, ms | ${f(pj.p95)} | ${f(pw.p95)} | ${ratio(pw.p95, pj.p95)} |`);
+const across = FAR_NS ? ' (pairs across the link)' : '';
+console.log(`| glass-to-glass p50, ms${across} | ${f(pj.p50)} | ${f(pw.p50)} | ${ratio(pw.p50, pj.p50)} |`);
+console.log(`| glass-to-glass p95, ms${across} | ${f(pj.p95)} | ${f(pw.p95)} | ${ratio(pw.p95, pj.p95)} |`);
 console.log(`| frames read | ${pj.latSamples} | ${pw.latSamples} | |`);
 console.log(`| CPU per participant, % of a core | ${f(pj.cpu, 1)} | ${f(pw.cpu, 1)} | ${ratio(pw.cpu, pj.cpu)} |`);
 console.log(`| video back after a network change, s | ${pj.recovery === null ? `none in ${RECOVERY_LIMIT_MS / 1000} s` : f(pj.recovery, 1)} | ${pw.recovery === null ? `none in ${RECOVERY_LIMIT_MS / 1000} s` : f(pw.recovery, 1)} | |`);
