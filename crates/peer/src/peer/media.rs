@@ -1,0 +1,117 @@
+//! Call media: which of our lines send, frames written to them, and lines that carry nothing.
+
+use super::sdp::mids;
+use super::*;
+
+impl Peer {
+    /// In a call, media lines of a just-accepted offer or answer (`sdp`) that carry nothing
+    /// either way are reported, once per kind ([`Event::NoCodec`]): one the remote offered in
+    /// codecs we do not take, or (`answer`) one of ours it refused. A line the remote offers
+    /// already stopped is its own choice, not reported.
+    pub(super) fn report_no_codec(&mut self, sdp: &str, answer: bool) {
+        if self.media.is_none() {
+            return;
+        }
+        for mid in mids(sdp) {
+            let mid = Mid::from(mid);
+            let Some(m) = self.rtc.media(mid) else {
+                continue;
+            };
+            let dead = m.disabled() && (answer || !m.stopped());
+            let kind = m.kind();
+            if !dead || self.no_codec.iter().any(|(k, x)| *x == mid || *k == kind) {
+                continue;
+            }
+            let video = kind == MediaKind::Video;
+            self.no_codec.push((kind, mid));
+            self.event(Event::NoCodec {
+                peer: self.id.clone(),
+                mid: mid.to_string(),
+                video,
+            });
+        }
+    }
+
+    /// Media kinds we send and have no negotiated line for, with their labels.
+    pub(super) fn missing_media(&self) -> Vec<(MediaKind, &'static str)> {
+        let Some(m) = self.media else {
+            return Vec::new();
+        };
+        [(MediaKind::Audio, m.audio), (MediaKind::Video, m.video)]
+            .into_iter()
+            .filter(|(k, want)| {
+                *want
+                    && !self.send_mids.iter().any(|(s, _)| s == k)
+                    && !self.no_codec.iter().any(|(s, _)| s == k)
+            })
+            .map(|(k, _)| (k, media_label(k)))
+            .collect()
+    }
+
+    /// Our sending lines: (mid, label).
+    pub fn sending(&self) -> Vec<(String, &'static str)> {
+        self.send_mids
+            .iter()
+            .map(|(k, mid)| (mid.to_string(), media_label(*k)))
+            .collect()
+    }
+
+    /// One frame to this peer on our line of its kind, if negotiated and connected.
+    pub fn write_media(
+        &mut self,
+        now: Instant,
+        video: bool,
+        rtp_time: u64,
+        data: &std::sync::Arc<[u8]>,
+    ) -> bool {
+        let kind = if video {
+            MediaKind::Video
+        } else {
+            MediaKind::Audio
+        };
+        let Some(&(_, mid)) = self.send_mids.iter().find(|(k, _)| *k == kind) else {
+            return false;
+        };
+        if self.state() != PeerState::Connected {
+            return false;
+        }
+        let Some(writer) = self.rtc.writer(mid) else {
+            return false;
+        };
+        // H.264 in packetization mode 1 (what the reader gives: whole access units), or Opus.
+        let pt = writer
+            .payload_params()
+            .filter(|p| {
+                let spec = p.spec();
+                match spec.codec {
+                    Codec::H264 => video && spec.format.packetization_mode == Some(1),
+                    Codec::Opus => !video,
+                    _ => false,
+                }
+            })
+            .map(|p| p.pt())
+            .next();
+        let Some(pt) = pt else {
+            return false;
+        };
+        let rate = if video {
+            Frequency::NINETY_KHZ
+        } else {
+            Frequency::FORTY_EIGHT_KHZ
+        };
+        let ok = writer
+            .write(pt, now, MediaTime::new(rtp_time, rate), data.clone())
+            .is_ok();
+        self.drain(now);
+        ok
+    }
+}
+
+/// The label a kind of our media carries in the call state.
+pub(super) fn media_label(kind: MediaKind) -> &'static str {
+    if kind == MediaKind::Video {
+        "camera"
+    } else {
+        "audio"
+    }
+}
