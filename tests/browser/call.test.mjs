@@ -35,7 +35,10 @@ function startCall(page, { keys, video = { width: 320, height: 240, frameRate: 1
     window.c = c;
     const call = await window.room.call({ video, audio, keyStore: new KeyStore(keys ?? `keys-${Math.random()}`), ...options });
     window.call = call;
-    call.addEventListener('track', ({ peer, label, track }) => c.tracks.push({ peer: peer.id, label, kind: track.kind }));
+    call.addEventListener('track', ({ peer, label, track }) => {
+      c.tracks.push({ peer: peer.id, label, kind: track.kind });
+      (window.remoteTracks ??= {})[`${peer.id}:${label}`] = track;
+    });
     call.addEventListener('trackended', ({ peer, label }) => c.ended.push({ peer: peer.id, label }));
     call.addEventListener('verification', ({ peer, state, sas, by, error }) => { c.verification[peer.id] = { state, sas, by, error }; });
     call.addEventListener('peerstate', ({ peer, muted, video }) => { c.states[peer.id] = { muted, video }; });
@@ -511,6 +514,61 @@ test('native media both ways: `peerweb join --video --audio` to a tab, and the t
   }
 });
 
+test('`peerweb join --video test`: the built-in pattern (H.264 written without an encoder) decodes in Chromium, numbered, with its latency readable', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'peerweb-pattern-'));
+  try {
+    const { pages: [a] } = await tabs(1, 'native-pattern');
+    await startCall(a, { keys: 'pattern-tab' });
+    const n = startNative(server.url, 'native-pattern', ['--allow-loopback', '--no-stun', '--no-turn',
+      '--keys', join(dir, 'keys.json'), '--video', 'test:320x240', '--fps', '15']);
+    const { id: nId } = await n.waitEvent((e) => e.event === 'welcome', { what: 'welcome' });
+    await waitFor(a, (id) => window.remoteTracks?.[`${id}:camera`], nId, { what: 'the pattern track' });
+    // Every presented frame for 3 s: its number and the time it was sent, read off the blocks.
+    const got = await a.evaluate(async (id) => {
+      const v = document.createElement('video');
+      v.muted = true;
+      v.srcObject = new MediaStream([window.remoteTracks[`${id}:camera`]]);
+      document.body.append(v);
+      await v.play();
+      const c = document.createElement('canvas');
+      c.width = 320;
+      c.height = 240;
+      const g = c.getContext('2d', { willReadFrequently: true });
+      const samples = [];
+      const end = Date.now() + 3000;
+      while (Date.now() < end) {
+        await new Promise((r) => v.requestVideoFrameCallback(r));
+        const now = Math.floor(performance.timeOrigin + performance.now()) % 2 ** 24;
+        g.drawImage(v, 0, 0, 320, 240);
+        const px = g.getImageData(0, 0, 320, 240).data;
+        const bit = (k) => {
+          const [mx, my] = k < 16 ? [2 + k, 2] : [2 + ((k - 16) % 12), 3 + Math.floor((k - 16) / 12)];
+          return px[((my * 16 + 8) * 320 + mx * 16 + 8) * 4] > 128 ? 1 : 0;
+        };
+        let frame = 0;
+        let sent = 0;
+        for (let i = 0; i < 16; i++) frame |= bit(i) << i;
+        for (let i = 0; i < 24; i++) sent |= bit(16 + i) << i;
+        samples.push({ frame, latency: (now - sent + 2 ** 24) % 2 ** 24 });
+      }
+      return { samples, width: v.videoWidth, height: v.videoHeight };
+    }, nId);
+    assert.deepEqual([got.width, got.height], [320, 240]);
+    const frames = got.samples.map((s) => s.frame);
+    assert.ok(frames.length >= 25, `${frames.length} frames in 3 s`);
+    assert.ok(frames.every((f, i) => i === 0 || f > frames[i - 1]), `numbers rise: ${frames}`);
+    assert.ok(frames.at(-1) - frames[0] >= 35, `about 15 a second: ${frames[0]}…${frames.at(-1)}`);
+    const lat = got.samples.map((s) => s.latency).sort((x, y) => x - y);
+    const median = lat[Math.floor(lat.length / 2)];
+    assert.ok(median < 1000, `median latency ${median} ms`);
+    console.log(`pattern: ${frames.length} frames, latency median ${median} ms (loopback)`);
+    assert.equal(await n.stop(), 0, n.stderr);
+    await a.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('native media files that are not what they claim are refused before joining, with the reason', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'peerweb-bad-media-'));
   try {
@@ -525,6 +583,8 @@ test('native media files that are not what they claim are refused before joining
       [['--audio', video], /--audio .*not an Ogg Opus file/],
       [['--video', bframes], /B-frames/],
       [['--audio', text], /not an Ogg Opus file/],
+      [['--video', 'test:100x100'], /multiples of 16, from 320×240/],
+      [['--video', 'test:big'], /WIDTHxHEIGHT/],
     ]) {
       const n = startNative(server.url, 'bad-media', ['--allow-loopback', '--no-stun', '--no-turn', '--keys', join(dir, 'k.json'), ...args]);
       assert.notEqual(await n.exited, 0);

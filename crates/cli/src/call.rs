@@ -265,9 +265,42 @@ impl Call {
 
 /// Media files a native call member sends, read and checked before it joins.
 pub struct Sources {
-    pub video: Option<peerweb_call::media::H264>,
+    pub video: Option<Video>,
     pub audio: Option<peerweb_call::media::Opus>,
     pub fps: u32,
+}
+
+/// What `--video` sends: a file's access units, looped, or the built-in test pattern.
+pub enum Video {
+    File(peerweb_call::media::H264),
+    Pattern(peerweb_camera::pattern::Pattern),
+}
+
+/// `test` or `test:WxH` (the built-in pattern, 640×480 by default), or `None` for a file.
+fn pattern_spec(arg: &Path, fps: u32) -> Option<anyhow::Result<peerweb_camera::pattern::Pattern>> {
+    let arg = arg.to_str()?;
+    let size = match arg.strip_prefix("test") {
+        Some("") => "640x480",
+        Some(rest) => rest.strip_prefix(':')?,
+        None => return None,
+    };
+    let parsed = size
+        .split_once('x')
+        .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)));
+    Some(match parsed {
+        Some((w, h)) => peerweb_camera::pattern::Pattern::new(w, h, fps)
+            .map_err(|e| anyhow::anyhow!("--video {arg}: {e}")),
+        None => Err(anyhow::anyhow!(
+            "--video {arg}: the test pattern's size is WIDTHxHEIGHT, e.g. test:1280x720"
+        )),
+    })
+}
+
+/// The wall clock in milliseconds, as the test pattern shows it (and pages read it).
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Sources {
@@ -285,9 +318,11 @@ impl Sources {
             std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
         };
         let video = video
-            .map(|p| {
-                peerweb_call::media::H264::parse(&read(p)?)
-                    .with_context(|| format!("--video {}", p.display()))
+            .map(|p| match pattern_spec(p, fps) {
+                Some(pattern) => pattern.map(Video::Pattern),
+                None => peerweb_call::media::H264::parse(&read(p)?)
+                    .map(Video::File)
+                    .with_context(|| format!("--video {}", p.display())),
             })
             .transpose()?;
         let audio = audio
@@ -301,24 +336,42 @@ impl Sources {
 
     /// Sends the files in a loop, paced: video at `fps`, audio by each packet's duration.
     pub fn spawn(self, media: peerweb_net::MediaHandle) {
-        if let Some(v) = self.video {
-            let media = media.clone();
-            let frames: Vec<std::sync::Arc<[u8]>> =
-                v.frames.into_iter().map(std::sync::Arc::from).collect();
-            let step = 90_000 / u64::from(self.fps.max(1));
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(std::time::Duration::from_micros(
-                    1_000_000 / u64::from(self.fps.max(1)),
-                ));
-                let mut rtp = 0u64;
-                for f in frames.iter().cycle() {
-                    tick.tick().await;
-                    if media.write(true, rtp, f.clone()).await.is_err() {
-                        return;
+        let step = 90_000 / u64::from(self.fps.max(1));
+        let every = std::time::Duration::from_micros(1_000_000 / u64::from(self.fps.max(1)));
+        match self.video {
+            Some(Video::File(v)) => {
+                let media = media.clone();
+                let frames: Vec<std::sync::Arc<[u8]>> =
+                    v.frames.into_iter().map(std::sync::Arc::from).collect();
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(every);
+                    let mut rtp = 0u64;
+                    for f in frames.iter().cycle() {
+                        tick.tick().await;
+                        if media.write(true, rtp, f.clone()).await.is_err() {
+                            return;
+                        }
+                        rtp += step;
                     }
-                    rtp += step;
-                }
-            });
+                });
+            }
+            Some(Video::Pattern(mut pattern)) => {
+                let media = media.clone();
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(every);
+                    let mut rtp = 0u64;
+                    for n in 0u32.. {
+                        tick.tick().await;
+                        // Drawn with the time it leaves: a viewer reads its latency off it.
+                        let (frame, _) = pattern.frame(n, wall_ms());
+                        if media.write(true, rtp, frame.into()).await.is_err() {
+                            return;
+                        }
+                        rtp += step;
+                    }
+                });
+            }
+            None => {}
         }
         if let Some(a) = self.audio {
             let packets: Vec<(std::sync::Arc<[u8]>, u32)> = a

@@ -39,13 +39,14 @@ pub struct JoinArgs {
     #[arg(long, value_name = "FILE")]
     pub keys: Option<std::path::PathBuf>,
     /// Send this raw H.264 file (Annex B, e.g. `ffmpeg … -bf 0 -f h264 x.h264`) as our camera,
-    /// looped, in the call (implies --call).
-    #[arg(long, value_name = "FILE.h264")]
+    /// looped, in the call (implies --call); or `test[:WxH]`, the built-in test pattern
+    /// (640x480 unless given) showing a frame number and the time it was sent as blocks.
+    #[arg(long, value_name = "FILE.h264|test[:WxH]")]
     pub video: Option<std::path::PathBuf>,
     /// Send this Ogg Opus file as our microphone, looped, in the call (implies --call).
     #[arg(long, value_name = "FILE.ogg")]
     pub audio: Option<std::path::PathBuf>,
-    /// Frames per second of --video (a raw H.264 file has no timestamps).
+    /// Frames per second of --video (a raw H.264 file has no timestamps; the pattern: 1–60).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=120))]
     pub fps: u32,
     /// Write what the others send into this folder: PEER-MID.h264 and PEER-MID.ogg
