@@ -145,8 +145,9 @@ const PEERWEB = {
       const { join } = await import('/sdk/peerweb.js');
       const stream = window.makeSource();
       bench.startedAt = performance.timeOrigin + performance.now();
-      window.room = await join(url, 'bench-call', { meta: { name: `p${i}` }, reportConnectivity: false });
-      window.call = await window.room.call({ stream });
+      // Straight into the call, as a PeerJS call carries its media from the first offer.
+      window.room = await join(url, 'bench-call', { meta: { name: `p${i}` }, reportConnectivity: false, call: { stream } });
+      window.call = window.room.activeCall;
       window.call.addEventListener('track', ({ peer, track, label }) => {
         if (label === 'camera') window.watchVideo(peer.meta?.name ?? peer.id, new MediaStream([track]));
       });

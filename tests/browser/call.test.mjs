@@ -161,6 +161,50 @@ test('four tabs and a native peer: each tab decodes every other\'s video and aud
   for (const p of pages) await p.close();
 });
 
+test('joining straight into a call (`join(…, {call})`): one offer per connection carries the tracks, both ways', async () => {
+  const pages = [];
+  const ids = [];
+  for (let i = 0; i < 2; i++) {
+    const p = await openTab(browser, server.url);
+    ids.push(await p.evaluate(async ([url, i]) => {
+      window.offers = 0;
+      const set = RTCPeerConnection.prototype.setLocalDescription;
+      RTCPeerConnection.prototype.setLocalDescription = async function (...args) {
+        await set.apply(this, args);
+        if (this.localDescription?.type === 'offer') window.offers += 1;
+      };
+      const { join } = await import('/sdk/peerweb.js');
+      const { KeyStore } = await import('/sdk/call.js');
+      window.room = await join(url, 'call-at-join', {
+        call: { video: { width: 320, height: 240, frameRate: 15 }, audio: true, keyStore: new KeyStore(`join-call-${i}`) },
+      });
+      window.call = window.room.activeCall;
+      return window.room.id;
+    }, [server.url, i]));
+    pages.push(p);
+  }
+  await decodes(pages[0], ids[1]);
+  await decodes(pages[1], ids[0]);
+  const offers = await Promise.all(pages.map((p) => p.evaluate(() => window.offers)));
+  assert.deepEqual(offers, [0, 1], 'the joiner offered once, with its tracks; the member answered with its own');
+  // A refused camera fails the join itself, and leaves no member behind.
+  const p = await openTab(browser, server.url);
+  const err = await p.evaluate(async (url) => {
+    const { join } = await import('/sdk/peerweb.js');
+    navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException('Permission denied', 'NotAllowedError'));
+    try {
+      await join(url, 'call-at-join', { call: { video: true, audio: true } });
+      return null;
+    } catch (e) {
+      return e.name;
+    }
+  }, server.url);
+  assert.equal(err, 'NotAllowedError');
+  await new Promise((r) => setTimeout(r, 500));
+  assert.equal(await pages[0].evaluate(() => window.room.peers.size), 1, 'nobody else joined');
+  for (const page of [...pages, p]) await page.close();
+});
+
 test('a device switch changes the remote frame size with no new offer; a screen share comes as a second labelled track', async () => {
   const { pages: [a, b], ids: [aId, bId] } = await tabs(2, 'call-switch');
   await startCall(a, { video: { width: 320, height: 240 } });

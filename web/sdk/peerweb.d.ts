@@ -22,6 +22,12 @@ export interface JoinOptions {
    * replaced). A refused token rejects `join` with code `unauthorized`.
    */
   token?: string | (() => string | Promise<string>);
+  /**
+   * Join straight into a call: the media is taken and the call started before the join, so
+   * every connection's first offer carries our tracks. `join` rejects if the media is refused.
+   * The call is `room.activeCall`.
+   */
+  call?: CallOptions;
 }
 
 export type SignalingState = 'connecting' | 'open' | 'reconnecting' | 'closed';
@@ -59,6 +65,8 @@ export class Room extends EventTarget {
   broadcast(data: Data): void;
   /** Start a call: our camera and microphone go to every peer, now and later. */
   call(options?: CallOptions): Promise<Call>;
+  /** The call this room is in, or null. */
+  readonly activeCall: Call | null;
   /** Leave the room (hanging up its call). */
   leave(): void;
   addEventListener(type: 'peer' | 'peerleft', l: (e: PeerEvent) => void): void;

@@ -339,10 +339,18 @@ export class Room extends EventTarget {
   }
 
   async _start() {
-    await this._refreshIce();
+    // Fetched while the socket connects (a round trip saved on a long path); the join waits
+    // for it, as the connections made on `joined` use the servers it gives.
+    const ice = this._refreshIce();
+    // Joining straight into a call (`{call}`): the media and key store are ready before the
+    // join, so each connection's first offer carries our tracks (no renegotiation).
+    const call = this.options.call ? this.call(this.options.call) : null;
     const sig = this._signaling;
     sig.addEventListener('state', (ev) => this.dispatchEvent(new PeerwebEvent('signaling', { state: ev.state })));
-    sig.addEventListener('welcome', () => {
+    sig.addEventListener('welcome', async () => {
+      await ice;
+      if (call) await call.catch(() => null);
+      if (this._left || sig.state !== 'open') return;
       this._sendJoin();
       for (const r of this._reports.splice(0)) this._signaling.send(r);
       // Connections that failed while signaling was down can now renegotiate.
@@ -353,8 +361,19 @@ export class Room extends EventTarget {
     sig.addEventListener('replaced', () =>
       this._emitError(new PeerwebError('replaced', 'this session was resumed by another connection')));
     const joined = new Promise((resolve, reject) => (this._joinedOnce = { resolve, reject }));
-    await sig.start();
+    try {
+      await Promise.all([sig.start(), call]);
+    } catch (e) {
+      // The camera or microphone was refused (or the call could not start): no half-joined room.
+      this.leave();
+      throw e;
+    }
     return joined;
+  }
+
+  /** The call this room is in (`call()` or `join(…, {call})`), or null. */
+  get activeCall() {
+    return this._call ?? null;
   }
 
   /**
