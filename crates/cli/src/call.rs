@@ -335,7 +335,9 @@ impl Sources {
     }
 
     /// Sends the files in a loop, paced: video at `fps`, audio by each packet's duration.
-    pub fn spawn(self, media: peerweb_net::MediaHandle) {
+    /// The returned [`Keyframes`] asks the test pattern for a keyframe (a file has its own).
+    pub fn spawn(self, media: peerweb_net::MediaHandle) -> Keyframes {
+        let keyframes = Keyframes::default();
         let step = 90_000 / u64::from(self.fps.max(1));
         let every = std::time::Duration::from_micros(1_000_000 / u64::from(self.fps.max(1)));
         match self.video {
@@ -357,11 +359,22 @@ impl Sources {
             }
             Some(Video::Pattern(mut pattern)) => {
                 let media = media.clone();
+                let wanted = keyframes.0.clone();
                 tokio::spawn(async move {
                     let mut tick = tokio::time::interval(every);
                     let mut rtp = 0u64;
+                    let mut last_key: Option<tokio::time::Instant> = None;
                     for n in 0u32.. {
                         tick.tick().await;
+                        // Asked for (a viewer's decoder starts or lost the picture): at most
+                        // one forced keyframe per KEYFRAME_GAP, however many ask.
+                        let now = tokio::time::Instant::now();
+                        if last_key.is_none_or(|t| now - t >= KEYFRAME_GAP)
+                            && wanted.swap(false, std::sync::atomic::Ordering::Relaxed)
+                        {
+                            pattern.request_keyframe();
+                            last_key = Some(now);
+                        }
                         // Drawn with the time it leaves: a viewer reads its latency off it.
                         let (frame, _) = pattern.frame(n, wall_ms());
                         if media.write(true, rtp, frame.into()).await.is_err() {
@@ -395,6 +408,20 @@ impl Sources {
                 }
             });
         }
+        keyframes
+    }
+}
+
+/// Forced keyframes of the test pattern come at most this often.
+const KEYFRAME_GAP: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Asks the video source for a keyframe: a peer's decoder started or lost the picture.
+#[derive(Clone, Default)]
+pub struct Keyframes(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Keyframes {
+    pub fn request(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -308,7 +308,7 @@ pub async fn join(join: JoinArgs) -> anyhow::Result<()> {
     let mut node = Node::join(opts)
         .await
         .with_context(|| format!("cannot join room {:?}", args.room))?;
-    sources.spawn(node.media_handle());
+    let keyframes = sources.spawn(node.media_handle());
     if !args.json {
         say(&format!(
             "peerweb join: in room {:?} as {}; type to chat, Ctrl-D to leave",
@@ -325,6 +325,7 @@ pub async fn join(join: JoinArgs) -> anyhow::Result<()> {
                         r.write(&peer, &mid, video, &data, keyframe);
                     }
                 }
+                Some(Event::KeyframeRequest { .. }) => keyframes.request(),
                 Some(ev) => {
                     if let Some(call) = call.as_mut() {
                         match on_call_event(call, &node, &ev).await {

@@ -231,6 +231,11 @@ pub enum Event {
         mid: String,
         video: bool,
     },
+    /// `peer` asks for a keyframe on our video (a PLI or FIR: its decoder starts or lost the
+    /// picture).
+    KeyframeRequest {
+        peer: String,
+    },
     /// A frame from `peer` (in a call): H.264 Annex B or an Opus packet, with its RTP time
     /// (90 kHz for video, 48 kHz for audio).
     Media {

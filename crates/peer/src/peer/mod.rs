@@ -505,6 +505,9 @@ impl Peer {
                     video: m.kind == MediaKind::Video,
                 });
             }
+            RtcEvent::KeyframeRequest(_) => {
+                self.event(Event::KeyframeRequest { peer });
+            }
             RtcEvent::MediaData(d) => {
                 let video = self
                     .rtc
