@@ -179,6 +179,9 @@ test('joining straight into a call (`join(…, {call})`): one offer per connecti
         call: { video: { width: 320, height: 240, frameRate: 15 }, audio: true, keyStore: new KeyStore(`join-call-${i}`) },
       });
       window.call = window.room.activeCall;
+      window.order = [];
+      window.call.addEventListener('track', ({ label }) => window.order.push(`track:${label}`));
+      window.call.addEventListener('peerstate', () => window.order.push('state'));
       return window.room.id;
     }, [server.url, i]));
     pages.push(p);
@@ -187,6 +190,13 @@ test('joining straight into a call (`join(…, {call})`): one offer per connecti
   await decodes(pages[1], ids[0]);
   const offers = await Promise.all(pages.map((p) => p.evaluate(() => window.offers)));
   assert.deepEqual(offers, [0, 1], 'the joiner offered once, with its tracks; the member answered with its own');
+  // The labels came with the offer and the answer: each side announced the other's tracks
+  // before its call state arrived over the data channel.
+  for (const p of pages) {
+    const order = await p.evaluate(() => window.order);
+    assert.deepEqual(order.slice(0, 2).sort(), ['track:audio', 'track:camera'], `tracks first: ${order}`);
+    assert.ok(order.includes('state'), `${order}`);
+  }
   // A refused camera fails the join itself, and leaves no member behind.
   const p = await openTab(browser, server.url);
   const err = await p.evaluate(async (url) => {

@@ -205,7 +205,12 @@ export class Call extends EventTarget {
     for (const theirs of peer._callChannels) {
       if (theirs.readyState === 'open' || theirs.readyState === 'connecting') this._attachChannel(leg, theirs, false);
     }
-    for (const ev of peer._trackEvents.values()) this._onTrack(peer, ev);
+    // Announced on the next task, after `call()` resolved and the app listens: with labels
+    // from the peer's description they could be announced at once, and be missed.
+    setTimeout(() => {
+      if (this.legs.get(peer.id) !== leg) return;
+      for (const ev of peer._trackEvents.values()) this._onTrack(peer, ev);
+    }, 0);
     leg._onSignaling = () => {
       if (peer.pc.signalingState !== 'stable') return;
       this._checkCodecs(leg);
@@ -254,14 +259,26 @@ export class Call extends EventTarget {
 
   // --- call state --------------------------------------------------------------------------
 
-  /** Our state to one peer: which of our tracks is which, mutes, the video slot. */
-  _sendState(leg, force = false) {
-    if (this.ended || leg.out?.readyState !== 'open') return;
+  /** Our tracks to one peer by mid: which is which. */
+  _trackLabels(leg) {
     const tracks = {};
     for (const [label, sender] of leg.senders) {
       const t = leg.peer.pc.getTransceivers().find((x) => x.sender === sender);
       if (t?.mid != null) tracks[t.mid] = label;
     }
+    return tracks;
+  }
+
+  /** The labels sent with our descriptions to `peer` (see Peer._sendDescription). */
+  _labelsFor(peer) {
+    const leg = this.legs.get(peer.id);
+    return leg && !this.ended ? this._trackLabels(leg) : null;
+  }
+
+  /** Our state to one peer: which of our tracks is which, mutes, the video slot. */
+  _sendState(leg, force = false) {
+    if (this.ended || leg.out?.readyState !== 'open') return;
+    const tracks = this._trackLabels(leg);
     const msg = { t: 'state', v: 1, tracks, muted: this.muted, video: this.videoState, since: this.since };
     const text = JSON.stringify(msg);
     if (!force && text === leg._stateSent) return;
@@ -350,7 +367,8 @@ export class Call extends EventTarget {
 
   /** Remote tracks whose label is now known are announced; labels gone are ended. */
   _announceTracks(leg) {
-    const labels = leg.remote?.tracks ?? {};
+    // The call state's labels; until it comes, those sent with the peer's description.
+    const labels = leg.remote?.tracks ?? leg.peer._sdpLabels ?? {};
     for (const [mid, { track, streams }] of leg.tracks) {
       const label = typeof labels[mid] === 'string' ? labels[mid].slice(0, 32) : null;
       if (label && leg.announced.get(mid) !== label) {

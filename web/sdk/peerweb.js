@@ -22,6 +22,8 @@ const MAX_PENDING = 1024;
 const PING_EVERY_MS = 20000;
 const PONG_TIMEOUT_MS = 10000;
 const STATS_EVERY_MS = 2000;
+/** Track labels taken from a peer's description at most (a call has a few). */
+const MAX_SDP_LABELS = 16;
 /** A connection disconnected this long gets an ICE restart. */
 const RESTART_AFTER_MS = 3000;
 /** A restart that has not reconnected after this long is tried again, backing off to the max. */
@@ -642,7 +644,7 @@ export class Peer extends EventTarget {
       try {
         this._makingOffer = true;
         await pc.setLocalDescription();
-        room._signal(id, { description: pc.localDescription.toJSON() });
+        this._sendDescription();
       } catch (e) {
         room._emitError(new PeerwebError('negotiation-failed', String(e)));
       } finally {
@@ -754,6 +756,18 @@ export class Peer extends EventTarget {
     return cert && cert !== known ? d.type : null;
   }
 
+  /**
+   * Sends our current description; in a call, with the labels of our tracks by mid (they are
+   * no secret), so the other side can show a track as soon as it arrives, before our call
+   * state comes over the data channel.
+   */
+  _sendDescription() {
+    const msg = { description: this.pc.localDescription.toJSON() };
+    const labels = this.room._call?._labelsFor(this);
+    if (labels) msg.labels = labels;
+    this.room._signal(this.id, msg);
+  }
+
   _onSignal(data) {
     // Apply signals strictly in order, one at a time.
     this._queue = this._queue.then(() => this._applySignal(data)).catch((e) => {
@@ -761,10 +775,11 @@ export class Peer extends EventTarget {
     });
   }
 
-  async _applySignal({ description, candidate }) {
+  async _applySignal({ description, candidate, labels }) {
     const pc = this.pc;
     if (this.closed) return;
     if (description) {
+
       // Perfect negotiation: on an offer collision the impolite side ignores the remote
       // offer, the polite side rolls back its own (implicitly, in setRemoteDescription).
       const collision = description.type === 'offer' && (this._makingOffer || pc.signalingState !== 'stable');
@@ -773,17 +788,26 @@ export class Peer extends EventTarget {
         // The polite side answers our offer instead; if ours was lost (it went out on a
         // signaling socket that died), it must see it again, or both wait forever.
         if (pc.signalingState === 'have-local-offer' && !this._makingOffer && pc.localDescription) {
-          this.room._signal(this.id, { description: pc.localDescription.toJSON() });
+          this._sendDescription();
         }
         return;
       }
       // An answer to an offer we already settled (a re-sent offer answered twice) is stale.
       if (description.type === 'answer' && pc.signalingState === 'stable') return;
+      // The remote's track labels by mid, if it sent them (a bounded copy), set before its
+      // tracks fire: used until its call state arrives, which then rules.
+      this._sdpLabels = null;
+      if (labels && typeof labels === 'object') {
+        this._sdpLabels = {};
+        for (const [mid, label] of Object.entries(labels).slice(0, MAX_SDP_LABELS)) {
+          if (typeof label === 'string') this._sdpLabels[String(mid).slice(0, 32)] = label.slice(0, 32);
+        }
+      }
       await pc.setRemoteDescription(description);
       if (description.type === 'offer') {
         this._openDefault();
         await pc.setLocalDescription();
-        this.room._signal(this.id, { description: pc.localDescription.toJSON() });
+        this._sendDescription();
       }
     } else if (candidate !== undefined) {
       try {
