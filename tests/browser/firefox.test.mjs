@@ -9,7 +9,7 @@ import { randomBytes, createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startServer, launchBrowser, openTab, joinRoom, waitFor, waitOpen, startNative, startCli, turnEntry } from './lib.mjs';
+import { startServer, launchBrowser, openTab, joinRoom, waitFor, waitOpen, startNative, startCli, turnEntry, mediaFlows } from './lib.mjs';
 import { acceptAll, stateOf } from './transfer-pages.mjs';
 
 let server;
@@ -212,24 +212,6 @@ function inCall(page, keys) {
   }, keys);
 }
 
-/** Frames decoded and audio bytes received from `id`, per getStats. */
-function mediaFrom(page, id) {
-  return page.evaluate(async (id) => {
-    const stats = await window.room.peers.get(id).pc.getStats();
-    let frames = 0;
-    let audio = 0;
-    let codec = null;
-    stats.forEach((s) => {
-      if (s.type === 'inbound-rtp' && s.kind === 'video') {
-        frames = Math.max(frames, s.framesDecoded ?? 0);
-        codec = stats.get(s.codecId)?.mimeType ?? codec;
-      }
-      if (s.type === 'inbound-rtp' && s.kind === 'audio') audio += s.bytesReceived ?? 0;
-    });
-    return { frames, audio, codec };
-  }, id);
-}
-
 test('a call between Firefox and Chromium: video and audio both ways, the same words; with a native test pattern Firefox decodes it or says there is no codec in common', async () => {
   chromiumMedia ??= await launchBrowser({ args: ['--use-fake-device-for-media-stream'] });
   const ff = await openTab(firefox, server.url);
@@ -238,18 +220,9 @@ test('a call between Firefox and Chromium: video and audio both ways, the same w
   const chId = await joinRoom(ch, 'ff-call');
   await inCall(ff, 'ff-keys');
   await inCall(ch, 'ch-keys');
-  for (const [page, from, name] of [[ff, chId, 'Firefox from Chromium'], [ch, ffId, 'Chromium from Firefox']]) {
-    await waitFor(page, async (id) => {
-      const stats = await window.room.peers.get(id).pc.getStats();
-      let frames = 0;
-      let audio = 0;
-      stats.forEach((s) => {
-        if (s.type === 'inbound-rtp' && s.kind === 'video') frames = Math.max(frames, s.framesDecoded ?? 0);
-        if (s.type === 'inbound-rtp' && s.kind === 'audio') audio += s.bytesReceived ?? 0;
-      });
-      return frames > 10 && audio > 1000;
-    }, from, { what: `video and audio, ${name}`, timeout: 30000 });
-  }
+  const zero = { frames: 0, audio: 0 };
+  const fromCh = await mediaFlows(ff, chId, zero, 'Firefox from Chromium');
+  const fromFf = await mediaFlows(ch, ffId, zero, 'Chromium from Firefox');
   const words = async (page, id) => waitFor(page, (id) => {
     const v = window.c.verification[id];
     return v && v.state !== 'waiting' && v;
@@ -257,7 +230,7 @@ test('a call between Firefox and Chromium: video and audio both ways, the same w
   const [a, b] = [await words(ff, chId), await words(ch, ffId)];
   assert.equal(a.state, 'compare');
   assert.equal(a.sas, b.sas);
-  console.log(`Firefox ↔ Chromium call: ${(await mediaFrom(ff, chId)).codec} / ${(await mediaFrom(ch, ffId)).codec}`);
+  console.log(`Firefox ↔ Chromium call: ${fromCh.codec} / ${fromFf.codec}`);
   // The native peer sends H.264 only. Firefox without an H.264 codec (no OpenH264 plugin
   // offline) must say so rather than show nothing; with one, it decodes the pattern.
   const dir = mkdtempSync(join(tmpdir(), 'peerweb-ff-call-'));
@@ -278,12 +251,7 @@ test('a call between Firefox and Chromium: video and audio both ways, the same w
       await n.waitEvent((e) => e.event === 'no-codec' && e.peer === ffId, { what: 'the native side says so too' });
     }
     // Chromium decodes the pattern either way, and the words with Firefox still match.
-    await waitFor(ch, async (id) => {
-      const stats = await window.room.peers.get(id)?.pc.getStats();
-      let frames = 0;
-      stats?.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') frames = Math.max(frames, s.framesDecoded ?? 0); });
-      return frames > 10;
-    }, nId, { what: 'the pattern in Chromium', timeout: 30000 });
+    await mediaFlows(ch, nId, zero, 'the pattern in Chromium', { audio: false });
     const nv = await n.waitEvent((e) => e.event === 'verification' && e.peer === ffId && e.state !== 'waiting', { what: 'native words with Firefox', timeout: 20000 });
     assert.equal(nv.sas, (await words(ff, nId)).sas);
   } finally {
