@@ -155,8 +155,10 @@ impl Conn {
                     let msg =
                         Control::decode(&data).context("the other side sent a bad message")?;
                     if let Control::Abort { reason } = &msg {
-                        let mut r = reason.clone();
-                        r.truncate(peerweb_transfer::wire::MAX_REASON_BYTES);
+                        let r = peerweb_transfer::wire::cut(
+                            reason,
+                            peerweb_transfer::wire::MAX_REASON_BYTES,
+                        );
                         bail!("the other side stopped: {}", r.escape_debug());
                     }
                     return Ok(Input::Control(msg));

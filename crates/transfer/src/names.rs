@@ -57,13 +57,7 @@ fn clean_component(raw: &str) -> Option<String> {
         return None;
     }
     let mut s = if is_device(&s) { format!("_{s}") } else { s };
-    if s.len() > MAX_COMPONENT_BYTES {
-        let mut cut = MAX_COMPONENT_BYTES;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-    }
+    s.truncate(crate::wire::cut(&s, MAX_COMPONENT_BYTES).len());
     Some(s)
 }
 

@@ -106,17 +106,28 @@ impl Control {
         if text.len() > MAX_CONTROL_BYTES {
             return Err(WireError::TooLarge(text.len()));
         }
-        serde_json::from_slice(text).map_err(|e| {
-            let mut m = e.to_string();
-            m.truncate(200);
-            WireError::Malformed(m)
-        })
+        // serde's message may quote the input: cut at a character boundary.
+        serde_json::from_slice(text)
+            .map_err(|e| WireError::Malformed(cut(&e.to_string(), 200).to_owned()))
     }
 
     pub fn encode(&self) -> Vec<u8> {
         // Serialising these plain structs cannot fail.
         serde_json::to_vec(self).unwrap_or_default()
     }
+}
+
+/// `s` cut to at most `max` bytes at a character boundary (never inside a UTF-8 sequence:
+/// `String::truncate` there panics, and the text may come from the other side).
+pub fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// Chunks of a file of `size` bytes.
@@ -175,6 +186,23 @@ impl<'a> Chunk<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the fuzzer: serde's error quotes the input, and cutting its message at byte 200
+    /// inside a multi-byte character panicked.
+    #[test]
+    fn malformed_messages_with_multibyte_text_are_refused_not_panicked_on() {
+        for pad in 0..8 {
+            let text = format!("{{\"t\":\"{}{}\"}}", "x".repeat(150 + pad), "€".repeat(40));
+            match Control::decode(text.as_bytes()) {
+                Err(WireError::Malformed(m)) => assert!(m.len() <= 200, "{m}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(cut("a€b", 2), "a");
+        assert_eq!(cut("a€b", 4), "a€");
+        assert_eq!(cut("abc", 10), "abc");
+        assert_eq!(cut("€", 0), "");
+    }
 
     #[test]
     fn control_messages_have_a_fixed_shape() {
