@@ -19,7 +19,8 @@ export interface JoinOptions {
   /**
    * Access token for a server started with `--auth-secret`, or a function giving one (called
    * for every signaling connection and TURN credential fetch, so that an expiring token can be
-   * replaced). A refused token rejects `join` with code `unauthorized`.
+   * replaced; calls made at the same time share one). A refused token rejects `join` with code
+   * `unauthorized`.
    */
   token?: string | (() => string | Promise<string>);
   /**

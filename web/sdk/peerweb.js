@@ -305,8 +305,13 @@ export class Room extends EventTarget {
     /** @type {Map<string, Peer>} */
     this.peers = new Map();
     // A token, or a function giving one (called for every connection, so it can refresh).
+    // Callers at the same time (the socket and the ICE fetch start together) share one call:
+    // a function that asks the user must ask once.
     const t = options.token;
-    this._accessToken = typeof t === 'function' ? async () => t() : async () => t ?? null;
+    let pending = null;
+    this._accessToken = typeof t === 'function'
+      ? () => (pending ??= Promise.resolve().then(t).finally(() => { pending = null; }))
+      : async () => t ?? null;
     this._signaling = new Signaling(this._urls.ws, options.reconnect ?? {}, this._accessToken);
     this._joinedOnce = null;
     this._left = false;
