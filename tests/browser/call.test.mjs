@@ -6,7 +6,7 @@
 // /call page at phone and desktop sizes (screenshots in artifacts/call-*.png).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, openTab, joinRoom, waitFor, waitOpen, turnEntry, startNative } from './lib.mjs';
+import { startServer, launchBrowser, openTab, joinRoom, waitFor, waitOpen, turnEntry, startNative, mediaFrom, mediaFlows } from './lib.mjs';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -50,44 +50,12 @@ function startCall(page, { keys, video = { width: 320, height: 240, frameRate: 1
   }, [keys, video, audio, options]);
 }
 
-/** Inbound media from `peerId` as getStats shows it: frames decoded, size, audio bytes. */
-function media(page, peerId) {
-  return page.evaluate(async (id) => {
-    const stats = await window.room.peers.get(id).pc.getStats();
-    const out = { video: [], audioBytes: 0 };
-    stats.forEach((s) => {
-      if (s.type !== 'inbound-rtp') return;
-      if (s.kind === 'video') out.video.push({ frames: s.framesDecoded ?? 0, width: s.frameWidth ?? 0 });
-      else out.audioBytes += s.bytesReceived ?? 0;
-    });
-    return out;
-  }, peerId);
-}
-
 /** Waits until `page` decodes video from `peerId` (frames rising) and hears its audio. */
 async function decodes(page, peerId, { minWidth = 1 } = {}) {
-  const first = await waitFor(page, async (id) => {
-    const stats = await window.room.peers.get(id)?.pc.getStats();
-    let frames = 0;
-    let width = 0;
-    let audio = 0;
-    stats?.forEach((s) => {
-      if (s.type === 'inbound-rtp' && s.kind === 'video' && (s.framesDecoded ?? 0) > frames) {
-        frames = s.framesDecoded;
-        width = s.frameWidth ?? 0;
-      }
-      if (s.type === 'inbound-rtp' && s.kind === 'audio') audio += s.bytesReceived ?? 0;
-    });
-    return frames > 0 && audio > 0 && { frames, width, audio };
-  }, peerId, { timeout: 30000, what: `media from ${peerId}` });
+  const first = await mediaFlows(page, peerId, { frames: 0, audio: 0 }, `media from ${peerId}`, { more: 1 });
   assert.ok(first.width >= minWidth, `width ${first.width}`);
   // Still coming: frames keep being decoded.
-  await waitFor(page, async ([id, n]) => {
-    const stats = await window.room.peers.get(id).pc.getStats();
-    let frames = 0;
-    stats.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') frames = Math.max(frames, s.framesDecoded ?? 0); });
-    return frames > n;
-  }, [peerId, first.frames], { what: `frames rising from ${peerId}` });
+  await mediaFlows(page, peerId, first, `frames rising from ${peerId}`, { more: 1, audio: false, timeout: 15000 });
   return first;
 }
 
@@ -495,14 +463,7 @@ test('a tab whose network changes in a three-way call gets its video and audio b
   try {
     await waitFor(pages[1], (id) => window.room.peers.get(id).state !== 'connected', ids[0], { what: 'the path dying', timeout: 20000 });
     for (const [p, from] of [[pages[1], ids[0]], [pages[2], ids[0]], [pages[0], ids[1]], [pages[0], ids[2]]]) {
-      const before = await media(p, from);
-      const n = Math.max(0, ...before.video.map((v) => v.frames));
-      await waitFor(p, async ([id, n]) => {
-        const stats = await window.room.peers.get(id).pc.getStats();
-        let frames = 0;
-        stats.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') frames = Math.max(frames, s.framesDecoded ?? 0); });
-        return frames > n + 15;
-      }, [from, n], { timeout: 45000, what: `video from ${from} back` });
+      await mediaFlows(p, from, await mediaFrom(p, from), `video from ${from} back`, { more: 16, audio: false, timeout: 45000 });
     }
   } finally {
     for (const r of rules) execFileSync('iptables', ['-D', ...r]);

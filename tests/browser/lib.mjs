@@ -295,36 +295,39 @@ export async function waitFor(page, fn, arg, { timeout = 15000, what = 'conditio
 
 /** Waits until the tab's default channel to `peerId` is open. */
 /**
- * Video frames decoded, audio bytes received and the video codec (`video/VP8`, …) of what
- * `page` got from peer `id` so far (zeros while there is no such peer yet).
+ * What `page` got from peer `id` so far: video frames decoded, the width and codec
+ * (`video/VP8`, …) of the video stream with the most, and audio bytes received (zeros while
+ * there is no such peer yet).
  */
 export function mediaFrom(page, id) {
   return page.evaluate(async (id) => {
     const stats = await window.room.peers.get(id)?.pc.getStats();
     let frames = 0;
+    let width = 0;
     let audio = 0;
     let codec = null;
     stats?.forEach((s) => {
-      if (s.type === 'inbound-rtp' && s.kind === 'video') {
-        frames = Math.max(frames, s.framesDecoded ?? 0);
+      if (s.type === 'inbound-rtp' && s.kind === 'video' && (s.framesDecoded ?? 0) >= frames) {
+        frames = s.framesDecoded ?? 0;
+        width = s.frameWidth ?? 0;
         codec = stats.get(s.codecId)?.mimeType ?? codec;
       }
       if (s.type === 'inbound-rtp' && s.kind === 'audio') audio += s.bytesReceived ?? 0;
     });
-    return { frames, audio, codec };
+    return { frames, width, audio, codec };
   }, id);
 }
 
 /**
- * Waits until `page` has decoded 10 more video frames from `id` than `from` and (unless
+ * Waits until `page` has decoded `more` (10) video frames from `id` beyond `from` and (unless
  * `audio` is false) more audio; returns what it got, or throws naming `what`.
  */
-export async function mediaFlows(page, id, from, what, { timeout = 30000, audio = true } = {}) {
+export async function mediaFlows(page, id, from, what, { timeout = 30000, audio = true, more = 10 } = {}) {
   const end = Date.now() + timeout;
   let m;
   while (Date.now() < end) {
     m = await mediaFrom(page, id);
-    if (m.frames >= from.frames + 10 && (!audio || m.audio > from.audio)) return m;
+    if (m.frames >= from.frames + more && (!audio || m.audio > from.audio)) return m;
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`${what}: media stopped at ${JSON.stringify(m)} (from ${JSON.stringify(from)})`);
