@@ -340,51 +340,46 @@ impl Sources {
         let keyframes = Keyframes::default();
         let step = 90_000 / u64::from(self.fps.max(1));
         let every = std::time::Duration::from_micros(1_000_000 / u64::from(self.fps.max(1)));
-        match self.video {
+        // Frame `n` of the video: a file's, looped, or the pattern's, drawn now.
+        let next: Option<NextFrame> = match self.video {
             Some(Video::File(v)) => {
-                let media = media.clone();
                 let frames: Vec<std::sync::Arc<[u8]>> =
                     v.frames.into_iter().map(std::sync::Arc::from).collect();
-                tokio::spawn(async move {
-                    let mut tick = tokio::time::interval(every);
-                    let mut rtp = 0u64;
-                    for f in frames.iter().cycle() {
-                        tick.tick().await;
-                        if media.write(true, rtp, f.clone()).await.is_err() {
-                            return;
-                        }
-                        rtp += step;
-                    }
-                });
+                Some(Box::new(move |n| frames[n as usize % frames.len()].clone()))
             }
             Some(Video::Pattern(mut pattern)) => {
-                let media = media.clone();
                 let wanted = keyframes.0.clone();
-                tokio::spawn(async move {
-                    let mut tick = tokio::time::interval(every);
-                    let mut rtp = 0u64;
-                    let mut last_key: Option<tokio::time::Instant> = None;
-                    for n in 0u32.. {
-                        tick.tick().await;
-                        // Asked for (a viewer's decoder starts or lost the picture): at most
-                        // one forced keyframe per KEYFRAME_GAP, however many ask.
-                        let now = tokio::time::Instant::now();
-                        if last_key.is_none_or(|t| now - t >= KEYFRAME_GAP)
-                            && wanted.swap(false, std::sync::atomic::Ordering::Relaxed)
-                        {
-                            pattern.request_keyframe();
-                            last_key = Some(now);
-                        }
-                        // Drawn with the time it leaves: a viewer reads its latency off it.
-                        let (frame, _) = pattern.frame(n, wall_ms());
-                        if media.write(true, rtp, frame.into()).await.is_err() {
-                            return;
-                        }
-                        rtp += step;
+                let mut last_key: Option<std::time::Instant> = None;
+                Some(Box::new(move |n| {
+                    // Asked for (a viewer's decoder starts or lost the picture): at most one
+                    // forced keyframe per KEYFRAME_GAP, however many ask.
+                    let now = std::time::Instant::now();
+                    if last_key.is_none_or(|t| now - t >= KEYFRAME_GAP)
+                        && wanted.swap(false, std::sync::atomic::Ordering::Relaxed)
+                    {
+                        pattern.request_keyframe();
+                        last_key = Some(now);
                     }
-                });
+                    // Drawn with the time it leaves: a viewer reads its latency off it.
+                    pattern.frame(n, wall_ms()).0.into()
+                }))
             }
-            None => {}
+            None => None,
+        };
+        if let Some(mut next) = next {
+            let media = media.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                let (mut n, mut rtp) = (0u32, 0u64);
+                loop {
+                    tick.tick().await;
+                    if media.write(true, rtp, next(n)).await.is_err() {
+                        return;
+                    }
+                    n = n.wrapping_add(1);
+                    rtp += step;
+                }
+            });
         }
         if let Some(a) = self.audio {
             let packets: Vec<(std::sync::Arc<[u8]>, u32)> = a
@@ -411,6 +406,9 @@ impl Sources {
         keyframes
     }
 }
+
+/// Gives frame `n` of a video source.
+type NextFrame = Box<dyn FnMut(u32) -> std::sync::Arc<[u8]> + Send>;
 
 /// Forced keyframes of the test pattern come at most this often.
 const KEYFRAME_GAP: std::time::Duration = std::time::Duration::from_millis(500);
