@@ -705,6 +705,9 @@ impl Driver {
             Cmd::Sending(peer, reply) => {
                 let _ = reply.send(self.client.sending(&peer));
             }
+            Cmd::AllowMedia(peer, allow, reply) => {
+                let _ = reply.send(self.client.allow_media(&peer, allow));
+            }
             Cmd::Leave(_) => {}
         }
     }

@@ -101,6 +101,7 @@ pub(crate) enum Cmd {
         data: Arc<[u8]>,
     },
     Sending(String, oneshot::Sender<Vec<(String, &'static str)>>),
+    AllowMedia(String, bool, oneshot::Sender<bool>),
     Leave(oneshot::Sender<()>),
 }
 
@@ -342,6 +343,15 @@ impl Node {
     pub async fn sending(&self, peer: &str) -> Result<Vec<(String, &'static str)>, Error> {
         let (reply, rx) = oneshot::channel();
         self.cmd(Cmd::Sending(peer.to_owned(), reply)).await?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
+    /// With [`peerweb_peer::Settings::gate_media`]: whether media goes to `peer` from now on;
+    /// false if there is no such peer.
+    pub async fn allow_media(&self, peer: &str, allow: bool) -> Result<bool, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd(Cmd::AllowMedia(peer.to_owned(), allow, reply))
+            .await?;
         rx.await.map_err(|_| Error::Stopped)
     }
 

@@ -31,7 +31,7 @@
 mod peer;
 mod report;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -71,6 +71,12 @@ pub struct Settings {
     /// In a call: the media this client sends (it then receives media too, H.264 and Opus).
     /// `None`: data channels only, and media offered by others is declined.
     pub media: Option<Media>,
+    /// Media goes to a peer only after [`Client::allow_media`] (a camera streams to viewers it
+    /// verified, not to whoever joins its room). `false`: to every connected peer.
+    pub gate_media: bool,
+    /// Connect only to peers whose metadata has this `role` (a viewer connects to the camera,
+    /// not to the other viewers, who learn nothing of it). `None`: to every peer in the room.
+    pub only_role: Option<String>,
 }
 
 /// What a client in a call sends to every peer.
@@ -99,6 +105,8 @@ impl Default for Settings {
             relay_only: false,
             report: true,
             media: None,
+            gate_media: false,
+            only_role: None,
         }
     }
 }
@@ -304,6 +312,9 @@ pub struct Client {
     relay_transports: HashMap<SocketAddr, &'static str>,
     /// Reports made while signaling was down, sent after the next welcome (bounded).
     reports: VecDeque<Report>,
+    /// With [`Settings::only_role`]: the peers in the room that have it (at most a room's
+    /// members).
+    eligible: HashSet<String>,
 }
 
 /// Reports kept while signaling is down; older ones are dropped.
@@ -323,6 +334,7 @@ impl Client {
             next_ping: None,
             relay_transports: HashMap::new(),
             reports: VecDeque::new(),
+            eligible: HashSet::new(),
         }
     }
 
@@ -432,6 +444,9 @@ impl Client {
                 self.collect(now);
             }
             ServerFrame::Joined { room, peers } if room == self.room => {
+                for p in &peers {
+                    self.note_role(&p.id, p.meta.as_deref());
+                }
                 let ids: Vec<String> = peers.into_iter().map(|m| m.id).collect();
                 self.event(Event::Joined { peers: ids.clone() });
                 // The joiner offers; connections still alive from before are kept.
@@ -443,6 +458,7 @@ impl Client {
                 self.collect(now);
             }
             ServerFrame::PeerJoined { room, peer } if room == self.room => {
+                self.note_role(&peer.id, peer.meta.as_deref());
                 let meta = peer.meta.map(|m| m.get().to_owned());
                 if self.ensure_peer(now, &peer.id).is_some() {
                     self.event(Event::PeerJoined {
@@ -452,6 +468,7 @@ impl Client {
                 }
             }
             ServerFrame::PeerLeft { room, id } if room == self.room => {
+                self.eligible.remove(&id);
                 self.drop_peer(now, &id);
             }
             ServerFrame::Signal { from, data } => {
@@ -609,6 +626,18 @@ impl Client {
         n
     }
 
+    /// With [`Settings::gate_media`]: whether media goes to `peer` from now on (a peer that
+    /// leaves and comes back starts refused again). Returns false for an unknown peer.
+    pub fn allow_media(&mut self, peer: &str, allow: bool) -> bool {
+        match self.peers.get_mut(peer) {
+            Some(p) => {
+                p.media_allowed = allow;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Our sending media lines to `peer`: (mid, label), for the call state.
     pub fn sending(&self, peer: &str) -> Vec<(String, &'static str)> {
         self.peers
@@ -698,9 +727,27 @@ impl Client {
         }
     }
 
+    /// With [`Settings::only_role`], whether a member's metadata gives it that role.
+    fn note_role(&mut self, id: &str, meta: Option<&RawValue>) {
+        let Some(role) = &self.settings.only_role else {
+            return;
+        };
+        let has = meta
+            .and_then(|m| serde_json::from_str::<serde_json::Value>(m.get()).ok())
+            .is_some_and(|m| m.get("role").and_then(|r| r.as_str()) == Some(role.as_str()));
+        if has {
+            self.eligible.insert(id.to_owned());
+        } else {
+            self.eligible.remove(id);
+        }
+    }
+
     fn ensure_peer(&mut self, now: Instant, id: &str) -> Option<&mut Peer> {
         let me = self.id.as_deref()?;
         if id == me {
+            return None;
+        }
+        if self.settings.only_role.is_some() && !self.eligible.contains(id) {
             return None;
         }
         if !self.peers.contains_key(id) {

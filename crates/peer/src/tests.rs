@@ -1385,3 +1385,75 @@ fn random_joins_channels_restarts_and_signaling_drops_always_settle() {
         random_negotiation(seed);
     }
 }
+
+/// A camera and two viewers in one room: each viewer connects to the camera only (not to
+/// the other viewer), and media reaches a viewer only once the camera allowed it — and stops
+/// when it takes that back.
+#[test]
+fn viewers_connect_to_the_camera_only_and_get_media_once_allowed() {
+    let mut w = World::new();
+    let cam = w.add(
+        "r",
+        Settings {
+            meta: Some(r#"{"role":"camera"}"#.into()),
+            media: Some(Media {
+                audio: false,
+                video: true,
+            }),
+            gate_media: true,
+            ..Settings::default()
+        },
+    );
+    let viewer = || Settings {
+        meta: Some(r#"{"role":"viewer"}"#.into()),
+        media: Some(Media {
+            audio: false,
+            video: false,
+        }),
+        only_role: Some("camera".into()),
+        ..Settings::default()
+    };
+    let a = w.add("r", viewer());
+    let b = w.add("r", viewer());
+    w.run_until(Duration::from_secs(10), |w| {
+        w.open(cam, a) && w.open(cam, b)
+    });
+    w.run_for(Duration::from_secs(2));
+    assert!(w.clients[a].peer_state(&w.id(b)).is_none(), "a knows b");
+    assert!(w.clients[b].peer_state(&w.id(a)).is_none(), "b knows a");
+    let frame: std::sync::Arc<[u8]> =
+        std::sync::Arc::from(&[0u8, 0, 0, 1, 0x65, 0x88, 0x84, 0x21][..]);
+    let frames = |w: &World, y: usize| {
+        w.events[y]
+            .iter()
+            .filter(|e| matches!(e, Event::Media { video: true, .. }))
+            .count()
+    };
+    let mut rtp = 0;
+    let mut send = |w: &mut World, n: usize| {
+        for _ in 0..n {
+            let now = w.now;
+            w.clients[cam].write_media(now, true, rtp, &frame);
+            rtp += 3000;
+            w.run_for(Duration::from_millis(33));
+        }
+    };
+    send(&mut w, 60);
+    assert_eq!(
+        (frames(&w, a), frames(&w, b)),
+        (0, 0),
+        "sent before allowed"
+    );
+    let ida = w.id(a);
+    assert!(w.clients[cam].allow_media(&ida, true));
+    send(&mut w, 60);
+    let got = frames(&w, a);
+    assert!(got > 0, "nothing reached the allowed viewer");
+    assert_eq!(frames(&w, b), 0, "the other viewer got media");
+    w.clients[cam].allow_media(&ida, false);
+    w.run_for(Duration::from_millis(200));
+    let before = frames(&w, a);
+    send(&mut w, 30);
+    assert_eq!(frames(&w, a), before, "media after it was taken back");
+    assert!(!w.clients[cam].allow_media("nobody", true));
+}

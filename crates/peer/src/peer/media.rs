@@ -72,7 +72,7 @@ impl Peer {
         let Some(&(_, mid)) = self.send_mids.iter().find(|(k, _)| *k == kind) else {
             return false;
         };
-        if self.state() != PeerState::Connected {
+        if !self.media_allowed || self.state() != PeerState::Connected {
             return false;
         }
         let Some(writer) = self.rtc.writer(mid) else {

@@ -156,6 +156,8 @@ pub(crate) struct Peer {
     /// that kind is not offered again (the remote would only refuse it again).
     no_codec: Vec<(MediaKind, Mid)>,
     media_offered: bool,
+    /// Whether [`Peer::write_media`] sends (see [`Settings::gate_media`]).
+    pub media_allowed: bool,
     pub up: VecDeque<Up>,
 }
 
@@ -216,6 +218,7 @@ impl Peer {
             offered_mids: Vec::new(),
             no_codec: Vec::new(),
             media_offered: false,
+            media_allowed: !settings.gate_media,
             up: VecDeque::new(),
         }
     }
