@@ -79,6 +79,19 @@ impl Handshake {
         }
     }
 
+    /// A sender that takes only its link secret (a camera proving a paired viewer's key):
+    /// a receiver that offers a code is refused.
+    pub fn sender_link(link: [u8; SECRET_BYTES]) -> Handshake {
+        Handshake {
+            role: Role::Send,
+            link: Some(link),
+            pake: None,
+            pake_msg: None,
+            key: None,
+            failed: false,
+        }
+    }
+
     pub fn receiver(secret: &Secret) -> Handshake {
         match secret {
             Secret::Link(s) => Handshake {
@@ -149,6 +162,9 @@ impl Handshake {
         let use_pake = match self.role {
             Role::Send => match auth {
                 Some(AuthKind::Link) => false,
+                Some(AuthKind::Code) if self.pake.is_none() => {
+                    return Err(TrustError::Protocol("this side takes only its link secret"));
+                }
                 Some(AuthKind::Code) => true,
                 None => return Err(TrustError::Protocol("receiver named no secret")),
             },
@@ -420,6 +436,38 @@ mod tests {
             "nothing derived from the code"
         );
         assert!(r.confirm(FP_R, FP_S).is_err(), "no key before hello");
+    }
+
+    #[test]
+    fn a_link_only_sender_verifies_its_link_and_refuses_a_code() {
+        let key = [9; SECRET_BYTES];
+        let (a, b) = run(
+            Handshake::sender_link(key),
+            Handshake::receiver(&Secret::Link(key)),
+            (FP_S, FP_R),
+            (FP_R, FP_S),
+        );
+        assert_eq!((a, b), (Ok(()), Ok(())));
+        let (a, b) = run(
+            Handshake::sender_link(key),
+            Handshake::receiver(&Secret::Link([8; SECRET_BYTES])),
+            (FP_S, FP_R),
+            (FP_R, FP_S),
+        );
+        assert_eq!(
+            (a, b),
+            (Err(TrustError::Mismatch), Err(TrustError::Mismatch))
+        );
+        let mut s = Handshake::sender_link(key);
+        let r = Handshake::receiver(&Secret::Code(code()));
+        assert!(matches!(
+            s.on_hello(&r.hello()),
+            Err(TrustError::Protocol(_))
+        ));
+        assert!(
+            s.confirm(FP_S, FP_R).is_err(),
+            "no key from a refused hello"
+        );
     }
 
     #[test]
