@@ -90,6 +90,8 @@ enum Stage {
     Watching {
         viewer: String,
     },
+    /// Paired by this connection; it watches on its next visit.
+    Paired,
     Refused,
 }
 
@@ -154,6 +156,17 @@ impl Gate {
             secret,
             until,
         });
+    }
+
+    /// The room the current code names is taken (someone waits there already): another code,
+    /// not counted as a failure. Nothing while someone is trying the code.
+    pub fn redraw_code(&mut self) {
+        if let Some(p) = &self.pairing
+            && p.busy.is_none()
+        {
+            let until = p.until;
+            self.new_code(until);
+        }
     }
 
     fn close_pairing(&mut self, why: &'static str) {
@@ -233,6 +246,9 @@ impl Gate {
             self.pairing_failed(until);
         }
         if matches!(s.stage, Stage::Watching { .. }) {
+            self.out.push_back(Out::Cut {
+                peer: peer.to_owned(),
+            });
             self.status_all();
         }
     }
@@ -242,7 +258,7 @@ impl Gate {
         let Some(s) = self.sessions.get(peer) else {
             return;
         };
-        if matches!(s.stage, Stage::Refused) {
+        if matches!(s.stage, Stage::Refused | Stage::Paired) {
             return;
         }
         let msg = match Msg::decode(data) {
@@ -278,11 +294,17 @@ impl Gate {
         if proving >= MAX_HANDSHAKES {
             return self.refuse(peer, "busy: too many viewers connecting; retry".into());
         }
-        let name = clean_name(name.as_deref().unwrap_or(""));
+        let mut name = clean_name(name.as_deref().unwrap_or(""));
         let hs = match &viewer {
             Some(id) => match self.viewers.iter().find(|v| &v.id == id) {
                 Some(rec) => match parse_key(&rec.key) {
-                    Some(key) => Handshake::sender_link(key),
+                    Some(key) => {
+                        // Known by the name it paired under.
+                        if !rec.name.is_empty() {
+                            name.clone_from(&rec.name);
+                        }
+                        Handshake::sender_link(key)
+                    }
                     None => return self.refuse(peer, "this viewer's key is damaged".into()),
                 },
                 None => {
@@ -355,37 +377,8 @@ impl Gate {
         };
         let (viewer, name) = (viewer.clone(), name.clone());
         let code_sas = sas(&s.local_fp, &s.remote_fp);
-        let (viewer, key) = match viewer {
-            Some(v) => (v, None),
-            None => {
-                // Paired: a new viewer with its own key.
-                let mut id = [0; 6];
-                self.rng.fill_bytes(&mut id);
-                let mut key = [0; SECRET_BYTES];
-                self.rng.fill_bytes(&mut key);
-                let rec = ViewerRecord {
-                    id: hex(&id),
-                    key: hex(&key),
-                    name: name.clone(),
-                    paired: 0,
-                };
-                if self.viewers.len() >= crate::store::MAX_VIEWERS {
-                    return self.refuse(
-                        peer,
-                        format!(
-                            "this camera has {} paired viewers already; revoke one first",
-                            crate::store::MAX_VIEWERS
-                        ),
-                    );
-                }
-                self.viewers.push(rec.clone());
-                self.out.push_back(Out::Paired(rec.clone()));
-                if let Some(p) = &self.pairing {
-                    let until = p.until;
-                    self.new_code(until);
-                }
-                (rec.id, Some(rec.key))
-            }
+        let Some(viewer) = viewer else {
+            return self.paired(peer, name);
         };
         if let Some(s) = self.sessions.get_mut(peer) {
             s.stage = Stage::Watching {
@@ -396,7 +389,7 @@ impl Gate {
             camera: self.camera.clone(),
             name: self.name.clone(),
             viewer: viewer.clone(),
-            key,
+            key: None,
         });
         self.send(peer, &welcome);
         self.out.push_back(Out::Allow {
@@ -409,6 +402,48 @@ impl Gate {
             sas: code_sas,
         });
         self.status_all();
+    }
+
+    /// A pairing verified: a new viewer with its own key, sent over this connection. It
+    /// watches by coming back with that key (to the camera's room), like any later visit.
+    fn paired(&mut self, peer: &str, name: String) {
+        if self.viewers.len() >= crate::store::MAX_VIEWERS {
+            return self.refuse(
+                peer,
+                format!(
+                    "this camera has {} paired viewers already; revoke one first",
+                    crate::store::MAX_VIEWERS
+                ),
+            );
+        }
+        let mut id = [0; 6];
+        self.rng.fill_bytes(&mut id);
+        let mut key = [0; SECRET_BYTES];
+        self.rng.fill_bytes(&mut key);
+        let rec = ViewerRecord {
+            id: hex(&id),
+            key: hex(&key),
+            name,
+            paired: 0,
+        };
+        if let Some(s) = self.sessions.get_mut(peer) {
+            s.stage = Stage::Paired;
+        }
+        self.viewers.push(rec.clone());
+        let welcome = Msg::Camera(Visit::Welcome {
+            camera: self.camera.clone(),
+            name: self.name.clone(),
+            viewer: rec.id.clone(),
+            key: Some(rec.key.clone()),
+        });
+        self.send(peer, &welcome);
+        self.out.push_back(Out::Paired(rec));
+        // The code is used: a fresh one while the window lasts (after the welcome, which
+        // leaves through the room this code named).
+        if let Some(p) = &self.pairing {
+            let until = p.until;
+            self.new_code(until);
+        }
     }
 
     /// Ends a peer's visit: no media, a `refused` message, and a failed pairing try burns

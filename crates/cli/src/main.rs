@@ -4,6 +4,7 @@
 //! native peer (crates/peer, crates/net).
 
 mod call;
+mod camera;
 mod peer;
 mod transfer;
 
@@ -49,6 +50,13 @@ enum Command {
     /// Receive files from `peerweb send` (by its code or link) into a folder; run it again
     /// to resume an interrupted transfer.
     Receive(transfer::ReceiveArgs),
+    /// Stream a camera (or the test pattern) to the viewers it paired with, through any NAT:
+    /// prints a pairing code while it pairs. Nobody unpaired gets a frame.
+    Camera(Box<camera::CameraArgs>),
+    /// Watch a camera: pair with the code or link it shows, then watch it by name.
+    /// Exit 3 if the camera refused or could not prove itself (a wrong code, a revoked
+    /// pairing, or a man in the middle).
+    Watch(Box<camera::WatchArgs>),
     /// Mint an access token for a server started with --auth-secret (prints it).
     Token(TokenArgs),
 }
@@ -465,13 +473,15 @@ fn main() -> ExitCode {
         },
         Command::Send(args) => runtime().and_then(|rt| rt.block_on(transfer::send(args))),
         Command::Receive(args) => runtime().and_then(|rt| rt.block_on(transfer::receive(args))),
+        Command::Camera(args) => runtime().and_then(|rt| rt.block_on(camera::camera(*args))),
+        Command::Watch(args) => runtime().and_then(|rt| rt.block_on(camera::watch(*args))),
         Command::Token(args) => token(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("peerweb: {e:#}");
-            if e.is::<peerweb_transfer::TrustError>() {
+            if e.is::<peerweb_transfer::TrustError>() || peerweb_apps::watch::refused(&e) {
                 ExitCode::from(3)
             } else {
                 ExitCode::from(1)

@@ -282,9 +282,15 @@ async fn start(args: &PeerArgs) -> anyhow::Result<Node> {
 pub async fn join(join: JoinArgs) -> anyhow::Result<()> {
     let args = join.peer;
     let media = join.video.is_some() || join.audio.is_some() || join.record.is_some();
-    let sources =
-        crate::call::Sources::load(join.video.as_deref(), join.audio.as_deref(), join.fps)?;
-    let mut recorder = join.record.map(crate::call::Recorder::new).transpose()?;
+    let sources = peerweb_apps::source::Sources::load(
+        join.video.as_deref(),
+        join.audio.as_deref(),
+        join.fps,
+    )?;
+    let mut recorder = join
+        .record
+        .map(peerweb_apps::record::Recorder::new)
+        .transpose()?;
     let mut call = if join.call || media {
         let file = join
             .keys

@@ -1,0 +1,15 @@
+//! The apps' drivers, between the pure logic (crates/camera, crates/call, crates/transfer)
+//! and the faces (the CLI, benches, tests): files, clocks, media sources and tasks over the
+//! native peer (crates/net).
+//!
+//! - [`source`]: video and audio sources, paced;
+//! - [`record`]: received media into files;
+//! - [`camera`]: `peerweb camera` — a camera's room, its pairing room and its gate;
+//! - [`watch`]: `peerweb watch` — pairing with a camera and watching it;
+//! - [`files`]: small private JSON files (mode 0600, replaced atomically).
+
+pub mod camera;
+pub mod files;
+pub mod record;
+pub mod source;
+pub mod watch;

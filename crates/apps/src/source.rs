@@ -1,0 +1,188 @@
+//! Video and audio sources: read and checked before joining, then sent paced from a task —
+//! a file's access units looped, or the built-in test pattern drawn frame by frame.
+
+use std::path::Path;
+
+use anyhow::Context;
+
+/// Media files a native call member sends, read and checked before it joins.
+pub struct Sources {
+    pub video: Option<Video>,
+    pub audio: Option<peerweb_call::media::Opus>,
+    pub fps: u32,
+}
+
+impl std::fmt::Debug for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sources")
+            .field("video", &self.video.is_some())
+            .field("audio", &self.audio.is_some())
+            .field("fps", &self.fps)
+            .finish()
+    }
+}
+
+/// What `--video` sends: a file's access units, looped, or the built-in test pattern.
+#[allow(missing_debug_implementations)]
+pub enum Video {
+    File(peerweb_call::media::H264),
+    Pattern(peerweb_camera::pattern::Pattern),
+}
+
+/// `test` or `test:WxH` (the built-in pattern, 640×480 by default), or `None` for a file.
+fn pattern_spec(arg: &Path, fps: u32) -> Option<anyhow::Result<peerweb_camera::pattern::Pattern>> {
+    let arg = arg.to_str()?;
+    let size = match arg.strip_prefix("test") {
+        Some("") => "640x480",
+        Some(rest) => rest.strip_prefix(':')?,
+        None => return None,
+    };
+    let parsed = size
+        .split_once('x')
+        .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)));
+    Some(match parsed {
+        Some((w, h)) => peerweb_camera::pattern::Pattern::new(w, h, fps)
+            .map_err(|e| anyhow::anyhow!("--video {arg}: {e}")),
+        None => Err(anyhow::anyhow!(
+            "--video {arg}: the test pattern's size is WIDTHxHEIGHT, e.g. test:1280x720"
+        )),
+    })
+}
+
+/// The wall clock in milliseconds, as the test pattern shows it (and pages read it).
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Sources {
+    pub fn load(video: Option<&Path>, audio: Option<&Path>, fps: u32) -> anyhow::Result<Sources> {
+        let read = |p: &Path| -> anyhow::Result<Vec<u8>> {
+            let len = std::fs::metadata(p)
+                .with_context(|| format!("cannot read {}", p.display()))?
+                .len();
+            anyhow::ensure!(
+                len <= peerweb_call::media::MAX_FILE as u64,
+                "{}: larger than {} MiB",
+                p.display(),
+                peerweb_call::media::MAX_FILE >> 20
+            );
+            std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+        };
+        let video = video
+            .map(|p| match pattern_spec(p, fps) {
+                Some(pattern) => pattern.map(Video::Pattern),
+                None => peerweb_call::media::H264::parse(&read(p)?)
+                    .map(Video::File)
+                    .with_context(|| format!("--video {}", p.display())),
+            })
+            .transpose()?;
+        let audio = audio
+            .map(|p| {
+                peerweb_call::media::Opus::parse(&read(p)?)
+                    .with_context(|| format!("--audio {}", p.display()))
+            })
+            .transpose()?;
+        Ok(Sources { video, audio, fps })
+    }
+
+    /// The video's size, where known (the test pattern's; a file's is in its SPS, not read).
+    pub fn info(&self) -> (Option<u32>, Option<u32>) {
+        match &self.video {
+            Some(Video::Pattern(p)) => {
+                let (w, h) = p.size();
+                (u32::try_from(w).ok(), u32::try_from(h).ok())
+            }
+            _ => (None, None),
+        }
+    }
+
+    /// Sends the files in a loop, paced: video at `fps`, audio by each packet's duration.
+    /// The returned [`Keyframes`] asks the test pattern for a keyframe (a file has its own).
+    pub fn spawn(self, media: peerweb_net::MediaHandle) -> Keyframes {
+        let keyframes = Keyframes::default();
+        let step = 90_000 / u64::from(self.fps.max(1));
+        let every = std::time::Duration::from_micros(1_000_000 / u64::from(self.fps.max(1)));
+        // Frame `n` of the video: a file's, looped, or the pattern's, drawn now.
+        let next: Option<NextFrame> = match self.video {
+            Some(Video::File(v)) => {
+                let frames: Vec<std::sync::Arc<[u8]>> =
+                    v.frames.into_iter().map(std::sync::Arc::from).collect();
+                Some(Box::new(move |n| frames[n as usize % frames.len()].clone()))
+            }
+            Some(Video::Pattern(mut pattern)) => {
+                let wanted = keyframes.0.clone();
+                let mut last_key: Option<std::time::Instant> = None;
+                Some(Box::new(move |n| {
+                    // Asked for (a viewer's decoder starts or lost the picture): at most one
+                    // forced keyframe per KEYFRAME_GAP, however many ask.
+                    let now = std::time::Instant::now();
+                    if last_key.is_none_or(|t| now - t >= KEYFRAME_GAP)
+                        && wanted.swap(false, std::sync::atomic::Ordering::Relaxed)
+                    {
+                        pattern.request_keyframe();
+                        last_key = Some(now);
+                    }
+                    // Drawn with the time it leaves: a viewer reads its latency off it.
+                    pattern.frame(n, wall_ms()).0.into()
+                }))
+            }
+            None => None,
+        };
+        if let Some(mut next) = next {
+            let media = media.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                let (mut n, mut rtp) = (0u32, 0u64);
+                loop {
+                    tick.tick().await;
+                    if media.write(true, rtp, next(n)).await.is_err() {
+                        return;
+                    }
+                    n = n.wrapping_add(1);
+                    rtp += step;
+                }
+            });
+        }
+        if let Some(a) = self.audio {
+            let packets: Vec<(std::sync::Arc<[u8]>, u32)> = a
+                .packets
+                .into_iter()
+                .map(|(p, n)| (std::sync::Arc::from(p), n))
+                .collect();
+            tokio::spawn(async move {
+                let start = tokio::time::Instant::now();
+                let mut rtp = 0u64;
+                for (p, n) in packets.iter().cycle() {
+                    // Paced against the start, so rounding does not drift.
+                    tokio::time::sleep_until(
+                        start + std::time::Duration::from_micros(rtp * 1000 / 48),
+                    )
+                    .await;
+                    if media.write(false, rtp, p.clone()).await.is_err() {
+                        return;
+                    }
+                    rtp += u64::from(*n);
+                }
+            });
+        }
+        keyframes
+    }
+}
+
+/// Gives frame `n` of a video source.
+type NextFrame = Box<dyn FnMut(u32) -> std::sync::Arc<[u8]> + Send>;
+
+/// Forced keyframes of the test pattern come at most this often.
+const KEYFRAME_GAP: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Asks the video source for a keyframe: a peer's decoder started or lost the picture.
+#[derive(Debug, Clone, Default)]
+pub struct Keyframes(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Keyframes {
+    pub fn request(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
