@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import jsQR from 'jsqr';
 import { startServer, launchBrowser, startCli, waitFor } from './lib.mjs';
 
-const PAGES = [['rooms', '/', 'Rooms'], ['call', '/call', 'Call'], ['send', '/send', 'Send'], ['receive', '/receive', 'Receive'], ['status', '/status', 'Status']];
+const PAGES = [['rooms', '/', 'Rooms'], ['call', '/call', 'Call'], ['send', '/send', 'Send'], ['receive', '/receive', 'Receive'], ['watch', '/watch', 'Watch'], ['status', '/status', 'Status']];
 const SIZES = { phone: { width: 390, height: 844 }, desktop: { width: 1280, height: 800 } };
 const NET = ['--allow-loopback', '--no-stun', '--no-turn'];
 

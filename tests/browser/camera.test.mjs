@@ -1,14 +1,16 @@
 // `peerweb camera` and `peerweb watch` through a real `peerweb serve`, all in the loopback-only
 // namespace run.sh made: pairing by code, watching by name with the video checked by ffprobe,
 // nothing for strangers, wrong codes and forged keys; revocation cuts a live viewer off; a
-// camera that restarts is waited for; a man in the middle cannot pair.
+// camera that restarts is waited for; a man in the middle cannot pair. The /watch page in
+// Chromium: paired by the camera's link, live video checked from getStats and the pattern's
+// blocks (frame numbers and latency read off the picture), back with no code after a reload.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startServer, startCli } from './lib.mjs';
+import { launchBrowser, startServer, startCli, waitFor } from './lib.mjs';
 import { startMitm } from './mitm.mjs';
 
 const NET = ['--allow-loopback', '--no-stun', '--no-turn'];
@@ -197,5 +199,97 @@ test('a signaling server in the middle cannot pair: both sides see the proofs fa
   } finally {
     await end(cam);
     await mitm.stop();
+  }
+});
+
+/** Every presented frame for `ms`: the pattern's number and latency read off the picture. */
+function readPattern(page, ms) {
+  return page.evaluate(async (ms) => {
+    const v = document.getElementById('video');
+    const c = document.createElement('canvas');
+    [c.width, c.height] = [320, 240];
+    const g = c.getContext('2d', { willReadFrequently: true });
+    const samples = [];
+    const end = Date.now() + ms;
+    while (Date.now() < end) {
+      await new Promise((r) => v.requestVideoFrameCallback(r));
+      const now = Math.floor(performance.timeOrigin + performance.now()) % 2 ** 24;
+      g.drawImage(v, 0, 0, 320, 240);
+      const px = g.getImageData(0, 0, 320, 240).data;
+      const bit = (k) => {
+        const [mx, my] = k < 16 ? [2 + k, 2] : [2 + ((k - 16) % 12), 3 + Math.floor((k - 16) / 12)];
+        return px[((my * 16 + 8) * 320 + mx * 16 + 8) * 4] > 128 ? 1 : 0;
+      };
+      let frame = 0;
+      let sent = 0;
+      for (let i = 0; i < 16; i++) frame |= bit(i) << i;
+      for (let i = 0; i < 24; i++) sent |= bit(16 + i) << i;
+      samples.push({ frame, latency: (now - sent + 2 ** 24) % 2 ** 24 });
+    }
+    return samples;
+  }, ms);
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+test('the /watch page pairs by the camera\'s link and shows live video, then comes back with no code', async () => {
+  const { state } = fresh('page');
+  const cam = camera(state, ['--name', 'garden']);
+  const browser = await launchBrowser();
+  try {
+    const { link } = await codeOf(cam);
+    const page = await browser.newPage();
+    page.on('pageerror', (e) => console.error('[page error]', e.message));
+    const opened = Date.now();
+    await page.goto(link);
+    await waitFor(page, () => window.watchState?.state === 'watching', null, { what: 'watching', timeout: 30000 });
+    await waitFor(page, () => window.watchState.stats?.framesDecoded > 0, null, { what: 'a decoded frame' });
+    const firstFrameMs = Date.now() - opened;
+    assert.ok(!page.url().includes('#'), 'the secret left the address bar');
+    const paired = cam.events.find((e) => e.event === 'paired');
+    assert.ok(paired, 'the camera paired the page');
+    const seen = await cam.waitEvent((e) => e.event === 'watching');
+    assert.equal(await page.evaluate(() => window.watchState.sas), seen.sas);
+    // Live: frames keep coming at the source's rate, at the source's size.
+    const before = await page.evaluate(() => window.watchState.stats.framesDecoded);
+    const samples = await readPattern(page, 3000);
+    const st = await page.evaluate(() => window.watchState);
+    assert.deepEqual([st.stats.width, st.stats.height], [320, 240]);
+    assert.ok(st.stats.framesDecoded - before >= 60, `${st.stats.framesDecoded - before} frames in ~3 s`);
+    assert.equal(st.status.viewers, 1);
+    const frames = samples.map((x) => x.frame);
+    assert.ok(frames.length >= 60, `${frames.length} frames presented in 3 s`);
+    assert.ok(frames.every((f, i) => i === 0 || f > frames[i - 1]), `numbers rise: ${frames}`);
+    const lat = median(samples.map((x) => x.latency));
+    console.log(`/watch: first frame ${firstFrameMs} ms after opening the link; latency p50 ${lat} ms; page estimate ${st.stats.latencyMs} ms`);
+    assert.ok(lat < 250, `latency p50 ${lat} ms on loopback`);
+    assert.match(await page.textContent('#facts'), /320×240/);
+
+    // A reload watches again with the kept key: no code, and the camera knows it by name.
+    const watched = cam.events.filter((e) => e.event === 'watching').length;
+    const reloaded = Date.now();
+    await page.reload();
+    await waitFor(page, () => window.watchState?.state === 'watching', null, { what: 'watching again', timeout: 30000 });
+    await waitFor(page, () => window.watchState.stats?.framesDecoded > 0, null, { what: 'frames again' });
+    const againMs = Date.now() - reloaded;
+    console.log(`/watch: first frame ${againMs} ms after a reload (a paired visit)`);
+    assert.ok(againMs < 5000, `first frame ${againMs} ms after a reload`);
+    await cam.waitEvent(() => cam.events.filter((e) => e.event === 'watching').length > watched);
+    assert.equal(cam.events.filter((e) => e.event === 'paired').length, 1, 'paired once');
+
+    // A browser with a made-up key for this camera gets refused and no frame.
+    const id = await page.evaluate(() => window.watchState.camera);
+    await page.close();
+    const stranger = await browser.newPage();
+    await stranger.goto(`${server.url}/watch`);
+    const forged = { camera: id, name: 'garden', server: server.url, viewer: 'abcdef012345', key: '11'.repeat(16) };
+    await stranger.evaluate((r) => localStorage.setItem('peerweb-cameras', JSON.stringify([r])), forged);
+    await stranger.goto(`${server.url}/watch?camera=${id}`);
+    await waitFor(stranger, () => window.watchState?.state === 'refused', null, { what: 'refused', timeout: 30000 });
+    assert.match(await stranger.textContent('#error'), /refused/);
+    assert.equal(await stranger.evaluate(() => window.watchState.stats?.framesDecoded ?? 0), 0);
+  } finally {
+    await browser.close();
+    await end(cam);
   }
 });

@@ -29,6 +29,11 @@ export interface JoinOptions {
    * The call is `room.activeCall`.
    */
   call?: CallOptions;
+  /**
+   * Connect only to members whose `meta.role` is this (a camera's viewers connect to the
+   * camera, not to each other, and learn nothing of each other). Default: every member.
+   */
+  onlyRole?: string;
 }
 
 export type SignalingState = 'connecting' | 'open' | 'reconnecting' | 'closed';
@@ -96,6 +101,8 @@ export class Peer extends EventTarget {
   addEventListener(type: 'channel', l: (e: Event & { channel: Channel }) => void): void;
   addEventListener(type: 'state', l: (e: Event & { state: RTCPeerConnectionState }) => void): void;
   addEventListener(type: 'path', l: (e: Event & { path: Path }) => void): void;
+  /** A remote track arrived (a camera's video, or a call member's media). */
+  addEventListener(type: 'track', l: (e: Event & { track: MediaStreamTrack; streams: readonly MediaStream[]; mid: string | null }) => void): void;
 }
 
 export class Channel extends EventTarget {

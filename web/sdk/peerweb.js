@@ -437,7 +437,10 @@ export class Room extends EventTarget {
         if (msg.room === this.name) this._ensurePeer(msg.peer.id, msg.peer.meta, false);
         break;
       case 'peer-left':
-        if (msg.room === this.name) this._dropPeer(msg.id);
+        if (msg.room === this.name) {
+          this._eligible?.delete(msg.id);
+          this._dropPeer(msg.id);
+        }
         break;
       case 'signal': {
         let peer = this._ensurePeer(msg.from, undefined, false);
@@ -477,6 +480,16 @@ export class Room extends EventTarget {
 
   _ensurePeer(id, meta, initiate) {
     if (id === this.id) return null;
+    const role = this.options.onlyRole;
+    if (role) {
+      // Only peers whose metadata gives them this role (a viewer connects to the camera,
+      // not to the other viewers): known from joined/peer-joined, remembered for signals.
+      this._eligible ??= new Set();
+      if (meta !== undefined) {
+        if (meta?.role === role) this._eligible.add(id); else this._eligible.delete(id);
+      }
+      if (!this._eligible.has(id)) return null;
+    }
     let peer = this.peers.get(id);
     if (peer && !peer.closed) {
       if (meta !== undefined) peer.meta = meta;
@@ -663,6 +676,7 @@ export class Peer extends EventTarget {
     pc.ontrack = (ev) => {
       if (ev.transceiver?.mid != null) this._trackEvents.set(ev.transceiver.mid, ev);
       room._call?._onTrack(this, ev);
+      this.dispatchEvent(new PeerwebEvent('track', { track: ev.track, streams: ev.streams, mid: ev.transceiver?.mid ?? null }));
     };
     pc.ondatachannel = ({ channel }) => {
       if (channel.label === CALL_LABEL) {

@@ -25,6 +25,7 @@ const NAV: &[(&str, &str)] = &[
     ("/call", "Call"),
     ("/send", "Send"),
     ("/receive", "Receive"),
+    ("/watch", "Watch"),
     ("/status", "Status"),
 ];
 
@@ -141,6 +142,9 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/call-page.js", asset!("call-page.js", JS))
         .route("/send", page(html!("transfer/send.html"), "/send"))
         .route("/receive", page(html!("transfer/receive.html"), "/receive"))
+        .route("/watch", page(html!("watch.html"), "/watch"))
+        .route("/watch.js", asset!("watch.js", JS))
+        .route("/watch.css", asset!("watch.css", CSS))
         .route("/status", page(html!("status.html"), "/status"))
         .route("/share", post(share_without_worker))
         .route("/app.css", asset!("app.css", CSS))
@@ -167,6 +171,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/sdk/peerweb.js", asset!("sdk/peerweb.js", JS))
         .route("/sdk/call.js", asset!("sdk/call.js", JS))
         .route("/sdk/verify.js", asset!("sdk/verify.js", JS))
+        .route("/sdk/trust.js", asset!("sdk/trust.js", JS))
+        .route("/sdk/camera.js", asset!("sdk/camera.js", JS))
         .route("/status.js", asset!("status.js", JS))
         .route("/status.css", asset!("status.css", CSS))
         .route(
@@ -197,6 +203,7 @@ mod tests {
         (html!("call.html"), "/call"),
         (html!("transfer/send.html"), "/send"),
         (html!("transfer/receive.html"), "/receive"),
+        (html!("watch.html"), "/watch"),
         (html!("status.html"), "/status"),
     ];
 
