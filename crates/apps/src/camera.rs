@@ -16,10 +16,11 @@ use peerweb_camera::store::{CameraFile, PairingLink, camera_room, new_id, pairin
 use peerweb_net::{Node, Options};
 use peerweb_peer::{Event, Media};
 use peerweb_transfer::code::Code;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::files;
-use crate::source::Sources;
+use crate::source::{SourceEvent, Sources};
 
 /// How often the camera file is checked for changes (a `--revoke` from another process).
 const RELOAD_EVERY: Duration = Duration::from_secs(1);
@@ -71,6 +72,18 @@ pub enum CameraEvent {
     /// A viewer's connection ended.
     Left {
         peer: String,
+    },
+    /// The source's video is (now) this H.264 profile and size.
+    Stream {
+        profile: &'static str,
+        width: u32,
+        height: u32,
+    },
+    /// The source failed (camera unreachable, credentials refused, no H.264, stalled…) and
+    /// is tried again in `retry_secs`.
+    SourceFailed {
+        why: String,
+        retry_secs: u64,
     },
     Refused {
         peer: String,
@@ -133,11 +146,14 @@ pub async fn run(
     let mut stamp = modified(&opts.file);
     let mut gate = Gate::new(&file, random()?);
     let info = sources.info();
-    gate.set_source(SourceInfo {
+    // A camera's rate is its own (and its size comes with its first SPS).
+    let live = matches!(sources.video, Some(crate::source::Video::Rtsp(_)));
+    let mut source = SourceInfo {
         width: info.0,
         height: info.1,
-        fps: Some(sources.fps),
-    });
+        fps: (!live).then_some(sources.fps),
+    };
+    gate.set_source(source);
     let server = opts.net.server.trim_end_matches('/').to_owned();
     let mut net = opts.net.clone();
     net.room = camera_room(&file.id);
@@ -151,7 +167,9 @@ pub async fn run(
     let mut main = Node::join(net.clone())
         .await
         .context("cannot reach the server")?;
-    let keyframes = sources.spawn(main.media_handle());
+    let running = sources.spawn(main.media_handle());
+    let keyframes = running.keyframes;
+    let mut source_events = running.events;
     on(CameraEvent::Ready {
         id: file.id.clone(),
         name: file.name.clone(),
@@ -299,6 +317,26 @@ pub async fn run(
                         // Being rewritten, or broken: the viewers known stay.
                         _ => tracing::warn!("cannot read {}; keeping the viewers known", opts.file.display()),
                     }
+                }
+                continue;
+            }
+            ev = source_events.recv() => {
+                match ev {
+                    Some(SourceEvent::Video(i)) => {
+                        source.width = Some(i.width);
+                        source.height = Some(i.height);
+                        gate.set_source(source);
+                        on(CameraEvent::Stream {
+                            profile: i.profile_name(),
+                            width: i.width,
+                            height: i.height,
+                        })?;
+                    }
+                    Some(SourceEvent::Failed { why, retry }) => {
+                        on(CameraEvent::SourceFailed { why, retry_secs: retry.as_secs() })?;
+                    }
+                    // A file or the pattern: nothing to hear.
+                    None => source_events = mpsc::unbounded_channel().1,
                 }
                 continue;
             }

@@ -3,6 +3,7 @@
 //! native peer (crates/net).
 //!
 //! - [`source`]: video and audio sources, paced;
+//! - [`rtsp`]: an RTSP camera as a source (retina), reconnected with backoff;
 //! - [`record`]: received media into files;
 //! - [`camera`]: `peerweb camera` — a camera's room, its pairing room and its gate;
 //! - [`watch`]: `peerweb watch` — pairing with a camera and watching it;
@@ -11,5 +12,6 @@
 pub mod camera;
 pub mod files;
 pub mod record;
+pub mod rtsp;
 pub mod source;
 pub mod watch;

@@ -1,9 +1,32 @@
-//! Video and audio sources: read and checked before joining, then sent paced from a task —
-//! a file's access units looped, or the built-in test pattern drawn frame by frame.
+//! Video and audio sources: read and checked before joining, then sent from a task — a
+//! file's access units looped and paced, the built-in test pattern drawn frame by frame, or
+//! an RTSP camera's frames as they come ([`crate::rtsp`]).
 
 use std::path::Path;
 
 use anyhow::Context;
+use peerweb_camera::h264::{Checker, StreamInfo};
+use tokio::sync::mpsc;
+
+/// What a running source reports.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum SourceEvent {
+    /// The video is (now) this: profile and size, from its SPS.
+    Video(StreamInfo),
+    /// The source failed and is tried again after `retry`.
+    Failed {
+        why: String,
+        retry: std::time::Duration,
+    },
+}
+
+/// A started source: ask it for keyframes, hear what happens to it.
+#[derive(Debug)]
+pub struct Running {
+    pub keyframes: Keyframes,
+    pub events: mpsc::UnboundedReceiver<SourceEvent>,
+}
 
 /// Media files a native call member sends, read and checked before it joins.
 pub struct Sources {
@@ -22,11 +45,22 @@ impl std::fmt::Debug for Sources {
     }
 }
 
-/// What `--video` sends: a file's access units, looped, or the built-in test pattern.
+/// What `--video` sends: a file's access units, looped, the built-in test pattern, or an
+/// RTSP camera.
 #[allow(missing_debug_implementations)]
 pub enum Video {
-    File(peerweb_call::media::H264),
+    File(peerweb_call::media::H264, StreamInfo),
     Pattern(peerweb_camera::pattern::Pattern),
+    Rtsp(crate::rtsp::RtspSource),
+}
+
+/// A file's access units checked for passthrough (profile, size, no B-frames).
+fn check_file(h: &peerweb_call::media::H264) -> anyhow::Result<StreamInfo> {
+    let mut c = Checker::new();
+    for f in &h.frames {
+        c.check(f)?;
+    }
+    c.info().context("no SPS in the file")
 }
 
 /// `test` or `test:WxH` (the built-in pattern, 640×480 by default), or `None` for a file.
@@ -71,11 +105,20 @@ impl Sources {
             std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
         };
         let video = video
-            .map(|p| match pattern_spec(p, fps) {
-                Some(pattern) => pattern.map(Video::Pattern),
-                None => peerweb_call::media::H264::parse(&read(p)?)
-                    .map(Video::File)
-                    .with_context(|| format!("--video {}", p.display())),
+            .map(|p| {
+                if let Some(rtsp) = p.to_str().and_then(crate::rtsp::RtspSource::parse) {
+                    return rtsp.map(Video::Rtsp);
+                }
+                match pattern_spec(p, fps) {
+                    Some(pattern) => pattern.map(Video::Pattern),
+                    None => peerweb_call::media::H264::parse(&read(p)?)
+                        .map_err(anyhow::Error::from)
+                        .and_then(|h| {
+                            let info = check_file(&h)?;
+                            Ok(Video::File(h, info))
+                        })
+                        .with_context(|| format!("--video {}", p.display())),
+                }
             })
             .transpose()?;
         let audio = audio
@@ -87,26 +130,69 @@ impl Sources {
         Ok(Sources { video, audio, fps })
     }
 
-    /// The video's size, where known (the test pattern's; a file's is in its SPS, not read).
+    /// The video's size, where known before it runs (a camera's comes with its first SPS,
+    /// as a [`SourceEvent::Video`]).
     pub fn info(&self) -> (Option<u32>, Option<u32>) {
         match &self.video {
             Some(Video::Pattern(p)) => {
                 let (w, h) = p.size();
                 (u32::try_from(w).ok(), u32::try_from(h).ok())
             }
+            Some(Video::File(_, i)) => (Some(i.width), Some(i.height)),
             _ => (None, None),
         }
     }
 
-    /// Sends the files in a loop, paced: video at `fps`, audio by each packet's duration.
-    /// The returned [`Keyframes`] asks the test pattern for a keyframe (a file has its own).
-    pub fn spawn(self, media: peerweb_net::MediaHandle) -> Keyframes {
+    /// Starts sending: a file in a loop, paced (video at `fps`, audio by each packet's
+    /// duration), the pattern drawn at `fps`, a camera's frames as they come. The returned
+    /// [`Keyframes`] asks the test pattern for a keyframe (a file and a camera have their own).
+    pub fn spawn(self, media: peerweb_net::MediaHandle) -> Running {
         let keyframes = Keyframes::default();
+        let (tx, events) = mpsc::unbounded_channel();
+        let profile = match &self.video {
+            Some(Video::File(_, i)) => Some(i.profile),
+            Some(Video::Pattern(_)) => Some(0x42e0),
+            _ => None,
+        };
+        if let Some(p) = profile {
+            let media = media.clone();
+            tokio::spawn(async move { media.set_h264_profile(Some(p)).await });
+        }
         let step = 90_000 / u64::from(self.fps.max(1));
         let every = std::time::Duration::from_micros(1_000_000 / u64::from(self.fps.max(1)));
         // Frame `n` of the video: a file's, looped, or the pattern's, drawn now.
         let next: Option<NextFrame> = match self.video {
-            Some(Video::File(v)) => {
+            Some(Video::Rtsp(src)) => {
+                // Frames as the camera sends them; the profile follows its SPS.
+                let (frames, mut rx) = mpsc::channel::<(u64, std::sync::Arc<[u8]>)>(8);
+                let (info_tx, mut info_rx) = mpsc::unbounded_channel();
+                tokio::spawn(src.run(frames, info_tx));
+                let media = media.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    loop {
+                        tokio::select! {
+                            ev = info_rx.recv() => {
+                                let Some(ev) = ev else { return };
+                                if let SourceEvent::Video(i) = &ev
+                                    && media.set_h264_profile(Some(i.profile)).await.is_err()
+                                {
+                                    return;
+                                }
+                                let _ = tx.send(ev);
+                            }
+                            f = rx.recv() => {
+                                let Some((rtp, data)) = f else { return };
+                                if media.write(true, rtp, data).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+                None
+            }
+            Some(Video::File(v, _)) => {
                 let frames: Vec<std::sync::Arc<[u8]>> =
                     v.frames.into_iter().map(std::sync::Arc::from).collect();
                 Some(Box::new(move |n| frames[n as usize % frames.len()].clone()))
@@ -167,7 +253,8 @@ impl Sources {
                 }
             });
         }
-        keyframes
+        drop(tx);
+        Running { keyframes, events }
     }
 }
 

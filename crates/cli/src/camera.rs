@@ -17,8 +17,10 @@ use crate::peer::{NetArgs, path_json, path_text, say};
 
 #[derive(Debug, Args)]
 pub struct CameraArgs {
-    /// What to stream: `test` or `test:WIDTHxHEIGHT` (the built-in pattern, which shows a
-    /// frame number and the time it was sent), or an H.264 file (Annex B, `.h264`), looped.
+    /// What to stream: `rtsp://[user:pass@]host[:port]/path` (a camera; H.264 passed through,
+    /// reconnected when it fails), an H.264 file (Annex B, `.h264`), looped, or `test` /
+    /// `test:WIDTHxHEIGHT` (the built-in pattern, which shows a frame number and the time it
+    /// was sent).
     #[arg(required_unless_present_any = ["list_viewers", "revoke"])]
     pub source: Option<PathBuf>,
     /// Address of `peerweb serve`.
@@ -200,6 +202,20 @@ pub async fn camera(args: CameraArgs) -> anyhow::Result<()> {
             j,
             || format!("{name} ({viewer}) is watching; compare if you like: {sas}"),
             json!({"event": "watching", "peer": peer, "viewer": viewer, "name": name, "sas": sas}),
+        ),
+        CameraEvent::Stream {
+            profile,
+            width,
+            height,
+        } => out(
+            j,
+            || format!("Streaming H.264 {profile}, {width}x{height} (passed through)."),
+            json!({"event": "stream", "profile": profile, "width": width, "height": height}),
+        ),
+        CameraEvent::SourceFailed { why, retry_secs } => out(
+            j,
+            || format!("The source failed: {why}; trying again in {retry_secs} s."),
+            json!({"event": "source-failed", "why": why, "retry_secs": retry_secs}),
         ),
         CameraEvent::Left { peer } => out(
             j,

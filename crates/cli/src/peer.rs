@@ -314,7 +314,7 @@ pub async fn join(join: JoinArgs) -> anyhow::Result<()> {
     let mut node = Node::join(opts)
         .await
         .with_context(|| format!("cannot join room {:?}", args.room))?;
-    let keyframes = sources.spawn(node.media_handle());
+    let keyframes = sources.spawn(node.media_handle()).keyframes;
     if !args.json {
         say(&format!(
             "peerweb join: in room {:?} as {}; type to chat, Ctrl-D to leave",

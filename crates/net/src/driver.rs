@@ -705,6 +705,7 @@ impl Driver {
             Cmd::Sending(peer, reply) => {
                 let _ = reply.send(self.client.sending(&peer));
             }
+            Cmd::H264Profile(p) => self.client.set_h264_profile(p),
             Cmd::AllowMedia(peer, allow, reply) => {
                 let _ = reply.send(self.client.allow_media(&peer, allow));
             }

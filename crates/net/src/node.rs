@@ -102,6 +102,7 @@ pub(crate) enum Cmd {
     },
     Sending(String, oneshot::Sender<Vec<(String, &'static str)>>),
     AllowMedia(String, bool, oneshot::Sender<bool>),
+    H264Profile(Option<u16>),
     Leave(oneshot::Sender<()>),
 }
 
@@ -112,6 +113,15 @@ pub struct MediaHandle {
 }
 
 impl MediaHandle {
+    /// The profile of the H.264 written from now on (see
+    /// [`peerweb_peer::Client::set_h264_profile`]).
+    pub async fn set_h264_profile(&self, profile: Option<u16>) -> Result<(), Error> {
+        self.cmds
+            .send(Cmd::H264Profile(profile))
+            .await
+            .map_err(|_| Error::Stopped)
+    }
+
     /// As [`Node::write_media`]; `Err` once the node stopped.
     pub async fn write(&self, video: bool, rtp_time: u64, data: Arc<[u8]>) -> Result<(), Error> {
         self.cmds

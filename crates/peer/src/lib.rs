@@ -315,6 +315,8 @@ pub struct Client {
     /// With [`Settings::only_role`]: the peers in the room that have it (at most a room's
     /// members).
     eligible: HashSet<String>,
+    /// See [`Client::set_h264_profile`].
+    h264_profile: Option<u16>,
 }
 
 /// Reports kept while signaling is down; older ones are dropped.
@@ -335,6 +337,7 @@ impl Client {
             relay_transports: HashMap::new(),
             reports: VecDeque::new(),
             eligible: HashSet::new(),
+            h264_profile: None,
         }
     }
 
@@ -620,10 +623,17 @@ impl Client {
     ) -> usize {
         let mut n = 0;
         for p in self.peers.values_mut() {
-            n += usize::from(p.write_media(now, video, rtp_time, data));
+            n += usize::from(p.write_media(now, video, rtp_time, data, self.h264_profile));
         }
         self.collect(now);
         n
+    }
+
+    /// The profile of the H.264 we send (the first two bytes of its `profile-level-id`, from
+    /// its SPS: 0x42e0, 0x4200, 0x4d00 or 0x6400): each peer gets it on the payload type
+    /// declared with that profile, where it took one. `None`: the first H.264 type.
+    pub fn set_h264_profile(&mut self, profile: Option<u16>) {
+        self.h264_profile = profile;
     }
 
     /// With [`Settings::gate_media`]: whether media goes to `peer` from now on (a peer that

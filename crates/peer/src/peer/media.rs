@@ -57,12 +57,14 @@ impl Peer {
     }
 
     /// One frame to this peer on our line of its kind, if negotiated and connected.
+    /// `h264_profile`: the stream's profile as the first two bytes of a `profile-level-id`.
     pub fn write_media(
         &mut self,
         now: Instant,
         video: bool,
         rtp_time: u64,
         data: &std::sync::Arc<[u8]>,
+        h264_profile: Option<u16>,
     ) -> bool {
         let kind = if video {
             MediaKind::Video
@@ -78,7 +80,8 @@ impl Peer {
         let Some(writer) = self.rtc.writer(mid) else {
             return false;
         };
-        // H.264 in packetization mode 1 (what the reader gives: whole access units), or Opus.
+        // H.264 in packetization mode 1 (what the reader gives: whole access units), or Opus;
+        // for H.264 the line whose profile is the stream's, where there is one.
         let pt = writer
             .payload_params()
             .filter(|p| {
@@ -89,8 +92,17 @@ impl Peer {
                     _ => false,
                 }
             })
-            .map(|p| p.pt())
-            .next();
+            .enumerate()
+            .max_by_key(|(i, p)| {
+                let same = h264_profile.is_some_and(|want| {
+                    p.spec()
+                        .format
+                        .profile_level_id
+                        .is_some_and(|l| (l >> 8) as u16 == want)
+                });
+                (same, std::cmp::Reverse(*i))
+            })
+            .map(|(_, p)| p.pt());
         let Some(pt) = pt else {
             return false;
         };

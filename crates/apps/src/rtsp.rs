@@ -1,0 +1,237 @@
+//! An RTSP camera as a video source, through the `retina` crate: RTP over the RTSP TCP
+//! connection (interleaved), basic or digest authentication, H.264 depacketized to Annex B
+//! access units (SPS and PPS before every keyframe) and passed through untouched — checked
+//! ([`peerweb_camera::h264`]), never transcoded. Any failure (unreachable, refused
+//! credentials, no H.264, a broken or stalled stream) is reported and retried with backoff;
+//! the RTP clock continues across reconnections, so viewers' decoders just go on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use futures_util::StreamExt as _;
+use peerweb_camera::h264::Checker;
+use retina::client::{
+    Credentials, PlayOptions, SessionOptions, SetupOptions, TcpTransportOptions, Transport,
+};
+use retina::codec::{CodecItem, FrameFormat};
+use tokio::sync::mpsc;
+use url::Url;
+
+use crate::source::SourceEvent;
+
+/// A stream that sends nothing for this long is reconnected.
+pub const STALL: Duration = Duration::from_secs(10);
+/// How long a connection (DESCRIBE, SETUP, PLAY) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Backoff between attempts: from the first to the most.
+const BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
+
+/// Where a camera's stream is, with the credentials taken out of the URL (so that logs and
+/// messages never show them).
+#[derive(Clone)]
+pub struct RtspSource {
+    pub url: Url,
+    creds: Option<Credentials>,
+}
+
+impl std::fmt::Debug for RtspSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RtspSource")
+            .field("url", &self.url.as_str())
+            .field("creds", &self.creds.is_some())
+            .finish()
+    }
+}
+
+impl RtspSource {
+    /// `rtsp://[user:pass@]host[:port]/path`; `None` if it is not an `rtsp://` address.
+    pub fn parse(arg: &str) -> Option<anyhow::Result<RtspSource>> {
+        if !arg.starts_with("rtsp://") {
+            return None;
+        }
+        Some((|| {
+            let mut url = Url::parse(arg).context("not a valid rtsp:// address")?;
+            anyhow::ensure!(url.host_str().is_some(), "an rtsp:// address needs a host");
+            let creds = if url.username().is_empty() {
+                None
+            } else {
+                let decode = |s: &str| {
+                    percent_decode(s)
+                        .ok_or_else(|| anyhow!("bad percent-encoding in the credentials"))
+                };
+                Some(Credentials {
+                    username: decode(url.username())?,
+                    password: decode(url.password().unwrap_or(""))?,
+                })
+            };
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            Ok(RtspSource { url, creds })
+        })())
+    }
+
+    /// Pulls the stream until the receiver of `frames` is gone, reconnecting with backoff;
+    /// reports each connection and failure on `events`.
+    pub async fn run(
+        self,
+        frames: mpsc::Sender<(u64, Arc<[u8]>)>,
+        events: mpsc::UnboundedSender<SourceEvent>,
+    ) {
+        let mut backoff = BACKOFF.0;
+        // The RTP time of the last frame sent: the next session continues from it.
+        let mut last: Option<u64> = None;
+        loop {
+            let started = tokio::time::Instant::now();
+            let why = match self.session(&frames, &events, &mut last).await {
+                Ok(()) => return,
+                Err(e) => format!("{e:#}"),
+            };
+            if frames.is_closed() {
+                return;
+            }
+            // A session that ran a while was a good one: back to a short wait.
+            if started.elapsed() > BACKOFF.1 {
+                backoff = BACKOFF.0;
+            }
+            tracing::warn!(url = %self.url, "camera stream: {why}; retrying in {backoff:?}");
+            let _ = events.send(SourceEvent::Failed {
+                why,
+                retry: backoff,
+            });
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF.1);
+        }
+    }
+
+    /// One RTSP session: `Ok` only when the frames' receiver is gone.
+    async fn session(
+        &self,
+        frames: &mpsc::Sender<(u64, Arc<[u8]>)>,
+        events: &mpsc::UnboundedSender<SourceEvent>,
+        last: &mut Option<u64>,
+    ) -> anyhow::Result<()> {
+        let opts = SessionOptions::default()
+            .creds(self.creds.clone())
+            .user_agent(format!("peerweb/{}", env!("CARGO_PKG_VERSION")));
+        let mut session = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            retina::client::Session::describe(self.url.clone(), opts),
+        )
+        .await
+        .map_err(|_| anyhow!("no answer to DESCRIBE within {CONNECT_TIMEOUT:?}"))?
+        .map_err(|e| anyhow!("{e}"))?;
+        let offered: Vec<String> = session
+            .streams()
+            .iter()
+            .map(|s| format!("{}/{}", s.media(), s.encoding_name()))
+            .collect();
+        let Some(video) = session
+            .streams()
+            .iter()
+            .position(|s| s.media() == "video" && s.encoding_name() == "h264")
+        else {
+            bail!(
+                "the camera offers no H.264 video (it offers: {}); set its video to H.264",
+                offered.join(", ")
+            );
+        };
+        tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            session.setup(
+                video,
+                SetupOptions::default()
+                    .transport(Transport::Tcp(TcpTransportOptions::default()))
+                    .frame_format(FrameFormat::SIMPLE),
+            ),
+        )
+        .await
+        .map_err(|_| anyhow!("no answer to SETUP within {CONNECT_TIMEOUT:?}"))?
+        .map_err(|e| anyhow!("{e}"))?;
+        let playing = tokio::time::timeout(CONNECT_TIMEOUT, session.play(PlayOptions::default()))
+            .await
+            .map_err(|_| anyhow!("no answer to PLAY within {CONNECT_TIMEOUT:?}"))?
+            .map_err(|e| anyhow!("{e}"))?;
+        let mut demuxed = playing.demuxed().map_err(|e| anyhow!("{e}"))?;
+        let mut checker = Checker::new();
+        // RTP time of this session's first frame, mapped to continue after the last one.
+        let mut offset: Option<i64> = None;
+        let mut announced = false;
+        loop {
+            let item = tokio::time::timeout(STALL, demuxed.next())
+                .await
+                .map_err(|_| anyhow!("the camera sent nothing for {} s", STALL.as_secs()))?;
+            let frame = match item {
+                None => bail!("the camera ended the stream"),
+                Some(Err(e)) => bail!("{e}"),
+                Some(Ok(CodecItem::VideoFrame(f))) => f,
+                Some(Ok(_)) => continue,
+            };
+            let ts = frame.timestamp().elapsed();
+            let data = frame.into_data();
+            if let Some(info) = checker.check(&data)? {
+                let _ = events.send(SourceEvent::Video(info));
+                announced = true;
+            }
+            if !announced {
+                // Nothing decodable before the first SPS and keyframe.
+                continue;
+            }
+            let base = *offset.get_or_insert_with(|| {
+                // 1/30 s after the last frame of the previous session, if any.
+                last.map_or(0, |l| l as i64 + 3000) - ts
+            });
+            let rtp = u64::try_from(base + ts).unwrap_or(0);
+            *last = Some(rtp);
+            if frames.send((rtp, Arc::from(data))).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// `%xx` decoding of URL credentials.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_leave_the_address() {
+        let s = RtspSource::parse("rtsp://ad%40min:p%3Ass@cam.local:8554/live")
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.url.as_str(), "rtsp://cam.local:8554/live");
+        let c = s.creds.unwrap();
+        assert_eq!(
+            (c.username.as_str(), c.password.as_str()),
+            ("ad@min", "p:ss")
+        );
+        assert!(RtspSource::parse("http://x/").is_none());
+        assert!(RtspSource::parse("rtsp://").unwrap().is_err());
+        assert!(RtspSource::parse("rtsp://u:%zz@h/").unwrap().is_err());
+        assert!(
+            RtspSource::parse("rtsp://h/x")
+                .unwrap()
+                .unwrap()
+                .creds
+                .is_none()
+        );
+    }
+}
