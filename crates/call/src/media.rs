@@ -318,7 +318,7 @@ impl<W: Write> OpusWriter<W> {
         self.count += 1;
         let end = if last {
             ogg::PacketWriteEndInfo::EndStream
-        } else if self.count % PAGE_PACKETS == 0 {
+        } else if self.count.is_multiple_of(PAGE_PACKETS) {
             ogg::PacketWriteEndInfo::EndPage
         } else {
             ogg::PacketWriteEndInfo::NormalPacket

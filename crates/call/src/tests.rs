@@ -85,7 +85,7 @@ fn run(
         if ab.is_empty() && ba.is_empty() {
             break;
         }
-        let forward = ba.is_empty() || (!ab.is_empty() && rng.next() % 2 == 0);
+        let forward = ba.is_empty() || (!ab.is_empty() && rng.next().is_multiple_of(2));
         let (q, to, keys, back) = if forward {
             (&mut ab, &mut *b, kb, &mut ba)
         } else {
@@ -284,7 +284,7 @@ fn two_sessions_verify_each_other() {
             }
         };
         // B may hear A's state before its own channel opened.
-        let b_first = rng.next() % 2 == 0;
+        let b_first = rng.next().is_multiple_of(2);
         let outs = a.channel_open("b", (fa.clone(), fb.clone()), rng.bytes());
         route("a", outs, &mut to_b, &mut to_a, &mut stages);
         if b_first {

@@ -267,7 +267,7 @@ mod tests {
                     x ^= x << 13;
                     x ^= x >> 17;
                     x ^= x << 5;
-                    if x % 7 == 0 { 0 } else { x as u8 }
+                    if x.is_multiple_of(7) { 0 } else { x as u8 }
                 })
                 .chain([0, 0, 1, 0x67, 66, 0xc0, 0x1e])
                 .collect();

@@ -68,8 +68,8 @@ pub struct Pattern {
 impl Pattern {
     /// A pattern of `width`×`height` at `fps` (1–60), a keyframe every two seconds.
     pub fn new(width: usize, height: usize, fps: u32) -> Result<Pattern, PatternError> {
-        if width % MB != 0
-            || height % MB != 0
+        if !width.is_multiple_of(MB)
+            || !height.is_multiple_of(MB)
             || width < MIN_SIZE.0
             || height < MIN_SIZE.1
             || width > MAX_SIZE.0

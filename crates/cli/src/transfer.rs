@@ -365,8 +365,8 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
                 sources.len(),
                 HumanBytes(total)
             );
-            if std::io::stdout().is_terminal() {
-                if let Ok(qr) = qrcode::QrCode::new(link.to_string().as_bytes()) {
+            if std::io::stdout().is_terminal()
+                && let Ok(qr) = qrcode::QrCode::new(link.to_string().as_bytes()) {
                     t.push('\n');
                     t.push_str(
                         &qr.render::<qrcode::render::unicode::Dense1x2>()
@@ -374,7 +374,6 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
                             .build(),
                     );
                 }
-            }
             t
         },
         || json!({"event": "code", "code": code.to_string(), "link": link.to_string(),
@@ -807,10 +806,10 @@ pub async fn receive(args: ReceiveArgs) -> anyhow::Result<()> {
         w.write(got.payload, &got.hash)
             .context("cannot write the file")?;
         bar.inc(got.payload.len() as u64);
-        if got.complete {
-            if let Some(w) = writer.take() {
-                w.finish(&staging, &files[got.file])?;
-            }
+        if got.complete
+            && let Some(w) = writer.take()
+        {
+            w.finish(&staging, &files[got.file])?;
         }
     }
     bar.finish_and_clear();

@@ -337,10 +337,10 @@ impl Driver {
             return;
         }
         let udp_failed = udp.all(|t| t.client.is_failed());
-        if Instant::now() >= *at || udp_failed {
-            if let Some((c, _)) = self.held_relay.take() {
-                self.client.add_local_candidate(now(), c);
-            }
+        if (Instant::now() >= *at || udp_failed)
+            && let Some((c, _)) = self.held_relay.take()
+        {
+            self.client.add_local_candidate(now(), c);
         }
     }
 
@@ -354,10 +354,10 @@ impl Driver {
             return;
         }
         let all_failed = self.turns.iter().all(|t| t.client.is_failed());
-        if Instant::now() >= d.at || all_failed {
-            if let Some(d) = self.deferred_tls.take() {
-                self.start_turn("tls", d.server, &d.host, &d.user, &d.pass);
-            }
+        if (Instant::now() >= d.at || all_failed)
+            && let Some(d) = self.deferred_tls.take()
+        {
+            self.start_turn("tls", d.server, &d.host, &d.user, &d.pass);
         }
     }
 

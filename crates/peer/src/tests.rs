@@ -1121,7 +1121,7 @@ fn a_message_larger_than_the_window_goes_alone_and_one_too_large_for_sctp_is_an_
 /// Adds a client to room "r", in a call (sending audio and video) or not, at random; notes
 /// which in `in_call`.
 fn add_client(w: &mut World, in_call: &mut Vec<bool>) {
-    let member = w.random() % 2 == 0 && std::env::var_os("PEERWEB_NO_MEDIA").is_none();
+    let member = w.random().is_multiple_of(2) && std::env::var_os("PEERWEB_NO_MEDIA").is_none();
     in_call.push(member);
     let media = member.then_some(Media {
         audio: true,
@@ -1188,7 +1188,7 @@ fn random_negotiation(seed: u64) {
             // An ICE restart, or two crossing.
             45..60 if joined >= 2 => {
                 let a = w.random() as usize % joined;
-                let both = w.random() % 2 == 0;
+                let both = w.random().is_multiple_of(2);
                 let now = w.now;
                 let peers: Vec<String> = w.clients[a].peers().map(str::to_owned).collect();
                 for p in peers {

@@ -231,19 +231,20 @@ impl Client {
             .and_then(|v| Some(u16::from(*v.get(2)?) * 100 + u16::from(*v.get(3)?)))
             .unwrap_or(0);
         let first_auth = code == 401 && self.key.is_none();
-        if (first_auth || code == 438) && !p.retried {
-            if let (Some(realm), Some(nonce)) = (m.text(attr::REALM), m.text(attr::NONCE)) {
-                if first_auth {
-                    self.realm = realm.to_owned();
-                    self.key = Some(long_term_key(&self.username, realm, &self.password));
-                }
-                self.nonce = nonce.to_owned();
-                let tid = self.request(now, p.req);
-                if let Some(q) = self.pending.get_mut(&tid) {
-                    q.retried = code == 438;
-                }
-                return;
+        if (first_auth || code == 438)
+            && !p.retried
+            && let (Some(realm), Some(nonce)) = (m.text(attr::REALM), m.text(attr::NONCE))
+        {
+            if first_auth {
+                self.realm = realm.to_owned();
+                self.key = Some(long_term_key(&self.username, realm, &self.password));
             }
+            self.nonce = nonce.to_owned();
+            let tid = self.request(now, p.req);
+            if let Some(q) = self.pending.get_mut(&tid) {
+                q.retried = code == 438;
+            }
+            return;
         }
         match p.req {
             Req::Allocate | Req::Refresh => self.fail(format!("TURN server refused: error {code}")),
