@@ -79,7 +79,14 @@ async function start(rec) {
   current = w;
   $('name').textContent = rec.name;
   const v = $('video');
-  w.addEventListener('track', ({ stream }) => { v.srcObject = stream; v.play().catch(() => {}); });
+  w.addEventListener('track', ({ stream }) => {
+    v.srcObject = stream;
+    v.play().catch(() => {});
+    // When the first picture showed, in ms since this page began to load.
+    if (state.firstFrame == null && v.requestVideoFrameCallback) {
+      v.requestVideoFrameCallback(() => { state.firstFrame ??= Math.round(performance.now()); });
+    }
+  });
   w.addEventListener('state', ({ state: s }) => {
     state.state = s;
     status({

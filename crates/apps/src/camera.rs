@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::files;
-use crate::source::{SourceEvent, Sources};
+use crate::source::{SourceEvent, Sources, Viewer};
 
 /// How often the camera file is checked for changes (a `--revoke` from another process).
 const RELOAD_EVERY: Duration = Duration::from_secs(1);
@@ -169,7 +169,8 @@ pub async fn run(
         .context("cannot reach the server")?;
     let running = sources.spawn(main.media_handle());
     let keyframes = running.keyframes;
-    let mut source_events = running.events;
+    let mut source_events = Some(running.events);
+    let viewers = running.viewers;
     on(CameraEvent::Ready {
         id: file.id.clone(),
         name: file.name.clone(),
@@ -201,12 +202,17 @@ pub async fn run(
                         let _ = node.send(&peer, None, false, data).await;
                     }
                 }
+                // Through the source's task, in order with its frames: a new viewer gets the
+                // frames since the last keyframe first, so its picture comes at once.
                 Out::Allow { peer } => {
-                    main.allow_media(&peer, true).await?;
-                    keyframes.request();
+                    if viewers.send(Viewer::Start(peer.clone())).is_err() {
+                        main.allow_media(&peer, true).await?;
+                    }
                 }
                 Out::Cut { peer } => {
-                    main.allow_media(&peer, false).await?;
+                    if viewers.send(Viewer::Stop(peer.clone())).is_err() {
+                        main.allow_media(&peer, false).await?;
+                    }
                 }
                 Out::Paired(mut rec) => {
                     rec.paired = unix_now();
@@ -320,9 +326,9 @@ pub async fn run(
                 }
                 continue;
             }
-            ev = source_events.recv() => {
+            ev = next_source_event(&mut source_events) => {
                 match ev {
-                    Some(SourceEvent::Video(i)) => {
+                    SourceEvent::Video(i) => {
                         source.width = Some(i.width);
                         source.height = Some(i.height);
                         gate.set_source(source);
@@ -332,11 +338,9 @@ pub async fn run(
                             height: i.height,
                         })?;
                     }
-                    Some(SourceEvent::Failed { why, retry }) => {
+                    SourceEvent::Failed { why, retry } => {
                         on(CameraEvent::SourceFailed { why, retry_secs: retry.as_secs() })?;
                     }
-                    // A file or the pattern: nothing to hear.
-                    None => source_events = mpsc::unbounded_channel().1,
                 }
                 continue;
             }
@@ -382,6 +386,17 @@ pub async fn run(
     }
     main.leave().await;
     Ok(())
+}
+
+/// The source's next event; never, once it has none to tell (a file or the pattern).
+async fn next_source_event(rx: &mut Option<mpsc::UnboundedReceiver<SourceEvent>>) -> SourceEvent {
+    if let Some(r) = rx {
+        if let Some(ev) = r.recv().await {
+            return ev;
+        }
+        *rx = None;
+    }
+    std::future::pending().await
 }
 
 /// The next event of an optional node (never, without one).

@@ -5,7 +5,8 @@
 use std::path::Path;
 
 use anyhow::Context;
-use peerweb_camera::h264::{Checker, StreamInfo};
+use peerweb_camera::gop::Gop;
+use peerweb_camera::h264::{Checker, StreamInfo, is_keyframe};
 use tokio::sync::mpsc;
 
 /// What a running source reports.
@@ -21,11 +22,53 @@ pub enum SourceEvent {
     },
 }
 
-/// A started source: ask it for keyframes, hear what happens to it.
+/// A started source: ask it for keyframes, start and stop viewers, hear what happens to it.
 #[derive(Debug)]
 pub struct Running {
     pub keyframes: Keyframes,
     pub events: mpsc::UnboundedReceiver<SourceEvent>,
+    /// With gated media (a camera): which peers get the video, carried out by the task that
+    /// writes it, in order with its frames — a viewer starts with the frames since the last
+    /// keyframe ([`Gop`]), then the live stream.
+    pub viewers: mpsc::UnboundedSender<Viewer>,
+}
+
+/// The next change of viewers; never, once nobody can send one (`join --video`: every peer
+/// gets the video, ungated).
+async fn next_viewer(rx: &mut Option<mpsc::UnboundedReceiver<Viewer>>) -> Viewer {
+    if let Some(r) = rx {
+        if let Some(v) = r.recv().await {
+            return v;
+        }
+        *rx = None;
+    }
+    std::future::pending().await
+}
+
+/// A change in who gets a gated source's video.
+#[derive(Debug, Clone)]
+pub enum Viewer {
+    /// From now on, primed with the current group of pictures.
+    Start(String),
+    Stop(String),
+}
+
+impl Viewer {
+    async fn apply(
+        self,
+        media: &peerweb_net::MediaHandle,
+        gop: &Gop,
+    ) -> Result<(), peerweb_net::Error> {
+        match self {
+            Viewer::Start(peer) => {
+                for (rtp, data) in gop.replay() {
+                    media.write_to(&peer, true, rtp, data).await?;
+                }
+                media.allow(&peer, true).await
+            }
+            Viewer::Stop(peer) => media.allow(&peer, false).await,
+        }
+    }
 }
 
 /// Media files a native call member sends, read and checked before it joins.
@@ -149,6 +192,9 @@ impl Sources {
     pub fn spawn(self, media: peerweb_net::MediaHandle) -> Running {
         let keyframes = Keyframes::default();
         let (tx, events) = mpsc::unbounded_channel();
+        let (viewers, viewers_rx) = mpsc::unbounded_channel::<Viewer>();
+        // The one task that writes the video takes it.
+        let mut viewers_rx = Some(viewers_rx);
         let profile = match &self.video {
             Some(Video::File(_, i)) => Some(i.profile),
             Some(Video::Pattern(_)) => Some(0x42e0),
@@ -169,24 +215,31 @@ impl Sources {
                 tokio::spawn(src.run(frames, info_tx));
                 let media = media.clone();
                 let tx = tx.clone();
+                let mut viewers_rx = viewers_rx.take();
                 tokio::spawn(async move {
+                    let mut gop = Gop::default();
                     loop {
-                        tokio::select! {
+                        let ok = tokio::select! {
                             ev = info_rx.recv() => {
                                 let Some(ev) = ev else { return };
-                                if let SourceEvent::Video(i) = &ev
-                                    && media.set_h264_profile(Some(i.profile)).await.is_err()
-                                {
-                                    return;
-                                }
+                                let ok = match &ev {
+                                    SourceEvent::Video(i) => {
+                                        media.set_h264_profile(Some(i.profile)).await.is_ok()
+                                    }
+                                    _ => true,
+                                };
                                 let _ = tx.send(ev);
+                                ok
                             }
                             f = rx.recv() => {
                                 let Some((rtp, data)) = f else { return };
-                                if media.write(true, rtp, data).await.is_err() {
-                                    return;
-                                }
+                                gop.push(rtp, &data, is_keyframe(&data));
+                                media.write(true, rtp, data).await.is_ok()
                             }
+                            c = next_viewer(&mut viewers_rx) => c.apply(&media, &gop).await.is_ok(),
+                        };
+                        if !ok {
+                            return;
                         }
                     }
                 });
@@ -218,16 +271,26 @@ impl Sources {
         };
         if let Some(mut next) = next {
             let media = media.clone();
+            let mut viewers_rx = viewers_rx.take();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);
                 let (mut n, mut rtp) = (0u32, 0u64);
+                let mut gop = Gop::default();
                 loop {
-                    tick.tick().await;
-                    if media.write(true, rtp, next(n)).await.is_err() {
+                    let ok = tokio::select! {
+                        _ = tick.tick() => {
+                            let data = next(n);
+                            gop.push(rtp, &data, is_keyframe(&data));
+                            let ok = media.write(true, rtp, data).await.is_ok();
+                            n = n.wrapping_add(1);
+                            rtp += step;
+                            ok
+                        }
+                        c = next_viewer(&mut viewers_rx) => c.apply(&media, &gop).await.is_ok(),
+                    };
+                    if !ok {
                         return;
                     }
-                    n = n.wrapping_add(1);
-                    rtp += step;
                 }
             });
         }
@@ -254,7 +317,11 @@ impl Sources {
             });
         }
         drop(tx);
-        Running { keyframes, events }
+        Running {
+            keyframes,
+            events,
+            viewers,
+        }
     }
 }
 

@@ -90,6 +90,11 @@ pub fn nal_units(au: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
+/// Whether an access unit holds an IDR slice (a decoder can start there).
+pub fn is_keyframe(au: &[u8]) -> bool {
+    nal_units(au).any(|n| n[0] & 0x1f == 5)
+}
+
 /// Index just past the first `00 00 01`.
 fn find_start(b: &[u8]) -> Option<usize> {
     b.windows(3).position(|w| w == [0, 0, 1]).map(|i| i + 3)

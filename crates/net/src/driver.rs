@@ -706,6 +706,17 @@ impl Driver {
                 let _ = reply.send(self.client.sending(&peer));
             }
             Cmd::H264Profile(p) => self.client.set_h264_profile(p),
+            Cmd::MediaTo {
+                peer,
+                video,
+                rtp_time,
+                data,
+            } => {
+                self.client.write_media_to(t, &peer, video, rtp_time, &data);
+            }
+            Cmd::Allow(peer, allow) => {
+                self.client.allow_media(&peer, allow);
+            }
             Cmd::AllowMedia(peer, allow, reply) => {
                 let _ = reply.send(self.client.allow_media(&peer, allow));
             }

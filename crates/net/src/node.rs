@@ -103,6 +103,13 @@ pub(crate) enum Cmd {
     Sending(String, oneshot::Sender<Vec<(String, &'static str)>>),
     AllowMedia(String, bool, oneshot::Sender<bool>),
     H264Profile(Option<u16>),
+    MediaTo {
+        peer: String,
+        video: bool,
+        rtp_time: u64,
+        data: Arc<[u8]>,
+    },
+    Allow(String, bool),
     Leave(oneshot::Sender<()>),
 }
 
@@ -113,6 +120,34 @@ pub struct MediaHandle {
 }
 
 impl MediaHandle {
+    /// One frame to `peer` alone, allowed or not (priming a viewer's decoder); in order with
+    /// every other write and [`MediaHandle::allow`].
+    pub async fn write_to(
+        &self,
+        peer: &str,
+        video: bool,
+        rtp_time: u64,
+        data: Arc<[u8]>,
+    ) -> Result<(), Error> {
+        self.cmds
+            .send(Cmd::MediaTo {
+                peer: peer.to_owned(),
+                video,
+                rtp_time,
+                data,
+            })
+            .await
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// As [`Node::allow_media`], in order with this handle's writes.
+    pub async fn allow(&self, peer: &str, allow: bool) -> Result<(), Error> {
+        self.cmds
+            .send(Cmd::Allow(peer.to_owned(), allow))
+            .await
+            .map_err(|_| Error::Stopped)
+    }
+
     /// The profile of the H.264 written from now on (see
     /// [`peerweb_peer::Client::set_h264_profile`]).
     pub async fn set_h264_profile(&self, profile: Option<u16>) -> Result<(), Error> {

@@ -648,6 +648,25 @@ impl Client {
         }
     }
 
+    /// Writes one frame to `peer` alone (a viewer's decoder primed with the frames since the
+    /// last keyframe, before the live stream reaches it). Whether it went out.
+    pub fn write_media_to(
+        &mut self,
+        now: Instant,
+        peer: &str,
+        video: bool,
+        rtp_time: u64,
+        data: &std::sync::Arc<[u8]>,
+    ) -> bool {
+        let profile = self.h264_profile;
+        let ok = self
+            .peers
+            .get_mut(peer)
+            .is_some_and(|p| p.write_media_to(now, video, rtp_time, data, profile));
+        self.collect(now);
+        ok
+    }
+
     /// Our sending media lines to `peer`: (mid, label), for the call state.
     pub fn sending(&self, peer: &str) -> Vec<(String, &'static str)> {
         self.peers

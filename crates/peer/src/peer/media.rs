@@ -66,6 +66,22 @@ impl Peer {
         data: &std::sync::Arc<[u8]>,
         h264_profile: Option<u16>,
     ) -> bool {
+        if !self.media_allowed {
+            return false;
+        }
+        self.write_media_to(now, video, rtp_time, data, h264_profile)
+    }
+
+    /// As [`Peer::write_media`], whether or not media is allowed to this peer (the caller
+    /// decided: a viewer being primed before it is allowed).
+    pub fn write_media_to(
+        &mut self,
+        now: Instant,
+        video: bool,
+        rtp_time: u64,
+        data: &std::sync::Arc<[u8]>,
+        h264_profile: Option<u16>,
+    ) -> bool {
         let kind = if video {
             MediaKind::Video
         } else {
@@ -74,7 +90,7 @@ impl Peer {
         let Some(&(_, mid)) = self.send_mids.iter().find(|(k, _)| *k == kind) else {
             return false;
         };
-        if !self.media_allowed || self.state() != PeerState::Connected {
+        if self.state() != PeerState::Connected {
             return false;
         }
         let Some(writer) = self.rtc.writer(mid) else {
