@@ -10,10 +10,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startServer, launchBrowser, openTab, joinRoom, waitFor, waitOpen, startNative, makeCertificates, mediaFrom, mediaFlows } from '../browser/lib.mjs';
+import { startServer, startCli, launchBrowser, openTab, joinRoom, waitFor, waitOpen, startNative, makeCertificates, mediaFrom, mediaFlows } from '../browser/lib.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const LAB = join(here, 'lab.sh');
@@ -448,4 +449,60 @@ test('a call: cone ↔ symmetric, video and audio both ways through the relay, b
     console.log(line);
     // The lab's server is plain http on a public address: let the camera in there.
   }, ['--use-fake-device-for-media-stream', `--unsafely-treat-insecure-origin-as-secure=${server.url}`]);
+});
+
+/**
+ * `peerweb camera` (the test pattern) in home 1 and the /watch page in home 2, paired by the
+ * camera's link: video decoded, and the path it takes. With `flush`, the camera's NAT then
+ * drops its mappings and the picture must come back by itself.
+ */
+async function cameraCell(a, b, { flush = false } = {}) {
+  lab('home', P, 1, a);
+  lab('home', P, 2, b);
+  const dir = mkdtempSync(join(tmpdir(), 'peerweb-natlab-camera-'));
+  const cam = startCli(['camera', 'test:320x240', '--server', server.url, '--ca', join(certDir, 'ca.pem'),
+    '--state', join(dir, 'camera.json'), '--json'], { ns: `${P}home1` });
+  let br;
+  try {
+    const { link } = await cam.waitEvent((e) => e.event === 'code', { what: 'the camera\'s code', timeout: 30000 });
+    br = await launchBrowser({ ns: `${P}home2`, args: ['--ignore-certificate-errors'] });
+    const page = await br.newPage();
+    const t0 = Date.now();
+    await page.goto(link);
+    const frames = () => page.evaluate(() => window.watchState?.stats?.framesDecoded ?? 0);
+    await waitFor(page, () => window.watchState?.stats?.framesDecoded > 30, null, { what: `camera ${a} → viewer ${b}: video`, timeout: 60000 });
+    const firstMs = Date.now() - t0;
+    const st = await page.evaluate(() => window.watchState.stats);
+    assert.deepEqual([st.width, st.height], [320, 240]);
+    const first = await page.evaluate(() => window.watchState.firstFrame);
+    let line = `A camera (\`peerweb camera\`, ${a}) → /watch (${b}): paired by the link and showing its first picture ${(first / 1000).toFixed(1)} s after the page began to load (decoding steadily after ${(firstMs / 1000).toFixed(1)} s), path ${st.path?.type}.`;
+    if (flush) {
+      const t1 = Date.now();
+      lab('flush', P, 1);
+      const was = await frames();
+      await new Promise((r) => setTimeout(r, 1000));
+      await waitFor(page, (n) => window.watchState.stats.framesDecoded > n + 60, was + 15,
+        { what: `camera ${a} → viewer ${b}: video after the flush`, timeout: 60000 });
+      line += ` After the camera's NAT dropped its mappings, video flowed again within ${((Date.now() - t1) / 1000).toFixed(1)} s, no reload.`;
+      assert.equal(await page.evaluate(() => window.watchState.state), 'watching');
+    }
+    extra.push(line);
+    console.log(line);
+    return st.path?.type;
+  } finally {
+    await br?.close();
+    cam.proc.kill('SIGTERM');
+    await cam.exited;
+    rmSync(dir, { recursive: true, force: true });
+    lab('unhome', P, 1);
+    lab('unhome', P, 2);
+  }
+}
+
+test('a camera behind a symmetric NAT streams to a browser behind another through the built-in TURN', { timeout: 180000 }, async () => {
+  assert.equal(await cameraCell('symmetric', 'symmetric', { flush: true }), 'relay');
+});
+
+test('a camera and a browser behind cone NATs connect directly', { timeout: 120000 }, async () => {
+  assert.notEqual(await cameraCell('cone', 'cone'), 'relay');
 });
