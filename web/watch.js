@@ -77,6 +77,7 @@ async function start(rec) {
   const auth = await pageAuth(cameraRoom(rec.camera));
   const w = await watchCamera(rec, { ...auth, name: 'browser' });
   current = w;
+  window.cameraWatch = w;
   $('name').textContent = rec.name;
   const v = $('video');
   w.addEventListener('track', ({ stream }) => {

@@ -22,9 +22,9 @@ export const cameraRoom = (id) => `camera-${id}`;
 const hexBytes = (hex) => Uint8Array.from(hex.match(/../g), (b) => parseInt(b, 16));
 const clean = (s) => String(s ?? '').replace(/[\u0000-\u001f\u007f]/g, '').trim().slice(0, 64);
 
-function viewerOptions(options) {
+function viewerOptions(options, media = false) {
   const { name, waitMs, ...rest } = options;
-  return { ...rest, meta: { role: 'viewer' }, onlyRole: 'camera' };
+  return { ...rest, meta: { role: 'viewer' }, onlyRole: 'camera', ...(media ? { receive: { video: true } } : {}) };
 }
 
 /**
@@ -96,7 +96,7 @@ export class CameraWatch extends EventTarget {
 
   async _start() {
     const server = this.options.server ?? this.record.server;
-    this.room = await join(server, cameraRoom(this.record.camera), viewerOptions(this.options));
+    this.room = await join(server, cameraRoom(this.record.camera), viewerOptions(this.options, true));
     for (const p of this.room.peers.values()) this._adopt(p);
     this.room.addEventListener('peer', ({ peer }) => this._adopt(peer));
   }

@@ -34,6 +34,11 @@ export interface JoinOptions {
    * camera, not to each other, and learn nothing of each other). Default: every member.
    */
   onlyRole?: string;
+  /**
+   * Media this member only receives (a camera's viewer): a receive-only line of each kind in
+   * every first offer it makes, so the first answer can carry the other side's media.
+   */
+  receive?: { audio?: boolean; video?: boolean };
 }
 
 export type SignalingState = 'connecting' | 'open' | 'reconnecting' | 'closed';

@@ -690,6 +690,13 @@ export class Peer extends EventTarget {
       this.dispatchEvent(new PeerwebEvent('channel', { channel: ch }));
     };
     this._default = null;
+    // Media we only receive (a camera's viewer): asked for in the first offer, so the other
+    // side's answer carries it and no second negotiation is needed before the first picture.
+    if (initiate) {
+      for (const kind of ['audio', 'video']) {
+        if (room.options.receive?.[kind]) pc.addTransceiver(kind, { direction: 'recvonly' });
+      }
+    }
     if (initiate) this._openDefault();
     this._statsTimer = setInterval(() => this._refreshPath(), STATS_EVERY_MS);
   }

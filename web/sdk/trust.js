@@ -6,7 +6,6 @@
 // and SAS are BLAKE3.
 import { fingerprintOf } from './verify.js';
 import { Blake3, blake3 } from '../transfer/blake3.js';
-import { Spake2 } from '../transfer/spake2.js';
 import { WORDS } from '../transfer/words.js';
 
 const STEP_MS = 30000;
@@ -121,7 +120,10 @@ export const linkKey = (secret) => Blake3.deriveKey('peerweb-transfer-v1 link ke
 export async function handshake(wire, role, { link, code }) {
   const mine = { t: 'hello', v: 1, role };
   // A sender cannot know which secret the receiver holds, so it always starts SPAKE2.
-  const pake = code ? new Spake2(role === 'send' ? 'A' : 'B', te.encode(code), ID_SEND, ID_RECEIVE) : null;
+  // SPAKE2 (and the curve library under it) is loaded only when a code is used.
+  const pake = code
+    ? new (await import('../transfer/spake2.js')).Spake2(role === 'send' ? 'A' : 'B', te.encode(code), ID_SEND, ID_RECEIVE)
+    : null;
   if (pake) mine.pake = b64url(pake.message);
   if (role === 'receive') mine.auth = code ? 'code' : 'link';
   await wire.send(mine);

@@ -9,6 +9,9 @@ import { pageAuth } from '/auth.js';
 import { base32, firstPeer, handshake } from '/sdk/trust.js';
 import { Blake3, blake3, toHex } from './blake3.js';
 import { WORDS } from './words.js';
+// SPAKE2 is loaded with the page, not when a code is first used: the transfer pages need it in
+// most runs, and a part that fails to load must show at once (the page's script onerror).
+import './spake2.js';
 
 export { parseCode, parseFragment, sas, TrustError } from '/sdk/trust.js';
 

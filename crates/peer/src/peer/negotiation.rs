@@ -163,6 +163,10 @@ impl Peer {
         let sdp = answer.to_sdp_string();
         self.mid = first_mid(&sdp).or(self.mid.take());
         self.signal(description_json("answer", &sdp));
+        // Lines the remote offered to receive (a viewer's recvonly video) are ours to send on
+        // now, before the next offer is decided — str0m announces them only later.
+        let remote_lines: Vec<Mid> = mids(offer).map(Mid::from).collect();
+        self.adopt_send_lines(remote_lines, false);
         self.report_no_codec(offer, false);
         self.answered = Some((offer.to_owned(), sdp));
         self.drain(now);
@@ -187,6 +191,36 @@ impl Peer {
         Ok(())
     }
 
+    /// Of these negotiated lines, the first that sends each kind we send becomes our line of
+    /// that kind; `announce`: reported as a `Track` here (lines the remote added are reported
+    /// when str0m announces them).
+    fn adopt_send_lines(&mut self, lines: Vec<Mid>, announce: bool) {
+        for mid in lines {
+            let Some((kind, sends)) = self.rtc.media(mid).map(|m| {
+                let sends = !m.disabled()
+                    && matches!(m.direction(), Direction::SendRecv | Direction::SendOnly);
+                (m.kind(), sends)
+            }) else {
+                continue;
+            };
+            let wanted = self.media.is_some_and(|w| match kind {
+                MediaKind::Audio => w.audio,
+                MediaKind::Video => w.video,
+            });
+            if sends && wanted && !self.send_mids.iter().any(|(k, _)| *k == kind) {
+                self.send_mids.push((kind, mid));
+                if !announce {
+                    continue;
+                }
+                self.event(Event::Track {
+                    peer: self.id.clone(),
+                    mid: mid.to_string(),
+                    video: kind == MediaKind::Video,
+                });
+            }
+        }
+    }
+
     pub(super) fn on_answer(&mut self, now: Instant, sdp: &str) -> Result<(), Error> {
         let stale = match &self.pending {
             // An answer to an offer of another Rtc of ours (rolled back, or re-sent by a
@@ -207,20 +241,7 @@ impl Peer {
         self.media_offered = false;
         let offered = std::mem::take(&mut self.offered_mids);
         if res.is_ok() {
-            for (kind, mid) in offered {
-                let sends = self.rtc.media(mid).is_some_and(|m| {
-                    !m.disabled()
-                        && matches!(m.direction(), Direction::SendRecv | Direction::SendOnly)
-                });
-                if sends && !self.send_mids.iter().any(|(k, _)| *k == kind) {
-                    self.send_mids.push((kind, mid));
-                    self.event(Event::Track {
-                        peer: self.id.clone(),
-                        mid: mid.to_string(),
-                        video: kind == MediaKind::Video,
-                    });
-                }
-            }
+            self.adopt_send_lines(offered.into_iter().map(|(_, mid)| mid).collect(), true);
         }
         self.drain(now);
         if let Err(e) = res {
