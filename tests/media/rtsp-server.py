@@ -3,7 +3,7 @@
 
 Usage: rtsp-server.py [--port N] [--user U --password P [--basic]] [--size WxH] [--fps N]
                       [--profile baseline|main|high] [--bframes N] [--codec h264|jpeg]
-                      [--gop N] [--bitrate KBIT]
+                      [--gop N] [--bitrate KBIT] [--h264-from COMMAND]
 Prints one JSON line {"url": ...} once it listens; runs until killed. Credentials turn on
 RTSP authentication (digest, or basic with --basic). --codec jpeg serves a stream that is not H.264, and
 --bframes a stream with B-frames, for the camera's refusals.
@@ -20,6 +20,29 @@ gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
 
 
+def feed(media, command):
+    """Pushes the command's access units into the media's appsrc as they come."""
+    import shlex
+    import subprocess
+    import threading
+
+    appsrc = media.get_element().get_by_name("src")
+    proc = subprocess.Popen(shlex.split(command), stdout=subprocess.PIPE)
+
+    def pump():
+        while True:
+            head = proc.stdout.read(4)
+            if len(head) < 4:
+                break
+            data = proc.stdout.read(int.from_bytes(head, "big"))
+            if appsrc.emit("push-buffer", Gst.Buffer.new_wrapped(data)) != Gst.FlowReturn.OK:
+                break
+        proc.kill()
+        appsrc.emit("end-of-stream")
+
+    threading.Thread(target=pump, daemon=True).start()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--host", default="127.0.0.1")
@@ -34,6 +57,8 @@ def main():
     ap.add_argument("--gop", type=int, default=30)
     ap.add_argument("--bitrate", type=int, default=1000)
     ap.add_argument("--codec", default="h264")
+    ap.add_argument("--h264-from", help="a command writing H.264 access units to stdout, each "
+                    "as a 4-byte big-endian length and Annex B bytes (bench's pattern-stream)")
     a = ap.parse_args()
     w, h = a.size.split("x")
     src = (f"videotestsrc is-live=true pattern=ball ! video/x-raw,width={w},height={h},"
@@ -49,7 +74,13 @@ def main():
     server.set_address(a.host)
     server.set_service(str(a.port))
     factory = GstRtspServer.RTSPMediaFactory()
-    factory.set_launch(f"( {src} ! {enc} )")
+    if a.h264_from:
+        factory.set_launch("( appsrc name=src is-live=true format=time do-timestamp=true "
+                           "caps=video/x-h264,stream-format=byte-stream,alignment=au ! h264parse ! "
+                           "rtph264pay name=pay0 pt=96 config-interval=-1 )")
+        factory.connect("media-configure", lambda _f, media: feed(media, a.h264_from))
+    else:
+        factory.set_launch(f"( {src} ! {enc} )")
     factory.set_shared(True)
     if a.user:
         auth = GstRtspServer.RTSPAuth()
