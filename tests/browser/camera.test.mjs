@@ -103,6 +103,33 @@ test('a viewer pairs by code, then watches by name: the video decodes at the rig
   }
 });
 
+test('a camera with viewers shows no code until it is asked (SIGUSR1), then pairs another viewer', async () => {
+  const { state, keys } = fresh('usr1');
+  let cam = camera(state);
+  try {
+    const { code } = await codeOf(cam);
+    const first = watch(code, keys, ['--pair-only', '--name', 'phone']);
+    assert.equal(await first.exited, 0, first.stderr);
+    assert.equal(await end(cam), 0);
+    // Restarted with a viewer paired: ready, and no code.
+    cam = camera(state);
+    await cam.waitEvent((e) => e.event === 'ready' && e.viewers === 1);
+    const w = watch('camera', keys, ['--frames', '1']);
+    assert.equal(await w.exited, 0, w.stderr);
+    assert.ok(!cam.events.some((e) => e.event === 'code'), 'a code without being asked');
+    cam.proc.kill('SIGUSR1');
+    const { code: again } = await codeOf(cam);
+    const second = watch(again, join(dir, 'usr1-second.json'), ['--pair-only', '--name', 'tablet']);
+    assert.equal(await second.exited, 0, second.stderr);
+    await cam.waitEvent((e) => e.event === 'paired' && e.name === 'tablet');
+    const list = startCli(['camera', '--state', state, '--list-viewers', '--json']);
+    assert.equal(await list.exited, 0);
+    assert.deepEqual(list.events.map((e) => e.name).sort(), ['phone', 'tablet']);
+  } finally {
+    await end(cam);
+  }
+});
+
 test('strangers get nothing: a wrong code, a forged key, and pairing closes after three wrong codes', async () => {
   const { state, keys } = fresh('strangers');
   const cam = camera(state);

@@ -36,8 +36,11 @@ pub struct CameraOptions {
     pub file: PathBuf,
     /// A name for people (kept in the file); `None` keeps the file's, or "camera".
     pub name: Option<String>,
-    /// Open pairing for this long at the start.
-    pub pair: Option<Duration>,
+    /// Open pairing at the start.
+    pub pair: bool,
+    /// How long pairing stays open each time it opens (at the start, or on SIGUSR1: a camera
+    /// running as a service pairs another viewer without a restart).
+    pub pair_for: Duration,
 }
 
 /// What happened, for the face.
@@ -181,9 +184,14 @@ pub async fn run(
     pairing_net.settings.media = None;
     let mut pairing: Option<Node> = None;
     let mut routes: HashMap<String, Via> = HashMap::new();
-    if let Some(window) = opts.pair {
-        gate.open_pairing(Instant::now().into_std(), window);
+    if opts.pair {
+        gate.open_pairing(Instant::now().into_std(), opts.pair_for);
     }
+    #[cfg(unix)]
+    let mut pair_signal =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).ok();
+    #[cfg(not(unix))]
+    let mut pair_signal: Option<()> = None;
     let mut reload = tokio::time::interval(RELOAD_EVERY);
     tokio::pin!(stop);
     let mut redraws = 0;
@@ -344,6 +352,11 @@ pub async fn run(
                 }
                 continue;
             }
+            _ = pair_asked(&mut pair_signal) => {
+                // A fresh code and window, whether or not pairing was open.
+                gate.open_pairing(Instant::now().into_std(), opts.pair_for);
+                continue;
+            }
             _ = &mut stop => break,
         };
         let Some(ev) = ev else {
@@ -386,6 +399,24 @@ pub async fn run(
     }
     main.leave().await;
     Ok(())
+}
+
+/// SIGUSR1, where there is such a signal; never otherwise.
+#[cfg(unix)]
+async fn pair_asked(sig: &mut Option<tokio::signal::unix::Signal>) {
+    if let Some(s) = sig
+        && s.recv().await.is_some()
+    {
+        return;
+    }
+    // No such signal here, or its stream ended: never again.
+    *sig = None;
+    std::future::pending().await
+}
+
+#[cfg(not(unix))]
+async fn pair_asked(_: &mut Option<()>) {
+    std::future::pending().await
 }
 
 /// The source's next event; never, once it has none to tell (a file or the pattern).

@@ -34,6 +34,7 @@ pub struct CameraArgs {
     #[arg(long)]
     pub state: Option<PathBuf>,
     /// Show a pairing code even when viewers are paired already (with none, it always does).
+    /// A running camera opens pairing again on SIGUSR1 (`systemctl kill -s USR1 …`).
     #[arg(long)]
     pub pair: bool,
     /// Seconds pairing stays open.
@@ -146,14 +147,14 @@ pub async fn camera(args: CameraArgs) -> anyhow::Result<()> {
     let source = args.source.as_deref().context("no source")?;
     let sources = Sources::load(Some(source), None, args.fps)?;
     let existing = peerweb_apps::camera::load_or_create(&state, args.name.as_deref())?;
-    let pair =
-        (args.pair || existing.viewers.is_empty()).then(|| Duration::from_secs(args.pair_for));
+    let pair = args.pair || existing.viewers.is_empty();
     let server = args.server.trim_end_matches('/').to_owned();
     let opts = CameraOptions {
         net: args.net.options(&server, "", None),
         file: state,
         name: args.name,
         pair,
+        pair_for: Duration::from_secs(args.pair_for),
     };
     let terminal = std::io::stdout().is_terminal();
     peerweb_apps::camera::run(opts, sources, crate::shutdown_signal(), |ev| match ev {
