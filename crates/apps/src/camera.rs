@@ -16,11 +16,10 @@ use peerweb_camera::store::{CameraFile, PairingLink, camera_room, new_id, pairin
 use peerweb_net::{Node, Options};
 use peerweb_peer::{Event, Media};
 use peerweb_transfer::code::Code;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::files;
-use crate::source::{SourceEvent, Sources, Viewer};
+use crate::source::{SourceEvent, Sources, Viewer, recv_or_pending};
 
 /// How often the camera file is checked for changes (a `--revoke` from another process).
 const RELOAD_EVERY: Duration = Duration::from_secs(1);
@@ -334,7 +333,7 @@ pub async fn run(
                 }
                 continue;
             }
-            ev = next_source_event(&mut source_events) => {
+            ev = recv_or_pending(&mut source_events) => {
                 match ev {
                     SourceEvent::Video(i) => {
                         source.width = Some(i.width);
@@ -416,17 +415,6 @@ async fn pair_asked(sig: &mut Option<tokio::signal::unix::Signal>) {
 
 #[cfg(not(unix))]
 async fn pair_asked(_: &mut Option<()>) {
-    std::future::pending().await
-}
-
-/// The source's next event; never, once it has none to tell (a file or the pattern).
-async fn next_source_event(rx: &mut Option<mpsc::UnboundedReceiver<SourceEvent>>) -> SourceEvent {
-    if let Some(r) = rx {
-        if let Some(ev) = r.recv().await {
-            return ev;
-        }
-        *rx = None;
-    }
     std::future::pending().await
 }
 

@@ -33,9 +33,9 @@ pub struct Running {
     pub viewers: mpsc::UnboundedSender<Viewer>,
 }
 
-/// The next change of viewers; never, once nobody can send one (`join --video`: every peer
-/// gets the video, ungated).
-async fn next_viewer(rx: &mut Option<mpsc::UnboundedReceiver<Viewer>>) -> Viewer {
+/// The next message of an optional receiver; never, once there is none or nobody can send
+/// on it any more (a source with nothing to report, `join --video` with no viewers to gate).
+pub(crate) async fn recv_or_pending<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> T {
     if let Some(r) = rx {
         if let Some(v) = r.recv().await {
             return v;
@@ -53,20 +53,37 @@ pub enum Viewer {
     Stop(String),
 }
 
-impl Viewer {
-    async fn apply(
-        self,
-        media: &peerweb_net::MediaHandle,
-        gop: &Gop,
-    ) -> Result<(), peerweb_net::Error> {
-        match self {
+/// The one writer of a source's video: each frame to every allowed peer, kept in the current
+/// group of pictures, and viewers started (primed with that group) and stopped in order with
+/// the frames. `false` from a method: the node stopped.
+struct VideoOut {
+    media: peerweb_net::MediaHandle,
+    gop: Gop,
+    viewers: Option<mpsc::UnboundedReceiver<Viewer>>,
+}
+
+impl VideoOut {
+    async fn frame(&mut self, rtp: u64, data: std::sync::Arc<[u8]>) -> bool {
+        self.gop.push(rtp, &data, is_keyframe(&data));
+        self.media.write(true, rtp, data).await.is_ok()
+    }
+
+    async fn next_viewer(&mut self) -> Viewer {
+        recv_or_pending(&mut self.viewers).await
+    }
+
+    async fn apply(&self, viewer: Viewer) -> bool {
+        let media = &self.media;
+        match viewer {
             Viewer::Start(peer) => {
-                for (rtp, data) in gop.replay() {
-                    media.write_to(&peer, true, rtp, data).await?;
+                for (rtp, data) in self.gop.replay() {
+                    if media.write_to(&peer, true, rtp, data).await.is_err() {
+                        return false;
+                    }
                 }
-                media.allow(&peer, true).await
+                media.allow(&peer, true).await.is_ok()
             }
-            Viewer::Stop(peer) => media.allow(&peer, false).await,
+            Viewer::Stop(peer) => media.allow(&peer, false).await.is_ok(),
         }
     }
 }
@@ -213,18 +230,20 @@ impl Sources {
                 let (frames, mut rx) = mpsc::channel::<(u64, std::sync::Arc<[u8]>)>(8);
                 let (info_tx, mut info_rx) = mpsc::unbounded_channel();
                 tokio::spawn(src.run(frames, info_tx));
-                let media = media.clone();
+                let mut out = VideoOut {
+                    media: media.clone(),
+                    gop: Gop::default(),
+                    viewers: viewers_rx.take(),
+                };
                 let tx = tx.clone();
-                let mut viewers_rx = viewers_rx.take();
                 tokio::spawn(async move {
-                    let mut gop = Gop::default();
                     loop {
                         let ok = tokio::select! {
                             ev = info_rx.recv() => {
                                 let Some(ev) = ev else { return };
                                 let ok = match &ev {
                                     SourceEvent::Video(i) => {
-                                        media.set_h264_profile(Some(i.profile)).await.is_ok()
+                                        out.media.set_h264_profile(Some(i.profile)).await.is_ok()
                                     }
                                     _ => true,
                                 };
@@ -233,10 +252,9 @@ impl Sources {
                             }
                             f = rx.recv() => {
                                 let Some((rtp, data)) = f else { return };
-                                gop.push(rtp, &data, is_keyframe(&data));
-                                media.write(true, rtp, data).await.is_ok()
+                                out.frame(rtp, data).await
                             }
-                            c = next_viewer(&mut viewers_rx) => c.apply(&media, &gop).await.is_ok(),
+                            v = out.next_viewer() => out.apply(v).await,
                         };
                         if !ok {
                             return;
@@ -270,23 +288,23 @@ impl Sources {
             None => None,
         };
         if let Some(mut next) = next {
-            let media = media.clone();
-            let mut viewers_rx = viewers_rx.take();
+            let mut out = VideoOut {
+                media: media.clone(),
+                gop: Gop::default(),
+                viewers: viewers_rx.take(),
+            };
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);
                 let (mut n, mut rtp) = (0u32, 0u64);
-                let mut gop = Gop::default();
                 loop {
                     let ok = tokio::select! {
                         _ = tick.tick() => {
-                            let data = next(n);
-                            gop.push(rtp, &data, is_keyframe(&data));
-                            let ok = media.write(true, rtp, data).await.is_ok();
+                            let ok = out.frame(rtp, next(n)).await;
                             n = n.wrapping_add(1);
                             rtp += step;
                             ok
                         }
-                        c = next_viewer(&mut viewers_rx) => c.apply(&media, &gop).await.is_ok(),
+                        v = out.next_viewer() => out.apply(v).await,
                     };
                     if !ok {
                         return;

@@ -14,6 +14,7 @@ use peerweb_camera::store::{
     CameraRecord, PairingLink, ViewerFile, camera_room, hex, pairing_room, parse_key,
 };
 use peerweb_camera::watch::{Credential, Step, Watcher};
+use peerweb_camera::wire::Status;
 use peerweb_net::{Node, Options};
 use peerweb_peer::{DEFAULT_LABEL, Event, Media};
 use peerweb_transfer::code::Code;
@@ -65,12 +66,8 @@ pub enum WatchEvent {
         name: String,
         sas: String,
     },
-    Status {
-        viewers: u32,
-        width: Option<u32>,
-        height: Option<u32>,
-        fps: Option<u32>,
-    },
+    /// How many watch, and the stream's size and rate where known.
+    Status(Status),
     /// The path to the camera (direct or relayed), when it changes.
     Path(peerweb_peer::Path),
     /// A video frame (H.264 Annex B access unit).
@@ -246,6 +243,8 @@ pub async fn watch(
             break Err(anyhow!("the network driver stopped"));
         };
         let ours = |p: &str| visit.as_ref().is_some_and(|(v, _)| v == p);
+        // What the event asks of us: a step of the camera protocol, or straight to `on`.
+        let mut flow = Ok(ControlFlow::Continue(()));
         let step = match ev {
             Event::Open { peer } => {
                 let (local, remote) = fingerprints(&node, &peer).await?;
@@ -258,17 +257,16 @@ pub async fn watch(
                 );
                 let step = w.open(&local, &remote);
                 visit = Some((peer, w));
-                step
+                Some(step)
             }
             Event::Message {
                 peer,
                 label,
                 binary: false,
                 data,
-            } if label == DEFAULT_LABEL && ours(&peer) => match &mut visit {
-                Some((_, w)) => w.message(&data),
-                None => continue,
-            },
+            } if label == DEFAULT_LABEL && ours(&peer) => {
+                visit.as_mut().map(|(_, w)| w.message(&data))
+            }
             Event::Media {
                 peer,
                 video: true,
@@ -277,57 +275,41 @@ pub async fn watch(
                 keyframe,
                 ..
             } if ours(&peer) && visit.as_ref().is_some_and(|(_, w)| w.welcomed()) => {
-                match on(WatchEvent::Frame {
+                flow = on(WatchEvent::Frame {
                     data,
                     keyframe,
                     rtp_time,
-                }) {
-                    Ok(ControlFlow::Continue(())) => continue,
-                    Ok(ControlFlow::Break(())) => break Ok(()),
-                    Err(e) => break Err(e),
-                }
+                });
+                None
             }
-            Event::Path { peer, path } if ours(&peer) => match on(WatchEvent::Path(path)) {
-                Ok(ControlFlow::Continue(())) => continue,
-                Ok(ControlFlow::Break(())) => break Ok(()),
-                Err(e) => break Err(e),
-            },
+            Event::Path { peer, path } if ours(&peer) => {
+                flow = on(WatchEvent::Path(path));
+                None
+            }
             Event::PeerLeft { peer } if ours(&peer) => {
                 visit = None;
-                match on(WatchEvent::Lost) {
-                    Ok(ControlFlow::Continue(())) => continue,
-                    Ok(ControlFlow::Break(())) => break Ok(()),
-                    Err(e) => break Err(e),
+                flow = on(WatchEvent::Lost);
+                None
+            }
+            _ => None,
+        };
+        if let (Some(step), Some((peer, _))) = (step, &visit) {
+            if let Err(e) = send(&node, peer, &step).await {
+                break Err(e);
+            }
+            flow = match step {
+                Step::Welcome { name, sas, .. } => {
+                    deadline = None;
+                    on(WatchEvent::Watching {
+                        camera: rec.camera.clone(),
+                        name,
+                        sas,
+                    })
                 }
-            }
-            _ => continue,
-        };
-        let Some((peer, _)) = &visit else { continue };
-        if let Err(e) = send(&node, peer, &step).await {
-            break Err(e);
+                Step::Status(s) => on(WatchEvent::Status(s)),
+                _ => Ok(ControlFlow::Continue(())),
+            };
         }
-        let flow = match step {
-            Step::Welcome { name, sas, .. } => {
-                deadline = None;
-                on(WatchEvent::Watching {
-                    camera: rec.camera.clone(),
-                    name,
-                    sas,
-                })
-            }
-            Step::Status {
-                viewers,
-                width,
-                height,
-                fps,
-            } => on(WatchEvent::Status {
-                viewers,
-                width,
-                height,
-                fps,
-            }),
-            _ => Ok(ControlFlow::Continue(())),
-        };
         match flow {
             Ok(ControlFlow::Continue(())) => {}
             Ok(ControlFlow::Break(())) => break Ok(()),

@@ -19,7 +19,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore as _, SeedableRng as _};
 
 use crate::store::{CameraFile, ViewerRecord, hex, parse_key};
-use crate::wire::{MAX_REASON_BYTES, Msg, VERSION, Visit, clean_name};
+use crate::wire::{MAX_REASON_BYTES, Msg, Status, VERSION, Visit, clean_name};
 
 /// How long a peer may take from its channel opening to a verified handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -492,12 +492,12 @@ impl Gate {
 
     fn status_all(&mut self) {
         let viewers = self.watching() as u32;
-        let msg = Msg::Camera(Visit::Status {
+        let msg = Msg::Camera(Visit::Status(Status {
             viewers,
             width: self.source.width,
             height: self.source.height,
             fps: self.source.fps,
-        });
+        }));
         let peers: Vec<String> = self
             .sessions
             .iter()

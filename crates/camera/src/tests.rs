@@ -10,6 +10,7 @@ use peerweb_transfer::{Secret, sas};
 use crate::gate::{Gate, HANDSHAKE_TIMEOUT, MAX_PAIRING_FAILURES, Out};
 use crate::store::{CameraFile, ViewerRecord, new_id, parse_key};
 use crate::watch::{Credential, Step, Watcher};
+use crate::wire::Status;
 
 const CAM_FP: &str = "sha-256 CA:FE";
 const MITM_FP: &str = "sha-256 BA:D0";
@@ -196,7 +197,7 @@ fn a_viewer_pairs_by_code_then_comes_back_with_its_key() {
     assert!(
         lab.steps["p2"]
             .iter()
-            .any(|s| matches!(s, Step::Status { viewers: 1, .. }))
+            .any(|s| matches!(s, Step::Status(Status { viewers: 1, .. })))
     );
     assert_eq!(lab.paired().len(), 1, "a key visit pairs nobody new");
     // Revoked: cut off at once, and refused next time.

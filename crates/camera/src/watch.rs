@@ -6,7 +6,7 @@ use peerweb_transfer::code::SECRET_BYTES;
 use peerweb_transfer::{Handshake, Secret, TrustError, sas};
 
 use crate::store::parse_key;
-use crate::wire::{MAX_REASON_BYTES, Msg, VERSION, Visit, clean_name};
+use crate::wire::{MAX_REASON_BYTES, Msg, Status, VERSION, Visit, clean_name};
 
 /// What the viewer proves.
 #[derive(Debug, Clone)]
@@ -33,12 +33,7 @@ pub enum Step {
         key: Option<[u8; SECRET_BYTES]>,
         sas: String,
     },
-    Status {
-        viewers: u32,
-        width: Option<u32>,
-        height: Option<u32>,
-        fps: Option<u32>,
-    },
+    Status(Status),
     /// The camera refused us, or we refuse it (its proof failed): the visit is over.
     Refused(String),
     /// Nothing to do.
@@ -170,20 +165,7 @@ impl Watcher {
                     sas: sas(&remote, &local),
                 }
             }
-            (
-                Stage::Welcomed,
-                Msg::Camera(Visit::Status {
-                    viewers,
-                    width,
-                    height,
-                    fps,
-                }),
-            ) => Step::Status {
-                viewers,
-                width,
-                height,
-                fps,
-            },
+            (Stage::Welcomed, Msg::Camera(Visit::Status(s))) => Step::Status(s),
             _ => self.over("the camera broke the protocol (a message out of turn)".into()),
         }
     }

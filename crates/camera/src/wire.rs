@@ -44,17 +44,21 @@ pub enum Visit {
         key: Option<String>,
     },
     /// Camera → viewer: what is streamed and how many watch.
-    Status {
-        viewers: u32,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        width: Option<u32>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        height: Option<u32>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        fps: Option<u32>,
-    },
+    Status(Status),
     /// Camera → viewer: no stream, and why (for people).
     Refused { reason: String },
+}
+
+/// What a camera tells its viewers: how many watch, and the size and rate where known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub viewers: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fps: Option<u32>,
 }
 
 /// One message of either kind.
@@ -123,6 +127,12 @@ mod tests {
             Msg::Camera(Visit::Refused {
                 reason: "no".into(),
             }),
+            Msg::Camera(Visit::Status(Status {
+                viewers: 2,
+                width: Some(640),
+                height: None,
+                fps: Some(30),
+            })),
             Msg::Trust(Control::Confirm { mac: "ab".into() }),
         ];
         for m in msgs {

@@ -11,6 +11,7 @@ use clap::Args;
 use peerweb_apps::camera::{CameraEvent, CameraOptions};
 use peerweb_apps::source::Sources;
 use peerweb_apps::watch::{Target, WatchEvent};
+use peerweb_camera::wire::Status;
 use serde_json::json;
 
 use crate::peer::{NetArgs, path_json, path_text, say};
@@ -299,12 +300,12 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
                 || format!("Watching {name:?} ({camera}). Compare if you like: {sas}"),
                 json!({"event": "watching", "camera": camera, "name": name, "sas": sas}),
             )?,
-            WatchEvent::Status {
+            WatchEvent::Status(Status {
                 viewers,
                 width,
                 height,
                 fps,
-            } => out(
+            }) => out(
                 j,
                 || {
                     let size = match (width, height) {

@@ -494,14 +494,7 @@ impl Peer {
                 if self.rtc.media(m.mid).is_none_or(|x| x.disabled()) {
                     return;
                 }
-                let sends = matches!(m.direction, Direction::SendRecv | Direction::SendOnly);
-                let wanted = self.media.is_some_and(|w| match m.kind {
-                    MediaKind::Audio => w.audio,
-                    MediaKind::Video => w.video,
-                });
-                if sends && wanted && !self.send_mids.iter().any(|(k, _)| *k == m.kind) {
-                    self.send_mids.push((m.kind, m.mid));
-                }
+                self.adopt_send_lines(vec![m.mid], false);
                 self.event(Event::Track {
                     peer,
                     mid: m.mid.to_string(),

@@ -194,7 +194,7 @@ impl Peer {
     /// Of these negotiated lines, the first that sends each kind we send becomes our line of
     /// that kind; `announce`: reported as a `Track` here (lines the remote added are reported
     /// when str0m announces them).
-    fn adopt_send_lines(&mut self, lines: Vec<Mid>, announce: bool) {
+    pub(super) fn adopt_send_lines(&mut self, lines: Vec<Mid>, announce: bool) {
         for mid in lines {
             let Some((kind, sends)) = self.rtc.media(mid).map(|m| {
                 let sends = !m.disabled()
