@@ -9,6 +9,7 @@
 // later). What a track is (`camera`, `screen`, `audio`), whether a side is muted and whether
 // its camera holds one of the room's video slots travel as call state on a data channel of
 // their own (`peerweb-call`, docs/protocol.md), with the verification exchange.
+import { PeerwebEvent } from './peerweb.js';
 import { toHex } from '../transfer/blake3.js';
 import { Verifier, VerifyError, MAX_MESSAGE, fingerprintOf } from './verify.js';
 
@@ -28,13 +29,6 @@ export function videoBitrate(n) {
   if (n <= 3) return 800_000;
   if (n <= 5) return 500_000;
   return 300_000;
-}
-
-class CallEvent extends Event {
-  constructor(type, fields) {
-    super(type);
-    Object.assign(this, fields);
-  }
 }
 
 /**
@@ -185,7 +179,7 @@ export class Call extends EventTarget {
   }
 
   _emit(type, fields = {}) {
-    this.dispatchEvent(new CallEvent(type, fields));
+    this.dispatchEvent(new PeerwebEvent(type, fields));
   }
 
   // --- peers -------------------------------------------------------------------------------

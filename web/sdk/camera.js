@@ -8,7 +8,7 @@
 //   const rec = await pairCamera(location.origin, { code: '7-crimson-otter' }, { name: 'phone' });
 //   const w = await watchCamera(rec);          // keep `rec` (its key) to come back
 //   w.addEventListener('track', ({ stream }) => { video.srcObject = stream; });
-import { join } from './peerweb.js';
+import { join, PeerwebEvent } from './peerweb.js';
 import { firstPeer, handshake, parseCode, Wire } from './trust.js';
 
 export const CAMERA_PROTOCOL = 1;
@@ -83,9 +83,7 @@ export class CameraWatch extends EventTarget {
   }
 
   _emit(type, fields = {}) {
-    const e = new Event(type);
-    Object.assign(e, fields);
-    this.dispatchEvent(e);
+    this.dispatchEvent(new PeerwebEvent(type, fields));
   }
 
   _setState(state) {

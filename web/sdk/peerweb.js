@@ -60,8 +60,8 @@ export async function join(serverUrl, room, options = {}) {
   return r;
 }
 
-/** A typed event carrying extra fields. */
-class PeerwebEvent extends Event {
+/** A typed event carrying extra fields (the SDK's modules' events, all of them). */
+export class PeerwebEvent extends Event {
   constructor(type, fields) {
     super(type);
     Object.assign(this, fields);
