@@ -67,14 +67,6 @@ function camera(source, extra = []) {
   return p;
 }
 
-async function end(p) {
-  if (p.proc.exitCode === null && !p.proc.signalCode) p.proc.kill('SIGTERM');
-  const t = setTimeout(() => p.proc.kill('SIGKILL'), 10000);
-  const code = await p.exited;
-  clearTimeout(t);
-  return code;
-}
-
 /** Pairs a native viewer with `cam` (keys into a fresh file); returns that file. */
 async function pairNative(cam) {
   const { code } = await cam.waitEvent((e) => e.event === 'code', { what: 'code' });
@@ -102,7 +94,7 @@ test('an RTSP camera with digest authentication passes H.264 through: recorded a
     assert.ok(Number(out.nb_read_frames) >= 30, `${out.nb_read_frames} frames decoded`);
     assert.ok(!cam.stderr.includes('s3cret') && !cam.events.some((e) => JSON.stringify(e).includes('s3cret')), 'the password is never printed');
   } finally {
-    await end(cam);
+    await cam.terminate();
     await rtsp.stop();
   }
 });
@@ -137,7 +129,7 @@ test('Chromium decodes an RTSP camera live, and keeps going when the RTSP server
     assert.equal(await page.evaluate(() => window.watchState.state), 'watching', 'no reload, same visit');
   } finally {
     await browser.close();
-    await end(cam);
+    await cam.terminate();
     await rtsp.stop();
   }
 });
@@ -163,9 +155,9 @@ test('bad sources get a clear message and a retry, never a crash', async () => {
       assert.ok(failures()[0].retry_secs >= 1, what);
       assert.equal(cam.proc.exitCode, null, `${what}: the camera exited`);
     }
-    for (const { what, cam } of cams) assert.equal(await end(cam), 0, `${what}: ${cam.stderr}`);
+    for (const { what, cam } of cams) assert.equal(await cam.terminate(), 0, `${what}: ${cam.stderr}`);
   } finally {
-    for (const { cam } of cams) await end(cam);
+    for (const { cam } of cams) await cam.terminate();
     for (const s of [authed, jpeg, bframes]) await s.stop();
   }
 });

@@ -10,7 +10,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { launchBrowser, startServer, startCli, waitFor } from './lib.mjs';
+import { launchBrowser, readPattern, startServer, startCli, waitFor } from './lib.mjs';
 import { startMitm } from './mitm.mjs';
 
 const NET = ['--allow-loopback', '--no-stun', '--no-turn'];
@@ -40,15 +40,6 @@ async function codeOf(cam, after = 0) {
   const seen = () => cam.events.filter((e) => e.event === 'code');
   await cam.waitEvent(() => seen().length > after, { what: `code #${after + 1}` });
   return seen()[after];
-}
-
-/** Ends a camera or viewer as a service manager would (SIGTERM) and waits for it. */
-async function end(p) {
-  if (p.proc.exitCode === null && !p.proc.signalCode) p.proc.kill('SIGTERM');
-  const t = setTimeout(() => p.proc.kill('SIGKILL'), 10000);
-  const code = await p.exited;
-  clearTimeout(t);
-  return code;
 }
 
 function fresh(name) {
@@ -99,7 +90,7 @@ test('a viewer pairs by code, then watches by name: the video decodes at the rig
     assert.equal(p.height, 240);
     assert.ok(p.frames >= 85, `only ${p.frames} frames decoded`);
   } finally {
-    await end(cam);
+    await cam.terminate();
   }
 });
 
@@ -110,7 +101,7 @@ test('a camera with viewers shows no code until it is asked (SIGUSR1), then pair
     const { code } = await codeOf(cam);
     const first = watch(code, keys, ['--pair-only', '--name', 'phone']);
     assert.equal(await first.exited, 0, first.stderr);
-    assert.equal(await end(cam), 0);
+    assert.equal(await cam.terminate(), 0);
     // Restarted with a viewer paired: ready, and no code.
     cam = camera(state);
     await cam.waitEvent((e) => e.event === 'ready' && e.viewers === 1);
@@ -126,7 +117,7 @@ test('a camera with viewers shows no code until it is asked (SIGUSR1), then pair
     assert.equal(await list.exited, 0);
     assert.deepEqual(list.events.map((e) => e.name).sort(), ['phone', 'tablet']);
   } finally {
-    await end(cam);
+    await cam.terminate();
   }
 });
 
@@ -158,7 +149,7 @@ test('strangers get nothing: a wrong code, a forged key, and pairing closes afte
     assert.equal(cam.events.filter((e) => e.event === 'paired').length, 0);
     assert.equal(cam.events.filter((e) => e.event === 'watching').length, 0);
   } finally {
-    await end(cam);
+    await cam.terminate();
   }
 });
 
@@ -183,7 +174,7 @@ test('a revoked viewer is cut off at once and cannot come back', async () => {
     assert.equal(await list.exited, 0);
     assert.equal(list.events.length, 0);
   } finally {
-    await end(cam);
+    await cam.terminate();
   }
 });
 
@@ -196,7 +187,7 @@ test('a viewer waits for a camera that restarts, and watches on', async () => {
     assert.equal(await pairing.exited, 0, pairing.stderr);
     const viewer = watch('camera', keys);
     await viewer.waitEvent((e) => e.event === 'frames');
-    await end(cam);
+    await cam.terminate();
     await viewer.waitEvent((e) => e.event === 'lost', { what: 'lost' });
     const before = viewer.events.filter((e) => e.event === 'watching').length;
     cam = camera(state);
@@ -205,9 +196,9 @@ test('a viewer waits for a camera that restarts, and watches on', async () => {
     const lastFrames = () => viewer.events.filter((e) => e.event === 'frames').at(-1).frames;
     const was = lastFrames();
     await viewer.waitEvent(() => lastFrames() > was + 30, { what: 'frames after the restart' });
-    assert.equal(await end(viewer), 0, viewer.stderr);
+    assert.equal(await viewer.terminate(), 0, viewer.stderr);
   } finally {
-    await end(cam);
+    await cam.terminate();
   }
 });
 
@@ -224,38 +215,10 @@ test('a signaling server in the middle cannot pair: both sides see the proofs fa
     assert.equal(cam.events.filter((e) => e.event === 'paired').length, 0);
     assert.throws(() => readFileSync(keys), 'no key kept');
   } finally {
-    await end(cam);
+    await cam.terminate();
     await mitm.stop();
   }
 });
-
-/** Every presented frame for `ms`: the pattern's number and latency read off the picture. */
-function readPattern(page, ms) {
-  return page.evaluate(async (ms) => {
-    const v = document.getElementById('video');
-    const c = document.createElement('canvas');
-    [c.width, c.height] = [320, 240];
-    const g = c.getContext('2d', { willReadFrequently: true });
-    const samples = [];
-    const end = Date.now() + ms;
-    while (Date.now() < end) {
-      await new Promise((r) => v.requestVideoFrameCallback(r));
-      const now = Math.floor(performance.timeOrigin + performance.now()) % 2 ** 24;
-      g.drawImage(v, 0, 0, 320, 240);
-      const px = g.getImageData(0, 0, 320, 240).data;
-      const bit = (k) => {
-        const [mx, my] = k < 16 ? [2 + k, 2] : [2 + ((k - 16) % 12), 3 + Math.floor((k - 16) / 12)];
-        return px[((my * 16 + 8) * 320 + mx * 16 + 8) * 4] > 128 ? 1 : 0;
-      };
-      let frame = 0;
-      let sent = 0;
-      for (let i = 0; i < 16; i++) frame |= bit(i) << i;
-      for (let i = 0; i < 24; i++) sent |= bit(16 + i) << i;
-      samples.push({ frame, latency: (now - sent + 2 ** 24) % 2 ** 24 });
-    }
-    return samples;
-  }, ms);
-}
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
@@ -279,7 +242,7 @@ test('the /watch page pairs by the camera\'s link and shows live video, then com
     assert.equal(await page.evaluate(() => window.watchState.sas), seen.sas);
     // Live: frames keep coming at the source's rate, at the source's size.
     const before = await page.evaluate(() => window.watchState.stats.framesDecoded);
-    const samples = await readPattern(page, 3000);
+    const samples = await readPattern(page, '#video', 3000, [320, 240]);
     const st = await page.evaluate(() => window.watchState);
     assert.deepEqual([st.stats.width, st.stats.height], [320, 240]);
     assert.ok(st.stats.framesDecoded - before >= 60, `${st.stats.framesDecoded - before} frames in ~3 s`);
@@ -315,6 +278,6 @@ test('the /watch page pairs by the camera\'s link and shows live video, then com
     assert.equal(await stranger.evaluate(() => window.watchState.stats?.framesDecoded ?? 0), 0);
   } finally {
     await browser.close();
-    await end(cam);
+    await cam.terminate();
   }
 });

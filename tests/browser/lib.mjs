@@ -389,6 +389,14 @@ export function startCli(args, { ns } = {}) {
       throw new Error(`timed out waiting for ${what}; events ${JSON.stringify(events.slice(-12))}; stderr ${stderr}`);
     },
     say(line) { proc.stdin.write(`${line}\n`); },
+    /** Ends it as a service manager would (SIGTERM; SIGKILL after `timeout` ms); its exit code. */
+    async terminate({ timeout = 10000 } = {}) {
+      if (proc.exitCode === null && !proc.signalCode) proc.kill('SIGTERM');
+      const t = setTimeout(() => proc.kill('SIGKILL'), timeout);
+      const code = await exited;
+      clearTimeout(t);
+      return code;
+    },
     /** Closes stdin (the peer leaves) and waits up to `timeout` ms for it to exit. */
     async stop({ timeout = 5000 } = {}) {
       if (proc.exitCode === null) proc.stdin.end();
@@ -398,4 +406,37 @@ export function startCli(args, { ns } = {}) {
       return code;
     },
   };
+}
+
+/**
+ * Every frame the `<video>` at `selector` presents for `ms`, read as the built-in test pattern
+ * (crates/camera/src/pattern.rs) of `width`×`height` draws it: its frame number, and its
+ * latency — the page's clock (ms mod 2^24) less the send time in the blocks.
+ */
+export function readPattern(page, selector, ms, [width, height]) {
+  return page.evaluate(async ([selector, ms, W, H]) => {
+    const v = document.querySelector(selector);
+    const c = document.createElement('canvas');
+    [c.width, c.height] = [W, H];
+    const g = c.getContext('2d', { willReadFrequently: true });
+    const samples = [];
+    const end = Date.now() + ms;
+    while (Date.now() < end) {
+      await new Promise((r) => v.requestVideoFrameCallback(r));
+      const now = Math.floor(performance.timeOrigin + performance.now()) % 2 ** 24;
+      g.drawImage(v, 0, 0, W, H);
+      const px = g.getImageData(0, 0, W, H).data;
+      // 16 frame-number bits in a row of 16×16 blocks from (2, 2), then time bits in rows of 12.
+      const bit = (k) => {
+        const [mx, my] = k < 16 ? [2 + k, 2] : [2 + ((k - 16) % 12), 3 + Math.floor((k - 16) / 12)];
+        return px[((my * 16 + 8) * W + mx * 16 + 8) * 4] > 128 ? 1 : 0;
+      };
+      let frame = 0;
+      let sent = 0;
+      for (let i = 0; i < 16; i++) frame |= bit(i) << i;
+      for (let i = 0; i < 24; i++) sent |= bit(16 + i) << i;
+      samples.push({ frame, latency: (now - sent + 2 ** 24) % 2 ** 24 });
+    }
+    return samples;
+  }, [selector, ms, width, height]);
 }

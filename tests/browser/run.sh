@@ -16,7 +16,9 @@ cleanup() {
   clear_ns
   ip netns delete "$ns" 2>/dev/null || true
 }
-trap cleanup EXIT INT TERM
+# HUP and PIPE too: a closed terminal or a reader that stopped reading (`| head`) must
+# not leave the namespace behind.
+trap cleanup EXIT INT TERM HUP PIPE
 ip netns add "$ns"
 ip -n "$ns" link set lo up
 cd "$here"

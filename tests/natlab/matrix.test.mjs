@@ -491,8 +491,7 @@ async function cameraCell(a, b, { flush = false } = {}) {
     return st.path?.type;
   } finally {
     await br?.close();
-    cam.proc.kill('SIGTERM');
-    await cam.exited;
+    await cam.terminate();
     rmSync(dir, { recursive: true, force: true });
     lab('unhome', P, 1);
     lab('unhome', P, 2);
