@@ -198,6 +198,12 @@ pub async fn run(
         // What the gate decided.
         while let Some(out) = gate.poll() {
             match out {
+                Out::Signal { peer, data } => {
+                    // A WHEP bridge gone meanwhile: its departure comes as an event.
+                    let _ = main
+                        .signal_app(&peer, &String::from_utf8_lossy(&data))
+                        .await;
+                }
                 Out::Send { peer, data } => {
                     let node = match routes.get(&peer) {
                         Some(Via::Pairing) => pairing.as_ref(),
@@ -389,6 +395,15 @@ pub async fn run(
                 gate.peer_left(&peer);
                 on(CameraEvent::Left { peer })?;
             }
+            // A WHEP player's bridge on the server (camera room only).
+            Event::AppSignal { peer, data } if via == Via::Camera => {
+                routes.insert(peer.clone(), via);
+                gate.app_signal(Instant::now().into_std(), &peer, data.as_bytes());
+            }
+            Event::State {
+                peer,
+                state: peerweb_peer::PeerState::Connected,
+            } if via == Via::Camera => gate.peer_connected(&peer),
             Event::KeyframeRequest { .. } => keyframes.request(),
             _ => {}
         }
@@ -433,6 +448,29 @@ pub fn viewers(path: &Path) -> anyhow::Result<CameraFile> {
     f.check()
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok(f)
+}
+
+/// The WHEP credentials of the viewer `name` (made, with a fresh key, if the camera has no
+/// viewer of that name): the camera's id, the viewer's id, its bearer token.
+pub fn whep_viewer(path: &Path, name: &str) -> anyhow::Result<(String, String, String)> {
+    let mut f = load_or_create(path, None)?;
+    let rec = f.add_viewer(name, random()?).ok_or_else(|| {
+        anyhow::anyhow!(
+            "this camera has {} viewers already; revoke one first",
+            peerweb_camera::store::MAX_VIEWERS
+        )
+    })?;
+    if let Some(v) = f
+        .viewers
+        .iter_mut()
+        .find(|v| v.id == rec.id && v.paired == 0)
+    {
+        v.paired = unix_now();
+    }
+    files::save(path, &f)?;
+    let token = peerweb_camera::store::whep_token(&rec)
+        .ok_or_else(|| anyhow::anyhow!("viewer {:?} has a damaged key", rec.id))?;
+    Ok((f.id, rec.name, token))
 }
 
 /// Removes a viewer (by id or name) from the camera file; a running camera cuts it off

@@ -41,6 +41,8 @@ pub struct SourceInfo {
 pub enum Out {
     /// A message to a peer on its default channel.
     Send { peer: String, data: Vec<u8> },
+    /// A message to a WHEP player's bridge on the server, as an app signal.
+    Signal { peer: String, data: Vec<u8> },
     /// Media to this peer from now on (and a keyframe for its decoder).
     Allow { peer: String },
     /// No more media to this peer.
@@ -90,6 +92,11 @@ enum Stage {
     Watching {
         viewer: String,
     },
+    /// A WHEP player whose token named `viewer`: media once its connection is up.
+    Connecting {
+        viewer: String,
+        name: String,
+    },
     /// Paired by this connection; it watches on its next visit.
     Paired,
     Refused,
@@ -101,6 +108,8 @@ struct Session {
     since: Instant,
     local_fp: String,
     remote_fp: String,
+    /// A WHEP player: no channel, it hears from us by app signals.
+    whep: bool,
 }
 
 /// The camera side of the camera protocol.
@@ -189,6 +198,7 @@ impl Gate {
             .iter()
             .filter(|(_, s)| match &s.stage {
                 Stage::Watching { viewer }
+                | Stage::Connecting { viewer, .. }
                 | Stage::Proving {
                     viewer: Some(viewer),
                     ..
@@ -229,8 +239,98 @@ impl Gate {
                 since: now,
                 local_fp: local_fp.to_owned(),
                 remote_fp: remote_fp.to_owned(),
+                whep: false,
             },
         );
+    }
+
+    /// An app signal from a peer: a WHEP player's bridge presenting its bearer token
+    /// ([`crate::store::whep_token`]). A valid token gets `welcome` (the bridge then sends the
+    /// player's offer); media starts when [`Gate::peer_connected`] says its connection is up.
+    /// WHEP has no DTLS-bound proof: the token is a bearer secret, and whoever relays it (the
+    /// server) could use it — the price of WHEP, documented.
+    pub fn app_signal(&mut self, now: Instant, peer: &str, data: &[u8]) {
+        if self.sessions.contains_key(peer) {
+            // A peer of the camera protocol, or a bridge that presented a token already.
+            return;
+        }
+        self.sessions.insert(
+            peer.to_owned(),
+            Session {
+                stage: Stage::Waiting,
+                since: now,
+                local_fp: String::new(),
+                remote_fp: String::new(),
+                whep: true,
+            },
+        );
+        let (v, token) = match Msg::decode(data) {
+            Ok(Msg::Camera(Visit::Whep { v, token })) => (v, token),
+            Ok(_) => return self.refuse(peer, "unexpected signal".into()),
+            Err(e) => return self.refuse(peer, e.to_string()),
+        };
+        if v != VERSION {
+            return self.refuse(
+                peer,
+                format!("WHEP bridge speaks camera protocol v{v}, this camera v{VERSION}"),
+            );
+        }
+        if self.connecting() >= MAX_HANDSHAKES {
+            return self.refuse(peer, "busy: too many viewers connecting; retry".into());
+        }
+        let Some(rec) = crate::store::check_whep_token(&self.viewers, &token) else {
+            return self.refuse(
+                peer,
+                "not a token of a viewer of this camera (or it was revoked)".into(),
+            );
+        };
+        let (viewer, name) = (rec.id.clone(), rec.name.clone());
+        if let Some(s) = self.sessions.get_mut(peer) {
+            s.stage = Stage::Connecting {
+                viewer: viewer.clone(),
+                name,
+            };
+        }
+        let welcome = Msg::Camera(Visit::Welcome {
+            camera: self.camera.clone(),
+            name: self.name.clone(),
+            viewer,
+            key: None,
+        });
+        self.send(peer, &welcome);
+    }
+
+    /// A peer's connection is up (ICE and DTLS): a WHEP player that presented a good token
+    /// gets media from now on.
+    pub fn peer_connected(&mut self, peer: &str) {
+        let Some(s) = self.sessions.get_mut(peer) else {
+            return;
+        };
+        let Stage::Connecting { viewer, name } = &s.stage else {
+            return;
+        };
+        let (viewer, name) = (viewer.clone(), name.clone());
+        s.stage = Stage::Watching {
+            viewer: viewer.clone(),
+        };
+        self.out.push_back(Out::Allow {
+            peer: peer.to_owned(),
+        });
+        self.out.push_back(Out::Watching {
+            peer: peer.to_owned(),
+            viewer,
+            name,
+            sas: String::new(),
+        });
+        self.status_all();
+    }
+
+    /// Peers proving who they are (a handshake, or a WHEP player not connected yet).
+    fn connecting(&self) -> usize {
+        self.sessions
+            .values()
+            .filter(|s| matches!(s.stage, Stage::Proving { .. } | Stage::Connecting { .. }))
+            .count()
     }
 
     /// A peer left or its connection ended.
@@ -286,12 +386,7 @@ impl Gate {
                 format!("viewer speaks camera protocol v{v}, this camera v{VERSION}"),
             );
         }
-        let proving = self
-            .sessions
-            .values()
-            .filter(|s| matches!(s.stage, Stage::Proving { .. }))
-            .count();
-        if proving >= MAX_HANDSHAKES {
+        if self.connecting() >= MAX_HANDSHAKES {
             return self.refuse(peer, "busy: too many viewers connecting; retry".into());
         }
         let mut name = clean_name(name.as_deref().unwrap_or(""));
@@ -501,7 +596,7 @@ impl Gate {
         let peers: Vec<String> = self
             .sessions
             .iter()
-            .filter(|(_, s)| matches!(s.stage, Stage::Watching { .. }))
+            .filter(|(_, s)| matches!(s.stage, Stage::Watching { .. }) && !s.whep)
             .map(|(p, _)| p.clone())
             .collect();
         for p in peers {
@@ -510,9 +605,12 @@ impl Gate {
     }
 
     fn send(&mut self, peer: &str, msg: &Msg) {
-        self.out.push_back(Out::Send {
-            peer: peer.to_owned(),
-            data: msg.encode(),
+        let (peer, data) = (peer.to_owned(), msg.encode());
+        let whep = self.sessions.get(&peer).is_some_and(|s| s.whep);
+        self.out.push_back(if whep {
+            Out::Signal { peer, data }
+        } else {
+            Out::Send { peer, data }
         });
     }
 
@@ -522,8 +620,10 @@ impl Gate {
             .sessions
             .iter()
             .filter(|(_, s)| {
-                matches!(s.stage, Stage::Waiting | Stage::Proving { .. })
-                    && now >= s.since + HANDSHAKE_TIMEOUT
+                matches!(
+                    s.stage,
+                    Stage::Waiting | Stage::Proving { .. } | Stage::Connecting { .. }
+                ) && now >= s.since + HANDSHAKE_TIMEOUT
             })
             .map(|(p, _)| p.clone())
             .collect();
@@ -540,7 +640,12 @@ impl Gate {
         let handshakes = self
             .sessions
             .values()
-            .filter(|s| matches!(s.stage, Stage::Waiting | Stage::Proving { .. }))
+            .filter(|s| {
+                matches!(
+                    s.stage,
+                    Stage::Waiting | Stage::Proving { .. } | Stage::Connecting { .. }
+                )
+            })
             .map(|s| s.since + HANDSHAKE_TIMEOUT);
         handshakes
             .chain(self.pairing.as_ref().map(|p| p.until))

@@ -100,6 +100,69 @@ impl CameraFile {
     }
 }
 
+/// The bearer token a WHEP player presents for a paired viewer (`POST /whep/<camera>` on the
+/// server, which relays it to the camera): `<viewer id>.<32 hex>`, derived from the viewer's
+/// key so that the key itself (which proves visits over DTLS) never passes through the server.
+/// Revoking the viewer revokes its token.
+pub fn whep_token(viewer: &ViewerRecord) -> Option<String> {
+    let key = parse_key(&viewer.key)?;
+    Some(format!("{}.{}", viewer.id, hex(&whep_secret(&key))))
+}
+
+fn whep_secret(key: &[u8; SECRET_BYTES]) -> [u8; 16] {
+    let full = blake3::derive_key("peerweb camera v1 whep token", key);
+    let mut out = [0; 16];
+    out.copy_from_slice(&full[..16]);
+    out
+}
+
+/// The viewer a WHEP token names, if it is that viewer's token (compared in constant time).
+pub fn check_whep_token<'a>(viewers: &'a [ViewerRecord], token: &str) -> Option<&'a ViewerRecord> {
+    let (id, secret) = token.split_once('.')?;
+    let given = parse_whep_secret(secret)?;
+    let rec = viewers.iter().find(|v| v.id == id)?;
+    let want = whep_secret(&parse_key(&rec.key)?);
+    let diff = want
+        .iter()
+        .zip(given.iter())
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    (diff == 0).then_some(rec)
+}
+
+fn parse_whep_secret(s: &str) -> Option<[u8; 16]> {
+    let b = data_encoding::HEXLOWER_PERMISSIVE
+        .decode(s.as_bytes())
+        .ok()?;
+    b.try_into().ok()
+}
+
+impl CameraFile {
+    /// Adds a viewer the camera's owner makes by hand (a WHEP player: it never pairs by code),
+    /// from fresh randomness; `None` when the list is full. A viewer of that name already
+    /// there is returned as it is.
+    pub fn add_viewer(
+        &mut self,
+        name: &str,
+        random: [u8; 6 + SECRET_BYTES],
+    ) -> Option<ViewerRecord> {
+        let name = crate::wire::clean_name(name);
+        if let Some(v) = self.viewers.iter().find(|v| v.name == name) {
+            return Some(v.clone());
+        }
+        if self.viewers.len() >= MAX_VIEWERS {
+            return None;
+        }
+        let rec = ViewerRecord {
+            id: hex(&random[..6]),
+            key: hex(&random[6..]),
+            name,
+            paired: 0,
+        };
+        self.viewers.push(rec.clone());
+        Some(rec)
+    }
+}
+
 /// One camera a viewer paired with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CameraRecord {

@@ -8,9 +8,9 @@ use peerweb_transfer::code::{Code, SECRET_BYTES};
 use peerweb_transfer::{Secret, sas};
 
 use crate::gate::{Gate, HANDSHAKE_TIMEOUT, MAX_PAIRING_FAILURES, Out};
-use crate::store::{CameraFile, ViewerRecord, new_id, parse_key};
+use crate::store::{CameraFile, ViewerRecord, new_id, parse_key, whep_token};
 use crate::watch::{Credential, Step, Watcher};
-use crate::wire::Status;
+use crate::wire::{Msg, Status, Visit};
 
 const CAM_FP: &str = "sha-256 CA:FE";
 const MITM_FP: &str = "sha-256 BA:D0";
@@ -33,6 +33,8 @@ struct Lab {
     /// The fingerprints the camera sees for a peer (a man in the middle changes them).
     camera_sees: HashMap<String, String>,
     code: Option<(Code, [u8; SECRET_BYTES])>,
+    /// App signals the gate sent to WHEP bridges.
+    signals: HashMap<String, Vec<Msg>>,
 }
 
 impl Lab {
@@ -51,6 +53,7 @@ impl Lab {
             allowed: HashSet::new(),
             camera_sees: HashMap::new(),
             code: None,
+            signals: HashMap::new(),
         }
     }
 
@@ -70,6 +73,10 @@ impl Lab {
                 }
                 Out::Cut { peer } => {
                     self.allowed.remove(peer);
+                }
+                Out::Signal { peer, data } => {
+                    let m = Msg::decode(data).expect("the gate's signals decode");
+                    self.signals.entry(peer.clone()).or_default().push(m);
                 }
                 Out::Code { code, secret, .. } => self.code = Some((*code, *secret)),
                 Out::PairingClosed { .. } => self.code = None,
@@ -100,6 +107,23 @@ impl Lab {
         self.watchers.insert(peer.into(), w);
         self.viewer_step(peer.into(), step);
         self.settle();
+    }
+
+    /// A WHEP bridge presents `token` for `peer`, and its player's connection comes up;
+    /// whether the camera welcomed it.
+    fn whep(&mut self, peer: &str, token: &str) -> bool {
+        let msg = format!(r#"{{"t":"whep","v":1,"token":"{token}"}}"#);
+        self.gate.app_signal(self.now, peer, msg.as_bytes());
+        self.settle();
+        let welcomed = self.signals.get(peer).is_some_and(|s| {
+            s.iter()
+                .any(|m| matches!(m, Msg::Camera(Visit::Welcome { key: None, .. })))
+        });
+        if welcomed {
+            self.gate.peer_connected(peer);
+            self.settle();
+        }
+        welcomed
     }
 
     fn leave(&mut self, peer: &str) {
@@ -344,7 +368,7 @@ fn random_visits(seed: u64) {
     for n in 0..60 {
         let peer = format!("p{n}");
         let mitm = next() % 6 == 0;
-        match next() % 9 {
+        match next() % 10 {
             0 | 1 if lab.code.is_some() => {
                 let (code, secret) = lab.code.unwrap();
                 let cred = if next() % 2 == 0 {
@@ -420,6 +444,24 @@ fn random_visits(seed: u64) {
                     lab.leave(&peer);
                 }
             }
+            8 if !keys.is_empty() => {
+                // A WHEP player with a viewer's token, a forged one, or another camera's.
+                let (_, id) = keys[next() as usize % keys.len()].clone();
+                let rec = lab.paired().into_iter().find(|r| r.id == id).unwrap();
+                let token = whep_token(&rec).unwrap();
+                let (token, good) = match next() % 4 {
+                    0 => (format!("{}.{}", id, "0".repeat(32)), false),
+                    1 => (token.replace('.', ""), false),
+                    _ => (token, !revoked.contains(&id)),
+                };
+                let welcomed = lab.whep(&peer, &token);
+                assert_eq!(welcomed, good, "seed {seed}: WHEP token {token}");
+                if good {
+                    honest.insert(peer.clone(), id);
+                } else {
+                    assert!(!lab.allowed.contains(&peer), "seed {seed}: WHEP got in");
+                }
+            }
             7 => {
                 let gone: Vec<String> = honest.keys().take(1).cloned().collect();
                 for p in gone {
@@ -453,6 +495,79 @@ fn random_visits(seed: u64) {
         .filter(|o| matches!(o, Out::Code { .. }))
         .count();
     assert!(failures <= 61, "seed {seed}: {failures} codes");
+}
+
+#[test]
+fn a_whep_player_with_a_viewers_token_watches_until_revoked() {
+    let mut file = CameraFile {
+        id: new_id([9; 10]),
+        name: "porch".into(),
+        viewers: Vec::new(),
+    };
+    let ha = file.add_viewer("home\nassistant", [7; 22]).unwrap();
+    assert_eq!(ha.name, "homeassistant");
+    // The same name again is the same viewer.
+    assert_eq!(file.add_viewer("homeassistant", [8; 22]), Some(ha.clone()));
+    let token = whep_token(&ha).unwrap();
+    assert!(token.starts_with(&format!("{}.", ha.id)));
+    assert!(!token.contains(&ha.key), "the key itself stays home");
+    let mut lab = Lab::new(file.viewers.clone());
+
+    // Wrong tokens: refused by signal, nothing allowed, and the next try is a new peer.
+    for bad in [
+        format!("{}.{}", ha.id, "ab".repeat(16)),
+        "nonsense".to_owned(),
+        format!("{}x", token),
+    ] {
+        let peer = format!("bad-{}", bad.len());
+        assert!(!lab.whep(&peer, &bad));
+        assert!(matches!(
+            lab.signals[&peer].last(),
+            Some(Msg::Camera(Visit::Refused { .. }))
+        ));
+    }
+    lab.gate
+        .app_signal(lab.now, "junk", b"{\"t\":\"visit\",\"v\":1}");
+    lab.settle();
+    assert!(matches!(
+        lab.signals["junk"].last(),
+        Some(Msg::Camera(Visit::Refused { .. }))
+    ));
+    assert!(lab.allowed.is_empty());
+
+    // The right one: welcome, and media once connected (not before).
+    let msg = format!(r#"{{"t":"whep","v":1,"token":"{token}"}}"#);
+    lab.gate.app_signal(lab.now, "player", msg.as_bytes());
+    lab.settle();
+    assert!(lab.allowed.is_empty(), "media before the connection is up");
+    lab.gate.peer_connected("player");
+    lab.settle();
+    assert!(lab.allowed.contains("player"));
+    assert_eq!(lab.gate.watching(), 1);
+    // A second token signal from the same peer changes nothing.
+    lab.gate.app_signal(lab.now, "player", b"garbage");
+    lab.settle();
+    assert!(lab.allowed.contains("player"));
+
+    // A player that never connects is refused after the handshake time.
+    assert!(lab.whep("slow", &token));
+    // (lab.whep connected it; a fresh one that does not:)
+    lab.gate.app_signal(lab.now, "stuck", msg.as_bytes());
+    lab.advance(HANDSHAKE_TIMEOUT + Duration::from_secs(1));
+    assert!(matches!(
+        lab.signals["stuck"].last(),
+        Some(Msg::Camera(Visit::Refused { .. }))
+    ));
+    assert!(!lab.allowed.contains("stuck"));
+
+    // Revoked: cut off, and told so.
+    lab.gate.set_viewers(Vec::new());
+    lab.settle();
+    assert!(lab.allowed.is_empty());
+    assert!(matches!(
+        lab.signals["player"].last(),
+        Some(Msg::Camera(Visit::Refused { reason })) if reason.contains("revoked")
+    ));
 }
 
 #[test]

@@ -32,6 +32,9 @@ pub enum Visit {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
     },
+    /// Server → camera, as an app signal (not on a channel): a WHEP player's bearer token
+    /// ([`crate::store::whep_token`]); its offer follows once the camera answers `welcome`.
+    Whep { v: u32, token: String },
     /// Camera → viewer, once both confirms verified.
     Welcome {
         /// The camera's id: its room is `camera-<id>`.

@@ -22,7 +22,7 @@ pub struct CameraArgs {
     /// reconnected when it fails), an H.264 file (Annex B, `.h264`), looped, or `test` /
     /// `test:WIDTHxHEIGHT` (the built-in pattern, which shows a frame number and the time it
     /// was sent).
-    #[arg(required_unless_present_any = ["list_viewers", "revoke"])]
+    #[arg(required_unless_present_any = ["list_viewers", "revoke", "whep"])]
     pub source: Option<PathBuf>,
     /// Address of `peerweb serve`.
     #[arg(long, env = "PEERWEB_SERVER", default_value = "http://127.0.0.1:8080")]
@@ -50,6 +50,11 @@ pub struct CameraArgs {
     /// Unpair a viewer (by id or name) and exit; a running camera cuts it off within a second.
     #[arg(long, value_name = "ID")]
     pub revoke: Option<String>,
+    /// Give a WHEP player (a home-automation system, any player that speaks WHEP) a viewer
+    /// of its own: print its address and bearer token and exit. NAME is made a viewer if it
+    /// is not one (`--revoke NAME` ends it); a running camera takes it within a second.
+    #[arg(long, value_name = "NAME")]
+    pub whep: Option<String>,
     /// One JSON object per line on stdout instead of text for people.
     #[arg(long)]
     pub json: bool,
@@ -124,6 +129,20 @@ pub async fn camera(args: CameraArgs) -> anyhow::Result<()> {
             j,
             || format!("Revoked {who}."),
             json!({"event": "revoked", "viewer": who}),
+        );
+    }
+    if let Some(name) = &args.whep {
+        let (camera, viewer, token) = peerweb_apps::camera::whep_viewer(&state, name)?;
+        let url = format!("{}/whep/{camera}", args.server.trim_end_matches('/'));
+        return out(
+            j,
+            || {
+                format!(
+                    "WHEP for viewer {viewer:?}:\n  POST {url}\n  Authorization: Bearer {token}\n\
+                     (a secret: whoever holds it watches; `peerweb camera --revoke {viewer}` ends it)"
+                )
+            },
+            json!({"event": "whep", "url": url, "token": token, "viewer": viewer}),
         );
     }
     if args.list_viewers {

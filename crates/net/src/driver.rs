@@ -720,6 +720,9 @@ impl Driver {
             Cmd::AllowMedia(peer, allow, reply) => {
                 let _ = reply.send(self.client.allow_media(&peer, allow));
             }
+            Cmd::SignalApp(peer, data, reply) => {
+                let _ = reply.send(self.client.signal_app(&peer, &data).map_err(Error::from));
+            }
             Cmd::Leave(_) => {}
         }
     }

@@ -102,6 +102,7 @@ pub(crate) enum Cmd {
     },
     Sending(String, oneshot::Sender<Vec<(String, &'static str)>>),
     AllowMedia(String, bool, oneshot::Sender<bool>),
+    SignalApp(String, String, oneshot::Sender<Result<(), Error>>),
     H264Profile(Option<u16>),
     MediaTo {
         peer: String,
@@ -398,6 +399,15 @@ impl Node {
         self.cmd(Cmd::AllowMedia(peer.to_owned(), allow, reply))
             .await?;
         rx.await.map_err(|_| Error::Stopped)
+    }
+
+    /// An application's signal to `peer` through the server (see
+    /// [`peerweb_peer::Client::signal_app`]); it arrives as an `AppSignal` event.
+    pub async fn signal_app(&self, peer: &str, data: &str) -> Result<(), Error> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd(Cmd::SignalApp(peer.to_owned(), data.to_owned(), reply))
+            .await?;
+        rx.await.map_err(|_| Error::Stopped)?
     }
 
     /// Leaves the room once what was sent is acknowledged (at most 10 s), so nothing accepted

@@ -254,6 +254,13 @@ pub enum Event {
         rtp_time: u64,
         keyframe: bool,
     },
+    /// An application's own signal from `peer` (`{"app": …}` in `signal.data`, see
+    /// [`Client::signal_app`]): `data` is the JSON value of `app`. Not part of any peer
+    /// connection: the camera's WHEP bridge carries its viewer token this way.
+    AppSignal {
+        peer: String,
+        data: String,
+    },
     /// Something went wrong that the application may want to show; the client goes on.
     Error {
         code: String,
@@ -317,6 +324,15 @@ pub struct Client {
     eligible: HashSet<String>,
     /// See [`Client::set_h264_profile`].
     h264_profile: Option<u16>,
+}
+
+/// The largest app signal ([`Client::signal_app`]): well inside a signaling frame.
+pub const MAX_APP_SIGNAL: usize = 16 * 1024;
+
+/// The `app` value of a signal, if it is an app signal (not a description or candidate).
+fn app_signal(data: &str) -> Option<String> {
+    let fields: BTreeMap<String, &RawValue> = serde_json::from_str(data).ok()?;
+    fields.get("app").map(|v| v.get().to_owned())
 }
 
 /// Reports kept while signaling is down; older ones are dropped.
@@ -475,6 +491,13 @@ impl Client {
                 self.drop_peer(now, &id);
             }
             ServerFrame::Signal { from, data } => {
+                if let Some(app) = app_signal(data.get()) {
+                    self.event(Event::AppSignal {
+                        peer: from,
+                        data: app,
+                    });
+                    return;
+                }
                 let new_session = self
                     .peers
                     .get(&from)
@@ -590,6 +613,27 @@ impl Client {
         self.local.retain(|x| x != c);
         self.relay_transports.remove(&c.addr());
         self.collect(now);
+    }
+
+    /// Sends `data` (a JSON value, at most [`MAX_APP_SIGNAL`] bytes) to `peer` through the
+    /// signaling server as `{"app": data}`: it arrives as an [`Event::AppSignal`], and never
+    /// touches a peer connection. Lost, like any signal, when the socket is down.
+    pub fn signal_app(&mut self, peer: &str, data: &str) -> Result<(), Error> {
+        if data.len() > MAX_APP_SIGNAL {
+            return Err(Error::BadSignal(format!(
+                "an app signal is at most {MAX_APP_SIGNAL} bytes"
+            )));
+        }
+        let value: Box<RawValue> = serde_json::from_str(data)
+            .map_err(|e| Error::BadSignal(format!("an app signal is JSON: {e}")))?;
+        let wrapped = format!(r#"{{"app":{}}}"#, value.get());
+        let data = RawValue::from_string(wrapped)
+            .map_err(|e| Error::BadSignal(format!("an app signal is JSON: {e}")))?;
+        self.frame(ClientMsg::Signal {
+            to: peer.into(),
+            data: &data,
+        });
+        Ok(())
     }
 
     /// Sends on the default channel (queued, bounded, until it opens) or on `label`.

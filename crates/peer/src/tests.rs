@@ -389,6 +389,46 @@ fn two_peers_open_the_default_channel_and_talk_both_ways() {
 }
 
 #[test]
+fn app_signals_pass_beside_the_connection_and_bad_ones_are_refused() {
+    let mut w = pair();
+    w.run_until(Duration::from_secs(10), |w| w.open(0, 1));
+    let (a, b) = (w.id(0), w.id(1));
+    w.clients[0]
+        .signal_app(&b, r#"{"t":"whep","token":"x"}"#)
+        .unwrap();
+    let app = |w: &World| {
+        w.events[1]
+            .iter()
+            .filter_map(|e| match e {
+                Event::AppSignal { peer, data } => Some((peer.clone(), data.clone())),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    w.run_until(Duration::from_secs(1), |w| !app(w).is_empty());
+    assert_eq!(app(&w), [(a, r#"{"t":"whep","token":"x"}"#.to_owned())]);
+    assert!(matches!(
+        w.clients[0].signal_app(&b, "{not json"),
+        Err(Error::BadSignal(_))
+    ));
+    let big = format!(r#""{}""#, "x".repeat(crate::MAX_APP_SIGNAL));
+    assert!(matches!(
+        w.clients[0].signal_app(&b, &big),
+        Err(Error::BadSignal(_))
+    ));
+    // The connection did not notice.
+    let now = w.now;
+    assert!(
+        w.clients[0]
+            .send(now, &b, None, false, b"still here")
+            .unwrap()
+    );
+    w.run_until(Duration::from_secs(1), |w| !w.messages(1).is_empty());
+    assert_eq!(w.messages(1), ["still here"]);
+    assert!(w.errors(&[]).is_empty(), "{:?}", w.errors(&[]));
+}
+
+#[test]
 fn messages_sent_before_open_are_queued_and_delivered_in_order() {
     let mut w = pair();
     w.run_until(Duration::from_secs(1), |w| w.clients[1].id().is_some());

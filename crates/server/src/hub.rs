@@ -146,6 +146,38 @@ impl Hub {
             .await;
     }
 
+    /// A connection of the server's own, with no socket: the WHEP bridge speaks the signaling
+    /// protocol through it, under the same limits as any client from `ip`.
+    pub(crate) async fn open_local(
+        &self,
+        ip: IpAddr,
+        grant: Option<crate::auth::Grant>,
+    ) -> Option<LocalConn> {
+        let conn = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let handle = ConnHandle {
+            tx,
+            queued: queued.clone(),
+            kill: Arc::new(Notify::new()),
+        };
+        self.events
+            .send(Event::Open {
+                conn,
+                ip,
+                handle,
+                grant,
+            })
+            .await
+            .ok()?;
+        Some(LocalConn {
+            conn,
+            events: self.events.clone(),
+            rx,
+            queued,
+        })
+    }
+
     async fn serve_inner(
         self,
         socket: WebSocket,
@@ -261,6 +293,65 @@ impl Hub {
         debug!(?ended, "closed");
         let goodbye = matches!(ended, End::ClientClosed { goodbye: true });
         let _ = self.events.send(Event::Closed { conn, goodbye }).await;
+    }
+}
+
+/// A connection the server itself holds ([`Hub::open_local`]): frames in and out as text.
+/// Dropped, it leaves like a client that said goodbye.
+#[derive(Debug)]
+pub(crate) struct LocalConn {
+    conn: ConnId,
+    events: mpsc::Sender<Event>,
+    rx: mpsc::UnboundedReceiver<Out>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl LocalConn {
+    /// One client frame; false once the hub is gone.
+    pub(crate) async fn send(&self, text: String) -> bool {
+        let ev = Event::Text {
+            conn: self.conn,
+            text: text.into(),
+        };
+        self.events.send(ev).await.is_ok()
+    }
+
+    /// The next server frame; `None` when the hub closed the connection (or is gone). Pings
+    /// are answered here.
+    pub(crate) async fn recv(&mut self) -> Option<String> {
+        loop {
+            match self.rx.recv().await? {
+                Out::Text(t) => {
+                    self.queued.fetch_sub(t.len(), Ordering::Relaxed);
+                    return Some(t);
+                }
+                Out::Ping => {
+                    let _ = self.events.send(Event::Alive { conn: self.conn }).await;
+                }
+                Out::Close(..) => return None,
+            }
+        }
+    }
+}
+
+impl Drop for LocalConn {
+    fn drop(&mut self) {
+        let ev = Event::Closed {
+            conn: self.conn,
+            goodbye: true,
+        };
+        if self.events.try_send(ev).is_err() {
+            let events = self.events.clone();
+            let conn = self.conn;
+            tokio::spawn(async move {
+                let _ = events
+                    .send(Event::Closed {
+                        conn,
+                        goodbye: true,
+                    })
+                    .await;
+            });
+        }
     }
 }
 

@@ -29,6 +29,7 @@ mod status;
 mod tls;
 mod turn;
 mod web;
+mod whep;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -60,6 +61,8 @@ pub struct AppState {
     trusted_proxies: Arc<Vec<peerweb_turn::Cidr>>,
     /// The last hour of connectivity, minute by minute, for `/status`.
     history: Arc<std::sync::Mutex<status::History>>,
+    /// WHEP sessions bridged to cameras.
+    whep: Arc<whep::Sessions>,
 }
 
 impl AppState {
@@ -92,6 +95,7 @@ impl AppState {
                 ))
             }),
             history: Arc::default(),
+            whep: Arc::default(),
         };
         Ok(state)
     }
@@ -112,6 +116,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/status", get(status::api))
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(web::routes())
+        .merge(whep::routes())
         .with_state(state)
 }
 

@@ -58,6 +58,13 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
         "Connections closed by the server.",
         &[("", s.closes)],
     );
+    metric(
+        out,
+        "whep_sessions",
+        "gauge",
+        "WHEP players bridged to cameras now.",
+        &[("", state.whep.len() as u64)],
+    );
     connectivity_metrics(&mut body, &s.connectivity);
     if let Some(turn) = state.turn() {
         turn_metrics(&mut body, &turn.stats());
