@@ -1,7 +1,8 @@
 //! The camera's gate fed what a stranger can send: any messages from any of a few peers, in
-//! any order, with peers opening, leaving and time passing, while pairing is open. Must never
-//! panic, and must never let media go to a peer that proved nothing (none here holds a
-//! secret: every `Allow` is a bug).
+//! any order, with peers opening, leaving, connecting and time passing, while pairing is open,
+//! and app signals as a WHEP bridge would send them. Must never panic, and must never let media
+//! go to a peer that proved nothing (none here holds a secret or a token: every `Allow` is a
+//! bug).
 #![no_main]
 
 use std::time::{Duration, Instant};
@@ -30,13 +31,15 @@ fuzz_target!(|data: &[u8]| {
         let n = usize::from(*len).min(tail.len());
         let (msg, after) = tail.split_at(n);
         rest = after;
-        match op % 5 {
+        match op % 7 {
             0 => gate.peer_open(now, &peer, "sha-256 AA", "sha-256 BB"),
             1 => gate.peer_left(&peer),
             2 => {
                 now += Duration::from_millis(u64::from(*len) * 200);
                 gate.handle_timeout(now);
             }
+            3 => gate.app_signal(now, &peer, msg),
+            4 => gate.peer_connected(&peer),
             _ => gate.message(&peer, msg),
         }
         while let Some(out) = gate.poll() {
