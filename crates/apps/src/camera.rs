@@ -23,6 +23,8 @@ use crate::source::{SourceEvent, Sources, Viewer, recv_or_pending};
 
 /// How often the camera file is checked for changes (a `--revoke` from another process).
 const RELOAD_EVERY: Duration = Duration::from_secs(1);
+/// Where each viewer's bandwidth estimate starts, bits per second.
+const INITIAL_ESTIMATE: u64 = 4_000_000;
 /// Pairing rooms tried before giving up on finding a free one.
 const NAMEPLATE_TRIES: u32 = 8;
 
@@ -75,11 +77,19 @@ pub enum CameraEvent {
     Left {
         peer: String,
     },
-    /// The source's video is (now) this H.264 profile and size.
+    /// The source's video is (now) this H.264 profile and size (`sub`: the camera's sub
+    /// stream).
     Stream {
+        sub: bool,
         profile: &'static str,
         width: u32,
         height: u32,
+    },
+    /// A viewer moved between the main and the sub stream, by its bandwidth estimate.
+    Layer {
+        peer: String,
+        sub: bool,
+        estimate_bps: Option<u64>,
     },
     /// The source failed (camera unreachable, credentials refused, no H.264, stalled…) and
     /// is tried again in `retry_secs`.
@@ -149,7 +159,7 @@ pub async fn run(
     let mut gate = Gate::new(&file, random()?);
     let info = sources.info();
     // A camera's rate is its own (and its size comes with its first SPS).
-    let live = matches!(sources.video, Some(crate::source::Video::Rtsp(_)));
+    let live = matches!(sources.video, Some(crate::source::Video::Rtsp(..)));
     let mut source = SourceInfo {
         width: info.0,
         height: info.1,
@@ -165,6 +175,9 @@ pub async fn run(
         video: sources.video.is_some(),
     });
     net.settings.gate_media = true;
+    // Each viewer's path is estimated and paced (str0m's GCC), from a start that does not
+    // throttle a usual camera's main stream; with a sub stream the estimate picks the stream.
+    net.settings.bwe = Some(INITIAL_ESTIMATE);
     net.settings.only_role = None;
     let mut main = Node::join(net.clone())
         .await
@@ -341,18 +354,25 @@ pub async fn run(
             }
             ev = recv_or_pending(&mut source_events) => {
                 match ev {
-                    SourceEvent::Video(i) => {
-                        source.width = Some(i.width);
-                        source.height = Some(i.height);
-                        gate.set_source(source);
+                    SourceEvent::Video { layer, info } => {
+                        if layer == 0 {
+                            source.width = Some(info.width);
+                            source.height = Some(info.height);
+                            gate.set_source(source);
+                        }
                         on(CameraEvent::Stream {
-                            profile: i.profile_name(),
-                            width: i.width,
-                            height: i.height,
+                            sub: layer == 1,
+                            profile: info.profile_name(),
+                            width: info.width,
+                            height: info.height,
                         })?;
                     }
-                    SourceEvent::Failed { why, retry } => {
+                    SourceEvent::Failed { layer, why, retry } => {
+                        let why = if layer == 1 { format!("sub stream: {why}") } else { why };
                         on(CameraEvent::SourceFailed { why, retry_secs: retry.as_secs() })?;
+                    }
+                    SourceEvent::Layer { peer, layer, estimate } => {
+                        on(CameraEvent::Layer { peer, sub: layer == 1, estimate_bps: estimate })?;
                     }
                 }
                 continue;
@@ -404,6 +424,9 @@ pub async fn run(
                 peer,
                 state: peerweb_peer::PeerState::Connected,
             } if via == Via::Camera => gate.peer_connected(&peer),
+            Event::Bandwidth { peer, bps } if via == Via::Camera => {
+                let _ = viewers.send(Viewer::Estimate(peer, bps));
+            }
             Event::KeyframeRequest { .. } => keyframes.request(),
             _ => {}
         }

@@ -2,8 +2,11 @@
 //! connection (interleaved), basic or digest authentication, H.264 depacketized to Annex B
 //! access units (SPS and PPS before every keyframe) and passed through untouched — checked
 //! ([`peerweb_camera::h264`]), never transcoded. Any failure (unreachable, refused
-//! credentials, no H.264, a broken or stalled stream) is reported and retried with backoff;
-//! the RTP clock continues across reconnections, so viewers' decoders just go on.
+//! credentials, no H.264, a broken or stalled stream) is reported and retried with backoff.
+//! Frames are timed on one clock for every session and stream: each session's first frame
+//! at the time it arrived, the rest by the camera's own timestamps from there — so the time
+//! goes on across reconnections, and a viewer switched from the main stream to the sub
+//! stream (the camera's two sessions, two RTP clocks) sees no jump.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,11 +74,21 @@ impl RtspSource {
         })())
     }
 
+    /// Takes `other`'s credentials if this address gave none (a camera's sub stream is
+    /// usually behind the same account as its main one).
+    pub fn inherit_credentials(&mut self, other: &RtspSource) {
+        if self.creds.is_none() {
+            self.creds.clone_from(&other.creds);
+        }
+    }
+
     /// Pulls the stream until the receiver of `frames` is gone, reconnecting with backoff;
-    /// reports each connection and failure on `events`.
+    /// reports each connection and failure on `events`. Frames and events carry `layer`
+    /// (0: the camera's main stream, 1: its sub stream).
     pub async fn run(
         self,
-        frames: mpsc::Sender<(u64, Arc<[u8]>)>,
+        layer: usize,
+        frames: mpsc::Sender<(usize, u64, Arc<[u8]>)>,
         events: mpsc::UnboundedSender<SourceEvent>,
     ) {
         let mut backoff = BACKOFF.0;
@@ -83,7 +96,7 @@ impl RtspSource {
         let mut last: Option<u64> = None;
         loop {
             let started = tokio::time::Instant::now();
-            let why = match self.session(&frames, &events, &mut last).await {
+            let why = match self.session(layer, &frames, &events, &mut last).await {
                 Ok(()) => return,
                 Err(e) => format!("{e:#}"),
             };
@@ -96,6 +109,7 @@ impl RtspSource {
             }
             tracing::warn!(url = %self.url, "camera stream: {why}; retrying in {backoff:?}");
             let _ = events.send(SourceEvent::Failed {
+                layer,
                 why,
                 retry: backoff,
             });
@@ -107,7 +121,8 @@ impl RtspSource {
     /// One RTSP session: `Ok` only when the frames' receiver is gone.
     async fn session(
         &self,
-        frames: &mpsc::Sender<(u64, Arc<[u8]>)>,
+        layer: usize,
+        frames: &mpsc::Sender<(usize, u64, Arc<[u8]>)>,
         events: &mpsc::UnboundedSender<SourceEvent>,
         last: &mut Option<u64>,
     ) -> anyhow::Result<()> {
@@ -170,24 +185,30 @@ impl RtspSource {
             let ts = frame.timestamp().elapsed();
             let data = frame.into_data();
             if let Some(info) = checker.check(&data)? {
-                let _ = events.send(SourceEvent::Video(info));
+                let _ = events.send(SourceEvent::Video { layer, info });
                 announced = true;
             }
             if !announced {
                 // Nothing decodable before the first SPS and keyframe.
                 continue;
             }
-            let base = *offset.get_or_insert_with(|| {
-                // 1/30 s after the last frame of the previous session, if any.
-                last.map_or(0, |l| l as i64 + 3000) - ts
-            });
-            let rtp = u64::try_from(base + ts).unwrap_or(0);
+            let base = *offset.get_or_insert_with(|| clock_90k() as i64 - ts);
+            let rtp = u64::try_from(base + ts)
+                .unwrap_or(0)
+                .max(last.map_or(0, |l| l + 1));
             *last = Some(rtp);
-            if frames.send((rtp, Arc::from(data))).await.is_err() {
+            if frames.send((layer, rtp, Arc::from(data))).await.is_err() {
                 return Ok(());
             }
         }
     }
+}
+
+/// The one clock of every camera stream: 90 kHz since the first time it was read.
+fn clock_90k() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let since = EPOCH.get_or_init(std::time::Instant::now).elapsed();
+    (since.as_micros() * 9 / 100) as u64
 }
 
 /// `%xx` decoding of URL credentials.

@@ -13,12 +13,20 @@ use tokio::sync::mpsc;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum SourceEvent {
-    /// The video is (now) this: profile and size, from its SPS.
-    Video(StreamInfo),
-    /// The source failed and is tried again after `retry`.
+    /// The video of `layer` (0: main, 1: a camera's sub stream) is (now) this: profile and
+    /// size, from its SPS.
+    Video { layer: usize, info: StreamInfo },
+    /// The source of `layer` failed and is tried again after `retry`.
     Failed {
+        layer: usize,
         why: String,
         retry: std::time::Duration,
+    },
+    /// `peer` gets `layer` from now on (its bandwidth estimate, when known, made the choice).
+    Layer {
+        peer: String,
+        layer: usize,
+        estimate: Option<u64>,
     },
 }
 
@@ -45,45 +53,104 @@ pub(crate) async fn recv_or_pending<T>(rx: &mut Option<mpsc::UnboundedReceiver<T
     std::future::pending().await
 }
 
-/// A change in who gets a gated source's video.
+/// A change in who gets a gated source's video, or in what a viewer's path can carry.
 #[derive(Debug, Clone)]
 pub enum Viewer {
     /// From now on, primed with the current group of pictures.
     Start(String),
     Stop(String),
+    /// The peer's bandwidth estimate, bits per second: with a sub stream, it decides which
+    /// of the two the peer gets.
+    Estimate(String, u64),
 }
 
-/// The one writer of a source's video: each frame to every allowed peer, kept in the current
-/// group of pictures, and viewers started (primed with that group) and stopped in order with
-/// the frames. `false` from a method: the node stopped.
+/// The one writer of a source's video: each frame to the allowed peers on its layer, kept in
+/// that layer's group of pictures; viewers started (primed with that group), stopped and
+/// moved between the main and the sub stream (at a keyframe of the new one) in order with the
+/// frames. `false` from a method: the node stopped.
 struct VideoOut {
     media: peerweb_net::MediaHandle,
-    gop: Gop,
+    gops: [Gop; 2],
     viewers: Option<mpsc::UnboundedReceiver<Viewer>>,
+    /// A second (sub) stream runs: viewers are moved between the two by their estimates.
+    layered: bool,
+    choice: peerweb_camera::layers::Layers,
+    events: mpsc::UnboundedSender<SourceEvent>,
 }
 
 impl VideoOut {
-    async fn frame(&mut self, rtp: u64, data: std::sync::Arc<[u8]>) -> bool {
-        self.gop.push(rtp, &data, is_keyframe(&data));
-        self.media.write(true, rtp, data).await.is_ok()
+    fn new(
+        media: peerweb_net::MediaHandle,
+        viewers: Option<mpsc::UnboundedReceiver<Viewer>>,
+        layered: bool,
+        events: mpsc::UnboundedSender<SourceEvent>,
+    ) -> Self {
+        VideoOut {
+            media,
+            gops: [Gop::default(), Gop::default()],
+            viewers,
+            layered,
+            choice: peerweb_camera::layers::Layers::default(),
+            events,
+        }
+    }
+
+    async fn frame(&mut self, layer: usize, rtp: u64, data: std::sync::Arc<[u8]>) -> bool {
+        let key = is_keyframe(&data);
+        let now = tokio::time::Instant::now().into_std();
+        self.gops[layer].push(rtp, &data, key);
+        self.choice.sent(now, layer, data.len());
+        if key {
+            // Viewers waiting for this layer's keyframe move to it now, before the frame.
+            for (peer, estimate) in self.choice.switch_at_keyframe(now, layer) {
+                if self.media.set_layer(&peer, layer).await.is_err() {
+                    return false;
+                }
+                let _ = self.events.send(SourceEvent::Layer {
+                    peer,
+                    layer,
+                    estimate,
+                });
+            }
+        }
+        self.media.write_layer(layer, rtp, data).await.is_ok()
     }
 
     async fn next_viewer(&mut self) -> Viewer {
         recv_or_pending(&mut self.viewers).await
     }
 
-    async fn apply(&self, viewer: Viewer) -> bool {
+    async fn apply(&mut self, viewer: Viewer) -> bool {
         let media = &self.media;
+        let now = tokio::time::Instant::now().into_std();
         match viewer {
             Viewer::Start(peer) => {
-                for (rtp, data) in self.gop.replay() {
+                // The main stream, unless only the sub stream has a picture now.
+                let layer = usize::from(self.gops[0].is_empty() && !self.gops[1].is_empty());
+                self.choice.start(now, &peer, layer);
+                if media.set_layer(&peer, layer).await.is_err() {
+                    return false;
+                }
+                for (rtp, data) in self.gops[layer].replay() {
                     if media.write_to(&peer, true, rtp, data).await.is_err() {
                         return false;
                     }
                 }
                 media.allow(&peer, true).await.is_ok()
             }
-            Viewer::Stop(peer) => media.allow(&peer, false).await.is_ok(),
+            Viewer::Stop(peer) => {
+                self.choice.stop(&peer);
+                media.allow(&peer, false).await.is_ok()
+            }
+            Viewer::Estimate(peer, bps) => {
+                if !self.layered {
+                    return true;
+                }
+                match self.choice.estimate(now, &peer, bps) {
+                    Some(desired) => media.set_bitrate(&peer, 0, desired).await.is_ok(),
+                    None => true,
+                }
+            }
         }
     }
 }
@@ -111,7 +178,9 @@ impl std::fmt::Debug for Sources {
 pub enum Video {
     File(peerweb_call::media::H264, StreamInfo),
     Pattern(peerweb_camera::pattern::Pattern),
-    Rtsp(crate::rtsp::RtspSource),
+    /// A camera's main stream, and its sub stream (lower resolution and rate) if given:
+    /// each viewer gets the one its bandwidth carries.
+    Rtsp(Box<crate::rtsp::RtspSource>, Option<Box<crate::rtsp::RtspSource>>),
 }
 
 /// A file's access units checked for passthrough (profile, size, no B-frames).
@@ -167,7 +236,7 @@ impl Sources {
         let video = video
             .map(|p| {
                 if let Some(rtsp) = p.to_str().and_then(crate::rtsp::RtspSource::parse) {
-                    return rtsp.map(Video::Rtsp);
+                    return rtsp.map(|r| Video::Rtsp(Box::new(r), None));
                 }
                 match pattern_spec(p, fps) {
                     Some(pattern) => pattern.map(Video::Pattern),
@@ -188,6 +257,21 @@ impl Sources {
             })
             .transpose()?;
         Ok(Sources { video, audio, fps })
+    }
+
+    /// Adds a camera's sub stream (`rtsp://…`, lower resolution and rate) to its main one.
+    pub fn with_sub(mut self, url: &str) -> anyhow::Result<Sources> {
+        let mut sub = crate::rtsp::RtspSource::parse(url)
+            .ok_or_else(|| anyhow::anyhow!("--sub-url {url}: not an rtsp:// address"))?
+            .with_context(|| format!("--sub-url {url}"))?;
+        match &mut self.video {
+            Some(Video::Rtsp(main, s)) => {
+                sub.inherit_credentials(main);
+                *s = Some(Box::new(sub));
+            }
+            _ => anyhow::bail!("--sub-url goes with an rtsp:// camera"),
+        }
+        Ok(self)
     }
 
     /// The video's size, where known before it runs (a camera's comes with its first SPS,
@@ -219,22 +303,23 @@ impl Sources {
         };
         if let Some(p) = profile {
             let media = media.clone();
-            tokio::spawn(async move { media.set_h264_profile(Some(p)).await });
+            tokio::spawn(async move { media.set_h264_profile(0, Some(p)).await });
         }
         let step = 90_000 / u64::from(self.fps.max(1));
         let every = std::time::Duration::from_micros(1_000_000 / u64::from(self.fps.max(1)));
         // Frame `n` of the video: a file's, looped, or the pattern's, drawn now.
         let next: Option<NextFrame> = match self.video {
-            Some(Video::Rtsp(src)) => {
-                // Frames as the camera sends them; the profile follows its SPS.
-                let (frames, mut rx) = mpsc::channel::<(u64, std::sync::Arc<[u8]>)>(8);
+            Some(Video::Rtsp(src, sub)) => {
+                // Frames as the camera sends them, from one or two sessions; the profile of
+                // each follows its SPS.
+                let (frames, mut rx) = mpsc::channel::<(usize, u64, std::sync::Arc<[u8]>)>(8);
                 let (info_tx, mut info_rx) = mpsc::unbounded_channel();
-                tokio::spawn(src.run(frames, info_tx));
-                let mut out = VideoOut {
-                    media: media.clone(),
-                    gop: Gop::default(),
-                    viewers: viewers_rx.take(),
-                };
+                let layered = sub.is_some();
+                tokio::spawn(src.run(0, frames.clone(), info_tx.clone()));
+                if let Some(sub) = sub {
+                    tokio::spawn(sub.run(1, frames, info_tx));
+                }
+                let mut out = VideoOut::new(media.clone(), viewers_rx.take(), layered, tx.clone());
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     loop {
@@ -242,17 +327,19 @@ impl Sources {
                             ev = info_rx.recv() => {
                                 let Some(ev) = ev else { return };
                                 let ok = match &ev {
-                                    SourceEvent::Video(i) => {
-                                        out.media.set_h264_profile(Some(i.profile)).await.is_ok()
-                                    }
+                                    SourceEvent::Video { layer, info } => out
+                                        .media
+                                        .set_h264_profile(*layer, Some(info.profile))
+                                        .await
+                                        .is_ok(),
                                     _ => true,
                                 };
                                 let _ = tx.send(ev);
                                 ok
                             }
                             f = rx.recv() => {
-                                let Some((rtp, data)) = f else { return };
-                                out.frame(rtp, data).await
+                                let Some((layer, rtp, data)) = f else { return };
+                                out.frame(layer, rtp, data).await
                             }
                             v = out.next_viewer() => out.apply(v).await,
                         };
@@ -288,18 +375,14 @@ impl Sources {
             None => None,
         };
         if let Some(mut next) = next {
-            let mut out = VideoOut {
-                media: media.clone(),
-                gop: Gop::default(),
-                viewers: viewers_rx.take(),
-            };
+            let mut out = VideoOut::new(media.clone(), viewers_rx.take(), false, tx.clone());
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);
                 let (mut n, mut rtp) = (0u32, 0u64);
                 loop {
                     let ok = tokio::select! {
                         _ = tick.tick() => {
-                            let ok = out.frame(rtp, next(n)).await;
+                            let ok = out.frame(0, rtp, next(n)).await;
                             n = n.wrapping_add(1);
                             rtp += step;
                             ok

@@ -14,6 +14,7 @@
 pub mod gate;
 pub mod gop;
 pub mod h264;
+pub mod layers;
 pub mod pattern;
 pub mod store;
 pub mod watch;

@@ -41,6 +41,10 @@ pub struct CameraArgs {
     /// Seconds pairing stays open.
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub pair_for: u64,
+    /// The camera's sub stream (`rtsp://…`, its lower resolution): a viewer whose bandwidth
+    /// estimate cannot carry the main stream gets this one, switched at a keyframe.
+    #[arg(long, value_name = "URL")]
+    pub sub_url: Option<String>,
     /// Frames per second of a file source (the pattern's too).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=120))]
     pub fps: u32,
@@ -165,7 +169,10 @@ pub async fn camera(args: CameraArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let source = args.source.as_deref().context("no source")?;
-    let sources = Sources::load(Some(source), None, args.fps)?;
+    let mut sources = Sources::load(Some(source), None, args.fps)?;
+    if let Some(sub) = &args.sub_url {
+        sources = sources.with_sub(sub)?;
+    }
     let existing = peerweb_apps::camera::load_or_create(&state, args.name.as_deref())?;
     let pair = args.pair || existing.viewers.is_empty();
     let server = args.server.trim_end_matches('/').to_owned();
@@ -225,13 +232,32 @@ pub async fn camera(args: CameraArgs) -> anyhow::Result<()> {
             json!({"event": "watching", "peer": peer, "viewer": viewer, "name": name, "sas": sas}),
         ),
         CameraEvent::Stream {
+            sub,
             profile,
             width,
             height,
         } => out(
             j,
-            || format!("Streaming H.264 {profile}, {width}x{height} (passed through)."),
-            json!({"event": "stream", "profile": profile, "width": width, "height": height}),
+            || {
+                let which = if sub { "sub stream" } else { "main stream" };
+                format!("Streaming H.264 {profile}, {width}x{height} (passed through; {which}).")
+            },
+            json!({"event": "stream", "sub": sub, "profile": profile, "width": width, "height": height}),
+        ),
+        CameraEvent::Layer {
+            peer,
+            sub,
+            estimate_bps,
+        } => out(
+            j,
+            || {
+                let which = if sub { "the sub stream" } else { "the main stream" };
+                let est = estimate_bps.map_or(String::new(), |b| {
+                    format!(" (estimate {:.1} Mbit/s)", b as f64 / 1e6)
+                });
+                format!("Viewer {peer} gets {which}{est}.")
+            },
+            json!({"event": "layer", "peer": peer, "layer": if sub { "sub" } else { "main" }, "estimate_bps": estimate_bps}),
         ),
         CameraEvent::SourceFailed { why, retry_secs } => out(
             j,

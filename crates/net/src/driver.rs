@@ -705,7 +705,20 @@ impl Driver {
             Cmd::Sending(peer, reply) => {
                 let _ = reply.send(self.client.sending(&peer));
             }
-            Cmd::H264Profile(p) => self.client.set_h264_profile(p),
+            Cmd::H264Profile(layer, p) => self.client.set_h264_profile(layer, p),
+            Cmd::Layer {
+                layer,
+                rtp_time,
+                data,
+            } => {
+                self.client.write_layer(t, layer, rtp_time, &data);
+            }
+            Cmd::SetLayer(peer, layer) => {
+                self.client.set_layer(&peer, layer);
+            }
+            Cmd::Bitrate(peer, min, desired) => {
+                self.client.set_bitrate(&peer, min, desired);
+            }
             Cmd::MediaTo {
                 peer,
                 video,

@@ -103,7 +103,14 @@ pub(crate) enum Cmd {
     Sending(String, oneshot::Sender<Vec<(String, &'static str)>>),
     AllowMedia(String, bool, oneshot::Sender<bool>),
     SignalApp(String, String, oneshot::Sender<Result<(), Error>>),
-    H264Profile(Option<u16>),
+    H264Profile(usize, Option<u16>),
+    Layer {
+        layer: usize,
+        rtp_time: u64,
+        data: Arc<[u8]>,
+    },
+    SetLayer(String, usize),
+    Bitrate(String, u64, u64),
     MediaTo {
         peer: String,
         video: bool,
@@ -149,11 +156,46 @@ impl MediaHandle {
             .map_err(|_| Error::Stopped)
     }
 
-    /// The profile of the H.264 written from now on (see
+    /// The profile of the H.264 of `layer` written from now on (see
     /// [`peerweb_peer::Client::set_h264_profile`]).
-    pub async fn set_h264_profile(&self, profile: Option<u16>) -> Result<(), Error> {
+    pub async fn set_h264_profile(&self, layer: usize, profile: Option<u16>) -> Result<(), Error> {
         self.cmds
-            .send(Cmd::H264Profile(profile))
+            .send(Cmd::H264Profile(layer, profile))
+            .await
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// One access unit of video layer `layer` to the peers on it (see
+    /// [`peerweb_peer::Client::write_layer`]).
+    pub async fn write_layer(
+        &self,
+        layer: usize,
+        rtp_time: u64,
+        data: Arc<[u8]>,
+    ) -> Result<(), Error> {
+        self.cmds
+            .send(Cmd::Layer {
+                layer,
+                rtp_time,
+                data,
+            })
+            .await
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// Which layer `peer` gets from now on, in order with this handle's writes (see
+    /// [`peerweb_peer::Client::set_layer`]).
+    pub async fn set_layer(&self, peer: &str, layer: usize) -> Result<(), Error> {
+        self.cmds
+            .send(Cmd::SetLayer(peer.to_owned(), layer))
+            .await
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// See [`peerweb_peer::Client::set_bitrate`].
+    pub async fn set_bitrate(&self, peer: &str, min: u64, desired: u64) -> Result<(), Error> {
+        self.cmds
+            .send(Cmd::Bitrate(peer.to_owned(), min, desired))
             .await
             .map_err(|_| Error::Stopped)
     }

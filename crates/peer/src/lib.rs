@@ -77,6 +77,10 @@ pub struct Settings {
     /// Connect only to peers whose metadata has this `role` (a viewer connects to the camera,
     /// not to the other viewers, who learn nothing of it). `None`: to every peer in the room.
     pub only_role: Option<String>,
+    /// With media: estimate each peer's bandwidth (str0m's TWCC/GCC, starting from this many
+    /// bits per second) and pace what is sent to it; estimates come as
+    /// [`Event::Bandwidth`]. `None`: no estimate, frames leave as written.
+    pub bwe: Option<u64>,
 }
 
 /// What a client in a call sends to every peer.
@@ -107,6 +111,7 @@ impl Default for Settings {
             media: None,
             gate_media: false,
             only_role: None,
+            bwe: None,
         }
     }
 }
@@ -239,6 +244,12 @@ pub enum Event {
         mid: String,
         video: bool,
     },
+    /// The bandwidth towards `peer` as its congestion controller estimates it now (with
+    /// [`Settings::bwe`]), in bits per second.
+    Bandwidth {
+        peer: String,
+        bps: u64,
+    },
     /// `peer` asks for a keyframe on our video (a PLI or FIR: its decoder starts or lost the
     /// picture).
     KeyframeRequest {
@@ -322,9 +333,12 @@ pub struct Client {
     /// With [`Settings::only_role`]: the peers in the room that have it (at most a room's
     /// members).
     eligible: HashSet<String>,
-    /// See [`Client::set_h264_profile`].
-    h264_profile: Option<u16>,
+    /// See [`Client::set_h264_profile`]: per layer.
+    h264_profile: [Option<u16>; LAYERS],
 }
+
+/// Video layers a client can send (a camera's main and sub streams).
+pub const LAYERS: usize = 2;
 
 /// The largest app signal ([`Client::signal_app`]): well inside a signaling frame.
 pub const MAX_APP_SIGNAL: usize = 16 * 1024;
@@ -353,7 +367,7 @@ impl Client {
             relay_transports: HashMap::new(),
             reports: VecDeque::new(),
             eligible: HashSet::new(),
-            h264_profile: None,
+            h264_profile: [None; LAYERS],
         }
     }
 
@@ -667,17 +681,67 @@ impl Client {
     ) -> usize {
         let mut n = 0;
         for p in self.peers.values_mut() {
-            n += usize::from(p.write_media(now, video, rtp_time, data, self.h264_profile));
+            let profile = self.h264_profile[p.layer];
+            n += usize::from(p.write_media(now, video, rtp_time, data, profile));
         }
         self.collect(now);
         n
     }
 
-    /// The profile of the H.264 we send (the first two bytes of its `profile-level-id`, from
-    /// its SPS: 0x42e0, 0x4200, 0x4d00 or 0x6400): each peer gets it on the payload type
+    /// Writes one H.264 access unit of video layer `layer` (a camera's main stream is 0, its
+    /// sub stream 1) to the connected peers that take that layer ([`Client::set_layer`]).
+    /// Returns how many peers it went to.
+    pub fn write_layer(
+        &mut self,
+        now: Instant,
+        layer: usize,
+        rtp_time: u64,
+        data: &std::sync::Arc<[u8]>,
+    ) -> usize {
+        let Some(&profile) = self.h264_profile.get(layer) else {
+            return 0;
+        };
+        let mut n = 0;
+        for p in self.peers.values_mut().filter(|p| p.layer == layer) {
+            n += usize::from(p.write_media(now, true, rtp_time, data, profile));
+        }
+        self.collect(now);
+        n
+    }
+
+    /// Which video layer `peer` gets from now on (0 until told; see [`Client::write_layer`]).
+    /// False for an unknown peer or layer. Switch at a keyframe of the new layer: the peer's
+    /// decoder needs one to go on.
+    pub fn set_layer(&mut self, peer: &str, layer: usize) -> bool {
+        match self.peers.get_mut(peer) {
+            Some(p) if layer < LAYERS => {
+                p.layer = layer;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The profile of the H.264 of `layer` (the first two bytes of its `profile-level-id`,
+    /// from its SPS: 0x42e0, 0x4200, 0x4d00 or 0x6400): each peer gets it on the payload type
     /// declared with that profile, where it took one. `None`: the first H.264 type.
-    pub fn set_h264_profile(&mut self, profile: Option<u16>) {
-        self.h264_profile = profile;
+    pub fn set_h264_profile(&mut self, layer: usize, profile: Option<u16>) {
+        if let Some(p) = self.h264_profile.get_mut(layer) {
+            *p = profile;
+        }
+    }
+
+    /// With [`Settings::bwe`]: the rate `peer`'s traffic is kept at, padded if need be
+    /// (`min`), and the rate its estimator probes towards (`desired`), in bits per second —
+    /// a camera sending the sub stream asks for the main stream's rate, to learn when it fits.
+    pub fn set_bitrate(&mut self, peer: &str, min: u64, desired: u64) -> bool {
+        match self.peers.get_mut(peer) {
+            Some(p) => {
+                p.set_bitrate(min, desired);
+                true
+            }
+            None => false,
+        }
     }
 
     /// With [`Settings::gate_media`]: whether media goes to `peer` from now on (a peer that
@@ -702,11 +766,11 @@ impl Client {
         rtp_time: u64,
         data: &std::sync::Arc<[u8]>,
     ) -> bool {
-        let profile = self.h264_profile;
-        let ok = self
-            .peers
-            .get_mut(peer)
-            .is_some_and(|p| p.write_media_to(now, video, rtp_time, data, profile));
+        let profiles = self.h264_profile;
+        let ok = self.peers.get_mut(peer).is_some_and(|p| {
+            let profile = profiles[p.layer];
+            p.write_media_to(now, video, rtp_time, data, profile)
+        });
         self.collect(now);
         ok
     }

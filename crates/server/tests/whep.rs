@@ -118,14 +118,20 @@ async fn bad_requests_are_refused_with_the_drafts_statuses() {
     let path = format!("/whep/{CAMERA}");
     let (s, r) = post(addr, &path, None, OFFER).await;
     assert_eq!(s, 401, "{r}");
-    assert!(r.to_ascii_lowercase().contains("www-authenticate: bearer"), "{r}");
+    assert!(
+        r.to_ascii_lowercase().contains("www-authenticate: bearer"),
+        "{r}"
+    );
     let (s, _) = post(addr, &path, Some("has space"), OFFER).await;
     assert_eq!(s, 401);
     let (s, _) = http(
         addr,
         "POST",
         &path,
-        &[("Content-Type", "text/plain"), ("Authorization", "Bearer t")],
+        &[
+            ("Content-Type", "text/plain"),
+            ("Authorization", "Bearer t"),
+        ],
         OFFER.as_bytes(),
     )
     .await;
@@ -144,7 +150,14 @@ async fn bad_requests_are_refused_with_the_drafts_statuses() {
     assert_eq!(s, 405, "{r}");
     let (s, _) = http(addr, "DELETE", &format!("{path}/nosuchsession"), &[], b"").await;
     assert_eq!(s, 404);
-    let (s, r) = http(addr, "OPTIONS", &path, &[("Origin", "http://elsewhere")], b"").await;
+    let (s, r) = http(
+        addr,
+        "OPTIONS",
+        &path,
+        &[("Origin", "http://elsewhere")],
+        b"",
+    )
+    .await;
     assert_eq!(s, 204);
     let r = r.to_ascii_lowercase();
     assert!(r.contains("access-control-allow-origin: *"), "{r}");
@@ -165,7 +178,11 @@ async fn the_bridge_hands_the_token_then_the_offer_and_leaves_when_told() {
     let (bridge, data) = signal(&mut cam).await;
     assert_eq!(data, json!({"app": {"t": "whep", "v": 1, "token": "v.t"}}));
     let refused = json!({"app": {"t": "refused", "reason": "not a token of this camera"}});
-    send(&mut cam, json!({"type": "signal", "to": bridge, "data": refused})).await;
+    send(
+        &mut cam,
+        json!({"type": "signal", "to": bridge, "data": refused}),
+    )
+    .await;
     let (s, r) = player.await.unwrap();
     assert_eq!(s, 403, "{r}");
     assert!(r.contains("not a token of this camera"), "{r}");
@@ -175,13 +192,21 @@ async fn the_bridge_hands_the_token_then_the_offer_and_leaves_when_told() {
     let player = tokio::spawn(async move { post(addr, &path, Some("v.t"), OFFER).await });
     let (bridge, _) = signal(&mut cam).await;
     let welcome = json!({"app": {"t": "welcome", "camera": CAMERA, "name": "c", "viewer": "v"}});
-    send(&mut cam, json!({"type": "signal", "to": bridge, "data": welcome})).await;
+    send(
+        &mut cam,
+        json!({"type": "signal", "to": bridge, "data": welcome}),
+    )
+    .await;
     let (from, data) = signal(&mut cam).await;
     assert_eq!(from, bridge);
     assert_eq!(data["description"]["type"], "offer");
     assert_eq!(data["description"]["sdp"], OFFER);
     let answer = json!({"description": {"type": "answer", "sdp": "v=0\r\nanswer\r\n"}});
-    send(&mut cam, json!({"type": "signal", "to": bridge, "data": answer})).await;
+    send(
+        &mut cam,
+        json!({"type": "signal", "to": bridge, "data": answer}),
+    )
+    .await;
     let (s, r) = player.await.unwrap();
     assert_eq!(s, 201, "{r}");
     assert!(r.ends_with("v=0\r\nanswer\r\n"), "{r}");
@@ -209,12 +234,24 @@ async fn the_bridge_hands_the_token_then_the_offer_and_leaves_when_told() {
     let path = format!("/whep/{CAMERA}");
     let player = tokio::spawn(async move { post(addr, &path, Some("v.t"), OFFER).await });
     let (bridge, _) = signal(&mut cam).await;
-    send(&mut cam, json!({"type": "signal", "to": bridge, "data": welcome})).await;
+    send(
+        &mut cam,
+        json!({"type": "signal", "to": bridge, "data": welcome}),
+    )
+    .await;
     signal(&mut cam).await;
-    send(&mut cam, json!({"type": "signal", "to": bridge, "data": answer})).await;
+    send(
+        &mut cam,
+        json!({"type": "signal", "to": bridge, "data": answer}),
+    )
+    .await;
     assert_eq!(player.await.unwrap().0, 201);
     let offer = json!({"description": {"type": "offer", "sdp": "v=0\r\n"}});
-    send(&mut cam, json!({"type": "signal", "to": bridge, "data": offer})).await;
+    send(
+        &mut cam,
+        json!({"type": "signal", "to": bridge, "data": offer}),
+    )
+    .await;
     loop {
         let f = recv(&mut cam).await;
         if f["type"] == "peer-left" {
@@ -258,6 +295,10 @@ async fn on_a_server_with_access_tokens_the_whep_address_carries_one() {
     let (bridge, data) = signal(&mut cam).await;
     assert_eq!(data["app"]["token"], "v.t");
     let refused = json!({"app": {"t": "refused", "reason": "no"}});
-    send(&mut cam, json!({"type": "signal", "to": bridge, "data": refused})).await;
+    send(
+        &mut cam,
+        json!({"type": "signal", "to": bridge, "data": refused}),
+    )
+    .await;
     assert_eq!(player.await.unwrap().0, 403);
 }

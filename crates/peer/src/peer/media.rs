@@ -135,6 +135,17 @@ impl Peer {
     }
 }
 
+impl Peer {
+    /// See [`crate::Client::set_bitrate`].
+    pub fn set_bitrate(&mut self, min: u64, desired: u64) {
+        if self.bwe.is_some() {
+            self.rtc
+                .bwe()
+                .set_bitrate(Bitrate::from(min), Bitrate::from(desired));
+        }
+    }
+}
+
 /// The label a kind of our media carries in the call state.
 pub(super) fn media_label(kind: MediaKind) -> &'static str {
     if kind == MediaKind::Video {

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::{ChannelConfig, ChannelId, Reliability};
 use str0m::format::Codec;
@@ -158,6 +159,9 @@ pub(crate) struct Peer {
     media_offered: bool,
     /// Whether [`Peer::write_media`] sends (see [`Settings::gate_media`]).
     pub media_allowed: bool,
+    /// The video layer this peer gets ([`crate::Client::set_layer`]).
+    pub layer: usize,
+    bwe: Option<u64>,
     pub up: VecDeque<Up>,
 }
 
@@ -178,7 +182,7 @@ impl Peer {
         );
         Peer {
             id,
-            rtc: new_rtc(now, window_range.1, settings.media.is_some()),
+            rtc: new_rtc(now, window_range.1, settings.media.is_some(), settings.bwe),
             polite,
             pending: None,
             default: None,
@@ -219,6 +223,8 @@ impl Peer {
             no_codec: Vec::new(),
             media_offered: false,
             media_allowed: !settings.gate_media,
+            layer: 0,
+            bwe: settings.bwe,
             up: VecDeque::new(),
         }
     }
@@ -501,6 +507,12 @@ impl Peer {
                     video: m.kind == MediaKind::Video,
                 });
             }
+            RtcEvent::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+                self.event(Event::Bandwidth {
+                    peer,
+                    bps: estimate.as_u64(),
+                });
+            }
             RtcEvent::KeyframeRequest(_) => {
                 self.event(Event::KeyframeRequest { peer });
             }
@@ -566,7 +578,7 @@ impl Peer {
 
 /// A str0m `Rtc` for one peer: stats and a send buffer sized for the largest window; data
 /// channels only, or (`media`, in a call) also Opus and H.264.
-fn new_rtc(now: Instant, max_window: usize, media: bool) -> Rtc {
+fn new_rtc(now: Instant, max_window: usize, media: bool, bwe: Option<u64>) -> Rtc {
     let mut cfg = Rtc::builder()
         .set_stats_interval(Some(STATS_EVERY))
         .set_sctp_max_buffered_amount(max_window + MESSAGE_ROOM)
@@ -574,6 +586,9 @@ fn new_rtc(now: Instant, max_window: usize, media: bool) -> Rtc {
         .clear_codecs();
     if media {
         cfg = cfg.enable_opus(true, false).enable_h264(true);
+        if let Some(initial) = bwe {
+            cfg = cfg.enable_bwe(Some(Bitrate::from(initial)));
+        }
     }
     // The path in use is checked every second (str0m's default: every 3 s), so that
     // silence means it is gone (see SILENT_AFTER).

@@ -298,7 +298,7 @@ impl Peer {
     /// Replaces the `Rtc`, whose first negotiation did not complete, with a fresh one that
     /// has our candidates.
     pub(super) fn fresh_rtc(&mut self, now: Instant) {
-        self.rtc = new_rtc(now, self.window_range.1, self.media.is_some());
+        self.rtc = new_rtc(now, self.window_range.1, self.media.is_some(), self.bwe);
         self.send_mids.clear();
         self.offered_mids.clear();
         self.no_codec.clear();
