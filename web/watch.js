@@ -81,6 +81,7 @@ async function start(rec) {
   $('name').textContent = rec.name;
   const v = $('video');
   w.addEventListener('track', ({ stream }) => {
+    if (v.srcObject === stream) return;
     v.srcObject = stream;
     v.play().catch(() => {});
     // When the first picture showed, in ms since this page began to load.
@@ -112,10 +113,18 @@ async function start(rec) {
     if (s.path) parts.push(s.path.type === 'relay' ? 'relayed' : 'direct');
     if (state.status?.viewers != null) parts.push(`${state.status.viewers} watching`);
     $('facts').textContent = parts.join(' · ');
+    // Sound starts muted (browsers play muted video without a tap); offered once it comes.
+    $('sound').hidden = !s.audio;
   }, 1000);
 }
 
 $('stop').onclick = () => { current?.stop(); $('viewer').hidden = true; };
+$('sound').onclick = () => {
+  const v = $('video');
+  v.muted = !v.muted;
+  $('sound').textContent = v.muted ? 'Sound on' : 'Sound off';
+  v.play().catch(() => {});
+};
 
 $('ask').onsubmit = (ev) => {
   ev.preventDefault();

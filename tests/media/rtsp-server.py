@@ -4,7 +4,9 @@
 Usage: rtsp-server.py [--port N] [--user U --password P [--basic]] [--size WxH] [--fps N]
                       [--profile baseline|main|high] [--bframes N] [--codec h264|jpeg]
                       [--gop N] [--bitrate KBIT] [--h264-from COMMAND]
-Prints one JSON line {"url": ...} once it listens; runs until killed. Credentials turn on
+                      [--pattern NAME] [--sub WxH:KBIT] [--audio pcmu|pcma]
+Prints one JSON line {"url": ...} once it listens ({"url", "sub"} with --sub: the camera's
+lower-resolution second stream at /sub); runs until killed. Credentials turn on
 RTSP authentication (digest, or basic with --basic). --codec jpeg serves a stream that is not H.264, and
 --bframes a stream with B-frames, for the camera's refusals.
 """
@@ -57,18 +59,29 @@ def main():
     ap.add_argument("--gop", type=int, default=30)
     ap.add_argument("--bitrate", type=int, default=1000)
     ap.add_argument("--codec", default="h264")
+    ap.add_argument("--pattern", default="ball", help="videotestsrc's pattern (snow: every "
+                    "frame costs the whole bitrate)")
+    ap.add_argument("--sub", help="a second stream at /sub: WIDTHxHEIGHT:KBIT")
+    ap.add_argument("--audio", choices=["pcmu", "pcma"], help="a 440 Hz tone beside the video, "
+                    "G.711 (what IP cameras send)")
     ap.add_argument("--h264-from", help="a command writing H.264 access units to stdout, each "
                     "as a 4-byte big-endian length and Annex B bytes (bench's pattern-stream)")
     a = ap.parse_args()
     w, h = a.size.split("x")
-    src = (f"videotestsrc is-live=true pattern=ball ! video/x-raw,width={w},height={h},"
-           f"framerate={a.fps}/1 ! videoconvert ! video/x-raw,format=I420")
+    def source(w, h):
+        return (f"videotestsrc is-live=true pattern={a.pattern} ! video/x-raw,width={w},"
+                f"height={h},framerate={a.fps}/1 ! videoconvert ! video/x-raw,format=I420")
+
+    def x264(bitrate):
+        return (f"x264enc tune=zerolatency speed-preset=ultrafast key-int-max={a.gop} "
+                f"bframes={a.bframes} bitrate={bitrate} ! "
+                f"video/x-h264,profile={a.profile} ! rtph264pay name=pay0 pt=96 config-interval=-1")
+
+    src = source(w, h)
     if a.codec == "jpeg":
         enc = "jpegenc ! rtpjpegpay name=pay0 pt=26"
     else:
-        enc = (f"x264enc tune=zerolatency speed-preset=ultrafast key-int-max={a.gop} "
-               f"bframes={a.bframes} bitrate={a.bitrate} ! video/x-h264,profile={a.profile} ! "
-               f"rtph264pay name=pay0 pt=96 config-interval=-1")
+        enc = x264(a.bitrate)
     Gst.init(None)
     server = GstRtspServer.RTSPServer()
     server.set_address(a.host)
@@ -80,7 +93,12 @@ def main():
                            "rtph264pay name=pay0 pt=96 config-interval=-1 )")
         factory.connect("media-configure", lambda _f, media: feed(media, a.h264_from))
     else:
-        factory.set_launch(f"( {src} ! {enc} )")
+        audio = ""
+        if a.audio:
+            enc_a, pay = ("mulawenc", "rtppcmupay") if a.audio == "pcmu" else ("alawenc", "rtppcmapay")
+            audio = (f" audiotestsrc is-live=true freq=440 volume=0.5 ! audio/x-raw,rate=8000,"
+                     f"channels=1 ! {enc_a} ! {pay} name=pay1")
+        factory.set_launch(f"( {src} ! {enc}{audio} )")
     factory.set_shared(True)
     if a.user:
         auth = GstRtspServer.RTSPAuth()
@@ -95,10 +113,21 @@ def main():
             "user, media.factory.access=(boolean)true, media.factory.construct=(boolean)true")[0]
         factory.add_role_from_structure(role)
     server.get_mount_points().add_factory("/cam", factory)
+    if a.sub:
+        size, kbit = a.sub.split(":")
+        sw, sh = size.split("x")
+        sub = GstRtspServer.RTSPMediaFactory()
+        sub.set_launch(f"( {source(sw, sh)} ! {x264(int(kbit))} )")
+        sub.set_shared(True)
+        server.get_mount_points().add_factory("/sub", sub)
     if server.attach(None) == 0:
         print(json.dumps({"error": f"cannot listen on {a.host}:{a.port}"}), flush=True)
         sys.exit(1)
-    print(json.dumps({"url": f"rtsp://{a.host}:{server.get_bound_port()}/cam"}), flush=True)
+    base = f"rtsp://{a.host}:{server.get_bound_port()}"
+    out = {"url": f"{base}/cam"}
+    if a.sub:
+        out["sub"] = f"{base}/sub"
+    print(json.dumps(out), flush=True)
     GLib.MainLoop().run()
 
 

@@ -7,6 +7,9 @@
 #   lab.sh flush P N       forget home N's NAT mappings (conntrack -F: a NAT reboot)
 #   lab.sh renumber P N    give home N's NAT a new public address, 203.0.113.(50+N), and
 #                          forget its mappings (an ISP renumbering, a move to another network)
+#   lab.sh shape P N KBIT  limit what reaches home N (its NAT's LAN side) to KBIT kbit/s, a
+#                          token bucket with 200 ms of queue (a slow DSL or mobile downlink)
+#   lab.sh unshape P N     lift that limit
 #   lab.sh down P          remove every namespace named ${P}*
 #
 # TYPE: public       the host sits on the public bridge at 203.0.113.(100+N), no NAT
@@ -83,6 +86,15 @@ home)
   # Without this a peer's early punch creates a conntrack entry that clashes with the later
   # outbound mapping, MASQUERADE picks another port, and even cone/cone fails.
   ipt -A INPUT -i wan -m conntrack --ctstate NEW -j DROP
+  ;;
+shape)
+  n=${3:?home number}
+  kbit=${4:?kbit/s}
+  ip netns exec "${p}nat$n" tc qdisc replace dev lan root tbf rate "${kbit}kbit" burst 16kb latency 200ms
+  ;;
+unshape)
+  n=${3:?home number}
+  ip netns exec "${p}nat$n" tc qdisc del dev lan root 2>/dev/null || true
   ;;
 unhome)
   n=${3:?home number}

@@ -24,7 +24,7 @@ const clean = (s) => String(s ?? '').replace(/[\u0000-\u001f\u007f]/g, '').trim(
 
 function viewerOptions(options, media = false) {
   const { name, waitMs, ...rest } = options;
-  return { ...rest, meta: { role: 'viewer' }, onlyRole: 'camera', ...(media ? { receive: { video: true } } : {}) };
+  return { ...rest, meta: { role: 'viewer' }, onlyRole: 'camera', ...(media ? { receive: { video: true, audio: true } } : {}) };
 }
 
 /**
@@ -101,9 +101,17 @@ export class CameraWatch extends EventTarget {
 
   _adopt(peer) {
     const wire = new Wire(peer);
-    peer.addEventListener('track', ({ track, streams }) => {
-      if (track.kind !== 'video' || this.state === 'refused') return;
-      this.stream = streams[0] ?? new MediaStream([track]);
+    peer.addEventListener('track', ({ track }) => {
+      if (this.state === 'refused') return;
+      if (track.kind === 'video') {
+        // A new stream for a new picture, with the sound the camera sends (if any).
+        this.stream = new MediaStream([track, ...(this.stream?.getAudioTracks() ?? [])]);
+      } else if (this.stream) {
+        for (const old of this.stream.getAudioTracks()) this.stream.removeTrack(old);
+        this.stream.addTrack(track);
+      } else {
+        this.stream = new MediaStream([track]);
+      }
       this._emit('track', { track, stream: this.stream, peer });
     });
     const go = () => this._visit(peer, wire).catch((error) => {
@@ -150,9 +158,11 @@ export class CameraWatch extends EventTarget {
     if (!pc) return null;
     const report = await pc.getStats();
     let video = null;
+    let audio = null;
     let rtt = null;
     report.forEach((s) => {
       if (s.type === 'inbound-rtp' && s.kind === 'video') video = s;
+      if (s.type === 'inbound-rtp' && s.kind === 'audio') audio = s;
       if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') rtt = s.currentRoundTripTime ?? rtt;
     });
     if (!video) return { framesDecoded: 0, path: this.peer.path };
@@ -168,6 +178,8 @@ export class CameraWatch extends EventTarget {
       freezes: video.freezeCount ?? 0,
       latencyMs: Math.round(latencyMs),
       path: this.peer.path,
+      // The camera's sound, when it sends some: packets so far and the energy played.
+      audio: audio?.packetsReceived ? { packets: audio.packetsReceived, energy: audio.totalAudioEnergy ?? 0 } : null,
     };
   }
 

@@ -171,7 +171,7 @@ pub async fn run(
     net.room = camera_room(&file.id);
     net.settings.meta = Some(r#"{"role":"camera"}"#.into());
     net.settings.media = Some(Media {
-        audio: sources.audio.is_some(),
+        audio: sources.has_audio(),
         video: sources.video.is_some(),
     });
     net.settings.gate_media = true;

@@ -1,7 +1,8 @@
 //! An RTSP camera as a video source, through the `retina` crate: RTP over the RTSP TCP
 //! connection (interleaved), basic or digest authentication, H.264 depacketized to Annex B
 //! access units (SPS and PPS before every keyframe) and passed through untouched — checked
-//! ([`peerweb_camera::h264`]), never transcoded. Any failure (unreachable, refused
+//! ([`peerweb_camera::h264`]), never transcoded; G.711 audio (μ-law or A-law, what IP cameras
+//! send), when the main stream has it, passed through too. Any failure (unreachable, refused
 //! credentials, no H.264, a broken or stalled stream) is reported and retried with backoff.
 //! Frames are timed on one clock for every session and stream: each session's first frame
 //! at the time it arrived, the rest by the camera's own timestamps from there — so the time
@@ -29,6 +30,22 @@ pub const STALL: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Backoff between attempts: from the first to the most.
 const BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
+
+/// What a session sends on: video of one layer, or the main stream's audio (G.711, whose
+/// RTP time is 8 kHz).
+#[derive(Debug)]
+pub enum Frame {
+    Video {
+        layer: usize,
+        rtp: u64,
+        data: Arc<[u8]>,
+    },
+    Audio {
+        codec: peerweb_peer::AudioCodec,
+        rtp: u64,
+        data: Arc<[u8]>,
+    },
+}
 
 /// Where a camera's stream is, with the credentials taken out of the URL (so that logs and
 /// messages never show them).
@@ -88,7 +105,7 @@ impl RtspSource {
     pub async fn run(
         self,
         layer: usize,
-        frames: mpsc::Sender<(usize, u64, Arc<[u8]>)>,
+        frames: mpsc::Sender<Frame>,
         events: mpsc::UnboundedSender<SourceEvent>,
     ) {
         let mut backoff = BACKOFF.0;
@@ -122,7 +139,7 @@ impl RtspSource {
     async fn session(
         &self,
         layer: usize,
-        frames: &mpsc::Sender<(usize, u64, Arc<[u8]>)>,
+        frames: &mpsc::Sender<Frame>,
         events: &mpsc::UnboundedSender<SourceEvent>,
         last: &mut Option<u64>,
     ) -> anyhow::Result<()> {
@@ -151,18 +168,34 @@ impl RtspSource {
                 offered.join(", ")
             );
         };
-        tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            session.setup(
-                video,
-                SetupOptions::default()
-                    .transport(Transport::Tcp(TcpTransportOptions::default()))
-                    .frame_format(FrameFormat::SIMPLE),
-            ),
-        )
-        .await
-        .map_err(|_| anyhow!("no answer to SETUP within {CONNECT_TIMEOUT:?}"))?
-        .map_err(|e| anyhow!("{e}"))?;
+        // The main stream's audio, if it is G.711 (8 kHz mono): browsers play it as it is.
+        let audio = (layer == 0)
+            .then(|| {
+                session.streams().iter().enumerate().find_map(|(i, s)| {
+                    let codec = match (s.media(), s.encoding_name()) {
+                        ("audio", "pcmu") => peerweb_peer::AudioCodec::Pcmu,
+                        ("audio", "pcma") => peerweb_peer::AudioCodec::Pcma,
+                        _ => return None,
+                    };
+                    let mono = s.channels().is_none_or(|c| c.get() == 1);
+                    (s.clock_rate_hz() == 8000 && mono).then_some((i, codec))
+                })
+            })
+            .flatten();
+        for stream in std::iter::once(video).chain(audio.map(|(i, _)| i)) {
+            tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                session.setup(
+                    stream,
+                    SetupOptions::default()
+                        .transport(Transport::Tcp(TcpTransportOptions::default()))
+                        .frame_format(FrameFormat::SIMPLE),
+                ),
+            )
+            .await
+            .map_err(|_| anyhow!("no answer to SETUP within {CONNECT_TIMEOUT:?}"))?
+            .map_err(|e| anyhow!("{e}"))?;
+        }
         let playing = tokio::time::timeout(CONNECT_TIMEOUT, session.play(PlayOptions::default()))
             .await
             .map_err(|_| anyhow!("no answer to PLAY within {CONNECT_TIMEOUT:?}"))?
@@ -171,6 +204,8 @@ impl RtspSource {
         let mut checker = Checker::new();
         // RTP time of this session's first frame, mapped to continue after the last one.
         let mut offset: Option<i64> = None;
+        let mut audio_offset: Option<i64> = None;
+        let mut last_audio: Option<u64> = None;
         let mut announced = false;
         loop {
             let item = tokio::time::timeout(STALL, demuxed.next())
@@ -180,6 +215,31 @@ impl RtspSource {
                 None => bail!("the camera ended the stream"),
                 Some(Err(e)) => bail!("{e}"),
                 Some(Ok(CodecItem::VideoFrame(f))) => f,
+                Some(Ok(CodecItem::AudioFrame(f))) => {
+                    let Some((_, codec)) = audio.filter(|(i, _)| *i == f.stream_id()) else {
+                        continue;
+                    };
+                    if !announced {
+                        continue;
+                    }
+                    // On the same clock as the video, at 8 kHz.
+                    let ts = f.timestamp().elapsed();
+                    let base =
+                        *audio_offset.get_or_insert_with(|| (clock_90k() / 90 * 8) as i64 - ts);
+                    let rtp = u64::try_from(base + ts)
+                        .unwrap_or(0)
+                        .max(last_audio.map_or(0, |l| l + 1));
+                    last_audio = Some(rtp);
+                    let frame = Frame::Audio {
+                        codec,
+                        rtp,
+                        data: Arc::from(f.data()),
+                    };
+                    if frames.send(frame).await.is_err() {
+                        return Ok(());
+                    }
+                    continue;
+                }
                 Some(Ok(_)) => continue,
             };
             let ts = frame.timestamp().elapsed();
@@ -197,7 +257,12 @@ impl RtspSource {
                 .unwrap_or(0)
                 .max(last.map_or(0, |l| l + 1));
             *last = Some(rtp);
-            if frames.send((layer, rtp, Arc::from(data))).await.is_err() {
+            let frame = Frame::Video {
+                layer,
+                rtp,
+                data: Arc::from(data),
+            };
+            if frames.send(frame).await.is_err() {
                 return Ok(());
             }
         }

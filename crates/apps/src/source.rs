@@ -76,6 +76,8 @@ struct VideoOut {
     layered: bool,
     choice: peerweb_camera::layers::Layers,
     events: mpsc::UnboundedSender<SourceEvent>,
+    /// The codec the node was last told the audio is in.
+    audio_codec: Option<peerweb_peer::AudioCodec>,
 }
 
 impl VideoOut {
@@ -92,6 +94,7 @@ impl VideoOut {
             layered,
             choice: peerweb_camera::layers::Layers::default(),
             events,
+            audio_codec: None,
         }
     }
 
@@ -114,6 +117,22 @@ impl VideoOut {
             }
         }
         self.media.write_layer(layer, rtp, data).await.is_ok()
+    }
+
+    /// The camera's audio (G.711), to every allowed peer.
+    async fn audio(
+        &mut self,
+        codec: peerweb_peer::AudioCodec,
+        rtp: u64,
+        data: std::sync::Arc<[u8]>,
+    ) -> bool {
+        if self.audio_codec != Some(codec) {
+            self.audio_codec = Some(codec);
+            if self.media.set_audio_codec(codec).await.is_err() {
+                return false;
+            }
+        }
+        self.media.write(false, rtp, data).await.is_ok()
     }
 
     async fn next_viewer(&mut self) -> Viewer {
@@ -180,7 +199,10 @@ pub enum Video {
     Pattern(peerweb_camera::pattern::Pattern),
     /// A camera's main stream, and its sub stream (lower resolution and rate) if given:
     /// each viewer gets the one its bandwidth carries.
-    Rtsp(Box<crate::rtsp::RtspSource>, Option<Box<crate::rtsp::RtspSource>>),
+    Rtsp(
+        Box<crate::rtsp::RtspSource>,
+        Option<Box<crate::rtsp::RtspSource>>,
+    ),
 }
 
 /// A file's access units checked for passthrough (profile, size, no B-frames).
@@ -274,6 +296,12 @@ impl Sources {
         Ok(self)
     }
 
+    /// Whether audio may come: a file's, or an RTSP camera's (known only once it answers;
+    /// its line stays silent if it has none).
+    pub fn has_audio(&self) -> bool {
+        self.audio.is_some() || matches!(self.video, Some(Video::Rtsp(..)))
+    }
+
     /// The video's size, where known before it runs (a camera's comes with its first SPS,
     /// as a [`SourceEvent::Video`]).
     pub fn info(&self) -> (Option<u32>, Option<u32>) {
@@ -312,7 +340,7 @@ impl Sources {
             Some(Video::Rtsp(src, sub)) => {
                 // Frames as the camera sends them, from one or two sessions; the profile of
                 // each follows its SPS.
-                let (frames, mut rx) = mpsc::channel::<(usize, u64, std::sync::Arc<[u8]>)>(8);
+                let (frames, mut rx) = mpsc::channel::<crate::rtsp::Frame>(8);
                 let (info_tx, mut info_rx) = mpsc::unbounded_channel();
                 let layered = sub.is_some();
                 tokio::spawn(src.run(0, frames.clone(), info_tx.clone()));
@@ -337,10 +365,15 @@ impl Sources {
                                 let _ = tx.send(ev);
                                 ok
                             }
-                            f = rx.recv() => {
-                                let Some((layer, rtp, data)) = f else { return };
-                                out.frame(layer, rtp, data).await
-                            }
+                            f = rx.recv() => match f {
+                                None => return,
+                                Some(crate::rtsp::Frame::Video { layer, rtp, data }) => {
+                                    out.frame(layer, rtp, data).await
+                                }
+                                Some(crate::rtsp::Frame::Audio { codec, rtp, data }) => {
+                                    out.audio(codec, rtp, data).await
+                                }
+                            },
                             v = out.next_viewer() => out.apply(v).await,
                         };
                         if !ok {

@@ -110,6 +110,7 @@ pub(crate) enum Cmd {
         data: Arc<[u8]>,
     },
     SetLayer(String, usize),
+    AudioCodec(peerweb_peer::AudioCodec),
     Bitrate(String, u64, u64),
     MediaTo {
         peer: String,
@@ -188,6 +189,15 @@ impl MediaHandle {
     pub async fn set_layer(&self, peer: &str, layer: usize) -> Result<(), Error> {
         self.cmds
             .send(Cmd::SetLayer(peer.to_owned(), layer))
+            .await
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// The codec of the audio written from now on (see
+    /// [`peerweb_peer::Client::set_audio_codec`]).
+    pub async fn set_audio_codec(&self, codec: peerweb_peer::AudioCodec) -> Result<(), Error> {
+        self.cmds
+            .send(Cmd::AudioCodec(codec))
             .await
             .map_err(|_| Error::Stopped)
     }

@@ -86,7 +86,7 @@ pub struct Settings {
 /// What a client in a call sends to every peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Media {
-    /// Opus audio, labelled `audio`.
+    /// Audio, labelled `audio`: Opus, or G.711 ([`Client::set_audio_codec`]).
     pub audio: bool,
     /// H.264 video, labelled `camera`.
     pub video: bool,
@@ -335,6 +335,18 @@ pub struct Client {
     eligible: HashSet<String>,
     /// See [`Client::set_h264_profile`]: per layer.
     h264_profile: [Option<u16>; LAYERS],
+    /// See [`Client::set_audio_codec`].
+    audio_codec: AudioCodec,
+}
+
+/// The audio a client sends: Opus (48 kHz; a call's), or G.711 μ-law or A-law (8 kHz; an IP
+/// camera's, passed through).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AudioCodec {
+    #[default]
+    Opus,
+    Pcmu,
+    Pcma,
 }
 
 /// Video layers a client can send (a camera's main and sub streams).
@@ -368,6 +380,7 @@ impl Client {
             reports: VecDeque::new(),
             eligible: HashSet::new(),
             h264_profile: [None; LAYERS],
+            audio_codec: AudioCodec::Opus,
         }
     }
 
@@ -682,7 +695,8 @@ impl Client {
         let mut n = 0;
         for p in self.peers.values_mut() {
             let profile = self.h264_profile[p.layer];
-            n += usize::from(p.write_media(now, video, rtp_time, data, profile));
+            let codec = self.audio_codec;
+            n += usize::from(p.write_media(now, video, rtp_time, data, profile, codec));
         }
         self.collect(now);
         n
@@ -703,7 +717,7 @@ impl Client {
         };
         let mut n = 0;
         for p in self.peers.values_mut().filter(|p| p.layer == layer) {
-            n += usize::from(p.write_media(now, true, rtp_time, data, profile));
+            n += usize::from(p.write_media(now, true, rtp_time, data, profile, AudioCodec::Opus));
         }
         self.collect(now);
         n
@@ -729,6 +743,12 @@ impl Client {
         if let Some(p) = self.h264_profile.get_mut(layer) {
             *p = profile;
         }
+    }
+
+    /// The codec of the audio written from now on (Opus unless told; its RTP time is 48 kHz,
+    /// G.711's 8 kHz). Each peer gets it on the payload type it negotiated for that codec.
+    pub fn set_audio_codec(&mut self, codec: AudioCodec) {
+        self.audio_codec = codec;
     }
 
     /// With [`Settings::bwe`]: the rate `peer`'s traffic is kept at, padded if need be
@@ -767,9 +787,10 @@ impl Client {
         data: &std::sync::Arc<[u8]>,
     ) -> bool {
         let profiles = self.h264_profile;
+        let codec = self.audio_codec;
         let ok = self.peers.get_mut(peer).is_some_and(|p| {
             let profile = profiles[p.layer];
-            p.write_media_to(now, video, rtp_time, data, profile)
+            p.write_media_to(now, video, rtp_time, data, profile, codec)
         });
         self.collect(now);
         ok

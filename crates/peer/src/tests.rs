@@ -1497,3 +1497,43 @@ fn viewers_connect_to_the_camera_only_and_get_media_once_allowed() {
     assert_eq!(frames(&w, a), before, "media after it was taken back");
     assert!(!w.clients[cam].allow_media("nobody", true));
 }
+
+#[test]
+fn a_player_that_offers_no_data_channel_is_answered_and_never_offered_to() {
+    use str0m::media::{Direction, MediaKind};
+    let now = Instant::now();
+    let settings = Settings {
+        media: Some(Media {
+            audio: true,
+            video: true,
+        }),
+        gate_media: true,
+        ..Settings::default()
+    };
+    let mut cam = crate::peer::Peer::new(now, "player".into(), false, &settings);
+    // A WHEP player's offer, as str0m writes one: video to receive, no data channel, no audio.
+    let mut player = str0m::Rtc::builder()
+        .clear_codecs()
+        .enable_h264(true)
+        .build(now);
+    let mut api = player.sdp_api();
+    api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    let (offer, _pending) = api.apply().unwrap();
+    let json = serde_json::json!({"description": {"type": "offer", "sdp": offer.to_sdp_string()}});
+    cam.handle_signal(now, &json.to_string()).unwrap();
+    cam.handle_timeout(now + Duration::from_secs(5), true);
+    let signals: Vec<String> = cam
+        .up
+        .drain(..)
+        .filter_map(|u| match u {
+            crate::peer::Up::Signal(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    assert!(signals.iter().any(|s| s.contains(r#""type":"answer""#)));
+    assert!(
+        !signals.iter().any(|s| s.contains(r#""type":"offer""#)),
+        "the audio line the player did not ask for was offered: {signals:?}"
+    );
+    assert_eq!(cam.sending().len(), 1, "the player's video line is ours to send on");
+}

@@ -32,11 +32,16 @@ impl Peer {
         }
     }
 
-    /// Media kinds we send and have no negotiated line for, with their labels.
+    /// Media kinds we send and have no negotiated line for, with their labels. None for a
+    /// remote that offered no data channel: not a peerweb client but a player (WHEP) that
+    /// takes no offers — it gets what it asked for, on the lines it offered.
     pub(super) fn missing_media(&self) -> Vec<(MediaKind, &'static str)> {
         let Some(m) = self.media else {
             return Vec::new();
         };
+        if self.media_only {
+            return Vec::new();
+        }
         [(MediaKind::Audio, m.audio), (MediaKind::Video, m.video)]
             .into_iter()
             .filter(|(k, want)| {
@@ -65,11 +70,12 @@ impl Peer {
         rtp_time: u64,
         data: &std::sync::Arc<[u8]>,
         h264_profile: Option<u16>,
+        audio: AudioCodec,
     ) -> bool {
         if !self.media_allowed {
             return false;
         }
-        self.write_media_to(now, video, rtp_time, data, h264_profile)
+        self.write_media_to(now, video, rtp_time, data, h264_profile, audio)
     }
 
     /// As [`Peer::write_media`], whether or not media is allowed to this peer (the caller
@@ -81,6 +87,7 @@ impl Peer {
         rtp_time: u64,
         data: &std::sync::Arc<[u8]>,
         h264_profile: Option<u16>,
+        audio: AudioCodec,
     ) -> bool {
         let kind = if video {
             MediaKind::Video
@@ -104,7 +111,9 @@ impl Peer {
                 let spec = p.spec();
                 match spec.codec {
                     Codec::H264 => video && spec.format.packetization_mode == Some(1),
-                    Codec::Opus => !video,
+                    Codec::Opus => !video && audio == AudioCodec::Opus,
+                    Codec::PCMU => !video && audio == AudioCodec::Pcmu,
+                    Codec::PCMA => !video && audio == AudioCodec::Pcma,
                     _ => false,
                 }
             })
@@ -122,10 +131,10 @@ impl Peer {
         let Some(pt) = pt else {
             return false;
         };
-        let rate = if video {
-            Frequency::NINETY_KHZ
-        } else {
-            Frequency::FORTY_EIGHT_KHZ
+        let rate = match (video, audio) {
+            (true, _) => Frequency::NINETY_KHZ,
+            (false, AudioCodec::Opus) => Frequency::FORTY_EIGHT_KHZ,
+            (false, _) => Frequency::new(8_000).unwrap_or(Frequency::FORTY_EIGHT_KHZ),
         };
         let ok = writer
             .write(pt, now, MediaTime::new(rtp_time, rate), data.clone())

@@ -17,7 +17,7 @@ use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, CandidateKind, Event as RtcEvent, IceConnectionState, Input, Output, Rtc};
 
-use crate::{ChannelOptions, Error, Event, Media, Path, PeerState, Settings, Transmit};
+use crate::{AudioCodec, ChannelOptions, Error, Event, Media, Path, PeerState, Settings, Transmit};
 
 mod channels;
 mod media;
@@ -161,6 +161,9 @@ pub(crate) struct Peer {
     pub media_allowed: bool,
     /// The video layer this peer gets ([`crate::Client::set_layer`]).
     pub layer: usize,
+    /// The remote's first offer had no data channel: a player, not a peerweb client (see
+    /// `missing_media`).
+    media_only: bool,
     bwe: Option<u64>,
     pub up: VecDeque<Up>,
 }
@@ -224,6 +227,7 @@ impl Peer {
             media_offered: false,
             media_allowed: !settings.gate_media,
             layer: 0,
+            media_only: false,
             bwe: settings.bwe,
             up: VecDeque::new(),
         }
@@ -585,7 +589,12 @@ fn new_rtc(now: Instant, max_window: usize, media: bool, bwe: Option<u64>) -> Rt
         // Data channels only unless in a call: no audio/video codecs to offer or accept.
         .clear_codecs();
     if media {
-        cfg = cfg.enable_opus(true, false).enable_h264(true);
+        // Opus first: what a call offers and prefers; G.711 for cameras' audio, passed through.
+        cfg = cfg
+            .enable_opus(true, false)
+            .enable_pcmu(true, false)
+            .enable_pcma(true, false)
+            .enable_h264(true);
         if let Some(initial) = bwe {
             cfg = cfg.enable_bwe(Some(Bitrate::from(initial)));
         }

@@ -148,6 +148,9 @@ impl Peer {
         let restarts = self.remote_ufrag.is_some() && ufrag != self.remote_ufrag;
         self.remote_ufrag = ufrag;
         self.note_sdp_candidates(sdp);
+        if !self.negotiated {
+            self.media_only = !sdp.contains("m=application");
+        }
         self.dirty |= !self.negotiated;
         let answer = self.rtc.sdp_api().accept_offer(offer);
         let answer = match answer {
