@@ -3,8 +3,9 @@
 // loopback-only namespace run.sh made: the stream passes through to a native viewer (ffprobe
 // decodes the recording) and to Chromium (decoded live at the source's rate, right size, no
 // freezes); the RTSP server restarted mid-stream and the viewers go on without reloading;
-// wrong credentials, an unreachable camera, a stream that is not H.264 and one with B-frames
-// each give a clear message and a retry, and the camera never crashes.
+// wrong credentials, an unreachable camera, a stream that is not H.264 and one with B-frames,
+// and V4L2 sources that are no camera, each give a clear message and a retry, and the camera
+// never crashes. G.711 sound from the camera reaches the page.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
@@ -179,6 +180,10 @@ test('bad sources get a clear message and a retry, never a crash', async () => {
   cases.push(['unreachable', gone.url, /refused|connect/i]);
   cases.push(['not H.264', jpeg.url, /no H\.264.*video\/jpeg/]);
   cases.push(['B-frames', bframes.url, /B-frames/]);
+  // A V4L2 source that is no camera (CI has no capture device; the device path is tested
+  // for what it can be: missing, or not a V4L2 node).
+  cases.push(['not a V4L2 device', 'v4l2:/dev/null', /not a V4L2 video device/]);
+  cases.push(['no such device', 'v4l2:/dev/video-peerweb-none', /cannot open/]);
   const cams = cases.map(([what, url, re]) => ({ what, re, cam: camera(url, ['--name', what]) }));
   try {
     for (const { what, re, cam } of cams) {

@@ -159,7 +159,7 @@ pub async fn run(
     let mut gate = Gate::new(&file, random()?);
     let info = sources.info();
     // A camera's rate is its own (and its size comes with its first SPS).
-    let live = matches!(sources.video, Some(crate::source::Video::Rtsp(..)));
+    let live = sources.is_live();
     let mut source = SourceInfo {
         width: info.0,
         height: info.1,

@@ -4,6 +4,7 @@
 //!
 //! - [`source`]: video and audio sources, paced;
 //! - [`rtsp`]: an RTSP camera as a source (retina), reconnected with backoff;
+//! - `v4l2`: a V4L2 device with an H.264 encoder as a source (Linux);
 //! - [`record`]: received media into files;
 //! - [`camera`]: `peerweb camera` — a camera's room, its pairing room and its gate;
 //! - [`watch`]: `peerweb watch` — pairing with a camera and watching it;
@@ -14,4 +15,6 @@ pub mod files;
 pub mod record;
 pub mod rtsp;
 pub mod source;
+#[cfg(target_os = "linux")]
+pub mod v4l2;
 pub mod watch;

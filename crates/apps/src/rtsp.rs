@@ -270,7 +270,7 @@ impl RtspSource {
 }
 
 /// The one clock of every camera stream: 90 kHz since the first time it was read.
-fn clock_90k() -> u64 {
+pub(crate) fn clock_90k() -> u64 {
     static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     let since = EPOCH.get_or_init(std::time::Instant::now).elapsed();
     (since.as_micros() * 9 / 100) as u64

@@ -203,6 +203,44 @@ pub enum Video {
         Box<crate::rtsp::RtspSource>,
         Option<Box<crate::rtsp::RtspSource>>,
     ),
+    /// A V4L2 device that encodes H.264 (`v4l2:/dev/videoN`).
+    #[cfg(target_os = "linux")]
+    V4l2(crate::v4l2::V4l2Source),
+}
+
+/// A live source's frames, its events, and whether it has a sub stream.
+type Live = (
+    mpsc::Receiver<crate::rtsp::Frame>,
+    mpsc::UnboundedReceiver<SourceEvent>,
+    bool,
+);
+
+impl Video {
+    /// Starts a live source (an RTSP camera and its sub stream, or a device); gives back any
+    /// other.
+    fn start_live(self, fps: u32, keyframes: &Keyframes) -> Result<Live, Video> {
+        let (frames, rx) = mpsc::channel::<crate::rtsp::Frame>(8);
+        let (info_tx, info_rx) = mpsc::unbounded_channel();
+        match self {
+            Video::Rtsp(src, sub) => {
+                let layered = sub.is_some();
+                tokio::spawn(src.run(0, frames.clone(), info_tx.clone()));
+                if let Some(sub) = sub {
+                    tokio::spawn(sub.run(1, frames, info_tx));
+                }
+                Ok((rx, info_rx, layered))
+            }
+            #[cfg(target_os = "linux")]
+            Video::V4l2(dev) => {
+                tokio::spawn(dev.run(fps, frames, info_tx, keyframes.0.clone()));
+                Ok((rx, info_rx, false))
+            }
+            other => {
+                let _ = (fps, keyframes);
+                Err(other)
+            }
+        }
+    }
 }
 
 /// A file's access units checked for passthrough (profile, size, no B-frames).
@@ -260,6 +298,10 @@ impl Sources {
                 if let Some(rtsp) = p.to_str().and_then(crate::rtsp::RtspSource::parse) {
                     return rtsp.map(|r| Video::Rtsp(Box::new(r), None));
                 }
+                #[cfg(target_os = "linux")]
+                if let Some(dev) = p.to_str().and_then(crate::v4l2::V4l2Source::parse) {
+                    return dev.map(Video::V4l2);
+                }
                 match pattern_spec(p, fps) {
                     Some(pattern) => pattern.map(Video::Pattern),
                     None => peerweb_call::media::H264::parse(&read(p)?)
@@ -298,6 +340,17 @@ impl Sources {
 
     /// Whether audio may come: a file's, or an RTSP camera's (known only once it answers;
     /// its line stays silent if it has none).
+    /// Whether the video comes as a camera sends it (its rate and size its own): an RTSP
+    /// camera or a device.
+    pub fn is_live(&self) -> bool {
+        match &self.video {
+            Some(Video::Rtsp(..)) => true,
+            #[cfg(target_os = "linux")]
+            Some(Video::V4l2(..)) => true,
+            _ => false,
+        }
+    }
+
     pub fn has_audio(&self) -> bool {
         self.audio.is_some() || matches!(self.video, Some(Video::Rtsp(..)))
     }
@@ -335,18 +388,10 @@ impl Sources {
         }
         let step = 90_000 / u64::from(self.fps.max(1));
         let every = std::time::Duration::from_micros(1_000_000 / u64::from(self.fps.max(1)));
-        // Frame `n` of the video: a file's, looped, or the pattern's, drawn now.
-        let next: Option<NextFrame> = match self.video {
-            Some(Video::Rtsp(src, sub)) => {
-                // Frames as the camera sends them, from one or two sessions; the profile of
-                // each follows its SPS.
-                let (frames, mut rx) = mpsc::channel::<crate::rtsp::Frame>(8);
-                let (info_tx, mut info_rx) = mpsc::unbounded_channel();
-                let layered = sub.is_some();
-                tokio::spawn(src.run(0, frames.clone(), info_tx.clone()));
-                if let Some(sub) = sub {
-                    tokio::spawn(sub.run(1, frames, info_tx));
-                }
+        // A live source (an RTSP camera, a device): its frames as they come, from one task.
+        let fps = self.fps;
+        let video = match self.video.map(|v| v.start_live(fps, &keyframes)) {
+            Some(Ok((mut rx, mut info_rx, layered))) => {
                 let mut out = VideoOut::new(media.clone(), viewers_rx.take(), layered, tx.clone());
                 let tx = tx.clone();
                 tokio::spawn(async move {
@@ -383,6 +428,11 @@ impl Sources {
                 });
                 None
             }
+            Some(Err(v)) => Some(v),
+            None => None,
+        };
+        // Frame `n` of the video: a file's, looped, or the pattern's, drawn now.
+        let next: Option<NextFrame> = match video {
             Some(Video::File(v, _)) => {
                 let frames: Vec<std::sync::Arc<[u8]>> =
                     v.frames.into_iter().map(std::sync::Arc::from).collect();
@@ -405,7 +455,8 @@ impl Sources {
                     pattern.frame(n, wall_ms()).0.into()
                 }))
             }
-            None => None,
+            // Started above.
+            _ => None,
         };
         if let Some(mut next) = next {
             let mut out = VideoOut::new(media.clone(), viewers_rx.take(), false, tx.clone());

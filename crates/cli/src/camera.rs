@@ -19,7 +19,8 @@ use crate::peer::{NetArgs, path_json, path_text, say};
 #[derive(Debug, Args)]
 pub struct CameraArgs {
     /// What to stream: `rtsp://[user:pass@]host[:port]/path` (a camera; H.264 passed through,
-    /// reconnected when it fails), an H.264 file (Annex B, `.h264`), looped, or `test` /
+    /// reconnected when it fails), `v4l2:/dev/videoN` (a device with an H.264 encoder of its
+    /// own), an H.264 file (Annex B, `.h264`), looped, or `test` /
     /// `test:WIDTHxHEIGHT` (the built-in pattern, which shows a frame number and the time it
     /// was sent).
     #[arg(required_unless_present_any = ["list_viewers", "revoke", "whep"])]

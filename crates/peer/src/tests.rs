@@ -1535,5 +1535,9 @@ fn a_player_that_offers_no_data_channel_is_answered_and_never_offered_to() {
         !signals.iter().any(|s| s.contains(r#""type":"offer""#)),
         "the audio line the player did not ask for was offered: {signals:?}"
     );
-    assert_eq!(cam.sending().len(), 1, "the player's video line is ours to send on");
+    assert_eq!(
+        cam.sending().len(),
+        1,
+        "the player's video line is ours to send on"
+    );
 }
