@@ -7,8 +7,10 @@
 #   lab.sh flush P N       forget home N's NAT mappings (conntrack -F: a NAT reboot)
 #   lab.sh renumber P N    give home N's NAT a new public address, 203.0.113.(50+N), and
 #                          forget its mappings (an ISP renumbering, a move to another network)
-#   lab.sh shape P N KBIT  limit what reaches home N (its NAT's LAN side) to KBIT kbit/s, a
-#                          token bucket with 200 ms of queue (a slow DSL or mobile downlink)
+#   lab.sh shape P N KBIT  limit what reaches home N (its NAT's LAN side) to KBIT kbit/s: a
+#                          token bucket of one packet (no bursts above the rate: a slow DSL
+#                          line; a bigger bucket lets a probe's burst through at line rate)
+#                          with 1 s of queue. (This kernel has no netem.)
 #   lab.sh unshape P N     lift that limit
 #   lab.sh down P          remove every namespace named ${P}*
 #
@@ -90,7 +92,8 @@ home)
 shape)
   n=${3:?home number}
   kbit=${4:?kbit/s}
-  ip netns exec "${p}nat$n" tc qdisc replace dev lan root tbf rate "${kbit}kbit" burst 16kb latency 200ms
+  ip netns exec "${p}nat$n" tc qdisc replace dev lan root tbf rate "${kbit}kbit" burst 1600 \
+    limit $((kbit * 1000 / 8))
   ;;
 unshape)
   n=${3:?home number}

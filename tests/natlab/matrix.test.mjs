@@ -553,6 +553,11 @@ test('a viewer whose downlink slows gets the camera\'s sub stream, and the main 
     await waitFor(page, (k) => window.watchState.stats.framesDecoded > k + 45, n, { what: 'the sub stream flowing', timeout: 20000 });
     assert.ok(down.estimate_bps < 1200000 * 1.15, `moved down at an estimate of ${down.estimate_bps}`);
 
+    // While the link stays slow, the viewer stays on the sub stream (no flapping back up).
+    await new Promise((r) => setTimeout(r, 8000));
+    assert.ok(!cam.events.some((e) => e.event === 'layer' && e.layer === 'main'),
+      `moved back up while the link was slow: ${JSON.stringify(cam.events.filter((e) => e.event === 'layer'))}`);
+    assert.equal((await stat()).width, 320);
     const t1 = Date.now();
     lab('unshape', P, 2);
     const up = await cam.waitEvent((e) => e.event === 'layer' && e.layer === 'main', { what: 'the move back to the main stream', timeout: 120000 });

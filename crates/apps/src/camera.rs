@@ -23,8 +23,9 @@ use crate::source::{SourceEvent, Sources, Viewer, recv_or_pending};
 
 /// How often the camera file is checked for changes (a `--revoke` from another process).
 const RELOAD_EVERY: Duration = Duration::from_secs(1);
-/// Where each viewer's bandwidth estimate starts, bits per second.
-const INITIAL_ESTIMATE: u64 = 4_000_000;
+/// Where each viewer's bandwidth estimate starts, bits per second: above a usual camera's
+/// main stream, so that the first keyframes are not held back while it settles.
+const INITIAL_ESTIMATE: u64 = 8_000_000;
 /// Pairing rooms tried before giving up on finding a free one.
 const NAMEPLATE_TRIES: u32 = 8;
 
@@ -175,9 +176,11 @@ pub async fn run(
         video: sources.video.is_some(),
     });
     net.settings.gate_media = true;
-    // Each viewer's path is estimated and paced (str0m's GCC), from a start that does not
-    // throttle a usual camera's main stream; with a sub stream the estimate picks the stream.
-    net.settings.bwe = Some(INITIAL_ESTIMATE);
+    // With a sub stream, each viewer's path is estimated (str0m's GCC) to pick its stream, and
+    // paced. Without one there is nothing to choose, and pacing a stream whose rate we cannot
+    // change only delays its keyframes (measured: docs/benchmarks.md), so frames leave as the
+    // camera sends them.
+    net.settings.bwe = sources.has_sub().then_some(INITIAL_ESTIMATE);
     net.settings.only_role = None;
     let mut main = Node::join(net.clone())
         .await

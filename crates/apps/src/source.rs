@@ -340,6 +340,11 @@ impl Sources {
 
     /// Whether audio may come: a file's, or an RTSP camera's (known only once it answers;
     /// its line stays silent if it has none).
+    /// Whether the camera has a sub stream (`--sub-url`).
+    pub fn has_sub(&self) -> bool {
+        matches!(&self.video, Some(Video::Rtsp(_, Some(_))))
+    }
+
     /// Whether the video comes as a camera sends it (its rate and size its own): an RTSP
     /// camera or a device.
     pub fn is_live(&self) -> bool {

@@ -3,8 +3,13 @@
 //! spare, the camera's sub stream (lower resolution and rate) when it does not. A move happens
 //! at the next keyframe of the stream moved to — the viewer's decoder needs one to go on — and
 //! with hysteresis: down below 1.15× the main stream's measured rate, up only above 1.5× and
-//! [`UP_HOLD`] after the last move. On the sub stream the viewer's estimator is asked to probe
-//! towards 1.5× the main rate, so it learns when the main stream fits again.
+//! [`UP_HOLD`] after the last move — doubled (up to [`MAX_UP_HOLD`]) each time a move up did not
+//! last [`FAILED_UP`], since a probe can overestimate a bursty slow link (a token bucket lets
+//! a probe's burst through at line rate), and reset after [`FAILED_UP`] on the main stream.
+//! Each viewer's estimator is asked to probe towards 1.6× the main rate, so that on the sub
+//! stream it learns when the main stream fits again. (Probing higher — 4× was tried, to give
+//! the pacer room for keyframes — inflated the estimate on a slow link enough to move a viewer
+//! back up while the link was still slow.)
 //!
 //! Sans-IO: the writer tells what it sent and when; estimates come in with the time.
 
@@ -15,13 +20,19 @@ use std::time::{Duration, Instant};
 pub const SETTLE: Duration = Duration::from_secs(2);
 /// After a move, the least time before moving down again.
 pub const DOWN_HOLD: Duration = Duration::from_secs(1);
-/// After a move, the least time before moving up again.
-pub const UP_HOLD: Duration = Duration::from_secs(5);
+/// After a move, the least time before moving up again (at first).
+pub const UP_HOLD: Duration = Duration::from_secs(10);
+/// The most [`UP_HOLD`] grows to after failed moves up.
+pub const MAX_UP_HOLD: Duration = Duration::from_secs(80);
+/// A move up that is followed by a move down within this long failed.
+pub const FAILED_UP: Duration = Duration::from_secs(30);
 /// The window over which each stream's rate is measured.
 pub const RATE_WINDOW: Duration = Duration::from_secs(2);
 /// Percent of the main stream's rate an estimate must reach to keep it, and to get it back.
 const DOWN_BELOW_PCT: u64 = 115;
 const UP_ABOVE_PCT: u64 = 150;
+/// Percent of the main stream's rate each viewer's estimator probes towards.
+const PROBE_TO_PCT: u64 = 160;
 /// Frames remembered per stream for its rate (a bound, whatever the frame rate).
 const MAX_SAMPLES: usize = 1024;
 
@@ -56,8 +67,11 @@ struct Choice {
     on: usize,
     want: usize,
     started: Instant,
-    /// The last move (or the start).
+    /// The last move (or the start), and the last move up.
     moved: Instant,
+    moved_up: Option<Instant>,
+    /// The hold before the next move up: [`UP_HOLD`], doubled after each failed move up.
+    up_hold: Duration,
     estimate: Option<u64>,
     /// What its estimator was last asked to probe towards.
     told: Option<u64>,
@@ -80,6 +94,8 @@ impl Layers {
                 want: layer,
                 started: now,
                 moved: now,
+                moved_up: None,
+                up_hold: UP_HOLD,
                 estimate: None,
                 told: None,
             },
@@ -118,12 +134,17 @@ impl Layers {
         }
         if c.want == 0 && bps * 100 < main * DOWN_BELOW_PCT && now >= c.moved + DOWN_HOLD {
             c.want = 1;
-        } else if c.want == 1 && bps * 100 > main * UP_ABOVE_PCT && now >= c.moved + UP_HOLD {
+        } else if c.want == 1 && bps * 100 > main * UP_ABOVE_PCT && now >= c.moved + c.up_hold {
             c.want = 0;
+        }
+        if c.on == 0 && c.moved_up.is_some_and(|t| now >= t + FAILED_UP) {
+            // The last move up held: the next one need not wait longer than the first.
+            c.moved_up = None;
+            c.up_hold = UP_HOLD;
         }
         // Probe towards what would bring the main stream back (told again when the main
         // stream's rate moved by a fifth).
-        let desired = main * UP_ABOVE_PCT / 100 + main / 10;
+        let desired = main * PROBE_TO_PCT / 100;
         let stale = c.told.is_none_or(|t| t.abs_diff(desired) * 5 > t);
         if stale {
             c.told = Some(desired);
@@ -138,6 +159,12 @@ impl Layers {
         let mut moved = Vec::new();
         for (peer, c) in &mut self.peers {
             if c.want == layer && c.on != layer {
+                if layer == 1 && c.moved_up.is_some_and(|t| now < t + FAILED_UP) {
+                    c.up_hold = (c.up_hold * 2).min(MAX_UP_HOLD);
+                }
+                if layer == 0 {
+                    c.moved_up = Some(now);
+                }
                 c.on = layer;
                 c.moved = now;
                 moved.push((peer.clone(), c.estimate));
@@ -193,12 +220,41 @@ mod tests {
             l.switch_at_keyframe(t, 0).is_empty(),
             "too soon after the move"
         );
-        stream(&mut l, &mut t, 5);
+        stream(&mut l, &mut t, 10);
         l.estimate(t, "v", 2_800_000);
         assert!(l.switch_at_keyframe(t, 0).is_empty(), "1.4× is not enough");
         l.estimate(t, "v", 3_100_000);
         assert_eq!(l.switch_at_keyframe(t, 0).len(), 1);
         assert_eq!(l.layer("v"), Some(0));
+        // A probe's overestimate: down again at once, and the next move up waits twice as
+        // long, then four times.
+        stream(&mut l, &mut t, 2);
+        l.estimate(t, "v", 500_000);
+        assert_eq!(l.switch_at_keyframe(t, 1).len(), 1);
+        stream(&mut l, &mut t, 15);
+        l.estimate(t, "v", 3_100_000);
+        assert!(l.switch_at_keyframe(t, 0).is_empty(), "15 s < 2 × UP_HOLD");
+        stream(&mut l, &mut t, 6);
+        l.estimate(t, "v", 3_100_000);
+        assert_eq!(l.switch_at_keyframe(t, 0).len(), 1, "after 2 × UP_HOLD");
+        stream(&mut l, &mut t, 2);
+        l.estimate(t, "v", 500_000);
+        assert_eq!(l.switch_at_keyframe(t, 1).len(), 1);
+        stream(&mut l, &mut t, 30);
+        l.estimate(t, "v", 3_100_000);
+        assert!(l.switch_at_keyframe(t, 0).is_empty(), "30 s < 4 × UP_HOLD");
+        stream(&mut l, &mut t, 11);
+        l.estimate(t, "v", 3_100_000);
+        assert_eq!(l.switch_at_keyframe(t, 0).len(), 1);
+        // A move up that holds for FAILED_UP brings the hold back to UP_HOLD.
+        stream(&mut l, &mut t, 31);
+        l.estimate(t, "v", 3_100_000);
+        stream(&mut l, &mut t, 2);
+        l.estimate(t, "v", 500_000);
+        assert_eq!(l.switch_at_keyframe(t, 1).len(), 1);
+        stream(&mut l, &mut t, 11);
+        l.estimate(t, "v", 3_100_000);
+        assert_eq!(l.switch_at_keyframe(t, 0).len(), 1, "back to UP_HOLD");
         // A stopped viewer is forgotten.
         l.stop("v");
         assert_eq!(l.estimate(t, "v", 1), None);
