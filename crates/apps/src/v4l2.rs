@@ -5,8 +5,9 @@
 //! `linuxvideo` crate (the V4L2 ioctls in Rust, no C library), on a blocking thread, with
 //! memory-mapped buffers. A keyframe asked for by a viewer is asked of the encoder with its
 //! "Force Key Frame" control where it has one (at most one per [`KEYFRAME_GAP`]); without it, the
-//! camera's group-of-pictures cache serves new viewers. A device that fails (unplugged, gone
-//! silent) is opened again with backoff.
+//! camera's group-of-pictures cache serves new viewers. A device that fails (unplugged, or
+//! silent for [`STALL`]) is opened again with backoff; the thread never blocks in the driver, so
+//! it ends as soon as the camera stops.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,6 +31,11 @@ pub const KEYFRAME_GAP: Duration = Duration::from_millis(500);
 const BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
 /// The largest access unit taken from the device.
 const MAX_FRAME: usize = 4 << 20;
+/// A device that delivers nothing for this long is opened again (as an RTSP camera is).
+const STALL: Duration = crate::rtsp::STALL;
+/// How often a waiting capture thread looks for a filled buffer (and for the camera having
+/// stopped).
+const WAIT_STEP: Duration = Duration::from_millis(5);
 
 /// A V4L2 capture device, by path.
 #[derive(Debug, Clone)]
@@ -203,6 +209,21 @@ fn capture(
             && let Some(k) = &mut keyframer
         {
             k.force();
+        }
+        // Wait for a filled buffer without blocking in the driver: a device that goes silent
+        // is noticed, and a camera that stops is not held up.
+        let waiting = Instant::now();
+        while stream
+            .will_block()
+            .with_context(|| format!("{}: waiting for a frame", path.display()))?
+        {
+            if frames.is_closed() {
+                return Ok(());
+            }
+            if waiting.elapsed() > STALL {
+                bail!("{} sent nothing for {} s", path.display(), STALL.as_secs());
+            }
+            std::thread::sleep(WAIT_STEP);
         }
         let data = stream
             .dequeue(|buf| {
