@@ -109,11 +109,11 @@ impl RtspSource {
         events: mpsc::UnboundedSender<SourceEvent>,
     ) {
         let mut backoff = BACKOFF.0;
-        // The RTP time of the last frame sent: the next session continues from it.
-        let mut last: Option<u64> = None;
+        // The video's time: the next session continues from the last frame sent.
+        let mut time = Timeline::new(90_000);
         loop {
             let started = tokio::time::Instant::now();
-            let why = match self.session(layer, &frames, &events, &mut last).await {
+            let why = match self.session(layer, &frames, &events, &mut time).await {
                 Ok(()) => return,
                 Err(e) => format!("{e:#}"),
             };
@@ -141,7 +141,7 @@ impl RtspSource {
         layer: usize,
         frames: &mpsc::Sender<Frame>,
         events: &mpsc::UnboundedSender<SourceEvent>,
-        last: &mut Option<u64>,
+        time: &mut Timeline,
     ) -> anyhow::Result<()> {
         let opts = SessionOptions::default()
             .creds(self.creds.clone())
@@ -202,10 +202,9 @@ impl RtspSource {
             .map_err(|e| anyhow!("{e}"))?;
         let mut demuxed = playing.demuxed().map_err(|e| anyhow!("{e}"))?;
         let mut checker = Checker::new();
-        // RTP time of this session's first frame, mapped to continue after the last one.
-        let mut offset: Option<i64> = None;
-        let mut audio_offset: Option<i64> = None;
-        let mut last_audio: Option<u64> = None;
+        // This session's timestamps start afresh; the time goes on.
+        time.restart();
+        let mut audio_time = Timeline::new(8_000);
         let mut announced = false;
         loop {
             let item = tokio::time::timeout(STALL, demuxed.next())
@@ -222,17 +221,9 @@ impl RtspSource {
                     if !announced {
                         continue;
                     }
-                    // On the same clock as the video, at 8 kHz.
-                    let ts = f.timestamp().elapsed();
-                    let base =
-                        *audio_offset.get_or_insert_with(|| (clock_90k() / 90 * 8) as i64 - ts);
-                    let rtp = u64::try_from(base + ts)
-                        .unwrap_or(0)
-                        .max(last_audio.map_or(0, |l| l + 1));
-                    last_audio = Some(rtp);
                     let frame = Frame::Audio {
                         codec,
-                        rtp,
+                        rtp: audio_time.at(f.timestamp().elapsed()),
                         data: Arc::from(f.data()),
                     };
                     if frames.send(frame).await.is_err() {
@@ -252,14 +243,9 @@ impl RtspSource {
                 // Nothing decodable before the first SPS and keyframe.
                 continue;
             }
-            let base = *offset.get_or_insert_with(|| clock_90k() as i64 - ts);
-            let rtp = u64::try_from(base + ts)
-                .unwrap_or(0)
-                .max(last.map_or(0, |l| l + 1));
-            *last = Some(rtp);
             let frame = Frame::Video {
                 layer,
-                rtp,
+                rtp: time.at(ts),
                 data: Arc::from(data),
             };
             if frames.send(frame).await.is_err() {
@@ -269,11 +255,55 @@ impl RtspSource {
     }
 }
 
-/// The one clock of every camera stream: 90 kHz since the first time it was read.
-pub(crate) fn clock_90k() -> u64 {
-    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    let since = EPOCH.get_or_init(std::time::Instant::now).elapsed();
-    (since.as_micros() * 9 / 100) as u64
+/// A stream's RTP times on the one clock of every camera stream (time since it was first
+/// read, at the stream's rate): a session's first frame at the time it arrived, the rest by
+/// the source's own timestamps from there, never going back.
+#[derive(Debug)]
+pub(crate) struct Timeline {
+    rate: u64,
+    /// This session's timestamps to the clock.
+    offset: Option<i64>,
+    last: Option<u64>,
+}
+
+impl Timeline {
+    pub(crate) fn new(rate: u64) -> Timeline {
+        Timeline {
+            rate,
+            offset: None,
+            last: None,
+        }
+    }
+
+    /// A new session of the same stream: its timestamps start afresh, the time goes on.
+    fn restart(&mut self) {
+        self.offset = None;
+    }
+
+    /// The time of a frame the source stamped `ts` (its ticks, at the stream's rate).
+    pub(crate) fn at(&mut self, ts: i64) -> u64 {
+        let clock = self.clock();
+        let base = *self.offset.get_or_insert_with(|| clock as i64 - ts);
+        self.next(u64::try_from(base + ts).unwrap_or(0))
+    }
+
+    /// The time of a frame that came unstamped: now.
+    pub(crate) fn now(&mut self) -> u64 {
+        let clock = self.clock();
+        self.next(clock)
+    }
+
+    fn next(&mut self, t: u64) -> u64 {
+        let t = t.max(self.last.map_or(0, |l| l + 1));
+        self.last = Some(t);
+        t
+    }
+
+    fn clock(&self) -> u64 {
+        static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let since = EPOCH.get_or_init(std::time::Instant::now).elapsed();
+        (since.as_micros() * u128::from(self.rate) / 1_000_000) as u64
+    }
 }
 
 /// `%xx` decoding of URL credentials.
@@ -297,6 +327,23 @@ fn percent_decode(s: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_goes_on_across_sessions_and_never_back() {
+        let mut t = Timeline::new(90_000);
+        let a = t.at(1_000_000);
+        let b = t.at(1_003_000);
+        assert_eq!(b - a, 3000, "the source's own spacing");
+        // A new session whose timestamps start low: after the last frame, not before.
+        t.restart();
+        let c = t.at(5);
+        assert!(c > b);
+        // A stamp that goes back.
+        assert_eq!(t.at(4), c + 1);
+        let mut u = Timeline::new(8_000);
+        let (x, y) = (u.now(), u.now());
+        assert!(y > x);
+    }
 
     #[test]
     fn credentials_leave_the_address() {

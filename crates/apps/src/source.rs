@@ -100,12 +100,18 @@ impl VideoOut {
 
     async fn frame(&mut self, layer: usize, rtp: u64, data: std::sync::Arc<[u8]>) -> bool {
         let key = is_keyframe(&data);
-        let now = tokio::time::Instant::now().into_std();
         self.gops[layer].push(rtp, &data, key);
-        self.choice.sent(now, layer, data.len());
-        if key {
-            // Viewers waiting for this layer's keyframe move to it now, before the frame.
-            for (peer, estimate) in self.choice.switch_at_keyframe(now, layer) {
+        // With two streams: each one's rate for the choice, and viewers waiting for this
+        // layer's keyframe moved to it now, before the frame.
+        if self.layered {
+            let now = tokio::time::Instant::now().into_std();
+            self.choice.sent(now, layer, data.len());
+            let moved = if key {
+                self.choice.switch_at_keyframe(now, layer)
+            } else {
+                Vec::new()
+            };
+            for (peer, estimate) in moved {
                 if self.media.set_layer(&peer, layer).await.is_err() {
                     return false;
                 }

@@ -203,7 +203,7 @@ fn capture(
     let (mut stream, mut keyframer) = open(path, fps)?;
     let mut checker = Checker::new();
     let mut announced = false;
-    let mut last: Option<u64> = None;
+    let mut time = crate::rtsp::Timeline::new(90_000);
     loop {
         if keyframes.swap(false, Ordering::Relaxed)
             && let Some(k) = &mut keyframer
@@ -241,11 +241,9 @@ fn capture(
         if !announced {
             continue;
         }
-        let rtp = crate::rtsp::clock_90k().max(last.map_or(0, |l| l + 1));
-        last = Some(rtp);
         let frame = Frame::Video {
             layer: 0,
-            rtp,
+            rtp: time.now(),
             data,
         };
         if frames.blocking_send(frame).is_err() {

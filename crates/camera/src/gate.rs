@@ -269,14 +269,8 @@ impl Gate {
             Ok(_) => return self.refuse(peer, "unexpected signal".into()),
             Err(e) => return self.refuse(peer, e.to_string()),
         };
-        if v != VERSION {
-            return self.refuse(
-                peer,
-                format!("WHEP bridge speaks camera protocol v{v}, this camera v{VERSION}"),
-            );
-        }
-        if self.connecting() >= MAX_HANDSHAKES {
-            return self.refuse(peer, "busy: too many viewers connecting; retry".into());
+        if !self.admits(peer, "WHEP bridge", v) {
+            return;
         }
         let Some(rec) = crate::store::check_whep_token(&self.viewers, &token) else {
             return self.refuse(
@@ -323,6 +317,20 @@ impl Gate {
             sas: String::new(),
         });
         self.status_all();
+    }
+
+    /// Whether a peer (`who`: a viewer, a WHEP bridge) speaking protocol `v` may start proving
+    /// itself now; if not it is refused, and why.
+    fn admits(&mut self, peer: &str, who: &str, v: u32) -> bool {
+        let why = if v != VERSION {
+            format!("{who} speaks camera protocol v{v}, this camera v{VERSION}")
+        } else if self.connecting() >= MAX_HANDSHAKES {
+            "busy: too many viewers connecting; retry".into()
+        } else {
+            return true;
+        };
+        self.refuse(peer, why);
+        false
     }
 
     /// Peers proving who they are (a handshake, or a WHEP player not connected yet).
@@ -380,14 +388,8 @@ impl Gate {
         if !waiting {
             return self.refuse(peer, "visit out of turn".into());
         }
-        if v != VERSION {
-            return self.refuse(
-                peer,
-                format!("viewer speaks camera protocol v{v}, this camera v{VERSION}"),
-            );
-        }
-        if self.connecting() >= MAX_HANDSHAKES {
-            return self.refuse(peer, "busy: too many viewers connecting; retry".into());
+        if !self.admits(peer, "viewer", v) {
+            return;
         }
         let mut name = clean_name(name.as_deref().unwrap_or(""));
         let hs = match &viewer {

@@ -129,6 +129,11 @@ pub struct MediaHandle {
 }
 
 impl MediaHandle {
+    /// One command to the driver, in order with every other; `Err` once the node stopped.
+    async fn cmd(&self, c: Cmd) -> Result<(), Error> {
+        self.cmds.send(c).await.map_err(|_| Error::Stopped)
+    }
+
     /// One frame to `peer` alone, allowed or not (priming a viewer's decoder); in order with
     /// every other write and [`MediaHandle::allow`].
     pub async fn write_to(
@@ -138,32 +143,24 @@ impl MediaHandle {
         rtp_time: u64,
         data: Arc<[u8]>,
     ) -> Result<(), Error> {
-        self.cmds
-            .send(Cmd::MediaTo {
-                peer: peer.to_owned(),
-                video,
-                rtp_time,
-                data,
-            })
-            .await
-            .map_err(|_| Error::Stopped)
+        self.cmd(Cmd::MediaTo {
+            peer: peer.to_owned(),
+            video,
+            rtp_time,
+            data,
+        })
+        .await
     }
 
     /// As [`Node::allow_media`], in order with this handle's writes.
     pub async fn allow(&self, peer: &str, allow: bool) -> Result<(), Error> {
-        self.cmds
-            .send(Cmd::Allow(peer.to_owned(), allow))
-            .await
-            .map_err(|_| Error::Stopped)
+        self.cmd(Cmd::Allow(peer.to_owned(), allow)).await
     }
 
     /// The profile of the H.264 of `layer` written from now on (see
     /// [`peerweb_peer::Client::set_h264_profile`]).
     pub async fn set_h264_profile(&self, layer: usize, profile: Option<u16>) -> Result<(), Error> {
-        self.cmds
-            .send(Cmd::H264Profile(layer, profile))
-            .await
-            .map_err(|_| Error::Stopped)
+        self.cmd(Cmd::H264Profile(layer, profile)).await
     }
 
     /// One access unit of video layer `layer` to the peers on it (see
@@ -174,52 +171,39 @@ impl MediaHandle {
         rtp_time: u64,
         data: Arc<[u8]>,
     ) -> Result<(), Error> {
-        self.cmds
-            .send(Cmd::Layer {
-                layer,
-                rtp_time,
-                data,
-            })
-            .await
-            .map_err(|_| Error::Stopped)
+        self.cmd(Cmd::Layer {
+            layer,
+            rtp_time,
+            data,
+        })
+        .await
     }
 
     /// Which layer `peer` gets from now on, in order with this handle's writes (see
     /// [`peerweb_peer::Client::set_layer`]).
     pub async fn set_layer(&self, peer: &str, layer: usize) -> Result<(), Error> {
-        self.cmds
-            .send(Cmd::SetLayer(peer.to_owned(), layer))
-            .await
-            .map_err(|_| Error::Stopped)
+        self.cmd(Cmd::SetLayer(peer.to_owned(), layer)).await
     }
 
     /// The codec of the audio written from now on (see
     /// [`peerweb_peer::Client::set_audio_codec`]).
     pub async fn set_audio_codec(&self, codec: peerweb_peer::AudioCodec) -> Result<(), Error> {
-        self.cmds
-            .send(Cmd::AudioCodec(codec))
-            .await
-            .map_err(|_| Error::Stopped)
+        self.cmd(Cmd::AudioCodec(codec)).await
     }
 
     /// See [`peerweb_peer::Client::set_bitrate`].
     pub async fn set_bitrate(&self, peer: &str, min: u64, desired: u64) -> Result<(), Error> {
-        self.cmds
-            .send(Cmd::Bitrate(peer.to_owned(), min, desired))
-            .await
-            .map_err(|_| Error::Stopped)
+        self.cmd(Cmd::Bitrate(peer.to_owned(), min, desired)).await
     }
 
     /// As [`Node::write_media`]; `Err` once the node stopped.
     pub async fn write(&self, video: bool, rtp_time: u64, data: Arc<[u8]>) -> Result<(), Error> {
-        self.cmds
-            .send(Cmd::Media {
-                video,
-                rtp_time,
-                data,
-            })
-            .await
-            .map_err(|_| Error::Stopped)
+        self.cmd(Cmd::Media {
+            video,
+            rtp_time,
+            data,
+        })
+        .await
     }
 }
 

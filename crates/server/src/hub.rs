@@ -154,28 +154,39 @@ impl Hub {
         grant: Option<crate::auth::Grant>,
     ) -> Option<LocalConn> {
         let conn = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
-        let (tx, rx) = mpsc::unbounded_channel();
-        let queued = Arc::new(AtomicUsize::new(0));
-        let handle = ConnHandle {
-            tx,
-            queued: queued.clone(),
-            kill: Arc::new(Notify::new()),
-        };
-        self.events
-            .send(Event::Open {
-                conn,
-                ip,
-                handle,
-                grant,
-            })
-            .await
-            .ok()?;
+        let (rx, queued, _kill) = self.register(conn, ip, grant).await?;
         Some(LocalConn {
             conn,
             events: self.events.clone(),
             rx,
             queued,
         })
+    }
+
+    /// Tells the hub about a new connection: what it sends the connection, the bytes queued
+    /// for it, and its kill switch; `None` if the hub is gone.
+    async fn register(
+        &self,
+        conn: ConnId,
+        ip: IpAddr,
+        grant: Option<crate::auth::Grant>,
+    ) -> Option<(mpsc::UnboundedReceiver<Out>, Arc<AtomicUsize>, Arc<Notify>)> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let kill = Arc::new(Notify::new());
+        let handle = ConnHandle {
+            tx,
+            queued: queued.clone(),
+            kill: kill.clone(),
+        };
+        let open = Event::Open {
+            conn,
+            ip,
+            handle,
+            grant,
+        };
+        self.events.send(open).await.ok()?;
+        Some((rx, queued, kill))
     }
 
     async fn serve_inner(
@@ -185,27 +196,9 @@ impl Hub {
         ip: IpAddr,
         grant: Option<crate::auth::Grant>,
     ) {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let queued = Arc::new(AtomicUsize::new(0));
-        let kill = Arc::new(Notify::new());
-        let handle = ConnHandle {
-            tx,
-            queued: queued.clone(),
-            kill: kill.clone(),
-        };
-        if self
-            .events
-            .send(Event::Open {
-                conn,
-                ip,
-                handle,
-                grant,
-            })
-            .await
-            .is_err()
-        {
+        let Some((mut rx, queued, kill)) = self.register(conn, ip, grant).await else {
             return;
-        }
+        };
         debug!("open");
         let (mut sink, mut stream) = socket.split();
         let events = &self.events;
