@@ -100,15 +100,21 @@ test('an RTSP camera with digest authentication passes H.264 through: recorded a
   }
 });
 
+/** The /watch page, paired by the camera's link, once it decoded a frame. */
+async function watchPage(browser, cam) {
+  const { link } = await cam.waitEvent((e) => e.event === 'code', { what: 'code' });
+  const page = await browser.newPage();
+  await page.goto(link);
+  await waitFor(page, () => window.watchState?.stats?.framesDecoded > 0, null, { what: 'a decoded frame', timeout: 30000 });
+  return page;
+}
+
 test('Chromium decodes an RTSP camera live, and keeps going when the RTSP server restarts mid-stream', async () => {
   let rtsp = await rtspServer(['--size', '640x360']);
   const cam = camera(rtsp.url);
   const browser = await launchBrowser();
   try {
-    const { link } = await cam.waitEvent((e) => e.event === 'code', { what: 'code' });
-    const page = await browser.newPage();
-    await page.goto(link);
-    await waitFor(page, () => window.watchState?.stats?.framesDecoded > 0, null, { what: 'a decoded frame', timeout: 30000 });
+    const page = await watchPage(browser, cam);
     const rate = async () => {
       const a = await page.evaluate(() => window.watchState.stats.framesDecoded);
       await new Promise((r) => setTimeout(r, 3000));
@@ -140,10 +146,7 @@ test('a camera\'s G.711 sound passes through to the browser beside the picture',
   const cam = camera(rtsp.url);
   const browser = await launchBrowser();
   try {
-    const { link } = await cam.waitEvent((e) => e.event === 'code', { what: 'code' });
-    const page = await browser.newPage();
-    await page.goto(link);
-    await waitFor(page, () => window.watchState?.stats?.framesDecoded > 0, null, { what: 'a decoded frame', timeout: 30000 });
+    const page = await watchPage(browser, cam);
     // 20 ms packets: 100 in two seconds or so.
     await waitFor(page, () => window.watchState.stats.audio?.packets > 100, null, { what: 'the camera\'s sound', timeout: 20000 });
     const codec = await page.evaluate(async () => {

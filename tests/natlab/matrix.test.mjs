@@ -451,6 +451,30 @@ test('a call: cone ↔ symmetric, video and audio both ways through the relay, b
   }, ['--use-fake-device-for-media-stream', `--unsafely-treat-insecure-origin-as-secure=${server.url}`]);
 });
 
+/** `peerweb camera ARGS…` in home 1, its state in `dir`. */
+function homeCamera(dir, args) {
+  return startCli(['camera', ...args, '--server', server.url, '--ca', join(certDir, 'ca.pem'),
+    '--state', join(dir, 'camera.json'), '--json'], { ns: `${P}home1` });
+}
+
+/**
+ * Chromium in home 2 opening the camera's pairing link: the browser (the caller closes it),
+ * the page, and when it began to load.
+ */
+async function homeViewer(cam) {
+  const { link } = await cam.waitEvent((e) => e.event === 'code', { what: 'the camera\'s code', timeout: 30000 });
+  const br = await launchBrowser({ ns: `${P}home2`, args: ['--ignore-certificate-errors'] });
+  try {
+    const page = await br.newPage();
+    const opened = Date.now();
+    await page.goto(link);
+    return { br, page, opened };
+  } catch (e) {
+    await br.close();
+    throw e;
+  }
+}
+
 /**
  * `peerweb camera` (the test pattern) in home 1 and the /watch page in home 2, paired by the
  * camera's link: video decoded, and the path it takes. With `flush`, the camera's NAT then
@@ -460,15 +484,12 @@ async function cameraCell(a, b, { flush = false } = {}) {
   lab('home', P, 1, a);
   lab('home', P, 2, b);
   const dir = mkdtempSync(join(tmpdir(), 'peerweb-natlab-camera-'));
-  const cam = startCli(['camera', 'test:320x240', '--server', server.url, '--ca', join(certDir, 'ca.pem'),
-    '--state', join(dir, 'camera.json'), '--json'], { ns: `${P}home1` });
+  const cam = homeCamera(dir, ['test:320x240']);
   let br;
   try {
-    const { link } = await cam.waitEvent((e) => e.event === 'code', { what: 'the camera\'s code', timeout: 30000 });
-    br = await launchBrowser({ ns: `${P}home2`, args: ['--ignore-certificate-errors'] });
-    const page = await br.newPage();
-    const t0 = Date.now();
-    await page.goto(link);
+    const viewer = await homeViewer(cam);
+    br = viewer.br;
+    const { page, opened: t0 } = viewer;
     const frames = () => page.evaluate(() => window.watchState?.stats?.framesDecoded ?? 0);
     await waitFor(page, () => window.watchState?.stats?.framesDecoded > 30, null, { what: `camera ${a} → viewer ${b}: video`, timeout: 60000 });
     const firstMs = Date.now() - t0;
@@ -531,14 +552,12 @@ test('a viewer whose downlink slows gets the camera\'s sub stream, and the main 
   // Snow costs every frame its whole bitrate: main 1.2 Mbit/s at 640×360, sub 150 kbit/s.
   const rtsp = await rtspIn(`${P}home1`, ['--size', '640x360', '--bitrate', '1200', '--pattern', 'snow',
     '--gop', '15', '--sub', '320x180:150']);
-  const cam = startCli(['camera', rtsp.url, '--sub-url', rtsp.sub, '--server', server.url, '--ca', join(certDir, 'ca.pem'),
-    '--state', join(dir, 'camera.json'), '--json'], { ns: `${P}home1` });
+  const cam = homeCamera(dir, [rtsp.url, '--sub-url', rtsp.sub]);
   let br;
   try {
-    const { link } = await cam.waitEvent((e) => e.event === 'code', { what: 'the camera\'s code', timeout: 30000 });
-    br = await launchBrowser({ ns: `${P}home2`, args: ['--ignore-certificate-errors'] });
-    const page = await br.newPage();
-    await page.goto(link);
+    const viewer = await homeViewer(cam);
+    br = viewer.br;
+    const { page } = viewer;
     const stat = () => page.evaluate(() => window.watchState?.stats ?? {});
     await waitFor(page, () => window.watchState?.stats?.framesDecoded > 30, null, { what: 'the main stream', timeout: 60000 });
     assert.equal((await stat()).width, 640, 'a fast path gets the main stream');

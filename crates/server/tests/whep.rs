@@ -112,6 +112,21 @@ async fn signal(ws: &mut Ws) -> (String, Value) {
     }
 }
 
+/// The camera's signal to the bridge.
+async fn reply(ws: &mut Ws, bridge: &str, data: &Value) {
+    send(ws, json!({"type": "signal", "to": bridge, "data": data})).await;
+}
+
+/// The next member to leave the camera's room.
+async fn left(ws: &mut Ws) -> String {
+    loop {
+        let f = recv(ws).await;
+        if f["type"] == "peer-left" {
+            return f["id"].as_str().unwrap().to_owned();
+        }
+    }
+}
+
 #[tokio::test]
 async fn bad_requests_are_refused_with_the_drafts_statuses() {
     let addr = start(ServerConfig::default()).await;
@@ -178,11 +193,7 @@ async fn the_bridge_hands_the_token_then_the_offer_and_leaves_when_told() {
     let (bridge, data) = signal(&mut cam).await;
     assert_eq!(data, json!({"app": {"t": "whep", "v": 1, "token": "v.t"}}));
     let refused = json!({"app": {"t": "refused", "reason": "not a token of this camera"}});
-    send(
-        &mut cam,
-        json!({"type": "signal", "to": bridge, "data": refused}),
-    )
-    .await;
+    reply(&mut cam, &bridge, &refused).await;
     let (s, r) = player.await.unwrap();
     assert_eq!(s, 403, "{r}");
     assert!(r.contains("not a token of this camera"), "{r}");
@@ -192,21 +203,13 @@ async fn the_bridge_hands_the_token_then_the_offer_and_leaves_when_told() {
     let player = tokio::spawn(async move { post(addr, &path, Some("v.t"), OFFER).await });
     let (bridge, _) = signal(&mut cam).await;
     let welcome = json!({"app": {"t": "welcome", "camera": CAMERA, "name": "c", "viewer": "v"}});
-    send(
-        &mut cam,
-        json!({"type": "signal", "to": bridge, "data": welcome}),
-    )
-    .await;
+    reply(&mut cam, &bridge, &welcome).await;
     let (from, data) = signal(&mut cam).await;
     assert_eq!(from, bridge);
     assert_eq!(data["description"]["type"], "offer");
     assert_eq!(data["description"]["sdp"], OFFER);
     let answer = json!({"description": {"type": "answer", "sdp": "v=0\r\nanswer\r\n"}});
-    send(
-        &mut cam,
-        json!({"type": "signal", "to": bridge, "data": answer}),
-    )
-    .await;
+    reply(&mut cam, &bridge, &answer).await;
     let (s, r) = player.await.unwrap();
     assert_eq!(s, 201, "{r}");
     assert!(r.ends_with("v=0\r\nanswer\r\n"), "{r}");
@@ -222,43 +225,19 @@ async fn the_bridge_hands_the_token_then_the_offer_and_leaves_when_told() {
     // DELETE: the bridge leaves the room at once.
     let (s, _) = http(addr, "DELETE", &location, &[], b"").await;
     assert_eq!(s, 200);
-    let left = loop {
-        let f = recv(&mut cam).await;
-        if f["type"] == "peer-left" {
-            break f;
-        }
-    };
-    assert_eq!(left["id"], bridge.as_str());
+    assert_eq!(left(&mut cam).await, bridge);
 
     // A camera that offers again (an ICE restart WHEP cannot carry) ends the session too.
     let path = format!("/whep/{CAMERA}");
     let player = tokio::spawn(async move { post(addr, &path, Some("v.t"), OFFER).await });
     let (bridge, _) = signal(&mut cam).await;
-    send(
-        &mut cam,
-        json!({"type": "signal", "to": bridge, "data": welcome}),
-    )
-    .await;
+    reply(&mut cam, &bridge, &welcome).await;
     signal(&mut cam).await;
-    send(
-        &mut cam,
-        json!({"type": "signal", "to": bridge, "data": answer}),
-    )
-    .await;
+    reply(&mut cam, &bridge, &answer).await;
     assert_eq!(player.await.unwrap().0, 201);
     let offer = json!({"description": {"type": "offer", "sdp": "v=0\r\n"}});
-    send(
-        &mut cam,
-        json!({"type": "signal", "to": bridge, "data": offer}),
-    )
-    .await;
-    loop {
-        let f = recv(&mut cam).await;
-        if f["type"] == "peer-left" {
-            assert_eq!(f["id"], bridge.as_str());
-            break;
-        }
-    }
+    reply(&mut cam, &bridge, &offer).await;
+    assert_eq!(left(&mut cam).await, bridge);
     let (_, m) = http(addr, "GET", "/metrics", &[], b"").await;
     assert!(m.contains("peerweb_whep_sessions 0"), "{m}");
 }
@@ -295,10 +274,6 @@ async fn on_a_server_with_access_tokens_the_whep_address_carries_one() {
     let (bridge, data) = signal(&mut cam).await;
     assert_eq!(data["app"]["token"], "v.t");
     let refused = json!({"app": {"t": "refused", "reason": "no"}});
-    send(
-        &mut cam,
-        json!({"type": "signal", "to": bridge, "data": refused}),
-    )
-    .await;
+    reply(&mut cam, &bridge, &refused).await;
     assert_eq!(player.await.unwrap().0, 403);
 }
