@@ -141,35 +141,37 @@ test('Chromium decodes an RTSP camera live, and keeps going when the RTSP server
   }
 });
 
-test('a camera\'s G.711 sound passes through to the browser beside the picture', async () => {
-  const rtsp = await rtspServer(['--size', '320x240', '--audio', 'pcmu']);
-  const cam = camera(rtsp.url);
-  const browser = await launchBrowser();
-  try {
-    const page = await watchPage(browser, cam);
-    // 20 ms packets: 100 in two seconds or so.
-    await waitFor(page, () => window.watchState.stats.audio?.packets > 100, null, { what: 'the camera\'s sound', timeout: 20000 });
-    const codec = await page.evaluate(async () => {
-      const pc = window.cameraWatch.peer.pc;
-      const stats = await pc.getStats();
-      let inbound = null;
-      stats.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'audio') inbound = s; });
-      return stats.get(inbound.codecId)?.mimeType;
-    });
-    assert.equal(codec, 'audio/PCMU', 'passed through as the camera sent it');
-    assert.equal(await page.evaluate(() => document.getElementById('sound').hidden), false, 'the page offers the sound');
-    // Played: the tone's energy shows once the page unmutes.
-    await page.click('#sound');
-    await waitFor(page, () => window.watchState.stats.audio.energy > 0, null, { what: 'sound played', timeout: 10000 });
-    const s = await page.evaluate(() => window.watchState.stats);
-    console.log(`RTSP sound: ${s.audio.packets} packets, energy ${s.audio.energy.toFixed(3)}; video ${s.width}×${s.height}`);
-    assert.deepEqual([s.width, s.height], [320, 240]);
-  } finally {
-    await browser.close();
-    await cam.terminate();
-    await rtsp.stop();
-  }
-});
+for (const [codec, mime] of [['pcmu', 'audio/PCMU'], ['opus', 'audio/opus']]) {
+  test(`a camera's ${codec} sound passes through to the browser beside the picture`, async () => {
+    const rtsp = await rtspServer(['--size', '320x240', '--audio', codec]);
+    const cam = camera(rtsp.url);
+    const browser = await launchBrowser();
+    try {
+      const page = await watchPage(browser, cam);
+      // 20 ms packets: 100 in two seconds or so.
+      await waitFor(page, () => window.watchState.stats.audio?.packets > 100, null, { what: 'the camera\'s sound', timeout: 20000 });
+      const got = await page.evaluate(async () => {
+        const pc = window.cameraWatch.peer.pc;
+        const stats = await pc.getStats();
+        let inbound = null;
+        stats.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'audio') inbound = s; });
+        return stats.get(inbound.codecId)?.mimeType;
+      });
+      assert.equal(got, mime, 'passed through as the camera sent it');
+      assert.equal(await page.evaluate(() => document.getElementById('sound').hidden), false, 'the page offers the sound');
+      // Played: the tone's energy shows once the page unmutes.
+      await page.click('#sound');
+      await waitFor(page, () => window.watchState.stats.audio.energy > 0, null, { what: 'sound played', timeout: 10000 });
+      const s = await page.evaluate(() => window.watchState.stats);
+      console.log(`RTSP ${codec} sound: ${s.audio.packets} packets, energy ${s.audio.energy.toFixed(3)}; video ${s.width}×${s.height}`);
+      assert.deepEqual([s.width, s.height], [320, 240]);
+    } finally {
+      await browser.close();
+      await cam.terminate();
+      await rtsp.stop();
+    }
+  });
+}
 
 test('bad sources get a clear message and a retry, never a crash', async () => {
   const cases = [];

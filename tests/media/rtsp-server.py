@@ -4,7 +4,7 @@
 Usage: rtsp-server.py [--port N] [--user U --password P [--basic]] [--size WxH] [--fps N]
                       [--profile baseline|main|high] [--bframes N] [--codec h264|jpeg]
                       [--gop N] [--bitrate KBIT] [--h264-from COMMAND]
-                      [--pattern NAME] [--sub WxH:KBIT] [--audio pcmu|pcma]
+                      [--pattern NAME] [--sub WxH:KBIT] [--audio pcmu|pcma|opus]
 Prints one JSON line {"url": ...} once it listens ({"url", "sub"} with --sub: the camera's
 lower-resolution second stream at /sub); runs until killed. Credentials turn on
 RTSP authentication (digest, or basic with --basic). --codec jpeg serves a stream that is not H.264, and
@@ -62,8 +62,8 @@ def main():
     ap.add_argument("--pattern", default="ball", help="videotestsrc's pattern (snow: every "
                     "frame costs the whole bitrate)")
     ap.add_argument("--sub", help="a second stream at /sub: WIDTHxHEIGHT:KBIT")
-    ap.add_argument("--audio", choices=["pcmu", "pcma"], help="a 440 Hz tone beside the video, "
-                    "G.711 (what IP cameras send)")
+    ap.add_argument("--audio", choices=["pcmu", "pcma", "opus"], help="a 440 Hz tone beside "
+                    "the video: G.711 (what most IP cameras send) or Opus (what some send)")
     ap.add_argument("--h264-from", help="a command writing H.264 access units to stdout, each "
                     "as a 4-byte big-endian length and Annex B bytes (bench's pattern-stream)")
     a = ap.parse_args()
@@ -95,11 +95,16 @@ def main():
     else:
         audio = ""
         if a.audio:
-            enc_a, pay = ("mulawenc", "rtppcmupay") if a.audio == "pcmu" else ("alawenc", "rtppcmapay")
-            audio = (f" audiotestsrc is-live=true freq=440 volume=0.5 ! audio/x-raw,rate=8000,"
+            enc_a, pay, rate = {"pcmu": ("mulawenc", "rtppcmupay", 8000),
+                                "pcma": ("alawenc", "rtppcmapay", 8000),
+                                "opus": ("opusenc", "rtpopuspay", 48000)}[a.audio]
+            audio = (f" audiotestsrc is-live=true freq=440 volume=0.5 ! audio/x-raw,rate={rate},"
                      f"channels=1 ! {enc_a} ! {pay} name=pay1")
         factory.set_launch(f"( {src} ! {enc}{audio} )")
-    factory.set_shared(True)
+    # One pipeline for every client, except with Opus: peerweb takes Opus on a second session
+    # of its own, and a shared pipeline whose first client set up only the video stops with
+    # the audio branch unlinked (gst-rtsp-server), so each client gets its own.
+    factory.set_shared(a.audio != "opus")
     if a.user:
         auth = GstRtspServer.RTSPAuth()
         token = GstRtspServer.RTSPToken()

@@ -1,9 +1,10 @@
 //! An RTSP camera as a video source, through the `retina` crate: RTP over the RTSP TCP
 //! connection (interleaved), basic or digest authentication, H.264 depacketized to Annex B
 //! access units (SPS and PPS before every keyframe) and passed through untouched — checked
-//! ([`peerweb_camera::h264`]), never transcoded; G.711 audio (μ-law or A-law, what IP cameras
-//! send), when the main stream has it, passed through too. Any failure (unreachable, refused
-//! credentials, no H.264, a broken or stalled stream) is reported and retried with backoff.
+//! ([`peerweb_camera::h264`]), never transcoded; G.711 audio (μ-law or A-law, what IP
+//! cameras send) or Opus, when the main stream has it, passed through too (Opus on a session
+//! of its own). Any failure (unreachable, refused credentials, no H.264, a broken or stalled
+//! stream) is reported and retried with backoff.
 //! Frames are timed on one clock for every session and stream: each session's first frame
 //! at the time it arrived, the rest by the camera's own timestamps from there — so the time
 //! goes on across reconnections, and a viewer switched from the main stream to the sub
@@ -32,7 +33,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
 
 /// What a session sends on: video of one layer, or the main stream's audio (G.711, whose
-/// RTP time is 8 kHz).
+/// RTP time is 8 kHz, or Opus at 48 kHz).
 #[derive(Debug)]
 pub enum Frame {
     Video {
@@ -135,14 +136,13 @@ impl RtspSource {
         }
     }
 
-    /// One RTSP session: `Ok` only when the frames' receiver is gone.
-    async fn session(
+    /// DESCRIBE, then SETUP of the streams `pick` chooses (over the RTSP connection), then
+    /// PLAY, each step within [`CONNECT_TIMEOUT`]. `pick` returns the streams and what the
+    /// caller keeps of its choice.
+    async fn open<T>(
         &self,
-        layer: usize,
-        frames: &mpsc::Sender<Frame>,
-        events: &mpsc::UnboundedSender<SourceEvent>,
-        time: &mut Timeline,
-    ) -> anyhow::Result<()> {
+        pick: impl FnOnce(&[retina::client::Stream]) -> anyhow::Result<(Vec<usize>, T)>,
+    ) -> anyhow::Result<(retina::client::Session<retina::client::Playing>, T)> {
         let opts = SessionOptions::default()
             .creds(self.creds.clone())
             .user_agent(format!("peerweb/{}", env!("CARGO_PKG_VERSION")));
@@ -153,36 +153,8 @@ impl RtspSource {
         .await
         .map_err(|_| anyhow!("no answer to DESCRIBE within {CONNECT_TIMEOUT:?}"))?
         .map_err(|e| anyhow!("{e}"))?;
-        let offered: Vec<String> = session
-            .streams()
-            .iter()
-            .map(|s| format!("{}/{}", s.media(), s.encoding_name()))
-            .collect();
-        let Some(video) = session
-            .streams()
-            .iter()
-            .position(|s| s.media() == "video" && s.encoding_name() == "h264")
-        else {
-            bail!(
-                "the camera offers no H.264 video (it offers: {}); set its video to H.264",
-                offered.join(", ")
-            );
-        };
-        // The main stream's audio, if it is G.711 (8 kHz mono): browsers play it as it is.
-        let audio = (layer == 0)
-            .then(|| {
-                session.streams().iter().enumerate().find_map(|(i, s)| {
-                    let codec = match (s.media(), s.encoding_name()) {
-                        ("audio", "pcmu") => peerweb_peer::AudioCodec::Pcmu,
-                        ("audio", "pcma") => peerweb_peer::AudioCodec::Pcma,
-                        _ => return None,
-                    };
-                    let mono = s.channels().is_none_or(|c| c.get() == 1);
-                    (s.clock_rate_hz() == 8000 && mono).then_some((i, codec))
-                })
-            })
-            .flatten();
-        for stream in std::iter::once(video).chain(audio.map(|(i, _)| i)) {
+        let (streams, kept) = pick(session.streams())?;
+        for stream in streams {
             tokio::time::timeout(
                 CONNECT_TIMEOUT,
                 session.setup(
@@ -200,6 +172,55 @@ impl RtspSource {
             .await
             .map_err(|_| anyhow!("no answer to PLAY within {CONNECT_TIMEOUT:?}"))?
             .map_err(|e| anyhow!("{e}"))?;
+        Ok((playing, kept))
+    }
+
+    /// One RTSP session: `Ok` only when the frames' receiver is gone.
+    async fn session(
+        &self,
+        layer: usize,
+        frames: &mpsc::Sender<Frame>,
+        events: &mpsc::UnboundedSender<SourceEvent>,
+        time: &mut Timeline,
+    ) -> anyhow::Result<()> {
+        let (playing, (audio, opus)) = self
+            .open(|streams| {
+                let offered: Vec<String> = streams
+                    .iter()
+                    .map(|s| format!("{}/{}", s.media(), s.encoding_name()))
+                    .collect();
+                let Some(video) = streams
+                    .iter()
+                    .position(|s| s.media() == "video" && s.encoding_name() == "h264")
+                else {
+                    bail!(
+                        "the camera offers no H.264 video (it offers: {}); set its video to H.264",
+                        offered.join(", ")
+                    );
+                };
+                if layer != 0 {
+                    return Ok((vec![video], (None, false)));
+                }
+                // The main stream's audio, if it is G.711 (8 kHz mono): browsers play it as
+                // it is.
+                let audio = streams.iter().enumerate().find_map(|(i, s)| {
+                    let codec = match (s.media(), s.encoding_name()) {
+                        ("audio", "pcmu") => peerweb_peer::AudioCodec::Pcmu,
+                        ("audio", "pcma") => peerweb_peer::AudioCodec::Pcma,
+                        _ => return None,
+                    };
+                    let mono = s.channels().is_none_or(|c| c.get() == 1);
+                    (s.clock_rate_hz() == 8000 && mono).then_some((i, codec))
+                });
+                // Or Opus, which the RTSP client cannot depacketize in this session: it comes
+                // on a session of its own (see `opus`).
+                let opus = audio.is_none() && streams.iter().any(is_opus);
+                let setup = std::iter::once(video).chain(audio.map(|(i, _)| i));
+                Ok((setup.collect(), (audio, opus)))
+            })
+            .await?;
+        // The Opus session runs while this one does, from its first decodable picture.
+        let mut sound: Option<AbortOnDrop> = None;
         let mut demuxed = playing.demuxed().map_err(|e| anyhow!("{e}"))?;
         let mut checker = Checker::new();
         // This session's timestamps start afresh; the time goes on.
@@ -238,6 +259,10 @@ impl RtspSource {
             if let Some(info) = checker.check(&data)? {
                 let _ = events.send(SourceEvent::Video { layer, info });
                 announced = true;
+                if opus && sound.is_none() {
+                    let (src, frames) = (self.clone(), frames.clone());
+                    sound = Some(AbortOnDrop(tokio::spawn(src.opus(frames))));
+                }
             }
             if !announced {
                 // Nothing decodable before the first SPS and keyframe.
@@ -247,6 +272,79 @@ impl RtspSource {
                 layer,
                 rtp: time.at(ts),
                 data: Arc::from(data),
+            };
+            if frames.send(frame).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// An Opus stream on an RTSP session (RTP payload = one Opus packet, RFC 7587).
+fn is_opus(s: &retina::client::Stream) -> bool {
+    s.media() == "audio" && s.encoding_name() == "opus" && s.clock_rate_hz() == 48_000
+}
+
+/// A task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl RtspSource {
+    /// The main stream's Opus sound on a session of its own (the RTSP client depacketizes
+    /// no Opus, and an Opus RTP payload is the Opus packet itself), reconnected with backoff
+    /// until the video's session ends it. A failure here costs the sound, never the picture.
+    async fn opus(self, frames: mpsc::Sender<Frame>) {
+        let mut backoff = BACKOFF.0;
+        let mut time = Timeline::new(48_000);
+        loop {
+            let why = match self.opus_session(&frames, &mut time).await {
+                Ok(()) => return,
+                Err(e) => format!("{e:#}"),
+            };
+            tracing::warn!(url = %self.url, "camera sound: {why}; retrying in {backoff:?}");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF.1);
+        }
+    }
+
+    async fn opus_session(
+        &self,
+        frames: &mpsc::Sender<Frame>,
+        time: &mut Timeline,
+    ) -> anyhow::Result<()> {
+        let (mut playing, stream) = self
+            .open(|streams| {
+                let i = streams
+                    .iter()
+                    .position(is_opus)
+                    .ok_or_else(|| anyhow!("the camera no longer offers Opus sound"))?;
+                Ok((vec![i], i))
+            })
+            .await?;
+        time.restart();
+        loop {
+            let item = tokio::time::timeout(STALL, playing.next())
+                .await
+                .map_err(|_| anyhow!("the camera sent no sound for {} s", STALL.as_secs()))?;
+            let packet = match item {
+                None => bail!("the camera ended the stream"),
+                Some(Err(e)) => bail!("{e}"),
+                Some(Ok(retina::client::PacketItem::Rtp(p))) => p,
+                Some(Ok(_)) => continue,
+            };
+            // An empty payload is no Opus packet (RFC 7587 §4.2 asks for at least one byte).
+            if packet.stream_id() != stream || packet.payload().is_empty() {
+                continue;
+            }
+            let frame = Frame::Audio {
+                codec: peerweb_peer::AudioCodec::Opus,
+                rtp: time.at(packet.timestamp().elapsed()),
+                data: Arc::from(packet.payload()),
             };
             if frames.send(frame).await.is_err() {
                 return Ok(());

@@ -125,7 +125,7 @@ impl VideoOut {
         self.media.write_layer(layer, rtp, data).await.is_ok()
     }
 
-    /// The camera's audio (G.711), to every allowed peer.
+    /// The camera's audio (G.711 or Opus), to every allowed peer.
     async fn audio(
         &mut self,
         codec: peerweb_peer::AudioCodec,
