@@ -4,6 +4,10 @@
 // `blake3` crate byte for byte (every file and chunk crosses between the two).
 //
 //   const h = new Blake3(); h.update(bytes); h.update(more); h.hex()   // or blake3Hex(bytes)
+//
+// And the pieces of a tree (what verified swarms check 16 KiB groups with, web/sdk/swarm-tree.js):
+// `new Blake3().setInputOffset(n).update(subtree).digestNonRoot()` is a subtree's chaining value,
+// `mergeParent(left, right, isRoot)` joins two — as the Rust crate's `hazmat` module does.
 
 const IV = new Uint32Array([
   0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
@@ -295,6 +299,8 @@ export class Blake3 {
     this.flags = flags;
     this.cvStack = [];
     this.chunkCounter = 0;
+    // The first chunk of this subtree (setInputOffset): merges count from it.
+    this.startChunk = 0;
     this.cv = key.slice();
     this.block = new Uint8Array(BLOCK_LEN);
     this.blockWords = new Uint32Array(16);
@@ -313,6 +319,19 @@ export class Blake3 {
   static deriveKey(context) {
     const ctx = new Blake3(IV, DERIVE_KEY_CONTEXT).update(context).digest();
     return new Blake3(keyWords(ctx), DERIVE_KEY_MATERIAL);
+  }
+
+  /**
+   * Hashes a subtree that starts `offset` bytes into the input (a multiple of 1024, set before
+   * any update); finish with digestNonRoot(). The subtree must be one BLAKE3 would make: a
+   * power-of-two number of chunks at an offset that is a multiple of its size (or the last).
+   */
+  setInputOffset(offset) {
+    if (this._chunkLen() !== 0 || this.chunkCounter !== this.startChunk) throw new Error('setInputOffset: before any update');
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset % CHUNK_LEN !== 0) throw new Error('setInputOffset: a multiple of 1024');
+    this.chunkCounter = offset / CHUNK_LEN;
+    this.startChunk = this.chunkCounter;
+    return this;
   }
 
   _chunkLen() {
@@ -343,7 +362,7 @@ export class Blake3 {
       if (this._chunkLen() === CHUNK_LEN) {
         // The chunk is complete and more input follows: it is not the root.
         const cv = this._chunkOutput().chainingValue();
-        this._pushChunk(cv, this.chunkCounter + 1);
+        this._pushChunk(cv, this.chunkCounter + 1 - this.startChunk);
         this.chunkCounter += 1;
         this.cv = this.key.slice();
         this.blockLen = 0;
@@ -360,7 +379,7 @@ export class Blake3 {
           const flags = (b === 0 ? CHUNK_START : 0) | (b === 15 ? CHUNK_END : 0) | this.flags;
           compress(cv, CHUNK_WORDS, b * 16, this.chunkCounter, BLOCK_LEN, flags, cv);
         }
-        this._pushChunk(cv.slice(0, 8), this.chunkCounter + 1);
+        this._pushChunk(cv.slice(0, 8), this.chunkCounter + 1 - this.startChunk);
         this.chunkCounter += 1;
         this.cv = this.key.slice();
         pos += CHUNK_LEN;
@@ -403,22 +422,26 @@ export class Blake3 {
     return new Output(this.key.slice(), words, 0, BLOCK_LEN, PARENT | this.flags);
   }
 
-  /** The 32-byte digest (the hasher can go on being updated). */
-  digest() {
+  _output() {
     let out = this._chunkOutput();
     for (let i = this.cvStack.length - 1; i >= 0; i--) {
       out = this._parent(this.cvStack[i], out.chainingValue());
     }
+    return out;
+  }
+
+  /** The 32-byte digest (the hasher can go on being updated). */
+  digest() {
+    if (this.startChunk !== 0) throw new Error('a subtree at an offset has no root: digestNonRoot()');
+    const out = this._output();
     const w = new Uint32Array(16);
     compress(out.cv, out.words, 0, 0, out.blockLen, out.flags | ROOT, w);
-    const bytes = new Uint8Array(32);
-    for (let i = 0; i < 8; i++) {
-      bytes[i * 4] = w[i] & 0xff;
-      bytes[i * 4 + 1] = (w[i] >>> 8) & 0xff;
-      bytes[i * 4 + 2] = (w[i] >>> 16) & 0xff;
-      bytes[i * 4 + 3] = (w[i] >>> 24) & 0xff;
-    }
-    return bytes;
+    return wordsToBytes(w);
+  }
+
+  /** The subtree's chaining value (32 bytes): a node of a larger tree, not a hash. */
+  digestNonRoot() {
+    return wordsToBytes(this._output().chainingValue());
   }
 
   hex() {
@@ -443,6 +466,30 @@ class Output {
 }
 
 
+
+function wordsToBytes(w) {
+  const bytes = new Uint8Array(32);
+  for (let i = 0; i < 8; i++) {
+    bytes[i * 4] = w[i] & 0xff;
+    bytes[i * 4 + 1] = (w[i] >>> 8) & 0xff;
+    bytes[i * 4 + 2] = (w[i] >>> 16) & 0xff;
+    bytes[i * 4 + 3] = (w[i] >>> 24) & 0xff;
+  }
+  return bytes;
+}
+
+/**
+ * Joins two chaining values (32 bytes each) into their parent's: its chaining value, or — when
+ * it is the top of the tree — the hash itself (`isRoot`).
+ */
+export function mergeParent(left, right, isRoot = false) {
+  const words = new Uint32Array(16);
+  words.set(keyWords(left), 0);
+  words.set(keyWords(right), 8);
+  const w = new Uint32Array(16);
+  compress(IV, words, 0, 0, BLOCK_LEN, PARENT | (isRoot ? ROOT : 0), w);
+  return wordsToBytes(w);
+}
 
 export function toHex(bytes) {
   let s = '';

@@ -1,6 +1,6 @@
-//! The apps' drivers, between the pure logic (crates/camera, crates/call, crates/transfer)
-//! and the faces (the CLI, benches, tests): files, clocks, media sources and tasks over the
-//! native peer (crates/net).
+//! The apps' drivers, between the pure logic (crates/camera, crates/call, crates/transfer,
+//! crates/swarm) and the faces (the CLI, benches, tests): files, clocks, media sources and
+//! tasks over the native peer (crates/net).
 //!
 //! - [`source`]: video and audio sources, paced;
 //! - [`rtsp`]: an RTSP camera as a source (retina), reconnected with backoff;
@@ -8,10 +8,12 @@
 //! - [`record`]: received media into files;
 //! - [`camera`]: `peerweb camera` — a camera's room, its pairing room and its gate;
 //! - [`watch`]: `peerweb watch` — pairing with a camera and watching it;
+//! - [`manifest`]: `peerweb manifest` — files hashed into trees, outboards, signed manifests;
 //! - [`files`]: small private JSON files (mode 0600, replaced atomically).
 
 pub mod camera;
 pub mod files;
+pub mod manifest;
 pub mod record;
 pub mod rtsp;
 pub mod source;

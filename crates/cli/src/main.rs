@@ -5,6 +5,7 @@
 
 mod call;
 mod camera;
+mod manifest;
 mod peer;
 mod transfer;
 
@@ -57,6 +58,10 @@ enum Command {
     /// Exit 3 if the camera refused or could not prove itself (a wrong code, a revoked
     /// pairing, or a man in the middle).
     Watch(Box<camera::WatchArgs>),
+    /// List files in a manifest for verified swarms: each file's BLAKE3 root (its id),
+    /// an outboard beside each file above 16 KiB, the manifest signed if --key is given.
+    /// `--check MANIFEST` checks files against one (exit 1 if any differs).
+    Manifest(manifest::ManifestArgs),
     /// Mint an access token for a server started with --auth-secret (prints it).
     Token(TokenArgs),
 }
@@ -475,6 +480,11 @@ fn main() -> ExitCode {
         Command::Receive(args) => runtime().and_then(|rt| rt.block_on(transfer::receive(args))),
         Command::Camera(args) => runtime().and_then(|rt| rt.block_on(camera::camera(*args))),
         Command::Watch(args) => runtime().and_then(|rt| rt.block_on(camera::watch(*args))),
+        Command::Manifest(args) => match manifest::manifest(args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(e) => Err(e),
+        },
         Command::Token(args) => token(args),
     };
     match result {

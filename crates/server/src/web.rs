@@ -173,6 +173,11 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/sdk/verify.js", asset!("sdk/verify.js", JS))
         .route("/sdk/trust.js", asset!("sdk/trust.js", JS))
         .route("/sdk/camera.js", asset!("sdk/camera.js", JS))
+        .route("/sdk/swarm-tree.js", asset!("sdk/swarm-tree.js", JS))
+        .route(
+            "/sdk/swarm-manifest.js",
+            asset!("sdk/swarm-manifest.js", JS),
+        )
         .route("/status.js", asset!("status.js", JS))
         .route("/status.css", asset!("status.css", CSS))
         .route(
