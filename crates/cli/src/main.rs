@@ -220,6 +220,16 @@ struct ServeArgs {
     /// Rooms on the server [default: 100000].
     #[arg(long, env = "PEERWEB_MAX_ROOMS")]
     max_rooms: Option<usize>,
+    /// Swarms one connection may be in [default: 16].
+    #[arg(long, env = "PEERWEB_MAX_SWARMS_PER_CONN")]
+    max_swarms_per_conn: Option<usize>,
+    /// Peers in one swarm (nothing is broadcast to a swarm: each peer costs the server its
+    /// few links) [default: 100000].
+    #[arg(long, env = "PEERWEB_MAX_PEERS_PER_SWARM")]
+    max_peers_per_swarm: Option<usize>,
+    /// Swarms on the server [default: 100000].
+    #[arg(long, env = "PEERWEB_MAX_SWARMS")]
+    max_swarms: Option<usize>,
     /// Connections on the server [default: 50000].
     #[arg(long, env = "PEERWEB_MAX_CONNS")]
     max_conns: Option<usize>,
@@ -355,6 +365,9 @@ impl ServeArgs {
             max_peers_per_room,
             max_rooms_per_conn,
             max_rooms,
+            max_swarms_per_conn,
+            max_peers_per_swarm,
+            max_swarms,
             max_conns,
             max_conns_per_ip,
             max_msgs_per_sec,

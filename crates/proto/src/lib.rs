@@ -26,9 +26,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 mod report;
+mod swarm;
 pub use report::{
     ClientKind, MAX_REPORT_BYTES, MAX_REPORT_MS, PathKind, RelayTransport, Report, ReportKind,
 };
+pub use swarm::{SWARM_ID_LEN, SwarmMember, SwarmPeer, validate_swarm};
 
 /// The protocol version this crate speaks.
 pub const VERSION: u32 = 1;
@@ -66,6 +68,21 @@ pub enum ClientMsg<'a> {
     /// What the client saw of one peer connection, for the server's connectivity metrics
     /// (optional; no answer).
     Report(Report),
+    /// Enter a swarm (`seed`: with all of its content); the server introduces a few
+    /// neighbours.
+    SwarmJoin { swarm: Cow<'a, str>, seed: bool },
+    /// Ask for more neighbours in a swarm (rate-limited).
+    SwarmMore { swarm: Cow<'a, str> },
+    /// This peer now has all of a swarm's content.
+    SwarmSeed { swarm: Cow<'a, str> },
+    /// Leave a swarm.
+    SwarmLeave { swarm: Cow<'a, str> },
+    /// A neighbour sent bytes that failed verification (counted; the two are not introduced
+    /// again).
+    SwarmBad {
+        swarm: Cow<'a, str>,
+        id: Cow<'a, str>,
+    },
 }
 
 /// The flat shape every client frame is read into before it is validated.
@@ -85,6 +102,12 @@ struct Envelope<'a> {
     to: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     data: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    swarm: Option<Cow<'a, str>>,
+    #[serde(default)]
+    seed: Option<bool>,
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
 }
 
 impl<'a> ClientMsg<'a> {
@@ -170,6 +193,32 @@ impl<'a> ClientMsg<'a> {
             }
             "ping" => Ok(ClientMsg::Ping { data: env.data }),
             "report" => Report::decode(text).map(ClientMsg::Report),
+            "swarm-join" | "swarm-more" | "swarm-seed" | "swarm-leave" | "swarm-bad" => {
+                let ty = env.ty.clone();
+                let swarm = env
+                    .swarm
+                    .ok_or_else(|| DecodeError::missing(&ty, "swarm"))?;
+                validate_swarm(&swarm)?;
+                Ok(match &*ty {
+                    "swarm-join" => ClientMsg::SwarmJoin {
+                        swarm,
+                        seed: env.seed.unwrap_or(false),
+                    },
+                    "swarm-more" => ClientMsg::SwarmMore { swarm },
+                    "swarm-seed" => ClientMsg::SwarmSeed { swarm },
+                    "swarm-leave" => ClientMsg::SwarmLeave { swarm },
+                    _ => {
+                        let id = env.id.ok_or_else(|| DecodeError::missing(&ty, "id"))?;
+                        if id.is_empty() || id.len() > MAX_PEER_ID_BYTES {
+                            return Err(DecodeError::new(
+                                ErrorCode::UnknownPeer,
+                                "no such neighbour in that swarm",
+                            ));
+                        }
+                        ClientMsg::SwarmBad { swarm, id }
+                    }
+                })
+            }
             other => {
                 let shown: String = other.chars().take(32).collect();
                 Err(DecodeError::new(
@@ -277,10 +326,18 @@ pub enum ErrorCode {
     /// The server requires an access token and the connection's is missing, forged or
     /// expired (sent before the connection is closed with 4401).
     Unauthorized,
+    /// A swarm id that is not a content id.
+    InvalidSwarm,
+    /// The swarm holds its maximum number of peers.
+    SwarmFull,
+    /// This connection is in its maximum number of swarms.
+    TooManySwarms,
+    /// A swarm message for a swarm the connection is not in.
+    NotInSwarm,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::BadJson,
         ErrorCode::BadMessage,
         ErrorCode::UnknownType,
@@ -298,6 +355,10 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::Forbidden,
         ErrorCode::Unauthorized,
+        ErrorCode::InvalidSwarm,
+        ErrorCode::SwarmFull,
+        ErrorCode::TooManySwarms,
+        ErrorCode::NotInSwarm,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -319,6 +380,10 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate-limited",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::InvalidSwarm => "invalid-swarm",
+            ErrorCode::SwarmFull => "swarm-full",
+            ErrorCode::TooManySwarms => "too-many-swarms",
+            ErrorCode::NotInSwarm => "not-in-swarm",
         }
     }
 }
@@ -369,6 +434,8 @@ pub struct Limits {
     pub max_msgs_per_sec: u32,
     pub idle_timeout_ms: u64,
     pub resume_grace_ms: u64,
+    /// Swarms a connection may be in (a server that lists it speaks swarms).
+    pub max_swarms_per_conn: usize,
 }
 
 /// A room member as others see it.
@@ -415,6 +482,25 @@ pub enum ServerMsg<'a> {
     },
     /// A frame could not be acted on. The connection stays open.
     Error { code: ErrorCode, message: &'a str },
+    /// Answer to `swarm-join`: the neighbours introduced (a resumed session re-joining gets
+    /// the ones it has).
+    SwarmJoined {
+        swarm: &'a str,
+        peers: &'a [SwarmPeer<'a>],
+    },
+    /// Answer to `swarm-more`: new neighbours, or none and when to ask again.
+    SwarmPeers {
+        swarm: &'a str,
+        peers: &'a [SwarmPeer<'a>],
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_ms: Option<u64>,
+    },
+    /// A peer was introduced to you: expect its offer.
+    SwarmPeer { swarm: &'a str, peer: SwarmPeer<'a> },
+    /// A neighbour left the swarm (or was reported bad by you).
+    SwarmPeerLeft { swarm: &'a str, id: &'a str },
+    /// Answer to `swarm-leave`.
+    SwarmLeft { swarm: &'a str },
 }
 
 impl ServerMsg<'_> {
@@ -425,182 +511,8 @@ impl ServerMsg<'_> {
     }
 }
 
-// ---- The client's side: what a native peer sends and reads. ----
-
-/// The wire shape of a client frame, for encoding (payloads stay raw JSON, byte for byte).
-#[derive(Serialize)]
-#[serde(tag = "type", rename_all = "kebab-case")]
-enum ClientWire<'a> {
-    Hello {
-        v: u32,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        token: Option<&'a str>,
-    },
-    Join {
-        room: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        meta: Option<&'a RawValue>,
-    },
-    Leave {
-        room: &'a str,
-    },
-    Signal {
-        to: &'a str,
-        data: &'a RawValue,
-    },
-    Ping {
-        #[serde(skip_serializing_if = "Option::is_none")]
-        data: Option<&'a RawValue>,
-    },
-}
-
-impl ClientMsg<'_> {
-    /// The JSON text of this message, as a client sends it.
-    pub fn encode(&self) -> String {
-        let wire = match self {
-            ClientMsg::Report(r) => return r.encode(),
-            ClientMsg::Hello { v, token } => ClientWire::Hello {
-                v: *v,
-                token: token.as_deref(),
-            },
-            ClientMsg::Join { room, meta } => ClientWire::Join { room, meta: *meta },
-            ClientMsg::Leave { room } => ClientWire::Leave { room },
-            ClientMsg::Signal { to, data } => ClientWire::Signal { to, data },
-            ClientMsg::Ping { data } => ClientWire::Ping { data: *data },
-        };
-        // Cannot fail: strings, integers and already-valid raw JSON only.
-        serde_json::to_string(&wire).unwrap_or_default()
-    }
-}
-
-/// A room member as a client reads it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Member {
-    pub id: String,
-    #[serde(default)]
-    pub meta: Option<Box<RawValue>>,
-}
-
-/// A message from the server, as a client reads it (owned; unknown types are kept as
-/// [`ServerFrame::Unknown`] so newer servers do not break older clients).
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum ServerFrame {
-    Welcome {
-        v: u32,
-        id: String,
-        token: String,
-        resumed: bool,
-        rooms: Vec<String>,
-    },
-    Joined {
-        room: String,
-        peers: Vec<Member>,
-    },
-    Left {
-        room: String,
-    },
-    PeerJoined {
-        room: String,
-        peer: Member,
-    },
-    PeerLeft {
-        room: String,
-        id: String,
-    },
-    Signal {
-        from: String,
-        data: Box<RawValue>,
-    },
-    Pong {
-        data: Option<Box<RawValue>>,
-    },
-    Error {
-        /// The stable code (see [`ErrorCode::as_str`]); kept as text so codes added later
-        /// still reach the caller.
-        code: String,
-        message: String,
-    },
-    /// A type this client does not know (from a newer server); ignore it.
-    Unknown,
-}
-
-/// The flat shape every server frame is read into (serde's tagged enums cannot carry raw
-/// JSON values).
-#[derive(Deserialize)]
-struct ServerEnvelope {
-    #[serde(rename = "type")]
-    ty: String,
-    v: Option<u32>,
-    id: Option<String>,
-    token: Option<String>,
-    #[serde(default)]
-    resumed: bool,
-    #[serde(default)]
-    rooms: Vec<String>,
-    room: Option<String>,
-    peers: Option<Vec<Member>>,
-    peer: Option<Member>,
-    from: Option<String>,
-    data: Option<Box<RawValue>>,
-    code: Option<String>,
-    message: Option<String>,
-}
-
-/// A server frame that is not a valid message of its type.
-#[derive(Debug, thiserror::Error)]
-pub enum FrameError {
-    #[error("server frame is not valid JSON: {0}")]
-    Json(#[from] serde_json::Error),
-    #[error("server {ty:?} frame lacks its {field:?} field")]
-    Missing { ty: String, field: &'static str },
-}
-
-impl ServerFrame {
-    /// Parses one text frame from the server.
-    pub fn decode(text: &str) -> Result<Self, FrameError> {
-        let e: ServerEnvelope = serde_json::from_str(text)?;
-        let ty = e.ty;
-        let need = |field: &'static str| FrameError::Missing {
-            ty: ty.clone(),
-            field,
-        };
-        Ok(match ty.as_str() {
-            "welcome" => ServerFrame::Welcome {
-                v: e.v.ok_or_else(|| need("v"))?,
-                id: e.id.ok_or_else(|| need("id"))?,
-                token: e.token.ok_or_else(|| need("token"))?,
-                resumed: e.resumed,
-                rooms: e.rooms,
-            },
-            "joined" => ServerFrame::Joined {
-                room: e.room.ok_or_else(|| need("room"))?,
-                peers: e.peers.ok_or_else(|| need("peers"))?,
-            },
-            "left" => ServerFrame::Left {
-                room: e.room.ok_or_else(|| need("room"))?,
-            },
-            "peer-joined" => ServerFrame::PeerJoined {
-                room: e.room.ok_or_else(|| need("room"))?,
-                peer: e.peer.ok_or_else(|| need("peer"))?,
-            },
-            "peer-left" => ServerFrame::PeerLeft {
-                room: e.room.ok_or_else(|| need("room"))?,
-                id: e.id.ok_or_else(|| need("id"))?,
-            },
-            "signal" => ServerFrame::Signal {
-                from: e.from.ok_or_else(|| need("from"))?,
-                data: e.data.ok_or_else(|| need("data"))?,
-            },
-            "pong" => ServerFrame::Pong { data: e.data },
-            "error" => ServerFrame::Error {
-                code: e.code.ok_or_else(|| need("code"))?,
-                message: e.message.unwrap_or_default(),
-            },
-            _ => ServerFrame::Unknown,
-        })
-    }
-}
+mod client;
+pub use client::{FrameError, Member, ServerFrame};
 
 #[cfg(test)]
 mod tests {
@@ -695,6 +607,114 @@ mod tests {
     }
 
     #[test]
+    fn swarm_messages_round_trip_and_bad_ids_are_refused() {
+        let id = "ab".repeat(32);
+        for text in [
+            format!(r#"{{"type":"swarm-join","swarm":"{id}","seed":true}}"#),
+            format!(r#"{{"type":"swarm-more","swarm":"{id}"}}"#),
+            format!(r#"{{"type":"swarm-seed","swarm":"{id}"}}"#),
+            format!(r#"{{"type":"swarm-leave","swarm":"{id}"}}"#),
+            format!(r#"{{"type":"swarm-bad","swarm":"{id}","id":"p1"}}"#),
+        ] {
+            let msg = ClientMsg::decode(&text).unwrap();
+            assert_eq!(
+                msg.encode(),
+                text,
+                "a native client sends what the server reads"
+            );
+        }
+        assert!(matches!(
+            ClientMsg::decode(&format!(r#"{{"type":"swarm-join","swarm":"{id}"}}"#)).unwrap(),
+            ClientMsg::SwarmJoin { seed: false, .. }
+        ));
+        for bad in [
+            "",
+            "AB",
+            &"AB".repeat(32),
+            &"ab".repeat(33),
+            &"zz".repeat(32),
+        ] {
+            let e = ClientMsg::decode(&format!(r#"{{"type":"swarm-more","swarm":"{bad}"}}"#))
+                .unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidSwarm, "{bad:?}");
+        }
+        let e = ClientMsg::decode(r#"{"type":"swarm-join"}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadMessage);
+        let e =
+            ClientMsg::decode(&format!(r#"{{"type":"swarm-bad","swarm":"{id}"}}"#)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadMessage);
+        // What the server sends, a native client reads.
+        let peers = [
+            SwarmPeer {
+                id: "a",
+                seed: true,
+            },
+            SwarmPeer {
+                id: "b",
+                seed: false,
+            },
+        ];
+        let frame = ServerMsg::SwarmJoined {
+            swarm: &id,
+            peers: &peers,
+        }
+        .encode();
+        assert_eq!(
+            frame,
+            format!(
+                r#"{{"type":"swarm-joined","swarm":"{id}","peers":[{{"id":"a","seed":true}},{{"id":"b","seed":false}}]}}"#
+            )
+        );
+        let ServerFrame::SwarmJoined { peers: got, .. } = ServerFrame::decode(&frame).unwrap()
+        else {
+            panic!("{frame}")
+        };
+        assert_eq!(
+            got[0],
+            SwarmMember {
+                id: "a".into(),
+                seed: true
+            }
+        );
+        let frame = ServerMsg::SwarmPeers {
+            swarm: &id,
+            peers: &[],
+            retry_ms: Some(1500),
+        }
+        .encode();
+        assert!(matches!(
+            ServerFrame::decode(&frame).unwrap(),
+            ServerFrame::SwarmPeers { retry_ms: Some(1500), ref peers, .. } if peers.is_empty()
+        ));
+        let frame = ServerMsg::SwarmPeer {
+            swarm: &id,
+            peer: peers[1],
+        }
+        .encode();
+        assert!(matches!(
+            ServerFrame::decode(&frame).unwrap(),
+            ServerFrame::SwarmPeer {
+                peer: SwarmMember { seed: false, .. },
+                ..
+            }
+        ));
+        let frame = ServerMsg::SwarmPeerLeft {
+            swarm: &id,
+            id: "a",
+        }
+        .encode();
+        assert!(matches!(
+            ServerFrame::decode(&frame).unwrap(),
+            ServerFrame::SwarmPeerLeft { id, .. } if id == "a"
+        ));
+        let frame = ServerMsg::SwarmLeft { swarm: &id }.encode();
+        assert!(matches!(
+            ServerFrame::decode(&frame).unwrap(),
+            ServerFrame::SwarmLeft { .. }
+        ));
+    }
+
+    #[test]
     fn escaped_strings_decode() {
         let msg = ClientMsg::decode(r#"{"type":"join","room":"caf\u00e9 \"1\""}"#).unwrap();
         assert!(matches!(msg, ClientMsg::Join { room, meta: None } if room == "café \"1\""));
@@ -770,6 +790,7 @@ mod tests {
             max_msgs_per_sec: 50,
             idle_timeout_ms: 60000,
             resume_grace_ms: 20000,
+            max_swarms_per_conn: 16,
         };
         assert_eq!(
             ServerMsg::Welcome {
@@ -781,7 +802,7 @@ mod tests {
                 limits
             }
             .encode(),
-            r#"{"type":"welcome","v":1,"id":"p1","token":"t","resumed":false,"rooms":[],"limits":{"max_frame_bytes":65536,"max_peers_per_room":64,"max_rooms_per_conn":8,"max_msgs_per_sec":50,"idle_timeout_ms":60000,"resume_grace_ms":20000}}"#
+            r#"{"type":"welcome","v":1,"id":"p1","token":"t","resumed":false,"rooms":[],"limits":{"max_frame_bytes":65536,"max_peers_per_room":64,"max_rooms_per_conn":8,"max_msgs_per_sec":50,"idle_timeout_ms":60000,"resume_grace_ms":20000,"max_swarms_per_conn":16}}"#
         );
         let meta = raw(r#"{"name":"ada"}"#);
         let peers = [

@@ -68,6 +68,12 @@ pub struct ServerConfig {
     pub max_peers_per_room: usize,
     pub max_rooms_per_conn: usize,
     pub max_rooms: usize,
+    /// Swarms one connection may be in.
+    pub max_swarms_per_conn: usize,
+    /// Peers in one swarm (swarms are not rooms: nothing is broadcast to their members).
+    pub max_peers_per_swarm: usize,
+    /// Swarms on the server.
+    pub max_swarms: usize,
     pub max_conns: usize,
     /// 0 means no per-address limit.
     pub max_conns_per_ip: usize,
@@ -148,6 +154,9 @@ impl Default for ServerConfig {
             max_peers_per_room: core.max_peers_per_room,
             max_rooms_per_conn: core.max_rooms_per_conn,
             max_rooms: core.max_rooms,
+            max_swarms_per_conn: core.max_swarms_per_conn,
+            max_peers_per_swarm: core.max_peers_per_swarm,
+            max_swarms: core.max_swarms,
             max_conns: core.max_conns,
             max_conns_per_ip: core.max_conns_per_ip,
             max_msgs_per_sec: core.max_msgs_per_sec,
@@ -223,11 +232,13 @@ pub enum ConfigError {
 impl ServerConfig {
     /// Checks values that would make the server unusable.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let checks: [(&'static str, u64, u64); 8] = [
+        let checks: [(&'static str, u64, u64); 10] = [
             ("max_frame_bytes", self.max_frame_bytes as u64, 1024),
             ("max_peers_per_room", self.max_peers_per_room as u64, 2),
             ("max_rooms_per_conn", self.max_rooms_per_conn as u64, 1),
             ("max_rooms", self.max_rooms as u64, 1),
+            ("max_peers_per_swarm", self.max_peers_per_swarm as u64, 2),
+            ("max_swarms", self.max_swarms as u64, 1),
             ("max_conns", self.max_conns as u64, 1),
             ("max_msgs_per_sec", u64::from(self.max_msgs_per_sec), 1),
             (
@@ -378,6 +389,9 @@ impl ServerConfig {
             max_peers_per_room: self.max_peers_per_room,
             max_rooms_per_conn: self.max_rooms_per_conn,
             max_rooms: self.max_rooms,
+            max_swarms_per_conn: self.max_swarms_per_conn,
+            max_peers_per_swarm: self.max_peers_per_swarm,
+            max_swarms: self.max_swarms,
             max_conns: self.max_conns,
             max_conns_per_ip: self.max_conns_per_ip,
             max_msgs_per_sec: self.max_msgs_per_sec,

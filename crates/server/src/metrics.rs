@@ -39,6 +39,34 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
     );
     metric(
         out,
+        "swarms",
+        "gauge",
+        "Swarms with at least one member.",
+        &[("", s.swarms as u64)],
+    );
+    metric(
+        out,
+        "swarm_members",
+        "gauge",
+        "Members of all swarms (a peer in two swarms counts twice).",
+        &[("", s.swarm_members as u64)],
+    );
+    metric(
+        out,
+        "swarm_introductions_total",
+        "counter",
+        "Neighbours introduced to each other in swarms.",
+        &[("", s.swarm_introductions)],
+    );
+    metric(
+        out,
+        "swarm_bad_reports_total",
+        "counter",
+        "Swarm neighbours reported for bytes that failed verification.",
+        &[("", s.swarm_bad_reports)],
+    );
+    metric(
+        out,
         "signal_relayed_total",
         "counter",
         "Signal messages relayed between peers.",

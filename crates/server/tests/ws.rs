@@ -353,6 +353,64 @@ async fn resume_token_keeps_identity_across_connections() {
 }
 
 #[tokio::test]
+async fn swarm_neighbours_meet_and_signal_over_real_websockets() {
+    let addr = start(ServerConfig::default()).await;
+    let w = "ab".repeat(32);
+    let mut seed = connect(addr).await;
+    let seed_id = hello(&mut seed).await;
+    send(
+        &mut seed,
+        json!({"type":"swarm-join","swarm":w,"seed":true}),
+    )
+    .await;
+    assert_eq!(
+        recv(&mut seed).await,
+        json!({"type":"swarm-joined","swarm":w,"peers":[]})
+    );
+    let mut leech = connect(addr).await;
+    let leech_id = hello(&mut leech).await;
+    send(&mut leech, json!({"type":"swarm-join","swarm":w})).await;
+    assert_eq!(
+        recv(&mut leech).await,
+        json!({"type":"swarm-joined","swarm":w,"peers":[{"id":seed_id,"seed":true}]})
+    );
+    assert_eq!(
+        recv(&mut seed).await,
+        json!({"type":"swarm-peer","swarm":w,"peer":{"id":leech_id,"seed":false}})
+    );
+    send(
+        &mut leech,
+        json!({"type":"signal","to":seed_id,"data":{"sdp":"x"}}),
+    )
+    .await;
+    assert_eq!(
+        recv(&mut seed).await,
+        json!({"type":"signal","from":leech_id,"data":{"sdp":"x"}})
+    );
+    // The gauges, published by the hub twice a second.
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = http_get(addr, "/metrics").await;
+        if metrics.contains("peerweb_swarm_members 2") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(metrics.contains("peerweb_swarms 1"), "{metrics}");
+    assert!(metrics.contains("peerweb_swarm_members 2"));
+    assert!(metrics.contains("peerweb_swarm_introductions_total 1"));
+    send(&mut leech, json!({"type":"swarm-leave","swarm":w})).await;
+    assert_eq!(
+        recv(&mut leech).await,
+        json!({"type":"swarm-left","swarm":w})
+    );
+    assert_eq!(
+        recv(&mut seed).await,
+        json!({"type":"swarm-peer-left","swarm":w,"id":leech_id})
+    );
+}
+
+#[tokio::test]
 async fn http_endpoints() {
     let addr = start(ServerConfig::default()).await;
     for (path, needle) in [
@@ -364,6 +422,8 @@ async fn http_endpoints() {
         ("/receive", "importmap"),
         ("/transfer/words.js", r#""crimson","#),
         ("/transfer/spake2.js", "@noble/curves/ed25519.js"),
+        ("/sdk/swarm-tree.js", "export class Tree"),
+        ("/sdk/swarm-manifest.js", "export function parseManifest"),
         // The pages' libraries, fetched from web/package-lock.json at build time.
         ("/vendor/@noble/curves/ed25519.js", "export"),
         ("/vendor/@noble/hashes/sha2.js", "export"),

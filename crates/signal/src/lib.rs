@@ -31,12 +31,13 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use peerweb_proto::{ClientMsg, ErrorCode, Limits, PeerInfo, Report, ServerMsg, close};
+use peerweb_proto::{ClientMsg, ErrorCode, Limits, PeerInfo, Report, ServerMsg, SwarmPeer, close};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use serde_json::value::RawValue;
 
 mod connectivity;
+mod swarm;
 use connectivity::{Allow, ReportBucket};
 pub use connectivity::{CONNECT_BUCKETS_MS, Connectivity, Histogram, OUTCOMES, Outcome};
 
@@ -76,6 +77,19 @@ pub struct Config {
     pub report_burst: u32,
     /// ...and then per minute; beyond it they are dropped (the connection stays).
     pub max_reports_per_min: u32,
+    pub max_swarms_per_conn: usize,
+    /// Swarms on the whole server.
+    pub max_swarms: usize,
+    pub max_peers_per_swarm: usize,
+    /// Neighbours introduced on `swarm-join`...
+    pub swarm_neighbours: usize,
+    /// ...and per `swarm-more`.
+    pub swarm_more: usize,
+    /// Neighbours one member may have in a swarm.
+    pub max_swarm_links: usize,
+    /// `swarm-more` a member may send at once; then one per `swarm_more_every`.
+    pub swarm_more_burst: u32,
+    pub swarm_more_every: Duration,
 }
 
 impl Default for Config {
@@ -97,6 +111,14 @@ impl Default for Config {
             // A member of a full room reports on 63 connections at once.
             report_burst: 120,
             max_reports_per_min: 60,
+            max_swarms_per_conn: 16,
+            max_swarms: 100_000,
+            max_peers_per_swarm: 100_000,
+            swarm_neighbours: 10,
+            swarm_more: 8,
+            max_swarm_links: 40,
+            swarm_more_burst: 3,
+            swarm_more_every: Duration::from_secs(2),
         }
     }
 }
@@ -111,6 +133,18 @@ impl Config {
             max_msgs_per_sec: self.max_msgs_per_sec,
             idle_timeout_ms: self.idle_timeout.as_millis() as u64,
             resume_grace_ms: self.resume_grace.as_millis() as u64,
+            max_swarms_per_conn: self.max_swarms_per_conn,
+        }
+    }
+
+    fn swarm_limits(&self) -> swarm::Limits {
+        swarm::Limits {
+            max_peers: self.max_peers_per_swarm,
+            on_join: self.swarm_neighbours,
+            per_more: self.swarm_more,
+            max_links: self.max_swarm_links,
+            more_burst: self.swarm_more_burst,
+            more_every: self.swarm_more_every,
         }
     }
 }
@@ -180,6 +214,13 @@ pub struct Stats {
     pub signals_relayed: u64,
     pub errors_sent: u64,
     pub closes: u64,
+    pub swarms: usize,
+    /// Members of all swarms.
+    pub swarm_members: usize,
+    /// Neighbours introduced in swarms.
+    pub swarm_introductions: u64,
+    /// Neighbours reported for bytes that failed verification.
+    pub swarm_bad_reports: u64,
     /// What clients reported of their peer connections.
     pub connectivity: Connectivity,
 }
@@ -211,6 +252,14 @@ struct Session {
     conn: Option<ConnId>,
     away_since: Option<Instant>,
     rooms: Vec<String>,
+    swarms: Vec<String>,
+}
+
+impl Session {
+    /// A session in no room and no swarm is not held for resumption.
+    fn holds_nothing(&self) -> bool {
+        self.rooms.is_empty() && self.swarms.is_empty()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -227,6 +276,7 @@ pub struct Signal {
     conns: HashMap<ConnId, Conn>,
     sessions: HashMap<String, Session>,
     rooms: HashMap<String, Room>,
+    swarms: swarm::Swarms,
     per_ip: HashMap<IpAddr, usize>,
     out: VecDeque<Output>,
     next_sweep: Instant,
@@ -241,6 +291,7 @@ impl Signal {
             conns: HashMap::new(),
             sessions: HashMap::new(),
             rooms: HashMap::new(),
+            swarms: swarm::Swarms::default(),
             per_ip: HashMap::new(),
             out: VecDeque::new(),
             next_sweep: now + SWEEP_EVERY,
@@ -257,6 +308,10 @@ impl Signal {
             conns: self.conns.len(),
             sessions: self.sessions.len(),
             rooms: self.rooms.len(),
+            swarms: self.swarms.len(),
+            swarm_members: self.swarms.members(),
+            swarm_introductions: self.swarms.introductions,
+            swarm_bad_reports: self.swarms.bad_reports,
             ..self.stats
         }
     }
@@ -411,6 +466,37 @@ impl Signal {
             ClientMsg::Signal { to, data } => self.signal(conn, &me, &to, data),
             ClientMsg::Ping { data } => self.send(conn, &ServerMsg::Pong { data }),
             ClientMsg::Report(r) => self.report(now, conn, &r),
+            ClientMsg::SwarmJoin { swarm, seed } => self.swarm_join(now, conn, &me, &swarm, seed),
+            ClientMsg::SwarmMore { swarm } => self.swarm_more(now, conn, &me, &swarm),
+            ClientMsg::SwarmSeed { swarm } => {
+                if !self.swarms.seed(&swarm, &me) {
+                    self.error(conn, ErrorCode::NotInSwarm, "not in that swarm");
+                }
+            }
+            ClientMsg::SwarmLeave { swarm } => {
+                if self.remove_from_swarm(&me, &swarm) {
+                    self.send(conn, &ServerMsg::SwarmLeft { swarm: &swarm });
+                } else {
+                    self.error(conn, ErrorCode::NotInSwarm, "not in that swarm");
+                }
+            }
+            ClientMsg::SwarmBad { swarm, id } => {
+                if self.swarms.bad(&swarm, &me, &id) {
+                    self.tell(
+                        &id,
+                        &ServerMsg::SwarmPeerLeft {
+                            swarm: &swarm,
+                            id: &me,
+                        },
+                    );
+                } else {
+                    self.error(
+                        conn,
+                        ErrorCode::UnknownPeer,
+                        "no such neighbour in that swarm",
+                    );
+                }
+            }
             _ => self.error(conn, ErrorCode::UnknownType, "unsupported message"),
         }
     }
@@ -476,6 +562,7 @@ impl Signal {
             conn: None,
             away_since: None,
             rooms: Vec::new(),
+            swarms: Vec::new(),
         });
         session.conn = Some(conn);
         session.away_since = None;
@@ -490,6 +577,18 @@ impl Signal {
                 .collect();
             for room in barred {
                 self.remove_from_room(&id, &room);
+            }
+            let barred: Vec<String> = self
+                .sessions
+                .get(&id)
+                .map(|s| s.swarms.iter())
+                .into_iter()
+                .flatten()
+                .filter(|w| !grant_allows(&pattern, &format!("swarm:{w}")))
+                .cloned()
+                .collect();
+            for swarm in barred {
+                self.remove_from_swarm(&id, &swarm);
             }
         }
         let rooms: Vec<&str> = self
@@ -618,10 +717,12 @@ impl Signal {
         } else {
             self.sessions.get(to)
         };
+        // A room in common, or neighbours in a swarm.
         let shares_room = |t: &Session| {
-            self.sessions
-                .get(me)
-                .is_some_and(|s| s.rooms.iter().any(|r| t.rooms.contains(r)))
+            self.sessions.get(me).is_some_and(|s| {
+                s.rooms.iter().any(|r| t.rooms.contains(r))
+                    || s.swarms.iter().any(|w| self.swarms.linked(w, me, to))
+            })
         };
         match target {
             Some(t) if shares_room(t) => match t.conn {
@@ -637,6 +738,135 @@ impl Signal {
                 ),
             },
             _ => self.error(conn, ErrorCode::UnknownPeer, "no such peer in your rooms"),
+        }
+    }
+
+    fn swarm_join(&mut self, now: Instant, conn: ConnId, me: &str, swarm: &str, seed: bool) {
+        let Some(session) = self.sessions.get(me) else {
+            return;
+        };
+        if let Some((pattern, _)) = self.conns.get(&conn).and_then(|c| c.grant.as_ref())
+            && !grant_allows(pattern, &format!("swarm:{swarm}"))
+        {
+            return self.error(
+                conn,
+                ErrorCode::Forbidden,
+                "the access token does not allow swarms (swarm:…)",
+            );
+        }
+        let already = session.swarms.iter().any(|w| w == swarm);
+        if !already {
+            if session.swarms.len() >= self.cfg.max_swarms_per_conn {
+                return self.error(
+                    conn,
+                    ErrorCode::TooManySwarms,
+                    "this connection is in too many swarms",
+                );
+            }
+            if !self.swarms.exists(swarm) && self.swarms.len() >= self.cfg.max_swarms {
+                return self.error(conn, ErrorCode::ServerFull, "server holds too many swarms");
+            }
+        }
+        let lim = self.cfg.swarm_limits();
+        match self.swarms.join(now, &mut self.rng, &lim, swarm, me, seed) {
+            Err(swarm::JoinError::Full) => self.error(conn, ErrorCode::SwarmFull, "swarm is full"),
+            Ok(picked) => {
+                if !already && let Some(s) = self.sessions.get_mut(me) {
+                    s.swarms.push(swarm.to_owned());
+                }
+                let peers: Vec<SwarmPeer<'_>> = picked
+                    .peers
+                    .iter()
+                    .map(|(id, seed)| SwarmPeer { id, seed: *seed })
+                    .collect();
+                self.send(
+                    conn,
+                    &ServerMsg::SwarmJoined {
+                        swarm,
+                        peers: &peers,
+                    },
+                );
+                self.introduce(swarm, &picked.intros);
+            }
+        }
+    }
+
+    fn swarm_more(&mut self, now: Instant, conn: ConnId, me: &str, swarm: &str) {
+        let lim = self.cfg.swarm_limits();
+        match self.swarms.more(now, &mut self.rng, &lim, swarm, me) {
+            None => self.error(conn, ErrorCode::NotInSwarm, "not in that swarm"),
+            Some(Err(wait)) => self.send(
+                conn,
+                &ServerMsg::SwarmPeers {
+                    swarm,
+                    peers: &[],
+                    retry_ms: Some(wait.as_millis() as u64),
+                },
+            ),
+            Some(Ok(picked)) => {
+                let peers: Vec<SwarmPeer<'_>> = picked
+                    .peers
+                    .iter()
+                    .map(|(id, seed)| SwarmPeer { id, seed: *seed })
+                    .collect();
+                self.send(
+                    conn,
+                    &ServerMsg::SwarmPeers {
+                        swarm,
+                        peers: &peers,
+                        retry_ms: None,
+                    },
+                );
+                self.introduce(swarm, &picked.intros);
+            }
+        }
+    }
+
+    /// Tells each introduced neighbour who was introduced to it.
+    fn introduce(&mut self, swarm: &str, intros: &[swarm::Intro]) {
+        for i in intros {
+            let peer = SwarmPeer {
+                id: &i.peer,
+                seed: i.seed,
+            };
+            self.tell(&i.to, &ServerMsg::SwarmPeer { swarm, peer });
+        }
+    }
+
+    /// Sends to a session's connection, if it has one now (one that is away re-learns its
+    /// neighbours by joining again when it resumes).
+    fn tell(&mut self, peer: &str, msg: &ServerMsg<'_>) {
+        if let Some(conn) = self.sessions.get(peer).and_then(|s| s.conn) {
+            self.send(conn, msg);
+        }
+    }
+
+    /// Takes `me` out of `swarm` and tells its neighbours; false if it was not in it.
+    fn remove_from_swarm(&mut self, me: &str, swarm: &str) -> bool {
+        if let Some(s) = self.sessions.get_mut(me) {
+            s.swarms.retain(|w| w != swarm);
+        }
+        let Some(neighbours) = self.swarms.leave(swarm, me) else {
+            return false;
+        };
+        for n in neighbours {
+            self.tell(&n, &ServerMsg::SwarmPeerLeft { swarm, id: me });
+        }
+        true
+    }
+
+    /// Takes a session out of all its rooms and swarms (it is gone).
+    fn leave_everything(&mut self, id: &str) {
+        let (rooms, swarms) = self
+            .sessions
+            .get(id)
+            .map(|s| (s.rooms.clone(), s.swarms.clone()))
+            .unwrap_or_default();
+        for room in rooms {
+            self.remove_from_room(id, &room);
+        }
+        for swarm in swarms {
+            self.remove_from_swarm(id, &swarm);
         }
     }
 
@@ -680,14 +910,7 @@ impl Signal {
         let Some(id) = self.conns.get(&conn).and_then(|c| c.session.clone()) else {
             return;
         };
-        let rooms = self
-            .sessions
-            .get(&id)
-            .map(|s| s.rooms.clone())
-            .unwrap_or_default();
-        for room in rooms {
-            self.remove_from_room(&id, &room);
-        }
+        self.leave_everything(&id);
     }
 
     /// Drops a connection's state; its session, if in rooms, is held for the resume grace.
@@ -709,7 +932,7 @@ impl Signal {
             return;
         }
         s.conn = None;
-        if s.rooms.is_empty() {
+        if s.holds_nothing() {
             self.sessions.remove(&id);
         } else {
             s.away_since = Some(now);
@@ -755,14 +978,7 @@ impl Signal {
             .collect();
         expired.sort();
         for id in expired {
-            let rooms = self
-                .sessions
-                .get(&id)
-                .map(|s| s.rooms.clone())
-                .unwrap_or_default();
-            for room in rooms {
-                self.remove_from_room(&id, &room);
-            }
+            self.leave_everything(&id);
             self.sessions.remove(&id);
         }
     }

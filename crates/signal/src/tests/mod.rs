@@ -1,5 +1,7 @@
 //! The core driven in virtual time: no sockets, no sleeping.
 
+mod swarm;
+
 use super::*;
 use peerweb_proto::{ClientKind, PathKind, RelayTransport};
 use serde_json::{Value, json};
@@ -556,12 +558,28 @@ fn random_operation_sequences_keep_invariants() {
     };
     let mut lab = Lab::new(cfg);
     let rooms = ["a", "b", "c", "d"];
+    let swarms = ["1".repeat(64), "2".repeat(64), "3".repeat(64)];
     let mut next = 1u64;
     let mut tokens = vec![];
     let mut ids = vec!["x".to_string()];
     for _ in 0..5000 {
         let c = rng.next_u64() % (next + 1);
-        match rng.next_u32() % 10 {
+        match rng.next_u32() % 13 {
+            10 => {
+                let w = &swarms[rng.next_u32() as usize % 3];
+                let ty = ["swarm-join", "swarm-more", "swarm-seed", "swarm-leave"]
+                    [rng.next_u32() as usize % 4];
+                lab.say(
+                    c,
+                    json!({"type":ty,"swarm":w,"seed":rng.next_u32() % 4 == 0}),
+                );
+            }
+            11 => {
+                let w = &swarms[rng.next_u32() as usize % 3];
+                let id = &ids[rng.next_u32() as usize % ids.len()];
+                lab.say(c, json!({"type":"swarm-bad","swarm":w,"id":id}));
+            }
+            12 => lab.say(c, json!({"type":"swarm-join","swarm":"not-a-content-id"})),
             0 => {
                 lab.open(next);
                 // Some connections carry an access token for some rooms, some short-lived.
@@ -570,7 +588,7 @@ fn random_operation_sequences_keep_invariants() {
                         lab.now + Duration::from_millis(u64::from(rng.next_u32() % 20_000));
                     lab.input(Input::Grant {
                         conn: ConnId(next),
-                        room: ["a", "b*", "*", "c"][rng.next_u32() as usize % 4],
+                        room: ["a", "b*", "*", "c", "swarm:*"][rng.next_u32() as usize % 5],
                         expires,
                     });
                 }
@@ -759,4 +777,22 @@ fn check_invariants(s: &Signal) {
     }
     let total: usize = s.per_ip.values().sum();
     assert_eq!(total, s.conns.len());
+    for (id, sess) in &s.sessions {
+        assert!(sess.swarms.len() <= s.cfg.max_swarms_per_conn);
+        for w in &sess.swarms {
+            assert!(
+                s.swarms.contains(w, id),
+                "{id} lists swarm {w} it is not in"
+            );
+            if let Some((pattern, _)) = sess.conn.and_then(|c| s.conns[&c].grant.as_ref()) {
+                assert!(grant_allows(pattern, &format!("swarm:{w}")));
+            }
+        }
+    }
+    assert_eq!(
+        s.swarms.members(),
+        s.sessions.values().map(|x| x.swarms.len()).sum::<usize>(),
+        "every swarm member is a session that lists it"
+    );
+    s.swarms.check(&s.cfg.swarm_limits());
 }
