@@ -414,6 +414,10 @@ export class Room extends EventTarget {
     return this._iceConfig;
   }
 
+  _sendLeave() {
+    this._signaling.send({ type: 'leave', room: this.name });
+  }
+
   _sendJoin() {
     const msg = { type: 'join', room: this.name };
     if (this.meta) msg.meta = this.meta;
@@ -537,7 +541,7 @@ export class Room extends EventTarget {
     this._left = true;
     this._call?.hangUp();
     clearTimeout(this._iceTimer);
-    this._signaling.send({ type: 'leave', room: this.name });
+    this._sendLeave();
     for (const id of [...this.peers.keys()]) this._dropPeer(id);
     this._signaling.close();
   }

@@ -178,6 +178,8 @@ pub(crate) fn routes() -> Router<AppState> {
             "/sdk/swarm-manifest.js",
             asset!("sdk/swarm-manifest.js", JS),
         )
+        .route("/sdk/swarm-wire.js", asset!("sdk/swarm-wire.js", JS))
+        .route("/sdk/swarm.js", asset!("sdk/swarm.js", JS))
         .route("/status.js", asset!("status.js", JS))
         .route("/status.css", asset!("status.css", CSS))
         .route(

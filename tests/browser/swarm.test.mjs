@@ -1,0 +1,194 @@
+// Verified swarms in real Chromium: tabs fetch a file with `swarm.fetch` from a test origin (in
+// this file: it serves a folder with Range and counts the bytes it sends per path) and from each
+// other through `peerweb serve`'s swarms. Staggered tabs all get the exact file (BLAKE3 of what
+// the page read = the manifest's root) while the origin sends a fraction of it; a poisoned tab —
+// its data channels flip a byte in every group it serves — gets no bad byte into anyone, is
+// banned after one group by each tab it served, and is reported to the server.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync, readFileSync, statSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join, normalize } from 'node:path';
+import { launchBrowser, startServer, startCli, waitFor } from './lib.mjs';
+
+const MIB = 1 << 20;
+let server;
+let dir;
+let origin;
+let originUrl;
+/** Bytes the origin sent, by path. */
+const served = new Map();
+
+before(async () => {
+  server = await startServer();
+  dir = mkdtempSync(join(tmpdir(), 'peerweb-swarm-'));
+  mkdirSync(join(dir, 'site'));
+  // The test origin: a static folder with single-range requests, CORS for the pages (which
+  // live on the peerweb server's origin), and a byte count per path.
+  origin = createServer((req, res) => {
+    const path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname)).replace(/^\/+/, '');
+    const file = join(dir, 'site', path);
+    let size;
+    try { size = statSync(file).size; } catch { res.writeHead(404).end(); return; }
+    const headers = { 'access-control-allow-origin': '*', 'access-control-expose-headers': 'content-range, content-length', 'accept-ranges': 'bytes' };
+    if (req.method === 'OPTIONS') {
+      res.writeHead(204, { ...headers, 'access-control-allow-headers': 'range' }).end();
+      return;
+    }
+    const data = readFileSync(file);
+    const m = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
+    let body = data;
+    if (m) {
+      const start = Number(m[1]);
+      const end = m[2] ? Math.min(Number(m[2]), size - 1) : size - 1;
+      body = data.subarray(start, end + 1);
+      res.writeHead(206, { ...headers, 'content-range': `bytes ${start}-${end}/${size}`, 'content-length': body.length });
+    } else {
+      res.writeHead(200, { ...headers, 'content-length': size });
+    }
+    served.set(path, (served.get(path) ?? 0) + body.length);
+    res.end(body);
+  });
+  await new Promise((r) => origin.listen(0, '127.0.0.1', r));
+  originUrl = `http://127.0.0.1:${origin.address().port}`;
+});
+after(async () => {
+  origin?.close();
+  await server?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+/** Writes `name` (random bytes) into the origin's folder and its manifest; returns its root. */
+async function publish(name, size) {
+  const site = join(dir, 'site');
+  writeFileSync(join(site, name), randomBytes(size), { flag: 'w' });
+  const p = startCli(['manifest', site, '--json']);
+  assert.equal(await p.exited, 0, p.stderr);
+  return p.events.find((e) => e.event === 'file' && e.path === name).root;
+}
+
+/**
+ * A tab on the server's origin with the SDK's import map. The page is handed to Chromium by
+ * the test (no address), so its fetches to the origin on loopback need the Local Network Access
+ * permission a page served from loopback would not.
+ */
+async function tab(browser) {
+  await browser.grantPermissions(['local-network-access']);
+  const page = await browser.newPage();
+  const blank = `${server.url}/swarm-test.html`;
+  await page.route(blank, (r) => r.fulfill({
+    contentType: 'text/html',
+    body: '<!doctype html><script type="importmap">{ "imports": { "@noble/curves/": "/vendor/@noble/curves/", "@noble/hashes/": "/vendor/@noble/hashes/" } }</script>',
+  }));
+  await page.goto(blank);
+  return page;
+}
+
+/** Starts `swarm.fetch` in the page; `window.result` gets the BLAKE3 of what it read and the stats. */
+function startFetch(page, url) {
+  return page.evaluate(async (url) => {
+    const swarm = await import('/sdk/swarm.js');
+    const { Blake3, toHex } = await import('/transfer/blake3.js');
+    window.banned = [];
+    const res = await swarm.fetch(url, { server: location.origin });
+    window.swarmFile = res.swarm;
+    res.swarm.addEventListener('banned', (e) => window.banned.push(e.peer));
+    (async () => {
+      const h = new Blake3();
+      let bytes = 0;
+      for await (const chunk of res.body) { h.update(chunk); bytes += chunk.length; }
+      window.result = { root: toHex(h.digest()), bytes, stats: res.swarm.stats };
+    })().catch((e) => { window.result = { error: String(e) }; });
+  }, url);
+}
+
+test('staggered tabs share a file: every byte verified, the origin sends a fraction of it', async () => {
+  const size = 16 * MIB;
+  const root = await publish('big.bin', size);
+  served.clear();
+  const browser = await launchBrowser();
+  try {
+    const pages = [];
+    for (let i = 0; i < 5; i++) {
+      const page = await tab(browser);
+      pages.push(page);
+      await startFetch(page, `${originUrl}/big.bin`);
+      // The next tab a second later (the first has some of the file by then).
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+    const results = [];
+    for (const page of pages) {
+      await waitFor(page, () => window.result, null, { what: 'the whole file', timeout: 120000 });
+      results.push(await page.evaluate(() => ({ ...window.result, stats: { ...window.swarmFile.stats } })));
+    }
+    for (const [i, r] of results.entries()) {
+      assert.equal(r.error, undefined, `tab ${i}: ${r.error}`);
+      assert.equal(r.bytes, size, `tab ${i} read the whole file`);
+      assert.equal(r.root, root, `tab ${i} read exactly the published bytes`);
+    }
+    const fromOrigin = served.get('big.bin') ?? 0;
+    const delivered = size * results.length;
+    const offload = 1 - fromOrigin / delivered;
+    const p2p = results.reduce((a, r) => a + r.stats.p2p, 0);
+    const up = results.map((r) => (r.stats.up / MIB).toFixed(1));
+    console.log(`swarm of ${results.length} tabs, ${size / MIB} MiB: origin sent ${(fromOrigin / MIB).toFixed(1)} MiB of ${delivered / MIB} delivered, offload ${(offload * 100).toFixed(1)}% (ceiling ${(100 - 100 / results.length).toFixed(0)}%), p2p ${(p2p / MIB).toFixed(1)} MiB; uploaded per tab (MiB): ${up.join(' ')}`);
+    assert.ok(fromOrigin >= size, 'someone fetched the first copy');
+    assert.ok(offload > 0.5, `offload ${offload}`);
+    // Client-reported and origin-counted bytes agree.
+    const http = results.reduce((a, r) => a + r.stats.http, 0);
+    assert.equal(http, fromOrigin, 'the pages count what the origin counted');
+  } finally {
+    await browser.close();
+  }
+});
+
+test('a poisoned tab gets no bad byte into anyone and is banned after one group', async () => {
+  const size = 4 * MIB;
+  const root = await publish('poison.bin', size);
+  const browser = await launchBrowser();
+  try {
+    // The poisoner fetches the file honestly, then serves every group with a byte flipped —
+    // at the wire: its data channels change `data` messages (type 6) as they leave.
+    const bad = await tab(browser);
+    await bad.evaluate(() => {
+      const send = RTCDataChannel.prototype.send;
+      RTCDataChannel.prototype.send = function (data) {
+        if (data instanceof Uint8Array && data[0] === 6 && data.length > 9) {
+          const copy = data.slice();
+          copy[9] ^= 0x01;
+          return send.call(this, copy);
+        }
+        return send.call(this, data);
+      };
+    });
+    await startFetch(bad, `${originUrl}/poison.bin`);
+    await waitFor(bad, () => window.result, null, { what: 'the poisoner has the file', timeout: 60000 });
+    const pages = [];
+    for (let i = 0; i < 3; i++) {
+      const page = await tab(browser);
+      pages.push(page);
+      await startFetch(page, `${originUrl}/poison.bin`);
+    }
+    const badId = await bad.evaluate(() => window.swarmFile.room.id);
+    let bans = 0;
+    for (const [i, page] of pages.entries()) {
+      await waitFor(page, () => window.result, null, { what: `tab ${i} has the file`, timeout: 120000 });
+      const r = await page.evaluate(() => ({ ...window.result, banned: window.banned, bad: window.swarmFile.stats.bad }));
+      assert.equal(r.error, undefined, `tab ${i}: ${r.error}`);
+      assert.equal(r.root, root, `tab ${i}: not one bad byte reached the reader`);
+      assert.ok(r.bad <= 1, `tab ${i} took ${r.bad} bad groups: banned after the first`);
+      assert.ok(r.banned.every((id) => id === badId), `tab ${i} banned only the poisoner`);
+      bans += r.banned.length;
+    }
+    assert.ok(bans >= 1, 'the poisoner served someone and was caught');
+    // Reported to the server.
+    await waitFor(pages[0], async (url) => {
+      const m = await (await fetch(`${url}/metrics`)).text();
+      return /peerweb_swarm_bad_reports_total [1-9]/.test(m);
+    }, server.url, { what: 'the report counted', timeout: 5000 });
+  } finally {
+    await browser.close();
+  }
+});

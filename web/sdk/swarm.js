@@ -1,0 +1,448 @@
+// Verified swarms in the page: fetch a file from the peers that have it — and only the groups
+// none of them can give from its origin — every 16 KiB group checked against the file's BLAKE3
+// root before it is used or passed on. The page keeps serving what it has while it is open.
+//
+//   import * as swarm from '/sdk/swarm.js';
+//   const res = await swarm.fetch('https://cdn.example/v/intro.mp4', { server: 'https://peerweb.example', trust: 'ed25519:…' });
+//   res.swarm.addEventListener('progress', ({ stats }) => console.log(stats));  // {http, p2p, up, bad, peers}
+//   const blob = await res.blob();     // or res.body, a stream of verified bytes in order
+//   res.swarm.close();                 // stop serving others
+//
+// The manifest is found beside the file (`peerweb-manifest.json` in its folder, as `peerweb
+// manifest` writes it) unless `manifest` names one (a URL, or the manifest's bytes). With
+// `trust`, a manifest not signed by that key is refused. The same scheduling as crates/swarm
+// `fetch` (docs/protocol.md, "Swarm wire protocol"): near groups in order, the origin only for
+// groups no neighbour has or one that is late (hedged), rarest first beyond.
+
+import { Room, PeerwebEvent, PeerwebError } from './peerweb.js';
+import { Tree, GROUP, groupLen } from './swarm-tree.js';
+import { parseManifest } from './swarm-manifest.js';
+import { Have, Link, LinkError, encode, runs, T, MAX_RANGE, MAX_OUTSTANDING } from './swarm-wire.js';
+
+export const MANIFEST_NAME = 'peerweb-manifest.json';
+/** Files kept in memory at most (the page holds what it fetched, to serve it). */
+export const MAX_SIZE = 2 ** 31;
+const TICK_MS = 50;
+/** Bytes buffered on a neighbour's channel above which serving waits. */
+const SEND_HIGH_WATER = 1 << 20;
+const CFG = { window: 32, nearWaitMs: 2000, farWaitMs: 10000, httpAfterMs: 1000, maxHttp: 2, httpGroups: 64, scan: 8192 };
+const JOIN_ERRORS = ['swarm-full', 'too-many-swarms', 'invalid-swarm', 'server-full', 'forbidden'];
+
+/** A swarm as a room whose members are the neighbours the server introduces. */
+class SwarmRoom extends Room {
+  constructor(serverUrl, root, options) {
+    super(serverUrl, `swarm:${root}`, options);
+    this.swarm = root;
+    this.seed = false;
+  }
+
+  _sendJoin() {
+    this._signaling.send({ type: 'swarm-join', swarm: this.swarm, seed: this.seed });
+  }
+
+  _onFrame(msg) {
+    switch (msg.type) {
+      case 'swarm-joined':
+      case 'swarm-peers':
+        if (msg.swarm !== this.swarm) return;
+        for (const p of msg.peers) this._ensurePeer(p.id, { seed: p.seed }, true);
+        if (msg.type === 'swarm-peers' && msg.retry_ms) this._retryMore = performance.now() + msg.retry_ms;
+        if (this._joinedOnce) { this._joinedOnce.resolve(this); this._joinedOnce = null; }
+        return;
+      case 'swarm-peer':
+        if (msg.swarm === this.swarm) this._ensurePeer(msg.peer.id, { seed: msg.peer.seed }, false);
+        return;
+      case 'swarm-peer-left':
+        if (msg.swarm === this.swarm) this._dropPeer(msg.id);
+        return;
+      case 'error':
+        if (this._joinedOnce && JOIN_ERRORS.includes(msg.code)) {
+          this._joinedOnce.reject(new PeerwebError(msg.code, msg.message));
+          this._joinedOnce = null;
+          this._signaling.close();
+          return;
+        }
+        break;
+      default:
+        break;
+    }
+    super._onFrame(msg);
+  }
+
+  more() {
+    if ((this._retryMore ?? 0) > performance.now()) return;
+    this._signaling.send({ type: 'swarm-more', swarm: this.swarm });
+  }
+
+  markSeed() {
+    this.seed = true;
+    this._signaling.send({ type: 'swarm-seed', swarm: this.swarm });
+  }
+
+  _sendLeave() {
+    this._signaling.send({ type: 'swarm-leave', swarm: this.swarm });
+  }
+}
+
+/** Finds and checks the manifest, the file's entry and its tree. */
+async function locate(url, options) {
+  const fileUrl = new URL(url, globalThis.location?.href);
+  let bytes;
+  let base;
+  if (options.manifest instanceof Uint8Array || typeof options.manifest === 'object' && options.manifest?.byteLength !== undefined) {
+    bytes = new Uint8Array(options.manifest);
+    base = new URL('.', fileUrl);
+  } else {
+    const mUrl = new URL(options.manifest ?? MANIFEST_NAME, options.manifest ? globalThis.location?.href : fileUrl);
+    const res = await globalThis.fetch(mUrl, { cache: 'no-cache' });
+    if (!res.ok) throw new PeerwebError('no-manifest', `no manifest at ${mUrl} (HTTP ${res.status})`);
+    bytes = new Uint8Array(await res.arrayBuffer());
+    base = new URL('.', mUrl);
+  }
+  const manifest = parseManifest(bytes, { trust: options.trust });
+  if (!fileUrl.href.startsWith(base.href)) throw new PeerwebError('not-listed', `${fileUrl} is not under the manifest's folder ${base}`);
+  const path = decodeURIComponent(fileUrl.pathname.slice(new URL(base).pathname.length));
+  const entry = manifest.file(path);
+  if (!entry) throw new PeerwebError('not-listed', `the manifest does not list ${path}`);
+  if (entry.size > MAX_SIZE) throw new PeerwebError('too-large', `${path} has ${entry.size} bytes; a page holds at most ${MAX_SIZE}`);
+  let outboard = new Uint8Array(0);
+  if (entry.outboard) {
+    const res = await globalThis.fetch(new URL(entry.outboard, base), { cache: 'no-cache' });
+    if (!res.ok) throw new PeerwebError('no-outboard', `no outboard for ${path} (HTTP ${res.status})`);
+    outboard = new Uint8Array(await res.arrayBuffer());
+  }
+  const tree = Tree.fromOutboard(entry.size, entry.root, outboard);
+  return { fileUrl, entry, tree };
+}
+
+/**
+ * One file shared with a swarm: fetched (when not complete) and served while open.
+ * Events: `progress` ({stats}), `complete`, `banned` ({peer, group}), `error` ({error}).
+ */
+export class SwarmFile extends EventTarget {
+  constructor(server, fileUrl, entry, tree, options) {
+    super();
+    this.url = fileUrl;
+    this.entry = entry;
+    this.tree = tree;
+    this.size = entry.size;
+    this.root = tree.root;
+    const saveData = globalThis.navigator?.connection?.saveData === true;
+    this.upload = saveData || options.upload === false ? { rate: 0, budget: null }
+      : { rate: options.upload?.rate ?? null, budget: options.upload?.budget ?? null };
+    this.have = new Have(this.size);
+    this.groups = new Array(this.have.groups);
+    this.position = 0;
+    this.inflight = new Map(); // group → {from: peerId|'http'|{both: peerId}, since}
+    this.announced = new Map();
+    this.nowhereSince = new Map();
+    this.httpRunning = 0;
+    this.links = new Map(); // peer id → {peer, link}
+    this.banned = new Set();
+    this.stats = { http: 0, p2p: 0, up: 0, bad: 0, peers: 0 };
+    this._waiters = [];
+    this.closed = false;
+    this.room = new SwarmRoom(server, entry.root, { ...options.room, reportConnectivity: options.reportConnectivity });
+    this.room.addEventListener('peer', ({ peer }) => this._addPeer(peer));
+    this.room.addEventListener('peerleft', ({ peer }) => this._removePeer(peer.id));
+    this._timer = setInterval(() => this._tick(), TICK_MS);
+  }
+
+  async _start() {
+    await this.room._start();
+  }
+
+  _addPeer(peer) {
+    if (this.banned.has(peer.id)) { queueMicrotask(() => this.room._dropPeer(peer.id)); return; }
+    const link = new Link(performance.now(), this.tree.root, this.size, this.upload);
+    const entry = { peer, link };
+    this.links.set(peer.id, entry);
+    // Queued by the peer until its channel opens.
+    for (const m of link.start(this.have)) this._send(entry, m);
+    peer.addEventListener('message', ({ data, channel }) => {
+      if (channel !== peer.defaultChannel || typeof data === 'string') return;
+      this._onMessage(peer.id, data);
+    });
+    this.stats.peers = this.links.size;
+  }
+
+  /** Sends to a neighbour; one that is closing is dropped by the room soon anyway. */
+  _send(e, m) {
+    try {
+      e.peer.send(m);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  _removePeer(id) {
+    if (!this.links.delete(id)) return;
+    this._lostFrom(id);
+    this.stats.peers = this.links.size;
+  }
+
+  _lostFrom(id) {
+    for (const [g, f] of this.inflight) {
+      if (f.from === id) this.inflight.delete(g);
+      else if (f.from?.both === id) f.from = 'http';
+    }
+  }
+
+  _onMessage(id, data) {
+    const e = this.links.get(id);
+    if (!e) return;
+    let ev;
+    try {
+      ev = e.link.receive(performance.now(), data, this.tree, this.have);
+    } catch (err) {
+      if (!(err instanceof LinkError)) throw err;
+      this._ban(id, err);
+      return;
+    }
+    for (const m of e.link.takeOut()) this._send(e, m);
+    if (!ev) return;
+    if (ev.verified !== undefined) {
+      this.stats.p2p += ev.bytes.length;
+      this._got(ev.verified, ev.bytes, id);
+    } else if (ev.lost) {
+      for (const g of ev.lost) {
+        const f = this.inflight.get(g);
+        if (f?.from === id) this.inflight.delete(g);
+        else if (f?.from?.both === id) f.from = 'http';
+      }
+    } else if (ev.fetching) {
+      const [first, count] = ev.fetching;
+      const until = performance.now() + CFG.nearWaitMs * 2;
+      for (let g = first; g < Math.min(first + count, this.have.groups); g++) this.announced.set(g, until);
+    }
+    this._tick();
+  }
+
+  /** A neighbour broke the protocol or sent a bad group: never again in this swarm. */
+  _ban(id, err) {
+    const e = this.links.get(id);
+    this.banned.add(id);
+    if (err.bad !== null) {
+      this.stats.bad += 1;
+      this.room._signaling.send({ type: 'swarm-bad', swarm: this.entry.root, id });
+      this.dispatchEvent(new PeerwebEvent('banned', { peer: id, group: err.bad, reason: err.message }));
+    } else {
+      console.warn(`peerweb swarm: ${id}: ${err.message}`);
+    }
+    this._removePeer(id);
+    if (e) this.room._dropPeer(id);
+  }
+
+  /** A verified group: kept, delivered in order, announced to the neighbours. */
+  _got(g, bytes, from) {
+    const was = this.inflight.get(g);
+    this.inflight.delete(g);
+    if (!this.have.set(g)) return;
+    this.groups[g] = bytes.slice();
+    this.nowhereSince.delete(g);
+    while (this.position < this.have.groups && this.have.has(this.position)) this.position += 1;
+    for (const [id, e] of this.links) {
+      if (was?.from?.both === id && from === 'http') {
+        const m = e.link.cancel(g);
+        if (m) this._send(e, m);
+      }
+      if (e.link.hello) this._send(e, encode.have(g));
+    }
+    for (const w of this._waiters.splice(0)) w();
+    this.dispatchEvent(new PeerwebEvent('progress', { stats: { ...this.stats }, have: this.have.count, groups: this.have.groups }));
+    if (this.have.complete) {
+      this.room.markSeed();
+      this.dispatchEvent(new Event('complete'));
+    }
+  }
+
+  _tick() {
+    if (this.closed) return;
+    const now = performance.now();
+    for (const [id, e] of this.links) {
+      const [late, msgs] = e.link.expire(now);
+      for (const m of msgs) this._send(e, m);
+      for (const g of late) {
+        const f = this.inflight.get(g);
+        if (f?.from === id) this.inflight.delete(g);
+      }
+      // Served at the channel's pace: the rest waits in the queue for the next tick.
+      while ((e.peer.defaultChannel?.bufferedAmount ?? 0) <= SEND_HIGH_WATER) {
+        const g = e.link.serve(now);
+        if (typeof g !== 'number') break;
+        if (!this._send(e, e.link.data(g, this.groups[g]))) break;
+        this.stats.up += this.groups[g].length;
+      }
+      for (const m of e.link.takeOut()) this._send(e, m);
+    }
+    if (!this.have.complete) this._plan(now);
+  }
+
+  _bestPeer(now, g, planned) {
+    let best = null;
+    for (const [id, e] of this.links) {
+      if (!e.link.canAsk(now) || !e.link.remote.has(g)) continue;
+      const load = e.link.asked.size + (planned.get(id)?.length ?? 0);
+      if (load >= MAX_OUTSTANDING) continue;
+      if (!best || load < best.load) best = { id, load };
+    }
+    return best?.id ?? null;
+  }
+
+  _plan(now) {
+    const n = this.have.groups;
+    for (const [g, t] of this.announced) if (now >= t) this.announced.delete(g);
+    const nearEnd = Math.min(this.position + CFG.window, n);
+    const toHttp = [];
+    const planned = new Map(); // peer id → groups
+    const plan = (id, g) => { if (!planned.has(id)) planned.set(id, []); planned.get(id).push(g); };
+    for (let g = this.position; g < nearEnd; g++) {
+      if (this.have.has(g)) continue;
+      const f = this.inflight.get(g);
+      if (f) {
+        if (typeof f.from === 'string' && f.from !== 'http' && now >= f.since + CFG.nearWaitMs) toHttp.push(g);
+        continue;
+      }
+      const id = this._bestPeer(now, g, planned);
+      if (id) plan(id, g);
+      else if (!this.announced.has(g)) toHttp.push(g);
+    }
+    const far = [];
+    const scanEnd = Math.min(nearEnd + CFG.scan, n);
+    for (let g = nearEnd; g < scanEnd; g++) {
+      if (this.have.has(g) || this.inflight.has(g)) continue;
+      let holders = 0;
+      for (const e of this.links.values()) if (e.link.hello && e.link.remote.has(g)) holders += 1;
+      if (holders === 0) {
+        if (this.announced.has(g)) continue;
+        if (!this.nowhereSince.has(g)) this.nowhereSince.set(g, now);
+        if (now >= this.nowhereSince.get(g) + CFG.httpAfterMs) toHttp.push(g);
+      } else {
+        this.nowhereSince.delete(g);
+        far.push([holders, g]);
+      }
+    }
+    far.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+    for (const [, g] of far) {
+      const id = this._bestPeer(now, g, planned);
+      if (id) plan(id, g);
+    }
+    for (const [id, gs] of planned) {
+      const e = this.links.get(id);
+      gs.sort((a, b) => a - b);
+      for (const [first, count] of runs(gs, MAX_RANGE)) {
+        const within = first < nearEnd ? CFG.nearWaitMs : CFG.farWaitMs;
+        this._send(e, e.link.ask(now, first, count, within));
+        for (let g = first; g < first + count; g++) this.inflight.set(g, { from: id, since: now });
+      }
+    }
+    toHttp.sort((a, b) => a - b);
+    for (const [first, count] of runs([...new Set(toHttp)], CFG.httpGroups)) {
+      if (this.httpRunning >= CFG.maxHttp) break;
+      for (let g = first; g < first + count; g++) {
+        const f = this.inflight.get(g);
+        this.inflight.set(g, f && typeof f.from === 'string' && f.from !== 'http' ? { from: { both: f.from }, since: f.since } : { from: 'http', since: now });
+      }
+      for (const e of this.links.values()) if (e.link.hello) this._send(e, encode.range(T.FETCHING, first, count));
+      this._http(first, count);
+    }
+    // Few neighbours and groups nobody has: ask the server for more.
+    if (this.links.size < 8 && toHttp.length) this.room.more();
+  }
+
+  /** Groups first..first+count from the origin, each verified like a peer's. */
+  async _http(first, count) {
+    this.httpRunning += 1;
+    const start = first * GROUP;
+    const end = Math.min(this.size, (first + count) * GROUP) - 1;
+    try {
+      const res = await globalThis.fetch(this.url, { headers: { Range: `bytes=${start}-${end}` }, cache: 'no-store' });
+      if (res.status !== 206 && res.status !== 200) throw new Error(`HTTP ${res.status}`);
+      const reader = res.body.getReader();
+      // A 200 is the whole file: skip to the range, stop after it.
+      let skip = res.status === 200 ? start : 0;
+      let g = first;
+      let buf = new Uint8Array(0);
+      while (g < first + count) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        let chunk = value;
+        if (skip) { const s = Math.min(skip, chunk.length); chunk = chunk.subarray(s); skip -= s; }
+        const joined = new Uint8Array(buf.length + chunk.length);
+        joined.set(buf); joined.set(chunk, buf.length);
+        buf = joined;
+        while (g < first + count && buf.length >= groupLen(this.size, g)) {
+          const len = groupLen(this.size, g);
+          const bytes = buf.subarray(0, len);
+          try {
+            this.tree.verify(g, bytes);
+          } catch {
+            throw new PeerwebError('origin-corrupt', `group ${g} from the origin does not match the manifest`);
+          }
+          this.stats.http += len;
+          this._got(g, bytes, 'http');
+          buf = buf.subarray(len);
+          g += 1;
+        }
+      }
+      reader.cancel().catch(() => {});
+    } catch (error) {
+      this.dispatchEvent(new PeerwebEvent('error', { error }));
+    } finally {
+      this.httpRunning -= 1;
+      for (let g = first; g < first + count; g++) {
+        const f = this.inflight.get(g);
+        if (f?.from === 'http') this.inflight.delete(g);
+        else if (f?.from?.both) f.from = f.from.both;
+      }
+    }
+  }
+
+  /** The verified bytes in order, as a stream. */
+  stream() {
+    let next = 0;
+    return new ReadableStream({
+      pull: async (controller) => {
+        while (!this.have.has(next)) {
+          if (this.closed) { controller.error(new PeerwebError('closed', 'the swarm was closed')); return; }
+          await new Promise((r) => this._waiters.push(r));
+        }
+        const bytes = this.groups[next];
+        next += 1;
+        if (bytes.length) controller.enqueue(bytes.slice());
+        if (next >= this.have.groups) controller.close();
+      },
+    });
+  }
+
+  /** Stops fetching and serving, and leaves the swarm. */
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this._timer);
+    for (const w of this._waiters.splice(0)) w();
+    this.room.leave();
+  }
+}
+
+/**
+ * Fetches `url` from its swarm (peers first, the origin for what they cannot give), every
+ * group verified. Resolves to a `Response` whose body streams the verified bytes in order;
+ * `response.swarm` is the SwarmFile (stats, events, `close()`). Options: `server` (the
+ * `peerweb serve` address; default this page's origin), `manifest`, `trust`, `upload`
+ * (`{rate, budget}` in bytes, or `false`: upload nothing — also the default when the
+ * connection asks to save data).
+ */
+export async function fetch(url, options = {}) {
+  const { fileUrl, entry, tree } = await locate(url, options);
+  const server = options.server ?? globalThis.location?.origin;
+  const file = new SwarmFile(server, fileUrl, entry, tree, options);
+  await file._start();
+  const res = new Response(file.stream(), {
+    status: 200,
+    headers: { 'content-length': String(entry.size), 'content-type': options.contentType ?? 'application/octet-stream' },
+  });
+  Object.defineProperty(res, 'swarm', { value: file });
+  return res;
+}
