@@ -11,6 +11,7 @@ import { mkdtempSync, mkdirSync, rmSync, writeFileSync, readFileSync, statSync }
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join, normalize } from 'node:path';
+import { createHash } from 'node:crypto';
 import { launchBrowser, startServer, startCli, waitFor } from './lib.mjs';
 
 const MIB = 1 << 20;
@@ -20,6 +21,9 @@ let origin;
 let originUrl;
 /** Bytes the origin sent, by path. */
 const served = new Map();
+/** Paths the origin answers 503 for (it is "down" for them). */
+const down = new Set();
+const NET = ['--allow-loopback', '--no-stun', '--no-turn'];
 
 before(async () => {
   server = await startServer();
@@ -35,6 +39,10 @@ before(async () => {
     const headers = { 'access-control-allow-origin': '*', 'access-control-expose-headers': 'content-range, content-length', 'accept-ranges': 'bytes' };
     if (req.method === 'OPTIONS') {
       res.writeHead(204, { ...headers, 'access-control-allow-headers': 'range' }).end();
+      return;
+    }
+    if (down.has(path)) {
+      res.writeHead(503, headers).end();
       return;
     }
     const data = readFileSync(file);
@@ -191,4 +199,52 @@ test('a poisoned tab gets no bad byte into anyone and is banned after one group'
   } finally {
     await browser.close();
   }
+});
+
+test('a native seeder serves the tabs and `peerweb fetch` while the origin is down for the file', async () => {
+  const size = 8 * MIB + 123;
+  const root = await publish('seeded.bin', size);
+  const seeder = startCli(['seed', join(dir, 'site'), '--only', 'seeded.bin', '--server', server.url, '--json', ...NET]);
+  await seeder.waitEvent((e) => e.event === 'joined', { what: 'the seeder in its swarm' });
+  // From here the origin serves the manifest and outboard, never the file's bytes.
+  down.add('seeded.bin');
+  served.delete('seeded.bin');
+  const browser = await launchBrowser();
+  try {
+    const pages = [];
+    for (let i = 0; i < 3; i++) {
+      const page = await tab(browser);
+      pages.push(page);
+      await startFetch(page, `${originUrl}/seeded.bin`);
+    }
+    for (const [i, page] of pages.entries()) {
+      await waitFor(page, () => window.result, null, { what: `tab ${i} has the file`, timeout: 120000 });
+      const r = await page.evaluate(() => window.result);
+      assert.equal(r.error, undefined, `tab ${i}: ${r.error}`);
+      assert.equal(r.root, root, `tab ${i}: the exact file, from the seeder and the other tabs`);
+    }
+    // The native fetcher, from the same swarm.
+    const out = join(dir, 'fetched.bin');
+    const f = startCli(['fetch', `${originUrl}/seeded.bin`, '-o', out, '--server', server.url, '--json', ...NET]);
+    assert.equal(await f.exited, 0, f.stderr);
+    assert.ok(f.events.some((e) => e.event === 'complete'), 'complete');
+    const progress = f.events.filter((e) => e.event === 'progress').pop();
+    assert.equal(progress.http, 0, 'nothing from the origin');
+    assert.equal(progress.p2p, size, 'every byte from peers');
+    assert.equal(createHash('sha256').update(readFileSync(out)).digest('hex'),
+      createHash('sha256').update(readFileSync(join(dir, 'site', 'seeded.bin'))).digest('hex'), 'the exact file on disk');
+    assert.equal(served.get('seeded.bin') ?? 0, 0, 'the origin sent none of the file');
+    // Run again: resumed from the verified file, nothing to fetch.
+    const again = startCli(['fetch', `${originUrl}/seeded.bin`, '-o', out, '--server', server.url, '--json', ...NET]);
+    assert.equal(await again.exited, 0, again.stderr);
+    assert.ok(again.events.some((e) => e.event === 'complete'));
+  } finally {
+    down.delete('seeded.bin');
+    await browser.close();
+    seeder.proc.kill('SIGINT');
+    await seeder.exited;
+  }
+  const up = seeder.events.filter((e) => e.event === 'progress').pop();
+  console.log(`native seeder uploaded ${((up?.up ?? 0) / MIB).toFixed(1)} MiB of a ${(size / MIB).toFixed(1)} MiB file to 3 tabs and peerweb fetch`);
+  assert.ok(up && up.up >= size, 'the seeder served at least one copy');
 });

@@ -137,6 +137,9 @@ export class SwarmFile extends EventTarget {
     this.announced = new Map();
     this.nowhereSince = new Map();
     this.httpRunning = 0;
+    /** After a failed origin request, no other before this time (backing off, 1 s to 30 s). */
+    this.httpPauseUntil = 0;
+    this.httpBackoff = 1000;
     this.links = new Map(); // peer id → {peer, link}
     this.banned = new Set();
     this.stats = { http: 0, p2p: 0, up: 0, bad: 0, peers: 0 };
@@ -339,7 +342,7 @@ export class SwarmFile extends EventTarget {
     }
     toHttp.sort((a, b) => a - b);
     for (const [first, count] of runs([...new Set(toHttp)], CFG.httpGroups)) {
-      if (this.httpRunning >= CFG.maxHttp) break;
+      if (this.httpRunning >= CFG.maxHttp || now < this.httpPauseUntil) break;
       for (let g = first; g < first + count; g++) {
         const f = this.inflight.get(g);
         this.inflight.set(g, f && typeof f.from === 'string' && f.from !== 'http' ? { from: { both: f.from }, since: f.since } : { from: 'http', since: now });
@@ -381,6 +384,7 @@ export class SwarmFile extends EventTarget {
             throw new PeerwebError('origin-corrupt', `group ${g} from the origin does not match the manifest`);
           }
           this.stats.http += len;
+          this.httpBackoff = 1000;
           this._got(g, bytes, 'http');
           buf = buf.subarray(len);
           g += 1;
@@ -388,6 +392,8 @@ export class SwarmFile extends EventTarget {
       }
       reader.cancel().catch(() => {});
     } catch (error) {
+      this.httpPauseUntil = performance.now() + this.httpBackoff;
+      this.httpBackoff = Math.min(this.httpBackoff * 2, 30000);
       this.dispatchEvent(new PeerwebEvent('error', { error }));
     } finally {
       this.httpRunning -= 1;

@@ -9,6 +9,7 @@
 //! - [`camera`]: `peerweb camera` — a camera's room, its pairing room and its gate;
 //! - [`watch`]: `peerweb watch` — pairing with a camera and watching it;
 //! - [`manifest`]: `peerweb manifest` — files hashed into trees, outboards, signed manifests;
+//! - [`swarm`]: `peerweb seed`/`fetch` — one file's swarm on a native peer;
 //! - [`files`]: small private JSON files (mode 0600, replaced atomically).
 
 pub mod camera;
@@ -17,6 +18,7 @@ pub mod manifest;
 pub mod record;
 pub mod rtsp;
 pub mod source;
+pub mod swarm;
 #[cfg(target_os = "linux")]
 pub mod v4l2;
 pub mod watch;

@@ -7,6 +7,7 @@ mod call;
 mod camera;
 mod manifest;
 mod peer;
+mod swarm;
 mod transfer;
 
 use std::io::Write as _;
@@ -62,6 +63,12 @@ enum Command {
     /// an outboard beside each file above 16 KiB, the manifest signed if --key is given.
     /// `--check MANIFEST` checks files against one (exit 1 if any differs).
     Manifest(manifest::ManifestArgs),
+    /// Seed files of a manifest to their swarms (keeps serving until Ctrl-C); prints what
+    /// it served.
+    Seed(Box<swarm::SeedArgs>),
+    /// Fetch a file from its swarm, verified group by group, taking from its origin only
+    /// what no neighbour can give; resumable.
+    Fetch(Box<swarm::FetchArgs>),
     /// Mint an access token for a server started with --auth-secret (prints it).
     Token(TokenArgs),
 }
@@ -498,6 +505,8 @@ fn main() -> ExitCode {
             Ok(false) => return ExitCode::from(1),
             Err(e) => Err(e),
         },
+        Command::Seed(args) => runtime().and_then(|rt| rt.block_on(swarm::seed(*args))),
+        Command::Fetch(args) => runtime().and_then(|rt| rt.block_on(swarm::fetch(*args))),
         Command::Token(args) => token(args),
     };
     match result {

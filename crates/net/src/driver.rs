@@ -714,6 +714,7 @@ impl Driver {
                 self.client.write_layer(t, layer, rtp_time, &data);
             }
             Cmd::AudioCodec(c) => self.client.set_audio_codec(c),
+            Cmd::Swarm(c) => self.client.swarm(t, c),
             Cmd::SetLayer(peer, layer) => {
                 self.client.set_layer(&peer, layer);
             }

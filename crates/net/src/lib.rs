@@ -63,6 +63,7 @@ pub(crate) const REALLOC_BACKOFF: (Duration, Duration) =
 
 mod driver;
 mod gather;
+pub mod http;
 mod node;
 mod signaling;
 mod sockets;
@@ -70,7 +71,7 @@ mod sockets;
 pub(crate) use driver::*;
 pub(crate) use gather::*;
 pub(crate) use node::*;
-pub use node::{Error, MediaHandle, Node, Options, PeerStatus, exit_on_panic};
+pub use node::{Error, MediaHandle, Node, Options, PeerStatus, SendHandle, exit_on_panic};
 pub(crate) use signaling::*;
 pub(crate) use sockets::*;
 

@@ -111,6 +111,7 @@ pub(crate) enum Cmd {
     },
     SetLayer(String, usize),
     AudioCodec(peerweb_peer::AudioCodec),
+    Swarm(peerweb_peer::SwarmCmd),
     Bitrate(String, u64, u64),
     MediaTo {
         peer: String,
@@ -120,6 +121,37 @@ pub(crate) enum Cmd {
     },
     Allow(String, bool),
     Leave(oneshot::Sender<()>),
+}
+
+/// Sends on a [`Node`]'s channels from any task (each send waits for its peer's window, so
+/// one task per peer keeps a slow peer from holding up the others).
+#[derive(Debug, Clone)]
+pub struct SendHandle {
+    pub(crate) cmds: mpsc::Sender<Cmd>,
+}
+
+impl SendHandle {
+    /// As [`Node::send`].
+    pub async fn send(
+        &self,
+        peer: &str,
+        label: Option<&str>,
+        binary: bool,
+        data: Vec<u8>,
+    ) -> Result<(), Error> {
+        let (reply, rx) = oneshot::channel();
+        self.cmds
+            .send(Cmd::Send {
+                peer: peer.to_owned(),
+                label: label.map(str::to_owned),
+                binary,
+                data,
+                reply,
+            })
+            .await
+            .map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)?
+    }
 }
 
 /// Writes media to every connected peer of a [`Node`], from any task.
@@ -339,16 +371,14 @@ impl Node {
         binary: bool,
         data: Vec<u8>,
     ) -> Result<(), Error> {
-        let (reply, rx) = oneshot::channel();
-        self.cmd(Cmd::Send {
-            peer: peer.to_owned(),
-            label: label.map(str::to_owned),
-            binary,
-            data,
-            reply,
-        })
-        .await?;
-        rx.await.map_err(|_| Error::Stopped)?
+        self.send_handle().send(peer, label, binary, data).await
+    }
+
+    /// A handle that sends from other tasks.
+    pub fn send_handle(&self) -> SendHandle {
+        SendHandle {
+            cmds: self.cmds.clone(),
+        }
     }
 
     /// Opens a named channel to `peer` (the remote sees it as a new data channel).
@@ -444,6 +474,12 @@ impl Node {
         self.cmd(Cmd::SignalApp(peer.to_owned(), data.to_owned(), reply))
             .await?;
         rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// In a swarm ([`peerweb_peer::Settings::swarm`]): become a seed, ask for more
+    /// neighbours, or report and drop a neighbour that sent a bad group.
+    pub async fn swarm(&self, cmd: peerweb_peer::SwarmCmd) -> Result<(), Error> {
+        self.cmd(Cmd::Swarm(cmd)).await
     }
 
     /// Leaves the room once what was sent is acknowledged (at most 10 s), so nothing accepted

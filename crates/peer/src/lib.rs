@@ -81,6 +81,10 @@ pub struct Settings {
     /// bits per second) and pace what is sent to it; estimates come as
     /// [`Event::Bandwidth`]. `None`: no estimate, frames leave as written.
     pub bwe: Option<u64>,
+    /// Be a member of the swarm named by the client's room (a content id) instead of a room:
+    /// its members are the neighbours the server introduces (`Joined`, `PeerJoined` and
+    /// `PeerLeft` as in a room). `Some(true)`: joined as a seed (with all of the content).
+    pub swarm: Option<bool>,
 }
 
 /// What a client in a call sends to every peer.
@@ -112,6 +116,7 @@ impl Default for Settings {
             gate_media: false,
             only_role: None,
             bwe: None,
+            swarm: None,
         }
     }
 }
@@ -349,6 +354,14 @@ pub enum AudioCodec {
     Pcma,
 }
 
+/// What [`Client::swarm`] does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SwarmCmd {
+    Seed,
+    More,
+    Bad(String),
+}
+
 /// Video layers a client can send (a camera's main and sub streams).
 pub const LAYERS: usize = 2;
 
@@ -473,10 +486,16 @@ impl Client {
                 let meta = self.settings.meta.clone();
                 let meta: Option<Box<RawValue>> = meta.and_then(|m| RawValue::from_string(m).ok());
                 let room = self.room.clone();
-                self.frame(ClientMsg::Join {
-                    room: room.into(),
-                    meta: meta.as_deref(),
-                });
+                match self.settings.swarm {
+                    Some(seed) => self.frame(ClientMsg::SwarmJoin {
+                        swarm: room.into(),
+                        seed,
+                    }),
+                    None => self.frame(ClientMsg::Join {
+                        room: room.into(),
+                        meta: meta.as_deref(),
+                    }),
+                }
                 for r in std::mem::take(&mut self.reports) {
                     self.frame(ClientMsg::Report(r));
                 }
@@ -488,6 +507,34 @@ impl Client {
                     }
                 }
                 self.collect(now);
+            }
+            ServerFrame::SwarmJoined { swarm, peers }
+            | ServerFrame::SwarmPeers { swarm, peers, .. }
+                if swarm == self.room && self.settings.swarm.is_some() =>
+            {
+                let ids: Vec<String> = peers.into_iter().map(|m| m.id).collect();
+                self.event(Event::Joined { peers: ids.clone() });
+                for id in ids {
+                    if let Some(p) = self.ensure_peer(now, &id) {
+                        p.initiate(now);
+                    }
+                }
+                self.collect(now);
+            }
+            ServerFrame::SwarmPeer { swarm, peer }
+                if swarm == self.room
+                    && self.settings.swarm.is_some()
+                    && self.ensure_peer(now, &peer.id).is_some() =>
+            {
+                self.event(Event::PeerJoined {
+                    peer: peer.id,
+                    meta: None,
+                });
+            }
+            ServerFrame::SwarmPeerLeft { swarm, id }
+                if swarm == self.room && self.settings.swarm.is_some() =>
+            {
+                self.drop_peer(now, &id);
             }
             ServerFrame::Joined { room, peers } if room == self.room => {
                 for p in &peers {
@@ -840,10 +887,43 @@ impl Client {
         Ok(())
     }
 
-    /// Leaves the room: a `leave` frame and every peer connection closed.
+    /// In a swarm: tells the server we now have all of the content (we are introduced as a
+    /// seed), asks it for more neighbours, or reports a neighbour whose bytes failed
+    /// verification and drops it (the server never introduces the two again).
+    pub fn swarm(&mut self, now: Instant, cmd: SwarmCmd) {
+        if self.settings.swarm.is_none() {
+            return;
+        }
+        let swarm = self.room.clone();
+        match cmd {
+            SwarmCmd::Seed => {
+                self.settings.swarm = Some(true);
+                self.frame(ClientMsg::SwarmSeed {
+                    swarm: swarm.into(),
+                });
+            }
+            SwarmCmd::More => self.frame(ClientMsg::SwarmMore {
+                swarm: swarm.into(),
+            }),
+            SwarmCmd::Bad(peer) => {
+                self.frame(ClientMsg::SwarmBad {
+                    swarm: swarm.into(),
+                    id: peer.as_str().into(),
+                });
+                self.drop_peer(now, &peer);
+            }
+        }
+        self.collect(now);
+    }
+
+    /// Leaves the room (or swarm): a `leave` frame and every peer connection closed.
     pub fn leave(&mut self, now: Instant) {
         let room = self.room.clone();
-        self.frame(ClientMsg::Leave { room: room.into() });
+        if self.settings.swarm.is_some() {
+            self.frame(ClientMsg::SwarmLeave { swarm: room.into() });
+        } else {
+            self.frame(ClientMsg::Leave { room: room.into() });
+        }
         for p in self.peers.values_mut() {
             p.close(now);
         }

@@ -17,6 +17,9 @@ use crate::link::{Link, runs};
 use crate::tree::groups;
 use crate::wire::{Have, MAX_RANGE};
 
+/// Waits after a failed origin request: the first, and the most.
+const HTTP_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
+
 /// How a fetch trades the origin against peers.
 #[derive(Debug, Clone, Copy)]
 pub struct Config {
@@ -80,6 +83,9 @@ pub struct Fetch<K> {
     /// Groups a neighbour said it fetches from the origin, trusted until then.
     announced: HashMap<u64, Instant>,
     http_running: usize,
+    /// After a failed origin request, none other before this (backing off 1 s to 30 s).
+    http_pause: Option<Instant>,
+    http_backoff: Duration,
     /// When each missing group was first seen missing everywhere (for `http_after`).
     nowhere_since: HashMap<u64, Instant>,
     pub from_http: u64,
@@ -96,6 +102,8 @@ impl<K: Copy + Eq + std::fmt::Debug> Fetch<K> {
             inflight: HashMap::new(),
             announced: HashMap::new(),
             http_running: 0,
+            http_pause: None,
+            http_backoff: HTTP_BACKOFF.0,
             nowhere_since: HashMap::new(),
             from_http: 0,
             from_peers: 0,
@@ -207,7 +215,7 @@ impl<K: Copy + Eq + std::fmt::Debug> Fetch<K> {
         to_http.sort_unstable();
         to_http.dedup();
         for (first, count) in runs(&to_http, self.cfg.http_groups) {
-            if self.http_running >= self.cfg.max_http {
+            if self.http_running >= self.cfg.max_http || self.http_pause.is_some_and(|t| now < t) {
                 break;
             }
             self.http_running += 1;
@@ -233,7 +241,10 @@ impl<K: Copy + Eq + std::fmt::Debug> Fetch<K> {
         }
         match from {
             Some(_) => self.from_peers += 1,
-            None => self.from_http += 1,
+            None => {
+                self.from_http += 1;
+                self.http_backoff = HTTP_BACKOFF.0;
+            }
         }
         self.nowhere_since.remove(&group);
         self.advance();
@@ -283,6 +294,13 @@ impl<K: Copy + Eq + std::fmt::Debug> Fetch<K> {
                 self.inflight.insert(g, (From::Peer(k), since));
             }
         }
+    }
+
+    /// An HTTP request failed (call before [`Fetch::http_done`]): the origin is not asked again
+    /// for a while, 1 s doubling to 30 s, until one succeeds.
+    pub fn http_failed(&mut self, now: Instant) {
+        self.http_pause = Some(now + self.http_backoff);
+        self.http_backoff = (self.http_backoff * 2).min(HTTP_BACKOFF.1);
     }
 
     /// A neighbour is fetching these from the origin: leave them to it for a while.

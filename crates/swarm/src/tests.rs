@@ -328,6 +328,9 @@ impl Sim {
             }
         }
         if let Some(f) = &mut self.peers[p].fetch {
+            if down {
+                f.http_failed(self.now);
+            }
             f.http_done(first, count);
         }
     }
