@@ -80,6 +80,8 @@ pub(crate) struct Swarms {
     map: HashMap<String, Swarm>,
     pub introductions: u64,
     pub bad_reports: u64,
+    /// Members of all swarms (kept, not counted: the metrics ask twice a second).
+    members: usize,
 }
 
 impl Swarms {
@@ -98,7 +100,7 @@ impl Swarms {
     }
 
     pub fn members(&self) -> usize {
-        self.map.values().map(|s| s.members.len()).sum()
+        self.members
     }
 
     /// `me` enters `swarm` (or is in it already: then its current neighbours, no one told).
@@ -132,6 +134,7 @@ impl Swarms {
             return Err(JoinError::Full);
         }
         s.members.push(me.to_owned());
+        self.members += 1;
         s.info.insert(
             me.to_owned(),
             Member {
@@ -193,6 +196,7 @@ impl Swarms {
         let s = self.map.get_mut(swarm)?;
         let m = s.info.remove(me)?;
         s.members.swap_remove(m.at);
+        self.members -= 1;
         if let Some(moved) = s.members.get(m.at)
             && let Some(i) = s.info.get_mut(moved)
         {
@@ -257,6 +261,10 @@ impl Swarms {
     /// no empty swarm.
     #[cfg(test)]
     pub fn check(&self, lim: &Limits) {
+        assert_eq!(
+            self.members,
+            self.map.values().map(|s| s.members.len()).sum::<usize>()
+        );
         for (id, s) in &self.map {
             assert!(!s.members.is_empty(), "empty swarm {id} kept");
             assert_eq!(s.members.len(), s.info.len());
