@@ -9,6 +9,7 @@
 // The page imports @noble/curves through its import map (as the transfer pages do).
 
 import { ed25519 } from '@noble/curves/ed25519.js';
+import { groups } from './swarm-tree.js';
 
 export const VERSION = 1;
 export const GROUP_LOG = 4;
@@ -51,10 +52,6 @@ function checkPath(path) {
   // Rust's char::is_control: C0, DEL and C1.
   if (/[\u0000-\u001f\u007f-\u009f\\]/.test(path)) throw bad('a control character or backslash');
   if (path.split('/').some((c) => c === '' || c === '.' || c === '..')) throw bad('not relative, or an empty, `.` or `..` component');
-}
-
-function groups(size) {
-  return Math.max(1, Math.ceil(size / 16384));
 }
 
 /** The canonical JSON of a manifest object (`withSig`: with its signature). */

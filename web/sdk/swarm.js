@@ -181,14 +181,19 @@ export class SwarmFile extends EventTarget {
 
   _removePeer(id) {
     if (!this.links.delete(id)) return;
-    this._lostFrom(id);
+    this._lost(id, [...this.inflight.keys()]);
     this.stats.peers = this.links.size;
   }
 
-  _lostFrom(id) {
-    for (const [g, f] of this.inflight) {
-      if (f.from === id) this.inflight.delete(g);
-      else if (f.from?.both === id) f.from = 'http';
+  /**
+   * Groups neighbour `id` will not send (rejected, choked, late, or it left) are asked again;
+   * one also asked of the origin stays with the origin (as crates/swarm `Fetch::lost`).
+   */
+  _lost(id, groups) {
+    for (const g of groups) {
+      const f = this.inflight.get(g);
+      if (f?.from === id) this.inflight.delete(g);
+      else if (f?.from?.both === id) f.from = 'http';
     }
   }
 
@@ -209,11 +214,7 @@ export class SwarmFile extends EventTarget {
       this.stats.p2p += ev.bytes.length;
       this._got(ev.verified, ev.bytes, id);
     } else if (ev.lost) {
-      for (const g of ev.lost) {
-        const f = this.inflight.get(g);
-        if (f?.from === id) this.inflight.delete(g);
-        else if (f?.from?.both === id) f.from = 'http';
-      }
+      this._lost(id, ev.lost);
     } else if (ev.fetching) {
       const [first, count] = ev.fetching;
       const until = performance.now() + CFG.nearWaitMs * 2;
@@ -266,10 +267,7 @@ export class SwarmFile extends EventTarget {
     for (const [id, e] of this.links) {
       const [late, msgs] = e.link.expire(now);
       for (const m of msgs) this._send(e, m);
-      for (const g of late) {
-        const f = this.inflight.get(g);
-        if (f?.from === id) this.inflight.delete(g);
-      }
+      this._lost(id, late);
       // Served at the channel's pace: the rest waits in the queue for the next tick.
       while ((e.peer.defaultChannel?.bufferedAmount ?? 0) <= SEND_HIGH_WATER) {
         const g = e.link.serve(now);

@@ -37,22 +37,31 @@ pub fn load<T: DeserializeOwned>(path: &Path) -> anyhow::Result<Option<T>> {
 
 /// Writes `value` to `path` (mode 0600), creating its folder.
 pub fn save<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+    write_atomic(path, serde_json::to_string_pretty(value)?.as_bytes(), true)
+}
+
+/// Writes `bytes` to `path` (creating its folder) through a temporary file beside it and a
+/// rename, so a crash leaves the old file or the new one; mode 0600 if `private`.
+pub fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> anyhow::Result<()> {
+    use std::io::Write as _;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let tmp = path.with_extension("json.tmp");
-    {
-        use std::io::Write as _;
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    if private {
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts
-            .open(&tmp)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        f.write_all(serde_json::to_string_pretty(value)?.as_bytes())?;
-        f.sync_all()?;
     }
+    let mut f = opts
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 

@@ -22,3 +22,22 @@ pub mod swarm;
 #[cfg(target_os = "linux")]
 pub mod v4l2;
 pub mod watch;
+
+/// `%xx` decoding (URL credentials, a file's path in its URL); `None` for a bad escape or
+/// bytes that are not UTF-8.
+pub(crate) fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}

@@ -82,7 +82,7 @@ pub fn make(
         let tree = tree_of(file)?;
         let outboard = (tree.groups() > 1).then(|| format!("{rel}{OUTBOARD_SUFFIX}"));
         if let Some(o) = &outboard {
-            write_atomic(&base.join(o), &tree.outboard(), false)?;
+            crate::files::write_atomic(&base.join(o), &tree.outboard(), false)?;
         }
         bytes += tree.size();
         let entry = FileEntry {
@@ -100,7 +100,7 @@ pub fn make(
     }
     let mut text = manifest.to_bytes();
     text.push(b'\n');
-    write_atomic(&out, &text, false)?;
+    crate::files::write_atomic(&out, &text, false)?;
     Ok(Made {
         manifest,
         path: out,
@@ -119,14 +119,7 @@ pub struct Problem {
 /// every file it lists, and its outboard, in its folder. Returns the manifest and the files
 /// that do not match.
 pub fn check(path: &Path, trusted: Option<&str>) -> anyhow::Result<(Manifest, Vec<Problem>)> {
-    let manifest = read(path)?;
-    if let Some(k) = trusted {
-        manifest.check_signer(k)?;
-    }
-    let base = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let (manifest, base) = read_in(path, trusted)?;
     let mut problems = Vec::new();
     for f in &manifest.files {
         let why = (|| -> anyhow::Result<()> {
@@ -137,11 +130,7 @@ pub fn check(path: &Path, trusted: Option<&str>) -> anyhow::Result<(Manifest, Ve
             if tree.root() != f.root_hash() {
                 bail!("its content changed (BLAKE3 {})", tree.root().to_hex());
             }
-            if let Some(o) = &f.outboard {
-                let ob = std::fs::read(base.join(o)).with_context(|| format!("outboard {o}"))?;
-                Tree::from_outboard(f.size, tree.root(), &ob)
-                    .with_context(|| format!("outboard {o}"))?;
-            }
+            listed_tree(&base, f)?;
             Ok(())
         })();
         if let Err(e) = why {
@@ -152,6 +141,30 @@ pub fn check(path: &Path, trusted: Option<&str>) -> anyhow::Result<(Manifest, Ve
         }
     }
     Ok((manifest, problems))
+}
+
+/// Reads a manifest (refused unless signed by `trusted`, when given); with the folder its
+/// paths are relative to.
+pub fn read_in(path: &Path, trusted: Option<&str>) -> anyhow::Result<(Manifest, PathBuf)> {
+    let manifest = read(path)?;
+    if let Some(k) = trusted {
+        manifest.check_signer(k)?;
+    }
+    let base = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    Ok((manifest, base.to_path_buf()))
+}
+
+/// A listed file's tree from its outboard in `base` (checked against its root).
+pub fn listed_tree(base: &Path, f: &FileEntry) -> anyhow::Result<Tree> {
+    let ob = match &f.outboard {
+        Some(o) => std::fs::read(base.join(o)).with_context(|| format!("outboard {o}"))?,
+        None => Vec::new(),
+    };
+    Tree::from_outboard(f.size, f.root_hash(), &ob)
+        .with_context(|| format!("outboard of {}", f.path))
 }
 
 /// Reads and parses a manifest file (limits, form, signature).
@@ -189,7 +202,7 @@ pub fn key(path: &Path) -> anyhow::Result<(SigningKey, bool)> {
             }
             .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
             .map_err(|e| anyhow::anyhow!("cannot encode the key: {e}"))?;
-            write_atomic(path, pem.as_bytes(), true)?;
+            crate::files::write_atomic(path, pem.as_bytes(), true)?;
             Ok((key, true))
         }
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
@@ -261,30 +274,6 @@ fn relative(base: &Path, file: &Path) -> anyhow::Result<String> {
     let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
     let parts = parts.with_context(|| format!("{}: the name is not UTF-8", file.display()))?;
     Ok(parts.join("/"))
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename (mode 0600 if `private`).
-fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    if private {
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    }
-    let mut f = opts
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[cfg(test)]

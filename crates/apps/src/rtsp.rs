@@ -78,7 +78,7 @@ impl RtspSource {
                 None
             } else {
                 let decode = |s: &str| {
-                    percent_decode(s)
+                    crate::percent_decode(s)
                         .ok_or_else(|| anyhow!("bad percent-encoding in the credentials"))
                 };
                 Some(Credentials {
@@ -402,24 +402,6 @@ impl Timeline {
         let since = EPOCH.get_or_init(std::time::Instant::now).elapsed();
         (since.as_micros() * u128::from(self.rate) / 1_000_000) as u64
     }
-}
-
-/// `%xx` decoding of URL credentials.
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]

@@ -72,14 +72,7 @@ pub fn shares(path: &Path, trusted: Option<&str>) -> anyhow::Result<(Manifest, V
     } else {
         path.to_path_buf()
     };
-    let manifest = crate::manifest::read(&file)?;
-    if let Some(k) = trusted {
-        manifest.check_signer(k)?;
-    }
-    let base = file
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let (manifest, base) = crate::manifest::read_in(&file, trusted)?;
     let mut out = Vec::new();
     for e in &manifest.files {
         let path = base.join(&e.path);
@@ -93,12 +86,7 @@ pub fn shares(path: &Path, trusted: Option<&str>) -> anyhow::Result<(Manifest, V
                 e.size
             );
         }
-        let outboard = match &e.outboard {
-            Some(o) => std::fs::read(base.join(o)).with_context(|| format!("outboard {o}"))?,
-            None => Vec::new(),
-        };
-        let tree = Tree::from_outboard(e.size, e.root_hash(), &outboard)
-            .with_context(|| e.path.clone())?;
+        let tree = crate::manifest::listed_tree(&base, e)?;
         out.push(Shared {
             entry: e.clone(),
             tree,
@@ -144,7 +132,8 @@ pub async fn locate(
         .as_str()
         .strip_prefix(base.as_str())
         .ok_or_else(|| anyhow!("{url} is not under the manifest's folder {base}"))?;
-    let path = percent_decode(rel);
+    let path = crate::percent_decode(rel)
+        .ok_or_else(|| anyhow!("{url}: bad percent-encoding in the path"))?;
     let entry = m
         .file(&path)
         .ok_or_else(|| anyhow!("the manifest does not list {path}"))?
@@ -163,28 +152,6 @@ pub async fn locate(
         tree,
         url: file_url.to_string(),
     })
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = b
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok());
-        match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(v)) => {
-                out.push(v);
-                i += 3;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Which groups of `file` are already there and verified (a fetch resumed); the file is made
@@ -207,6 +174,8 @@ pub fn resume(file: &std::fs::File, tree: &Tree) -> anyhow::Result<Have> {
 }
 
 struct Neighbour {
+    /// The scheduler's name for it.
+    key: u32,
     link: Link,
     queue: mpsc::Sender<Vec<u8>>,
     open: bool,
@@ -247,9 +216,9 @@ pub async fn run(
         (!complete).then(|| Fetch::new(size, have.clone(), Config::default()));
     let mut have = have;
     let mut peers: HashMap<String, Neighbour> = HashMap::new();
-    // Small keys for the scheduler, and back.
-    let mut keys: HashMap<String, u32> = HashMap::new();
+    // The scheduler's key of each neighbour, back to its id.
     let mut names: HashMap<u32, String> = HashMap::new();
+    let mut next_key = 0u32;
     let mut banned: HashSet<String> = HashSet::new();
     let (http_tx, mut http_rx) = mpsc::unbounded_channel();
     let mut ticker = tokio::time::interval(TICK);
@@ -264,16 +233,11 @@ pub async fn run(
                 match ev {
                     Event::Joined { peers: ids } => {
                         for id in ids {
-                            add(&mut peers, &sender, &banned, &id, root, size, upload);
+                            add(&mut peers, &mut names, &mut next_key, &sender, &banned, &id, root, size, upload);
                         }
                     }
-                    Event::PeerJoined { peer, .. } => add(&mut peers, &sender, &banned, &peer, root, size, upload),
-                    Event::PeerLeft { peer } => {
-                        peers.remove(&peer);
-                        if let (Some(f), Some(k)) = (&mut fetch, keys.get(&peer)) {
-                            f.gone(*k);
-                        }
-                    }
+                    Event::PeerJoined { peer, .. } => add(&mut peers, &mut names, &mut next_key, &sender, &banned, &peer, root, size, upload),
+                    Event::PeerLeft { peer } => drop_neighbour(&mut peers, &mut names, &mut fetch, &peer),
                     Event::Open { peer } => {
                         if let Some(n) = peers.get_mut(&peer) {
                             n.open = true;
@@ -288,24 +252,18 @@ pub async fn run(
                         for m in n.link.take_out() {
                             let _ = n.queue.try_send(m);
                         }
-                        let key = *keys.entry(peer.clone()).or_insert_with(|| {
-                            let k = names.len() as u32;
-                            names.insert(k, peer.clone());
-                            k
-                        });
+                        let key = n.key;
                         match result {
                             Err(LinkError::Bad(group)) => {
-                                peers.remove(&peer);
+                                drop_neighbour(&mut peers, &mut names, &mut fetch, &peer);
                                 banned.insert(peer.clone());
-                                if let Some(f) = &mut fetch { f.gone(key); }
                                 node.swarm(SwarmCmd::Bad(peer.clone())).await?;
                                 let _ = events.send(SwarmEvent::Banned { path: name.clone(), peer, group });
                             }
                             Err(e) => {
                                 tracing::warn!(peer = %peer, "swarm neighbour dropped: {e}");
-                                peers.remove(&peer);
+                                drop_neighbour(&mut peers, &mut names, &mut fetch, &peer);
                                 banned.insert(peer);
-                                if let Some(f) = &mut fetch { f.gone(key); }
                             }
                             Ok(LinkEvent::Verified { group, bytes }) => {
                                 from_peers += bytes.len() as u64;
@@ -370,13 +328,8 @@ pub async fn run(
                 }
                 if let Some(f) = &mut fetch {
                     let mut links: Vec<(u32, &mut Link)> = Vec::new();
-                    for (id, n) in &mut peers {
-                        let k = *keys.entry(id.clone()).or_insert_with(|| {
-                            let k = names.len() as u32;
-                            names.insert(k, id.clone());
-                            k
-                        });
-                        if n.open && n.queue.capacity() > 4 { links.push((k, &mut n.link)); }
+                    for n in peers.values_mut() {
+                        if n.open && n.queue.capacity() > 4 { links.push((n.key, &mut n.link)); }
                     }
                     let actions = f.plan(now, &mut links);
                     drop(links);
@@ -415,21 +368,18 @@ pub async fn run(
                         node.swarm(SwarmCmd::More).await?;
                     }
                 }
-                if last_report.elapsed() >= Duration::from_secs(1) {
+                let done = fetch.as_ref().is_some_and(Fetch::is_complete);
+                if done || last_report.elapsed() >= Duration::from_secs(1) {
                     last_report = Instant::now();
                     let _ = events.send(SwarmEvent::Progress {
                         path: name.clone(), have: have.count(), groups: have.groups(),
                         http: from_http, p2p: from_peers, up, peers: peers.len(),
                     });
                 }
-                if fetch.as_ref().is_some_and(Fetch::is_complete) {
+                if done {
                     fetch = None;
                     file.sync_all()?;
                     node.swarm(SwarmCmd::Seed).await?;
-                    let _ = events.send(SwarmEvent::Progress {
-                        path: name.clone(), have: have.count(), groups: have.groups(),
-                        http: from_http, p2p: from_peers, up, peers: peers.len(),
-                    });
                     let _ = events.send(SwarmEvent::Complete { path: name.clone() });
                     if !linger { break; }
                 }
@@ -440,9 +390,13 @@ pub async fn run(
     Ok(())
 }
 
-/// A neighbour: its link and the task that sends to it in order (waiting for its window).
+/// A neighbour: its link, its key, and the task that sends to it in order (waiting for its
+/// window).
+#[allow(clippy::too_many_arguments)]
 fn add(
     peers: &mut HashMap<String, Neighbour>,
+    names: &mut HashMap<u32, String>,
+    next_key: &mut u32,
     sender: &SendHandle,
     banned: &HashSet<String>,
     id: &str,
@@ -463,14 +417,33 @@ fn add(
             }
         }
     });
+    let key = *next_key;
+    *next_key = next_key.wrapping_add(1);
+    names.insert(key, id.to_owned());
     peers.insert(
         id.to_owned(),
         Neighbour {
+            key,
             link: Link::new(Instant::now(), root, size, upload),
             queue: tx,
             open: false,
         },
     );
+}
+
+/// A neighbour gone (it left, or was dropped): what was asked of it is asked again.
+fn drop_neighbour(
+    peers: &mut HashMap<String, Neighbour>,
+    names: &mut HashMap<u32, String>,
+    fetch: &mut Option<Fetch<u32>>,
+    id: &str,
+) {
+    if let Some(n) = peers.remove(id) {
+        names.remove(&n.key);
+        if let Some(f) = fetch {
+            f.gone(n.key);
+        }
+    }
 }
 
 /// A verified group: written in place, and told to the neighbours.

@@ -512,14 +512,7 @@ impl Client {
             | ServerFrame::SwarmPeers { swarm, peers, .. }
                 if swarm == self.room && self.settings.swarm.is_some() =>
             {
-                let ids: Vec<String> = peers.into_iter().map(|m| m.id).collect();
-                self.event(Event::Joined { peers: ids.clone() });
-                for id in ids {
-                    if let Some(p) = self.ensure_peer(now, &id) {
-                        p.initiate(now);
-                    }
-                }
-                self.collect(now);
+                self.joined(now, peers.into_iter().map(|m| m.id).collect());
             }
             ServerFrame::SwarmPeer { swarm, peer }
                 if swarm == self.room
@@ -540,15 +533,7 @@ impl Client {
                 for p in &peers {
                     self.note_role(&p.id, p.meta.as_deref());
                 }
-                let ids: Vec<String> = peers.into_iter().map(|m| m.id).collect();
-                self.event(Event::Joined { peers: ids.clone() });
-                // The joiner offers; connections still alive from before are kept.
-                for id in ids {
-                    if let Some(p) = self.ensure_peer(now, &id) {
-                        p.initiate(now);
-                    }
-                }
-                self.collect(now);
+                self.joined(now, peers.into_iter().map(|m| m.id).collect());
             }
             ServerFrame::PeerJoined { room, peer } if room == self.room => {
                 self.note_role(&peer.id, peer.meta.as_deref());
@@ -956,6 +941,18 @@ impl Client {
     }
 
     /// Closes the connection to `id`, if any, and reports that it left.
+    /// We are in (the room, or the swarm with these new neighbours): the joiner offers to
+    /// each; connections still alive from before are kept.
+    fn joined(&mut self, now: Instant, ids: Vec<String>) {
+        self.event(Event::Joined { peers: ids.clone() });
+        for id in ids {
+            if let Some(p) = self.ensure_peer(now, &id) {
+                p.initiate(now);
+            }
+        }
+        self.collect(now);
+    }
+
     fn drop_peer(&mut self, now: Instant, id: &str) {
         if let Some(mut p) = self.peers.remove(id) {
             p.close(now);
