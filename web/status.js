@@ -1,4 +1,5 @@
-// The /status page: connectivity as the peers report it (GET /api/status), refreshed live.
+// The /status page: connectivity and swarm offload as the peers report them (GET /api/status),
+// refreshed live.
 const REFRESH_MS = 5000;
 const $ = (id) => document.getElementById(id);
 const pct = (a, b) => (b ? `${Math.round((100 * a) / b)}%` : '–');
@@ -70,6 +71,29 @@ function chart(minutes) {
   $('chart-note').textContent = `${total} connection reports and ${bytes(turn)} relayed by TURN in the last hour (busiest minute: ${max === 1 && !total ? 0 : max}).`;
 }
 
+/** Offload: the share of content that came from peers rather than from the origin. */
+const offload = (http, p2p) => pct(p2p, http + p2p);
+
+function swarms(s) {
+  const last = s.minutes.at(-1) ?? { swarm_http: 0, swarm_p2p: 0 };
+  const b = s.swarms.bytes;
+  $('offload').textContent = offload(last.swarm_http, last.swarm_p2p);
+  $('offload-detail').textContent = `${offload(b.http, b.p2p)} since start: ${bytes(b.p2p)} from peers, ${bytes(b.http)} from origins`;
+  $('swarms').tBodies[0].replaceChildren(...s.swarms.top.map((w) => {
+    const tr = document.createElement('tr');
+    const cells = [w.id.slice(0, 16) + '…', String(w.members), String(w.seeds), bytes(w.http), bytes(w.p2p), offload(w.http, w.p2p)];
+    cells.forEach((text, i) => {
+      const td = document.createElement('td');
+      td.textContent = text;
+      if (i) td.className = 'n';
+      else td.title = w.id;
+      tr.append(td);
+    });
+    return tr;
+  }));
+  $('swarms-note').textContent = `${s.swarms.count} swarms with ${s.swarms.members} members now${s.swarms.top.length < s.swarms.count ? ` (the ${s.swarms.top.length} largest shown)` : ''}.`;
+}
+
 function render(s) {
   const t = s.totals;
   const reports = t.connected + t.failed;
@@ -90,6 +114,7 @@ function render(s) {
   rows('paths', s.by_path);
   rows('clients', s.by_client.map(([k, [ok, failed]]) => [failed ? `${k} (${failed} failed)` : k, ok]));
   chart(s.minutes);
+  swarms(s);
   window.statusData = s;
 }
 

@@ -167,6 +167,23 @@ export class Have {
     }
   }
 
+  /**
+   * Messages announcing `news` (groups just set): a `have` each for one or two, else
+   * bitfields over their span (one message where there would be hundreds).
+   */
+  announceNew(news) {
+    if (news.length <= 2) return news.map((g) => encode.have(g));
+    if (this.complete) return [encode.haveAll()];
+    let lo = Infinity;
+    let hi = 0;
+    for (const g of news) { lo = Math.min(lo, g >> 3); hi = Math.max(hi, (g >> 3) + 1); }
+    const out = [];
+    for (let at = lo; at < hi; at += MAX_BITFIELD_BYTES) {
+      out.push(encode.bitfield(at * 8, this.bits.slice(at, Math.min(hi, at + MAX_BITFIELD_BYTES))));
+    }
+    return out;
+  }
+
   announce() {
     if (this.complete) return [encode.haveAll()];
     const out = [];

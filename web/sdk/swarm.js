@@ -23,7 +23,11 @@ export const MANIFEST_NAME = 'peerweb-manifest.json';
 /** Files kept in memory at most (the page holds what it fetched, to serve it). */
 export const MAX_SIZE = 2 ** 31;
 const TICK_MS = 50;
-/** Bytes buffered on a neighbour's channel above which serving waits. */
+/** Planning (a scan of the groups ahead, O(groups × neighbours)) runs at most this often. */
+const PLAN_MS = 10;
+/** How often the bytes moved are reported to the server (`swarm-bytes`), when they changed. */
+const REPORT_MS = 2000;
+/** Bytes buffered on a neighbour's channel above which serving waits (until it drains). */
 const SEND_HIGH_WATER = 1 << 20;
 const CFG = { window: 32, nearWaitMs: 2000, farWaitMs: 10000, httpAfterMs: 1000, maxHttp: 2, httpGroups: 64, scan: 8192 };
 const JOIN_ERRORS = ['swarm-full', 'too-many-swarms', 'invalid-swarm', 'server-full', 'forbidden'];
@@ -143,6 +147,12 @@ export class SwarmFile extends EventTarget {
     this.links = new Map(); // peer id → {peer, link}
     this.banned = new Set();
     this.stats = { http: 0, p2p: 0, up: 0, bad: 0, peers: 0 };
+    /** What the server has been told of (`swarm-bytes` sends the difference). */
+    this._reported = { http: 0, p2p: 0, up: 0, at: performance.now() };
+    this._lastPlan = -Infinity;
+    /** Groups got since the neighbours were last told (announced together, once per tick). */
+    this._news = [];
+    this._planTimer = null;
     this._waiters = [];
     this.closed = false;
     this.room = new SwarmRoom(server, entry.root, { ...options.room, reportConnectivity: options.reportConnectivity });
@@ -208,7 +218,8 @@ export class SwarmFile extends EventTarget {
       this._ban(id, err);
       return;
     }
-    for (const m of e.link.takeOut()) this._send(e, m);
+    const now = performance.now();
+    this._serve(e, now);
     if (!ev) return;
     if (ev.verified !== undefined) {
       this.stats.p2p += ev.bytes.length;
@@ -220,7 +231,46 @@ export class SwarmFile extends EventTarget {
       const until = performance.now() + CFG.nearWaitMs * 2;
       for (let g = first; g < Math.min(first + count, this.have.groups); g++) this.announced.set(g, until);
     }
-    this._tick();
+    this._planSoon();
+  }
+
+  /** Plans now, or once PLAN_MS have passed since the last plan (many messages, one plan). */
+  _planSoon() {
+    if (this._planTimer !== null || this.closed) return;
+    const wait = this._lastPlan + PLAN_MS - performance.now();
+    if (wait <= 0) { this._tick(); return; }
+    this._planTimer = setTimeout(() => { this._planTimer = null; this._tick(); }, wait);
+  }
+
+  /**
+   * Sends neighbour `e` what it asked for, at its channel's pace: what does not fit waits for
+   * the channel to drain (`bufferedamountlow`) or the next tick.
+   */
+  _serve(e, now) {
+    const ch = e.peer.defaultChannel;
+    if (ch && !e.drainHooked) {
+      e.drainHooked = true;
+      ch.bufferedAmountLowThreshold = SEND_HIGH_WATER / 2;
+      ch.addEventListener('bufferedamountlow', () => { if (!this.closed) this._serve(e, performance.now()); });
+    }
+    while ((ch?.bufferedAmount ?? 0) <= SEND_HIGH_WATER) {
+      const g = e.link.serve(now);
+      if (typeof g !== 'number') break;
+      if (!this._send(e, e.link.data(g, this.groups[g]))) break;
+      this.stats.up += this.groups[g].length;
+    }
+    for (const m of e.link.takeOut()) this._send(e, m);
+  }
+
+  /** Tells the server the bytes moved since the last report (for its metrics), if any. */
+  _report(now) {
+    const r = this._reported;
+    const d = { http: this.stats.http - r.http, p2p: this.stats.p2p - r.p2p, up: this.stats.up - r.up };
+    if (!d.http && !d.p2p && !d.up) return;
+    r.at = now;
+    // Kept for the next report while signaling is down.
+    if (!this.room._signaling.send({ type: 'swarm-bytes', swarm: this.entry.root, ...d })) return;
+    Object.assign(r, { http: this.stats.http, p2p: this.stats.p2p, up: this.stats.up });
   }
 
   /** A neighbour broke the protocol or sent a bad group: never again in this swarm. */
@@ -251,11 +301,13 @@ export class SwarmFile extends EventTarget {
         const m = e.link.cancel(g);
         if (m) this._send(e, m);
       }
-      if (e.link.hello) this._send(e, encode.have(g));
     }
+    this._news.push(g);
+    this._planSoon();
     for (const w of this._waiters.splice(0)) w();
     this.dispatchEvent(new PeerwebEvent('progress', { stats: { ...this.stats }, have: this.have.count, groups: this.have.groups }));
     if (this.have.complete) {
+      this._report(performance.now());
       this.room.markSeed();
       this.dispatchEvent(new Event('complete'));
     }
@@ -264,20 +316,22 @@ export class SwarmFile extends EventTarget {
   _tick() {
     if (this.closed) return;
     const now = performance.now();
+    if (this._news.length) {
+      const msgs = this.have.announceNew(this._news);
+      this._news = [];
+      for (const e of this.links.values()) if (e.link.hello) for (const m of msgs) this._send(e, m);
+    }
     for (const [id, e] of this.links) {
       const [late, msgs] = e.link.expire(now);
       for (const m of msgs) this._send(e, m);
       this._lost(id, late);
-      // Served at the channel's pace: the rest waits in the queue for the next tick.
-      while ((e.peer.defaultChannel?.bufferedAmount ?? 0) <= SEND_HIGH_WATER) {
-        const g = e.link.serve(now);
-        if (typeof g !== 'number') break;
-        if (!this._send(e, e.link.data(g, this.groups[g]))) break;
-        this.stats.up += this.groups[g].length;
-      }
-      for (const m of e.link.takeOut()) this._send(e, m);
+      this._serve(e, now);
     }
-    if (!this.have.complete) this._plan(now);
+    if (!this.have.complete) {
+      this._lastPlan = now;
+      this._plan(now);
+    }
+    if (now >= this._reported.at + REPORT_MS) this._report(now);
   }
 
   _bestPeer(now, g, planned) {
@@ -368,6 +422,8 @@ export class SwarmFile extends EventTarget {
       while (g < first + count) {
         const { value, done } = await reader.read();
         if (done) break;
+        // Counted as it arrives, verified or not: what the origin sent (and bills).
+        this.stats.http += value.length;
         let chunk = value;
         if (skip) { const s = Math.min(skip, chunk.length); chunk = chunk.subarray(s); skip -= s; }
         const joined = new Uint8Array(buf.length + chunk.length);
@@ -381,7 +437,6 @@ export class SwarmFile extends EventTarget {
           } catch {
             throw new PeerwebError('origin-corrupt', `group ${g} from the origin does not match the manifest`);
           }
-          this.stats.http += len;
           this.httpBackoff = 1000;
           this._got(g, bytes, 'http');
           buf = buf.subarray(len);
@@ -423,8 +478,10 @@ export class SwarmFile extends EventTarget {
   /** Stops fetching and serving, and leaves the swarm. */
   close() {
     if (this.closed) return;
+    this._report(performance.now());
     this.closed = true;
     clearInterval(this._timer);
+    clearTimeout(this._planTimer);
     for (const w of this._waiters.splice(0)) w();
     this.room.leave();
   }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use peerweb_net::http::Http;
 use peerweb_net::{Node, Options, SendHandle};
-use peerweb_peer::{Event, SwarmCmd};
+use peerweb_peer::{Event, SwarmBytes, SwarmCmd};
 use peerweb_swarm::fetch::{Action, Config, Fetch};
 use peerweb_swarm::link::{Event as LinkEvent, Link, LinkError, Serve, Upload};
 use peerweb_swarm::tree::{GROUP, group_len};
@@ -224,6 +224,8 @@ pub async fn run(
     let mut ticker = tokio::time::interval(TICK);
     let mut last_report = Instant::now();
     let (mut from_http, mut from_peers, mut up) = (0u64, 0u64, 0u64);
+    // What the server has been told of (`swarm-bytes` carries the difference).
+    let mut told = SwarmBytes::default();
     let mut buf = vec![0u8; GROUP as usize];
     loop {
         tokio::select! {
@@ -375,6 +377,8 @@ pub async fn run(
                         path: name.clone(), have: have.count(), groups: have.groups(),
                         http: from_http, p2p: from_peers, up, peers: peers.len(),
                     });
+                    let now = SwarmBytes { http: from_http, p2p: from_peers, up };
+                    report_bytes(&node, &mut told, now).await?;
                 }
                 if done {
                     fetch = None;
@@ -386,7 +390,31 @@ pub async fn run(
             }
         }
     }
+    report_bytes(
+        &node,
+        &mut told,
+        SwarmBytes {
+            http: from_http,
+            p2p: from_peers,
+            up,
+        },
+    )
+    .await?;
     node.leave().await;
+    Ok(())
+}
+
+/// Tells the server the bytes moved since it was last told (`told`), if any, for its metrics.
+async fn report_bytes(node: &Node, told: &mut SwarmBytes, now: SwarmBytes) -> anyhow::Result<()> {
+    let d = SwarmBytes {
+        http: now.http - told.http,
+        p2p: now.p2p - told.p2p,
+        up: now.up - told.up,
+    };
+    if !d.is_zero() {
+        node.swarm(SwarmCmd::Bytes(d)).await?;
+        *told = now;
+    }
     Ok(())
 }
 

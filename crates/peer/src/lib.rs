@@ -35,6 +35,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+pub use peerweb_proto::SwarmBytes;
 use peerweb_proto::{ClientMsg, Report, ServerFrame, VERSION};
 use serde_json::value::RawValue;
 pub use str0m::net::{Protocol, Receive};
@@ -360,6 +361,8 @@ pub enum SwarmCmd {
     Seed,
     More,
     Bad(String),
+    /// Bytes moved since the last report, for the server's metrics.
+    Bytes(SwarmBytes),
 }
 
 /// Video layers a client can send (a camera's main and sub streams).
@@ -897,6 +900,10 @@ impl Client {
                 });
                 self.drop_peer(now, &peer);
             }
+            SwarmCmd::Bytes(bytes) => self.frame(ClientMsg::SwarmBytes {
+                swarm: swarm.into(),
+                bytes,
+            }),
         }
         self.collect(now);
     }

@@ -48,6 +48,12 @@ enum ClientWire<'a> {
         swarm: &'a str,
         id: &'a str,
     },
+    SwarmBytes {
+        swarm: &'a str,
+        http: u64,
+        p2p: u64,
+        up: u64,
+    },
 }
 
 impl ClientMsg<'_> {
@@ -68,6 +74,12 @@ impl ClientMsg<'_> {
             ClientMsg::SwarmSeed { swarm } => ClientWire::SwarmSeed { swarm },
             ClientMsg::SwarmLeave { swarm } => ClientWire::SwarmLeave { swarm },
             ClientMsg::SwarmBad { swarm, id } => ClientWire::SwarmBad { swarm, id },
+            ClientMsg::SwarmBytes { swarm, bytes } => ClientWire::SwarmBytes {
+                swarm,
+                http: bytes.http,
+                p2p: bytes.p2p,
+                up: bytes.up,
+            },
         };
         // Cannot fail: strings, integers and already-valid raw JSON only.
         serde_json::to_string(&wire).unwrap_or_default()

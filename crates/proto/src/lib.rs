@@ -30,7 +30,9 @@ mod swarm;
 pub use report::{
     ClientKind, MAX_REPORT_BYTES, MAX_REPORT_MS, PathKind, RelayTransport, Report, ReportKind,
 };
-pub use swarm::{SWARM_ID_LEN, SwarmMember, SwarmPeer, validate_swarm};
+pub use swarm::{
+    MAX_SWARM_REPORT_BYTES, SWARM_ID_LEN, SwarmBytes, SwarmMember, SwarmPeer, validate_swarm,
+};
 
 /// The protocol version this crate speaks.
 pub const VERSION: u32 = 1;
@@ -83,6 +85,12 @@ pub enum ClientMsg<'a> {
         swarm: Cow<'a, str>,
         id: Cow<'a, str>,
     },
+    /// Bytes of a swarm's content this client got or gave since its last such report, for the
+    /// server's metrics (optional; no answer).
+    SwarmBytes {
+        swarm: Cow<'a, str>,
+        bytes: SwarmBytes,
+    },
 }
 
 /// The flat shape every client frame is read into before it is validated.
@@ -108,6 +116,12 @@ struct Envelope<'a> {
     seed: Option<bool>,
     #[serde(default, borrow)]
     id: Option<Cow<'a, str>>,
+    #[serde(default)]
+    http: Option<u64>,
+    #[serde(default)]
+    p2p: Option<u64>,
+    #[serde(default)]
+    up: Option<u64>,
 }
 
 impl<'a> ClientMsg<'a> {
@@ -193,7 +207,8 @@ impl<'a> ClientMsg<'a> {
             }
             "ping" => Ok(ClientMsg::Ping { data: env.data }),
             "report" => Report::decode(text).map(ClientMsg::Report),
-            "swarm-join" | "swarm-more" | "swarm-seed" | "swarm-leave" | "swarm-bad" => {
+            "swarm-join" | "swarm-more" | "swarm-seed" | "swarm-leave" | "swarm-bad"
+            | "swarm-bytes" => {
                 let ty = env.ty.clone();
                 let swarm = env
                     .swarm
@@ -207,6 +222,26 @@ impl<'a> ClientMsg<'a> {
                     "swarm-more" => ClientMsg::SwarmMore { swarm },
                     "swarm-seed" => ClientMsg::SwarmSeed { swarm },
                     "swarm-leave" => ClientMsg::SwarmLeave { swarm },
+                    "swarm-bytes" => {
+                        let field = |v: Option<u64>, name: &str| {
+                            let n = v.ok_or_else(|| DecodeError::missing(&ty, name))?;
+                            if n > MAX_SWARM_REPORT_BYTES {
+                                return Err(DecodeError::new(
+                                    ErrorCode::BadMessage,
+                                    format!(
+                                        "swarm-bytes {name} is more than {MAX_SWARM_REPORT_BYTES} bytes"
+                                    ),
+                                ));
+                            }
+                            Ok(n)
+                        };
+                        let bytes = SwarmBytes {
+                            http: field(env.http, "http")?,
+                            p2p: field(env.p2p, "p2p")?,
+                            up: field(env.up, "up")?,
+                        };
+                        ClientMsg::SwarmBytes { swarm, bytes }
+                    }
                     _ => {
                         let id = env.id.ok_or_else(|| DecodeError::missing(&ty, "id"))?;
                         if id.is_empty() || id.len() > MAX_PEER_ID_BYTES {
@@ -615,6 +650,9 @@ mod tests {
             format!(r#"{{"type":"swarm-seed","swarm":"{id}"}}"#),
             format!(r#"{{"type":"swarm-leave","swarm":"{id}"}}"#),
             format!(r#"{{"type":"swarm-bad","swarm":"{id}","id":"p1"}}"#),
+            format!(
+                r#"{{"type":"swarm-bytes","swarm":"{id}","http":1,"p2p":0,"up":1099511627776}}"#
+            ),
         ] {
             let msg = ClientMsg::decode(&text).unwrap();
             assert_eq!(
@@ -643,6 +681,17 @@ mod tests {
         let e =
             ClientMsg::decode(&format!(r#"{{"type":"swarm-bad","swarm":"{id}"}}"#)).unwrap_err();
         assert_eq!(e.code, ErrorCode::BadMessage);
+        // A report needs every source, each at most MAX_SWARM_REPORT_BYTES.
+        for bad in [
+            format!(r#"{{"type":"swarm-bytes","swarm":"{id}","http":1,"p2p":2}}"#),
+            format!(
+                r#"{{"type":"swarm-bytes","swarm":"{id}","http":1,"p2p":2,"up":1099511627777}}"#
+            ),
+            format!(r#"{{"type":"swarm-bytes","swarm":"{id}","http":-1,"p2p":2,"up":3}}"#),
+        ] {
+            let e = ClientMsg::decode(&bad).unwrap_err();
+            assert_eq!(e.code, ErrorCode::BadMessage, "{bad}");
+        }
         // What the server sends, a native client reads.
         let peers = [
             SwarmPeer {

@@ -21,6 +21,31 @@ pub fn validate_swarm(id: &str) -> Result<(), DecodeError> {
     }
 }
 
+/// Most bytes one `swarm-bytes` report may give per source (1 TiB): more than any client moves
+/// between two reports, far below what would overflow a total.
+pub const MAX_SWARM_REPORT_BYTES: u64 = 1 << 40;
+
+/// Bytes of a swarm's content by source: from the origin over HTTP, from peers, and uploaded
+/// to peers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SwarmBytes {
+    pub http: u64,
+    pub p2p: u64,
+    pub up: u64,
+}
+
+impl SwarmBytes {
+    pub fn add(&mut self, other: SwarmBytes) {
+        self.http = self.http.saturating_add(other.http);
+        self.p2p = self.p2p.saturating_add(other.p2p);
+        self.up = self.up.saturating_add(other.up);
+    }
+
+    pub fn is_zero(&self) -> bool {
+        *self == SwarmBytes::default()
+    }
+}
+
 /// A swarm neighbour as the server introduces it.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct SwarmPeer<'a> {

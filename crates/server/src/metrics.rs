@@ -1,6 +1,6 @@
 //! `GET /metrics`: every counter of the server in Prometheus' text format — signaling,
-//! what clients report of their peer connections, TURN, TLS and ACME. Label sets are fixed
-//! here: nothing a client sends can add a series.
+//! what clients report of their peer connections and swarms, TURN, TLS and ACME. Label sets
+//! are fixed here, or bounded (the largest swarms): nothing a client sends can grow them.
 
 use std::fmt::Write as _;
 
@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use peerweb_proto::ClientKind;
-use peerweb_signal::{CONNECT_BUCKETS_MS, Connectivity, Outcome};
+use peerweb_signal::{CONNECT_BUCKETS_MS, Connectivity, Outcome, SwarmSummary, TOP_SWARMS};
 
 use crate::{AppState, acme, tls};
 
@@ -65,6 +65,19 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
         "Swarm neighbours reported for bytes that failed verification.",
         &[("", s.swarm_bad_reports)],
     );
+    let b = s.swarm_bytes;
+    metric(
+        out,
+        "swarm_bytes_total",
+        "counter",
+        "Bytes of swarm content clients reported getting from the origin (http) and from peers (p2p), and uploading to peers (up).",
+        &[
+            ("{source=\"http\"}", b.http),
+            ("{source=\"p2p\"}", b.p2p),
+            ("{source=\"up\"}", b.up),
+        ],
+    );
+    swarm_top_metrics(out, &s.top_swarms);
     metric(
         out,
         "signal_relayed_total",
@@ -101,6 +114,52 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
         tls_metrics(&mut body, tls);
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+/// The largest swarms one by one ([`TOP_SWARMS`] at most, so the series stay bounded
+/// whatever swarms clients create): members, seeds and reported bytes by source.
+fn swarm_top_metrics(out: &mut String, top: &[Option<SwarmSummary>; TOP_SWARMS]) {
+    let top: Vec<&SwarmSummary> = top.iter().flatten().collect();
+    header(
+        out,
+        "swarm_top_members",
+        "gauge",
+        &format!(
+            "Members of each of the {TOP_SWARMS} largest swarms (seeds: those with all of the content)."
+        ),
+    );
+    for t in &top {
+        let id = t.id();
+        let _ = writeln!(
+            out,
+            "peerweb_swarm_top_members{{swarm=\"{id}\",kind=\"all\"}} {}",
+            t.members
+        );
+        let _ = writeln!(
+            out,
+            "peerweb_swarm_top_members{{swarm=\"{id}\",kind=\"seeds\"}} {}",
+            t.seeds
+        );
+    }
+    header(
+        out,
+        "swarm_top_bytes",
+        "gauge",
+        "Bytes the members of each of the largest swarms reported, by source, while the swarm has existed.",
+    );
+    for t in &top {
+        let id = t.id();
+        for (source, v) in [
+            ("http", t.bytes.http),
+            ("p2p", t.bytes.p2p),
+            ("up", t.bytes.up),
+        ] {
+            let _ = writeln!(
+                out,
+                "peerweb_swarm_top_bytes{{swarm=\"{id}\",source=\"{source}\"}} {v}"
+            );
+        }
+    }
 }
 
 /// The `# HELP` and `# TYPE` lines of metric `peerweb_{name}`.

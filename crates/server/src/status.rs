@@ -1,5 +1,6 @@
-//! `GET /api/status`: the connectivity numbers behind the `/status` page — totals since the
-//! server started, the time-to-connect distribution, and the last hour minute by minute.
+//! `GET /api/status`: the numbers behind the `/status` page — connectivity totals since the
+//! server started, the time-to-connect distribution, the last hour minute by minute, and the
+//! swarms (their offload: content from peers against content from origins, as reported).
 //! The minute series is kept here ([`History`]), sampled every few seconds and on request.
 
 use std::collections::VecDeque;
@@ -9,7 +10,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use peerweb_proto::{ClientKind, PathKind};
+use peerweb_proto::{ClientKind, PathKind, SwarmBytes};
 use peerweb_signal::{CONNECT_BUCKETS_MS, Connectivity, Outcome, Stats};
 use serde::Serialize;
 
@@ -30,6 +31,9 @@ pub struct Totals {
     pub restarts_recovered: u64,
     pub restarts_failed: u64,
     pub turn_bytes: u64,
+    /// Swarm content clients reported getting from origins and from each other.
+    pub swarm_http: u64,
+    pub swarm_p2p: u64,
 }
 
 impl Totals {
@@ -72,6 +76,8 @@ impl Totals {
             restarts_recovered: self.restarts_recovered.saturating_sub(o.restarts_recovered),
             restarts_failed: self.restarts_failed.saturating_sub(o.restarts_failed),
             turn_bytes: self.turn_bytes.saturating_sub(o.turn_bytes),
+            swarm_http: self.swarm_http.saturating_sub(o.swarm_http),
+            swarm_p2p: self.swarm_p2p.saturating_sub(o.swarm_p2p),
         }
     }
 }
@@ -148,7 +154,11 @@ pub(crate) fn totals(state: &AppState, stats: &Stats) -> Totals {
         let s = t.stats();
         s.bytes_to_peers + s.bytes_to_clients
     });
-    Totals::of(&stats.connectivity, turn_bytes)
+    Totals {
+        swarm_http: stats.swarm_bytes.http,
+        swarm_p2p: stats.swarm_bytes.p2p,
+        ..Totals::of(&stats.connectivity, turn_bytes)
+    }
 }
 
 /// Samples the series every [`SAMPLE_EVERY`]; abort the task when the server stops.
@@ -179,6 +189,26 @@ struct Status {
     /// Time to connect: upper bounds in ms (the last bucket has none) and counts per bucket.
     connect_ms: ConnectMs,
     minutes: Vec<Minute>,
+    swarms: Swarms,
+}
+
+#[derive(Serialize)]
+struct Swarms {
+    count: usize,
+    members: usize,
+    /// Reported since the server started.
+    bytes: SwarmBytes,
+    /// The largest swarms now.
+    top: Vec<SwarmRow>,
+}
+
+#[derive(Serialize)]
+struct SwarmRow {
+    id: String,
+    members: u32,
+    seeds: u32,
+    #[serde(flatten)]
+    bytes: SwarmBytes,
 }
 
 #[derive(Serialize)]
@@ -258,6 +288,22 @@ pub(crate) async fn api(State(state): State<AppState>) -> impl IntoResponse {
             sum_ms,
         },
         minutes,
+        swarms: Swarms {
+            count: stats.swarms,
+            members: stats.swarm_members,
+            bytes: stats.swarm_bytes,
+            top: stats
+                .top_swarms
+                .iter()
+                .flatten()
+                .map(|t| SwarmRow {
+                    id: t.id().to_owned(),
+                    members: t.members,
+                    seeds: t.seeds,
+                    bytes: t.bytes,
+                })
+                .collect(),
+        },
     };
     ([(header::CACHE_CONTROL, "no-store")], Json(body))
 }

@@ -387,11 +387,24 @@ async fn swarm_neighbours_meet_and_signal_over_real_websockets() {
         recv(&mut seed).await,
         json!({"type":"signal","from":leech_id,"data":{"sdp":"x"}})
     );
+    // Bytes moved, as the members report them (no answer).
+    send(
+        &mut leech,
+        json!({"type":"swarm-bytes","swarm":w,"http":1000,"p2p":9000,"up":0}),
+    )
+    .await;
+    send(
+        &mut seed,
+        json!({"type":"swarm-bytes","swarm":w,"http":0,"p2p":0,"up":9000}),
+    )
+    .await;
     // The gauges, published by the hub twice a second.
     let mut metrics = String::new();
     for _ in 0..100 {
         metrics = http_get(addr, "/metrics").await;
-        if metrics.contains("peerweb_swarm_members 2") {
+        if metrics.contains("peerweb_swarm_members 2")
+            && metrics.contains("peerweb_swarm_bytes_total{source=\"up\"} 9000")
+        {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -399,6 +412,30 @@ async fn swarm_neighbours_meet_and_signal_over_real_websockets() {
     assert!(metrics.contains("peerweb_swarms 1"), "{metrics}");
     assert!(metrics.contains("peerweb_swarm_members 2"));
     assert!(metrics.contains("peerweb_swarm_introductions_total 1"));
+    for line in [
+        "peerweb_swarm_bytes_total{source=\"http\"} 1000".to_owned(),
+        "peerweb_swarm_bytes_total{source=\"p2p\"} 9000".to_owned(),
+        format!("peerweb_swarm_top_members{{swarm=\"{w}\",kind=\"all\"}} 2"),
+        format!("peerweb_swarm_top_members{{swarm=\"{w}\",kind=\"seeds\"}} 1"),
+        format!("peerweb_swarm_top_bytes{{swarm=\"{w}\",source=\"p2p\"}} 9000"),
+    ] {
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
+    // And on /status: the swarm, its bytes and the server's totals.
+    let status: Value = serde_json::from_str(
+        http_get(addr, "/api/status")
+            .await
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        status["swarms"]["top"],
+        json!([{"id":w,"members":2,"seeds":1,"http":1000,"p2p":9000,"up":9000}])
+    );
+    assert_eq!(status["swarms"]["bytes"]["p2p"], 9000);
+    assert_eq!(status["totals"]["swarm_p2p"], 9000);
     send(&mut leech, json!({"type":"swarm-leave","swarm":w})).await;
     assert_eq!(
         recv(&mut leech).await,

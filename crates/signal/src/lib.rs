@@ -31,7 +31,9 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use peerweb_proto::{ClientMsg, ErrorCode, Limits, PeerInfo, Report, ServerMsg, SwarmPeer, close};
+use peerweb_proto::{
+    ClientMsg, ErrorCode, Limits, PeerInfo, Report, ServerMsg, SwarmBytes, SwarmPeer, close,
+};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use serde_json::value::RawValue;
@@ -205,6 +207,27 @@ pub enum Output {
     Timeout(Instant),
 }
 
+/// Swarms [`Stats`] describes one by one (the largest): a bound on the metrics' series.
+pub const TOP_SWARMS: usize = 10;
+
+/// One swarm in [`Stats::top_swarms`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SwarmSummary {
+    id: [u8; peerweb_proto::SWARM_ID_LEN],
+    pub members: u32,
+    pub seeds: u32,
+    /// What its members reported moving while it existed.
+    pub bytes: SwarmBytes,
+}
+
+impl SwarmSummary {
+    /// The swarm's id (its content id).
+    pub fn id(&self) -> &str {
+        // Swarm ids are validated hex.
+        std::str::from_utf8(&self.id).unwrap_or_default()
+    }
+}
+
 /// Counters for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -221,6 +244,10 @@ pub struct Stats {
     pub swarm_introductions: u64,
     /// Neighbours reported for bytes that failed verification.
     pub swarm_bad_reports: u64,
+    /// Bytes of swarm content members reported moving, by source.
+    pub swarm_bytes: SwarmBytes,
+    /// The largest swarms now.
+    pub top_swarms: [Option<SwarmSummary>; TOP_SWARMS],
     /// What clients reported of their peer connections.
     pub connectivity: Connectivity,
 }
@@ -312,6 +339,8 @@ impl Signal {
             swarm_members: self.swarms.members(),
             swarm_introductions: self.swarms.introductions,
             swarm_bad_reports: self.swarms.bad_reports,
+            swarm_bytes: self.swarms.bytes,
+            top_swarms: self.swarms.top(),
             ..self.stats
         }
     }
@@ -477,6 +506,11 @@ impl Signal {
                 if self.remove_from_swarm(&me, &swarm) {
                     self.send(conn, &ServerMsg::SwarmLeft { swarm: &swarm });
                 } else {
+                    self.error(conn, ErrorCode::NotInSwarm, "not in that swarm");
+                }
+            }
+            ClientMsg::SwarmBytes { swarm, bytes } => {
+                if !self.swarms.report_bytes(&swarm, &me, bytes) {
                     self.error(conn, ErrorCode::NotInSwarm, "not in that swarm");
                 }
             }

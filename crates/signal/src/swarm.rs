@@ -10,8 +10,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use peerweb_proto::{SWARM_ID_LEN, SwarmBytes};
 use rand_chacha::ChaCha20Rng;
 use rand_core::RngCore;
+
+use crate::{SwarmSummary, TOP_SWARMS};
 
 /// How many candidates a pick looks at, per neighbour wanted.
 const SAMPLE_PER_PICK: usize = 4;
@@ -52,6 +55,8 @@ struct Swarm {
     members: Vec<String>,
     seeds: Vec<String>,
     info: HashMap<String, Member>,
+    /// What its members reported moving (`swarm-bytes`) while the swarm existed.
+    bytes: SwarmBytes,
 }
 
 /// An introduction: `to` learns of `peer` (with its seed flag).
@@ -80,6 +85,8 @@ pub(crate) struct Swarms {
     map: HashMap<String, Swarm>,
     pub introductions: u64,
     pub bad_reports: u64,
+    /// What members of every swarm reported moving, since the server started.
+    pub bytes: SwarmBytes,
     /// Members of all swarms (kept, not counted: the metrics ask twice a second).
     members: usize,
 }
@@ -247,6 +254,48 @@ impl Swarms {
             b.links.retain(|l| l != me);
         }
         true
+    }
+
+    /// `me` reports bytes it moved in `swarm`; `false` if it is not in it.
+    pub fn report_bytes(&mut self, swarm: &str, me: &str, bytes: SwarmBytes) -> bool {
+        match self.map.get_mut(swarm) {
+            Some(s) if s.info.contains_key(me) => {
+                s.bytes.add(bytes);
+                self.bytes.add(bytes);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The [`TOP_SWARMS`] swarms with the most members (then the most bytes), largest first:
+    /// one pass over the swarms, so the metrics' label sets stay bounded at any count.
+    pub fn top(&self) -> [Option<SwarmSummary>; TOP_SWARMS] {
+        let key = |t: &SwarmSummary| (t.members, t.bytes.http.saturating_add(t.bytes.p2p));
+        let mut top: [Option<SwarmSummary>; TOP_SWARMS] = [None; TOP_SWARMS];
+        for (id, s) in &self.map {
+            let Ok(id) = <[u8; SWARM_ID_LEN]>::try_from(id.as_bytes()) else {
+                continue;
+            };
+            let mut cand = SwarmSummary {
+                id,
+                members: u32::try_from(s.members.len()).unwrap_or(u32::MAX),
+                seeds: u32::try_from(s.seeds.len()).unwrap_or(u32::MAX),
+                bytes: s.bytes,
+            };
+            // Insertion into a short sorted array.
+            for slot in &mut top {
+                match slot {
+                    None => {
+                        *slot = Some(cand);
+                        break;
+                    }
+                    Some(t) if key(&cand) > key(t) => std::mem::swap(t, &mut cand),
+                    Some(_) => {}
+                }
+            }
+        }
+        top
     }
 
     /// Whether `a` and `b` are neighbours in `swarm`.

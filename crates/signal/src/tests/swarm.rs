@@ -197,6 +197,93 @@ fn a_peer_reported_bad_is_cut_off_from_its_reporter_and_never_introduced_again()
 }
 
 #[test]
+fn reported_bytes_add_up_per_swarm_and_the_largest_swarms_are_described() {
+    let mut lab = Lab::new(Config::default());
+    let (small, big) = (swarm_id(5), swarm_id(6));
+    lab.hello(1);
+    swarm_join(&mut lab, 1, &small, false);
+    for c in 2..=4 {
+        lab.hello(c);
+        swarm_join(&mut lab, c, &big, c == 2);
+    }
+    for c in 1..=4 {
+        lab.take(c);
+    }
+    lab.say(
+        1,
+        json!({"type":"swarm-bytes","swarm":small,"http":100,"p2p":0,"up":0}),
+    );
+    lab.say(
+        3,
+        json!({"type":"swarm-bytes","swarm":big,"http":10,"p2p":90,"up":5}),
+    );
+    lab.say(
+        4,
+        json!({"type":"swarm-bytes","swarm":big,"http":0,"p2p":100,"up":95}),
+    );
+    lab.say(
+        4,
+        json!({"type":"swarm-bytes","swarm":big,"http":0,"p2p":0,"up":1}),
+    );
+    for c in 1..=4 {
+        assert!(lab.take(c).is_empty(), "no answer, nobody told");
+    }
+    let st = lab.s.stats();
+    assert_eq!(
+        st.swarm_bytes,
+        SwarmBytes {
+            http: 110,
+            p2p: 190,
+            up: 101
+        }
+    );
+    let top: Vec<_> = st.top_swarms.iter().flatten().collect();
+    assert_eq!(top.len(), 2);
+    assert_eq!((top[0].id(), top[0].members, top[0].seeds), (&*big, 3, 1));
+    assert_eq!(top[0].bytes.p2p, 190);
+    assert_eq!((top[1].id(), top[1].members), (&*small, 1));
+    // Bytes for a swarm one is not in are refused, and counted nowhere.
+    lab.say(
+        1,
+        json!({"type":"swarm-bytes","swarm":big,"http":1,"p2p":1,"up":1}),
+    );
+    assert_eq!(lab.last_error(1), "not-in-swarm");
+    lab.say(
+        1,
+        json!({"type":"swarm-bytes","swarm":small,"http":-1,"p2p":1,"up":1}),
+    );
+    assert_eq!(lab.last_error(1), "bad-message");
+    assert_eq!(lab.s.stats().swarm_bytes.http, 110);
+    // A swarm's own count goes with it; the server's total stays.
+    lab.say(1, json!({"type":"swarm-leave","swarm":small}));
+    let st = lab.s.stats();
+    assert_eq!(st.top_swarms.iter().flatten().count(), 1);
+    assert_eq!(st.swarm_bytes.http, 110);
+}
+
+#[test]
+fn the_largest_swarms_are_kept_in_order_among_many() {
+    let mut lab = Lab::new(Config::default());
+    // Swarm n gets n members: 1..=14 members in 14 swarms.
+    let mut c = 0;
+    for n in 1..=14u8 {
+        for _ in 0..n {
+            c += 1;
+            lab.hello(c);
+            swarm_join(&mut lab, c, &swarm_id(n), false);
+        }
+    }
+    let top = lab.s.stats().top_swarms;
+    let sizes: Vec<u32> = top.iter().flatten().map(|t| t.members).collect();
+    assert_eq!(sizes, (5..=14).rev().collect::<Vec<u32>>());
+    assert!(
+        top.iter()
+            .flatten()
+            .all(|t| t.id() == swarm_id(t.members as u8))
+    );
+}
+
+#[test]
 fn a_resumed_session_keeps_its_swarms_and_one_that_does_not_return_leaves_them() {
     let mut lab = Lab::new(Config::default());
     let w = swarm_id(5);
