@@ -159,11 +159,14 @@ async function main() {
     origin.served.clear();
     const browser = await launch();
     try {
-      const r = await staggered(browser, base, {}, async (url) => {
-        const res = await fetch(url);
-        let bytes = 0;
-        for await (const chunk of res.body) bytes += chunk.length;
-        window.result = { bytes, ms: performance.now() - window.t0, up: 0 };
+      const r = await staggered(browser, base, {}, (url) => {
+        // Not awaited: the next tab joins on time whatever this one is doing.
+        (async () => {
+          const res = await fetch(url);
+          let bytes = 0;
+          for await (const chunk of res.body) bytes += chunk.length;
+          window.result = { bytes, ms: performance.now() - window.t0, up: 0 };
+        })().catch((e) => { window.result = { error: String(e) }; });
       }, fileUrl);
       rows.push(summary('plain HTTP', r, origin.served.get('big.bin') ?? 0));
     } finally {
