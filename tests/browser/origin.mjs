@@ -6,6 +6,7 @@
 import { createServer } from 'node:http';
 import { statSync, openSync, readSync, closeSync } from 'node:fs';
 import { join, normalize } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 const SLICE = 64 * 1024;
 
@@ -13,7 +14,7 @@ const SLICE = 64 * 1024;
  * Serves `dir` on 127.0.0.1 (or `host`). Returns `{ url, served, down, close }`: `served` maps a
  * path to the bytes sent for it, `down` holds paths answered 503.
  */
-export async function startOrigin(dir, { rate = 0, host = '127.0.0.1' } = {}) {
+export async function startOrigin(dir, { rate = 0, host = '127.0.0.1', control = false } = {}) {
   const served = new Map();
   const down = new Set();
   // The shared uplink: a token bucket of `rate` bytes per second (a quarter second deep).
@@ -31,6 +32,16 @@ export async function startOrigin(dir, { rate = 0, host = '127.0.0.1' } = {}) {
   };
   const server = createServer(async (req, res) => {
     const path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname)).replace(/^\/+/, '');
+    if (control && path.startsWith('.origin/')) {
+      const [, what, ...rest] = path.split('/');
+      if (what === 'served') res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(Object.fromEntries(served)));
+      else if (what === 'down' || what === 'up') {
+        if (what === 'down') down.add(rest.join('/'));
+        else down.delete(rest.join('/'));
+        res.writeHead(204).end();
+      } else res.writeHead(404).end();
+      return;
+    }
     const file = join(dir, path);
     let size;
     try { size = statSync(file).size; } catch { res.writeHead(404).end(); return; }
@@ -93,4 +104,14 @@ export async function startOrigin(dir, { rate = 0, host = '127.0.0.1' } = {}) {
     down,
     close: () => new Promise((r) => { server.closeAllConnections?.(); server.close(r); }),
   };
+}
+
+// As a process (for a network namespace of its own, as the NAT lab's public network):
+//   node origin.mjs DIR HOST [RATE]   prints "origin on URL"; GET /.origin/served gives the
+//   counts as JSON, POST /.origin/down/PATH and /.origin/up/PATH switch a path off and on.
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const [dir, host = '127.0.0.1', rate = '0'] = process.argv.slice(2);
+  const o = await startOrigin(dir, { host, rate: Number(rate), control: true });
+  console.log(`origin on ${o.url}`);
+  process.on('SIGTERM', () => o.close().then(() => process.exit(0)));
 }

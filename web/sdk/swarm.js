@@ -20,6 +20,8 @@ import { parseManifest } from './swarm-manifest.js';
 import { Have, Link, LinkError, encode, runs, T, MAX_RANGE, MAX_OUTSTANDING } from './swarm-wire.js';
 
 export const MANIFEST_NAME = 'peerweb-manifest.json';
+/** The fragment of the swarm's own requests to the origin (swarm-sw.js lets them through). */
+const ORIGIN_MARK = 'peerweb-origin';
 /** Files kept in memory at most (the page holds what it fetched, to serve it). */
 export const MAX_SIZE = 2 ** 31;
 const TICK_MS = 50;
@@ -36,6 +38,8 @@ const JOIN_ERRORS = ['swarm-full', 'too-many-swarms', 'invalid-swarm', 'server-f
 class SwarmRoom extends Room {
   constructor(serverUrl, root, options) {
     super(serverUrl, `swarm:${root}`, options);
+    // Relays only where the server allows them for swarms (by default STUN only).
+    this._urls.ice += `${this._urls.ice.includes('?') ? '&' : '?'}for=swarm`;
     this.swarm = root;
     this.seed = false;
   }
@@ -137,6 +141,8 @@ export class SwarmFile extends EventTarget {
     this.have = new Have(this.size);
     this.groups = new Array(this.have.groups);
     this.position = 0;
+    /** The group a range reader waits at (see `_nearStart`). */
+    this.readAt = 0;
     this.inflight = new Map(); // group → {from: peerId|'http'|{both: peerId}, since}
     this.announced = new Map();
     this.nowhereSince = new Map();
@@ -334,6 +340,45 @@ export class SwarmFile extends EventTarget {
     if (now >= this._reported.at + REPORT_MS) this._report(now);
   }
 
+  /**
+   * Where the near window starts: at the first missing group from where a reader waits
+   * (`read`, a range request) when that is ahead of the first missing group, else there.
+   */
+  _nearStart() {
+    const n = this.have.groups;
+    if (this.readAt > this.position) {
+      let g = this.readAt;
+      while (g < n && this.have.has(g)) g += 1;
+      if (g < n) return g;
+    }
+    return this.position;
+  }
+
+  /**
+   * Bytes `from` to `to` (exclusive) of the file once verified; the groups there are fetched
+   * first (a range request's read position).
+   */
+  async read(from, to) {
+    if (!(from >= 0 && to <= this.size && from <= to)) throw new PeerwebError('out-of-range', `bytes ${from}–${to} are outside the file (${this.size})`);
+    const out = new Uint8Array(to - from);
+    let at = from;
+    while (at < to) {
+      const g = Math.floor(at / GROUP);
+      this.readAt = g;
+      if (!this.have.has(g)) this._planSoon();
+      while (!this.have.has(g)) {
+        if (this.closed) throw new PeerwebError('closed', 'the swarm was closed');
+        await new Promise((r) => this._waiters.push(r));
+      }
+      const bytes = this.groups[g];
+      const off = at - g * GROUP;
+      const n = Math.min(bytes.length - off, to - at);
+      out.set(bytes.subarray(off, off + n), at - from);
+      at += n;
+    }
+    return out;
+  }
+
   _bestPeer(now, g, planned) {
     let best = null;
     for (const [id, e] of this.links) {
@@ -348,11 +393,12 @@ export class SwarmFile extends EventTarget {
   _plan(now) {
     const n = this.have.groups;
     for (const [g, t] of this.announced) if (now >= t) this.announced.delete(g);
-    const nearEnd = Math.min(this.position + CFG.window, n);
+    const nearStart = this._nearStart();
+    const nearEnd = Math.min(nearStart + CFG.window, n);
     const toHttp = [];
     const planned = new Map(); // peer id → groups
     const plan = (id, g) => { if (!planned.has(id)) planned.set(id, []); planned.get(id).push(g); };
-    for (let g = this.position; g < nearEnd; g++) {
+    for (let g = nearStart; g < nearEnd; g++) {
       if (this.have.has(g)) continue;
       const f = this.inflight.get(g);
       if (f) {
@@ -364,8 +410,11 @@ export class SwarmFile extends EventTarget {
       else if (!this.announced.has(g)) toHttp.push(g);
     }
     const far = [];
-    const scanEnd = Math.min(nearEnd + CFG.scan, n);
-    for (let g = nearEnd; g < scanEnd; g++) {
+    // The next CFG.scan groups from the first missing one, the near window left out.
+    let scanned = 0;
+    for (let g = this.position; g < n && scanned < CFG.scan; g++) {
+      if (g === nearStart && nearEnd > nearStart) { g = nearEnd - 1; continue; }
+      scanned += 1;
       if (this.have.has(g) || this.inflight.has(g)) continue;
       let holders = 0;
       for (const e of this.links.values()) if (e.link.hello && e.link.remote.has(g)) holders += 1;
@@ -412,7 +461,11 @@ export class SwarmFile extends EventTarget {
     const start = first * GROUP;
     const end = Math.min(this.size, (first + count) * GROUP) - 1;
     try {
-      const res = await globalThis.fetch(this.url, { headers: { Range: `bytes=${start}-${end}` }, cache: 'no-store' });
+      // Marked (in the fragment, which no server sees) so that the swarm service worker lets
+      // it through to the origin rather than back to this swarm.
+      const url = new URL(this.url);
+      url.hash = ORIGIN_MARK;
+      const res = await globalThis.fetch(url, { headers: { Range: `bytes=${start}-${end}` }, cache: 'no-store' });
       if (res.status !== 206 && res.status !== 200) throw new Error(`HTTP ${res.status}`);
       const reader = res.body.getReader();
       // A 200 is the whole file: skip to the range, stop after it.
@@ -496,14 +549,115 @@ export class SwarmFile extends EventTarget {
  * connection asks to save data).
  */
 export async function fetch(url, options = {}) {
+  const file = await open(url, options);
+  const res = new Response(file.stream(), {
+    status: 200,
+    headers: { 'content-length': String(file.size), 'content-type': options.contentType ?? typeOf(file.url) },
+  });
+  Object.defineProperty(res, 'swarm', { value: file });
+  return res;
+}
+
+/** The file at `url` in its swarm, joined: fetching what it lacks and serving what it has. */
+export async function open(url, options = {}) {
   const { fileUrl, entry, tree } = await locate(url, options);
   const server = options.server ?? globalThis.location?.origin;
   const file = new SwarmFile(server, fileUrl, entry, tree, options);
   await file._start();
-  const res = new Response(file.stream(), {
-    status: 200,
-    headers: { 'content-length': String(entry.size), 'content-type': options.contentType ?? 'application/octet-stream' },
+  return file;
+}
+
+const TYPES = {
+  html: 'text/html', css: 'text/css', js: 'text/javascript', mjs: 'text/javascript', json: 'application/json',
+  txt: 'text/plain', svg: 'image/svg+xml', png: 'image/png', jpg: 'image/jpeg', jpeg: 'image/jpeg', gif: 'image/gif',
+  webp: 'image/webp', avif: 'image/avif', mp4: 'video/mp4', webm: 'video/webm', m4s: 'video/iso.segment', ts: 'video/mp2t',
+  m3u8: 'application/vnd.apple.mpegurl', mpd: 'application/dash+xml', mp3: 'audio/mpeg', ogg: 'audio/ogg', opus: 'audio/ogg',
+  wasm: 'application/wasm', pdf: 'application/pdf', zip: 'application/zip',
+};
+
+/** A content type from the URL's extension (an origin's usual mapping), else bytes. */
+function typeOf(url) {
+  const ext = /\.([a-z0-9]+)$/i.exec(new URL(url).pathname)?.[1]?.toLowerCase();
+  return TYPES[ext] ?? 'application/octet-stream';
+}
+
+/** Bytes a relayed range request is answered in, per message to the service worker. */
+const RELAY_CHUNK = 256 * 1024;
+
+/**
+ * Makes this page the swarm's relay for the swarm service worker (swarm-sw.js): requests from
+ * any page it controls for one of `urls` (files listed in swarm manifests) are answered with
+ * verified bytes from the swarm — `<img>`, `<video crossorigin>`, `fetch`, downloads, with
+ * `Range` — and anything the swarm cannot do goes to the network. Options: those of `fetch`
+ * (`server`, `manifest`, `trust`, `upload`), `sw` (the worker's script, registered here;
+ * leave it out when your own service worker loads it with importScripts) and `scope`.
+ * Returns `{files, close()}`: the SwarmFiles opened so far, by URL; `close()` stops relaying
+ * and leaves their swarms.
+ */
+export async function relay(urls, options = {}) {
+  const sw = globalThis.navigator?.serviceWorker;
+  if (!sw) throw new PeerwebError('no-service-worker', 'this page cannot use service workers (a secure context is needed)');
+  if (options.sw) await sw.register(options.sw, { scope: options.scope });
+  await sw.ready;
+  if (!sw.controller) await new Promise((r) => sw.addEventListener('controllerchange', r, { once: true }));
+  const list = urls.map((u) => new URL(u, globalThis.location?.href).href.split('#')[0]);
+  const files = new Map(); // url → Promise<SwarmFile>
+  const fileFor = (url) => {
+    if (!files.has(url)) {
+      const p = open(url, options);
+      files.set(url, p);
+      p.catch(() => files.delete(url));
+    }
+    return files.get(url);
+  };
+  const announce = () => new Promise((resolve) => {
+    const { port1, port2 } = new MessageChannel();
+    port1.onmessage = () => resolve();
+    sw.controller?.postMessage({ type: 'peerweb-swarm-relay', urls: list }, [port2]);
+    setTimeout(resolve, 1000);
   });
-  Object.defineProperty(res, 'swarm', { value: file });
-  return res;
+  const onMessage = (e) => {
+    const m = e.data;
+    if (m?.type === 'peerweb-swarm-who') { announce(); return; }
+    if (m?.type !== 'peerweb-swarm-get' || !e.ports[0] || !list.includes(m.url)) return;
+    answer(m, e.ports[0]);
+  };
+  const answer = async ({ url, start, end }, port) => {
+    let file;
+    try {
+      file = await fileFor(url);
+    } catch (error) {
+      port.postMessage({ ok: false, error: String(error?.message ?? error) });
+      return;
+    }
+    port.postMessage({ ok: true, size: file.size, type: options.contentType ?? typeOf(url) });
+    const last = Math.min(end ?? file.size - 1, file.size - 1);
+    let at = start;
+    port.onmessage = async (e) => {
+      if (e.data === 'cancel') { port.close(); return; }
+      if (at > last) { port.postMessage({ done: true }); return; }
+      try {
+        const chunk = await file.read(at, Math.min(last + 1, at + RELAY_CHUNK));
+        at += chunk.length;
+        port.postMessage({ chunk }, [chunk.buffer]);
+      } catch (error) {
+        port.postMessage({ error: String(error?.message ?? error) });
+      }
+    };
+  };
+  sw.addEventListener('message', onMessage);
+  sw.startMessages();
+  await announce();
+  // A service worker that was stopped while idle forgot the list: it asks again on waking
+  // (`peerweb-swarm-who`), and hears it again here every 10 s.
+  const again = setInterval(announce, 10000);
+  return {
+    files,
+    close() {
+      clearInterval(again);
+      sw.controller?.postMessage({ type: 'peerweb-swarm-unrelay', urls: list });
+      sw.removeEventListener('message', onMessage);
+      for (const p of files.values()) p.then((f) => f.close(), () => {});
+    },
+  };
 }

@@ -390,6 +390,16 @@ pub async fn run(
             }
         }
     }
+    // The last word: what it moved in all.
+    let _ = events.send(SwarmEvent::Progress {
+        path: name.clone(),
+        have: have.count(),
+        groups: have.groups(),
+        http: from_http,
+        p2p: from_peers,
+        up,
+        peers: peers.len(),
+    });
     report_bytes(
         &node,
         &mut told,

@@ -284,6 +284,10 @@ struct ServeArgs {
     /// Run without the built-in STUN/TURN server.
     #[arg(long, env = "PEERWEB_NO_TURN")]
     no_turn: bool,
+    /// Let swarm members connect through TURN (by default swarms get STUN only: relayed
+    /// content costs the relay what it would cost the origin).
+    #[arg(long, env = "PEERWEB_SWARM_RELAY")]
+    swarm_relay: bool,
     /// Address relay sockets bind to and announce [default: the TURN listen IP].
     #[arg(long, env = "PEERWEB_RELAY_IP")]
     relay_ip: Option<IpAddr>,
@@ -442,6 +446,9 @@ impl ServeArgs {
         }
         if args.no_turn {
             cfg.turn = false;
+        }
+        if args.swarm_relay {
+            cfg.swarm_relay = true;
         }
         if args.turn_allow_loopback_peers {
             cfg.turn_allow_loopback_peers = true;

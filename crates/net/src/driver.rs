@@ -309,7 +309,13 @@ impl Driver {
     /// Asks the server for ICE servers (fresh TURN credentials); [`Driver::on_ice`] follows.
     pub(crate) fn fetch_ice(&mut self) {
         let (tx, rx) = oneshot::channel();
-        let url = format!("{}/api/ice", self.urls.http);
+        // A swarm member gets relays only where the server allows them for swarms.
+        let purpose = if self.client.in_swarm() {
+            "?for=swarm"
+        } else {
+            ""
+        };
+        let url = format!("{}/api/ice{purpose}", self.urls.http);
         let agent = self.trust.agent.clone();
         let bearer = self.urls.token.as_ref().map(|t| format!("Bearer {t}"));
         tokio::task::spawn_blocking(move || {

@@ -875,9 +875,15 @@ impl Client {
         Ok(())
     }
 
+    /// Whether this client is a swarm member (its room names a swarm).
+    pub fn in_swarm(&self) -> bool {
+        self.settings.swarm.is_some()
+    }
+
     /// In a swarm: tells the server we now have all of the content (we are introduced as a
-    /// seed), asks it for more neighbours, or reports a neighbour whose bytes failed
-    /// verification and drops it (the server never introduces the two again).
+    /// seed), asks it for more neighbours, reports a neighbour whose bytes failed
+    /// verification and drops it (the server never introduces the two again), or reports the
+    /// bytes moved.
     pub fn swarm(&mut self, now: Instant, cmd: SwarmCmd) {
         if self.settings.swarm.is_none() {
             return;

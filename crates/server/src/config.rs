@@ -89,6 +89,10 @@ pub struct ServerConfig {
     pub ice_servers: Vec<IceServer>,
     /// Run the built-in STUN/TURN server.
     pub turn: bool,
+    /// Swarm members may connect through TURN: `/api/ice?for=swarm` hands out the relays too.
+    /// Off by default — content relayed costs the relay what it would cost the origin, so by
+    /// default a pair that cannot connect directly leaves those bytes to the origin.
+    pub swarm_relay: bool,
     /// Its UDP address; by default the HTTP listen IP, port 3478.
     pub turn_listen: Option<SocketAddr>,
     /// TLS (`turns:`) address of the STUN/TURN server, e.g. 0.0.0.0:5349 or :443; needs
@@ -167,6 +171,7 @@ impl Default for ServerConfig {
             resume_grace_secs: core.resume_grace.as_secs(),
             ice_servers: Vec::new(),
             turn: true,
+            swarm_relay: false,
             turn_listen: None,
             turn_tls_listen: None,
             turn_tls_cert: None,

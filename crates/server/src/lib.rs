@@ -54,6 +54,8 @@ pub use turn::TurnService;
 pub struct AppState {
     hub: Hub,
     ice_servers: Arc<Vec<IceServer>>,
+    /// Whether `/api/ice?for=swarm` includes relays.
+    swarm_relay: bool,
     turn: Option<Arc<TurnService>>,
     tls: Option<Arc<tls::TlsSetup>>,
     auth: Option<Arc<auth::Auth>>,
@@ -83,6 +85,7 @@ impl AppState {
         let state = Self {
             hub,
             ice_servers: Arc::new(cfg.ice_servers.clone()),
+            swarm_relay: cfg.swarm_relay,
             turn,
             tls,
             trusted_proxies: Arc::new(cfg.proxy_blocks().map_err(|e| {
@@ -208,6 +211,13 @@ async fn ice(
         // How long the credentials stay valid: clients fetch new ones before then.
         body["ttl"] = turn.credential_ttl().as_secs().into();
     }
+    // For a swarm's connections (`?for=swarm`), relays only where the operator allows them.
+    let for_swarm = query
+        .as_deref()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "for=swarm"));
+    if for_swarm && !state.swarm_relay {
+        servers = stun_only(servers);
+    }
     body["iceServers"] = serde_json::json!(servers);
     (
         [
@@ -217,6 +227,25 @@ async fn ice(
         axum::Json(body),
     )
         .into_response()
+}
+
+/// The STUN part of ICE server entries: relay URLs (`turn:`, `turns:`) and credentials gone.
+fn stun_only(servers: Vec<IceServer>) -> Vec<IceServer> {
+    servers
+        .into_iter()
+        .filter_map(|s| {
+            let urls: Vec<String> = s
+                .urls
+                .into_iter()
+                .filter(|u| u.starts_with("stun:") || u.starts_with("stuns:"))
+                .collect();
+            (!urls.is_empty()).then_some(IceServer {
+                urls,
+                username: None,
+                credential: None,
+            })
+        })
+        .collect()
 }
 
 /// What the bundled pages need to know: whether tokens are required, and whether a page

@@ -180,6 +180,7 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route("/sdk/swarm-wire.js", asset!("sdk/swarm-wire.js", JS))
         .route("/sdk/swarm.js", asset!("sdk/swarm.js", JS))
+        .route("/sdk/swarm-sw.js", asset!("sdk/swarm-sw.js", JS))
         .route("/status.js", asset!("status.js", JS))
         .route("/status.css", asset!("status.css", CSS))
         .route(
@@ -198,6 +199,10 @@ pub(crate) fn routes() -> Router<AppState> {
         .route(
             "/sdk/peerweb.d.ts",
             asset!("sdk/peerweb.d.ts", "application/typescript; charset=utf-8"),
+        )
+        .route(
+            "/sdk/swarm.d.ts",
+            asset!("sdk/swarm.d.ts", "application/typescript; charset=utf-8"),
         )
 }
 

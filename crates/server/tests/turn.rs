@@ -283,6 +283,60 @@ async fn wrong_or_expired_credentials_get_no_relay() {
     assert_eq!(metric(&r, "peerweb_turn_allocations").await, 1);
 }
 
+/// The URLs of each entry of `GET path`'s `iceServers`, and whether any has credentials.
+async fn ice_urls(r: &Running, path: &str) -> (Vec<Vec<String>>, bool) {
+    let body = http_get(r.http, path).await;
+    let v: serde_json::Value =
+        serde_json::from_str(&body[body.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    let servers = v["iceServers"].as_array().unwrap();
+    let urls = servers
+        .iter()
+        .map(|s| serde_json::from_value(s["urls"].clone()).unwrap())
+        .collect();
+    (urls, servers.iter().any(|s| s.get("credential").is_some()))
+}
+
+#[tokio::test]
+async fn swarms_get_relays_only_where_the_operator_allows_them() {
+    let extra = peerweb_server::IceServer {
+        urls: vec![
+            "stun:stun.example:3478".into(),
+            "turn:relay.example:3478".into(),
+        ],
+        username: Some("u".into()),
+        credential: Some("p".into()),
+    };
+    let r = start(ServerConfig {
+        ice_servers: vec![extra.clone()],
+        ..Default::default()
+    })
+    .await;
+    let port = r.turn.port();
+    // Rooms get everything; swarms STUN only, the configured relay's too.
+    let (all, creds) = ice_urls(&r, "/api/ice").await;
+    assert_eq!(all.len(), 3);
+    assert!(creds);
+    let (swarm, creds) = ice_urls(&r, "/api/ice?for=swarm").await;
+    assert_eq!(
+        swarm,
+        [
+            vec!["stun:stun.example:3478".to_owned()],
+            vec![format!("stun:turn.test:{port}")]
+        ]
+    );
+    assert!(!creds, "no credentials with STUN alone");
+    // With --swarm-relay, swarms get what rooms get.
+    let r = start(ServerConfig {
+        ice_servers: vec![extra],
+        swarm_relay: true,
+        ..Default::default()
+    })
+    .await;
+    let (swarm, creds) = ice_urls(&r, "/api/ice?for=swarm").await;
+    assert_eq!(swarm.len(), 3);
+    assert!(creds);
+}
+
 #[tokio::test]
 async fn stun_binding_answers_the_mapped_address() {
     let r = start(ServerConfig::default()).await;
