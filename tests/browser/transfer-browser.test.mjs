@@ -52,6 +52,13 @@ for (const by of ['link', 'code']) {
 }
 
 /** Opens the receive page without a link and types `text` into its code box. */
+/** `code` with its last word changed (to one it is not: comparing with the first word made the
+ * "wrong" code the right one whenever the last word was `acorn`). */
+function wrongCode(code) {
+  const [n, w1, w2] = code.split('-');
+  return `${n}-${w1}-${w2 === 'acorn' ? 'actor' : 'acorn'}`;
+}
+
 async function typeCode(p, text, base = server.url) {
   await p.goto(`${base}/receive`);
   await waitState(p, ['code']);
@@ -253,8 +260,7 @@ test('CLI → browser by a code typed into the page; a wrong code fails on both 
   // A wrong guess: right nameplate, wrong words. Both sides stop before any file list.
   const again = startCli(['send', '--server', server.url, '--json', ...NET, root]);
   const real = (await again.waitEvent((e) => e.event === 'code', { what: 'code' })).code;
-  const [n, w1] = real.split('-');
-  await typeCode(p, `${n}-${w1}-${w1 === 'acorn' ? 'actor' : 'acorn'}`);
+  await typeCode(p, wrongCode(real));
   const s = await waitState(p, ['offered', 'done']);
   assert.equal(s.state, 'error');
   assert.match(s.error, /wrong code or link/);
@@ -268,9 +274,8 @@ test('a browser sender refuses a CLI receiver with a wrong code, once', async ()
   const p = await page(`${server.url}/send`);
   await p.setInputFiles('#files', [join(root, 'w.bin')]);
   const { code } = await waitFor(p, () => window.transferState.code && window.transferState, null, { what: 'code' });
-  const [n, w1] = code.split('-');
   const out = join(dir, 'out-wrong-code');
-  const guess = startCli(['receive', `${n}-${w1}-${w1 === 'acorn' ? 'actor' : 'acorn'}`, '--server', server.url, '--out', out, '--yes', '--json', ...NET]);
+  const guess = startCli(['receive', wrongCode(code), '--server', server.url, '--out', out, '--yes', '--json', ...NET]);
   assert.equal(await guess.exited, 3, guess.stderr);
   const s = await waitState(p, ['done']);
   assert.equal(s.state, 'error');

@@ -3,8 +3,8 @@
 // service worker gets no WebRTC. Everything else, and any doubt (no page relays the URL, the
 // page does not answer within 3 s, a request it cannot serve — several ranges, a Range it does
 // not understand — the swarm failing before the first byte), goes to the network as if this
-// worker were not there; a failure after the first byte continues from the network with a Range
-// request for the rest.
+// worker were not there; a failure after the first byte, or 10 s without the next chunk,
+// continues from the network with a Range request for the rest.
 //
 // Register it from a page with `swarm.relay(urls, {sw: '/sdk/swarm-sw.js'})` (web/sdk/swarm.js),
 // or load it into your own service worker with `importScripts('/sdk/swarm-sw.js')`: it adds
@@ -19,6 +19,8 @@
 //   page → worker: {chunk: Uint8Array} | {done: true} | {error}
 (() => {
   const ANSWER_MS = 3000;
+  /** A chunk that takes longer (the swarm stalled) sends the rest to the network. */
+  const PULL_MS = 10000;
   /** URL → relaying client ids. */
   const relayed = new Map();
 
@@ -113,7 +115,7 @@
           else controller.enqueue(value);
           return;
         }
-        const pulled = next(port1, 0);
+        const pulled = next(port1, PULL_MS).catch(() => null);
         port1.postMessage('pull');
         const m = await pulled;
         if (m?.chunk) {
@@ -122,7 +124,8 @@
         } else if (m?.done) {
           controller.close();
         } else {
-          // The page went wrong mid-way: the rest from the network.
+          // The page went wrong or stalled mid-way: the rest from the network.
+          port1.postMessage('cancel');
           const res = await fetch(event.request.url, { headers: { range: `bytes=${at}-${end}` }, mode: 'cors', credentials: 'omit' });
           if (res.status !== 206 || !res.body) { controller.error(new Error('the swarm and the network both failed')); return; }
           network = res.body.getReader();

@@ -262,8 +262,12 @@ export class Link {
       case T.REQUEST: {
         const refused = [];
         for (let g = m.first; g < m.first + m.count; g++) {
-          if (!local.has(g) || this.choking || this.inbound.length >= MAX_INBOUND) refused.push(g);
-          else if (!this.inbound.includes(g)) this.inbound.push(g);
+          if (!local.has(g) || this.choking) refused.push(g);
+          else if (!this.inbound.includes(g)) {
+            // A neighbour keeps at most MAX_OUTSTANDING asked: a full queue is a flood.
+            if (this.inbound.length >= MAX_INBOUND) throw new LinkError(`the neighbour asked for more than ${MAX_INBOUND} groups at once`);
+            this.inbound.push(g);
+          }
         }
         for (const [f, c] of runs(refused)) this.out.push(encode.range(T.REJECT, f, c));
         return null;

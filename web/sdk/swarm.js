@@ -162,6 +162,14 @@ export class SwarmFile extends EventTarget {
     this._waiters = [];
     this.closed = false;
     this.room = new SwarmRoom(server, entry.root, { ...options.room, reportConnectivity: options.reportConnectivity });
+    if (this.size === 0) {
+      // An empty file is its one empty group: checked against the root here, nothing to fetch.
+      tree.verify(0, new Uint8Array(0));
+      this.have.set(0);
+      this.groups[0] = new Uint8Array(0);
+      this.position = 1;
+      this.room.seed = true;
+    }
     this.room.addEventListener('peer', ({ peer }) => this._addPeer(peer));
     this.room.addEventListener('peerleft', ({ peer }) => this._removePeer(peer.id));
     this._timer = setInterval(() => this._tick(), TICK_MS);
@@ -169,6 +177,7 @@ export class SwarmFile extends EventTarget {
 
   async _start() {
     await this.room._start();
+    this.joinedAt = performance.now();
   }
 
   _addPeer(peer) {
@@ -333,7 +342,8 @@ export class SwarmFile extends EventTarget {
       this._lost(id, late);
       this._serve(e, now);
     }
-    if (!this.have.complete) {
+    // Nothing is planned before the swarm answered the join (it names the neighbours).
+    if (!this.have.complete && this.joinedAt !== undefined) {
       this._lastPlan = now;
       this._plan(now);
     }
@@ -393,6 +403,11 @@ export class SwarmFile extends EventTarget {
   _plan(now) {
     const n = this.have.groups;
     for (const [g, t] of this.announced) if (now >= t) this.announced.delete(g);
+    // Neighbours were introduced but none has said what it has yet: the first second is
+    // theirs (a small file lies all in the near window, and would otherwise go to the origin
+    // before any neighbour could give it).
+    const connecting = this.links.size > 0 && ![...this.links.values()].some((e) => e.link.remote.count > 0)
+      && now < this.joinedAt + CFG.httpAfterMs;
     const nearStart = this._nearStart();
     const nearEnd = Math.min(nearStart + CFG.window, n);
     const toHttp = [];
@@ -407,7 +422,7 @@ export class SwarmFile extends EventTarget {
       }
       const id = this._bestPeer(now, g, planned);
       if (id) plan(id, g);
-      else if (!this.announced.has(g)) toHttp.push(g);
+      else if (!this.announced.has(g) && !connecting) toHttp.push(g);
     }
     const far = [];
     // The next CFG.scan groups from the first missing one, the near window left out.

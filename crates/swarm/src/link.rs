@@ -57,6 +57,8 @@ pub enum LinkError {
     Unrequested(u64),
     #[error("group {0} from the neighbour failed verification")]
     Bad(u64),
+    #[error("the neighbour asked for more than {MAX_INBOUND} groups at once")]
+    Flood,
 }
 
 /// What a received message means for the driver.
@@ -219,9 +221,15 @@ impl Link {
             Msg::Request { first, count, .. } => {
                 let mut refused = Vec::new();
                 for g in first..first + u64::from(count) {
-                    if !local.has(g) || self.choking || self.inbound.len() >= MAX_INBOUND {
+                    if !local.has(g) || self.choking {
                         refused.push(g);
                     } else if !self.inbound.contains(&g) {
+                        // A neighbour keeps at most MAX_OUTSTANDING asked (and cancels what
+                        // it gave up on): a full queue means it does not, and asking
+                        // without end is a flood.
+                        if self.inbound.len() >= MAX_INBOUND {
+                            return Err(LinkError::Flood);
+                        }
                         self.inbound.push_back(g);
                     }
                 }

@@ -476,6 +476,49 @@ fn a_poisoned_peer_gets_no_bad_byte_in_and_is_banned_after_one_group() {
 }
 
 #[test]
+fn a_neighbour_asking_without_end_is_cut_off_and_the_queue_stays_bounded() {
+    let size = 8 << 20;
+    let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let tree = Tree::of(&data);
+    let now = Instant::now();
+    let all = Have::all(size as u64);
+    let mut seeder = Link::new(now, *tree.root().as_bytes(), size as u64, Upload::UNLIMITED);
+    let mut asker = Link::new(now, *tree.root().as_bytes(), size as u64, Upload::UNLIMITED);
+    for m in asker.start(&Have::none(size as u64)) {
+        seeder.receive(now, &m, &tree, &all).unwrap();
+    }
+    // 256 groups queued (nothing served: the seeder's driver has not run) is allowed...
+    for first in (0..256).step_by(64) {
+        let m = Msg::Request {
+            first,
+            count: 64,
+            deadline_ms: 0,
+        }
+        .encode();
+        seeder.receive(now, &m, &tree, &all).unwrap();
+    }
+    // ...asking again for what is queued changes nothing...
+    let m = Msg::Request {
+        first: 0,
+        count: 64,
+        deadline_ms: 0,
+    }
+    .encode();
+    seeder.receive(now, &m, &tree, &all).unwrap();
+    // ...and one more group ends the link.
+    let m = Msg::Request {
+        first: 256,
+        count: 1,
+        deadline_ms: 0,
+    }
+    .encode();
+    assert!(matches!(
+        seeder.receive(now, &m, &tree, &all),
+        Err(LinkError::Flood)
+    ));
+}
+
+#[test]
 fn random_swarms_always_complete_with_the_exact_file() {
     for seed in 0..12 {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
