@@ -323,6 +323,14 @@ test('a folder of small files, down to empty and single-group ones: every file e
     const once = sizes.reduce((a, b) => a + b, 0);
     assert.ok(fromOrigin >= once, 'the first copy from the origin');
     assert.ok(fromOrigin < 1.5 * once, `the later tabs from the first (origin sent ${fromOrigin}, one copy is ${once})`);
+    // A native fetcher waits for its introduced neighbours too: the small file from the tabs.
+    const out = join(dir, 'small-fetched.bin');
+    const f = startCli(['fetch', `${originUrl}/small-6.bin`, '-o', out, '--server', server.url, '--json', ...NET]);
+    assert.equal(await f.exited, 0, f.stderr);
+    const last = f.events.filter((e) => e.event === 'progress').pop();
+    assert.deepEqual([last.http, last.p2p], [0, sizes[6]], 'all from the tabs');
+    assert.equal(createHash('sha256').update(readFileSync(out)).digest('hex'),
+      createHash('sha256').update(readFileSync(join(site, 'small-6.bin'))).digest('hex'));
   } finally {
     await browser.close();
   }

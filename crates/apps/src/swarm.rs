@@ -26,6 +26,10 @@ use crate::manifest::MANIFEST_NAME;
 /// Messages queued per neighbour (the rest of its requests wait in its link).
 const QUEUE: usize = 64;
 const TICK: Duration = Duration::from_millis(50);
+/// How long a fetch waits for the server's introductions before it plans without them.
+const NO_SERVER_WAIT: Duration = Duration::from_secs(5);
+/// How long it waits for introduced neighbours to say what they have.
+const NEIGHBOUR_WAIT: Duration = Duration::from_secs(1);
 /// The largest manifest or outboard fetched.
 const MAX_FETCHED: u64 = 64 << 20;
 
@@ -226,6 +230,10 @@ pub async fn run(
     let (mut from_http, mut from_peers, mut up) = (0u64, 0u64, 0u64);
     // What the server has been told of (`swarm-bytes` carries the difference).
     let mut told = SwarmBytes::default();
+    // Nothing is planned until the server names the neighbours (or, unreachable, for
+    // NO_SERVER_WAIT), then for up to NEIGHBOUR_WAIT while none of them has said what it has:
+    // a small file lies wholly in the near window and would otherwise go to the origin first.
+    let mut plan_after = Some(Instant::now() + NO_SERVER_WAIT);
     let mut buf = vec![0u8; GROUP as usize];
     loop {
         tokio::select! {
@@ -234,6 +242,10 @@ pub async fn run(
                 let Some(ev) = ev else { bail!("the node stopped") };
                 match ev {
                     Event::Joined { peers: ids } => {
+                        if plan_after.is_some() {
+                            let wait = if ids.is_empty() { Duration::ZERO } else { NEIGHBOUR_WAIT };
+                            plan_after = Some(Instant::now() + wait);
+                        }
                         for id in ids {
                             add(&mut peers, &mut names, &mut next_key, &sender, &banned, &id, root, size, upload);
                         }
@@ -328,7 +340,13 @@ pub async fn run(
                     }
                     for m in n.link.take_out() { let _ = n.queue.try_send(m); }
                 }
-                if let Some(f) = &mut fetch {
+                let waiting = plan_after.is_some_and(|t| {
+                    now < t && !peers.values().any(|n| n.link.remote().count() > 0)
+                });
+                if !waiting {
+                    plan_after = None;
+                }
+                if let Some(f) = fetch.as_mut().filter(|_| !waiting) {
                     let mut links: Vec<(u32, &mut Link)> = Vec::new();
                     for n in peers.values_mut() {
                         if n.open && n.queue.capacity() > 4 { links.push((n.key, &mut n.link)); }
