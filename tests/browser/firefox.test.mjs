@@ -78,7 +78,10 @@ test('two Firefox tabs chat over a direct data channel, and a closed tab leaves 
   await talk(a, b, aId, bId, ['ada', 'bob']);
   assert.equal(await b.evaluate((id) => window.room.peers.get(id).meta.name, aId), 'ada');
   const path = await waitFor(a, (id) => window.room.peers.get(id).path, bId, { what: 'path' });
-  assert.equal(path.type, 'host');
+  // Direct: host ↔ host — or peer-reflexive, when the other tab's first check arrived before
+  // its trickled host candidate did (then Firefox keeps calling that address prflx; on this
+  // loopback-only network it is the same host address). Never a relay.
+  assert.ok(path.type === 'host' || (path.type === 'prflx' && path.local === 'host'), JSON.stringify(path));
   assert.equal(path.protocol, 'udp');
   // Firefox drops the socket of a closed tab without a close frame; the SDK says goodbye
   // on pagehide, so the other side does not wait out the resume grace.
