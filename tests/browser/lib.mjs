@@ -234,6 +234,23 @@ async function launchFirefox({ ns, hideAddresses = false, prefs = {} }) {
   return context;
 }
 
+/**
+ * A blank page at `url` (on the server's origin) in `context`, with the SDK's import map, for
+ * tests that import the SDK's modules themselves. The page is handed over by the test, so it has
+ * no address space: its requests to an origin on a local address need the Local Network Access
+ * permission, granted here.
+ */
+export async function sdkPage(context, url) {
+  await context.grantPermissions(['local-network-access']);
+  const page = await context.newPage();
+  await page.route(url, (r) => r.fulfill({
+    contentType: 'text/html',
+    body: '<!doctype html><script type="importmap">{ "imports": { "@noble/curves/": "/vendor/@noble/curves/", "@noble/hashes/": "/vendor/@noble/hashes/" } }</script>',
+  }));
+  await page.goto(url);
+  return page;
+}
+
 /** Opens a tab on the server's origin and loads the SDK into `window.pw`. */
 export async function openTab(context, url) {
   const page = await context.newPage();

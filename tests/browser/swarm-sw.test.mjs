@@ -10,7 +10,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { launchBrowser, startServer, startCli, waitFor } from './lib.mjs';
+import { launchBrowser, sdkPage, startServer, startCli, waitFor } from './lib.mjs';
 import { startOrigin } from './origin.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -43,20 +43,9 @@ after(async () => {
 
 const sha = (b) => createHash('sha256').update(b).digest('hex');
 
-/**
- * A tab under /sdk/ (the worker's default scope: its script lives there) relaying `urls`.
- * The page is handed over by the test; its requests to the origin on loopback need the Local
- * Network Access permission.
- */
+/** A tab under /sdk/ (the worker's default scope: its script lives there) relaying `urls`. */
 async function relayTab(browser, name, urls) {
-  await browser.grantPermissions(['local-network-access']);
-  const page = await browser.newPage();
-  const url = `${server.url}/sdk/${name}.html`;
-  await page.route(url, (r) => r.fulfill({
-    contentType: 'text/html',
-    body: '<!doctype html><script type="importmap">{ "imports": { "@noble/curves/": "/vendor/@noble/curves/", "@noble/hashes/": "/vendor/@noble/hashes/" } }</script>',
-  }));
-  await page.goto(url);
+  const page = await sdkPage(browser, `${server.url}/sdk/${name}.html`);
   await page.evaluate(async ({ urls, server }) => {
     const swarm = await import('/sdk/swarm.js');
     window.relay = await swarm.relay(urls, { server, sw: '/sdk/swarm-sw.js' });

@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync, writeFileSync, readFileSync, mkdirSync } from 'nod
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { launchBrowser, startServer, startCli } from './lib.mjs';
+import { launchBrowser, sdkPage, startServer, startCli } from './lib.mjs';
 
 const G = 16384;
 let server;
@@ -21,15 +21,8 @@ before(async () => {
   server = await startServer();
   dir = mkdtempSync(join(tmpdir(), 'peerweb-swarm-'));
   browser = await launchBrowser();
-  page = await browser.newPage();
-  // A blank page of the server's origin with the SDK's import map; the modules come from the
-  // server itself.
-  const blank = `${server.url}/swarm-verify-test.html`;
-  await page.route(blank, (r) => r.fulfill({
-    contentType: 'text/html',
-    body: '<!doctype html><script type="importmap">{ "imports": { "@noble/curves/": "/vendor/@noble/curves/", "@noble/hashes/": "/vendor/@noble/hashes/" } }</script>',
-  }));
-  await page.goto(blank);
+  // The modules come from the server itself.
+  page = await sdkPage(browser, `${server.url}/swarm-verify-test.html`);
 });
 after(async () => {
   await browser?.close();

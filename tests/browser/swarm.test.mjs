@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
-import { launchBrowser, startServer, startCli, waitFor } from './lib.mjs';
+import { launchBrowser, sdkPage, startServer, startCli, waitFor } from './lib.mjs';
 import { startOrigin } from './origin.mjs';
 
 const MIB = 1 << 20;
@@ -49,21 +49,9 @@ async function publish(name, size) {
   return p.events.find((e) => e.event === 'file' && e.path === name).root;
 }
 
-/**
- * A tab on the server's origin with the SDK's import map. The page is handed to Chromium by
- * the test (no address), so its fetches to the origin on loopback need the Local Network Access
- * permission a page served from loopback would not.
- */
-async function tab(browser) {
-  await browser.grantPermissions(['local-network-access']);
-  const page = await browser.newPage();
-  const blank = `${server.url}/swarm-test.html`;
-  await page.route(blank, (r) => r.fulfill({
-    contentType: 'text/html',
-    body: '<!doctype html><script type="importmap">{ "imports": { "@noble/curves/": "/vendor/@noble/curves/", "@noble/hashes/": "/vendor/@noble/hashes/" } }</script>',
-  }));
-  await page.goto(blank);
-  return page;
+/** A tab on the server's origin with the SDK's import map. */
+function tab(browser) {
+  return sdkPage(browser, `${server.url}/swarm-test.html`);
 }
 
 /** Starts `swarm.fetch` in the page; `window.result` gets the BLAKE3 of what it read and the stats. */

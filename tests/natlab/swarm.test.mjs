@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startServer, startCli, launchBrowser, waitFor } from '../browser/lib.mjs';
+import { startServer, startCli, launchBrowser, sdkPage, waitFor } from '../browser/lib.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const LAB = join(here, 'lab.sh');
@@ -83,14 +83,7 @@ async function fetchBehindNat(seederHome, serverArgs) {
     await seeder.waitEvent((e) => e.event === 'joined', { what: 'the seeder in its swarm', timeout: 30000 });
     const before = originSent();
     browser = await launchBrowser({ ns: `${P}home1` });
-    await browser.grantPermissions(['local-network-access']);
-    const page = await browser.newPage();
-    const url = `${server.url}/swarm-nat.html`;
-    await page.route(url, (r) => r.fulfill({
-      contentType: 'text/html',
-      body: '<!doctype html><script type="importmap">{ "imports": { "@noble/curves/": "/vendor/@noble/curves/", "@noble/hashes/": "/vendor/@noble/hashes/" } }</script>',
-    }));
-    await page.goto(url);
+    const page = await sdkPage(browser, `${server.url}/swarm-nat.html`);
     await page.evaluate(async ({ url, server }) => {
       const swarm = await import('/sdk/swarm.js');
       const { Blake3, toHex } = await import('/transfer/blake3.js');
