@@ -40,22 +40,11 @@ impl UploadArgs {
 pub struct SeedArgs {
     /// A folder with `peerweb-manifest.json` (as `peerweb manifest` writes it), or a manifest.
     pub path: PathBuf,
-    /// Address of `peerweb serve`.
-    #[arg(long, env = "PEERWEB_SERVER", default_value = "http://127.0.0.1:8080")]
-    pub server: String,
     /// Seed only this file of the manifest (its path there; repeatable).
     #[arg(long = "only", value_name = "PATH")]
     pub only: Vec<String>,
-    /// Refuse a manifest not signed by this key (`ed25519:…`).
-    #[arg(long, value_name = "KEY")]
-    pub trust: Option<String>,
     #[command(flatten)]
-    pub upload: UploadArgs,
-    #[command(flatten)]
-    pub net: NetArgs,
-    /// One JSON object per line instead of text.
-    #[arg(long)]
-    pub json: bool,
+    pub swarm: SwarmArgs,
 }
 
 #[derive(Debug, Args)]
@@ -68,15 +57,22 @@ pub struct FetchArgs {
     /// The manifest's URL, when it is not `peerweb-manifest.json` beside the file.
     #[arg(long, value_name = "URL")]
     pub manifest: Option<String>,
-    /// Refuse a manifest not signed by this key (`ed25519:…`).
-    #[arg(long, value_name = "KEY")]
-    pub trust: Option<String>,
-    /// Address of `peerweb serve`.
-    #[arg(long, env = "PEERWEB_SERVER", default_value = "http://127.0.0.1:8080")]
-    pub server: String,
     /// Keep serving the file to the swarm once it is complete (until Ctrl-C).
     #[arg(long)]
     pub seed: bool,
+    #[command(flatten)]
+    pub swarm: SwarmArgs,
+}
+
+/// What `peerweb seed` and `peerweb fetch` both take.
+#[derive(Debug, Args)]
+pub struct SwarmArgs {
+    /// Address of `peerweb serve`.
+    #[arg(long, env = "PEERWEB_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// Refuse a manifest not signed by this key (`ed25519:…`).
+    #[arg(long, value_name = "KEY")]
+    pub trust: Option<String>,
     #[command(flatten)]
     pub upload: UploadArgs,
     #[command(flatten)]
@@ -155,7 +151,7 @@ fn ctrl_c(stop: watch::Sender<bool>) {
 }
 
 pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
-    let (_manifest, mut shares) = driver::shares(&args.path, args.trust.as_deref())?;
+    let (_manifest, mut shares) = driver::shares(&args.path, args.swarm.trust.as_deref())?;
     if !args.only.is_empty() {
         shares.retain(|s| args.only.contains(&s.entry.path));
         if shares.is_empty() {
@@ -169,7 +165,7 @@ pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
         );
     }
     let (tx, rx) = mpsc::unbounded_channel();
-    let printer = tokio::spawn(print(rx, args.json));
+    let printer = tokio::spawn(print(rx, args.swarm.json));
     let (stop_tx, stop) = watch::channel(false);
     ctrl_c(stop_tx);
     let mut tasks = tokio::task::JoinSet::new();
@@ -178,9 +174,12 @@ pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
             std::fs::File::open(&s.path)
                 .with_context(|| format!("cannot read {}", s.path.display()))?,
         );
-        let opts = args.net.options(&args.server, &s.entry.root, None);
+        let opts = args
+            .swarm
+            .net
+            .options(&args.swarm.server, &s.entry.root, None);
         let have = peerweb_swarm::wire::Have::all(s.entry.size);
-        let (tx, stop, upload) = (tx.clone(), stop.clone(), args.upload.upload());
+        let (tx, stop, upload) = (tx.clone(), stop.clone(), args.swarm.upload.upload());
         tasks.spawn(async move {
             let r = driver::run(opts, &s, file, have, None, upload, true, tx, stop).await;
             r.with_context(|| s.entry.path.clone())
@@ -198,12 +197,12 @@ pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
 }
 
 pub async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
-    let http = Http::new(args.net.ca.as_deref())?;
+    let http = Http::new(args.swarm.net.ca.as_deref())?;
     let remote = driver::locate(
         &http,
         &args.url,
         args.manifest.as_deref(),
-        args.trust.as_deref(),
+        args.swarm.trust.as_deref(),
     )
     .await?;
     let file = std::fs::OpenOptions::new()
@@ -220,17 +219,20 @@ pub async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
         path: args.output.clone(),
     };
     let (tx, rx) = mpsc::unbounded_channel();
-    let printer = tokio::spawn(print(rx, args.json));
+    let printer = tokio::spawn(print(rx, args.swarm.json));
     let (stop_tx, stop) = watch::channel(false);
     ctrl_c(stop_tx);
-    let opts = args.net.options(&args.server, &remote.entry.root, None);
+    let opts = args
+        .swarm
+        .net
+        .options(&args.swarm.server, &remote.entry.root, None);
     let r = driver::run(
         opts,
         &shared,
         Arc::new(file),
         have,
         Some((http, remote.url.clone())),
-        args.upload.upload(),
+        args.swarm.upload.upload(),
         args.seed,
         tx,
         stop,
