@@ -21,6 +21,7 @@
 
 mod acme;
 mod auth;
+pub mod bus;
 mod config;
 mod hub;
 mod metrics;

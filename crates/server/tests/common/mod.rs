@@ -27,3 +27,5 @@ pub async fn http_get(addr: SocketAddr, host: &str, path: &str) -> String {
     s.read_to_string(&mut out).await.unwrap();
     out
 }
+
+pub mod redis;

@@ -1,0 +1,311 @@
+//! The cluster bus: what several `peerweb serve` nodes share, behind one small interface.
+//!
+//! Every node is equal; the bus holds the truth about sessions, rooms and the messages in
+//! flight between peers, so that a node's death loses nothing but its sockets:
+//!
+//! - **Sessions** ([`Bus::claim`]): which node holds a peer's connection, with an *epoch* that
+//!   grows on every claim. A node acts for a peer only while its epoch is current
+//!   ([`Bus::renew`] answers false to a stale one), which fences out a node that lost the peer
+//!   to another. Each session has a *lease* the holding node renews; a lapsed lease
+//!   ([`Bus::expired`], [`Bus::reap`]) ends the session exactly once, whichever node notices.
+//! - **Inboxes** ([`Bus::send`], [`Bus::inbox`], [`Bus::ack`]): directed messages to a peer,
+//!   kept in order until the peer acknowledges them, so a peer that reconnects to any node gets
+//!   what was sent to it meanwhile. An inbox is bounded: a full one refuses, it never drops.
+//! - **Rooms** ([`Bus::join`], [`Bus::leave`], [`Bus::room_log`]): members in join order, and a
+//!   log of joins and leaves that every node with a member in the room applies in the same
+//!   order.
+//! - **Wake-ups** ([`Wake`]): a node is told when its peers' inboxes or its watched rooms' logs
+//!   have something new, or to evict a peer another node has claimed. Wake-ups carry no data:
+//!   the node reads the inbox or log after the last entry it applied, so a wake-up lost (or
+//!   forged) costs nothing; after the bus connection was lost it gets [`Wake::Resync`] and
+//!   re-reads everything it holds.
+//!
+//! [`memory::MemoryBus`] keeps all of it in one process (one node, or several in a test);
+//! [`redis::RedisBus`] keeps it in Redis. Both pass the same conformance tests
+//! (`tests/bus.rs`). Times are wall-clock milliseconds passed in by the caller.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::mpsc;
+
+pub mod memory;
+pub mod redis;
+
+/// Why a bus operation failed. The operation may or may not have taken effect only for
+/// [`BusError::Unreachable`] (a reply lost); callers retry with what makes a retry safe.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum BusError {
+    #[error("the cluster bus is unreachable: {0}")]
+    Unreachable(String),
+    /// Redis answered with an error (a script failed, a key of the wrong type, …).
+    #[error("the cluster bus refused: {0}")]
+    Failed(String),
+    #[error("the cluster bus answered what this node does not understand: {0}")]
+    Garbage(String),
+}
+
+pub type Result<T> = std::result::Result<T, BusError>;
+
+/// The position of an entry in an inbox or a room log (Redis's stream ID, `ms-seq`):
+/// entries of one inbox or log are totally ordered by it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EntryId {
+    pub ms: u64,
+    pub seq: u64,
+}
+
+impl EntryId {
+    /// Before every entry.
+    pub const ZERO: EntryId = EntryId { ms: 0, seq: 0 };
+
+    /// The smallest id after this one.
+    pub fn next(self) -> EntryId {
+        match self.seq.checked_add(1) {
+            Some(seq) => EntryId { ms: self.ms, seq },
+            None => EntryId {
+                ms: self.ms.saturating_add(1),
+                seq: 0,
+            },
+        }
+    }
+
+    /// Parses `ms-seq`.
+    pub fn parse(s: &str) -> Option<EntryId> {
+        let (ms, seq) = s.split_once('-')?;
+        Some(EntryId {
+            ms: ms.parse().ok()?,
+            seq: seq.parse().ok()?,
+        })
+    }
+}
+
+impl fmt::Display for EntryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+/// A message in a peer's inbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub id: EntryId,
+    pub from: String,
+    pub data: String,
+}
+
+/// What [`Bus::send`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// In the inbox at this position; the holding node was woken.
+    Queued(EntryId),
+    /// The peer has no session.
+    NoSuchPeer,
+    /// The peer's inbox holds its limit of unacknowledged messages.
+    InboxFull,
+}
+
+/// An entry of a room's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomEvent {
+    Joined { peer: String, meta: Option<String> },
+    Left { peer: String },
+}
+
+/// A room's members in join order (with the metadata they joined with), as of log entry `at`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Members {
+    pub at: EntryId,
+    pub members: Vec<(String, Option<String>)>,
+}
+
+/// What [`Bus::join`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Joined {
+    /// Joined; the log has the join at `members.at`.
+    Joined(Members),
+    /// Was a member already; nothing logged.
+    Already(Members),
+    /// The room has its limit of members.
+    Full,
+    /// The peer has no session (it lapsed).
+    NoSession,
+}
+
+/// What [`Bus::claim`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The session's new epoch.
+    pub epoch: u64,
+    /// The node that held the session before, if it existed (a resumed session keeps its rooms
+    /// and inbox); `None` for a new session.
+    pub previous: Option<String>,
+}
+
+/// A wake-up for a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wake {
+    /// A peer of this node has something new in its inbox.
+    Inbox { peer: String },
+    /// A watched room's log has something new.
+    Room { room: String },
+    /// Another node claimed this peer at `epoch`: drop its connection here if it is older.
+    Evict { peer: String, epoch: u64 },
+    /// Wake-ups may have been lost (the bus connection dropped, or this node fell behind):
+    /// re-read every inbox and room log this node holds.
+    Resync,
+}
+
+/// The operations of the cluster bus. See the module docs.
+pub trait Bus: Send + Sync + 'static {
+    /// This node is alive (for `ttl_ms`), with a short description (its TURN address, load).
+    fn beat(
+        &self,
+        node: &str,
+        info: &str,
+        now_ms: u64,
+        ttl_ms: u64,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// The nodes alive at `now_ms`, with their descriptions, by name.
+    fn nodes(&self, now_ms: u64) -> impl Future<Output = Result<Vec<(String, String)>>> + Send;
+
+    /// `node` holds `peer`'s connection now, leased until `lease_until_ms`. Creates the session
+    /// when it does not exist.
+    fn claim(
+        &self,
+        peer: &str,
+        node: &str,
+        lease_until_ms: u64,
+    ) -> impl Future<Output = Result<Claim>> + Send;
+
+    /// The node holding `peer` and its epoch.
+    fn session(&self, peer: &str) -> impl Future<Output = Result<Option<(String, u64)>>> + Send;
+
+    /// Extends the leases of sessions this node holds at the given epochs; for each, whether
+    /// the epoch is still current (false: another node claimed it, or it lapsed).
+    fn renew(
+        &self,
+        sessions: &[(String, u64)],
+        lease_until_ms: u64,
+    ) -> impl Future<Output = Result<Vec<bool>>> + Send;
+
+    /// Appends a message to `to`'s inbox (at most `max_inbox` unacknowledged) and wakes the
+    /// node that holds it.
+    fn send(
+        &self,
+        to: &str,
+        from: &str,
+        data: &str,
+        max_inbox: usize,
+    ) -> impl Future<Output = Result<Sent>> + Send;
+
+    /// Up to `count` messages of `peer`'s inbox after `after`, in order.
+    fn inbox(
+        &self,
+        peer: &str,
+        after: EntryId,
+        count: usize,
+    ) -> impl Future<Output = Result<Vec<Entry>>> + Send;
+
+    /// `peer` has every message up to `upto`: they leave its inbox.
+    fn ack(&self, peer: &str, upto: EntryId) -> impl Future<Output = Result<()>> + Send;
+
+    /// `peer` (which must have a session) joins `room` of at most `max_members`.
+    fn join(
+        &self,
+        room: &str,
+        peer: &str,
+        meta: Option<&str>,
+        max_members: usize,
+    ) -> impl Future<Output = Result<Joined>> + Send;
+
+    /// `peer` leaves `room`: the log entry of its leave, or `None` if it was not a member.
+    fn leave(&self, room: &str, peer: &str)
+    -> impl Future<Output = Result<Option<EntryId>>> + Send;
+
+    /// Up to `count` entries of `room`'s log after `after` (an entry the reader applied, or
+    /// [`EntryId::ZERO`]), in order. The log keeps a bounded tail and goes when the room
+    /// empties: when entry `after` is no longer in it the answer is `None`, and the reader
+    /// starts again from [`Bus::members`].
+    fn room_log(
+        &self,
+        room: &str,
+        after: EntryId,
+        count: usize,
+    ) -> impl Future<Output = Result<Option<Vec<(EntryId, RoomEvent)>>>> + Send;
+
+    /// `room`'s members now.
+    fn members(&self, room: &str) -> impl Future<Output = Result<Members>> + Send;
+
+    /// Up to `max` sessions whose lease lapsed before `now_ms`.
+    fn expired(&self, now_ms: u64, max: usize) -> impl Future<Output = Result<Vec<String>>> + Send;
+
+    /// Ends `peer`'s session if its lease lapsed before `now_ms` (else does nothing): it leaves
+    /// its rooms (the log entries returned, by room) and its inbox is dropped. Exactly one of
+    /// any number of concurrent callers gets the leaves.
+    fn reap(
+        &self,
+        peer: &str,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Vec<(String, EntryId)>>> + Send;
+
+    /// Ends `peer`'s session at once (it said goodbye), if `epoch` is still current.
+    fn end(
+        &self,
+        peer: &str,
+        epoch: u64,
+    ) -> impl Future<Output = Result<Vec<(String, EntryId)>>> + Send;
+
+    /// Tells `node` that `peer` was claimed at `epoch` elsewhere.
+    fn evict(&self, node: &str, peer: &str, epoch: u64) -> impl Future<Output = Result<()>> + Send;
+
+    /// This node wants [`Wake::Room`] for `room` (it has a member there)...
+    fn watch_room(&self, room: &str) -> impl Future<Output = Result<()>> + Send;
+
+    /// ...or no longer.
+    fn unwatch_room(&self, room: &str) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Wake-ups on their way to a node: bounded, and never lost without a trace — when the node
+/// falls behind by more than the bound, the wake-ups beyond it become one [`Wake::Resync`].
+#[derive(Debug)]
+pub(crate) struct Waker {
+    tx: mpsc::Sender<Wake>,
+    behind: AtomicBool,
+    /// Serialises senders so a resync is queued before later wake-ups.
+    lock: Mutex<()>,
+}
+
+/// Wake-ups a node may have queued before the rest become one resync.
+pub const MAX_QUEUED_WAKES: usize = 4096;
+
+impl Waker {
+    pub(crate) fn new() -> (Waker, mpsc::Receiver<Wake>) {
+        let (tx, rx) = mpsc::channel(MAX_QUEUED_WAKES);
+        let waker = Waker {
+            tx,
+            behind: AtomicBool::new(false),
+            lock: Mutex::new(()),
+        };
+        (waker, rx)
+    }
+
+    pub(crate) fn wake(&self, wake: Wake) {
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        if self.behind.load(Ordering::Relaxed) {
+            if self.tx.try_send(Wake::Resync).is_err() {
+                return;
+            }
+            self.behind.store(false, Ordering::Relaxed);
+            if wake == Wake::Resync {
+                return;
+            }
+        }
+        if self.tx.try_send(wake).is_err() {
+            self.behind.store(true, Ordering::Relaxed);
+        }
+    }
+}
