@@ -246,6 +246,12 @@ async fn lapsed_sessions_end_once<B: Bus>(a: B, _ra: Receiver<Wake>, b: B, _rb: 
         a.expired(T0 + 40_000, 10).await.unwrap(),
         Vec::<String>::new()
     );
+    // Resumed on another node: the session's rooms come with the claim.
+    let c = b.claim("q", "B", T0 + 90_000).await.unwrap();
+    assert_eq!(
+        (c.epoch, c.previous.as_deref(), c.rooms),
+        (2, Some("A"), vec!["r1".to_owned(), "r2".to_owned()])
+    );
 }
 
 async fn nodes_alive<B: Bus>(a: B, _ra: Receiver<Wake>, b: B, _rb: Receiver<Wake>) {

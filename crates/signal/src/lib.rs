@@ -38,6 +38,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use serde_json::value::RawValue;
 
+pub mod bus;
 mod connectivity;
 mod swarm;
 use connectivity::{Allow, ReportBucket};

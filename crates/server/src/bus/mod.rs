@@ -20,11 +20,11 @@
 //!   forged) costs nothing; after the bus connection was lost it gets [`Wake::Resync`] and
 //!   re-reads everything it holds.
 //!
-//! [`memory::MemoryBus`] keeps all of it in one process (one node, or several in a test);
-//! [`redis::RedisBus`] keeps it in Redis. Both pass the same conformance tests
-//! (`tests/bus.rs`). Times are wall-clock milliseconds passed in by the caller.
+//! The data types and the reference semantics ([`peerweb_signal::bus::Model`]) live in the
+//! sans-IO core crate; [`memory::MemoryBus`] keeps the model in one process (one node, or
+//! several in a test), [`redis::RedisBus`] keeps it in Redis. Both pass the same conformance
+//! tests (`tests/bus.rs`). Times are wall-clock milliseconds passed in by the caller.
 
-use std::fmt;
 use std::future::Future;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,114 +49,7 @@ pub enum BusError {
 
 pub type Result<T> = std::result::Result<T, BusError>;
 
-/// The position of an entry in an inbox or a room log (Redis's stream ID, `ms-seq`):
-/// entries of one inbox or log are totally ordered by it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct EntryId {
-    pub ms: u64,
-    pub seq: u64,
-}
-
-impl EntryId {
-    /// Before every entry.
-    pub const ZERO: EntryId = EntryId { ms: 0, seq: 0 };
-
-    /// The smallest id after this one.
-    pub fn next(self) -> EntryId {
-        match self.seq.checked_add(1) {
-            Some(seq) => EntryId { ms: self.ms, seq },
-            None => EntryId {
-                ms: self.ms.saturating_add(1),
-                seq: 0,
-            },
-        }
-    }
-
-    /// Parses `ms-seq`.
-    pub fn parse(s: &str) -> Option<EntryId> {
-        let (ms, seq) = s.split_once('-')?;
-        Some(EntryId {
-            ms: ms.parse().ok()?,
-            seq: seq.parse().ok()?,
-        })
-    }
-}
-
-impl fmt::Display for EntryId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.ms, self.seq)
-    }
-}
-
-/// A message in a peer's inbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    pub id: EntryId,
-    pub from: String,
-    pub data: String,
-}
-
-/// What [`Bus::send`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sent {
-    /// In the inbox at this position; the holding node was woken.
-    Queued(EntryId),
-    /// The peer has no session.
-    NoSuchPeer,
-    /// The peer's inbox holds its limit of unacknowledged messages.
-    InboxFull,
-}
-
-/// An entry of a room's log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RoomEvent {
-    Joined { peer: String, meta: Option<String> },
-    Left { peer: String },
-}
-
-/// A room's members in join order (with the metadata they joined with), as of log entry `at`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Members {
-    pub at: EntryId,
-    pub members: Vec<(String, Option<String>)>,
-}
-
-/// What [`Bus::join`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Joined {
-    /// Joined; the log has the join at `members.at`.
-    Joined(Members),
-    /// Was a member already; nothing logged.
-    Already(Members),
-    /// The room has its limit of members.
-    Full,
-    /// The peer has no session (it lapsed).
-    NoSession,
-}
-
-/// What [`Bus::claim`] found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claim {
-    /// The session's new epoch.
-    pub epoch: u64,
-    /// The node that held the session before, if it existed (a resumed session keeps its rooms
-    /// and inbox); `None` for a new session.
-    pub previous: Option<String>,
-}
-
-/// A wake-up for a node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Wake {
-    /// A peer of this node has something new in its inbox.
-    Inbox { peer: String },
-    /// A watched room's log has something new.
-    Room { room: String },
-    /// Another node claimed this peer at `epoch`: drop its connection here if it is older.
-    Evict { peer: String, epoch: u64 },
-    /// Wake-ups may have been lost (the bus connection dropped, or this node fell behind):
-    /// re-read every inbox and room log this node holds.
-    Resync,
-}
+pub use peerweb_signal::bus::{Claim, Entry, EntryId, Joined, Members, RoomEvent, Sent, Wake};
 
 /// The operations of the cluster bus. See the module docs.
 pub trait Bus: Send + Sync + 'static {

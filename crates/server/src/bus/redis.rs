@@ -90,8 +90,9 @@ local epoch = redis.call('HINCRBY', k, 'epoch', 1)
 redis.call('HSET', k, 'node', ARGV[3])
 redis.call('PEXPIRE', k, ARGV[5])
 redis.call('ZADD', P..'leases', ARGV[4], peer)
-if prev then return {epoch, prev} end
-return {epoch}
+local rooms = redis.call('SMEMBERS', P..'ro:'..peer)
+if prev then return {epoch, rooms, prev} end
+return {epoch, rooms}
 ",
     )
 });
@@ -548,11 +549,20 @@ impl Bus for RedisBus {
         let parse = || {
             let a = array(&v)?;
             let epoch = int(a.first()?)?;
-            let previous = match a.get(1) {
+            let mut rooms = array(a.get(1)?)?
+                .iter()
+                .map(text)
+                .collect::<Option<Vec<_>>>()?;
+            rooms.sort();
+            let previous = match a.get(2) {
                 Some(p) => Some(text(p)?),
                 None => None,
             };
-            Some(Claim { epoch, previous })
+            Some(Claim {
+                epoch,
+                previous,
+                rooms,
+            })
         };
         parse().ok_or_else(|| garbage("claim", &v))
     }
