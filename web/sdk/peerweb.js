@@ -21,6 +21,8 @@ const LOW_WATER = 256 * 1024;
 const MAX_PENDING = 1024;
 const PING_EVERY_MS = 20000;
 const PONG_TIMEOUT_MS = 10000;
+/** Signals received are acknowledged together, this long after the first unacknowledged one. */
+const ACK_AFTER_MS = 250;
 const STATS_EVERY_MS = 2000;
 /** Track labels taken from a peer's description at most (a call has a few). */
 const MAX_SDP_LABELS = 16;
@@ -107,6 +109,12 @@ class Signaling extends EventTarget {
     this.closedByUser = false;
     this._pingTimer = null;
     this._pongTimer = null;
+    // Signals are numbered per session (`n`): the last one received and acknowledged. A
+    // resumed connection (on any server node) sends what came after `last`; one seen
+    // before is dropped.
+    this.lastN = null;
+    this.ackedN = null;
+    this._ackTimer = null;
   }
 
   /** Resolves with the welcome frame of the first connection. */
@@ -162,8 +170,9 @@ class Signaling extends EventTarget {
     }
     this.ws = ws;
     ws.onopen = () => {
-      const hello = { type: 'hello', v: PROTOCOL_VERSION };
+      const hello = { type: 'hello', v: PROTOCOL_VERSION, acks: true };
       if (this.token) hello.token = this.token;
+      if (this.token && this.lastN !== null) hello.last = this.lastN;
       ws.send(JSON.stringify(hello));
     };
     ws.onmessage = (ev) => {
@@ -180,6 +189,11 @@ class Signaling extends EventTarget {
         this.token = msg.token;
         this.limits = msg.limits;
         this.resumed = msg.resumed;
+        if (!msg.resumed) {
+          // A new session: its signals are numbered afresh.
+          this.lastN = null;
+          this.ackedN = null;
+        }
         this.attempt = 0;
         this._refusedBefore = false;
         this._setState('open');
@@ -199,6 +213,15 @@ class Signaling extends EventTarget {
         return;
       }
       if (msg.type === 'pong') return;
+      if (msg.type === 'signal' && Number.isSafeInteger(msg.n)) {
+        if (this.lastN !== null && msg.n <= this.lastN) return;
+        this.lastN = msg.n;
+        // Acknowledged together, a moment after the first unacknowledged one.
+        this._ackTimer ??= setTimeout(() => {
+          this._ackTimer = null;
+          if (this.lastN !== this.ackedN && this.send({ type: 'ack', n: this.lastN })) this.ackedN = this.lastN;
+        }, ACK_AFTER_MS);
+      }
       this.dispatchEvent(new PeerwebEvent('frame', { msg }));
     };
     ws.onclose = (ev) => {

@@ -288,6 +288,16 @@ struct ServeArgs {
     /// content costs the relay what it would cost the origin).
     #[arg(long, env = "PEERWEB_SWARM_RELAY")]
     swarm_relay: bool,
+    /// Share rooms, sessions and signals with the other nodes on this Redis
+    /// (`redis://host:port/db`, `rediss://…`, `redis+unix:///path`) [default: one node].
+    #[arg(long, env = "PEERWEB_REDIS", value_name = "URL")]
+    redis: Option<String>,
+    /// The prefix of this cluster's keys and channels on Redis [default: pw:].
+    #[arg(long, env = "PEERWEB_REDIS_PREFIX")]
+    redis_prefix: Option<String>,
+    /// This node's name in the cluster (unique among the nodes) [default: random].
+    #[arg(long, env = "PEERWEB_NODE_NAME")]
+    node_name: Option<String>,
     /// Address relay sockets bind to and announce [default: the TURN listen IP].
     #[arg(long, env = "PEERWEB_RELAY_IP")]
     relay_ip: Option<IpAddr>,
@@ -449,6 +459,15 @@ impl ServeArgs {
         }
         if args.swarm_relay {
             cfg.swarm_relay = true;
+        }
+        if let Some(u) = args.redis {
+            cfg.redis = Some(u);
+        }
+        if let Some(p) = args.redis_prefix {
+            cfg.redis_prefix = p;
+        }
+        if let Some(n) = args.node_name {
+            cfg.node_name = Some(n);
         }
         if args.turn_allow_loopback_peers {
             cfg.turn_allow_loopback_peers = true;

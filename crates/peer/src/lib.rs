@@ -23,7 +23,7 @@
 //! client.signaling_connected(now);
 //! // The first frame is the protocol's hello; the caller writes it to the WebSocket.
 //! let Output::Frame(hello) = client.poll_output(now) else { panic!() };
-//! assert_eq!(hello, r#"{"type":"hello","v":1}"#);
+//! assert_eq!(hello, r#"{"type":"hello","v":1,"acks":true}"#);
 //! ```
 //!
 //! [`Rtc`]: str0m::Rtc
@@ -51,6 +51,8 @@ use peer::{Packet, Peer, Up};
 pub const MAX_PEERS: usize = 64;
 /// Keepalive period on the signaling connection (the SDK's value).
 pub const PING_EVERY: Duration = Duration::from_secs(20);
+/// Signals received are acknowledged together, this long after the first unacknowledged one.
+const ACK_AFTER: Duration = Duration::from_millis(250);
 
 /// Tunables of a client.
 #[derive(Debug, Clone)]
@@ -332,6 +334,11 @@ pub struct Client {
     local: Vec<Candidate>,
     out: VecDeque<Output>,
     next_ping: Option<Instant>,
+    /// The position (`n`) of the last signal received in this session, and of the last one
+    /// acknowledged; a signal at or before `last_n` is one a resumed connection sent again.
+    last_n: Option<u64>,
+    acked_n: Option<u64>,
+    ack_at: Option<Instant>,
     /// How each relayed local address reaches its TURN server (`udp`, `tcp`, `tls`).
     relay_transports: HashMap<SocketAddr, &'static str>,
     /// Reports made while signaling was down, sent after the next welcome (bounded).
@@ -392,6 +399,9 @@ impl Client {
             local: Vec::new(),
             out: VecDeque::new(),
             next_ping: None,
+            last_n: None,
+            acked_n: None,
+            ack_at: None,
             relay_transports: HashMap::new(),
             reports: VecDeque::new(),
             eligible: HashSet::new(),
@@ -454,10 +464,14 @@ impl Client {
         // Frames not taken before were for the old connection: the hello goes first.
         self.out.retain(|o| !matches!(o, Output::Frame(_)));
         let token = self.token.clone();
+        let last = self.last_n.filter(|_| token.is_some());
         self.frame(ClientMsg::Hello {
             v: VERSION,
             token: token.map(Into::into),
+            last,
+            acks: true,
         });
+        self.ack_at = None;
         self.next_ping = Some(now + PING_EVERY);
     }
 
@@ -482,6 +496,11 @@ impl Client {
             } => {
                 self.id = Some(id.clone());
                 self.token = Some(token);
+                if !resumed {
+                    // A new session: its signals are numbered afresh.
+                    self.last_n = None;
+                    self.acked_n = None;
+                }
                 self.event(Event::Welcome { id, resumed });
                 // Joined again even when resumed, like the SDK: `joined` lists who arrived
                 // while we were away (their offers were refused, and no `peer-joined` was
@@ -552,7 +571,14 @@ impl Client {
                 self.eligible.remove(&id);
                 self.drop_peer(now, &id);
             }
-            ServerFrame::Signal { from, data } => {
+            ServerFrame::Signal { from, data, n } => {
+                if let Some(n) = n {
+                    if self.last_n.is_some_and(|last| n <= last) {
+                        return;
+                    }
+                    self.last_n = Some(n);
+                    self.ack_at.get_or_insert(now + ACK_AFTER);
+                }
                 if let Some(app) = app_signal(data.get()) {
                     self.event(Event::AppSignal {
                         peer: from,
@@ -648,6 +674,16 @@ impl Client {
         {
             self.frame(ClientMsg::Ping { data: None });
             self.next_ping = Some(now + PING_EVERY);
+        }
+        if self.ack_at.is_some_and(|t| now >= t) {
+            self.ack_at = None;
+            if let Some(n) = self.last_n
+                && self.signaling_up
+                && self.acked_n != Some(n)
+            {
+                self.frame(ClientMsg::Ack { n });
+                self.acked_n = Some(n);
+            }
         }
         self.collect(now);
     }
@@ -941,6 +977,9 @@ impl Client {
     /// When [`Client::handle_timeout`] is next due (what `poll_output` returns once drained).
     pub fn next_timeout(&self, now: Instant) -> Instant {
         let mut t = self.next_ping.unwrap_or(now + Duration::from_secs(3600));
+        if let Some(a) = self.ack_at {
+            t = t.min(a);
+        }
         for p in self.peers.values() {
             t = t.min(p.timeout());
             for at in [p.next_check(), p.watch.next_timeout()]

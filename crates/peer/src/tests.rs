@@ -5,7 +5,11 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use peerweb_signal::bus::{BusEvent, Model};
 use peerweb_signal::{Config, ConnId, Input as SigInput, Output as SigOutput, Signal};
+
+/// The wall clock the bus is given at the start of virtual time (ms).
+const BUS_WALL0: u64 = 1_800_000_000_000;
 
 use super::*;
 
@@ -22,7 +26,9 @@ const LINK_DELAY: Duration = Duration::from_millis(5);
 /// A signaling server core, clients, and a network between their host addresses.
 struct World {
     now: Instant,
+    start: Instant,
     sig: Signal,
+    bus: Model,
     clients: Vec<Client>,
     addrs: Vec<SocketAddr>,
     /// Per client: whether its signaling connection is up, and its connection id.
@@ -58,7 +64,9 @@ impl World {
         let now = Instant::now();
         World {
             now,
+            start: now,
             sig: Signal::new(Config::default(), [3; 32], now),
+            bus: Model::new(),
             clients: Vec::new(),
             addrs: Vec::new(),
             conns: Vec::new(),
@@ -141,6 +149,7 @@ impl World {
         seed[0] = self.restarts;
         seed[31] = 0x5a;
         self.sig = Signal::new(Config::default(), seed, self.now);
+        self.bus = Model::new();
         self.to_server.clear();
         for i in up {
             self.connect(i);
@@ -179,6 +188,17 @@ impl World {
                         }
                         self.clients[i].handle_frame(self.now, &frame);
                         progressed = true;
+                    }
+                }
+                SigOutput::Bus(op) => {
+                    // The bus in memory, as one node runs it.
+                    let wall = BUS_WALL0 + self.now.duration_since(self.start).as_millis() as u64;
+                    let mut wakes = Vec::new();
+                    if let Some(ev) = self.bus.execute("node", wall, op, &mut wakes) {
+                        self.sig.handle_bus(self.now, ev);
+                    }
+                    for (_, w) in wakes {
+                        self.sig.handle_bus(self.now, BusEvent::Wake(w));
                     }
                 }
                 SigOutput::Timeout(t) => {
@@ -348,7 +368,7 @@ fn trace_frame(now: Instant, i: usize, frame: &str) {
     } else if v["data"]["candidate"].is_object() {
         line += " candidate";
     } else if v["type"] == "error" {
-        line += &format!(" {}", v["code"]);
+        line += &format!(" {} {}", v["code"], v["message"]);
     }
     eprintln!("{line}");
 }

@@ -14,6 +14,13 @@ enum ClientWire<'a> {
         v: u32,
         #[serde(skip_serializing_if = "Option::is_none")]
         token: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        last: Option<u64>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        acks: bool,
+    },
+    Ack {
+        n: u64,
     },
     Join {
         room: &'a str,
@@ -61,10 +68,18 @@ impl ClientMsg<'_> {
     pub fn encode(&self) -> String {
         let wire = match self {
             ClientMsg::Report(r) => return r.encode(),
-            ClientMsg::Hello { v, token } => ClientWire::Hello {
+            ClientMsg::Hello {
+                v,
+                token,
+                last,
+                acks,
+            } => ClientWire::Hello {
                 v: *v,
                 token: token.as_deref(),
+                last: *last,
+                acks: *acks,
             },
+            ClientMsg::Ack { n } => ClientWire::Ack { n: *n },
             ClientMsg::Join { room, meta } => ClientWire::Join { room, meta: *meta },
             ClientMsg::Leave { room } => ClientWire::Leave { room },
             ClientMsg::Signal { to, data } => ClientWire::Signal { to, data },
@@ -124,6 +139,8 @@ pub enum ServerFrame {
     Signal {
         from: String,
         data: Box<RawValue>,
+        /// Its position among the signals to this session (servers since the cluster bus).
+        n: Option<u64>,
     },
     Pong {
         data: Option<Box<RawValue>>,
@@ -179,6 +196,7 @@ struct ServerEnvelope {
     retry_ms: Option<u64>,
     from: Option<String>,
     data: Option<Box<RawValue>>,
+    n: Option<u64>,
     code: Option<String>,
     message: Option<String>,
 }
@@ -230,6 +248,7 @@ impl ServerFrame {
             "signal" => ServerFrame::Signal {
                 from: e.from.ok_or_else(|| need("from"))?,
                 data: e.data.ok_or_else(|| need("data"))?,
+                n: e.n,
             },
             "pong" => ServerFrame::Pong { data: e.data },
             "swarm-joined" => ServerFrame::SwarmJoined {

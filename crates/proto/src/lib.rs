@@ -52,7 +52,18 @@ pub const MAX_PEER_ID_BYTES: usize = 32;
 pub enum ClientMsg<'a> {
     /// First frame of a connection: protocol version and, to keep an identity across
     /// reconnects, the resume token the server handed out earlier.
-    Hello { v: u32, token: Option<Cow<'a, str>> },
+    ///
+    /// `last` is the `n` of the last `signal` an earlier connection of this session got (the
+    /// server sends what came after it); `acks`: this client acknowledges signals with `ack`
+    /// (else the server counts a signal delivered once it is written to the connection).
+    Hello {
+        v: u32,
+        token: Option<Cow<'a, str>>,
+        last: Option<u64>,
+        acks: bool,
+    },
+    /// Every `signal` up to `n` arrived: the server may forget them.
+    Ack { n: u64 },
     /// Enter a room, optionally with metadata (a JSON object) shown to the other members.
     Join {
         room: Cow<'a, str>,
@@ -122,6 +133,12 @@ struct Envelope<'a> {
     p2p: Option<u64>,
     #[serde(default)]
     up: Option<u64>,
+    #[serde(default)]
+    last: Option<u64>,
+    #[serde(default)]
+    acks: Option<bool>,
+    #[serde(default)]
+    n: Option<u64>,
 }
 
 impl<'a> ClientMsg<'a> {
@@ -155,8 +172,13 @@ impl<'a> ClientMsg<'a> {
                 Ok(ClientMsg::Hello {
                     v,
                     token: env.token,
+                    last: env.last,
+                    acks: env.acks.unwrap_or(false),
                 })
             }
+            "ack" => Ok(ClientMsg::Ack {
+                n: env.n.ok_or_else(|| DecodeError::missing("ack", "n"))?,
+            }),
             "join" => {
                 let room = env
                     .room
@@ -369,10 +391,14 @@ pub enum ErrorCode {
     TooManySwarms,
     /// A swarm message for a swarm the connection is not in.
     NotInSwarm,
+    /// The servers' shared state (the cluster bus) is unreachable for now: try again.
+    Unavailable,
+    /// The peer has its maximum of signals it has not acknowledged: try again later.
+    InboxFull,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::BadJson,
         ErrorCode::BadMessage,
         ErrorCode::UnknownType,
@@ -394,6 +420,8 @@ impl ErrorCode {
         ErrorCode::SwarmFull,
         ErrorCode::TooManySwarms,
         ErrorCode::NotInSwarm,
+        ErrorCode::Unavailable,
+        ErrorCode::InboxFull,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -419,6 +447,8 @@ impl ErrorCode {
             ErrorCode::SwarmFull => "swarm-full",
             ErrorCode::TooManySwarms => "too-many-swarms",
             ErrorCode::NotInSwarm => "not-in-swarm",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::InboxFull => "inbox-full",
         }
     }
 }
@@ -458,6 +488,8 @@ pub mod close {
     pub const SLOW_CONSUMER: u16 = 4430;
     /// The server (or this client address) holds its maximum number of connections.
     pub const SERVER_FULL: u16 = 4503;
+    /// The servers' shared state is unreachable for now: reconnect (to any node) shortly.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
 /// The limits a server enforces, announced in `welcome`.
@@ -508,8 +540,14 @@ pub enum ServerMsg<'a> {
     PeerJoined { room: &'a str, peer: PeerInfo<'a> },
     /// Someone left one of your rooms (or their connection is gone past the resume grace).
     PeerLeft { room: &'a str, id: &'a str },
-    /// A `signal` from another peer.
-    Signal { from: &'a str, data: &'a RawValue },
+    /// A `signal` from another peer; `n` grows with each signal to this session (across its
+    /// connections), for `ack` and `hello`'s `last`.
+    Signal {
+        from: &'a str,
+        data: &'a RawValue,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        n: Option<u64>,
+    },
     /// Answer to `ping`.
     Pong {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -571,7 +609,13 @@ mod tests {
         };
         assert_eq!((&*to, got.get()), ("p1", data.get()));
         assert_eq!(
-            ClientMsg::Hello { v: 1, token: None }.encode(),
+            ClientMsg::Hello {
+                v: 1,
+                token: None,
+                last: None,
+                acks: false,
+            }
+            .encode(),
             r#"{"type":"hello","v":1}"#
         );
         // What the server encodes, a native client decodes.
@@ -612,11 +656,16 @@ mod tests {
     fn decodes_every_client_type() {
         assert!(matches!(
             ClientMsg::decode(r#"{"type":"hello","v":1}"#).unwrap(),
-            ClientMsg::Hello { v: 1, token: None }
+            ClientMsg::Hello {
+                v: 1,
+                token: None,
+                last: None,
+                acks: false
+            }
         ));
         assert!(matches!(
             ClientMsg::decode(r#"{"type":"hello","v":1,"token":"abc"}"#).unwrap(),
-            ClientMsg::Hello { v: 1, token: Some(t) } if t == "abc"
+            ClientMsg::Hello { v: 1, token: Some(t), .. } if t == "abc"
         ));
         let ClientMsg::Join { room, meta } =
             ClientMsg::decode(r#"{"type":"join","room":"a b","meta":{"n":1}}"#).unwrap()
@@ -887,10 +936,20 @@ mod tests {
         assert_eq!(
             ServerMsg::Signal {
                 from: "a",
-                data: raw(r#"{"candidate":null}"#)
+                data: raw(r#"{"candidate":null}"#),
+                n: None,
             }
             .encode(),
             r#"{"type":"signal","from":"a","data":{"candidate":null}}"#
+        );
+        assert_eq!(
+            ServerMsg::Signal {
+                from: "a",
+                data: raw(r#"{}"#),
+                n: Some(7),
+            }
+            .encode(),
+            r#"{"type":"signal","from":"a","data":{},"n":7}"#
         );
         assert_eq!(
             ServerMsg::Pong { data: None }.encode(),
@@ -922,6 +981,7 @@ mod tests {
             let out = ServerMsg::Signal {
                 from: "q",
                 data: got,
+                n: None,
             }
             .encode();
             assert_eq!(

@@ -93,6 +93,13 @@ pub struct ServerConfig {
     /// Off by default — content relayed costs the relay what it would cost the origin, so by
     /// default a pair that cannot connect directly leaves those bytes to the origin.
     pub swarm_relay: bool,
+    /// The cluster bus several nodes share: a Redis URL (`redis://host:port/db`,
+    /// `rediss://…`, `redis+unix:///path`). `None`: one node, its bus in memory.
+    pub redis: Option<String>,
+    /// The prefix of every key and channel on Redis (clusters may share one Redis).
+    pub redis_prefix: String,
+    /// This node's name on the bus (unique among the nodes; default: random).
+    pub node_name: Option<String>,
     /// Its UDP address; by default the HTTP listen IP, port 3478.
     pub turn_listen: Option<SocketAddr>,
     /// TLS (`turns:`) address of the STUN/TURN server, e.g. 0.0.0.0:5349 or :443; needs
@@ -172,6 +179,9 @@ impl Default for ServerConfig {
             ice_servers: Vec::new(),
             turn: true,
             swarm_relay: false,
+            redis: None,
+            redis_prefix: "pw:".to_owned(),
+            node_name: None,
             turn_listen: None,
             turn_tls_listen: None,
             turn_tls_cert: None,

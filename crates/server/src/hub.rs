@@ -14,10 +14,14 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use peerweb_proto::close;
+use peerweb_signal::bus::{BusEvent, BusOp};
 use peerweb_signal::{ConnId, Input, Output, Signal, Stats};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
-use tracing::{Instrument, debug, info_span};
+use tracing::{Instrument, debug, info_span, warn};
+
+use crate::bus::{Bus, Wake};
+use crate::cluster::ClusterStats;
 
 /// What a connection task tells the hub.
 #[derive(Debug)]
@@ -71,6 +75,7 @@ pub struct Hub {
     /// WebSocket tasks still running (a drain waits for none).
     live: Arc<AtomicUsize>,
     stats: watch::Receiver<Stats>,
+    cluster: Arc<ClusterStats>,
     max_frame_bytes: usize,
 }
 
@@ -91,24 +96,55 @@ impl Drop for Live {
 }
 
 impl Hub {
-    /// Starts the hub task.
-    pub fn spawn(core: peerweb_signal::Config, max_send_queue_bytes: usize) -> Self {
+    /// Starts the hub task, and the task that runs its ops on `bus` (whose wake-ups for this
+    /// node come on `wakes`); `info` is what the node tells the others about itself.
+    pub fn spawn<B: Bus>(
+        core: peerweb_signal::Config,
+        max_send_queue_bytes: usize,
+        bus: B,
+        wakes: mpsc::Receiver<Wake>,
+        info: String,
+    ) -> Self {
         let mut seed = [0u8; 32];
         // Without OS randomness tokens would be guessable; refuse to run rather than degrade.
         #[allow(clippy::expect_used)]
         getrandom::fill(&mut seed).expect("the OS random source is unavailable");
         let max_frame_bytes = core.max_frame_bytes;
+        let node = core.node.clone();
         let signal = Signal::new(core, seed, Instant::now().into_std());
         let (events_tx, events_rx) = mpsc::channel(4096);
         let (stats_tx, stats_rx) = watch::channel(Stats::default());
-        tokio::spawn(run_hub(signal, events_rx, stats_tx, max_send_queue_bytes));
+        let (ops_tx, ops_rx) = mpsc::channel(MAX_QUEUED_OPS);
+        let (bus_tx, bus_rx) = mpsc::channel(4096);
+        let cluster = Arc::new(ClusterStats::default());
+        tokio::spawn(crate::cluster::run(
+            bus,
+            node,
+            info,
+            ops_rx,
+            wakes,
+            bus_tx,
+            cluster.clone(),
+        ));
+        let channels = Channels {
+            events: events_rx,
+            ops: ops_tx,
+            bus: bus_rx,
+        };
+        tokio::spawn(run_hub(signal, channels, stats_tx, max_send_queue_bytes));
         Self {
             events: events_tx,
             next_conn: Arc::new(AtomicU64::new(1)),
             live: Arc::default(),
             stats: stats_rx,
+            cluster,
             max_frame_bytes,
         }
+    }
+
+    /// Nodes alive on the cluster bus (1 without one), as of the last beat.
+    pub fn nodes(&self) -> usize {
+        self.cluster.nodes.load(Ordering::Relaxed)
     }
 
     /// Counters as of the last sweep (at most half a second old).
@@ -382,29 +418,52 @@ fn is_oversize(e: &axum::Error) -> bool {
     )
 }
 
+/// Bus ops a node may have queued for its bus task; beyond, they fail at once (the clients
+/// are told to try again) rather than pile up while the bus is slow or away.
+const MAX_QUEUED_OPS: usize = 16_384;
+
+struct Channels {
+    events: mpsc::Receiver<Event>,
+    ops: mpsc::Sender<BusOp>,
+    bus: mpsc::Receiver<BusEvent>,
+}
+
 async fn run_hub(
     mut signal: Signal,
-    mut events: mpsc::Receiver<Event>,
+    mut ch: Channels,
     stats: watch::Sender<Stats>,
     max_queue: usize,
 ) {
     let mut conns: HashMap<ConnId, ConnHandle> = HashMap::new();
     let mut deadline = Instant::now();
     let mut batch = Vec::with_capacity(64);
+    let mut from_bus = Vec::with_capacity(64);
     loop {
         batch.clear();
+        from_bus.clear();
+        let mut timeout = false;
         tokio::select! {
-            n = events.recv_many(&mut batch, 64) => {
+            n = ch.events.recv_many(&mut batch, 64) => {
                 if n == 0 {
                     return;
                 }
             }
-            () = tokio::time::sleep_until(deadline) => {}
+            n = ch.bus.recv_many(&mut from_bus, 64) => {
+                if n == 0 {
+                    // The bus task ended: it never does while the node runs.
+                    warn!("the cluster bus task ended; the signaling hub stops");
+                    return;
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => timeout = true,
         }
         let now = Instant::now().into_std();
-        if batch.is_empty() {
+        if timeout {
             signal.handle_input(now, Input::Timeout);
             stats.send_replace(signal.stats());
+        }
+        for ev in from_bus.drain(..) {
+            signal.handle_bus(now, ev);
         }
         for ev in batch.drain(..) {
             let input = match &ev {
@@ -489,6 +548,17 @@ async fn run_hub(
                     // Refused at open: the handle is not stored yet.
                     None => debug!(conn = conn.0, code, "close before register"),
                 },
+                Output::Bus(op) => {
+                    if let Err(e) = ch.ops.try_send(op) {
+                        let op = match e {
+                            mpsc::error::TrySendError::Full(op)
+                            | mpsc::error::TrySendError::Closed(op) => op,
+                        };
+                        if let Some(ev) = op.failed("the node's bus queue is full") {
+                            signal.handle_bus(now, ev);
+                        }
+                    }
+                }
                 Output::Timeout(at) => {
                     deadline = Instant::from_std(at);
                     break;

@@ -22,6 +22,7 @@
 mod acme;
 mod auth;
 pub mod bus;
+mod cluster;
 mod config;
 mod hub;
 mod metrics;
@@ -72,7 +73,7 @@ impl AppState {
     /// Starts the signaling hub, the certificate's upkeep (files watched, or ACME) when the
     /// server speaks TLS, and, when configured, binds and starts STUN/TURN. Call inside a
     /// tokio runtime.
-    pub fn new(cfg: &ServerConfig) -> std::io::Result<Self> {
+    pub async fn new(cfg: &ServerConfig) -> std::io::Result<Self> {
         let tls = tls::TlsSetup::from_config(cfg)?.map(Arc::new);
         let turn = match cfg.turn_addr() {
             Some(addr) => Some(Arc::new(
@@ -82,7 +83,7 @@ impl AppState {
             )),
             None => None,
         };
-        let hub = Hub::spawn(cfg.core(), cfg.max_send_queue_bytes);
+        let hub = start_hub(cfg, turn.as_deref()).await?;
         let state = Self {
             hub,
             ice_servers: Arc::new(cfg.ice_servers.clone()),
@@ -108,6 +109,39 @@ impl AppState {
     pub fn turn(&self) -> Option<&TurnService> {
         self.turn.as_deref()
     }
+}
+
+/// The signaling hub on its cluster bus: Redis when configured, else one in memory.
+async fn start_hub(cfg: &ServerConfig, turn: Option<&TurnService>) -> std::io::Result<Hub> {
+    let mut core = cfg.core();
+    core.node = match &cfg.node_name {
+        Some(n) => n.clone(),
+        None => {
+            let mut b = [0u8; 8];
+            getrandom::fill(&mut b)
+                .map_err(|e| std::io::Error::other(format!("OS random source: {e}")))?;
+            data_encoding::HEXLOWER.encode(&b)
+        }
+    };
+    // What the other nodes learn of this one: where its TURN relays are.
+    let info = turn
+        .map(|t| format!("turn {}", t.local_addr()))
+        .unwrap_or_default();
+    let Some(url) = &cfg.redis else {
+        let (bus, wakes) = bus::memory::MemoryBus::new().node(&core.node);
+        return Ok(Hub::spawn(core, cfg.max_send_queue_bytes, bus, wakes, info));
+    };
+    let (bus, wakes) = bus::redis::RedisBus::connect(url, &cfg.redis_prefix, &core.node)
+        .await
+        .map_err(|e| std::io::Error::other(format!("cluster bus at {url}: {e}")))?;
+    if cfg.turn && cfg.turn_secrets.is_empty() {
+        tracing::warn!(
+            "several nodes without a shared TURN secret (--turn-secret): each node's TURN \
+             credentials work on that node only"
+        );
+    }
+    tracing::info!(node = %core.node, "on the cluster bus at {url}");
+    Ok(Hub::spawn(core, cfg.max_send_queue_bytes, bus, wakes, info))
 }
 
 /// All HTTP routes of `peerweb serve`.
@@ -338,7 +372,7 @@ impl Server {
         Ok(Self {
             listener,
             redirect,
-            state: AppState::new(&cfg)?,
+            state: AppState::new(&cfg).await?,
             drain: std::time::Duration::from_secs(cfg.drain_secs),
             handshakes_per_ip: cfg.tls_handshakes_per_ip,
         })

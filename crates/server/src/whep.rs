@@ -301,7 +301,7 @@ async fn bridge(
             ServerFrame::PeerLeft { id, .. } if cam.as_deref() == Some(id.as_str()) => {
                 return Err(refuse(StatusCode::NOT_FOUND, "the camera went offline"));
             }
-            ServerFrame::Signal { from, data } if cam.as_deref() == Some(from.as_str()) => {
+            ServerFrame::Signal { from, data, .. } if cam.as_deref() == Some(from.as_str()) => {
                 let v: serde_json::Value = serde_json::from_str(data.get()).unwrap_or_default();
                 if let Some(app) = v.get("app") {
                     match app["t"].as_str() {
@@ -374,7 +374,7 @@ async fn hold(
 fn ends(text: &str, cam: &str) -> bool {
     match ServerFrame::decode(text) {
         Ok(ServerFrame::PeerLeft { id, .. }) => id == cam,
-        Ok(ServerFrame::Signal { from, data }) if from == cam => {
+        Ok(ServerFrame::Signal { from, data, .. }) if from == cam => {
             let v: serde_json::Value = serde_json::from_str(data.get()).unwrap_or_default();
             v["app"]["t"] == "refused" || v["description"]["type"] == "offer"
         }

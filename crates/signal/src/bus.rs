@@ -481,3 +481,290 @@ impl Model {
         }
     }
 }
+
+/// What the core asks of the bus (`Output::Bus`). The driver runs them **in the order they
+/// were emitted** and feeds each one's result back as a [`BusEvent`] (`Signal::handle_bus`);
+/// ops with nothing to report give none. Leases are durations: the driver turns them into
+/// deadlines on the wall clock, which all nodes share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusOp {
+    /// Claim `peer` for this node (answer: [`BusEvent::Claimed`]).
+    Claim {
+        conn: crate::ConnId,
+        peer: String,
+        lease: std::time::Duration,
+    },
+    /// Extend these sessions' leases ([`BusEvent::Renewed`]).
+    Renew {
+        sessions: Vec<(String, u64)>,
+        lease: std::time::Duration,
+    },
+    /// A signal from `from` to `to`'s inbox ([`BusEvent::Sent`]).
+    Send {
+        conn: crate::ConnId,
+        to: String,
+        from: String,
+        data: String,
+        max_inbox: usize,
+    },
+    /// Read `peer`'s inbox after `after` ([`BusEvent::Inbox`]).
+    ReadInbox {
+        peer: String,
+        after: EntryId,
+        count: usize,
+    },
+    Ack {
+        peer: String,
+        upto: EntryId,
+    },
+    /// `peer` joins `room` ([`BusEvent::Joined`]); `reply`: answer the client with `joined`.
+    Join {
+        conn: crate::ConnId,
+        room: String,
+        peer: String,
+        meta: Option<String>,
+        max_members: usize,
+        reply: bool,
+    },
+    Leave {
+        room: String,
+        peer: String,
+    },
+    /// Read `room`'s log after `after` ([`BusEvent::RoomLog`]).
+    ReadRoom {
+        room: String,
+        after: EntryId,
+        count: usize,
+    },
+    /// `room`'s members now ([`BusEvent::Members`]).
+    Members {
+        room: String,
+    },
+    /// Sessions whose lease lapsed ([`BusEvent::Expired`]).
+    Expired {
+        max: usize,
+    },
+    /// End `peer`'s session if its lease lapsed.
+    Reap {
+        peer: String,
+    },
+    /// End `peer`'s session (goodbye) if `epoch` is current.
+    End {
+        peer: String,
+        epoch: u64,
+    },
+    /// Tell `node` that `peer` was claimed at `epoch`.
+    Evict {
+        node: String,
+        peer: String,
+        epoch: u64,
+    },
+    Watch {
+        room: String,
+    },
+    Unwatch {
+        room: String,
+    },
+}
+
+/// A bus operation's result, or a wake-up, for the core. Errors are the bus's message (the
+/// bus was unreachable or answered what the node did not understand).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusEvent {
+    Claimed {
+        conn: crate::ConnId,
+        peer: String,
+        result: Result<Claim, String>,
+    },
+    Renewed {
+        sessions: Vec<(String, u64)>,
+        result: Result<Vec<bool>, String>,
+    },
+    Sent {
+        conn: crate::ConnId,
+        to: String,
+        result: Result<Sent, String>,
+    },
+    Inbox {
+        peer: String,
+        after: EntryId,
+        result: Result<Vec<Entry>, String>,
+    },
+    Joined {
+        conn: crate::ConnId,
+        room: String,
+        peer: String,
+        reply: bool,
+        result: Result<Joined, String>,
+    },
+    RoomLog {
+        room: String,
+        after: EntryId,
+        count: usize,
+        result: Result<Option<Vec<(EntryId, RoomEvent)>>, String>,
+    },
+    Members {
+        room: String,
+        result: Result<Members, String>,
+    },
+    Expired {
+        result: Result<Vec<String>, String>,
+    },
+    Wake(Wake),
+}
+
+impl Model {
+    /// Runs one op for `node` at wall-clock `now_ms`: its result for the core, if any.
+    pub fn execute(
+        &mut self,
+        node: &str,
+        now_ms: u64,
+        op: BusOp,
+        wakes: &mut Wakes,
+    ) -> Option<BusEvent> {
+        let until = |lease: std::time::Duration| now_ms.saturating_add(lease.as_millis() as u64);
+        Some(match op {
+            BusOp::Claim { conn, peer, lease } => BusEvent::Claimed {
+                conn,
+                result: Ok(self.claim(&peer, node, until(lease))),
+                peer,
+            },
+            BusOp::Renew { sessions, lease } => BusEvent::Renewed {
+                result: Ok(self.renew(&sessions, until(lease))),
+                sessions,
+            },
+            BusOp::Send {
+                conn,
+                to,
+                from,
+                data,
+                max_inbox,
+            } => BusEvent::Sent {
+                conn,
+                result: Ok(self.send(&to, &from, &data, max_inbox, wakes)),
+                to,
+            },
+            BusOp::ReadInbox { peer, after, count } => BusEvent::Inbox {
+                result: Ok(self.inbox(&peer, after, count)),
+                peer,
+                after,
+            },
+            BusOp::Ack { peer, upto } => {
+                self.ack(&peer, upto);
+                return None;
+            }
+            BusOp::Join {
+                conn,
+                room,
+                peer,
+                meta,
+                max_members,
+                reply,
+            } => BusEvent::Joined {
+                conn,
+                result: Ok(self.join(&room, &peer, meta.as_deref(), max_members, wakes)),
+                room,
+                peer,
+                reply,
+            },
+            BusOp::Leave { room, peer } => {
+                self.leave(&room, &peer, wakes);
+                return None;
+            }
+            BusOp::ReadRoom { room, after, count } => BusEvent::RoomLog {
+                result: Ok(self.room_log(&room, after, count)),
+                room,
+                after,
+                count,
+            },
+            BusOp::Members { room } => BusEvent::Members {
+                result: Ok(self.members(&room)),
+                room,
+            },
+            BusOp::Expired { max } => BusEvent::Expired {
+                result: Ok(self.expired(now_ms, max)),
+            },
+            BusOp::Reap { peer } => {
+                self.reap(&peer, now_ms, wakes);
+                return None;
+            }
+            BusOp::End { peer, epoch } => {
+                self.end(&peer, epoch, wakes);
+                return None;
+            }
+            BusOp::Evict { node, peer, epoch } => {
+                wakes.push((node, Wake::Evict { peer, epoch }));
+                return None;
+            }
+            BusOp::Watch { room } => {
+                self.watch_room(node, &room);
+                return None;
+            }
+            BusOp::Unwatch { room } => {
+                self.unwatch_room(node, &room);
+                return None;
+            }
+        })
+    }
+}
+
+impl BusOp {
+    /// The result of this op when the bus could not run it (`None` for ops without one).
+    pub fn failed(self, error: &str) -> Option<BusEvent> {
+        fn e<T>(error: &str) -> Result<T, String> {
+            Err(error.to_owned())
+        }
+        Some(match self {
+            BusOp::Claim { conn, peer, .. } => BusEvent::Claimed {
+                conn,
+                peer,
+                result: e(error),
+            },
+            BusOp::Renew { sessions, .. } => BusEvent::Renewed {
+                sessions,
+                result: e(error),
+            },
+            BusOp::Send { conn, to, .. } => BusEvent::Sent {
+                conn,
+                to,
+                result: e(error),
+            },
+            BusOp::ReadInbox { peer, after, .. } => BusEvent::Inbox {
+                peer,
+                after,
+                result: e(error),
+            },
+            BusOp::Join {
+                conn,
+                room,
+                peer,
+                reply,
+                ..
+            } => BusEvent::Joined {
+                conn,
+                room,
+                peer,
+                reply,
+                result: e(error),
+            },
+            BusOp::ReadRoom { room, after, count } => BusEvent::RoomLog {
+                room,
+                after,
+                count,
+                result: e(error),
+            },
+            BusOp::Members { room } => BusEvent::Members {
+                room,
+                result: e(error),
+            },
+            BusOp::Expired { .. } => BusEvent::Expired { result: e(error) },
+            BusOp::Ack { .. }
+            | BusOp::Leave { .. }
+            | BusOp::Reap { .. }
+            | BusOp::End { .. }
+            | BusOp::Evict { .. }
+            | BusOp::Watch { .. }
+            | BusOp::Unwatch { .. } => return None,
+        })
+    }
+}

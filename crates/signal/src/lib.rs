@@ -5,44 +5,57 @@
 //! [`Output::Timeout`], and calls again with [`Input::Timeout`] when that instant has passed.
 //! Randomness comes from a seed given to [`Signal::new`].
 //!
+//! What several nodes share — sessions, rooms, the signals between peers — lives on the
+//! cluster bus ([`bus`]): the core asks with [`Output::Bus`] and is told the answers and the
+//! bus's wake-ups with [`Signal::handle_bus`]. One node runs the bus in memory
+//! ([`bus::Model`]); several share one on Redis.
+//!
 //! ```
 //! use std::time::Instant;
+//! use peerweb_signal::bus::{BusEvent, Model};
 //! use peerweb_signal::{Config, ConnId, Input, Output, Signal};
 //!
 //! let now = Instant::now();
 //! let mut s = Signal::new(Config::default(), [7; 32], now);
+//! let mut bus = Model::new();
 //! let c = ConnId(1);
 //! s.handle_input(now, Input::Open { conn: c, ip: "127.0.0.1".parse().unwrap() });
 //! s.handle_input(now, Input::Text { conn: c, text: r#"{"type":"hello","v":1}"# });
+//! // The session is claimed on the bus first.
+//! let Output::Bus(op) = s.poll_output() else { panic!() };
+//! let answer = bus.execute("node", 1_800_000_000_000, op, &mut Vec::new());
+//! s.handle_bus(now, answer.unwrap());
 //! let Output::Send { conn, frame } = s.poll_output() else { panic!() };
 //! assert_eq!(conn, c);
 //! assert!(frame.starts_with(r#"{"type":"welcome""#));
-//! assert!(matches!(s.poll_output(), Output::Timeout(_)));
 //! ```
 //!
 //! Sessions: a connection's first frame is `hello`; the server answers `welcome` with a peer
-//! id and a resume token, where the id is a hash of the token. A later connection that says
-//! `hello` with the token gets the same id back, and, while the session is still held (its
-//! connection closed less than `resume_grace` ago), its rooms too: the other members never
-//! see it leave. Because the id is derived from the token, this also works after a server
-//! restart, with no state or key kept anywhere.
+//! id and a resume token, where the id is a hash of the token. A later connection, on any
+//! node, that says `hello` with the token gets the same id back, and, while the session is
+//! still held (its lease on the bus runs for `resume_grace` after its connection closed), its
+//! rooms and the signals sent to it meanwhile: the other members never see it leave. Because
+//! the id is derived from the token, this needs no key shared by the nodes.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use peerweb_proto::{
-    ClientMsg, ErrorCode, Limits, PeerInfo, Report, ServerMsg, SwarmBytes, SwarmPeer, close,
+    ClientMsg, ErrorCode, Limits, Report, ServerMsg, SwarmBytes, SwarmPeer, close,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
-use serde_json::value::RawValue;
 
 pub mod bus;
 mod connectivity;
+mod inbox;
+mod rooms;
 mod swarm;
+use bus::{BusEvent, BusOp, EntryId, Wake};
 use connectivity::{Allow, ReportBucket};
 pub use connectivity::{CONNECT_BUCKETS_MS, Connectivity, Histogram, OUTCOMES, Outcome};
+use rooms::{Reading, RoomView};
 
 /// A connection, named by the driver. Never reused while the core knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -93,6 +106,10 @@ pub struct Config {
     /// `swarm-more` a member may send at once; then one per `swarm_more_every`.
     pub swarm_more_burst: u32,
     pub swarm_more_every: Duration,
+    /// This node's name on the cluster bus (unique among the nodes that share one).
+    pub node: String,
+    /// Signals a session may have on the bus unacknowledged; more to it are refused.
+    pub max_inbox: usize,
 }
 
 impl Default for Config {
@@ -122,6 +139,8 @@ impl Default for Config {
             max_swarm_links: 40,
             swarm_more_burst: 3,
             swarm_more_every: Duration::from_secs(2),
+            node: "node".to_owned(),
+            max_inbox: 512,
         }
     }
 }
@@ -204,6 +223,9 @@ pub enum Output {
         code: u16,
         reason: &'static str,
     },
+    /// Run this on the cluster bus, in order with the others; its result comes back through
+    /// [`Signal::handle_bus`].
+    Bus(BusOp),
     /// Nothing more to do until this instant; then feed [`Input::Timeout`].
     Timeout(Instant),
 }
@@ -254,6 +276,10 @@ pub struct Stats {
 }
 
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
+/// How often the bus is asked for sessions whose lease lapsed.
+const REAP_EVERY: Duration = Duration::from_secs(1);
+/// Lapsed sessions asked for at once.
+const REAP_BATCH: usize = 64;
 const ID_CONTEXT: &str = "peerweb signaling v1 peer id from resume token";
 const TOKEN_BYTES: usize = 32;
 
@@ -273,27 +299,40 @@ struct Conn {
     /// The access token's room pattern and expiry, on servers that require one.
     grant: Option<(String, Instant)>,
     reports: ReportBucket,
+    /// A `hello` whose claim on the bus is under way.
+    hello: Option<Hello>,
+    /// Ops on the bus (a claim, joins) whose answers the connection's next frames wait for,
+    /// and those frames.
+    blocked: u32,
+    waiting: VecDeque<String>,
 }
 
+#[derive(Debug)]
+struct Hello {
+    token: String,
+    id: String,
+    last: Option<u64>,
+    acks: bool,
+}
+
+/// Frames a connection may send while it waits for the bus (see `Conn::blocked`).
+const MAX_WAITING_FRAMES: usize = 64;
+
+/// A session this node holds (its connection is here, or it is away and still in swarms,
+/// which live on one node). Its rooms and signals are on the bus.
 #[derive(Debug)]
 struct Session {
     conn: Option<ConnId>,
     away_since: Option<Instant>,
+    /// The epoch of this node's claim.
+    epoch: u64,
     rooms: Vec<String>,
     swarms: Vec<String>,
-}
-
-impl Session {
-    /// A session in no room and no swarm is not held for resumption.
-    fn holds_nothing(&self) -> bool {
-        self.rooms.is_empty() && self.swarms.is_empty()
-    }
-}
-
-#[derive(Debug, Default)]
-struct Room {
-    /// Members in join order, with the metadata they joined with.
-    members: Vec<(String, Option<Box<RawValue>>)>,
+    /// The last inbox entry sent to the connection.
+    delivered: EntryId,
+    reading: Reading,
+    /// The client acknowledges signals itself.
+    acks: bool,
 }
 
 /// The signaling core. See the crate docs.
@@ -303,11 +342,14 @@ pub struct Signal {
     rng: ChaCha20Rng,
     conns: HashMap<ConnId, Conn>,
     sessions: HashMap<String, Session>,
-    rooms: HashMap<String, Room>,
+    /// Views of the rooms this node's sessions are in.
+    rooms: HashMap<String, RoomView>,
     swarms: swarm::Swarms,
     per_ip: HashMap<IpAddr, usize>,
     out: VecDeque<Output>,
     next_sweep: Instant,
+    next_renew: Instant,
+    next_reap: Instant,
     stats: Stats,
 }
 
@@ -323,6 +365,8 @@ impl Signal {
             per_ip: HashMap::new(),
             out: VecDeque::new(),
             next_sweep: now + SWEEP_EVERY,
+            next_renew: now,
+            next_reap: now + REAP_EVERY,
             stats: Stats::default(),
         }
     }
@@ -397,6 +441,88 @@ impl Signal {
         }
     }
 
+    /// Feeds a cluster bus result or wake-up. Drain [`Signal::poll_output`] afterwards.
+    pub fn handle_bus(&mut self, now: Instant, event: BusEvent) {
+        match event {
+            BusEvent::Claimed { conn, peer, result } => self.claimed(now, conn, &peer, result),
+            BusEvent::Renewed { sessions, result } => {
+                let Ok(current) = result else { return };
+                for ((peer, epoch), current) in sessions.iter().zip(current) {
+                    if !current {
+                        self.fence(now, peer, epoch + 1);
+                    }
+                }
+            }
+            BusEvent::Sent { conn, result, .. } => self.sent(conn, result),
+            BusEvent::Inbox {
+                peer,
+                after,
+                result,
+            } => self.inbox(&peer, after, result),
+            BusEvent::Joined {
+                conn,
+                room,
+                peer,
+                reply,
+                result,
+            } => {
+                self.joined(conn, &room, &peer, reply, result);
+                if reply {
+                    self.unblock(now, conn);
+                }
+            }
+            BusEvent::RoomLog {
+                room,
+                after,
+                count,
+                result,
+            } => self.room_log(&room, after, count, result),
+            BusEvent::Members { room, result } => self.room_members(&room, result),
+            BusEvent::Expired { result } => {
+                for peer in result.unwrap_or_default() {
+                    self.out.push_back(Output::Bus(BusOp::Reap { peer }));
+                }
+            }
+            BusEvent::Wake(Wake::Inbox { peer }) => self.read_inbox(&peer),
+            BusEvent::Wake(Wake::Room { room }) => self.read_room(&room),
+            BusEvent::Wake(Wake::Evict { peer, epoch }) => self.fence(now, &peer, epoch),
+            BusEvent::Wake(Wake::Resync) => {
+                let mut peers: Vec<String> = self.sessions.keys().cloned().collect();
+                peers.sort();
+                for p in peers {
+                    self.read_inbox(&p);
+                }
+                let mut rooms: Vec<String> = self.rooms.keys().cloned().collect();
+                rooms.sort();
+                for r in rooms {
+                    self.read_room(&r);
+                }
+            }
+        }
+    }
+
+    /// Another node claimed `peer` at `epoch`: a session held here at an older epoch lets go
+    /// of its connection, without leaving anything (the session lives on over there).
+    fn fence(&mut self, now: Instant, peer: &str, epoch: u64) {
+        let Some(s) = self.sessions.get(peer) else {
+            return;
+        };
+        if s.epoch >= epoch {
+            return;
+        }
+        let (conn, rooms) = (s.conn, s.rooms.clone());
+        self.sessions.remove(peer);
+        for room in rooms {
+            self.drop_local_member(&room, peer);
+        }
+        if let Some(conn) = conn {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.session = None;
+            }
+            self.close(now, conn, close::REPLACED, "session resumed elsewhere");
+        }
+    }
+
     /// The next thing to do. Returns [`Output::Timeout`] when nothing is queued.
     #[must_use]
     pub fn poll_output(&mut self) -> Output {
@@ -434,6 +560,9 @@ impl Signal {
                 errors: 0,
                 grant: None,
                 reports: ReportBucket::new(now, self.cfg.report_burst),
+                hello: None,
+                blocked: 0,
+                waiting: VecDeque::new(),
             },
         );
     }
@@ -471,6 +600,45 @@ impl Signal {
     }
 
     fn text(&mut self, now: Instant, conn: ConnId, text: &str) {
+        // A connection's frames are handled in order: those after a `hello` or `join` the
+        // bus has not answered yet wait for the answer.
+        if let Some(c) = self.conns.get_mut(&conn)
+            && c.blocked > 0
+        {
+            if c.waiting.len() >= MAX_WAITING_FRAMES {
+                return self.error(
+                    conn,
+                    ErrorCode::RateLimited,
+                    "too many frames waiting for the server; frame dropped",
+                );
+            }
+            c.waiting.push_back(text.to_owned());
+            return;
+        }
+        self.dispatch(now, conn, text);
+    }
+
+    /// The bus answered an op the connection's later frames waited for: handle them, up to
+    /// the next such op.
+    fn unblock(&mut self, now: Instant, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.blocked = c.blocked.saturating_sub(1);
+        }
+        loop {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                return;
+            };
+            if c.blocked > 0 {
+                return;
+            }
+            let Some(text) = c.waiting.pop_front() else {
+                return;
+            };
+            self.dispatch(now, conn, &text);
+        }
+    }
+
+    fn dispatch(&mut self, now: Instant, conn: ConnId, text: &str) {
         let msg = match ClientMsg::decode(text) {
             Ok(m) => m,
             Err(e) => {
@@ -483,7 +651,12 @@ impl Signal {
         let session = self.conns.get(&conn).and_then(|c| c.session.clone());
         let Some(me) = session else {
             return match msg {
-                ClientMsg::Hello { v, token } => self.hello(now, conn, v, token.as_deref()),
+                ClientMsg::Hello {
+                    v,
+                    token,
+                    last,
+                    acks,
+                } => self.hello(conn, v, token.as_deref(), last, acks),
                 _ => self.error(conn, ErrorCode::HelloRequired, "say hello first"),
             };
         };
@@ -494,6 +667,7 @@ impl Signal {
             ClientMsg::Join { room, meta } => self.join(conn, &me, &room, meta),
             ClientMsg::Leave { room } => self.leave(conn, &me, &room),
             ClientMsg::Signal { to, data } => self.signal(conn, &me, &to, data),
+            ClientMsg::Ack { n } => self.ack(conn, &me, n),
             ClientMsg::Ping { data } => self.send(conn, &ServerMsg::Pong { data }),
             ClientMsg::Report(r) => self.report(now, conn, &r),
             ClientMsg::SwarmJoin { swarm, seed } => self.swarm_join(now, conn, &me, &swarm, seed),
@@ -556,7 +730,7 @@ impl Signal {
         }
     }
 
-    fn hello(&mut self, now: Instant, conn: ConnId, v: u32, token: Option<&str>) {
+    fn hello(&mut self, conn: ConnId, v: u32, token: Option<&str>, last: Option<u64>, acks: bool) {
         if v != peerweb_proto::VERSION {
             return self.error(
                 conn,
@@ -583,8 +757,53 @@ impl Signal {
                 (t, id)
             }
         };
-        let previous = self.sessions.get(&id).and_then(|s| s.conn);
-        if let Some(old) = previous {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.hello = Some(Hello {
+                token,
+                id: id.clone(),
+                last,
+                acks,
+            });
+            c.blocked += 1;
+        }
+        // The session is this node's once the bus says so (and which rooms it is in).
+        self.out.push_back(Output::Bus(BusOp::Claim {
+            conn,
+            peer: id,
+            lease: self.cfg.resume_grace,
+        }));
+    }
+
+    fn claimed(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        id: &str,
+        result: Result<bus::Claim, String>,
+    ) {
+        // A connection gone meanwhile: the claim's lease runs out like any away session's.
+        let Some(h) = self
+            .conns
+            .get_mut(&conn)
+            .and_then(|c| c.hello.take_if(|h| h.id == id))
+        else {
+            return;
+        };
+        let claim = match result {
+            Ok(c) => c,
+            Err(_) => {
+                return self.close(
+                    now,
+                    conn,
+                    close::TRY_AGAIN_LATER,
+                    "the servers' shared state is unreachable; reconnect shortly",
+                );
+            }
+        };
+        let previous = self.sessions.get(id).and_then(|s| s.conn);
+        if let Some(old) = previous
+            && old != conn
+        {
             // The same token on a new connection: the old one is stale (or stolen, which the
             // token's secrecy rules out). The newest wins.
             if let Some(c) = self.conns.get_mut(&old) {
@@ -592,30 +811,67 @@ impl Signal {
             }
             self.close(now, old, close::REPLACED, "session resumed elsewhere");
         }
-        let resumed = self.sessions.contains_key(&id);
-        let session = self.sessions.entry(id.clone()).or_insert_with(|| Session {
-            conn: None,
-            away_since: None,
-            rooms: Vec::new(),
-            swarms: Vec::new(),
-        });
+        if let Some(node) = &claim.previous
+            && *node != self.cfg.node
+        {
+            self.out.push_back(Output::Bus(BusOp::Evict {
+                node: node.clone(),
+                peer: id.to_owned(),
+                epoch: claim.epoch,
+            }));
+        }
+        let resumed = claim.previous.is_some();
+        let session = self
+            .sessions
+            .entry(id.to_owned())
+            .or_insert_with(|| Session {
+                conn: None,
+                away_since: None,
+                epoch: 0,
+                rooms: Vec::new(),
+                swarms: Vec::new(),
+                delivered: EntryId::ZERO,
+                reading: Reading::Idle,
+                acks: false,
+            });
         session.conn = Some(conn);
         session.away_since = None;
+        session.epoch = claim.epoch;
+        session.acks = h.acks;
+        session.reading = Reading::Idle;
+        // Signals after what the client says it has (a new session's inbox starts empty).
+        session.delivered = match h.last {
+            Some(n) if resumed => inbox::id_of(n),
+            _ => EntryId::ZERO,
+        };
+        session.rooms = claim.rooms;
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.session = Some(id.to_owned());
+        }
         // A session resumed under another access token keeps only the rooms it allows.
         let grant = self.conns.get(&conn).and_then(|c| c.grant.clone());
         if let Some((pattern, _)) = grant {
-            let barred: Vec<String> = session
-                .rooms
-                .iter()
+            let barred: Vec<String> = self
+                .sessions
+                .get(id)
+                .map(|s| s.rooms.iter())
+                .into_iter()
+                .flatten()
                 .filter(|r| !grant_allows(&pattern, r))
                 .cloned()
                 .collect();
             for room in barred {
-                self.remove_from_room(&id, &room);
+                if let Some(s) = self.sessions.get_mut(id) {
+                    s.rooms.retain(|r| *r != room);
+                }
+                self.out.push_back(Output::Bus(BusOp::Leave {
+                    room,
+                    peer: id.to_owned(),
+                }));
             }
             let barred: Vec<String> = self
                 .sessions
-                .get(&id)
+                .get(id)
                 .map(|s| s.swarms.iter())
                 .into_iter()
                 .flatten()
@@ -623,157 +879,40 @@ impl Signal {
                 .cloned()
                 .collect();
             for swarm in barred {
-                self.remove_from_swarm(&id, &swarm);
+                self.remove_from_swarm(id, &swarm);
             }
         }
-        let rooms: Vec<&str> = self
+        let rooms: Vec<String> = self
             .sessions
-            .get(&id)
-            .map(|s| s.rooms.iter().map(String::as_str).collect())
+            .get(id)
+            .map(|s| s.rooms.clone())
             .unwrap_or_default();
+        let names: Vec<&str> = rooms.iter().map(String::as_str).collect();
         let frame = ServerMsg::Welcome {
             v: peerweb_proto::VERSION,
-            id: &id,
-            token: &token,
+            id,
+            token: &h.token,
             resumed,
-            rooms: &rooms,
+            rooms: &names,
             limits: self.cfg.limits(),
         }
         .encode();
         self.out.push_back(Output::Send { conn, frame });
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.session = Some(id);
-        }
-    }
-
-    fn join(&mut self, conn: ConnId, me: &str, room: &str, meta: Option<&RawValue>) {
-        let Some(session) = self.sessions.get(me) else {
-            return;
-        };
-        if let Some((pattern, _)) = self.conns.get(&conn).and_then(|c| c.grant.as_ref())
-            && !grant_allows(pattern, room)
-        {
-            return self.error(
+        // This node's views of the session's rooms: a join the bus answers with the members
+        // (it is one already), and no `joined` for the client, which re-joins when it wants
+        // the list.
+        for room in rooms {
+            self.out.push_back(Output::Bus(BusOp::Join {
                 conn,
-                ErrorCode::Forbidden,
-                "the access token does not allow this room",
-            );
+                room,
+                peer: id.to_owned(),
+                meta: None,
+                max_members: self.cfg.max_peers_per_room,
+                reply: false,
+            }));
         }
-        let already = session.rooms.iter().any(|r| r == room);
-        if !already {
-            if session.rooms.len() >= self.cfg.max_rooms_per_conn {
-                return self.error(
-                    conn,
-                    ErrorCode::TooManyRooms,
-                    "this connection is in too many rooms",
-                );
-            }
-            let existing = self.rooms.get(room);
-            if existing.is_some_and(|r| r.members.len() >= self.cfg.max_peers_per_room) {
-                return self.error(conn, ErrorCode::RoomFull, "room is full");
-            }
-            if existing.is_none() && self.rooms.len() >= self.cfg.max_rooms {
-                return self.error(conn, ErrorCode::ServerFull, "server holds too many rooms");
-            }
-        }
-        let r = self.rooms.entry(room.to_owned()).or_default();
-        if !already {
-            r.members.push((me.to_owned(), meta.map(ToOwned::to_owned)));
-        }
-        let peers: Vec<PeerInfo<'_>> = r
-            .members
-            .iter()
-            .filter(|(id, _)| id != me)
-            .map(|(id, meta)| PeerInfo {
-                id,
-                meta: meta.as_deref(),
-            })
-            .collect();
-        let frame = ServerMsg::Joined {
-            room,
-            peers: &peers,
-        }
-        .encode();
-        self.out.push_back(Output::Send { conn, frame });
-        if already {
-            // A resumed session re-announcing its rooms: the others never saw it leave.
-            return;
-        }
-        if let Some(s) = self.sessions.get_mut(me) {
-            s.rooms.push(room.to_owned());
-        }
-        let Some(r) = self.rooms.get(room) else {
-            return;
-        };
-        let stored_meta = r.members.last().and_then(|(_, m)| m.as_deref());
-        let frame = ServerMsg::PeerJoined {
-            room,
-            peer: PeerInfo {
-                id: me,
-                meta: stored_meta,
-            },
-        }
-        .encode();
-        broadcast(&mut self.out, &self.sessions, r, me, &frame);
-    }
-
-    fn leave(&mut self, conn: ConnId, me: &str, room: &str) {
-        let in_room = self
-            .sessions
-            .get(me)
-            .is_some_and(|s| s.rooms.iter().any(|r| r == room));
-        if !in_room {
-            return self.error(conn, ErrorCode::NotInRoom, "not in that room");
-        }
-        self.remove_from_room(me, room);
-        self.send(conn, &ServerMsg::Left { room });
-    }
-
-    /// Takes `me` out of `room` and tells the other members.
-    fn remove_from_room(&mut self, me: &str, room: &str) {
-        if let Some(s) = self.sessions.get_mut(me) {
-            s.rooms.retain(|r| r != room);
-        }
-        let Some(r) = self.rooms.get_mut(room) else {
-            return;
-        };
-        r.members.retain(|(id, _)| id != me);
-        if r.members.is_empty() {
-            self.rooms.remove(room);
-            return;
-        }
-        let frame = ServerMsg::PeerLeft { room, id: me }.encode();
-        broadcast(&mut self.out, &self.sessions, r, me, &frame);
-    }
-
-    fn signal(&mut self, conn: ConnId, me: &str, to: &str, data: &RawValue) {
-        let target = if to == me {
-            None
-        } else {
-            self.sessions.get(to)
-        };
-        // A room in common, or neighbours in a swarm.
-        let shares_room = |t: &Session| {
-            self.sessions.get(me).is_some_and(|s| {
-                s.rooms.iter().any(|r| t.rooms.contains(r))
-                    || s.swarms.iter().any(|w| self.swarms.linked(w, me, to))
-            })
-        };
-        match target {
-            Some(t) if shares_room(t) => match t.conn {
-                Some(dest) => {
-                    self.stats.signals_relayed += 1;
-                    let frame = ServerMsg::Signal { from: me, data }.encode();
-                    self.out.push_back(Output::Send { conn: dest, frame });
-                }
-                None => self.error(
-                    conn,
-                    ErrorCode::UnknownPeer,
-                    "peer is reconnecting; try again",
-                ),
-            },
-            _ => self.error(conn, ErrorCode::UnknownPeer, "no such peer in your rooms"),
-        }
+        self.read_inbox(id);
+        self.unblock(now, conn);
     }
 
     fn swarm_join(&mut self, now: Instant, conn: ConnId, me: &str, swarm: &str, seed: bool) {
@@ -890,16 +1029,13 @@ impl Signal {
         true
     }
 
-    /// Takes a session out of all its rooms and swarms (it is gone).
-    fn leave_everything(&mut self, id: &str) {
-        let (rooms, swarms) = self
+    /// Takes a session out of its swarms (it is gone; its rooms are the bus's business).
+    fn leave_swarms(&mut self, id: &str) {
+        let swarms = self
             .sessions
             .get(id)
-            .map(|s| (s.rooms.clone(), s.swarms.clone()))
+            .map(|s| s.swarms.clone())
             .unwrap_or_default();
-        for room in rooms {
-            self.remove_from_room(id, &room);
-        }
         for swarm in swarms {
             self.remove_from_swarm(id, &swarm);
         }
@@ -940,15 +1076,33 @@ impl Signal {
         self.out.push_back(Output::Close { conn, code, reason });
     }
 
-    /// Takes the connection's session out of all its rooms now.
+    /// The connection's session ends now: out of its rooms (the others hear it from the
+    /// bus's log) and swarms.
     fn say_goodbye(&mut self, conn: ConnId) {
         let Some(id) = self.conns.get(&conn).and_then(|c| c.session.clone()) else {
             return;
         };
-        self.leave_everything(&id);
+        let Some(s) = self.sessions.get(&id) else {
+            return;
+        };
+        if s.conn != Some(conn) {
+            return;
+        }
+        let (epoch, rooms) = (s.epoch, s.rooms.clone());
+        self.out.push_back(Output::Bus(BusOp::End {
+            peer: id.clone(),
+            epoch,
+        }));
+        for room in rooms {
+            self.drop_local_member(&room, &id);
+        }
+        self.leave_swarms(&id);
+        self.sessions.remove(&id);
     }
 
-    /// Drops a connection's state; its session, if in rooms, is held for the resume grace.
+    /// Drops a connection's state. Its session's lease runs for the resume grace from now (the
+    /// bus ends it then, unless it resumes on any node); swarms, which live here, hold it as
+    /// away meanwhile.
     fn forget_conn(&mut self, now: Instant, conn: ConnId) {
         let Some(c) = self.conns.remove(&conn) else {
             return;
@@ -967,10 +1121,18 @@ impl Signal {
             return;
         }
         s.conn = None;
-        if s.holds_nothing() {
+        self.out.push_back(Output::Bus(BusOp::Renew {
+            sessions: vec![(id.clone(), s.epoch)],
+            lease: self.cfg.resume_grace,
+        }));
+        let rooms = std::mem::take(&mut s.rooms);
+        if s.swarms.is_empty() {
             self.sessions.remove(&id);
         } else {
             s.away_since = Some(now);
+        }
+        for room in rooms {
+            self.drop_local_member(&room, &id);
         }
     }
 
@@ -1013,28 +1175,31 @@ impl Signal {
             .collect();
         expired.sort();
         for id in expired {
-            self.leave_everything(&id);
+            self.leave_swarms(&id);
             self.sessions.remove(&id);
         }
-    }
-}
-
-fn broadcast(
-    out: &mut VecDeque<Output>,
-    sessions: &HashMap<String, Session>,
-    room: &Room,
-    except: &str,
-    frame: &str,
-) {
-    for (id, _) in &room.members {
-        if id == except {
-            continue;
+        // The leases of the sessions connected here, renewed well within the grace.
+        if now >= self.next_renew {
+            self.next_renew = now + grace / 4;
+            let mut held: Vec<(String, u64)> = self
+                .sessions
+                .iter()
+                .filter(|(_, s)| s.conn.is_some())
+                .map(|(id, s)| (id.clone(), s.epoch))
+                .collect();
+            held.sort();
+            if !held.is_empty() {
+                self.out.push_back(Output::Bus(BusOp::Renew {
+                    sessions: held,
+                    lease: grace,
+                }));
+            }
         }
-        if let Some(conn) = sessions.get(id).and_then(|s| s.conn) {
-            out.push_back(Output::Send {
-                conn,
-                frame: frame.to_owned(),
-            });
+        // Sessions whose lease lapsed, on any node: each ends once, whichever node reaps it.
+        if now >= self.next_reap {
+            self.next_reap = now + REAP_EVERY;
+            self.out
+                .push_back(Output::Bus(BusOp::Expired { max: REAP_BATCH }));
         }
     }
 }

@@ -1,18 +1,25 @@
 //! The core driven in virtual time: no sockets, no sleeping.
 
+mod cluster;
 mod swarm;
 
 use super::*;
 use peerweb_proto::{ClientKind, PathKind, RelayTransport};
 use serde_json::{Value, json};
 
+/// One node on a bus of its own (the in-memory model, run at once as the driver would run it).
 struct Lab {
     s: Signal,
     now: Instant,
+    start: Instant,
+    bus: bus::Model,
     inbox: HashMap<ConnId, Vec<Value>>,
     pings: Vec<ConnId>,
     closed: HashMap<ConnId, u16>,
 }
+
+/// The wall clock of virtual time (ms): what the driver gives the bus.
+const WALL0: u64 = 1_800_000_000_000;
 
 impl Lab {
     fn new(cfg: Config) -> Self {
@@ -20,10 +27,16 @@ impl Lab {
         Self {
             s: Signal::new(cfg, [1; 32], now),
             now,
+            start: now,
+            bus: bus::Model::new(),
             inbox: HashMap::new(),
             pings: vec![],
             closed: HashMap::new(),
         }
+    }
+
+    fn wall(&self) -> u64 {
+        WALL0 + self.now.duration_since(self.start).as_millis() as u64
     }
 
     fn input(&mut self, input: Input<'_>) {
@@ -41,6 +54,19 @@ impl Lab {
                 Output::Ping { conn } => self.pings.push(conn),
                 Output::Close { conn, code, .. } => {
                     self.closed.insert(conn, code);
+                }
+                Output::Bus(op) => {
+                    let mut wakes = Vec::new();
+                    let node = self.s.config().node.clone();
+                    let event = self.bus.execute(&node, self.wall(), op, &mut wakes);
+                    if let Some(e) = event {
+                        self.s.handle_bus(self.now, e);
+                    }
+                    for (to, wake) in wakes {
+                        if to == node {
+                            self.s.handle_bus(self.now, bus::BusEvent::Wake(wake));
+                        }
+                    }
                 }
                 Output::Timeout(_) => break,
             }
@@ -138,10 +164,14 @@ fn two_peers_meet_and_signal() {
         1,
         json!({"type":"signal","to":b,"data":{"sdp":{"type":"offer","sdp":"v=0"}}}),
     );
+    let got = lab.take(2);
     assert_eq!(
-        lab.take(2),
-        vec![json!({"type":"signal","from":a,"data":{"sdp":{"type":"offer","sdp":"v=0"}}})]
+        got,
+        vec![
+            json!({"type":"signal","from":a,"data":{"sdp":{"type":"offer","sdp":"v=0"}},"n":got[0]["n"]})
+        ]
     );
+    assert!(got[0]["n"].as_u64().unwrap() > 0);
     assert!(lab.take(1).is_empty());
     assert_eq!(lab.s.stats().signals_relayed, 1);
 
@@ -359,17 +389,19 @@ fn resume_within_grace_keeps_rooms_and_others_see_nothing() {
         conn: ConnId(1),
         goodbye: false,
     });
-    // While away, signals to it are refused with a retry hint.
-    lab.say(2, json!({"type":"signal","to":a,"data":{}}));
-    assert_eq!(lab.last_error(2), "unknown-peer");
+    // While away, signals to it wait for it.
+    lab.say(2, json!({"type":"signal","to":a,"data":{"while":"away"}}));
+    assert!(lab.take(2).is_empty());
     lab.advance(Duration::from_secs(5));
     lab.open(3);
     lab.say(3, json!({"type":"hello","v":1,"token":token}));
-    let w = lab.take(3).pop().unwrap();
+    let frames = lab.take(3);
+    let w = &frames[0];
     assert_eq!(
         (w["id"].as_str().unwrap(), &w["resumed"], &w["rooms"]),
         (a.as_str(), &json!(true), &json!(["r"]))
     );
+    assert_eq!(frames[1]["data"], json!({"while":"away"}));
     // Re-joining is idempotent and silent for the others.
     assert_eq!(
         join(&mut lab, 3, "r"),
@@ -644,7 +676,7 @@ fn random_operation_sequences_keep_invariants() {
                 text: "]",
             }),
         }
-        check_invariants(&lab.s);
+        check_invariants(&lab.s, &lab.bus);
     }
 }
 
@@ -748,14 +780,25 @@ fn malformed_or_flooding_reports_are_dropped_and_the_connection_stays() {
     assert_eq!(lab.take(2)[0]["code"], "hello-required");
 }
 
-fn check_invariants(s: &Signal) {
-    for (name, room) in &s.rooms {
-        assert!(!room.members.is_empty(), "empty room {name} kept");
-        assert!(room.members.len() <= s.cfg.max_peers_per_room);
-        for (id, _) in &room.members {
+fn check_invariants(s: &Signal, bus: &bus::Model) {
+    for (name, view) in &s.rooms {
+        assert!(
+            !view.local.is_empty(),
+            "view of {name} without local members kept"
+        );
+        assert!(view.members.len() <= s.cfg.max_peers_per_room);
+        // The bus is run at once here, so every view is up to date with it.
+        let ids: Vec<&str> = view.members.iter().map(|(p, _)| p.as_str()).collect();
+        let truth = bus.members(name);
+        let want: Vec<&str> = truth.members.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(ids, want, "view of {name}");
+        assert_eq!(view.at, truth.at, "view of {name}");
+        for id in view.local.keys() {
+            let sess = &s.sessions[id];
+            assert!(sess.conn.is_some(), "{id} away but local in {name}");
             assert!(
-                s.sessions[id].rooms.contains(name),
-                "{id} in {name} but not in its session"
+                sess.rooms.contains(name),
+                "{id} local in {name} but not in its session"
             );
         }
     }
@@ -770,9 +813,16 @@ fn check_invariants(s: &Signal) {
                     assert!(grant_allows(pattern, r), "{id} in {r} under {pattern}");
                 }
             }
-        }
-        for r in &sess.rooms {
-            assert!(s.rooms[r].members.iter().any(|(m, _)| m == id));
+            for r in &sess.rooms {
+                assert!(s.rooms[r].local.contains_key(id), "{id} in {r}: no view");
+            }
+            assert_eq!(
+                bus.session(id).map(|(_, e)| e),
+                Some(sess.epoch),
+                "{id}'s epoch"
+            );
+        } else {
+            assert!(sess.rooms.is_empty(), "{id} away with rooms held here");
         }
     }
     let total: usize = s.per_ip.values().sum();

@@ -1,0 +1,171 @@
+//! The one task that talks to the cluster bus for a node: it runs the core's bus ops in the
+//! order the core emitted them, hands back their results and the bus's wake-ups, and keeps the
+//! node's liveness record on the bus.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use peerweb_signal::bus::{BusEvent, BusOp};
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use crate::bus::{Bus, BusError, Wake};
+
+/// How often a node says it is alive, and how long that holds.
+const BEAT_EVERY: Duration = Duration::from_secs(1);
+const BEAT_TTL: Duration = Duration::from_secs(5);
+/// Ops without a result are retried this many times (they are idempotent) before the node
+/// gives up on them and says so in its log.
+const RETRIES: [Duration; 3] = [
+    Duration::from_millis(100),
+    Duration::from_millis(300),
+    Duration::from_millis(1000),
+];
+
+/// Wall-clock milliseconds: leases and liveness are compared across nodes.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+/// What the cluster task shares with the rest of the node.
+#[derive(Debug, Default)]
+pub(crate) struct ClusterStats {
+    /// Nodes alive on the bus, as of the last beat.
+    pub(crate) nodes: AtomicUsize,
+}
+
+/// Runs ops from `ops` (and wake-ups from `wakes`) until the node stops; results and wake-ups
+/// go to `deliver`.
+pub(crate) async fn run<B: Bus>(
+    bus: B,
+    node: String,
+    info: String,
+    mut ops: mpsc::Receiver<BusOp>,
+    mut wakes: mpsc::Receiver<Wake>,
+    deliver: mpsc::Sender<BusEvent>,
+    stats: Arc<ClusterStats>,
+) {
+    let mut beat = tokio::time::interval(BEAT_EVERY);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            op = ops.recv() => {
+                let Some(op) = op else { return };
+                if let Some(ev) = execute(&bus, &node, op).await
+                    && deliver.send(ev).await.is_err()
+                {
+                    return;
+                }
+            }
+            wake = wakes.recv() => {
+                let Some(wake) = wake else { return };
+                if deliver.send(BusEvent::Wake(wake)).await.is_err() {
+                    return;
+                }
+            }
+            _ = beat.tick() => {
+                let now = now_ms();
+                if let Err(e) = bus.beat(&node, &info, now, BEAT_TTL.as_millis() as u64).await {
+                    warn!("cluster bus: {e}");
+                    continue;
+                }
+                if let Ok(nodes) = bus.nodes(now).await {
+                    stats.nodes.store(nodes.len(), Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// Runs one op on the bus for `node`: its result for the core, if it has one.
+pub(crate) async fn execute<B: Bus>(bus: &B, node: &str, op: BusOp) -> Option<BusEvent> {
+    let until = |lease: Duration| now_ms().saturating_add(lease.as_millis() as u64);
+    let text = |e: BusError| e.to_string();
+    Some(match op {
+        BusOp::Claim { conn, peer, lease } => BusEvent::Claimed {
+            conn,
+            result: bus.claim(&peer, node, until(lease)).await.map_err(text),
+            peer,
+        },
+        BusOp::Renew { sessions, lease } => BusEvent::Renewed {
+            result: bus.renew(&sessions, until(lease)).await.map_err(text),
+            sessions,
+        },
+        BusOp::Send {
+            conn,
+            to,
+            from,
+            data,
+            max_inbox,
+        } => BusEvent::Sent {
+            conn,
+            result: bus.send(&to, &from, &data, max_inbox).await.map_err(text),
+            to,
+        },
+        BusOp::ReadInbox { peer, after, count } => BusEvent::Inbox {
+            result: bus.inbox(&peer, after, count).await.map_err(text),
+            peer,
+            after,
+        },
+        BusOp::Join {
+            conn,
+            room,
+            peer,
+            meta,
+            max_members,
+            reply,
+        } => BusEvent::Joined {
+            conn,
+            result: bus
+                .join(&room, &peer, meta.as_deref(), max_members)
+                .await
+                .map_err(text),
+            room,
+            peer,
+            reply,
+        },
+        BusOp::ReadRoom { room, after, count } => BusEvent::RoomLog {
+            result: bus.room_log(&room, after, count).await.map_err(text),
+            room,
+            after,
+            count,
+        },
+        BusOp::Members { room } => BusEvent::Members {
+            result: bus.members(&room).await.map_err(text),
+            room,
+        },
+        BusOp::Expired { max } => BusEvent::Expired {
+            result: bus.expired(now_ms(), max).await.map_err(text),
+        },
+        op => {
+            // No result: retried while the bus is unreachable, then given up with a word.
+            for wait in RETRIES.iter().copied().chain([Duration::ZERO]) {
+                let r = match &op {
+                    BusOp::Ack { peer, upto } => bus.ack(peer, *upto).await,
+                    BusOp::Leave { room, peer } => bus.leave(room, peer).await.map(drop),
+                    BusOp::Reap { peer } => bus.reap(peer, now_ms()).await.map(drop),
+                    BusOp::End { peer, epoch } => bus.end(peer, *epoch).await.map(drop),
+                    BusOp::Evict { node, peer, epoch } => bus.evict(node, peer, *epoch).await,
+                    BusOp::Watch { room } => bus.watch_room(room).await,
+                    BusOp::Unwatch { room } => bus.unwatch_room(room).await,
+                    _ => return None,
+                };
+                match r {
+                    Ok(()) => return None,
+                    Err(BusError::Unreachable(_)) if !wait.is_zero() => {
+                        tokio::time::sleep(wait).await;
+                    }
+                    Err(e) => {
+                        warn!(?op, "cluster bus: gave up: {e}");
+                        return None;
+                    }
+                }
+            }
+            return None;
+        }
+    })
+}

@@ -1,0 +1,148 @@
+//! Signals between peers go through the bus: into the receiver's inbox, then to whichever node
+//! holds its connection, in order, each with its position `n`. A client that acknowledges
+//! (`hello` with `acks`) keeps its signals on the bus until its `ack`, so a connection lost
+//! with its node loses none: the next node sends what came after the client's `last`.
+
+use peerweb_proto::{ErrorCode, ServerMsg};
+use serde_json::value::RawValue;
+
+use crate::bus::{BusOp, Entry, EntryId, Sent};
+use crate::rooms::Reading;
+use crate::{ConnId, Output, Signal};
+
+/// Inbox entries read at once.
+const INBOX_PAGE: usize = 64;
+
+/// An inbox position as the protocol's `n` (the bus's ids are one counter: `0-n`).
+pub(crate) fn n_of(id: EntryId) -> u64 {
+    id.seq
+}
+
+pub(crate) fn id_of(n: u64) -> EntryId {
+    EntryId { ms: 0, seq: n }
+}
+
+impl Signal {
+    pub(crate) fn signal(&mut self, conn: ConnId, me: &str, to: &str, data: &RawValue) {
+        // A room in common (the views hold every member, on any node), or neighbours in a
+        // swarm.
+        let shares = to != me
+            && self.sessions.get(me).is_some_and(|s| {
+                s.rooms.iter().any(|r| {
+                    self.rooms
+                        .get(r)
+                        .is_some_and(|v| v.members.iter().any(|(p, _)| p == to))
+                }) || s.swarms.iter().any(|w| self.swarms.linked(w, me, to))
+            });
+        if !shares {
+            return self.error(conn, ErrorCode::UnknownPeer, "no such peer in your rooms");
+        }
+        self.out.push_back(Output::Bus(BusOp::Send {
+            conn,
+            to: to.to_owned(),
+            from: me.to_owned(),
+            data: data.get().to_owned(),
+            max_inbox: self.cfg.max_inbox,
+        }));
+    }
+
+    pub(crate) fn sent(&mut self, conn: ConnId, result: Result<Sent, String>) {
+        match result {
+            Ok(Sent::Queued(_)) => self.stats.signals_relayed += 1,
+            Ok(Sent::NoSuchPeer) => self.error(conn, ErrorCode::UnknownPeer, "no such peer"),
+            Ok(Sent::InboxFull) => self.error(
+                conn,
+                ErrorCode::InboxFull,
+                "the peer has too many signals it has not read; try again later",
+            ),
+            Err(_) => self.error(
+                conn,
+                ErrorCode::Unavailable,
+                "the signal could not be relayed; try again",
+            ),
+        }
+    }
+
+    /// Reads `peer`'s inbox after what was delivered (once at a time), if it is connected here.
+    pub(crate) fn read_inbox(&mut self, peer: &str) {
+        let Some(s) = self.sessions.get_mut(peer) else {
+            return;
+        };
+        if s.conn.is_none() {
+            return;
+        }
+        if s.reading.want() {
+            self.out.push_back(Output::Bus(BusOp::ReadInbox {
+                peer: peer.to_owned(),
+                after: s.delivered,
+                count: INBOX_PAGE,
+            }));
+        }
+    }
+
+    pub(crate) fn inbox(&mut self, peer: &str, after: EntryId, result: Result<Vec<Entry>, String>) {
+        let Some(s) = self.sessions.get_mut(peer) else {
+            return;
+        };
+        let entries = match result {
+            Ok(e) => e,
+            Err(_) => {
+                // Read again on the next wake-up or resync.
+                s.reading = Reading::Idle;
+                return;
+            }
+        };
+        let more = entries.len() >= INBOX_PAGE;
+        let conn = s.conn;
+        if after == s.delivered
+            && let Some(conn) = conn
+        {
+            for e in &entries {
+                if e.id <= s.delivered {
+                    continue;
+                }
+                s.delivered = e.id;
+                let Ok(data) = RawValue::from_string(e.data.clone()) else {
+                    tracing::warn!(peer, "signal on the bus is not JSON; dropped");
+                    continue;
+                };
+                let frame = ServerMsg::Signal {
+                    from: &e.from,
+                    data: &data,
+                    n: Some(n_of(e.id)),
+                }
+                .encode();
+                self.out.push_back(Output::Send { conn, frame });
+            }
+            // A client that does not acknowledge has what was written to it.
+            if !s.acks && !entries.is_empty() {
+                self.out.push_back(Output::Bus(BusOp::Ack {
+                    peer: peer.to_owned(),
+                    upto: s.delivered,
+                }));
+            }
+        }
+        if s.reading.done() || more {
+            s.reading = Reading::Busy;
+            self.out.push_back(Output::Bus(BusOp::ReadInbox {
+                peer: peer.to_owned(),
+                after: s.delivered,
+                count: INBOX_PAGE,
+            }));
+        }
+    }
+
+    /// The client has every signal up to `n`.
+    pub(crate) fn ack(&mut self, conn: ConnId, me: &str, n: u64) {
+        let Some(s) = self.sessions.get(me) else {
+            return;
+        };
+        if id_of(n) > s.delivered {
+            return self.error(conn, ErrorCode::BadMessage, "ack for a signal not yet sent");
+        }
+        self.out.push_back(Output::Bus(BusOp::Ack {
+            peer: me.to_owned(),
+            upto: id_of(n),
+        }));
+    }
+}
