@@ -34,8 +34,10 @@ pub(crate) fn now_ms() -> u64 {
 /// What the cluster task shares with the rest of the node.
 #[derive(Debug, Default)]
 pub(crate) struct ClusterStats {
-    /// Nodes alive on the bus, as of the last beat.
+    /// Nodes alive on the bus, and sessions and rooms on it, as of the last beat.
     pub(crate) nodes: AtomicUsize,
+    pub(crate) sessions: AtomicUsize,
+    pub(crate) rooms: AtomicUsize,
 }
 
 /// Runs ops from `ops` (and wake-ups from `wakes`) until the node stops; results and wake-ups
@@ -75,6 +77,10 @@ pub(crate) async fn run<B: Bus>(
                 }
                 if let Ok(nodes) = bus.nodes(now).await {
                     stats.nodes.store(nodes.len(), Ordering::Relaxed);
+                }
+                if let Ok((sessions, rooms)) = bus.totals().await {
+                    stats.sessions.store(sessions, Ordering::Relaxed);
+                    stats.rooms.store(rooms, Ordering::Relaxed);
                 }
             }
         }

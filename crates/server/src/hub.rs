@@ -142,9 +142,15 @@ impl Hub {
         }
     }
 
-    /// Nodes alive on the cluster bus (1 without one), as of the last beat.
-    pub fn nodes(&self) -> usize {
-        self.cluster.nodes.load(Ordering::Relaxed)
+    /// Nodes alive on the cluster bus, and the sessions and rooms on it (all nodes'), as of
+    /// the last beat (every second).
+    pub fn cluster(&self) -> (usize, usize, usize) {
+        let c = &self.cluster;
+        (
+            c.nodes.load(Ordering::Relaxed),
+            c.sessions.load(Ordering::Relaxed),
+            c.rooms.load(Ordering::Relaxed),
+        )
     }
 
     /// Counters as of the last sweep (at most half a second old).

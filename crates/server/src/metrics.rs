@@ -27,15 +27,37 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
         out,
         "signal_sessions",
         "gauge",
-        "Sessions held (connected or within the resume grace).",
+        "Sessions connected to this node.",
         &[("", s.sessions as u64)],
     );
     metric(
         out,
         "signal_rooms",
         "gauge",
-        "Rooms with at least one member.",
+        "Rooms with a member connected to this node.",
         &[("", s.rooms as u64)],
+    );
+    let (nodes, sessions, rooms) = state.hub.cluster();
+    metric(
+        out,
+        "cluster_nodes",
+        "gauge",
+        "Nodes alive on the cluster bus (1: this node alone).",
+        &[("", nodes as u64)],
+    );
+    metric(
+        out,
+        "cluster_sessions",
+        "gauge",
+        "Sessions on all nodes (connected or within the resume grace).",
+        &[("", sessions as u64)],
+    );
+    metric(
+        out,
+        "cluster_rooms",
+        "gauge",
+        "Rooms with at least one member, on all nodes.",
+        &[("", rooms as u64)],
     );
     metric(
         out,

@@ -463,6 +463,11 @@ impl Model {
         self.end_session(peer, wakes)
     }
 
+    /// Sessions and rooms on the whole bus.
+    pub fn totals(&self) -> (usize, usize) {
+        (self.sessions.len(), self.rooms.len())
+    }
+
     /// `node` wants wake-ups for `room`...
     pub fn watch_room(&mut self, node: &str, room: &str) {
         self.watchers

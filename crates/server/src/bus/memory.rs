@@ -158,6 +158,10 @@ impl Bus for MemoryNode {
         })
     }
 
+    async fn totals(&self) -> Result<(usize, usize)> {
+        self.with(|m, _| m.totals())
+    }
+
     async fn watch_room(&self, room: &str) -> Result<()> {
         self.with(|m, _| m.watch_room(&self.name, room))
     }

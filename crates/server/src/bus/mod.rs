@@ -155,6 +155,9 @@ pub trait Bus: Send + Sync + 'static {
     /// Tells `node` that `peer` was claimed at `epoch` elsewhere.
     fn evict(&self, node: &str, peer: &str, epoch: u64) -> impl Future<Output = Result<()>> + Send;
 
+    /// Sessions and rooms on the whole bus, for metrics.
+    fn totals(&self) -> impl Future<Output = Result<(usize, usize)>> + Send;
+
     /// This node wants [`Wake::Room`] for `room` (it has a member there)...
     fn watch_room(&self, room: &str) -> impl Future<Output = Result<()>> + Send;
 

@@ -14,6 +14,7 @@
 //! | `rl:{room}` | stream | the room's log: `e` (`j`/`l`), `p` (peer), `m` (metadata) |
 //! | `nodes`, `nodeinfo` | sorted set, hash | live nodes (deadline) and their descriptions |
 //! | `seq` | string | the last entry id handed out |
+//! | `rooms` | set | rooms with members (for the cluster's metrics) |
 //!
 //! Channels: `n:{node}` wakes a node (`i {peer}`: inbox; `e {peer} {epoch}`: evict) and
 //! `r:{room}` a room's watchers. Entry ids are `0-{n}` with `n` from one counter (`seq`), so an
@@ -59,6 +60,7 @@ local function leave(P, room, peer)
   redis.call('PUBLISH', P..'r:'..room, 'l')
   if redis.call('ZCARD', z) == 0 then
     redis.call('DEL', z, P..'rm:'..room, l, P..'rc:'..room)
+    redis.call('SREM', P..'rooms', room)
   end
   return id
 end
@@ -148,6 +150,7 @@ if redis.call('EXISTS', P..'s:'..peer) == 0 then return {'nosession'} end
 if redis.call('ZSCORE', z, peer) then return {'already', snapshot(P, room)} end
 if redis.call('ZCARD', z) >= tonumber(ARGV[5]) then return {'full'} end
 redis.call('ZADD', z, redis.call('INCR', P..'rc:'..room), peer)
+redis.call('SADD', P..'rooms', room)
 redis.call('HSET', P..'rm:'..room, peer, ARGV[4])
 redis.call('SADD', P..'ro:'..peer, room)
 redis.call('PEXPIRE', P..'ro:'..peer, ARGV[6])
@@ -759,6 +762,23 @@ impl Bus for RedisBus {
         )
         .await?;
         Ok(())
+    }
+
+    async fn totals(&self) -> Result<(usize, usize)> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZCARD")
+            .arg(format!("{}leases", self.prefix))
+            .cmd("SCARD")
+            .arg(format!("{}rooms", self.prefix));
+        let mut conn = self.conn.clone();
+        let v: Value = pipe.query_async(&mut conn).await.map_err(error)?;
+        match array(&v) {
+            Some([s, r]) => match (int(s), int(r)) {
+                (Some(s), Some(r)) => Ok((s as usize, r as usize)),
+                _ => Err(garbage("totals", &v)),
+            },
+            _ => Err(garbage("totals", &v)),
+        }
     }
 
     async fn watch_room(&self, room: &str) -> Result<()> {

@@ -1,0 +1,430 @@
+//! Three `peerweb serve` processes on one real `redis-server` (its own Unix socket in a
+//! temporary folder; the nodes on loopback): rooms across nodes, 1,000 signals in order once,
+//! a node killed with SIGKILL during a burst, a peer that never returns, Redis restarted
+//! mid-traffic, and SIGTERM on a node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{Dir, Running, serve};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A private redis-server; with `persist`, every write reaches its append-only file before
+/// it is acknowledged.
+struct Redis {
+    dir: Dir,
+    proc: Option<Running>,
+    persist: bool,
+}
+
+impl Redis {
+    fn start(name: &str, persist: bool) -> Redis {
+        let mut r = Redis {
+            dir: Dir::new(&format!("redis-{name}")),
+            proc: None,
+            persist,
+        };
+        r.spawn();
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis+unix://{}", self.dir.0.join("r.sock").display())
+    }
+
+    fn spawn(&mut self) {
+        let _ = std::fs::remove_file(self.dir.0.join("r.sock"));
+        let mut c = Command::new("redis-server");
+        c.args(["--port", "0", "--unixsocketperm", "700", "--save", ""])
+            .arg("--unixsocket")
+            .arg(self.dir.0.join("r.sock"))
+            .arg("--dir")
+            .arg(&self.dir.0)
+            .args(if self.persist {
+                ["--appendonly", "yes", "--appendfsync", "always"]
+            } else {
+                ["--appendonly", "no", "--appendfsync", "no"]
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = c
+            .spawn()
+            .expect("redis-server (Debian package redis-server)");
+        let out = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(out).lines();
+        loop {
+            let line = lines.next().expect("redis-server ended").unwrap();
+            if line
+                .to_ascii_lowercase()
+                .contains("ready to accept connections")
+            {
+                break;
+            }
+        }
+        // Its log goes on being read (and dropped), so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        self.proc = Some(Running(child));
+    }
+
+    fn restart(&mut self) {
+        self.proc = None;
+        self.spawn();
+    }
+}
+
+/// A node: `peerweb serve` on the cluster bus, a short resume grace.
+fn node(redis: &Redis, name: &str, grace: u64) -> (Running, String) {
+    let url = redis.url();
+    let grace = grace.to_string();
+    serve(
+        &[
+            "--redis",
+            &url,
+            "--node-name",
+            name,
+            "--resume-grace-secs",
+            &grace,
+            "--max-msgs-per-sec",
+            "2000",
+            "--msg-burst",
+            "2000",
+        ],
+        &[],
+    )
+}
+
+async fn connect(base: &str) -> Ws {
+    let url = format!("{}/ws", base.replace("http://", "ws://"));
+    tokio_tungstenite::connect_async(url).await.unwrap().0
+}
+
+async fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::text(v.to_string())).await.unwrap();
+}
+
+/// The next text frame (10 s at most), pongs skipped.
+async fn recv(ws: &mut Ws) -> Value {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a frame within 10 s")
+            .expect("the connection open")
+            .unwrap();
+        if let Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            if v["type"] != "pong" {
+                return v;
+            }
+        }
+    }
+}
+
+/// What arrives within `d`.
+async fn drain_for(ws: &mut Ws, d: Duration) -> Vec<Value> {
+    let mut out = Vec::new();
+    let end = tokio::time::Instant::now() + d;
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(end, ws.next()).await {
+        if let Message::Text(t) = msg {
+            out.push(serde_json::from_str(&t).unwrap());
+        }
+    }
+    out
+}
+
+/// A client that acknowledges: hello (resuming with `token` and `last`), the welcome.
+async fn hello(base: &str, token: Option<&str>, last: Option<u64>) -> (Ws, Value) {
+    let mut ws = connect(base).await;
+    let mut m = json!({"type":"hello","v":1,"acks":true});
+    if let Some(t) = token {
+        m["token"] = json!(t);
+    }
+    if let Some(n) = last {
+        m["last"] = json!(n);
+    }
+    send(&mut ws, m).await;
+    let w = recv(&mut ws).await;
+    assert_eq!(w["type"], "welcome", "{w}");
+    (ws, w)
+}
+
+async fn join(ws: &mut Ws, room: &str) -> Value {
+    send(ws, json!({"type":"join","room":room})).await;
+    let j = recv(ws).await;
+    assert_eq!(j["type"], "joined", "{j}");
+    j
+}
+
+fn id(w: &Value) -> String {
+    w["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_on_different_nodes_share_rooms_and_signal_in_order_once() {
+    let redis = Redis::start("rooms", false);
+    let nodes: Vec<(Running, String)> = (1..=3)
+        .map(|i| node(&redis, &format!("n{i}"), 20))
+        .collect();
+    let (mut a, wa) = hello(&nodes[0].1, None, None).await;
+    let (mut b, wb) = hello(&nodes[1].1, None, None).await;
+    let (mut c, wc) = hello(&nodes[2].1, None, None).await;
+    join(&mut a, "r").await;
+    let jb = join(&mut b, "r").await;
+    assert_eq!(jb["peers"], json!([{"id": id(&wa)}]));
+    assert_eq!(
+        recv(&mut a).await,
+        json!({"type":"peer-joined","room":"r","peer":{"id": id(&wb)}})
+    );
+    let jc = join(&mut c, "r").await;
+    assert_eq!(jc["peers"], json!([{"id": id(&wa)}, {"id": id(&wb)}]));
+    for ws in [&mut a, &mut b] {
+        assert_eq!(
+            recv(ws).await,
+            json!({"type":"peer-joined","room":"r","peer":{"id": id(&wc)}})
+        );
+    }
+    // 1,000 sequenced signals from a node-1 peer to a node-2 peer: in order, each once.
+    let to = id(&wb);
+    let sender = async {
+        for i in 0..1000 {
+            send(&mut a, json!({"type":"signal","to":to,"data":{"i":i}})).await;
+        }
+    };
+    let receiver = async {
+        let mut got = Vec::new();
+        let mut last = 0;
+        while got.len() < 1000 {
+            let f = recv(&mut b).await;
+            assert_eq!(f["type"], "signal", "{f}");
+            assert_eq!(f["from"], json!(id(&wa)));
+            let n = f["n"].as_u64().unwrap();
+            assert!(n > last, "n goes up");
+            last = n;
+            got.push(f["data"]["i"].as_u64().unwrap());
+            if got.len() % 100 == 0 {
+                send(&mut b, json!({"type":"ack","n":n})).await;
+            }
+        }
+        got
+    };
+    let ((), got) = tokio::join!(sender, receiver);
+    assert_eq!(got, (0..1000).collect::<Vec<_>>());
+    // A leave on node 3 reaches nodes 1 and 2 once.
+    send(&mut c, json!({"type":"leave","room":"r"})).await;
+    assert_eq!(recv(&mut c).await["type"], "left");
+    for ws in [&mut a, &mut b] {
+        assert_eq!(
+            recv(ws).await,
+            json!({"type":"peer-left","room":"r","id": id(&wc)})
+        );
+    }
+    let rest = drain_for(&mut a, Duration::from_millis(500)).await;
+    assert!(rest.is_empty(), "{rest:?}");
+    // The nodes see each other, and the cluster's sessions and rooms (`/metrics`, updated
+    // every second).
+    let want = [
+        "peerweb_cluster_nodes 3",
+        "peerweb_cluster_sessions 3",
+        "peerweb_cluster_rooms 1",
+    ];
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        metrics = http_get(&nodes[0].1, "/metrics").await;
+        if want.iter().all(|w| metrics.lines().any(|l| l == *w)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cluster: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("peerweb_cluster"))
+        .collect();
+    assert_eq!(cluster, want);
+}
+
+async fn http_get(base: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_burst_loses_nothing_and_no_one_sees_its_peer_leave() {
+    let redis = Redis::start("kill", false);
+    let mut nodes: Vec<Option<(Running, String)>> = (1..=3)
+        .map(|i| Some(node(&redis, &format!("n{i}"), 4)))
+        .collect();
+    let base = |nodes: &[Option<(Running, String)>], i: usize| nodes[i].as_ref().unwrap().1.clone();
+    let (mut a, wa) = hello(&base(&nodes, 0), None, None).await;
+    let (mut b, wb) = hello(&base(&nodes, 1), None, None).await;
+    let token_b = wb["token"].as_str().unwrap().to_owned();
+    join(&mut a, "r").await;
+    join(&mut b, "r").await;
+    recv(&mut a).await;
+    let to = id(&wb);
+    // The first half of the burst, of which b reads what arrives in time.
+    for i in 0..250 {
+        send(&mut a, json!({"type":"signal","to":to,"data":{"i":i}})).await;
+    }
+    let mut got = Vec::new();
+    let mut last = None;
+    while got.len() < 100 {
+        let f = recv(&mut b).await;
+        last = f["n"].as_u64();
+        got.push(f["data"]["i"].as_u64().unwrap());
+    }
+    send(&mut b, json!({"type":"ack","n":last.unwrap()})).await;
+    // b's node dies (SIGKILL) while the burst goes on.
+    let killed = nodes[1].take().unwrap();
+    drop(killed);
+    for i in 250..500 {
+        send(&mut a, json!({"type":"signal","to":to,"data":{"i":i}})).await;
+    }
+    drop(b);
+    // b comes back on node 3 with its token and the last signal it got.
+    let (mut b, w) = hello(&base(&nodes, 2), Some(&token_b), last).await;
+    assert_eq!(
+        (w["id"].as_str(), &w["resumed"]),
+        (Some(to.as_str()), &json!(true))
+    );
+    while got.len() < 500 {
+        let f = recv(&mut b).await;
+        assert_eq!(f["type"], "signal", "{f}");
+        got.push(f["data"]["i"].as_u64().unwrap());
+    }
+    assert_eq!(
+        got,
+        (0..500).collect::<Vec<_>>(),
+        "every signal once, in order"
+    );
+    // Past the grace (4 s): a never saw b leave; they still talk.
+    let seen = drain_for(&mut a, Duration::from_secs(6)).await;
+    assert!(seen.iter().all(|f| f["type"] != "peer-left"), "{seen:?}");
+    send(
+        &mut b,
+        json!({"type":"signal","to":id(&wa),"data":{"back":1}}),
+    )
+    .await;
+    assert_eq!(recv(&mut a).await["data"], json!({"back":1}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_returns_leaves_once_for_everyone() {
+    let redis = Redis::start("gone", false);
+    let nodes: Vec<(Running, String)> =
+        (1..=3).map(|i| node(&redis, &format!("n{i}"), 2)).collect();
+    let (mut x, wx) = hello(&nodes[0].1, None, None).await;
+    join(&mut x, "r").await;
+    let mut watchers = Vec::new();
+    for n in &nodes[1..] {
+        let (mut w, _) = hello(&n.1, None, None).await;
+        join(&mut w, "r").await;
+        watchers.push(w);
+    }
+    // x's network goes: its socket dropped without a goodbye.
+    drop(x);
+    for w in &mut watchers {
+        let frames = drain_for(w, Duration::from_secs(7)).await;
+        let left: Vec<&Value> = frames.iter().filter(|f| f["type"] == "peer-left").collect();
+        assert_eq!(
+            left,
+            [&json!({"type":"peer-left","room":"r","id": id(&wx)})],
+            "{frames:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_mid_traffic_loses_no_accepted_signal() {
+    let mut redis = Redis::start("restart", true);
+    let nodes: Vec<(Running, String)> = (1..=2)
+        .map(|i| node(&redis, &format!("n{i}"), 20))
+        .collect();
+    let (mut a, _) = hello(&nodes[0].1, None, None).await;
+    let (mut b, wb) = hello(&nodes[1].1, None, None).await;
+    join(&mut a, "r").await;
+    join(&mut b, "r").await;
+    recv(&mut a).await;
+    let to = id(&wb);
+    let (mut a_tx, mut a_rx) = a.split();
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    // a signals steadily; b reads and acknowledges as it goes; Redis is killed and started
+    // again (from its append-only file) in the middle of it.
+    let sender = tokio::spawn(async move {
+        let mut i = 0u64;
+        while !*stop_rx.borrow_and_update() && i < 3000 {
+            let m = json!({"type":"signal","to":to,"data":{"i":i}});
+            a_tx.send(Message::text(m.to_string())).await.unwrap();
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        i
+    });
+    let receiver = tokio::spawn(async move {
+        let mut got = Vec::new();
+        // Until nothing came for 5 s (the sender stops after about 2 s).
+        while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(5), b.next()).await {
+            let Message::Text(t) = msg else { continue };
+            let f: Value = serde_json::from_str(&t).unwrap();
+            if f["type"] == "signal" {
+                got.push(f["data"]["i"].as_u64().unwrap());
+                if got.len() % 50 == 0 {
+                    let ack = json!({"type":"ack","n":f["n"]});
+                    let _ = b.send(Message::text(ack.to_string())).await;
+                }
+            }
+        }
+        got
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    redis.restart();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop_tx.send(true).unwrap();
+    let sent = sender.await.unwrap();
+    // Refusals come back to a as errors; everything else reaches b, once, in order.
+    let errors = drain_for_split(&mut a_rx, Duration::from_secs(3)).await;
+    let refused = errors.iter().filter(|f| f["type"] == "error").count() as u64;
+    let got = receiver.await.unwrap();
+    println!(
+        "Redis restarted mid-traffic: {} of {sent} signals arrived, {refused} refused",
+        got.len()
+    );
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "in order, each once");
+    assert!(
+        sent - got.len() as u64 <= refused,
+        "a signal neither arrived nor was refused: {} arrived, {refused} refused of {sent}",
+        got.len()
+    );
+    assert!(
+        got.len() as u64 > sent / 2,
+        "most got through: {} of {sent}",
+        got.len()
+    );
+}
+
+async fn drain_for_split(
+    rx: &mut futures_util::stream::SplitStream<Ws>,
+    d: Duration,
+) -> Vec<Value> {
+    let mut out = Vec::new();
+    let end = tokio::time::Instant::now() + d;
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(end, rx.next()).await {
+        if let Message::Text(t) = msg {
+            out.push(serde_json::from_str(&t).unwrap());
+        }
+    }
+    out
+}
