@@ -428,3 +428,49 @@ async fn drain_for_split(
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_on_a_node_moves_its_clients_to_the_others_unseen() {
+    let redis = Redis::start("drain", false);
+    let nodes: Vec<(Running, String)> =
+        (1..=3).map(|i| node(&redis, &format!("n{i}"), 4)).collect();
+    let (mut x, wx) = hello(&nodes[0].1, None, None).await;
+    let (mut w, _) = hello(&nodes[1].1, None, None).await;
+    join(&mut x, "r").await;
+    join(&mut w, "r").await;
+    recv(&mut x).await;
+    // A rolling deploy: node 1 is told to stop. Its clients are told to reconnect (1001).
+    let pid = nodes[0].0.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match x.next().await {
+                Some(Ok(Message::Close(f))) => return f.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => {}
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(closed, Some(1001));
+    // The client resumes on node 3; the member on node 2 sees nothing, well past the grace.
+    let token = wx["token"].as_str().unwrap();
+    let (mut x, again) = hello(&nodes[2].1, Some(token), None).await;
+    assert_eq!((&again["id"], &again["resumed"]), (&wx["id"], &json!(true)));
+    join(&mut x, "r").await;
+    let seen = drain_for(&mut w, Duration::from_secs(6)).await;
+    assert!(seen.is_empty(), "{seen:?}");
+    send(
+        &mut w,
+        json!({"type":"signal","to":id(&wx),"data":{"after":"deploy"}}),
+    )
+    .await;
+    assert_eq!(recv(&mut x).await["data"], json!({"after":"deploy"}));
+}

@@ -492,9 +492,28 @@ async fn run_hub(
                     }
                 }
                 Event::Shutdown => {
-                    for (_, h) in conns.drain() {
+                    // Every client is told to reconnect (to another node, or to this one when
+                    // it is back), and its session's lease runs for the resume grace from now:
+                    // the bus task runs those last ops before it ends.
+                    for (conn, h) in conns.drain() {
                         let _ =
                             h.tx.send(Out::Close(close::GOING_AWAY, "server shutting down"));
+                        signal.handle_input(
+                            now,
+                            Input::Closed {
+                                conn,
+                                goodbye: false,
+                            },
+                        );
+                    }
+                    loop {
+                        match signal.poll_output() {
+                            Output::Bus(op) => {
+                                let _ = ch.ops.try_send(op);
+                            }
+                            Output::Timeout(_) => break,
+                            _ => {}
+                        }
                     }
                     return;
                 }
