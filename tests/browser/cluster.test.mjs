@@ -1,0 +1,152 @@
+// Three `peerweb serve` nodes on one redis-server, behind Debian's nginx as the load balancer
+// (docs/nginx-cluster.conf as written there): two tabs on different nodes meet and talk over
+// a data channel; the node of one of them is killed (SIGKILL): its tab reconnects through
+// nginx to a live node and resumes, the data channel never breaks, and the other tab never
+// sees it leave.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startServer, launchBrowser, openTab, joinRoom, waitFor, waitOpen } from './lib.mjs';
+
+const PORTS = [8081, 8082, 8083];
+const LB = 18090;
+let dir;
+let redis;
+let nginx;
+const nodes = [];
+let browser;
+
+/** Starts `cmd` and waits for `ready` on its stdout. */
+function started(cmd, args, ready) {
+  const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`${cmd} did not start: ${out}`)), 10000);
+    p.stdout.on('data', (d) => {
+      out += d;
+      if (ready.test(out)) {
+        clearTimeout(timer);
+        p.stdout.resume();
+        resolve(p);
+      }
+    });
+    p.on('exit', (code) => reject(new Error(`${cmd} exited with ${code}: ${out}`)));
+  });
+}
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'peerweb-cluster-'));
+  redis = await started('redis-server', ['--port', '0', '--unixsocket', join(dir, 'r.sock'),
+    '--unixsocketperm', '700', '--dir', dir, '--save', '', '--appendonly', 'no'], /ready to accept connections/i);
+  for (const [i, port] of PORTS.entries()) {
+    nodes.push(await startServer({ port, args: ['--redis', `redis+unix://${join(dir, 'r.sock')}`,
+      '--node-name', `n${i + 1}`, '--turn-allow-loopback-peers'] }));
+  }
+  const conf = readFileSync(new URL('../../docs/nginx-cluster.conf', import.meta.url), 'utf8')
+    .replace('listen 80;', `listen 127.0.0.1:${LB};`)
+    .replace('server_name peerweb.example.org;', 'server_name localhost;');
+  writeFileSync(join(dir, 'nginx.conf'), `
+    daemon off;
+    pid ${dir}/nginx.pid;
+    error_log ${dir}/error.log;
+    events {}
+    http {
+      access_log off;
+      client_body_temp_path ${dir}; proxy_temp_path ${dir}; fastcgi_temp_path ${dir};
+      uwsgi_temp_path ${dir}; scgi_temp_path ${dir};
+      map $http_upgrade $connection_upgrade { default upgrade; '' close; }
+      ${conf}
+    }`);
+  nginx = spawn('nginx', ['-c', join(dir, 'nginx.conf'), '-p', dir], { stdio: ['ignore', 'ignore', 'inherit'] });
+  for (let i = 0; ; i++) {
+    try {
+      if ((await fetch(`http://127.0.0.1:${LB}/healthz`)).ok) break;
+    } catch { /* not yet */ }
+    if (i > 100) throw new Error(`nginx did not come up: ${readFileSync(join(dir, 'error.log'), 'utf8')}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  if (nginx && nginx.exitCode === null) {
+    nginx.kill('SIGTERM');
+    await new Promise((r) => nginx.once('exit', r));
+  }
+  for (const n of nodes) await n.stop();
+  if (redis && redis.exitCode === null) {
+    redis.kill('SIGKILL');
+    await new Promise((r) => redis.once('exit', r));
+  }
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+/** Sessions connected to each node (its own gauge; `null`: the node is down), once they add
+ * up to `total` (the gauges are updated every half second). */
+async function sessionsPerNode(total) {
+  let counts;
+  for (let i = 0; i < 50; i++) {
+    counts = await Promise.all(nodes.map(async (n) => {
+      try {
+        const text = await (await fetch(`${n.url}/metrics`)).text();
+        return Number(/^peerweb_signal_sessions (\d+)/m.exec(text)?.[1] ?? 0);
+      } catch {
+        return null;
+      }
+    }));
+    if (counts.reduce((x, y) => x + (y ?? 0), 0) === total) return counts;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return counts;
+}
+
+test('tabs on different nodes behind nginx talk; killing one node breaks nothing and no one sees a leave', async () => {
+  const url = `http://localhost:${LB}`;
+  const opts = { reconnect: { minDelay: 100, maxDelay: 1000 } };
+  const a = await openTab(browser, url);
+  const aId = await joinRoom(a, 'spread', opts);
+  const before = await sessionsPerNode(1);
+  const aNode = before.findIndex((n) => n === 1);
+  assert.ok(aNode >= 0, `a's node: ${before}`);
+  // nginx sends each new connection to the node with the fewest: b's lands elsewhere.
+  const b = await openTab(browser, url);
+  const bId = await joinRoom(b, 'spread', opts);
+  const both = await sessionsPerNode(2);
+  const bNode = both.findIndex((n, i) => n === 1 && i !== aNode);
+  assert.ok(bNode >= 0 && both[aNode] === 1, `one each: ${both}`);
+  await waitOpen(a, bId);
+  await waitOpen(b, aId);
+  const exchange = async (tag) => {
+    await a.evaluate(([id, tag]) => window.room.peers.get(id).send(`a:${tag}`), [bId, tag]);
+    await b.evaluate(([id, tag]) => window.room.peers.get(id).send(`b:${tag}`), [aId, tag]);
+    await waitFor(b, (tag) => window.t.msgs.some((m) => m.data === `a:${tag}`), tag, { what: `a→b ${tag}` });
+    await waitFor(a, (tag) => window.t.msgs.some((m) => m.data === `b:${tag}`), tag, { what: `b→a ${tag}` });
+  };
+  await exchange('before');
+
+  await nodes[bNode].kill();
+  await waitFor(b, () => window.t.signaling.includes('reconnecting'), null, { what: 'b notices', timeout: 10000 });
+  await exchange('down');
+  await waitFor(b, () => window.room.signalingState === 'open', null, { what: 'b resumes elsewhere', timeout: 15000 });
+  assert.equal(await b.evaluate(() => window.room.id), bId, 'the same peer id');
+  const after = await sessionsPerNode(2);
+  assert.equal(after[bNode], null, 'the killed node is gone');
+  assert.equal(after.reduce((x, y) => x + (y ?? 0), 0), 2, `both connected: ${after}`);
+  // Past the resume grace (20 s by default), a has seen no leave; the same connection
+  // carried everything; signaling works both ways again (a third tab meets both).
+  await new Promise((r) => setTimeout(r, 21000));
+  await exchange('after');
+  assert.deepEqual(await a.evaluate(() => window.t.left), [], 'a saw b leave');
+  assert.equal(await a.evaluate(() => window.t.pcs), 1);
+  assert.equal(await b.evaluate(() => window.t.pcs), 1);
+  const c = await openTab(browser, url);
+  const cId = await joinRoom(c, 'spread', opts);
+  await waitOpen(c, aId);
+  await waitOpen(c, bId);
+  await waitOpen(b, cId);
+  for (const p of [a, b, c]) await p.close();
+});
