@@ -400,7 +400,8 @@ async fn measure(
         let want = sent[k];
         // The last few may still be on their way when the senders stop: only gaps count.
         let top = seqs.last().map_or(0, |x| x + 1);
-        missing += top.min(want).saturating_sub(seqs.len() as u64);
+        let gap = top.min(want).saturating_sub(seqs.len() as u64);
+        missing += gap;
     }
     if let Some(f) = &mut failover {
         f.1 = missing;

@@ -107,9 +107,13 @@ pub(crate) async fn execute<B: Bus>(bus: &B, node: &str, op: BusOp) -> Option<Bu
             from,
             data,
             max_inbox,
+            shared_room,
         } => BusEvent::Sent {
             conn,
-            result: bus.send(&to, &from, &data, max_inbox).await.map_err(text),
+            result: bus
+                .send(&to, &from, &data, max_inbox, shared_room)
+                .await
+                .map_err(text),
             to,
         },
         BusOp::ReadInbox { peer, after, count } => BusEvent::Inbox {

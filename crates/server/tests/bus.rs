@@ -77,11 +77,14 @@ async fn inbox_in_order_until_acked<B: Bus>(
     b: B,
     mut rb: Receiver<Wake>,
 ) {
-    assert_eq!(a.send("p", "q", "x", 10).await.unwrap(), Sent::NoSuchPeer);
+    assert_eq!(
+        a.send("p", "q", "x", 10, false).await.unwrap(),
+        Sent::NoSuchPeer
+    );
     b.claim("p", "B", T0 + 20_000).await.unwrap();
     let mut ids = Vec::new();
     for i in 0..5 {
-        match a.send("p", "q", &format!("m{i}"), 5).await.unwrap() {
+        match a.send("p", "q", &format!("m{i}"), 5, false).await.unwrap() {
             Sent::Queued(id) => ids.push(id),
             other => panic!("{other:?}"),
         }
@@ -90,7 +93,10 @@ async fn inbox_in_order_until_acked<B: Bus>(
     }
     assert!(ids_increase(&ids));
     // Full at five unacknowledged: refused, nothing dropped.
-    assert_eq!(a.send("p", "q", "m5", 5).await.unwrap(), Sent::InboxFull);
+    assert_eq!(
+        a.send("p", "q", "m5", 5, false).await.unwrap(),
+        Sent::InboxFull
+    );
     let all = b.inbox("p", EntryId::ZERO, 100).await.unwrap();
     let data: Vec<&str> = all.iter().map(|e| e.data.as_str()).collect();
     assert_eq!(data, ["m0", "m1", "m2", "m3", "m4"]);
@@ -110,7 +116,7 @@ async fn inbox_in_order_until_acked<B: Bus>(
         ["m3", "m4"]
     );
     assert!(matches!(
-        a.send("p", "q", "m5", 5).await.unwrap(),
+        a.send("p", "q", "m5", 5, false).await.unwrap(),
         Sent::Queued(_)
     ));
     // Acknowledging an older entry again changes nothing.
@@ -146,6 +152,19 @@ async fn rooms_in_join_order<B: Bus>(a: B, mut ra: Receiver<Wake>, b: B, mut rb:
         [("p".into(), Some(r#"{"n":1}"#.into())), ("q".into(), None)]
     );
     assert!(m2.at > m1.at);
+    // A signal that must be between room-mates: p and q are, r (in no room) is not.
+    assert!(matches!(
+        a.send("q", "p", "x", 8, true).await.unwrap(),
+        Sent::Queued(_)
+    ));
+    assert_eq!(
+        a.send("r", "p", "x", 8, true).await.unwrap(),
+        Sent::NotShared
+    );
+    assert_eq!(
+        a.send("nobody", "p", "x", 8, true).await.unwrap(),
+        Sent::NoSuchPeer
+    );
     assert_eq!(
         next_wake(&mut ra).await,
         Wake::Room {
@@ -214,7 +233,7 @@ async fn lapsed_sessions_end_once<B: Bus>(a: B, _ra: Receiver<Wake>, b: B, _rb: 
         a.join(room, "p", None, 8).await.unwrap();
         a.join(room, "q", None, 8).await.unwrap();
     }
-    a.send("p", "q", "hello", 8).await.unwrap();
+    a.send("p", "q", "hello", 8, false).await.unwrap();
     assert_eq!(
         a.expired(T0 + 10_000, 10).await.unwrap(),
         Vec::<String>::new()
@@ -232,7 +251,10 @@ async fn lapsed_sessions_end_once<B: Bus>(a: B, _ra: Receiver<Wake>, b: B, _rb: 
         ["r1", "r2"]
     );
     assert_eq!(a.session("p").await.unwrap(), None);
-    assert_eq!(a.send("p", "q", "x", 8).await.unwrap(), Sent::NoSuchPeer);
+    assert_eq!(
+        a.send("p", "q", "x", 8, false).await.unwrap(),
+        Sent::NoSuchPeer
+    );
     assert_eq!(a.inbox("p", EntryId::ZERO, 8).await.unwrap(), []);
     assert_eq!(a.members("r1").await.unwrap().members, [("q".into(), None)]);
     assert_eq!(
@@ -300,7 +322,10 @@ async fn concurrent_senders_keep_their_order<B: Bus>(
     a.claim("p", "A", T0 + 20_000).await.unwrap();
     async fn send_all<B: Bus>(bus: &B, from: &str) {
         for i in 0..300 {
-            let sent = bus.send("p", from, &i.to_string(), 1000).await.unwrap();
+            let sent = bus
+                .send("p", from, &i.to_string(), 1000, false)
+                .await
+                .unwrap();
             assert!(matches!(sent, Sent::Queued(_)));
         }
     }
@@ -356,7 +381,7 @@ async fn random_run<B: Bus>(a: B, b: B, seed: u64, steps: usize) -> Vec<Answer> 
         let other = peers[rng.next_u32() as usize % peers.len()];
         let room = rooms[rng.next_u32() as usize % rooms.len()];
         now += u64::from(rng.next_u32() % 600);
-        let answer = match rng.next_u32() % 12 {
+        let answer = match rng.next_u32() % 14 {
             0 | 1 => {
                 let c = bus.claim(peer, node, now + 5_000).await.unwrap();
                 epochs.insert(peer, c.epoch);
@@ -369,16 +394,23 @@ async fn random_run<B: Bus>(a: B, b: B, seed: u64, steps: usize) -> Vec<Answer> 
                     bus.renew(&[(peer.into(), e)], now + 5_000).await.unwrap()
                 )
             }
-            3 => match bus.send(peer, other, "d", 4).await.unwrap() {
+            3 | 12 | 13 => match bus
+                .send(peer, other, "d", 3, rng.next_u32() % 4 == 0)
+                .await
+                .unwrap()
+            {
                 Sent::Queued(id) => format!("send {peer} queued {}", ranks.rank(peer, id)),
                 s => format!("send {peer} {s:?}"),
             },
             4 => {
                 let after = seen.get(peer).copied().unwrap_or_default();
                 let got = bus.inbox(peer, after, 2).await.unwrap();
+                // (Acknowledged one time in three: inboxes fill up too.)
                 if let Some(last) = got.last() {
                     seen.insert(peer.into(), last.id);
-                    bus.ack(peer, last.id).await.unwrap();
+                    if rng.next_u32() % 3 == 0 {
+                        bus.ack(peer, last.id).await.unwrap();
+                    }
                 }
                 let got: Vec<(usize, String)> = got
                     .iter()
@@ -567,7 +599,7 @@ mod on_redis {
         a.claim("p", "A", T0 + 20_000).await.unwrap();
         let () = set("pw:i:p", "x").query_async(&mut raw).await.unwrap();
         assert!(matches!(
-            b.send("p", "q", "d", 10).await,
+            b.send("p", "q", "d", 10, false).await,
             Err(BusError::Failed(_))
         ));
         assert!(matches!(
@@ -646,14 +678,14 @@ mod on_redis {
         a.watch_room("room").await.unwrap();
         let mut acknowledged = Vec::new();
         for i in 0..50 {
-            if let Sent::Queued(_) = b.send("p", "q", &i.to_string(), 1000).await.unwrap() {
+            if let Sent::Queued(_) = b.send("p", "q", &i.to_string(), 1000, false).await.unwrap() {
                 acknowledged.push(i.to_string());
             }
         }
         while ra.try_recv().is_ok() {}
         r.kill().await;
         let started = std::time::Instant::now();
-        let err = b.send("p", "q", "lost", 1000).await.unwrap_err();
+        let err = b.send("p", "q", "lost", 1000, false).await.unwrap_err();
         assert!(matches!(err, BusError::Unreachable(_)), "{err:?}");
         assert!(started.elapsed() < Duration::from_secs(5));
         r.restart().await;

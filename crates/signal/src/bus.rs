@@ -80,6 +80,8 @@ pub enum Sent {
     NoSuchPeer,
     /// The peer's inbox holds its limit of unacknowledged messages.
     InboxFull,
+    /// A room in common was asked for, and the two have none.
+    NotShared,
 }
 
 /// An entry of a room's log.
@@ -295,16 +297,28 @@ impl Model {
             .collect()
     }
 
-    /// Appends to `to`'s inbox (at most `max_inbox` unacknowledged) and wakes its node.
+    /// Appends to `to`'s inbox (at most `max_inbox` unacknowledged) and wakes its node;
+    /// with `shared_room`, only if `from` and `to` are in a room together.
     pub fn send(
         &mut self,
         to: &str,
         from: &str,
         data: &str,
         max_inbox: usize,
+        shared_room: bool,
         wakes: &mut Wakes,
     ) -> Sent {
         let id = self.last_id.next();
+        if shared_room {
+            let rooms = |p: &str| self.sessions.get(p).map(|s| &s.rooms);
+            let shared = match (rooms(from), rooms(to)) {
+                (Some(a), Some(b)) => a.intersection(b).next().is_some(),
+                _ => false,
+            };
+            if self.sessions.contains_key(to) && !shared {
+                return Sent::NotShared;
+            }
+        }
         let Some(s) = self.sessions.get_mut(to) else {
             return Sent::NoSuchPeer;
         };
@@ -511,6 +525,8 @@ pub enum BusOp {
         from: String,
         data: String,
         max_inbox: usize,
+        /// Only to a peer in a room with `from` (checked on the bus, where rooms are current).
+        shared_room: bool,
     },
     /// Read `peer`'s inbox after `after` ([`BusEvent::Inbox`]).
     ReadInbox {
@@ -644,9 +660,10 @@ impl Model {
                 from,
                 data,
                 max_inbox,
+                shared_room,
             } => BusEvent::Sent {
                 conn,
-                result: Ok(self.send(&to, &from, &data, max_inbox, wakes)),
+                result: Ok(self.send(&to, &from, &data, max_inbox, shared_room, wakes)),
                 to,
             },
             BusOp::ReadInbox { peer, after, count } => BusEvent::Inbox {

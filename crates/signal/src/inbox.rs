@@ -24,32 +24,38 @@ pub(crate) fn id_of(n: u64) -> EntryId {
 
 impl Signal {
     pub(crate) fn signal(&mut self, conn: ConnId, me: &str, to: &str, data: &RawValue) {
-        // A room in common (the views hold every member, on any node), or neighbours in a
-        // swarm.
-        let shares = to != me
-            && self.sessions.get(me).is_some_and(|s| {
-                s.rooms.iter().any(|r| {
-                    self.rooms
-                        .get(r)
-                        .is_some_and(|v| v.members.iter().any(|(p, _)| p == to))
-                }) || s.swarms.iter().any(|w| self.swarms.linked(w, me, to))
-            });
-        if !shares {
+        let Some(s) = self.sessions.get(me) else {
+            return;
+        };
+        if to == me || s.rooms.is_empty() && s.swarms.is_empty() {
             return self.error(conn, ErrorCode::UnknownPeer, "no such peer in your rooms");
         }
+        // A room in common, or neighbours in a swarm (swarms live on one node). The views
+        // hold every member on any node, but may not have heard yet of one that joined a
+        // moment ago (its offer can come before its join): what the view does not show, the
+        // bus checks, where rooms are current.
+        let in_view = s.rooms.iter().any(|r| {
+            self.rooms
+                .get(r)
+                .is_some_and(|v| v.members.iter().any(|(p, _)| p == to))
+        });
+        let linked = s.swarms.iter().any(|w| self.swarms.linked(w, me, to));
         self.out.push_back(Output::Bus(BusOp::Send {
             conn,
             to: to.to_owned(),
             from: me.to_owned(),
             data: data.get().to_owned(),
             max_inbox: self.cfg.max_inbox,
+            shared_room: !in_view && !linked,
         }));
     }
 
     pub(crate) fn sent(&mut self, conn: ConnId, result: Result<Sent, String>) {
         match result {
             Ok(Sent::Queued(_)) => self.stats.signals_relayed += 1,
-            Ok(Sent::NoSuchPeer) => self.error(conn, ErrorCode::UnknownPeer, "no such peer"),
+            Ok(Sent::NoSuchPeer | Sent::NotShared) => {
+                self.error(conn, ErrorCode::UnknownPeer, "no such peer in your rooms");
+            }
             Ok(Sent::InboxFull) => self.error(
                 conn,
                 ErrorCode::InboxFull,

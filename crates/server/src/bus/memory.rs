@@ -95,8 +95,15 @@ impl Bus for MemoryNode {
         self.with(|m, _| m.renew(sessions, lease_until_ms))
     }
 
-    async fn send(&self, to: &str, from: &str, data: &str, max_inbox: usize) -> Result<Sent> {
-        self.with(|m, w| m.send(to, from, data, max_inbox, w))
+    async fn send(
+        &self,
+        to: &str,
+        from: &str,
+        data: &str,
+        max_inbox: usize,
+        shared_room: bool,
+    ) -> Result<Sent> {
+        self.with(|m, w| m.send(to, from, data, max_inbox, shared_room, w))
     }
 
     async fn inbox(&self, peer: &str, after: EntryId, count: usize) -> Result<Vec<Entry>> {

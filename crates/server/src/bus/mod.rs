@@ -86,13 +86,14 @@ pub trait Bus: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<bool>>> + Send;
 
     /// Appends a message to `to`'s inbox (at most `max_inbox` unacknowledged) and wakes the
-    /// node that holds it.
+    /// node that holds it; with `shared_room`, only if `from` and `to` are in a room together.
     fn send(
         &self,
         to: &str,
         from: &str,
         data: &str,
         max_inbox: usize,
+        shared_room: bool,
     ) -> impl Future<Output = Result<Sent>> + Send;
 
     /// Up to `count` messages of `peer`'s inbox after `after`, in order.

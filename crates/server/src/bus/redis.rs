@@ -123,13 +123,16 @@ return out
     )
 });
 
-// ARGV: prefix, to, from, data, max inbox, key ttl.
+// ARGV: prefix, to, from, data, max inbox, key ttl, shared room ('1': required).
 static SEND: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
 local P, to = ARGV[1], ARGV[2]
 local node = redis.call('HGET', P..'s:'..to, 'node')
 if not node then return {'nopeer'} end
+if ARGV[7] == '1' and #redis.call('SINTER', P..'ro:'..ARGV[3], P..'ro:'..to) == 0 then
+  return {'notshared'}
+end
 local ik = P..'i:'..to
 if redis.call('XLEN', ik) >= tonumber(ARGV[5]) then return {'full'} end
 local id = redis.call('XADD', ik, next_id(P), 'f', ARGV[3], 'd', ARGV[4])
@@ -606,9 +609,20 @@ impl Bus for RedisBus {
         parse().ok_or_else(|| garbage("renew", &v))
     }
 
-    async fn send(&self, to: &str, from: &str, data: &str, max_inbox: usize) -> Result<Sent> {
+    async fn send(
+        &self,
+        to: &str,
+        from: &str,
+        data: &str,
+        max_inbox: usize,
+        shared_room: bool,
+    ) -> Result<Sent> {
+        let shared = u8::from(shared_room);
         let v = self
-            .run(&SEND, &[&to, &from, &data, &max_inbox, &KEY_TTL_MS])
+            .run(
+                &SEND,
+                &[&to, &from, &data, &max_inbox, &KEY_TTL_MS, &shared],
+            )
             .await?;
         let a = array(&v).ok_or_else(|| garbage("send", &v))?;
         match (a.first().and_then(text).as_deref(), a.get(1)) {
@@ -617,6 +631,7 @@ impl Bus for RedisBus {
                 .ok_or_else(|| garbage("send", &v)),
             (Some("nopeer"), None) => Ok(Sent::NoSuchPeer),
             (Some("full"), None) => Ok(Sent::InboxFull),
+            (Some("notshared"), None) => Ok(Sent::NotShared),
             _ => Err(garbage("send", &v)),
         }
     }
