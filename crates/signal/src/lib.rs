@@ -487,6 +487,10 @@ impl Signal {
             BusEvent::Wake(Wake::Room { room }) => self.read_room(&room),
             BusEvent::Wake(Wake::Evict { peer, epoch }) => self.fence(now, &peer, epoch),
             BusEvent::Wake(Wake::Resync) => {
+                // Back on the bus: the leases first (renewals may have failed meanwhile, and
+                // any node reaps a lapsed one), then what may have been missed.
+                self.next_renew = now;
+                self.sweep(now);
                 let mut peers: Vec<String> = self.sessions.keys().cloned().collect();
                 peers.sort();
                 for p in peers {
