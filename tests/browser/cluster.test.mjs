@@ -2,17 +2,20 @@
 // (docs/nginx-cluster.conf as written there): two tabs on different nodes meet and talk over
 // a data channel; the node of one of them is killed (SIGKILL): its tab reconnects through
 // nginx to a live node and resumes, the data channel never breaks, and the other tab never
-// sees it leave.
+// sees it leave. Relay-only tabs whose TURN node dies move to another node's TURN through an
+// ICE restart, and one node's TURN credentials allocate on any other.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startServer, launchBrowser, openTab, joinRoom, waitFor, waitOpen } from './lib.mjs';
+import { startServer, launchBrowser, openTab, joinRoom, turnEntry, waitFor, waitOpen } from './lib.mjs';
 
 const PORTS = [8081, 8082, 8083];
 const LB = 18090;
+/** One TURN REST secret on every node: credentials from one verify on all. */
+const TURN_SECRET = 'cluster-test-turn-secret-0123456789abcdef';
 let dir;
 let redis;
 let nginx;
@@ -43,7 +46,7 @@ before(async () => {
     '--unixsocketperm', '700', '--dir', dir, '--save', '', '--appendonly', 'no'], /ready to accept connections/i);
   for (const [i, port] of PORTS.entries()) {
     nodes.push(await startServer({ port, args: ['--redis', `redis+unix://${join(dir, 'r.sock')}`,
-      '--node-name', `n${i + 1}`, '--turn-allow-loopback-peers'] }));
+      '--node-name', `n${i + 1}`, '--turn-allow-loopback-peers', '--turn-secret', TURN_SECRET] }));
   }
   const conf = readFileSync(new URL('../../docs/nginx-cluster.conf', import.meta.url), 'utf8')
     .replace('listen 80;', `listen 127.0.0.1:${LB};`)
@@ -104,6 +107,71 @@ async function sessionsPerNode(total) {
   return counts;
 }
 
+/** TURN allocations live on each node (`null`: the node is down). */
+async function allocationsPerNode() {
+  return Promise.all(nodes.map(async (n) => {
+    try {
+      const text = await (await fetch(`${n.url}/metrics`)).text();
+      return Number(/^peerweb_turn_allocations (\d+)/m.exec(text)?.[1] ?? 0);
+    } catch {
+      return null;
+    }
+  }));
+}
+
+/** Polls allocationsPerNode() until `ok(counts)`; returns the last counts. */
+async function allocationsWhen(ok) {
+  let counts;
+  for (let i = 0; i < 100; i++) {
+    counts = await allocationsPerNode();
+    if (ok(counts)) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return counts;
+}
+
+/** Two relay-only tabs with `options` in room `room`, their channel open both ways. */
+async function relayedPair(room, options) {
+  const url = `http://localhost:${LB}`;
+  const a = await openTab(browser, url);
+  const b = await openTab(browser, url);
+  const aId = await joinRoom(a, room, { ...options, rtcConfig: { iceTransportPolicy: 'relay' } });
+  const bId = await joinRoom(b, room, { ...options, rtcConfig: { iceTransportPolicy: 'relay' } });
+  await waitOpen(a, bId);
+  await waitOpen(b, aId);
+  let n = 0;
+  const exchange = async (tag, timeout = 10000) => {
+    tag = `${tag}-${n++}`;
+    await a.evaluate(([id, tag]) => window.room.peers.get(id).send(`a:${tag}`), [bId, tag]);
+    await b.evaluate(([id, tag]) => window.room.peers.get(id).send(`b:${tag}`), [aId, tag]);
+    await waitFor(b, (tag) => window.t.msgs.some((m) => m.data === `a:${tag}`), tag, { what: `a→b ${tag}`, timeout });
+    await waitFor(a, (tag) => window.t.msgs.some((m) => m.data === `b:${tag}`), tag, { what: `b→a ${tag}`, timeout });
+  };
+  const paths = async () => Promise.all([[a, bId], [b, aId]].map(([page, other]) =>
+    waitFor(page, (id) => window.room.peers.get(id).path, other, { what: 'path' })));
+  return { a, b, aId, bId, exchange, paths };
+}
+
+// First, while every node is up.
+test('TURN credentials from one node allocate on another (one shared REST secret)', async () => {
+  const live = [];
+  for (const [i, n] of nodes.entries()) {
+    try {
+      live.push({ i, udp: await turnEntry(n.url, /^turn:.*transport=udp$/) });
+    } catch { /* down */ }
+  }
+  assert.ok(live.length >= 2, 'two live nodes');
+  const [from, to] = live;
+  const crossed = { ...from.udp, urls: to.udp.urls };
+  const before = (await allocationsPerNode())[to.i];
+  const { a, b, exchange, paths } = await relayedPair('crossed', { iceServers: [crossed] });
+  await exchange('crossed');
+  for (const p of await paths()) assert.equal(p.type, 'relay');
+  const after = await allocationsWhen((c) => c[to.i] >= before + 2);
+  assert.ok(after[to.i] >= before + 2, `node ${to.i + 1} allocated with node ${from.i + 1}'s credentials: ${after}`);
+  for (const p of [a, b]) await p.close();
+});
+
 test('tabs on different nodes behind nginx talk; killing one node breaks nothing and no one sees a leave', async () => {
   const url = `http://localhost:${LB}`;
   const opts = { reconnect: { minDelay: 100, maxDelay: 1000 } };
@@ -149,4 +217,31 @@ test('tabs on different nodes behind nginx talk; killing one node breaks nothing
   await waitOpen(c, bId);
   await waitOpen(b, cId);
   for (const p of [a, b, c]) await p.close();
+});
+
+test('relay-only tabs whose TURN node dies recover through an ICE restart via another node\'s TURN', async () => {
+  const { a, b, exchange, paths } = await relayedPair('relayed', { reconnect: { minDelay: 100, maxDelay: 1000 } });
+  await exchange('before');
+  for (const p of await paths()) assert.equal(p.type, 'relay');
+  // Each tab's /api/ice came through nginx from some live node: its TURN holds the tab's
+  // allocations (one per URL, UDP and TCP).
+  const before = await allocationsWhen((c) => c.reduce((x, y) => x + (y ?? 0), 0) >= 2);
+  const victim = before.findIndex((x) => x > 0);
+  assert.ok(victim >= 0, `a node relays: ${before}`);
+  const t0 = Date.now();
+  await nodes[victim].kill();
+  // Every path through the dead relay is down; each tab whose path it carried restarts ICE
+  // (after 3 s disconnected) with fresh servers from a live node, over the same peer
+  // connection and data channel.
+  await exchange('after', 30000);
+  console.log(`relayed path back ${Date.now() - t0} ms after the kill`);
+  for (const p of await paths()) assert.equal(p.type, 'relay');
+  const after = await allocationsWhen((c) => c.reduce((x, y) => x + (y ?? 0), 0) >= 2);
+  assert.equal(after[victim], null, 'the killed node is gone');
+  assert.ok(after.some((x) => x > 0), `a live node relays now: ${after}`);
+  for (const p of [a, b]) {
+    assert.equal(await p.evaluate(() => window.t.pcs), 1, 'the same peer connection');
+    assert.deepEqual(await p.evaluate(() => window.t.left), [], 'no one left');
+  }
+  for (const p of [a, b]) await p.close();
 });
