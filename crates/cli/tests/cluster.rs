@@ -1,7 +1,7 @@
 //! Three `peerweb serve` processes on one real `redis-server` (its own Unix socket in a
 //! temporary folder; the nodes on loopback): rooms across nodes, 1,000 signals in order once,
 //! a node killed with SIGKILL during a burst, a peer that never returns, Redis restarted
-//! mid-traffic, and SIGTERM on a node.
+//! mid-traffic, SIGTERM on a node, and one token raced to two nodes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -473,4 +473,95 @@ async fn sigterm_on_a_node_moves_its_clients_to_the_others_unseen() {
     )
     .await;
     assert_eq!(recv(&mut x).await["data"], json!({"after":"deploy"}));
+}
+
+/// What a connection gets until its socket closes (`timeout` at most): its frames, and the
+/// close code if it was closed.
+async fn until_closed(ws: &mut Ws, timeout: Duration) -> (Vec<Value>, Option<u16>) {
+    let mut frames = Vec::new();
+    let end = tokio::time::Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout_at(end, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => frames.push(serde_json::from_str(&t).unwrap()),
+            Ok(Some(Ok(Message::Close(f)))) => return (frames, f.map(|f| u16::from(f.code))),
+            Ok(Some(Ok(_))) => {}
+            Ok(_) | Err(_) => return (frames, None),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_racing_two_nodes_with_one_token_ends_with_one_connection() {
+    let redis = Redis::start("race", false);
+    let nodes: Vec<(Running, String)> = (1..=3)
+        .map(|i| node(&redis, &format!("n{i}"), 20))
+        .collect();
+    let (mut a, _) = hello(&nodes[0].1, None, None).await;
+    let (mut b, wb) = hello(&nodes[0].1, None, None).await;
+    join(&mut a, "r").await;
+    join(&mut b, "r").await;
+    recv(&mut a).await;
+    let (token, to) = (wb["token"].as_str().unwrap().to_owned(), id(&wb));
+    let mut last = None;
+    for round in 0..6u64 {
+        // One token, two hellos at once: one to node 2, one to node 3 (the rounds alternate
+        // which is sent first). Both may be welcomed; the later claim fences out the other.
+        let (first, second) = if round % 2 == 0 { (1, 2) } else { (2, 1) };
+        let hello_with = |i: usize| {
+            let base = nodes[i].1.clone();
+            let token = token.clone();
+            async move {
+                let mut ws = connect(&base).await;
+                let mut m = json!({"type":"hello","v":1,"acks":true,"token":token});
+                if let Some(n) = last {
+                    m["last"] = json!(n);
+                }
+                send(&mut ws, m).await;
+                ws
+            }
+        };
+        let (mut x, mut y) = tokio::join!(hello_with(first), hello_with(second));
+        // The one still open gets a's next signal; every other is closed as replaced.
+        send(
+            &mut a,
+            json!({"type":"signal","to":to,"data":{"round":round}}),
+        )
+        .await;
+        let ((fx, cx), (fy, cy), (fb, cb)) = tokio::join!(
+            until_closed(&mut x, Duration::from_secs(2)),
+            until_closed(&mut y, Duration::from_secs(2)),
+            until_closed(&mut b, Duration::from_secs(2)),
+        );
+        let closes = [cx, cy, cb];
+        let survivors: Vec<usize> = (0..3).filter(|&i| closes[i].is_none()).collect();
+        assert_eq!(
+            survivors.len(),
+            1,
+            "round {round}: one connection holds the session: closes {closes:?}"
+        );
+        for c in closes.iter().flatten() {
+            assert_eq!(*c, 4409, "round {round}: closed as replaced, {closes:?}");
+        }
+        let frames = [fx, fy, fb];
+        let signals = |i: usize| -> Vec<&Value> {
+            frames[i].iter().filter(|f| f["type"] == "signal").collect()
+        };
+        let got = signals(survivors[0]);
+        assert_eq!(got.len(), 1, "round {round}: the signal once: {frames:?}");
+        assert_eq!(got[0]["data"], json!({"round": round}));
+        // A connection replaced after it got the signal had it as well, at the same `n`
+        // (the client keeps the first), since it never acknowledged it.
+        for i in (0..3).filter(|&i| i != survivors[0]) {
+            assert!(
+                signals(i).iter().all(|f| f == &got[0]),
+                "round {round}: {frames:?}"
+            );
+        }
+        last = got[0]["n"].as_u64();
+        b = [x, y, b].into_iter().nth(survivors[0]).unwrap();
+        send(&mut b, json!({"type":"ack","n":last})).await;
+    }
+    // Well inside the grace, a never saw b leave or come back.
+    let seen = drain_for(&mut a, Duration::from_millis(500)).await;
+    assert!(seen.is_empty(), "{seen:?}");
 }
