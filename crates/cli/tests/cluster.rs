@@ -565,3 +565,77 @@ async fn a_client_racing_two_nodes_with_one_token_ends_with_one_connection() {
     let seen = drain_for(&mut a, Duration::from_millis(500)).await;
     assert!(seen.is_empty(), "{seen:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swarm_members_on_different_nodes_meet_through_the_directory() {
+    let redis = Redis::start("swarm", false);
+    let nodes: Vec<(Running, String)> = (1..=3)
+        .map(|i| node(&redis, &format!("n{i}"), 20))
+        .collect();
+    let swarm = "c0".repeat(32);
+    // A seed on node 1, then one member on each of nodes 2 and 3.
+    let (mut seed, ws) = hello(&nodes[0].1, None, None).await;
+    send(
+        &mut seed,
+        json!({"type":"swarm-join","swarm":swarm,"seed":true}),
+    )
+    .await;
+    assert_eq!(recv(&mut seed).await["peers"], json!([]));
+    let mut members = Vec::new();
+    for n in &nodes[1..] {
+        let (mut m, wm) = hello(&n.1, None, None).await;
+        send(
+            &mut m,
+            json!({"type":"swarm-join","swarm":swarm,"seed":false}),
+        )
+        .await;
+        let joined = recv(&mut m).await;
+        assert_eq!(joined["type"], "swarm-joined", "{joined}");
+        // Nobody else on its node; the directory adds the others (seeds first).
+        let more = recv(&mut m).await;
+        assert_eq!(more["type"], "swarm-peers", "{more}");
+        assert_eq!(
+            more["peers"][0],
+            json!({"id": id(&ws), "seed": true}),
+            "{more}"
+        );
+        members.push((m, wm, more));
+    }
+    // The second member was given the first too; everyone heard of who was introduced to it.
+    let ids: Vec<&Value> = members[1].2["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| &p["id"])
+        .collect();
+    assert_eq!(ids, [&json!(id(&ws)), &json!(id(&members[0].1))]);
+    let intro = |f: &Value| f["peer"]["id"].as_str().unwrap().to_owned();
+    let s1 = recv(&mut seed).await;
+    let s2 = recv(&mut seed).await;
+    assert_eq!(
+        [intro(&s1), intro(&s2)],
+        [id(&members[0].1), id(&members[1].1)]
+    );
+    let m1 = recv(&mut members[0].0).await;
+    assert_eq!(
+        (m1["type"].as_str(), intro(&m1)),
+        (Some("swarm-peer"), id(&members[1].1))
+    );
+    // Neighbours on different nodes signal each other.
+    let to = id(&members[0].1);
+    send(
+        &mut seed,
+        json!({"type":"signal","to":to,"data":{"piece":1}}),
+    )
+    .await;
+    assert_eq!(recv(&mut members[0].0).await["data"], json!({"piece":1}));
+    // The seed goes: each member hears it, on its own node.
+    send(&mut seed, json!({"type":"swarm-leave","swarm":swarm})).await;
+    assert_eq!(recv(&mut seed).await["type"], "swarm-left");
+    for (m, _, _) in &mut members {
+        assert_eq!(
+            recv(m).await,
+            json!({"type":"swarm-peer-left","swarm":swarm,"id":id(&ws)})
+        );
+    }
+}

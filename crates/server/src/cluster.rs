@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use peerweb_signal::bus::{BusEvent, BusOp};
+use peerweb_signal::bus::{BusEvent, BusOp, SWARM_FROM};
 use tokio::sync::mpsc;
 use tracing::warn;
 
@@ -151,6 +151,17 @@ pub(crate) async fn execute<B: Bus>(bus: &B, node: &str, op: BusOp) -> Option<Bu
         BusOp::Expired { max } => BusEvent::Expired {
             result: bus.expired(now_ms(), max).await.map_err(text),
         },
+        BusOp::SwarmPick {
+            swarm,
+            peer,
+            want,
+            count,
+        } => BusEvent::SwarmPicked {
+            result: bus.swarm_pick(&swarm, &peer, count).await.map_err(text),
+            swarm,
+            peer,
+            want,
+        },
         op => {
             // No result: retried while the bus is unreachable, then given up with a word.
             for wait in RETRIES.iter().copied().chain([Duration::ZERO]) {
@@ -162,6 +173,21 @@ pub(crate) async fn execute<B: Bus>(bus: &B, node: &str, op: BusOp) -> Option<Bu
                     BusOp::Evict { node, peer, epoch } => bus.evict(node, peer, *epoch).await,
                     BusOp::Watch { room } => bus.watch_room(room).await,
                     BusOp::Unwatch { room } => bus.unwatch_room(room).await,
+                    BusOp::SwarmEnter {
+                        swarm,
+                        peer,
+                        seed,
+                        max,
+                    } => bus.swarm_enter(swarm, peer, *seed, *max).await,
+                    BusOp::SwarmExit { swarm, peer } => bus.swarm_exit(swarm, peer).await,
+                    BusOp::SwarmTell {
+                        to,
+                        data,
+                        max_inbox,
+                    } => bus
+                        .send(to, SWARM_FROM, data, *max_inbox, false)
+                        .await
+                        .map(drop),
                     _ => return None,
                 };
                 match r {

@@ -276,6 +276,51 @@ async fn lapsed_sessions_end_once<B: Bus>(a: B, _ra: Receiver<Wake>, b: B, _rb: 
     );
 }
 
+async fn swarm_directory<B: Bus>(a: B, _ra: Receiver<Wake>, b: B, _rb: Receiver<Wake>) {
+    for p in ["p", "q", "r", "s"] {
+        a.claim(p, "A", T0 + 60_000).await.unwrap();
+    }
+    // No session, no entry.
+    b.swarm_enter("w", "ghost", true, 8).await.unwrap();
+    assert_eq!(b.swarm_pick("w", "q", 8).await.unwrap(), []);
+    a.swarm_enter("w", "p", true, 3).await.unwrap();
+    b.swarm_enter("w", "q", false, 3).await.unwrap();
+    b.swarm_enter("w", "r", false, 3).await.unwrap();
+    // Full at 3: s is not listed.
+    a.swarm_enter("w", "s", true, 3).await.unwrap();
+    let mut got = a.swarm_pick("w", "q", 8).await.unwrap();
+    assert_eq!(got[0], ("p".into(), true), "seeds first: {got:?}");
+    got.sort();
+    assert_eq!(got, [("p".into(), true), ("r".into(), false)]);
+    assert_eq!(
+        b.swarm_pick("w", "q", 1).await.unwrap(),
+        [("p".into(), true)]
+    );
+    assert_eq!(b.swarm_pick("w", "q", 0).await.unwrap(), []);
+    // A seed stays one; a member entering again is not counted twice.
+    b.swarm_enter("w", "r", true, 3).await.unwrap();
+    b.swarm_enter("w", "p", false, 3).await.unwrap();
+    let mut got = b.swarm_pick("w", "q", 8).await.unwrap();
+    got.sort();
+    assert_eq!(got, [("p".into(), true), ("r".into(), true)]);
+    // Exits and ended sessions leave the directory; the last one takes the swarm with it.
+    a.swarm_exit("w", "r").await.unwrap();
+    assert_eq!(
+        a.swarm_pick("w", "q", 8).await.unwrap(),
+        [("p".into(), true)]
+    );
+    b.end("p", 1).await.unwrap();
+    assert_eq!(a.swarm_pick("w", "q", 8).await.unwrap(), []);
+    a.swarm_enter("w", "s", false, 3).await.unwrap();
+    assert_eq!(
+        a.swarm_pick("w", "q", 8).await.unwrap(),
+        [("s".into(), false)]
+    );
+    a.swarm_exit("w", "q").await.unwrap();
+    a.swarm_exit("w", "s").await.unwrap();
+    assert_eq!(a.swarm_pick("w", "x", 8).await.unwrap(), []);
+}
+
 async fn nodes_alive<B: Bus>(a: B, _ra: Receiver<Wake>, b: B, _rb: Receiver<Wake>) {
     a.beat("A", "turn 10.0.0.1:3478", T0, 5_000).await.unwrap();
     b.beat("B", "turn 10.0.0.2:3478", T0 + 1_000, 5_000)
@@ -381,7 +426,7 @@ async fn random_run<B: Bus>(a: B, b: B, seed: u64, steps: usize) -> Vec<Answer> 
         let other = peers[rng.next_u32() as usize % peers.len()];
         let room = rooms[rng.next_u32() as usize % rooms.len()];
         now += u64::from(rng.next_u32() % 600);
-        let answer = match rng.next_u32() % 14 {
+        let answer = match rng.next_u32() % 17 {
             0 | 1 => {
                 let c = bus.claim(peer, node, now + 5_000).await.unwrap();
                 epochs.insert(peer, c.epoch);
@@ -453,6 +498,27 @@ async fn random_run<B: Bus>(a: B, b: B, seed: u64, steps: usize) -> Vec<Answer> 
                 }
             }
             9 => format!("expired {:?}", bus.expired(now, 10).await.unwrap()),
+            14 => {
+                let seed = rng.next_u32() % 3 == 0;
+                bus.swarm_enter("w", peer, seed, 4).await.unwrap();
+                format!("swarm enter {peer} {seed}")
+            }
+            15 => {
+                bus.swarm_exit("w", peer).await.unwrap();
+                format!("swarm exit {peer}")
+            }
+            16 => {
+                // Which members the bus draws is its choice: how many, and how many seeds.
+                let count = 1 + rng.next_u32() as usize % 3;
+                let got = bus.swarm_pick("w", peer, count).await.unwrap();
+                let seeds = got.iter().take_while(|(_, s)| *s).count();
+                let all_seeds = got.iter().filter(|(_, s)| *s).count();
+                assert!(got.iter().all(|(p, _)| p != peer));
+                format!(
+                    "swarm pick {peer} {count}: {} seeds first {seeds} of {all_seeds}",
+                    got.len()
+                )
+            }
             10 => {
                 let left = bus.reap(peer, now).await.unwrap();
                 let left: Vec<(String, usize)> = left
@@ -512,6 +578,7 @@ mod on_memory {
         inbox_in_order_until_acked,
         rooms_in_join_order,
         lapsed_sessions_end_once,
+        swarm_directory,
         nodes_alive,
         evict_wakes_the_node,
         concurrent_senders_keep_their_order
@@ -543,6 +610,7 @@ mod on_redis {
         inbox_in_order_until_acked,
         rooms_in_join_order,
         lapsed_sessions_end_once,
+        swarm_directory,
         nodes_alive,
         evict_wakes_the_node,
         concurrent_senders_keep_their_order
@@ -575,6 +643,8 @@ mod on_redis {
             "Joined",
             "previous: Some",
             "[false]",
+            "seeds first 1",
+            ": 2 seeds",
         ] {
             let n = all.iter().filter(|a| a.0.contains(outcome)).count();
             assert!(n > 0, "no answer with {outcome:?}");
@@ -647,6 +717,27 @@ mod on_redis {
             .await
             .unwrap();
         assert!(matches!(a.members("room").await, Err(BusError::Garbage(_))));
+        // A swarm directory that is a string; a member whose seed flag is not one.
+        let () = set("pw:w:bad", "x").query_async(&mut raw).await.unwrap();
+        assert!(matches!(
+            a.swarm_pick("bad", "m", 4).await,
+            Err(BusError::Failed(_))
+        ));
+        assert!(matches!(
+            a.swarm_enter("bad", "m", false, 8).await,
+            Err(BusError::Failed(_))
+        ));
+        let () = ::redis::cmd("HSET")
+            .arg("pw:w:odd")
+            .arg("m")
+            .arg("maybe")
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        assert!(matches!(
+            a.swarm_pick("odd", "p", 4).await,
+            Err(BusError::Garbage(_))
+        ));
         // Wake-ups in no format of ours are ignored; a well-formed one wakes.
         for junk in ["", "i", "i a b", "e p", "e p notanumber", "zz p"] {
             let () = ::redis::cmd("PUBLISH")

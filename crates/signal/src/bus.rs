@@ -15,13 +15,16 @@
 //!   inbox refuses, it never drops.
 //! - **Rooms**: members in join order, and a log of joins and leaves that every node with a
 //!   member in the room applies in the same order.
+//! - **Swarm directory**: who is in each swarm on any node (and which are seeds), so a node
+//!   can introduce its members to members of other nodes. Soft state: introductions travel as
+//!   inbox entries from [`SWARM_FROM`]; a session that ends leaves the directory.
 //! - **Wake-ups**: a node is told when its peers' inboxes or its watched rooms' logs have
 //!   something new, or to evict a peer another node claimed. They carry no data: the node
 //!   reads after the last entry it applied, so a lost or forged wake-up costs nothing.
 //!
 //! Times are wall-clock milliseconds (leases are compared across nodes), given by the caller.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt;
 
 /// The position of an entry in an inbox or a room log. Ids come from one counter for the
@@ -137,6 +140,10 @@ pub enum Wake {
     Resync,
 }
 
+/// The `from` of an inbox entry that is not a peer's signal but a swarm introduction (or its
+/// end) from another node: peer ids are base64url, so no peer has it.
+pub const SWARM_FROM: &str = "~swarm";
+
 /// Entries a room's log keeps (older ones are dropped; a reader that fell behind them starts
 /// again from the members).
 pub const ROOM_LOG_ENTRIES: usize = 1000;
@@ -147,6 +154,7 @@ struct Session {
     epoch: u64,
     lease_until: u64,
     rooms: BTreeSet<String>,
+    swarms: BTreeSet<String>,
     inbox: VecDeque<Entry>,
 }
 
@@ -165,6 +173,8 @@ pub struct Model {
     sessions: HashMap<String, Session>,
     rooms: HashMap<String, Room>,
     watchers: HashMap<String, HashSet<String>>,
+    /// Swarm members on any node, with their seed flag.
+    swarms: HashMap<String, BTreeMap<String, bool>>,
 }
 
 /// Wake-ups an operation caused: `(node, wake)`.
@@ -226,6 +236,9 @@ impl Model {
         let Some(s) = self.sessions.remove(peer) else {
             return Vec::new();
         };
+        for swarm in &s.swarms {
+            self.swarm_out(swarm, peer);
+        }
         s.rooms
             .into_iter()
             .filter_map(|room| self.take_out(&room, peer, wakes).map(|id| (room, id)))
@@ -264,6 +277,7 @@ impl Model {
                 epoch: 0,
                 lease_until: 0,
                 rooms: BTreeSet::new(),
+                swarms: BTreeSet::new(),
                 inbox: VecDeque::new(),
             });
         let previous = (s.epoch > 0).then(|| std::mem::replace(&mut s.node, node.to_owned()));
@@ -477,6 +491,55 @@ impl Model {
         self.end_session(peer, wakes)
     }
 
+    /// `peer` (which must have a session) is in `swarm` (a seed with `seed`; a seed stays one),
+    /// unless the directory has `max` members of it already.
+    pub fn swarm_enter(&mut self, swarm: &str, peer: &str, seed: bool, max: usize) {
+        let Some(s) = self.sessions.get_mut(peer) else {
+            return;
+        };
+        let members = self.swarms.entry(swarm.to_owned()).or_default();
+        if members.len() >= max && !members.contains_key(peer) {
+            if members.is_empty() {
+                self.swarms.remove(swarm);
+            }
+            return;
+        }
+        *members.entry(peer.to_owned()).or_default() |= seed;
+        s.swarms.insert(swarm.to_owned());
+    }
+
+    /// `peer` left `swarm`.
+    pub fn swarm_exit(&mut self, swarm: &str, peer: &str) {
+        if let Some(s) = self.sessions.get_mut(peer) {
+            s.swarms.remove(swarm);
+        }
+        self.swarm_out(swarm, peer);
+    }
+
+    fn swarm_out(&mut self, swarm: &str, peer: &str) {
+        if let Some(m) = self.swarms.get_mut(swarm) {
+            m.remove(peer);
+            if m.is_empty() {
+                self.swarms.remove(swarm);
+            }
+        }
+    }
+
+    /// Up to `count` members of `swarm` other than `peer`, with their seed flag: seeds first.
+    /// Which ones is the bus's choice (Redis draws at random; the model takes them in order).
+    pub fn swarm_pick(&self, swarm: &str, peer: &str, count: usize) -> Vec<(String, bool)> {
+        let Some(m) = self.swarms.get(swarm) else {
+            return Vec::new();
+        };
+        let others = || m.iter().filter(|(p, _)| *p != peer);
+        others()
+            .filter(|(_, seed)| **seed)
+            .chain(others().filter(|(_, seed)| !**seed))
+            .take(count)
+            .map(|(p, seed)| (p.clone(), *seed))
+            .collect()
+    }
+
     /// Sessions and rooms on the whole bus.
     pub fn totals(&self) -> (usize, usize) {
         (self.sessions.len(), self.rooms.len())
@@ -586,6 +649,31 @@ pub enum BusOp {
     Unwatch {
         room: String,
     },
+    /// `peer` is in `swarm`'s directory (at most `max` members).
+    SwarmEnter {
+        swarm: String,
+        peer: String,
+        seed: bool,
+        max: usize,
+    },
+    SwarmExit {
+        swarm: String,
+        peer: String,
+    },
+    /// Up to `count` members of `swarm` for `peer`, who wants `want` more neighbours
+    /// ([`BusEvent::SwarmPicked`]).
+    SwarmPick {
+        swarm: String,
+        peer: String,
+        want: usize,
+        count: usize,
+    },
+    /// An entry from [`SWARM_FROM`] into `to`'s inbox (no result: introductions are soft).
+    SwarmTell {
+        to: String,
+        data: String,
+        max_inbox: usize,
+    },
 }
 
 /// A bus operation's result, or a wake-up, for the core. Errors are the bus's message (the
@@ -630,6 +718,12 @@ pub enum BusEvent {
     },
     Expired {
         result: Result<Vec<String>, String>,
+    },
+    SwarmPicked {
+        swarm: String,
+        peer: String,
+        want: usize,
+        result: Result<Vec<(String, bool)>, String>,
     },
     Wake(Wake),
 }
@@ -726,6 +820,38 @@ impl Model {
                 self.unwatch_room(node, &room);
                 return None;
             }
+            BusOp::SwarmEnter {
+                swarm,
+                peer,
+                seed,
+                max,
+            } => {
+                self.swarm_enter(&swarm, &peer, seed, max);
+                return None;
+            }
+            BusOp::SwarmExit { swarm, peer } => {
+                self.swarm_exit(&swarm, &peer);
+                return None;
+            }
+            BusOp::SwarmPick {
+                swarm,
+                peer,
+                want,
+                count,
+            } => BusEvent::SwarmPicked {
+                result: Ok(self.swarm_pick(&swarm, &peer, count)),
+                swarm,
+                peer,
+                want,
+            },
+            BusOp::SwarmTell {
+                to,
+                data,
+                max_inbox,
+            } => {
+                self.send(&to, SWARM_FROM, &data, max_inbox, false, wakes);
+                return None;
+            }
         })
     }
 }
@@ -780,13 +906,24 @@ impl BusOp {
                 result: e(error),
             },
             BusOp::Expired { .. } => BusEvent::Expired { result: e(error) },
+            BusOp::SwarmPick {
+                swarm, peer, want, ..
+            } => BusEvent::SwarmPicked {
+                swarm,
+                peer,
+                want,
+                result: e(error),
+            },
             BusOp::Ack { .. }
             | BusOp::Leave { .. }
             | BusOp::Reap { .. }
             | BusOp::End { .. }
             | BusOp::Evict { .. }
             | BusOp::Watch { .. }
-            | BusOp::Unwatch { .. } => return None,
+            | BusOp::Unwatch { .. }
+            | BusOp::SwarmEnter { .. }
+            | BusOp::SwarmExit { .. }
+            | BusOp::SwarmTell { .. } => return None,
         })
     }
 }

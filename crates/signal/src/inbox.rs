@@ -6,7 +6,8 @@
 use peerweb_proto::{ErrorCode, ServerMsg};
 use serde_json::value::RawValue;
 
-use crate::bus::{BusOp, Entry, EntryId, Sent};
+use crate::bus::{BusOp, Entry, EntryId, SWARM_FROM, Sent};
+use crate::neighbours::swarm_note;
 use crate::rooms::Reading;
 use crate::{ConnId, Output, Signal};
 
@@ -108,6 +109,11 @@ impl Signal {
                     continue;
                 }
                 s.delivered = e.id;
+                if e.from == SWARM_FROM {
+                    let cap = 2 * self.cfg.max_swarm_links;
+                    swarm_note(&mut self.swarms, &mut self.out, cap, conn, peer, &e.data);
+                    continue;
+                }
                 let Ok(data) = RawValue::from_string(e.data.clone()) else {
                     tracing::warn!(peer, "signal on the bus is not JSON; dropped");
                     continue;

@@ -41,15 +41,14 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use peerweb_proto::{
-    ClientMsg, ErrorCode, Limits, Report, ServerMsg, SwarmBytes, SwarmPeer, close,
-};
+use peerweb_proto::{ClientMsg, ErrorCode, Limits, Report, ServerMsg, SwarmBytes, close};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
 pub mod bus;
 mod connectivity;
 mod inbox;
+mod neighbours;
 mod rooms;
 mod swarm;
 use bus::{BusEvent, BusOp, EntryId, Wake};
@@ -454,6 +453,12 @@ impl Signal {
                 }
             }
             BusEvent::Sent { conn, result, .. } => self.sent(conn, result),
+            BusEvent::SwarmPicked {
+                swarm,
+                peer,
+                want,
+                result,
+            } => self.swarm_picked(&peer, &swarm, want, result),
             BusEvent::Inbox {
                 peer,
                 after,
@@ -514,10 +519,15 @@ impl Signal {
         if s.epoch >= epoch {
             return;
         }
-        let (conn, rooms) = (s.conn, s.rooms.clone());
+        let (conn, rooms, swarms) = (s.conn, s.rooms.clone(), s.swarms.clone());
         self.sessions.remove(peer);
         for room in rooms {
             self.drop_local_member(&room, peer);
+        }
+        // Its swarms here too, without a word to anyone: its client joins them again over
+        // there (the directory keeps it meanwhile) and is introduced anew.
+        for swarm in swarms {
+            self.swarms.leave(&swarm, peer);
         }
         if let Some(conn) = conn {
             if let Some(c) = self.conns.get_mut(&conn) {
@@ -676,11 +686,7 @@ impl Signal {
             ClientMsg::Report(r) => self.report(now, conn, &r),
             ClientMsg::SwarmJoin { swarm, seed } => self.swarm_join(now, conn, &me, &swarm, seed),
             ClientMsg::SwarmMore { swarm } => self.swarm_more(now, conn, &me, &swarm),
-            ClientMsg::SwarmSeed { swarm } => {
-                if !self.swarms.seed(&swarm, &me) {
-                    self.error(conn, ErrorCode::NotInSwarm, "not in that swarm");
-                }
-            }
+            ClientMsg::SwarmSeed { swarm } => self.swarm_seed(conn, &me, &swarm),
             ClientMsg::SwarmLeave { swarm } => {
                 if self.remove_from_swarm(&me, &swarm) {
                     self.send(conn, &ServerMsg::SwarmLeft { swarm: &swarm });
@@ -693,23 +699,7 @@ impl Signal {
                     self.error(conn, ErrorCode::NotInSwarm, "not in that swarm");
                 }
             }
-            ClientMsg::SwarmBad { swarm, id } => {
-                if self.swarms.bad(&swarm, &me, &id) {
-                    self.tell(
-                        &id,
-                        &ServerMsg::SwarmPeerLeft {
-                            swarm: &swarm,
-                            id: &me,
-                        },
-                    );
-                } else {
-                    self.error(
-                        conn,
-                        ErrorCode::UnknownPeer,
-                        "no such neighbour in that swarm",
-                    );
-                }
-            }
+            ClientMsg::SwarmBad { swarm, id } => self.swarm_bad(conn, &me, &swarm, &id),
             _ => self.error(conn, ErrorCode::UnknownType, "unsupported message"),
         }
     }
@@ -917,132 +907,6 @@ impl Signal {
         }
         self.read_inbox(id);
         self.unblock(now, conn);
-    }
-
-    fn swarm_join(&mut self, now: Instant, conn: ConnId, me: &str, swarm: &str, seed: bool) {
-        let Some(session) = self.sessions.get(me) else {
-            return;
-        };
-        if let Some((pattern, _)) = self.conns.get(&conn).and_then(|c| c.grant.as_ref())
-            && !grant_allows(pattern, &format!("swarm:{swarm}"))
-        {
-            return self.error(
-                conn,
-                ErrorCode::Forbidden,
-                "the access token does not allow swarms (swarm:…)",
-            );
-        }
-        let already = session.swarms.iter().any(|w| w == swarm);
-        if !already {
-            if session.swarms.len() >= self.cfg.max_swarms_per_conn {
-                return self.error(
-                    conn,
-                    ErrorCode::TooManySwarms,
-                    "this connection is in too many swarms",
-                );
-            }
-            if !self.swarms.exists(swarm) && self.swarms.len() >= self.cfg.max_swarms {
-                return self.error(conn, ErrorCode::ServerFull, "server holds too many swarms");
-            }
-        }
-        let lim = self.cfg.swarm_limits();
-        match self.swarms.join(now, &mut self.rng, &lim, swarm, me, seed) {
-            Err(swarm::JoinError::Full) => self.error(conn, ErrorCode::SwarmFull, "swarm is full"),
-            Ok(picked) => {
-                if !already && let Some(s) = self.sessions.get_mut(me) {
-                    s.swarms.push(swarm.to_owned());
-                }
-                let peers: Vec<SwarmPeer<'_>> = picked
-                    .peers
-                    .iter()
-                    .map(|(id, seed)| SwarmPeer { id, seed: *seed })
-                    .collect();
-                self.send(
-                    conn,
-                    &ServerMsg::SwarmJoined {
-                        swarm,
-                        peers: &peers,
-                    },
-                );
-                self.introduce(swarm, &picked.intros);
-            }
-        }
-    }
-
-    fn swarm_more(&mut self, now: Instant, conn: ConnId, me: &str, swarm: &str) {
-        let lim = self.cfg.swarm_limits();
-        match self.swarms.more(now, &mut self.rng, &lim, swarm, me) {
-            None => self.error(conn, ErrorCode::NotInSwarm, "not in that swarm"),
-            Some(Err(wait)) => self.send(
-                conn,
-                &ServerMsg::SwarmPeers {
-                    swarm,
-                    peers: &[],
-                    retry_ms: Some(wait.as_millis() as u64),
-                },
-            ),
-            Some(Ok(picked)) => {
-                let peers: Vec<SwarmPeer<'_>> = picked
-                    .peers
-                    .iter()
-                    .map(|(id, seed)| SwarmPeer { id, seed: *seed })
-                    .collect();
-                self.send(
-                    conn,
-                    &ServerMsg::SwarmPeers {
-                        swarm,
-                        peers: &peers,
-                        retry_ms: None,
-                    },
-                );
-                self.introduce(swarm, &picked.intros);
-            }
-        }
-    }
-
-    /// Tells each introduced neighbour who was introduced to it.
-    fn introduce(&mut self, swarm: &str, intros: &[swarm::Intro]) {
-        for i in intros {
-            let peer = SwarmPeer {
-                id: &i.peer,
-                seed: i.seed,
-            };
-            self.tell(&i.to, &ServerMsg::SwarmPeer { swarm, peer });
-        }
-    }
-
-    /// Sends to a session's connection, if it has one now (one that is away re-learns its
-    /// neighbours by joining again when it resumes).
-    fn tell(&mut self, peer: &str, msg: &ServerMsg<'_>) {
-        if let Some(conn) = self.sessions.get(peer).and_then(|s| s.conn) {
-            self.send(conn, msg);
-        }
-    }
-
-    /// Takes `me` out of `swarm` and tells its neighbours; false if it was not in it.
-    fn remove_from_swarm(&mut self, me: &str, swarm: &str) -> bool {
-        if let Some(s) = self.sessions.get_mut(me) {
-            s.swarms.retain(|w| w != swarm);
-        }
-        let Some(neighbours) = self.swarms.leave(swarm, me) else {
-            return false;
-        };
-        for n in neighbours {
-            self.tell(&n, &ServerMsg::SwarmPeerLeft { swarm, id: me });
-        }
-        true
-    }
-
-    /// Takes a session out of its swarms (it is gone; its rooms are the bus's business).
-    fn leave_swarms(&mut self, id: &str) {
-        let swarms = self
-            .sessions
-            .get(id)
-            .map(|s| s.swarms.clone())
-            .unwrap_or_default();
-        for swarm in swarms {
-            self.remove_from_swarm(id, &swarm);
-        }
     }
 
     fn send(&mut self, conn: ConnId, msg: &ServerMsg<'_>) {

@@ -298,6 +298,44 @@ impl Swarms {
         top
     }
 
+    /// Whether `me` is a seed of `swarm` here.
+    pub fn is_seed(&self, swarm: &str, me: &str) -> bool {
+        self.map
+            .get(swarm)
+            .and_then(|s| s.info.get(me))
+            .is_some_and(|m| m.seed_at.is_some())
+    }
+
+    /// Links `me` to `other`, a member of `swarm` on another node, if `me` has fewer than `cap`
+    /// links, is not linked to it already and did not report it. Returns whether it did.
+    pub fn link_remote(&mut self, swarm: &str, me: &str, other: &str, cap: usize) -> bool {
+        let Some(s) = self.map.get_mut(swarm) else {
+            return false;
+        };
+        if other == me || s.info.contains_key(other) {
+            return false;
+        }
+        let Some(m) = s.info.get_mut(me) else {
+            return false;
+        };
+        if m.links.len() >= cap || m.links.iter().chain(&m.blocked).any(|l| l == other) {
+            return false;
+        }
+        m.links.push(other.to_owned());
+        self.introductions += 1;
+        true
+    }
+
+    /// Cuts `me`'s link to `other` (who left, or reported `me`); whether there was one.
+    pub fn unlink(&mut self, swarm: &str, me: &str, other: &str) -> bool {
+        let Some(m) = self.map.get_mut(swarm).and_then(|s| s.info.get_mut(me)) else {
+            return false;
+        };
+        let before = m.links.len();
+        m.links.retain(|l| l != other);
+        m.links.len() != before
+    }
+
     /// Whether `a` and `b` are neighbours in `swarm`.
     pub fn linked(&self, swarm: &str, a: &str, b: &str) -> bool {
         self.map
@@ -324,10 +362,16 @@ impl Swarms {
                 assert_eq!(s.info[p].seed_at, Some(i));
             }
             for (p, m) in &s.info {
-                assert!(m.links.len() <= lim.max_links, "{p} has too many links");
+                // Links to members on other nodes come on top, up to the same again.
+                let local = m.links.iter().filter(|l| s.info.contains_key(*l)).count();
+                assert!(local <= lim.max_links, "{p} has too many links");
+                assert!(m.links.len() <= 2 * lim.max_links, "{p} has too many links");
                 for l in &m.links {
                     assert_ne!(l, p);
-                    assert!(s.info[l].links.contains(p), "link {p}–{l} one-sided");
+                    let Some(other) = s.info.get(l) else {
+                        continue;
+                    };
+                    assert!(other.links.contains(p), "link {p}–{l} one-sided");
                     assert!(!m.blocked.contains(l), "{p} linked to a peer it reported");
                 }
             }

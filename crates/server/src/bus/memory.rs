@@ -176,4 +176,21 @@ impl Bus for MemoryNode {
     async fn unwatch_room(&self, room: &str) -> Result<()> {
         self.with(|m, _| m.unwatch_room(&self.name, room))
     }
+
+    async fn swarm_enter(&self, swarm: &str, peer: &str, seed: bool, max: usize) -> Result<()> {
+        self.with(|m, _| m.swarm_enter(swarm, peer, seed, max))
+    }
+
+    async fn swarm_exit(&self, swarm: &str, peer: &str) -> Result<()> {
+        self.with(|m, _| m.swarm_exit(swarm, peer))
+    }
+
+    async fn swarm_pick(
+        &self,
+        swarm: &str,
+        peer: &str,
+        count: usize,
+    ) -> Result<Vec<(String, bool)>> {
+        self.with(|m, _| m.swarm_pick(swarm, peer, count))
+    }
 }

@@ -14,6 +14,8 @@
 //! - **Rooms** ([`Bus::join`], [`Bus::leave`], [`Bus::room_log`]): members in join order, and a
 //!   log of joins and leaves that every node with a member in the room applies in the same
 //!   order.
+//! - **Swarm directory** ([`Bus::swarm_enter`], [`Bus::swarm_pick`]): each swarm's members on
+//!   any node, and which are seeds, so a node can introduce its members to others'.
 //! - **Wake-ups** ([`Wake`]): a node is told when its peers' inboxes or its watched rooms' logs
 //!   have something new, or to evict a peer another node has claimed. Wake-ups carry no data:
 //!   the node reads the inbox or log after the last entry it applied, so a wake-up lost (or
@@ -164,6 +166,28 @@ pub trait Bus: Send + Sync + 'static {
 
     /// ...or no longer.
     fn unwatch_room(&self, room: &str) -> impl Future<Output = Result<()>> + Send;
+
+    /// `peer` (which must have a session) is in `swarm`'s directory, a seed with `seed` (a seed
+    /// stays one), unless it has `max` members already. It leaves with its session.
+    fn swarm_enter(
+        &self,
+        swarm: &str,
+        peer: &str,
+        seed: bool,
+        max: usize,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// `peer` left `swarm`.
+    fn swarm_exit(&self, swarm: &str, peer: &str) -> impl Future<Output = Result<()>> + Send;
+
+    /// Up to `count` members of `swarm` other than `peer`, with their seed flag: seeds first,
+    /// as many as there are up to `count` (which ones is the bus's choice).
+    fn swarm_pick(
+        &self,
+        swarm: &str,
+        peer: &str,
+        count: usize,
+    ) -> impl Future<Output = Result<Vec<(String, bool)>>> + Send;
 }
 
 /// Wake-ups on their way to a node: bounded, and never lost without a trace — when the node

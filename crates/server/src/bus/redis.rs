@@ -50,6 +50,12 @@ const LEAVE_LUA: &str = r"
 local function next_id(P)
   return '0-'..redis.call('INCR', P..'seq')
 end
+local function swarm_out(P, swarm, peer)
+  local w = P..'w:'..swarm
+  redis.call('HDEL', w, peer)
+  redis.call('SREM', P..'ws:'..swarm, peer)
+  if redis.call('HLEN', w) == 0 then redis.call('DEL', w, P..'ws:'..swarm) end
+end
 local function leave(P, room, peer)
   local z = P..'rz:'..room
   if redis.call('ZREM', z, peer) == 0 then return false end
@@ -113,6 +119,7 @@ for i = 4, #ARGV, 2 do
     redis.call('PEXPIRE', k, ARGV[3])
     redis.call('PEXPIRE', P..'i:'..peer, ARGV[3])
     redis.call('PEXPIRE', P..'ro:'..peer, ARGV[3])
+    redis.call('PEXPIRE', P..'wo:'..peer, ARGV[3])
     out[#out + 1] = 1
   else
     out[#out + 1] = 0
@@ -201,8 +208,67 @@ for _, room in ipairs(redis.call('SMEMBERS', P..'ro:'..peer)) do
     out[#out + 1] = id
   end
 end
-redis.call('DEL', P..'s:'..peer, P..'i:'..peer, P..'ro:'..peer)
+for _, swarm in ipairs(redis.call('SMEMBERS', P..'wo:'..peer)) do swarm_out(P, swarm, peer) end
+redis.call('DEL', P..'s:'..peer, P..'i:'..peer, P..'ro:'..peer, P..'wo:'..peer)
 redis.call('ZREM', P..'leases', peer)
+return out
+",
+    )
+});
+
+// ARGV: prefix, swarm, peer, seed ('1'), max members, key ttl. Swarm members live in
+// `w:<swarm>` (peer → seed flag) and `ws:<swarm>` (the seeds); a session's swarms in `wo:<peer>`.
+static SWARM_ENTER: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local P, swarm, peer = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('EXISTS', P..'s:'..peer) == 0 then return 0 end
+local w = P..'w:'..swarm
+if redis.call('HEXISTS', w, peer) == 0 and redis.call('HLEN', w) >= tonumber(ARGV[5]) then
+  return 0
+end
+if ARGV[4] == '1' then
+  redis.call('HSET', w, peer, '1')
+  redis.call('SADD', P..'ws:'..swarm, peer)
+else
+  redis.call('HSETNX', w, peer, '0')
+end
+redis.call('SADD', P..'wo:'..peer, swarm)
+redis.call('PEXPIRE', P..'wo:'..peer, ARGV[6])
+return 1
+",
+    )
+});
+
+// ARGV: prefix, swarm, peer.
+static SWARM_EXIT: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        "swarm_out(ARGV[1], ARGV[2], ARGV[3]) redis.call('SREM', ARGV[1]..'wo:'..ARGV[3], ARGV[2]) return 1",
+    )
+});
+
+// ARGV: prefix, swarm, peer, count. Seeds drawn first, then anyone; a member whose session is
+// gone (its key expired with no node left to end it) is dropped on the way.
+static SWARM_PICK: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local P, swarm, peer, count = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local w = P..'w:'..swarm
+local out, seen = {}, {[peer] = true}
+local function add(p, seed)
+  if #out >= 2 * count or seen[p] then return end
+  seen[p] = true
+  if redis.call('EXISTS', P..'s:'..p) == 0 then
+    swarm_out(P, swarm, p)
+    return
+  end
+  out[#out + 1] = p
+  out[#out + 1] = seed
+end
+for _, p in ipairs(redis.call('SRANDMEMBER', P..'ws:'..swarm, count + 1)) do add(p, 1) end
+for _, p in ipairs(redis.call('HRANDFIELD', w, count + 1)) do
+  add(p, tonumber(redis.call('HGET', w, p) or '0'))
+end
 return out
 ",
     )
@@ -808,5 +874,38 @@ impl Bus for RedisBus {
         conn.unsubscribe(format!("{}r:{room}", self.prefix))
             .await
             .map_err(error)
+    }
+
+    async fn swarm_enter(&self, swarm: &str, peer: &str, seed: bool, max: usize) -> Result<()> {
+        let seed = u8::from(seed);
+        let v = self
+            .run(&SWARM_ENTER, &[&swarm, &peer, &seed, &max, &KEY_TTL_MS])
+            .await?;
+        int(&v).map(drop).ok_or_else(|| garbage("swarm enter", &v))
+    }
+
+    async fn swarm_exit(&self, swarm: &str, peer: &str) -> Result<()> {
+        let v = self.run(&SWARM_EXIT, &[&swarm, &peer]).await?;
+        int(&v).map(drop).ok_or_else(|| garbage("swarm exit", &v))
+    }
+
+    async fn swarm_pick(
+        &self,
+        swarm: &str,
+        peer: &str,
+        count: usize,
+    ) -> Result<Vec<(String, bool)>> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let v = self.run(&SWARM_PICK, &[&swarm, &peer, &count]).await?;
+        let parse = || {
+            let a = array(&v)?;
+            (a.len() % 2 == 0 && a.len() / 2 <= count).then_some(())?;
+            a.chunks(2)
+                .map(|p| Some((text(&p[0])?, int(&p[1])? == 1)))
+                .collect::<Option<Vec<_>>>()
+        };
+        parse().ok_or_else(|| garbage("swarm pick", &v))
     }
 }

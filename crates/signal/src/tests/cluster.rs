@@ -160,6 +160,8 @@ impl Cluster {
     }
 }
 
+const SWARM: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
+
 fn of_type<'a>(frames: &'a [Value], ty: &str) -> Vec<&'a Value> {
     frames.iter().filter(|f| f["type"] == ty).collect()
 }
@@ -200,6 +202,77 @@ fn peers_on_two_nodes_meet_signal_and_leave_as_on_one() {
     // Not in a room together any more.
     c.say(b, json!({"type":"signal","to":ida,"data":{}}));
     assert_eq!(c.take(b)[0]["code"], "unknown-peer");
+}
+
+#[test]
+fn swarm_members_on_different_nodes_are_introduced_signal_and_see_each_other_leave() {
+    let mut c = Cluster::new(2);
+    let (a, wa) = c.hello(0, None, None);
+    let (b, wb) = c.hello(1, None, None);
+    let (ida, idb) = (wa["id"].as_str().unwrap(), wb["id"].as_str().unwrap());
+    c.say(a, json!({"type":"swarm-join","swarm":SWARM,"seed":true}));
+    assert_eq!(
+        c.take(a),
+        vec![json!({"type":"swarm-joined","swarm":SWARM,"peers":[]})]
+    );
+    // Nobody on b's node: the directory finds a on the other one.
+    c.say(b, json!({"type":"swarm-join","swarm":SWARM,"seed":false}));
+    assert_eq!(
+        c.take(b),
+        vec![
+            json!({"type":"swarm-joined","swarm":SWARM,"peers":[]}),
+            json!({"type":"swarm-peers","swarm":SWARM,"peers":[{"id":ida,"seed":true}]}),
+        ]
+    );
+    assert_eq!(
+        c.take(a),
+        vec![json!({"type":"swarm-peer","swarm":SWARM,"peer":{"id":idb,"seed":false}})]
+    );
+    // Neighbours signal each other, as on one node.
+    c.say(b, json!({"type":"signal","to":ida,"data":{"offer":1}}));
+    assert_eq!(c.take(a)[0]["data"], json!({"offer":1}));
+    c.say(a, json!({"type":"signal","to":idb,"data":{"answer":1}}));
+    assert_eq!(c.take(b)[0]["data"], json!({"answer":1}));
+    // A third member on a's node gets a (local) and b (from the directory) — b only once.
+    let (x, wx) = c.hello(0, None, None);
+    let idx = wx["id"].as_str().unwrap();
+    c.say(x, json!({"type":"swarm-join","swarm":SWARM,"seed":false}));
+    let got = c.take(x);
+    assert_eq!(
+        got,
+        vec![
+            json!({"type":"swarm-joined","swarm":SWARM,"peers":[{"id":ida,"seed":true}]}),
+            json!({"type":"swarm-peers","swarm":SWARM,"peers":[{"id":idb,"seed":false}]}),
+        ]
+    );
+    for p in [a, b] {
+        assert_eq!(
+            c.take(p),
+            vec![json!({"type":"swarm-peer","swarm":SWARM,"peer":{"id":idx,"seed":false}})]
+        );
+    }
+    // b leaves: both its neighbours on the other node hear it; signals to it are refused.
+    c.say(b, json!({"type":"swarm-leave","swarm":SWARM}));
+    assert_eq!(c.take(b), vec![json!({"type":"swarm-left","swarm":SWARM})]);
+    for p in [a, x] {
+        assert_eq!(
+            c.take(p),
+            vec![json!({"type":"swarm-peer-left","swarm":SWARM,"id":idb})]
+        );
+    }
+    c.say(a, json!({"type":"signal","to":idb,"data":{}}));
+    assert_eq!(c.take(a)[0]["code"], "unknown-peer");
+    // a's session ends: it leaves the directory with it (a newcomer on b's node finds x only).
+    c.close(a, true);
+    let (y, _) = c.hello(1, None, None);
+    c.say(y, json!({"type":"swarm-join","swarm":SWARM,"seed":false}));
+    assert_eq!(
+        c.take(y)[1],
+        json!({"type":"swarm-peers","swarm":SWARM,"peers":[{"id":idx,"seed":false}]})
+    );
+    for s in c.nodes.iter().flatten() {
+        s.swarms.check(&s.cfg.swarm_limits());
+    }
 }
 
 #[test]
@@ -369,7 +442,7 @@ fn random_cluster(seed: u8) -> (usize, usize) {
         } else {
             Some(rng.next_u32() as usize % clients.len())
         };
-        match (rng.next_u32() % 12, k) {
+        match (rng.next_u32() % 14, k) {
             (0, _) | (_, None) => {
                 let (conn, w) = c.hello(node, None, None);
                 clients.push(Client {
@@ -454,6 +527,17 @@ fn random_cluster(seed: u8) -> (usize, usize) {
                     }
                 }
             }
+            (11, Some(k)) => {
+                if let Some(conn) = clients[k].conn {
+                    let seed = rng.next_u32() % 3 == 0;
+                    c.say(conn, json!({"type":"swarm-join","swarm":SWARM,"seed":seed}));
+                }
+            }
+            (12, Some(k)) => {
+                if let Some(conn) = clients[k].conn {
+                    c.say(conn, json!({"type":"swarm-leave","swarm":SWARM}));
+                }
+            }
             _ => c.advance(Duration::from_millis(u64::from(rng.next_u32() % 2000))),
         }
         for cl in &mut clients {
@@ -474,8 +558,9 @@ fn random_cluster(seed: u8) -> (usize, usize) {
                 );
             }
         }
-        // Every view on every node agrees with the bus.
+        // Every view on every node agrees with the bus; swarm registries keep their shape.
         for s in c.nodes.iter().flatten() {
+            s.swarms.check(&s.cfg.swarm_limits());
             for (name, view) in &s.rooms {
                 let truth = c.bus.members(name);
                 let ids: Vec<&String> = view.members.iter().map(|(p, _)| p).collect();
