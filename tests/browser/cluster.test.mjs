@@ -3,14 +3,17 @@
 // a data channel; the node of one of them is killed (SIGKILL): its tab reconnects through
 // nginx to a live node and resumes, the data channel never breaks, and the other tab never
 // sees it leave. Relay-only tabs whose TURN node dies move to another node's TURN through an
-// ICE restart, and one node's TURN credentials allocate on any other.
+// ICE restart, and one node's TURN credentials allocate on any other. A swarm spans nodes: a
+// tab on one node gets a whole file from a native seeder on another.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startServer, launchBrowser, openTab, joinRoom, turnEntry, waitFor, waitOpen } from './lib.mjs';
+import { startServer, startCli, launchBrowser, openTab, joinRoom, sdkPage, turnEntry, waitFor, waitOpen } from './lib.mjs';
+import { startOrigin } from './origin.mjs';
 
 const PORTS = [8081, 8082, 8083];
 const LB = 18090;
@@ -170,6 +173,43 @@ test('TURN credentials from one node allocate on another (one shared REST secret
   const after = await allocationsWhen((c) => c[to.i] >= before + 2);
   assert.ok(after[to.i] >= before + 2, `node ${to.i + 1} allocated with node ${from.i + 1}'s credentials: ${after}`);
   for (const p of [a, b]) await p.close();
+});
+
+test('a tab on one node fetches a whole file from a native seeder on another, the origin down for it', async () => {
+  const site = join(dir, 'site');
+  mkdirSync(site, { recursive: true });
+  const origin = await startOrigin(site);
+  const size = 4 * (1 << 20) + 77;
+  writeFileSync(join(site, 'spread.bin'), randomBytes(size));
+  const m = startCli(['manifest', site, '--json']);
+  assert.equal(await m.exited, 0, m.stderr);
+  const root = m.events.find((e) => e.event === 'file' && e.path === 'spread.bin').root;
+  const net = ['--allow-loopback', '--no-stun', '--no-turn'];
+  const seeder = startCli(['seed', site, '--only', 'spread.bin', '--server', nodes[0].url, '--json', ...net]);
+  try {
+    await seeder.waitEvent((e) => e.event === 'joined', { what: 'the seeder in its swarm' });
+    origin.down.add('spread.bin');
+    const page = await sdkPage(browser, `${nodes[1].url}/swarm-test.html`);
+    await page.evaluate(async (url) => {
+      const swarm = await import('/sdk/swarm.js');
+      const { Blake3, toHex } = await import('/transfer/blake3.js');
+      const res = await swarm.fetch(url, { server: location.origin });
+      const h = new Blake3();
+      let bytes = 0;
+      for await (const chunk of res.body) { h.update(chunk); bytes += chunk.length; }
+      window.result = { root: toHex(h.digest()), bytes, stats: res.swarm.stats };
+      res.swarm.close();
+    }, `${origin.url}/spread.bin`);
+    const r = await page.evaluate(() => window.result);
+    assert.equal(r.root, root, 'the exact file');
+    assert.equal(r.bytes, size);
+    assert.equal(origin.served.get('spread.bin') ?? 0, 0, 'none of it from the origin');
+    await page.close();
+  } finally {
+    seeder.proc.kill('SIGINT');
+    await seeder.exited;
+    await origin.close();
+  }
 });
 
 test('tabs on different nodes behind nginx talk; killing one node breaks nothing and no one sees a leave', async () => {
