@@ -639,3 +639,77 @@ async fn swarm_members_on_different_nodes_meet_through_the_directory() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_redis_is_down_peers_on_one_node_still_signal_and_the_rest_retry() {
+    let mut redis = Redis::start("down", true);
+    let nodes: Vec<(Running, String)> = (1..=2)
+        .map(|i| node(&redis, &format!("n{i}"), 30))
+        .collect();
+    let (mut a, _) = hello(&nodes[0].1, None, None).await;
+    let (mut b, wb) = hello(&nodes[0].1, None, None).await;
+    let (mut x, wx) = hello(&nodes[1].1, None, None).await;
+    for ws in [&mut a, &mut b, &mut x] {
+        join(ws, "r").await;
+    }
+    drain_for(&mut a, Duration::from_millis(300)).await;
+    drain_for(&mut b, Duration::from_millis(100)).await;
+    // Redis goes away (and stays away a while).
+    redis.proc = None;
+    // Within a beat (1 s) node 1 knows; until then a signal may still be refused.
+    let (to_b, to_x) = (id(&wb), id(&wx));
+    let mut i = 0u64;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "local signals never went through"
+        );
+        send(&mut a, json!({"type":"signal","to":to_b,"data":{"i":i}})).await;
+        i += 1;
+        let got = drain_for(&mut b, Duration::from_millis(300)).await;
+        if let Some(f) = got.iter().find(|f| f["type"] == "signal") {
+            assert_eq!(f["n"], Value::Null, "directly, not through the inbox: {f}");
+            break;
+        }
+    }
+    drain_for(&mut a, Duration::from_millis(100)).await;
+    // Now every local signal goes through, in order; one to the other node is refused at once.
+    for k in 0..50 {
+        send(&mut a, json!({"type":"signal","to":to_b,"data":{"k":k}})).await;
+    }
+    let mut got = Vec::new();
+    while got.len() < 50 {
+        let f = recv(&mut b).await;
+        got.push(f["data"]["k"].as_u64().unwrap());
+    }
+    assert_eq!(got, (0..50).collect::<Vec<_>>());
+    send(&mut a, json!({"type":"signal","to":to_x,"data":{"lost":1}})).await;
+    let refused = recv(&mut a).await;
+    assert_eq!(
+        (&refused["type"], &refused["code"]),
+        (&json!("error"), &json!("unavailable")),
+        "{refused}"
+    );
+    // Redis is back (from its append-only file): the signal tried again arrives, through the bus.
+    redis.spawn();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never back on the bus"
+        );
+        send(
+            &mut a,
+            json!({"type":"signal","to":to_x,"data":{"again":1}}),
+        )
+        .await;
+        let answer = drain_for(&mut a, Duration::from_millis(300)).await;
+        if answer.iter().all(|f| f["type"] != "error") {
+            break;
+        }
+    }
+    let f = recv(&mut x).await;
+    assert_eq!(f["data"], json!({"again":1}), "{f}");
+    assert!(f["n"].as_u64().is_some());
+}

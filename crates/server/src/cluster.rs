@@ -3,7 +3,7 @@
 //! node's liveness record on the bus.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use peerweb_signal::bus::{BusEvent, BusOp, SWARM_FROM};
@@ -53,11 +53,25 @@ pub(crate) async fn run<B: Bus>(
 ) {
     let mut beat = tokio::time::interval(BEAT_EVERY);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Whether the bus was unreachable for the last op or beat: the core hears of each change
+    // (`Wake::Lost`, then `Wake::Resync` at the first thing that goes through again).
+    let mut lost = false;
     loop {
         tokio::select! {
             op = ops.recv() => {
                 let Some(op) = op else { return };
-                if let Some(ev) = execute(&bus, &node, op).await
+                let (ev, unreachable) = execute(&bus, &node, op, lost).await;
+                if unreachable != lost {
+                    lost = unreachable;
+                    if lost {
+                        warn!("cluster bus: unreachable; signals between this node's own peers go directly meanwhile");
+                    }
+                    let wake = if lost { Wake::Lost } else { Wake::Resync };
+                    if deliver.send(BusEvent::Wake(wake)).await.is_err() {
+                        return;
+                    }
+                }
+                if let Some(ev) = ev
                     && deliver.send(ev).await.is_err()
                 {
                     return;
@@ -71,7 +85,16 @@ pub(crate) async fn run<B: Bus>(
             }
             _ = beat.tick() => {
                 let now = now_ms();
-                if let Err(e) = bus.beat(&node, &info, now, BEAT_TTL.as_millis() as u64).await {
+                let beat = bus.beat(&node, &info, now, BEAT_TTL.as_millis() as u64).await;
+                let unreachable = matches!(beat, Err(BusError::Unreachable(_)));
+                if unreachable != lost {
+                    lost = unreachable;
+                    let wake = if lost { Wake::Lost } else { Wake::Resync };
+                    if deliver.send(BusEvent::Wake(wake)).await.is_err() {
+                        return;
+                    }
+                }
+                if let Err(e) = beat {
                     warn!("cluster bus: {e}");
                     continue;
                 }
@@ -87,10 +110,34 @@ pub(crate) async fn run<B: Bus>(
     }
 }
 
-/// Runs one op on the bus for `node`: its result for the core, if it has one.
-pub(crate) async fn execute<B: Bus>(bus: &B, node: &str, op: BusOp) -> Option<BusEvent> {
+/// Runs one op on the bus for `node`: its result for the core, if it has one, and whether the
+/// bus was unreachable for it. While it is known to be (`lost`), ops without a result are
+/// tried once, not retried.
+pub(crate) async fn execute<B: Bus>(
+    bus: &B,
+    node: &str,
+    op: BusOp,
+    lost: bool,
+) -> (Option<BusEvent>, bool) {
+    let unreachable = AtomicBool::new(false);
+    let text = |e: BusError| {
+        if matches!(e, BusError::Unreachable(_)) {
+            unreachable.store(true, Ordering::Relaxed);
+        }
+        e.to_string()
+    };
+    let ev = run_op(bus, node, op, lost, &text).await;
+    (ev, unreachable.load(Ordering::Relaxed))
+}
+
+async fn run_op<B: Bus>(
+    bus: &B,
+    node: &str,
+    op: BusOp,
+    lost: bool,
+    text: &(impl Fn(BusError) -> String + Sync),
+) -> Option<BusEvent> {
     let until = |lease: Duration| now_ms().saturating_add(lease.as_millis() as u64);
-    let text = |e: BusError| e.to_string();
     Some(match op {
         BusOp::Claim { conn, peer, lease } => BusEvent::Claimed {
             conn,
@@ -164,7 +211,8 @@ pub(crate) async fn execute<B: Bus>(bus: &B, node: &str, op: BusOp) -> Option<Bu
         },
         op => {
             // No result: retried while the bus is unreachable, then given up with a word.
-            for wait in RETRIES.iter().copied().chain([Duration::ZERO]) {
+            let retries = if lost { &[][..] } else { &RETRIES[..] };
+            for wait in retries.iter().copied().chain([Duration::ZERO]) {
                 let r = match &op {
                     BusOp::Ack { peer, upto } => bus.ack(peer, *upto).await,
                     BusOp::Leave { room, peer } => bus.leave(room, peer).await.map(drop),
@@ -196,6 +244,7 @@ pub(crate) async fn execute<B: Bus>(bus: &B, node: &str, op: BusOp) -> Option<Bu
                         tokio::time::sleep(wait).await;
                     }
                     Err(e) => {
+                        let e = text(e);
                         warn!(?op, "cluster bus: gave up: {e}");
                         return None;
                     }

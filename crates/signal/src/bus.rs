@@ -136,8 +136,12 @@ pub enum Wake {
     /// Another node claimed this peer at `epoch`: drop its connection here if it is older.
     Evict { peer: String, epoch: u64 },
     /// Wake-ups may have been lost (the bus connection dropped, or this node fell behind):
-    /// re-read every inbox and room log this node holds.
+    /// re-read every inbox and room log this node holds. Also: the bus is reachable again
+    /// after [`Wake::Lost`].
     Resync,
+    /// The bus is unreachable (an operation failed for it): until [`Wake::Resync`], signals
+    /// between this node's own peers go directly and the others are refused at once.
+    Lost,
 }
 
 /// The `from` of an inbox entry that is not a peer's signal but a swarm introduction (or its

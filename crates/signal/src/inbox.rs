@@ -41,6 +41,12 @@ impl Signal {
                 .is_some_and(|v| v.members.iter().any(|(p, _)| p == to))
         });
         let linked = s.swarms.iter().any(|w| self.swarms.linked(w, me, to));
+        if self.bus_lost {
+            return self.signal_directly(conn, me, to, data, in_view || linked);
+        }
+        if let Some(t) = self.sessions.get_mut(to) {
+            t.sending += 1;
+        }
         self.out.push_back(Output::Bus(BusOp::Send {
             conn,
             to: to.to_owned(),
@@ -51,7 +57,50 @@ impl Signal {
         }));
     }
 
-    pub(crate) fn sent(&mut self, conn: ConnId, result: Result<Sent, String>) {
+    /// While the bus is away: a signal to a peer connected here goes to it directly, without
+    /// an `n` (it is not kept for a resume), when nothing this node sent it is still on its
+    /// way through the bus (per sender order); anything else is refused, to be tried again.
+    fn signal_directly(
+        &mut self,
+        conn: ConnId,
+        me: &str,
+        to: &str,
+        data: &RawValue,
+        allowed: bool,
+    ) {
+        let target = self.sessions.get(to).and_then(|t| {
+            let clear = t.sending == 0 && t.queued <= t.delivered;
+            t.conn.filter(|_| clear)
+        });
+        match target {
+            Some(target) if allowed => {
+                let frame = ServerMsg::Signal {
+                    from: me,
+                    data,
+                    n: None,
+                }
+                .encode();
+                self.out.push_back(Output::Send {
+                    conn: target,
+                    frame,
+                });
+                self.stats.signals_relayed += 1;
+            }
+            _ => self.error(
+                conn,
+                ErrorCode::Unavailable,
+                "the servers' shared state is unreachable; try again shortly",
+            ),
+        }
+    }
+
+    pub(crate) fn sent(&mut self, conn: ConnId, to: &str, result: Result<Sent, String>) {
+        if let Some(t) = self.sessions.get_mut(to) {
+            t.sending = t.sending.saturating_sub(1);
+            if let Ok(Sent::Queued(id)) = result {
+                t.queued = t.queued.max(id);
+            }
+        }
         match result {
             Ok(Sent::Queued(_)) => self.stats.signals_relayed += 1,
             Ok(Sent::NoSuchPeer | Sent::NotShared) => {

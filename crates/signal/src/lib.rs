@@ -317,8 +317,8 @@ struct Hello {
 /// Frames a connection may send while it waits for the bus (see `Conn::blocked`).
 const MAX_WAITING_FRAMES: usize = 64;
 
-/// A session this node holds (its connection is here, or it is away and still in swarms,
-/// which live on one node). Its rooms and signals are on the bus.
+/// A session this node holds (its connection is here, or it is away within the resume grace).
+/// Its rooms and signals are on the bus.
 #[derive(Debug)]
 struct Session {
     conn: Option<ConnId>,
@@ -332,6 +332,10 @@ struct Session {
     reading: Reading,
     /// The client acknowledges signals itself.
     acks: bool,
+    /// Signals to it this node handed to the bus and has no answer for yet, and the last one
+    /// the bus queued: while the bus is away a signal goes directly only behind none of them.
+    sending: u32,
+    queued: EntryId,
 }
 
 /// The signaling core. See the crate docs.
@@ -350,6 +354,8 @@ pub struct Signal {
     next_renew: Instant,
     next_reap: Instant,
     stats: Stats,
+    /// The bus is unreachable ([`Wake::Lost`] until [`Wake::Resync`]).
+    bus_lost: bool,
 }
 
 impl Signal {
@@ -367,6 +373,7 @@ impl Signal {
             next_renew: now,
             next_reap: now + REAP_EVERY,
             stats: Stats::default(),
+            bus_lost: false,
         }
     }
 
@@ -452,7 +459,7 @@ impl Signal {
                     }
                 }
             }
-            BusEvent::Sent { conn, result, .. } => self.sent(conn, result),
+            BusEvent::Sent { conn, to, result } => self.sent(conn, &to, result),
             BusEvent::SwarmPicked {
                 swarm,
                 peer,
@@ -491,7 +498,9 @@ impl Signal {
             BusEvent::Wake(Wake::Inbox { peer }) => self.read_inbox(&peer),
             BusEvent::Wake(Wake::Room { room }) => self.read_room(&room),
             BusEvent::Wake(Wake::Evict { peer, epoch }) => self.fence(now, &peer, epoch),
+            BusEvent::Wake(Wake::Lost) => self.bus_lost = true,
             BusEvent::Wake(Wake::Resync) => {
+                self.bus_lost = false;
                 // Back on the bus: the leases first (renewals may have failed meanwhile, and
                 // any node reaps a lapsed one), then what may have been missed.
                 self.next_renew = now;
@@ -827,6 +836,8 @@ impl Signal {
                 delivered: EntryId::ZERO,
                 reading: Reading::Idle,
                 acks: false,
+                sending: 0,
+                queued: EntryId::ZERO,
             });
         session.conn = Some(conn);
         session.away_since = None;

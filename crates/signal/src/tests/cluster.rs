@@ -2,7 +2,7 @@
 //! nodes, a node that dies, sessions that move — and random sequences of all of it.
 
 use super::*;
-use crate::bus::{BusEvent, Model};
+use crate::bus::{BusEvent, Model, Wake};
 
 /// Nodes sharing one bus. Bus ops run at once, in order; wake-ups reach their node.
 struct Cluster {
@@ -273,6 +273,58 @@ fn swarm_members_on_different_nodes_are_introduced_signal_and_see_each_other_lea
     for s in c.nodes.iter().flatten() {
         s.swarms.check(&s.cfg.swarm_limits());
     }
+}
+
+#[test]
+fn while_the_bus_is_away_peers_on_one_node_still_signal_and_the_rest_is_refused() {
+    let mut c = Cluster::new(2);
+    let (a, wa) = c.hello(0, None, None);
+    let (b, wb) = c.hello(0, None, None);
+    let (x, wx) = c.hello(1, None, None);
+    let id = |w: &Value| w["id"].as_str().unwrap().to_owned();
+    let (ida, idb, idx) = (id(&wa), id(&wb), id(&wx));
+    for conn in [a, b, x] {
+        c.say(conn, json!({"type":"join","room":"r"}));
+    }
+    for conn in [a, b, x] {
+        c.take(conn);
+    }
+    c.say(a, json!({"type":"signal","to":idb,"data":{"i":0}}));
+    assert!(c.take(b)[0]["n"].as_u64().is_some(), "through the bus");
+    // Node 0 loses the bus.
+    let now = c.now;
+    c.nodes[0]
+        .as_mut()
+        .unwrap()
+        .handle_bus(now, BusEvent::Wake(Wake::Lost));
+    c.settle();
+    for i in 1..4 {
+        c.say(a, json!({"type":"signal","to":idb,"data":{"i":i}}));
+    }
+    let got = c.take(b);
+    assert_eq!(
+        got,
+        (1..4)
+            .map(|i| json!({"type":"signal","from":ida,"data":{"i":i}}))
+            .collect::<Vec<_>>(),
+        "directly, in order, without n"
+    );
+    // To a peer on another node, and from a peer it does not share a room with: refused.
+    c.say(a, json!({"type":"signal","to":idx,"data":{}}));
+    assert_eq!(c.take(a)[0]["code"], "unavailable");
+    assert!(c.take(x).is_empty());
+    // Back: everything goes through the bus again, with its n.
+    c.nodes[0]
+        .as_mut()
+        .unwrap()
+        .handle_bus(now, BusEvent::Wake(Wake::Resync));
+    c.settle();
+    c.say(a, json!({"type":"signal","to":idx,"data":{"back":1}}));
+    assert_eq!(c.take(x)[0]["data"], json!({"back":1}));
+    c.say(a, json!({"type":"signal","to":idb,"data":{"i":4}}));
+    let f = c.take(b);
+    assert_eq!(f[0]["data"], json!({"i":4}));
+    assert!(f[0]["n"].as_u64().is_some());
 }
 
 #[test]
