@@ -12,7 +12,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startServer, startCli, launchBrowser, openTab, joinRoom, sdkPage, turnEntry, waitFor, waitOpen } from './lib.mjs';
+import { startServer, startCli, startNginx, launchBrowser, openTab, joinRoom, sdkPage, turnEntry, waitFor, waitOpen } from './lib.mjs';
 import { startOrigin } from './origin.mjs';
 
 const PORTS = [8081, 8082, 8083];
@@ -54,35 +54,13 @@ before(async () => {
   const conf = readFileSync(new URL('../../docs/nginx-cluster.conf', import.meta.url), 'utf8')
     .replace('listen 80;', `listen 127.0.0.1:${LB};`)
     .replace('server_name peerweb.example.org;', 'server_name localhost;');
-  writeFileSync(join(dir, 'nginx.conf'), `
-    daemon off;
-    pid ${dir}/nginx.pid;
-    error_log ${dir}/error.log;
-    events {}
-    http {
-      access_log off;
-      client_body_temp_path ${dir}; proxy_temp_path ${dir}; fastcgi_temp_path ${dir};
-      uwsgi_temp_path ${dir}; scgi_temp_path ${dir};
-      map $http_upgrade $connection_upgrade { default upgrade; '' close; }
-      ${conf}
-    }`);
-  nginx = spawn('nginx', ['-c', join(dir, 'nginx.conf'), '-p', dir], { stdio: ['ignore', 'ignore', 'inherit'] });
-  for (let i = 0; ; i++) {
-    try {
-      if ((await fetch(`http://127.0.0.1:${LB}/healthz`)).ok) break;
-    } catch { /* not yet */ }
-    if (i > 100) throw new Error(`nginx did not come up: ${readFileSync(join(dir, 'error.log'), 'utf8')}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  nginx = await startNginx(dir, conf, async () => (await fetch(`http://127.0.0.1:${LB}/healthz`)).ok);
   browser = await launchBrowser();
 });
 
 after(async () => {
   await browser?.close();
-  if (nginx && nginx.exitCode === null) {
-    nginx.kill('SIGTERM');
-    await new Promise((r) => nginx.once('exit', r));
-  }
+  await nginx?.stop();
   for (const n of nodes) await n.stop();
   if (redis && redis.exitCode === null) {
     redis.kill('SIGKILL');

@@ -131,6 +131,44 @@ export async function startServer({ port = 0, args = [], host = '127.0.0.1', ns 
 }
 
 /**
+ * Debian's nginx with `server` (a block from docs/, edited for the test) in a minimal `http {}`
+ * of its own, everything under `dir`; resolves once `ready()` says it serves (10 s at most).
+ * Returns `{ proc, stop() }`.
+ */
+export async function startNginx(dir, server, ready) {
+  writeFileSync(join(dir, 'nginx.conf'), `
+    daemon off;
+    pid ${dir}/nginx.pid;
+    error_log ${dir}/error.log;
+    events {}
+    http {
+      access_log off;
+      client_body_temp_path ${dir}; proxy_temp_path ${dir}; fastcgi_temp_path ${dir};
+      uwsgi_temp_path ${dir}; scgi_temp_path ${dir};
+      map $http_upgrade $connection_upgrade { default upgrade; '' close; }
+      ${server}
+    }`);
+  const proc = track(spawn('nginx', ['-c', join(dir, 'nginx.conf'), '-p', dir], { stdio: ['ignore', 'ignore', 'inherit'] }));
+  for (let i = 0; ; i++) {
+    try {
+      if (await ready()) break;
+    } catch { /* not yet */ }
+    if (i > 100 || proc.exitCode !== null) {
+      throw new Error(`nginx did not come up: ${readFileSync(join(dir, 'error.log'), 'utf8')}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    proc,
+    stop() {
+      if (proc.exitCode !== null || proc.signalCode) return Promise.resolve();
+      proc.kill('SIGTERM');
+      return new Promise((r) => proc.once('exit', r));
+    },
+  };
+}
+
+/**
  * A headless browser — `engine` 'chromium' (the default) or 'firefox' — with camera/mic
  * granted (needed for raw-IP host candidates; with `hideAddresses` nothing is granted and the
  * browser hides host addresses behind mDNS names). With `ns`, it runs inside that network

@@ -4,10 +4,9 @@
 // nginx's X-Forwarded-For (--trusted-proxy); TURN does not go through nginx (it cannot).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { startServer, launchBrowser, openTab, joinRoom, waitFor, waitOpen, startCli, makeCertificates } from './lib.mjs';
+import { startServer, startNginx, launchBrowser, openTab, joinRoom, waitFor, waitOpen, startCli, makeCertificates } from './lib.mjs';
 
 let certs;
 let server;
@@ -29,37 +28,13 @@ before(async () => {
     .replace('proxy_pass http://127.0.0.1:8080;', `proxy_pass http://${upstream};`);
   const dir = join(certs.dir, 'nginx');
   mkdirSync(dir);
-  writeFileSync(join(dir, 'nginx.conf'), `
-    daemon off;
-    pid ${dir}/nginx.pid;
-    error_log ${dir}/error.log;
-    events {}
-    http {
-      access_log off;
-      client_body_temp_path ${dir}; proxy_temp_path ${dir}; fastcgi_temp_path ${dir};
-      uwsgi_temp_path ${dir}; scgi_temp_path ${dir};
-      map $http_upgrade $connection_upgrade { default upgrade; '' close; }
-      ${conf}
-    }`);
-  nginx = spawn('nginx', ['-c', join(dir, 'nginx.conf'), '-p', dir], { stdio: ['ignore', 'ignore', 'inherit'] });
   url = `https://localhost:${port}`;
-  // Up once it answers.
-  for (let i = 0; ; i++) {
-    try {
-      const r = await fetch(`http://${upstream}/healthz`);
-      if (r.ok && (await probe(port))) break;
-    } catch { /* not yet */ }
-    if (i > 100) throw new Error(`nginx did not come up: ${readFileSync(join(dir, 'error.log'), 'utf8')}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  nginx = await startNginx(dir, conf, async () => (await fetch(`http://${upstream}/healthz`)).ok && probe(port));
   browser = await launchBrowser({ args: [`--ignore-certificate-errors-spki-list=${certs.spki}`] });
 });
 after(async () => {
   await browser?.close();
-  if (nginx && nginx.exitCode === null) {
-    nginx.kill('SIGTERM');
-    await new Promise((r) => nginx.once('exit', r));
-  }
+  await nginx?.stop();
   await server?.stop();
   if (certs) rmSync(certs.dir, { recursive: true, force: true });
 });

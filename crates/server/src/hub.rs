@@ -506,15 +506,7 @@ async fn run_hub(
                             },
                         );
                     }
-                    loop {
-                        match signal.poll_output() {
-                            Output::Bus(op) => {
-                                let _ = ch.ops.try_send(op);
-                            }
-                            Output::Timeout(_) => break,
-                            _ => {}
-                        }
-                    }
+                    drain(&mut signal, &mut conns, &ch.ops, now, max_queue);
                     return;
                 }
             };
@@ -539,56 +531,65 @@ async fn run_hub(
                 conns.insert(conn, handle);
             }
         }
-        // Drain; slow consumers found while draining are closed, which may queue more output.
-        loop {
-            match signal.poll_output() {
-                Output::Send { conn, frame } => {
-                    let Some(h) = conns.get(&conn) else { continue };
-                    let len = frame.len();
-                    if h.queued.load(Ordering::Relaxed) + len > max_queue {
-                        debug!(conn = conn.0, "slow consumer");
-                        h.kill.notify_one();
-                        conns.remove(&conn);
-                        signal.handle_input(
-                            now,
-                            Input::Closed {
-                                conn,
-                                goodbye: false,
-                            },
-                        );
-                        continue;
-                    }
-                    h.queued.fetch_add(len, Ordering::Relaxed);
-                    let _ = h.tx.send(Out::Text(frame));
+        deadline = Instant::from_std(drain(&mut signal, &mut conns, &ch.ops, now, max_queue));
+    }
+}
+
+/// Sends the core's output until it is quiet: frames to connections (a slow consumer found
+/// on the way is closed, which may queue more output), ops to the bus task (one that finds its
+/// queue full fails at once). Returns when the core next wants a timeout.
+fn drain(
+    signal: &mut Signal,
+    conns: &mut HashMap<ConnId, ConnHandle>,
+    ops: &mpsc::Sender<BusOp>,
+    now: std::time::Instant,
+    max_queue: usize,
+) -> std::time::Instant {
+    loop {
+        match signal.poll_output() {
+            Output::Send { conn, frame } => {
+                let Some(h) = conns.get(&conn) else { continue };
+                let len = frame.len();
+                if h.queued.load(Ordering::Relaxed) + len > max_queue {
+                    debug!(conn = conn.0, "slow consumer");
+                    h.kill.notify_one();
+                    conns.remove(&conn);
+                    signal.handle_input(
+                        now,
+                        Input::Closed {
+                            conn,
+                            goodbye: false,
+                        },
+                    );
+                    continue;
                 }
-                Output::Ping { conn } => {
-                    if let Some(h) = conns.get(&conn) {
-                        let _ = h.tx.send(Out::Ping);
-                    }
-                }
-                Output::Close { conn, code, reason } => match conns.remove(&conn) {
-                    Some(h) => {
-                        let _ = h.tx.send(Out::Close(code, reason));
-                    }
-                    // Refused at open: the handle is not stored yet.
-                    None => debug!(conn = conn.0, code, "close before register"),
-                },
-                Output::Bus(op) => {
-                    if let Err(e) = ch.ops.try_send(op) {
-                        let op = match e {
-                            mpsc::error::TrySendError::Full(op)
-                            | mpsc::error::TrySendError::Closed(op) => op,
-                        };
-                        if let Some(ev) = op.failed("the node's bus queue is full") {
-                            signal.handle_bus(now, ev);
-                        }
-                    }
-                }
-                Output::Timeout(at) => {
-                    deadline = Instant::from_std(at);
-                    break;
+                h.queued.fetch_add(len, Ordering::Relaxed);
+                let _ = h.tx.send(Out::Text(frame));
+            }
+            Output::Ping { conn } => {
+                if let Some(h) = conns.get(&conn) {
+                    let _ = h.tx.send(Out::Ping);
                 }
             }
+            Output::Close { conn, code, reason } => match conns.remove(&conn) {
+                Some(h) => {
+                    let _ = h.tx.send(Out::Close(code, reason));
+                }
+                // Refused at open: the handle is not stored yet.
+                None => debug!(conn = conn.0, code, "close before register"),
+            },
+            Output::Bus(op) => {
+                if let Err(e) = ops.try_send(op) {
+                    let op = match e {
+                        mpsc::error::TrySendError::Full(op)
+                        | mpsc::error::TrySendError::Closed(op) => op,
+                    };
+                    if let Some(ev) = op.failed("the node's bus queue is full") {
+                        signal.handle_bus(now, ev);
+                    }
+                }
+            }
+            Output::Timeout(at) => return at,
         }
     }
 }

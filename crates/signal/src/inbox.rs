@@ -184,12 +184,8 @@ impl Signal {
             }
         }
         if s.reading.done() || more {
-            s.reading = Reading::Busy;
-            self.out.push_back(Output::Bus(BusOp::ReadInbox {
-                peer: peer.to_owned(),
-                after: s.delivered,
-                count: INBOX_PAGE,
-            }));
+            s.reading = Reading::Idle;
+            self.read_inbox(peer);
         }
     }
 

@@ -276,13 +276,8 @@ impl Signal {
             return;
         };
         if view.reading.done() || more || stale {
-            view.reading = Reading::Busy;
-            let at = view.at;
-            self.out.push_back(Output::Bus(BusOp::ReadRoom {
-                room: room.to_owned(),
-                after: at,
-                count: LOG_PAGE,
-            }));
+            view.reading = Reading::Idle;
+            self.read_room(room);
         }
     }
 
