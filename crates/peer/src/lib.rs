@@ -53,6 +53,11 @@ pub const MAX_PEERS: usize = 64;
 pub const PING_EVERY: Duration = Duration::from_secs(20);
 /// Signals received are acknowledged together, this long after the first unacknowledged one.
 const ACK_AFTER: Duration = Duration::from_millis(250);
+/// A peer the server says left while our connection to it is up is kept this long (or until
+/// its channel closes or its path goes down): messages it sent just before leaving — an abort,
+/// the last step of a handshake — are on their way on the direct path, which can be slower
+/// than the server's word.
+const LEAVE_LINGER: Duration = Duration::from_secs(1);
 
 /// Tunables of a client.
 #[derive(Debug, Clone)]
@@ -346,6 +351,9 @@ pub struct Client {
     /// With [`Settings::only_role`]: the peers in the room that have it (at most a room's
     /// members).
     eligible: HashSet<String>,
+    /// Peers that left the room with their connection up, and until when they are kept
+    /// ([`LEAVE_LINGER`]).
+    leaving: HashMap<String, Instant>,
     /// See [`Client::set_h264_profile`]: per layer.
     h264_profile: [Option<u16>; LAYERS],
     /// See [`Client::set_audio_codec`].
@@ -405,6 +413,7 @@ impl Client {
             relay_transports: HashMap::new(),
             reports: VecDeque::new(),
             eligible: HashSet::new(),
+            leaving: HashMap::new(),
             h264_profile: [None; LAYERS],
             audio_codec: AudioCodec::Opus,
         }
@@ -549,7 +558,7 @@ impl Client {
             ServerFrame::SwarmPeerLeft { swarm, id }
                 if swarm == self.room && self.settings.swarm.is_some() =>
             {
-                self.drop_peer(now, &id);
+                self.peer_left(now, &id);
             }
             ServerFrame::Joined { room, peers } if room == self.room => {
                 for p in &peers {
@@ -569,7 +578,7 @@ impl Client {
             }
             ServerFrame::PeerLeft { room, id } if room == self.room => {
                 self.eligible.remove(&id);
-                self.drop_peer(now, &id);
+                self.peer_left(now, &id);
             }
             ServerFrame::Signal { from, data, n } => {
                 if let Some(n) = n {
@@ -980,6 +989,9 @@ impl Client {
         if let Some(a) = self.ack_at {
             t = t.min(a);
         }
+        for at in self.leaving.values() {
+            t = t.min(*at);
+        }
         for p in self.peers.values() {
             t = t.min(p.timeout());
             for at in [p.next_check(), p.watch.next_timeout()]
@@ -992,7 +1004,6 @@ impl Client {
         t
     }
 
-    /// Closes the connection to `id`, if any, and reports that it left.
     /// We are in (the room, or the swarm with these new neighbours): the joiner offers to
     /// each; connections still alive from before are kept.
     fn joined(&mut self, now: Instant, ids: Vec<String>) {
@@ -1005,7 +1016,51 @@ impl Client {
         self.collect(now);
     }
 
+    /// The server says `id` left: its connection is closed, at once or, while it is up, after
+    /// what is on its way on it has come in ([`LEAVE_LINGER`]).
+    fn peer_left(&mut self, now: Instant, id: &str) {
+        match self.peers.get(id) {
+            Some(p) if p.state() == PeerState::Connected && !p.channel_gone() => {
+                self.leaving
+                    .entry(id.to_owned())
+                    .or_insert(now + LEAVE_LINGER);
+            }
+            _ => self.drop_peer(now, id),
+        }
+    }
+
+    /// Peers kept after they left whose time is up, whose channel closed or whose path went
+    /// down: closed now.
+    fn close_left(&mut self, now: Instant) {
+        if self.leaving.is_empty() {
+            return;
+        }
+        let peers = &self.peers;
+        let done: Vec<String> = self
+            .leaving
+            .iter()
+            .filter(|(id, at)| {
+                now >= **at
+                    || peers
+                        .get(*id)
+                        .is_none_or(|p| p.state() != PeerState::Connected || p.channel_gone())
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in done {
+            if self.peers.contains_key(&id) {
+                self.drop_peer(now, &id);
+            } else {
+                // Its connection closed meanwhile: it still left.
+                self.leaving.remove(&id);
+                self.event(Event::PeerLeft { peer: id });
+            }
+        }
+    }
+
+    /// Closes the connection to `id`, if any, and reports that it left.
     fn drop_peer(&mut self, now: Instant, id: &str) {
+        self.leaving.remove(id);
         if let Some(mut p) = self.peers.remove(id) {
             p.close(now);
             self.event(Event::PeerLeft {
@@ -1037,6 +1092,8 @@ impl Client {
         if self.settings.only_role.is_some() && !self.eligible.contains(id) {
             return None;
         }
+        // Back before its connection was closed: it keeps it.
+        self.leaving.remove(id);
         if !self.peers.contains_key(id) {
             if self.peers.len() >= MAX_PEERS {
                 self.error(
@@ -1099,6 +1156,7 @@ impl Client {
         for r in reports {
             self.report(r);
         }
+        self.close_left(now);
     }
 
     /// Sends a connectivity report (or keeps it for the next connection to the server).

@@ -915,6 +915,39 @@ fn peer_left_closes_the_connection() {
 }
 
 #[test]
+fn what_a_peer_sent_just_before_it_left_still_arrives() {
+    let mut w = pair();
+    w.run_until(Duration::from_secs(10), |w| w.open(0, 1));
+    let (a, b) = (w.id(0), w.id(1));
+    let now = w.now;
+    // b's last words leave on the direct path (5 ms); its leave reaches a through the server
+    // at once: a keeps the connection until they are in.
+    assert!(
+        w.clients[1]
+            .send(now, &a, None, false, b"last words")
+            .unwrap()
+    );
+    w.pump();
+    w.clients[1].leave(now);
+    w.run_until(Duration::from_secs(5), |w| {
+        w.events[0]
+            .iter()
+            .any(|e| matches!(e, Event::PeerLeft { peer } if *peer == b))
+    });
+    assert_eq!(w.messages(0), ["last words"]);
+    let order: Vec<bool> = w.events[0]
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message { .. } => Some(true),
+            Event::PeerLeft { .. } => Some(false),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order, [true, false], "the message, then the leave");
+    assert_eq!(w.clients[0].peers().count(), 0);
+}
+
+#[test]
 fn bad_signals_are_reported_not_fatal() {
     let mut w = pair();
     w.run_until(Duration::from_secs(10), |w| w.open(0, 1));

@@ -244,6 +244,11 @@ impl Peer {
         [self.restart_at, silence].into_iter().flatten().min()
     }
 
+    /// Whether the default data channel was open and has closed.
+    pub fn channel_gone(&self) -> bool {
+        self.default_gone
+    }
+
     pub fn state(&self) -> PeerState {
         if self.closed {
             return PeerState::Closed;
