@@ -25,6 +25,12 @@ let nginx;
 const nodes = [];
 let browser;
 
+/** Node `i` (again, after a stop: same port, same name). */
+function startNode(i) {
+  return startServer({ port: PORTS[i], args: ['--redis', `redis+unix://${join(dir, 'r.sock')}`,
+    '--node-name', `n${i + 1}`, '--turn-allow-loopback-peers', '--turn-secret', TURN_SECRET] });
+}
+
 /** Starts `cmd` and waits for `ready` on its stdout. */
 function started(cmd, args, ready) {
   const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -47,10 +53,7 @@ before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'peerweb-cluster-'));
   redis = await started('redis-server', ['--port', '0', '--unixsocket', join(dir, 'r.sock'),
     '--unixsocketperm', '700', '--dir', dir, '--save', '', '--appendonly', 'no'], /ready to accept connections/i);
-  for (const [i, port] of PORTS.entries()) {
-    nodes.push(await startServer({ port, args: ['--redis', `redis+unix://${join(dir, 'r.sock')}`,
-      '--node-name', `n${i + 1}`, '--turn-allow-loopback-peers', '--turn-secret', TURN_SECRET] }));
-  }
+  for (const i of PORTS.keys()) nodes.push(await startNode(i));
   const conf = readFileSync(new URL('../../docs/nginx-cluster.conf', import.meta.url), 'utf8')
     .replace('listen 80;', `listen 127.0.0.1:${LB};`)
     .replace('server_name peerweb.example.org;', 'server_name localhost;');
@@ -190,6 +193,32 @@ test('a tab on one node fetches a whole file from a native seeder on another, th
   }
 });
 
+test('a rolling restart: SIGTERM on a tab\'s node moves it to another unseen, its data channel unbroken', async () => {
+  const url = `http://localhost:${LB}`;
+  const opts = { reconnect: { minDelay: 100, maxDelay: 1000 } };
+  const a = await openTab(browser, url);
+  const aId = await joinRoom(a, 'rolling', opts);
+  const one = await sessionsPerNode(1);
+  const b = await openTab(browser, url);
+  const bId = await joinRoom(b, 'rolling', opts);
+  const both = await sessionsPerNode(2);
+  const bNode = both.findIndex((n, i) => n === 1 && one[i] === 0);
+  assert.ok(bNode >= 0, `b on a node of its own: ${both}`);
+  await waitOpen(a, bId);
+  await waitOpen(b, aId);
+  await nodes[bNode].stop();
+  await waitFor(b, () => window.t.signaling.includes('reconnecting'), null, { what: 'b told to go' });
+  await waitFor(b, () => window.room.signalingState === 'open', null, { what: 'b resumes elsewhere', timeout: 15000 });
+  assert.equal(await b.evaluate(() => window.room.id), bId);
+  await a.evaluate((id) => window.room.peers.get(id).send('after the restart'), bId);
+  await waitFor(b, () => window.t.msgs.some((m) => m.data === 'after the restart'), null, { what: 'a→b' });
+  // The node comes back (a new process on its port), as in a rolling deploy.
+  nodes[bNode] = await startNode(bNode);
+  assert.deepEqual(await a.evaluate(() => window.t.left), [], 'a saw b leave');
+  for (const p of [a, b]) assert.equal(await p.evaluate(() => window.t.pcs), 1, 'the same peer connection');
+  for (const p of [a, b]) await p.close();
+});
+
 test('tabs on different nodes behind nginx talk; killing one node breaks nothing and no one sees a leave', async () => {
   const url = `http://localhost:${LB}`;
   const opts = { reconnect: { minDelay: 100, maxDelay: 1000 } };
@@ -238,14 +267,17 @@ test('tabs on different nodes behind nginx talk; killing one node breaks nothing
 });
 
 test('relay-only tabs whose TURN node dies recover through an ICE restart via another node\'s TURN', async () => {
+  // Earlier tabs' allocations may linger (until they expire): this pair's are what it adds.
+  const base = await allocationsPerNode();
   const { a, b, exchange, paths } = await relayedPair('relayed', { reconnect: { minDelay: 100, maxDelay: 1000 } });
   await exchange('before');
   for (const p of await paths()) assert.equal(p.type, 'relay');
   // Each tab's /api/ice came through nginx from some live node: its TURN holds the tab's
-  // allocations (one per URL, UDP and TCP).
-  const before = await allocationsWhen((c) => c.reduce((x, y) => x + (y ?? 0), 0) >= 2);
-  const victim = before.findIndex((x) => x > 0);
-  assert.ok(victim >= 0, `a node relays: ${before}`);
+  // allocations (one per URL, UDP and TCP), and each tab's relayed candidate is on the path.
+  const added = (c) => c.map((x, i) => (x ?? 0) - (base[i] ?? 0));
+  const before = added(await allocationsWhen((c) => added(c).reduce((x, y) => x + y, 0) >= 2));
+  const victim = before.indexOf(Math.max(...before));
+  assert.ok(before[victim] > 0, `a node relays this pair: ${before}`);
   const t0 = Date.now();
   await nodes[victim].kill();
   // Every path through the dead relay is down; each tab whose path it carried restarts ICE
