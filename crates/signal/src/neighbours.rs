@@ -72,11 +72,7 @@ impl Signal {
                 if !already && let Some(s) = self.sessions.get_mut(me) {
                     s.swarms.push(swarm.to_owned());
                 }
-                let peers: Vec<SwarmPeer<'_>> = picked
-                    .peers
-                    .iter()
-                    .map(|(id, seed)| SwarmPeer { id, seed: *seed })
-                    .collect();
+                let peers = as_swarm_peers(&picked.peers);
                 self.send(
                     conn,
                     &ServerMsg::SwarmJoined {
@@ -86,12 +82,7 @@ impl Signal {
                 );
                 self.introduce(swarm, &picked.intros);
                 if !already {
-                    self.out.push_back(Output::Bus(BusOp::SwarmEnter {
-                        swarm: swarm.to_owned(),
-                        peer: me.to_owned(),
-                        seed,
-                        max: self.cfg.max_peers_per_swarm,
-                    }));
+                    self.enter_directory(me, swarm, seed);
                     self.pick_remote(me, swarm, lim.on_join.saturating_sub(picked.peers.len()));
                 }
             }
@@ -111,11 +102,7 @@ impl Signal {
                 },
             ),
             Some(Ok(picked)) => {
-                let peers: Vec<SwarmPeer<'_>> = picked
-                    .peers
-                    .iter()
-                    .map(|(id, seed)| SwarmPeer { id, seed: *seed })
-                    .collect();
+                let peers = as_swarm_peers(&picked.peers);
                 self.send(
                     conn,
                     &ServerMsg::SwarmPeers {
@@ -183,10 +170,15 @@ impl Signal {
         if !self.swarms.seed(swarm, me) {
             return self.error(conn, ErrorCode::NotInSwarm, "not in that swarm");
         }
+        self.enter_directory(me, swarm, true);
+    }
+
+    /// `me` is in the bus's directory of `swarm` (a seed with `seed`).
+    fn enter_directory(&mut self, me: &str, swarm: &str, seed: bool) {
         self.out.push_back(Output::Bus(BusOp::SwarmEnter {
             swarm: swarm.to_owned(),
             peer: me.to_owned(),
-            seed: true,
+            seed,
             max: self.cfg.max_peers_per_swarm,
         }));
     }
@@ -277,10 +269,7 @@ impl Signal {
         for (peer, _) in &linked {
             self.note(peer, swarm, me, my_seed, false);
         }
-        let peers: Vec<SwarmPeer<'_>> = linked
-            .iter()
-            .map(|(id, seed)| SwarmPeer { id, seed: *seed })
-            .collect();
+        let peers = as_swarm_peers(&linked);
         let frame = ServerMsg::SwarmPeers {
             swarm,
             peers: &peers,
@@ -323,4 +312,12 @@ pub(crate) fn swarm_note(
         ServerMsg::SwarmPeer { swarm, peer }.encode()
     };
     out.push_back(Output::Send { conn, frame });
+}
+
+/// Neighbours as the protocol lists them.
+fn as_swarm_peers(peers: &[(String, bool)]) -> Vec<SwarmPeer<'_>> {
+    peers
+        .iter()
+        .map(|(id, seed)| SwarmPeer { id, seed: *seed })
+        .collect()
 }
