@@ -10,9 +10,13 @@
 //! parses here and encodes back to the same bytes). Then the receiver's record of TSNs
 //! ([`received`]: the cumulative TSN, a bitmap above it for gap blocks in O(1) per arrival,
 //! duplicates, FORWARD TSN; checked against a plain set over random arrivals) on serial-number
-//! arithmetic ([`tsn`]).
+//! arithmetic ([`tsn`]); and the sender's chunks in flight ([`outstanding`]: indexed by TSN,
+//! SACKs costing what they acknowledge, fast retransmission after three misses, the timer's
+//! retransmission, partial reliability and the FORWARD TSN point; a lossy-link simulation
+//! against `received` ends with everything acknowledged).
 
 pub mod chunk;
+pub mod outstanding;
 pub mod packet;
 pub mod received;
 pub mod tsn;
