@@ -13,12 +13,14 @@
 //! arithmetic ([`tsn`]); and the sender's chunks in flight ([`outstanding`]: indexed by TSN,
 //! SACKs costing what they acknowledge, fast retransmission after three misses, the timer's
 //! retransmission, partial reliability and the FORWARD TSN point; a lossy-link simulation
-//! against `received` ends with everything acknowledged).
+//! against `received` ends with everything acknowledged); the RTO and the congestion window
+//! ([`timing`]).
 
 pub mod chunk;
 pub mod outstanding;
 pub mod packet;
 pub mod received;
+pub mod timing;
 pub mod tsn;
 
 pub use chunk::{Chunk, Data, ForwardTsn, Init, Param, Params, ReconfigParam, Sack, Streams};
