@@ -27,6 +27,14 @@ pub struct Packet<'a> {
     chunks: &'a [u8],
 }
 
+/// Writes the checksum of the packet in `b` (at least a header long) into its header.
+pub fn set_checksum(b: &mut [u8]) {
+    if b.len() >= HEADER {
+        let sum = checksum(b);
+        b[8..12].copy_from_slice(&sum.to_le_bytes());
+    }
+}
+
 /// The checksum of a packet as if its checksum field were zero.
 fn checksum(b: &[u8]) -> u32 {
     let mut d = CRC32C.digest();
@@ -122,8 +130,7 @@ impl Writer {
 
     /// The packet, its checksum filled in.
     pub fn finish(mut self) -> Vec<u8> {
-        let sum = checksum(&self.buf);
-        self.buf[8..12].copy_from_slice(&sum.to_le_bytes());
+        set_checksum(&mut self.buf);
         self.buf
     }
 }

@@ -1,6 +1,5 @@
 use super::*;
 use crate::chunk::{Unknown, kind, param};
-use crate::packet::HEADER;
 
 const H: Header = Header {
     src_port: 5000,
@@ -177,32 +176,15 @@ fn the_last_chunk_may_come_without_its_padding() {
     let mut b = packet(&[data]);
     b.pop();
     // The checksum covers the bytes as sent.
-    let mut w = Writer::new(H, Vec::new());
-    w.push(&data).unwrap();
-    let mut again = w.finish();
-    again.pop();
-    let sum = {
-        let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
-        let mut d = crc.digest();
-        d.update(&again[..8]);
-        d.update(&[0; 4]);
-        d.update(&again[HEADER..]);
-        d.finalize()
-    };
-    again[8..12].copy_from_slice(&sum.to_le_bytes());
+    let mut again = b.clone();
+    packet::set_checksum(&mut again);
     assert_eq!(parsed(&again), [data]);
     assert_eq!(Packet::parse(&b).unwrap_err(), Error::BadChecksum);
 }
 
 /// `b` with a fresh checksum (to get past it to what is being tested).
 fn resum(mut b: Vec<u8>) -> Vec<u8> {
-    let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
-    let mut d = crc.digest();
-    d.update(&b[..8]);
-    d.update(&[0; 4]);
-    d.update(&b[HEADER..]);
-    let sum = d.finalize();
-    b[8..12].copy_from_slice(&sum.to_le_bytes());
+    packet::set_checksum(&mut b);
     b
 }
 
