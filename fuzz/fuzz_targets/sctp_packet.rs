@@ -1,5 +1,6 @@
 //! Any bytes through the SCTP packet and chunk parser, as they come and with their checksum
-//! made right; what parses encodes and parses again to the same chunks.
+//! made right; what parses encodes and parses again to the same chunks. The same bytes as a DCEP
+//! message.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -7,6 +8,10 @@ use peerweb_sctp::packet::set_checksum;
 use peerweb_sctp::{Chunk, Packet, ReconfigParam, Writer};
 
 fuzz_target!(|data: &[u8]| {
+    if let Ok(m) = peerweb_sctp::dcep::Message::parse(data) {
+        let again = m.encode().expect("a parsed DCEP message encodes");
+        assert_eq!(peerweb_sctp::dcep::Message::parse(&again).ok(), Some(m));
+    }
     check(data);
     // With its checksum made right, so the chunks behind it are reached.
     let mut fixed = data.to_vec();

@@ -14,9 +14,10 @@
 //! SACKs costing what they acknowledge, fast retransmission after three misses, the timer's
 //! retransmission, partial reliability and the FORWARD TSN point; a lossy-link simulation
 //! against `received` ends with everything acknowledged); the RTO and the congestion window
-//! ([`timing`]).
+//! ([`timing`]); and DCEP's messages ([`dcep`], RFC 8832).
 
 pub mod chunk;
+pub mod dcep;
 pub mod outstanding;
 pub mod packet;
 pub mod received;
