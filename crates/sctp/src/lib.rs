@@ -14,12 +14,15 @@
 //! SACKs costing what they acknowledge, fast retransmission after three misses, the timer's
 //! retransmission, partial reliability and the FORWARD TSN point; a lossy-link simulation
 //! against `received` ends with everything acknowledged); the RTO and the congestion window
-//! ([`timing`]); and DCEP's messages ([`dcep`], RFC 8832).
+//! ([`timing`]); messages put back together from fragments, in SSN order per stream or as soon
+//! as whole for unordered ones ([`reassembly`], checked over random arrival orders); and DCEP's
+//! messages ([`dcep`], RFC 8832).
 
 pub mod chunk;
 pub mod dcep;
 pub mod outstanding;
 pub mod packet;
+pub mod reassembly;
 pub mod received;
 pub mod timing;
 pub mod tsn;
