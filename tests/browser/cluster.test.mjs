@@ -91,6 +91,13 @@ async function sessionsPerNode(total) {
   return counts;
 }
 
+/** Waits until the earlier tests' sessions are gone from every node's gauge: a test that
+ * finds its tabs' nodes by the gauges must not count a closed tab's session still shown. */
+async function noSessions() {
+  const counts = await sessionsPerNode(0);
+  assert.equal(counts.reduce((x, y) => x + (y ?? 0), 0), 0, `sessions left: ${counts}`);
+}
+
 /** TURN allocations live on each node (`null`: the node is down). */
 async function allocationsPerNode() {
   return Promise.all(nodes.map(async (n) => {
@@ -194,6 +201,7 @@ test('a tab on one node fetches a whole file from a native seeder on another, th
 });
 
 test('a rolling restart: SIGTERM on a tab\'s node moves it to another unseen, its data channel unbroken', async () => {
+  await noSessions();
   const url = `http://localhost:${LB}`;
   const opts = { reconnect: { minDelay: 100, maxDelay: 1000 } };
   const a = await openTab(browser, url);
@@ -220,6 +228,7 @@ test('a rolling restart: SIGTERM on a tab\'s node moves it to another unseen, it
 });
 
 test('tabs on different nodes behind nginx talk; killing one node breaks nothing and no one sees a leave', async () => {
+  await noSessions();
   const url = `http://localhost:${LB}`;
   const opts = { reconnect: { minDelay: 100, maxDelay: 1000 } };
   const a = await openTab(browser, url);
