@@ -66,7 +66,9 @@ impl Reassembly {
     fn key(&self, tsn: Tsn) -> u64 {
         match tsn.after(self.base_tsn) {
             Some(d) => self.base + u64::from(d),
-            None => self.base - u64::from(self.base_tsn.0.wrapping_sub(tsn.0)),
+            None => self
+                .base
+                .saturating_sub(u64::from(self.base_tsn.0.wrapping_sub(tsn.0))),
         }
     }
 
