@@ -43,3 +43,14 @@ pub enum Error {
 
 #[cfg(test)]
 mod tests;
+
+/// A small seeded generator (xorshift64) for the random tests.
+#[cfg(test)]
+pub(crate) fn test_rng(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
+}

@@ -435,13 +435,7 @@ mod tests {
     #[test]
     fn random_losses_end_with_everything_acknowledged() {
         use crate::received::Received;
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut rand = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rand = crate::test_rng(0x9e37_79b9_7f4a_7c15);
         for run in 0..30u32 {
             let now = Instant::now();
             let start = Tsn(u32::MAX - 40 + run);

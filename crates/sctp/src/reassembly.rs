@@ -278,13 +278,7 @@ mod tests {
     /// left buffered.
     #[test]
     fn random_arrival_orders_give_every_message_once() {
-        let mut seed = 0x1234_5678_9abc_def1_u64;
-        let mut rand = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rand = crate::test_rng(0x1234_5678_9abc_def1);
         for run in 0..40 {
             let start = Tsn(u32::MAX - 100 + run);
             let mut r = Reassembly::new(Tsn(start.0.wrapping_sub(1)));

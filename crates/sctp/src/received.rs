@@ -250,13 +250,7 @@ mod tests {
 
     #[test]
     fn random_arrivals_agree_with_a_plain_set() {
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::test_rng(0x2545_f491_4f6c_dd1d);
         for run in 0..50u64 {
             // Half the runs start just before the TSNs wrap.
             let start = if run % 2 == 0 {
