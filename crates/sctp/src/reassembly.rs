@@ -289,7 +289,7 @@ mod tests {
             let mut tsn = start;
             for m in 0..60u32 {
                 let stream = (rand() % 3) as u16;
-                let unordered = rand() % 4 == 0;
+                let unordered = rand().is_multiple_of(4);
                 let len = 1 + (rand() % 40) as usize;
                 let body: Vec<u8> = (0..len).map(|i| (m as usize + i) as u8).collect();
                 let parts = 1 + (rand() % 4) as usize;

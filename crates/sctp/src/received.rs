@@ -267,7 +267,7 @@ mod tests {
                 let x = next();
                 let k = 1 + (x >> 8) % 400;
                 let t = m.cum + k;
-                if x % 50 == 0 {
+                if x.is_multiple_of(50) {
                     // FORWARD TSN a little ahead (or to where it is).
                     let to = m.cum + (x >> 8) % 300;
                     let moved = r.forward(Tsn(to as u32));
