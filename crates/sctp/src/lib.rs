@@ -16,9 +16,11 @@
 //! against `received` ends with everything acknowledged); the RTO and the congestion window
 //! ([`timing`]); messages put back together from fragments, in SSN order per stream or as soon
 //! as whole for unordered ones ([`reassembly`], checked over random arrival orders); and DCEP's
-//! messages ([`dcep`], RFC 8832).
+//! messages ([`dcep`], RFC 8832); and the State Cookie ([`cookie`]: HMAC-sealed, its lifetime
+//! checked, a forged or stale one refused).
 
 pub mod chunk;
+pub mod cookie;
 pub mod dcep;
 pub mod outstanding;
 pub mod packet;
