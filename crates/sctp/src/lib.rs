@@ -16,9 +16,12 @@
 //! against `received` ends with everything acknowledged); the RTO and the congestion window
 //! ([`timing`]); messages put back together from fragments, in SSN order per stream or as soon
 //! as whole for unordered ones ([`reassembly`], checked over random arrival orders); and DCEP's
-//! messages ([`dcep`], RFC 8832); and the State Cookie ([`cookie`]: HMAC-sealed, its lifetime
-//! checked, a forged or stale one refused).
+//! messages ([`dcep`], RFC 8832); the State Cookie ([`cookie`]: HMAC-sealed, its lifetime
+//! checked, a forged or stale one refused); and the association's setup ([`assoc`]: INIT from
+//! both sides at once, INIT ACK with a cookie and no state kept, COOKIE ECHO/ACK, verification
+//! tags, T1 with back-off, ABORT — established against `sctp-proto`'s server side too).
 
+pub mod assoc;
 pub mod chunk;
 pub mod cookie;
 pub mod dcep;

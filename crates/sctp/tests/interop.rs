@@ -262,3 +262,50 @@ fn every_packet_of_a_real_association_parses_and_encodes_back() {
         );
     }
 }
+
+/// Our association's setup against sctp-proto's server side: INIT, INIT ACK with its cookie,
+/// COOKIE ECHO, COOKIE ACK — both ends established.
+#[test]
+fn our_setup_is_accepted_by_sctp_proto() {
+    use peerweb_sctp::assoc::{self, State};
+    let now = Instant::now();
+    let from: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+    let mut server = Endpoint::new(
+        Arc::new(EndpointConfig::default()),
+        Some(Arc::new(ServerConfig::default())),
+    );
+    let mut ours = assoc::Association::connect(assoc::Config::default(), 0, [7; 40]);
+    let mut theirs: Option<Association> = None;
+    let mut connected = false;
+    let mut seen = BTreeSet::new();
+    for _ in 0..20 {
+        while let Some(p) = ours.poll_transmit() {
+            check(&p, &mut seen);
+            match server.handle(now, from, None, None, Bytes::from(p)) {
+                Some((_, DatagramEvent::NewAssociation(a))) => theirs = Some(a),
+                Some((_, DatagramEvent::AssociationEvent(ev))) => {
+                    if let Some(a) = theirs.as_mut() {
+                        a.handle_event(ev);
+                    }
+                }
+                None => {}
+            }
+        }
+        if let Some(a) = theirs.as_mut() {
+            while let Some(t) = a.poll_transmit(now) {
+                if let Payload::RawEncode(raws) = t.payload {
+                    for raw in raws {
+                        check(&raw, &mut seen);
+                        ours.handle_packet(0, &raw);
+                    }
+                }
+            }
+            while let Some(ev) = a.poll() {
+                connected |= matches!(ev, sctp_proto::Event::Connected);
+            }
+        }
+    }
+    assert_eq!(ours.state(), State::Established);
+    assert!(connected, "sctp-proto's side is up too");
+    assert!(seen.contains(&peerweb_sctp::chunk::kind::COOKIE_ACK));
+}

@@ -1,0 +1,477 @@
+//! An association's setup (RFC 9260 §5): INIT, INIT ACK with a State Cookie, COOKIE ECHO,
+//! COOKIE ACK — from both sides at once, as WebRTC peers do (each sends INIT; an INIT met in
+//! COOKIE-WAIT is answered with the same tag and TSN its own INIT carried, §5.2.1) — with the
+//! verification tag checked on every packet (§8.5), INIT and COOKIE ECHO sent again on the T1
+//! timer with back-off, and ABORT. Data transfer, SACKs and shutdown come on top of this.
+//! Sans-IO: packets in and out as bytes, time in milliseconds passed in.
+
+use std::collections::VecDeque;
+
+use crate::chunk::{Chunk, Init, Params, kind, param};
+use crate::cookie::{self, Cookie, PeerInit, Secret};
+use crate::packet::{Header, Packet, Writer};
+use crate::timing::{Rto, RtoLimits};
+
+/// Settings of an association.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    /// The SCTP port on both sides (5000 in WebRTC unless the SDP says otherwise).
+    pub port: u16,
+    /// The receiver window advertised.
+    pub a_rwnd: u32,
+    /// Streams offered each way.
+    pub streams: u16,
+    /// How long a State Cookie this side makes stays good.
+    pub cookie_lifetime_ms: u64,
+    /// INIT or COOKIE ECHO sent at most this many times before the setup fails.
+    pub max_init_attempts: u32,
+    pub rto: RtoLimits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            port: 5000,
+            a_rwnd: 5 << 20,
+            streams: 65535,
+            cookie_lifetime_ms: 60_000,
+            max_init_attempts: 8,
+            rto: RtoLimits::default(),
+        }
+    }
+}
+
+/// Where the association is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    CookieWait,
+    CookieEchoed,
+    Established,
+    Closed(Closed),
+}
+
+/// Why it closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// The setup went unanswered.
+    SetupFailed,
+    /// The peer sent ABORT.
+    Aborted,
+}
+
+/// What the peer's INIT or INIT ACK said.
+fn peer_init(i: &Init<'_>) -> PeerInit {
+    PeerInit {
+        tag: i.tag,
+        a_rwnd: i.a_rwnd,
+        outbound_streams: i.outbound_streams,
+        inbound_streams: i.inbound_streams,
+        initial_tsn: i.initial_tsn,
+        forward_tsn: i.params.get(param::FORWARD_TSN_SUPPORTED).is_some(),
+        reconfig: i.params.supports(kind::RECONFIG),
+    }
+}
+
+/// One association.
+#[derive(Debug)]
+pub struct Association {
+    cfg: Config,
+    state: State,
+    local_tag: u32,
+    local_initial_tsn: u32,
+    secret: Secret,
+    /// What the peer said, once it did (its INIT, INIT ACK or our cookie).
+    peer: Option<PeerInit>,
+    /// The cookie to echo (from the peer's INIT ACK), while COOKIE-ECHOED.
+    echo: Option<Vec<u8>>,
+    rto: Rto,
+    /// T1: when INIT or COOKIE ECHO goes again, and how many times it went.
+    t1: Option<(u64, u32)>,
+    out: VecDeque<Vec<u8>>,
+}
+
+impl Association {
+    /// Starts the setup at `now_ms`: an INIT goes out. `random` gives the local verification
+    /// tag (bytes 0..4, never zero), the initial TSN (4..8) and the cookie secret (8..40).
+    pub fn connect(cfg: Config, now_ms: u64, random: [u8; 40]) -> Association {
+        let word =
+            |i: usize| u32::from_be_bytes([random[i], random[i + 1], random[i + 2], random[i + 3]]);
+        let mut secret = [0; 32];
+        secret.copy_from_slice(&random[8..]);
+        let mut a = Association {
+            cfg,
+            state: State::CookieWait,
+            local_tag: word(0).max(1),
+            local_initial_tsn: word(4),
+            secret: Secret::new(secret),
+            peer: None,
+            echo: None,
+            rto: Rto::new(cfg.rto),
+            t1: None,
+            out: VecDeque::new(),
+        };
+        a.send_init(now_ms, 1);
+        a
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// What the peer said in its INIT or INIT ACK.
+    pub fn peer(&self) -> Option<PeerInit> {
+        self.peer
+    }
+
+    pub fn local_tag(&self) -> u32 {
+        self.local_tag
+    }
+
+    /// The next packet to send.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.out.pop_front()
+    }
+
+    /// When [`Association::handle_timeout`] is due.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.t1.map(|(at, _)| at)
+    }
+
+    fn header(&self, vtag: u32) -> Header {
+        Header {
+            src_port: self.cfg.port,
+            dst_port: self.cfg.port,
+            vtag,
+        }
+    }
+
+    /// Our INIT or INIT ACK (with `cookie`).
+    fn init_chunk<'a>(&self, params: &'a mut Vec<u8>, cookie: Option<&[u8]>) -> Init<'a> {
+        params.clear();
+        // Parameters cannot be too large here: the values are ours and small.
+        let _ = Params::push(param::FORWARD_TSN_SUPPORTED, &[], params);
+        let _ = Params::push(
+            param::SUPPORTED_EXTENSIONS,
+            &[kind::FORWARD_TSN, kind::RECONFIG],
+            params,
+        );
+        if let Some(c) = cookie {
+            let _ = Params::push(param::STATE_COOKIE, c, params);
+        }
+        Init {
+            tag: self.local_tag,
+            a_rwnd: self.cfg.a_rwnd,
+            outbound_streams: self.cfg.streams,
+            inbound_streams: self.cfg.streams,
+            initial_tsn: self.local_initial_tsn,
+            params: Params::raw(params),
+        }
+    }
+
+    fn send_init(&mut self, now_ms: u64, attempt: u32) {
+        let mut params = Vec::new();
+        let init = self.init_chunk(&mut params, None);
+        self.send(0, &Chunk::Init(init));
+        self.arm_t1(now_ms, attempt);
+    }
+
+    fn send_cookie_echo(&mut self, now_ms: u64, attempt: u32) {
+        let (Some(cookie), Some(peer)) = (self.echo.clone(), self.peer) else {
+            return;
+        };
+        self.send(peer.tag, &Chunk::CookieEcho(&cookie));
+        self.arm_t1(now_ms, attempt);
+    }
+
+    fn arm_t1(&mut self, now_ms: u64, attempt: u32) {
+        let rto = self.rto.rto().as_millis() as u64;
+        self.t1 = Some((now_ms + rto, attempt));
+    }
+
+    fn send(&mut self, vtag: u32, chunk: &Chunk<'_>) {
+        let mut w = Writer::new(self.header(vtag), Vec::new());
+        // Setup chunks are small: they always fit.
+        if w.push(chunk).is_ok() {
+            self.out.push_back(w.finish());
+        }
+    }
+
+    /// Time passes: T1 sends INIT or COOKIE ECHO again, or gives up.
+    pub fn handle_timeout(&mut self, now_ms: u64) {
+        let Some((at, attempt)) = self.t1 else { return };
+        if now_ms < at {
+            return;
+        }
+        if attempt >= self.cfg.max_init_attempts {
+            self.t1 = None;
+            self.state = State::Closed(Closed::SetupFailed);
+            return;
+        }
+        self.rto.back_off();
+        match self.state {
+            State::CookieWait => self.send_init(now_ms, attempt + 1),
+            State::CookieEchoed => self.send_cookie_echo(now_ms, attempt + 1),
+            _ => self.t1 = None,
+        }
+    }
+
+    /// A packet from the peer. Anything malformed, with a wrong verification tag, or not
+    /// meant for this state is dropped (returns false).
+    pub fn handle_packet(&mut self, now_ms: u64, bytes: &[u8]) -> bool {
+        if matches!(self.state, State::Closed(_)) {
+            return false;
+        }
+        let Ok(p) = Packet::parse(bytes) else {
+            return false;
+        };
+        let chunks: Vec<Chunk<'_>> = p.chunks().map_while(Result::ok).collect();
+        let Some(first) = chunks.first() else {
+            return false;
+        };
+        // §8.5.1: INIT alone with tag 0; ABORT may reflect the sender's tag; the rest carry ours.
+        let vtag_ok = match first {
+            Chunk::Init(_) => p.header.vtag == 0 && chunks.len() == 1,
+            Chunk::Abort {
+                reflected: true, ..
+            } => self.peer.is_some_and(|peer| p.header.vtag == peer.tag),
+            _ => p.header.vtag == self.local_tag,
+        };
+        if !vtag_ok {
+            return false;
+        }
+        let mut handled = false;
+        for c in &chunks {
+            handled |= self.handle_chunk(now_ms, c);
+        }
+        handled
+    }
+
+    fn handle_chunk(&mut self, now_ms: u64, c: &Chunk<'_>) -> bool {
+        match (c, self.state) {
+            // Their INIT, in any state before ours is answered: an INIT ACK with our own tag
+            // and TSN (as our INIT said), and a cookie with what theirs said. No state kept.
+            (Chunk::Init(init), State::CookieWait | State::CookieEchoed) => {
+                if init.tag == 0 {
+                    return false;
+                }
+                let peer = peer_init(init);
+                let cookie = Cookie {
+                    created_ms: now_ms,
+                    local_tag: self.local_tag,
+                    local_initial_tsn: self.local_initial_tsn,
+                    peer,
+                }
+                .seal(&self.secret);
+                let mut params = Vec::new();
+                let ack = self.init_chunk(&mut params, Some(&cookie));
+                self.send(peer.tag, &Chunk::InitAck(ack));
+                true
+            }
+            (Chunk::InitAck(ack), State::CookieWait) => {
+                let Some(c) = ack.params.get(param::STATE_COOKIE) else {
+                    return false;
+                };
+                if ack.tag == 0 || c.is_empty() {
+                    return false;
+                }
+                self.peer = Some(peer_init(ack));
+                self.echo = Some(c.to_vec());
+                self.state = State::CookieEchoed;
+                self.send_cookie_echo(now_ms, 1);
+                true
+            }
+            (
+                Chunk::CookieEcho(bytes),
+                State::CookieWait | State::CookieEchoed | State::Established,
+            ) => {
+                let Ok(cookie) =
+                    Cookie::open(bytes, &self.secret, now_ms, self.cfg.cookie_lifetime_ms)
+                else {
+                    return false;
+                };
+                if cookie.local_tag != self.local_tag {
+                    // Made for another association of ours (or a restart): not handled here.
+                    return false;
+                }
+                self.peer = Some(cookie.peer);
+                self.send(cookie.peer.tag, &Chunk::CookieAck);
+                self.established();
+                true
+            }
+            (Chunk::CookieAck, State::CookieEchoed) => {
+                self.established();
+                true
+            }
+            (Chunk::Abort { .. }, _) => {
+                self.t1 = None;
+                self.state = State::Closed(Closed::Aborted);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn established(&mut self) {
+        self.t1 = None;
+        self.echo = None;
+        self.state = State::Established;
+    }
+}
+
+/// The length of the State Cookie this crate makes (for tests and limits).
+pub const COOKIE_LEN: usize = cookie::LEN;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random(seed: u8) -> [u8; 40] {
+        let mut r = [0; 40];
+        for (i, b) in r.iter_mut().enumerate() {
+            *b = seed
+                .wrapping_mul(31)
+                .wrapping_add((i as u8).wrapping_mul(7));
+        }
+        r
+    }
+
+    /// Two associations wired to each other; `lose(n)` says whether the n-th packet is lost.
+    fn run(a: &mut Association, b: &mut Association, mut lose: impl FnMut(usize) -> bool) -> u64 {
+        let mut now = 0;
+        let mut n = 0;
+        for _ in 0..10_000 {
+            let mut moved = false;
+            while let Some(p) = a.poll_transmit() {
+                moved = true;
+                n += 1;
+                if !lose(n) {
+                    b.handle_packet(now, &p);
+                }
+            }
+            while let Some(p) = b.poll_transmit() {
+                moved = true;
+                n += 1;
+                if !lose(n) {
+                    a.handle_packet(now, &p);
+                }
+            }
+            if moved {
+                continue;
+            }
+            let done = |x: &Association| matches!(x.state(), State::Established | State::Closed(_));
+            if done(a) && done(b) {
+                break;
+            }
+            let next = [a.poll_timeout(), b.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            let Some(next) = next else { break };
+            now = next.max(now);
+            a.handle_timeout(now);
+            b.handle_timeout(now);
+        }
+        now
+    }
+
+    #[test]
+    fn both_sides_connecting_at_once_get_established() {
+        let mut a = Association::connect(Config::default(), 0, random(1));
+        let mut b = Association::connect(Config::default(), 0, random(2));
+        let took = run(&mut a, &mut b, |_| false);
+        assert_eq!(
+            (a.state(), b.state()),
+            (State::Established, State::Established)
+        );
+        assert_eq!(took, 0, "no timer needed");
+        assert_eq!(a.peer().unwrap().tag, b.local_tag());
+        assert_eq!(b.peer().unwrap().tag, a.local_tag());
+        assert!(a.peer().unwrap().forward_tsn && a.peer().unwrap().reconfig);
+    }
+
+    #[test]
+    fn lost_setup_packets_are_sent_again_and_too_many_losses_fail() {
+        // The first three packets lost (both INITs and an INIT ACK): T1 brings them back.
+        let mut a = Association::connect(Config::default(), 0, random(3));
+        let mut b = Association::connect(Config::default(), 0, random(4));
+        let took = run(&mut a, &mut b, |n| n <= 3);
+        assert_eq!(
+            (a.state(), b.state()),
+            (State::Established, State::Established)
+        );
+        assert!(took >= 1000, "after the initial RTO: {took}");
+        // A peer that never answers: the setup fails after its attempts.
+        let mut a = Association::connect(Config::default(), 0, random(5));
+        let mut b = Association::connect(Config::default(), 0, random(6));
+        run(&mut a, &mut b, |_| true);
+        assert_eq!(a.state(), State::Closed(Closed::SetupFailed));
+    }
+
+    #[test]
+    fn wrong_tags_forged_cookies_and_stray_chunks_are_dropped() {
+        let mut a = Association::connect(Config::default(), 0, random(7));
+        let mut b = Association::connect(Config::default(), 0, random(8));
+        let a_init = a.poll_transmit().unwrap();
+        b.poll_transmit();
+        // An INIT with a nonzero tag in its header, then a COOKIE ECHO with a made-up cookie.
+        let mut bad = a_init.clone();
+        bad[4..8].copy_from_slice(&9u32.to_be_bytes());
+        crate::packet::set_checksum(&mut bad);
+        assert!(!b.handle_packet(0, &bad));
+        let hdr = Header {
+            src_port: 5000,
+            dst_port: 5000,
+            vtag: b.local_tag(),
+        };
+        let mut w = Writer::new(hdr, Vec::new());
+        w.push(&Chunk::CookieEcho(&[0; COOKIE_LEN])).unwrap();
+        assert!(!b.handle_packet(0, &w.finish()));
+        // A COOKIE ACK before anything, and garbage.
+        let mut w = Writer::new(hdr, Vec::new());
+        w.push(&Chunk::CookieAck).unwrap();
+        assert!(!b.handle_packet(0, &w.finish()));
+        assert!(!b.handle_packet(0, b"not sctp at all"));
+        assert_eq!(b.state(), State::CookieWait);
+        // The real INIT is answered.
+        assert!(b.handle_packet(0, &a_init));
+        // An ABORT with the wrong tag is ignored; with ours it closes.
+        let mut w = Writer::new(Header { vtag: 1, ..hdr }, Vec::new());
+        let abort = Chunk::Abort {
+            reflected: false,
+            causes: Params::raw(&[]),
+        };
+        w.push(&abort).unwrap();
+        assert!(!b.handle_packet(0, &w.finish()));
+        let mut w = Writer::new(hdr, Vec::new());
+        w.push(&abort).unwrap();
+        assert!(b.handle_packet(0, &w.finish()));
+        assert_eq!(b.state(), State::Closed(Closed::Aborted));
+    }
+
+    #[test]
+    fn random_losses_still_connect_or_fail_cleanly() {
+        let mut rand = crate::test_rng(0x5eed);
+        let mut established = 0;
+        for seed in 0..100u8 {
+            let mut a = Association::connect(Config::default(), 0, random(seed));
+            let mut b = Association::connect(Config::default(), 0, random(seed.wrapping_add(100)));
+            let x = rand();
+            run(&mut a, &mut b, |_| rand() % 100 < 30 + x % 20);
+            for s in [a.state(), b.state()] {
+                assert!(
+                    matches!(s, State::Established | State::Closed(Closed::SetupFailed)),
+                    "seed {seed}: {s:?}"
+                );
+            }
+            if a.state() == State::Established && b.state() == State::Established {
+                established += 1;
+                assert_eq!(a.peer().map(|p| p.tag), Some(b.local_tag()), "seed {seed}");
+                assert_eq!(b.peer().map(|p| p.tag), Some(a.local_tag()), "seed {seed}");
+            }
+        }
+        assert!(
+            established > 90,
+            "only {established} of 100 connected at 30–50% loss"
+        );
+    }
+}
