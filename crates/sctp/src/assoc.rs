@@ -3,9 +3,10 @@
 //! COOKIE-WAIT is answered with the same tag and TSN its own INIT carried, §5.2.1) — with the
 //! verification tag checked on every packet (§8.5), INIT and COOKIE ECHO sent again on the T1
 //! timer with back-off, and ABORT. Data transfer, SACKs and shutdown come on top of this.
-//! Sans-IO: packets in and out as bytes, time in milliseconds passed in.
+//! Sans-IO: packets in and out as bytes, time passed in.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 use crate::chunk::{Chunk, Init, Params, kind, param};
 use crate::cookie::{self, Cookie, PeerInit, Secret};
@@ -86,14 +87,16 @@ pub struct Association {
     echo: Option<Vec<u8>>,
     rto: Rto,
     /// T1: when INIT or COOKIE ECHO goes again, and how many times it went.
-    t1: Option<(u64, u32)>,
+    t1: Option<(Instant, u32)>,
     out: VecDeque<Vec<u8>>,
+    /// The association's clock starts here (cookies carry milliseconds since).
+    start: Instant,
 }
 
 impl Association {
-    /// Starts the setup at `now_ms`: an INIT goes out. `random` gives the local verification
+    /// Starts the setup at `now`: an INIT goes out. `random` gives the local verification
     /// tag (bytes 0..4, never zero), the initial TSN (4..8) and the cookie secret (8..40).
-    pub fn connect(cfg: Config, now_ms: u64, random: [u8; 40]) -> Association {
+    pub fn connect(cfg: Config, now: Instant, random: [u8; 40]) -> Association {
         let word =
             |i: usize| u32::from_be_bytes([random[i], random[i + 1], random[i + 2], random[i + 3]]);
         let mut secret = [0; 32];
@@ -109,9 +112,14 @@ impl Association {
             rto: Rto::new(cfg.rto),
             t1: None,
             out: VecDeque::new(),
+            start: now,
         };
-        a.send_init(now_ms, 1);
+        a.send_init(now, 1);
         a
+    }
+
+    fn ms(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.start).as_millis() as u64
     }
 
     pub fn state(&self) -> State {
@@ -133,7 +141,7 @@ impl Association {
     }
 
     /// When [`Association::handle_timeout`] is due.
-    pub fn poll_timeout(&self) -> Option<u64> {
+    pub fn poll_timeout(&self) -> Option<Instant> {
         self.t1.map(|(at, _)| at)
     }
 
@@ -168,24 +176,23 @@ impl Association {
         }
     }
 
-    fn send_init(&mut self, now_ms: u64, attempt: u32) {
+    fn send_init(&mut self, now: Instant, attempt: u32) {
         let mut params = Vec::new();
         let init = self.init_chunk(&mut params, None);
         self.send(0, &Chunk::Init(init));
-        self.arm_t1(now_ms, attempt);
+        self.arm_t1(now, attempt);
     }
 
-    fn send_cookie_echo(&mut self, now_ms: u64, attempt: u32) {
+    fn send_cookie_echo(&mut self, now: Instant, attempt: u32) {
         let (Some(cookie), Some(peer)) = (self.echo.clone(), self.peer) else {
             return;
         };
         self.send(peer.tag, &Chunk::CookieEcho(&cookie));
-        self.arm_t1(now_ms, attempt);
+        self.arm_t1(now, attempt);
     }
 
-    fn arm_t1(&mut self, now_ms: u64, attempt: u32) {
-        let rto = self.rto.rto().as_millis() as u64;
-        self.t1 = Some((now_ms + rto, attempt));
+    fn arm_t1(&mut self, now: Instant, attempt: u32) {
+        self.t1 = Some((now + self.rto.rto(), attempt));
     }
 
     fn send(&mut self, vtag: u32, chunk: &Chunk<'_>) {
@@ -197,9 +204,9 @@ impl Association {
     }
 
     /// Time passes: T1 sends INIT or COOKIE ECHO again, or gives up.
-    pub fn handle_timeout(&mut self, now_ms: u64) {
+    pub fn handle_timeout(&mut self, now: Instant) {
         let Some((at, attempt)) = self.t1 else { return };
-        if now_ms < at {
+        if now < at {
             return;
         }
         if attempt >= self.cfg.max_init_attempts {
@@ -209,15 +216,15 @@ impl Association {
         }
         self.rto.back_off();
         match self.state {
-            State::CookieWait => self.send_init(now_ms, attempt + 1),
-            State::CookieEchoed => self.send_cookie_echo(now_ms, attempt + 1),
+            State::CookieWait => self.send_init(now, attempt + 1),
+            State::CookieEchoed => self.send_cookie_echo(now, attempt + 1),
             _ => self.t1 = None,
         }
     }
 
     /// A packet from the peer. Anything malformed, with a wrong verification tag, or not
     /// meant for this state is dropped (returns false).
-    pub fn handle_packet(&mut self, now_ms: u64, bytes: &[u8]) -> bool {
+    pub fn handle_packet(&mut self, now: Instant, bytes: &[u8]) -> bool {
         if matches!(self.state, State::Closed(_)) {
             return false;
         }
@@ -241,12 +248,13 @@ impl Association {
         }
         let mut handled = false;
         for c in &chunks {
-            handled |= self.handle_chunk(now_ms, c);
+            handled |= self.handle_chunk(now, c);
         }
         handled
     }
 
-    fn handle_chunk(&mut self, now_ms: u64, c: &Chunk<'_>) -> bool {
+    fn handle_chunk(&mut self, now: Instant, c: &Chunk<'_>) -> bool {
+        let now_ms = self.ms(now);
         match (c, self.state) {
             // Their INIT, in any state before ours is answered: an INIT ACK with our own tag
             // and TSN (as our INIT said), and a cookie with what theirs said. No state kept.
@@ -277,7 +285,7 @@ impl Association {
                 self.peer = Some(peer_init(ack));
                 self.echo = Some(c.to_vec());
                 self.state = State::CookieEchoed;
-                self.send_cookie_echo(now_ms, 1);
+                self.send_cookie_echo(now, 1);
                 true
             }
             (
@@ -325,6 +333,11 @@ pub const COOKIE_LEN: usize = cookie::LEN;
 mod tests {
     use super::*;
 
+    std::thread_local! {
+        /// One start time for both ends of a test.
+        static T0: Instant = Instant::now();
+    }
+
     fn random(seed: u8) -> [u8; 40] {
         let mut r = [0; 40];
         for (i, b) in r.iter_mut().enumerate() {
@@ -336,8 +349,13 @@ mod tests {
     }
 
     /// Two associations wired to each other; `lose(n)` says whether the n-th packet is lost.
-    fn run(a: &mut Association, b: &mut Association, mut lose: impl FnMut(usize) -> bool) -> u64 {
-        let mut now = 0;
+    fn run(
+        a: &mut Association,
+        b: &mut Association,
+        mut lose: impl FnMut(usize) -> bool,
+    ) -> std::time::Duration {
+        let start = a.start;
+        let mut now = start;
         let mut n = 0;
         for _ in 0..10_000 {
             let mut moved = false;
@@ -371,19 +389,19 @@ mod tests {
             a.handle_timeout(now);
             b.handle_timeout(now);
         }
-        now
+        now - start
     }
 
     #[test]
     fn both_sides_connecting_at_once_get_established() {
-        let mut a = Association::connect(Config::default(), 0, random(1));
-        let mut b = Association::connect(Config::default(), 0, random(2));
+        let mut a = Association::connect(Config::default(), T0.with(|t| *t), random(1));
+        let mut b = Association::connect(Config::default(), T0.with(|t| *t), random(2));
         let took = run(&mut a, &mut b, |_| false);
         assert_eq!(
             (a.state(), b.state()),
             (State::Established, State::Established)
         );
-        assert_eq!(took, 0, "no timer needed");
+        assert_eq!(took, std::time::Duration::ZERO, "no timer needed");
         assert_eq!(a.peer().unwrap().tag, b.local_tag());
         assert_eq!(b.peer().unwrap().tag, a.local_tag());
         assert!(a.peer().unwrap().forward_tsn && a.peer().unwrap().reconfig);
@@ -392,32 +410,35 @@ mod tests {
     #[test]
     fn lost_setup_packets_are_sent_again_and_too_many_losses_fail() {
         // The first three packets lost (both INITs and an INIT ACK): T1 brings them back.
-        let mut a = Association::connect(Config::default(), 0, random(3));
-        let mut b = Association::connect(Config::default(), 0, random(4));
+        let mut a = Association::connect(Config::default(), T0.with(|t| *t), random(3));
+        let mut b = Association::connect(Config::default(), T0.with(|t| *t), random(4));
         let took = run(&mut a, &mut b, |n| n <= 3);
         assert_eq!(
             (a.state(), b.state()),
             (State::Established, State::Established)
         );
-        assert!(took >= 1000, "after the initial RTO: {took}");
+        assert!(
+            took >= std::time::Duration::from_secs(1),
+            "after the initial RTO: {took:?}"
+        );
         // A peer that never answers: the setup fails after its attempts.
-        let mut a = Association::connect(Config::default(), 0, random(5));
-        let mut b = Association::connect(Config::default(), 0, random(6));
+        let mut a = Association::connect(Config::default(), T0.with(|t| *t), random(5));
+        let mut b = Association::connect(Config::default(), T0.with(|t| *t), random(6));
         run(&mut a, &mut b, |_| true);
         assert_eq!(a.state(), State::Closed(Closed::SetupFailed));
     }
 
     #[test]
     fn wrong_tags_forged_cookies_and_stray_chunks_are_dropped() {
-        let mut a = Association::connect(Config::default(), 0, random(7));
-        let mut b = Association::connect(Config::default(), 0, random(8));
+        let mut a = Association::connect(Config::default(), T0.with(|t| *t), random(7));
+        let mut b = Association::connect(Config::default(), T0.with(|t| *t), random(8));
         let a_init = a.poll_transmit().unwrap();
         b.poll_transmit();
         // An INIT with a nonzero tag in its header, then a COOKIE ECHO with a made-up cookie.
         let mut bad = a_init.clone();
         bad[4..8].copy_from_slice(&9u32.to_be_bytes());
         crate::packet::set_checksum(&mut bad);
-        assert!(!b.handle_packet(0, &bad));
+        assert!(!b.handle_packet(T0.with(|t| *t), &bad));
         let hdr = Header {
             src_port: 5000,
             dst_port: 5000,
@@ -425,15 +446,15 @@ mod tests {
         };
         let mut w = Writer::new(hdr, Vec::new());
         w.push(&Chunk::CookieEcho(&[0; COOKIE_LEN])).unwrap();
-        assert!(!b.handle_packet(0, &w.finish()));
+        assert!(!b.handle_packet(T0.with(|t| *t), &w.finish()));
         // A COOKIE ACK before anything, and garbage.
         let mut w = Writer::new(hdr, Vec::new());
         w.push(&Chunk::CookieAck).unwrap();
-        assert!(!b.handle_packet(0, &w.finish()));
-        assert!(!b.handle_packet(0, b"not sctp at all"));
+        assert!(!b.handle_packet(T0.with(|t| *t), &w.finish()));
+        assert!(!b.handle_packet(T0.with(|t| *t), b"not sctp at all"));
         assert_eq!(b.state(), State::CookieWait);
         // The real INIT is answered.
-        assert!(b.handle_packet(0, &a_init));
+        assert!(b.handle_packet(T0.with(|t| *t), &a_init));
         // An ABORT with the wrong tag is ignored; with ours it closes.
         let mut w = Writer::new(Header { vtag: 1, ..hdr }, Vec::new());
         let abort = Chunk::Abort {
@@ -441,10 +462,10 @@ mod tests {
             causes: Params::raw(&[]),
         };
         w.push(&abort).unwrap();
-        assert!(!b.handle_packet(0, &w.finish()));
+        assert!(!b.handle_packet(T0.with(|t| *t), &w.finish()));
         let mut w = Writer::new(hdr, Vec::new());
         w.push(&abort).unwrap();
-        assert!(b.handle_packet(0, &w.finish()));
+        assert!(b.handle_packet(T0.with(|t| *t), &w.finish()));
         assert_eq!(b.state(), State::Closed(Closed::Aborted));
     }
 
@@ -453,8 +474,12 @@ mod tests {
         let mut rand = crate::test_rng(0x5eed);
         let mut established = 0;
         for seed in 0..100u8 {
-            let mut a = Association::connect(Config::default(), 0, random(seed));
-            let mut b = Association::connect(Config::default(), 0, random(seed.wrapping_add(100)));
+            let mut a = Association::connect(Config::default(), T0.with(|t| *t), random(seed));
+            let mut b = Association::connect(
+                Config::default(),
+                T0.with(|t| *t),
+                random(seed.wrapping_add(100)),
+            );
             let x = rand();
             run(&mut a, &mut b, |_| rand() % 100 < 30 + x % 20);
             for s in [a.state(), b.state()] {

@@ -274,7 +274,7 @@ fn our_setup_is_accepted_by_sctp_proto() {
         Arc::new(EndpointConfig::default()),
         Some(Arc::new(ServerConfig::default())),
     );
-    let mut ours = assoc::Association::connect(assoc::Config::default(), 0, [7; 40]);
+    let mut ours = assoc::Association::connect(assoc::Config::default(), now, [7; 40]);
     let mut theirs: Option<Association> = None;
     let mut connected = false;
     let mut seen = BTreeSet::new();
@@ -296,7 +296,7 @@ fn our_setup_is_accepted_by_sctp_proto() {
                 if let Payload::RawEncode(raws) = t.payload {
                     for raw in raws {
                         check(&raw, &mut seen);
-                        ours.handle_packet(0, &raw);
+                        ours.handle_packet(now, &raw);
                     }
                 }
             }
