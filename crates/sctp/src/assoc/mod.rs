@@ -8,9 +8,15 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
+mod data;
+
+pub use data::SendError;
+
 use crate::chunk::{Chunk, Init, Params, kind, param};
 use crate::cookie::{self, Cookie, PeerInit, Secret};
+use crate::outstanding::Reliability;
 use crate::packet::{Header, Packet, Writer};
+use crate::reassembly::Message;
 use crate::timing::{Rto, RtoLimits};
 
 /// Settings of an association.
@@ -27,6 +33,10 @@ pub struct Config {
     /// INIT or COOKIE ECHO sent at most this many times before the setup fails.
     pub max_init_attempts: u32,
     pub rto: RtoLimits,
+    /// Packets this size at most (the path's MTU less IP, UDP and DTLS overhead).
+    pub mtu: usize,
+    /// Bytes of messages waiting to be sent at most (beyond: `QueueFull`).
+    pub max_queued: usize,
 }
 
 impl Default for Config {
@@ -38,6 +48,8 @@ impl Default for Config {
             cookie_lifetime_ms: 60_000,
             max_init_attempts: 8,
             rto: RtoLimits::default(),
+            mtu: 1200,
+            max_queued: 16 << 20,
         }
     }
 }
@@ -91,6 +103,8 @@ pub struct Association {
     out: VecDeque<Vec<u8>>,
     /// The association's clock starts here (cookies carry milliseconds since).
     start: Instant,
+    /// Data transfer, once established.
+    flow: Option<data::Flow>,
 }
 
 impl Association {
@@ -113,6 +127,7 @@ impl Association {
             t1: None,
             out: VecDeque::new(),
             start: now,
+            flow: None,
         };
         a.send_init(now, 1);
         a
@@ -142,7 +157,64 @@ impl Association {
 
     /// When [`Association::handle_timeout`] is due.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.t1.map(|(at, _)| at)
+        let flow = self.flow.as_ref().and_then(data::Flow::next_timeout);
+        [self.t1.map(|(at, _)| at), flow]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Queues a message on `stream` (ordered unless `unordered`; given up past `reliability`).
+    pub fn send_message(
+        &mut self,
+        now: Instant,
+        stream: u16,
+        ppid: u32,
+        unordered: bool,
+        reliability: Reliability,
+        data: &[u8],
+    ) -> Result<(), SendError> {
+        let flow = self.flow.as_mut().ok_or(SendError::NotEstablished)?;
+        flow.send(stream, ppid, unordered, reliability, data)?;
+        self.flush(now);
+        Ok(())
+    }
+
+    /// The next message received, whole and in order.
+    pub fn poll_message(&mut self) -> Option<Message> {
+        self.flow.as_mut()?.take_message()
+    }
+
+    /// Bytes of messages queued or in flight.
+    pub fn buffered(&self) -> usize {
+        self.flow.as_ref().map_or(0, data::Flow::buffered)
+    }
+
+    /// The congestion window (for tests and stats).
+    pub fn cwnd(&self) -> usize {
+        self.flow.as_ref().map_or(0, data::Flow::cwnd)
+    }
+
+    /// Packets for what is due on the data side.
+    fn flush(&mut self, now: Instant) {
+        let (Some(flow), Some(peer)) = (self.flow.as_mut(), self.peer) else {
+            return;
+        };
+        let header = Header {
+            src_port: self.cfg.port,
+            dst_port: self.cfg.port,
+            vtag: peer.tag,
+        };
+        let out = &mut self.out;
+        flow.flush(now, &self.rto, |chunks| {
+            let mut w = Writer::new(header, Vec::new());
+            for c in chunks {
+                if w.push(c).is_err() {
+                    return;
+                }
+            }
+            out.push_back(w.finish());
+        });
     }
 
     fn header(&self, vtag: u32) -> Header {
@@ -205,6 +277,10 @@ impl Association {
 
     /// Time passes: T1 sends INIT or COOKIE ECHO again, or gives up.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(flow) = self.flow.as_mut() {
+            flow.on_timeout(now, &mut self.rto);
+            self.flush(now);
+        }
         let Some((at, attempt)) = self.t1 else { return };
         if now < at {
             return;
@@ -249,6 +325,11 @@ impl Association {
         let mut handled = false;
         for c in &chunks {
             handled |= self.handle_chunk(now, c);
+        }
+        if let Some(flow) = self.flow.as_mut() {
+            let had_data = chunks.iter().any(|c| matches!(c, Chunk::Data(_)));
+            flow.after_packet(now, had_data);
+            self.flush(now);
         }
         handled
     }
@@ -310,6 +391,24 @@ impl Association {
                 self.established();
                 true
             }
+            (Chunk::Data(d), State::Established) => {
+                if let Some(flow) = self.flow.as_mut() {
+                    flow.on_data(d);
+                }
+                true
+            }
+            (Chunk::Sack(sack), State::Established) => {
+                if let Some(flow) = self.flow.as_mut() {
+                    flow.on_sack(now, sack, &mut self.rto);
+                }
+                true
+            }
+            (Chunk::ForwardTsn(f), State::Established) => {
+                if let Some(flow) = self.flow.as_mut() {
+                    flow.on_forward_tsn(f);
+                }
+                true
+            }
             (Chunk::Abort { .. }, _) => {
                 self.t1 = None;
                 self.state = State::Closed(Closed::Aborted);
@@ -323,6 +422,17 @@ impl Association {
         self.t1 = None;
         self.echo = None;
         self.state = State::Established;
+        if let (None, Some(peer)) = (&self.flow, self.peer) {
+            self.flow = Some(data::Flow::new(data::FlowConfig {
+                mtu: self.cfg.mtu,
+                a_rwnd: self.cfg.a_rwnd as usize,
+                max_queued: self.cfg.max_queued,
+                local_initial_tsn: self.local_initial_tsn,
+                peer_initial_tsn: peer.initial_tsn,
+                peer_rwnd: peer.a_rwnd as usize,
+                peer_forward_tsn: peer.forward_tsn,
+            }));
+        }
     }
 }
 
@@ -330,173 +440,4 @@ impl Association {
 pub const COOKIE_LEN: usize = cookie::LEN;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    std::thread_local! {
-        /// One start time for both ends of a test.
-        static T0: Instant = Instant::now();
-    }
-
-    fn random(seed: u8) -> [u8; 40] {
-        let mut r = [0; 40];
-        for (i, b) in r.iter_mut().enumerate() {
-            *b = seed
-                .wrapping_mul(31)
-                .wrapping_add((i as u8).wrapping_mul(7));
-        }
-        r
-    }
-
-    /// Two associations wired to each other; `lose(n)` says whether the n-th packet is lost.
-    fn run(
-        a: &mut Association,
-        b: &mut Association,
-        mut lose: impl FnMut(usize) -> bool,
-    ) -> std::time::Duration {
-        let start = a.start;
-        let mut now = start;
-        let mut n = 0;
-        for _ in 0..10_000 {
-            let mut moved = false;
-            while let Some(p) = a.poll_transmit() {
-                moved = true;
-                n += 1;
-                if !lose(n) {
-                    b.handle_packet(now, &p);
-                }
-            }
-            while let Some(p) = b.poll_transmit() {
-                moved = true;
-                n += 1;
-                if !lose(n) {
-                    a.handle_packet(now, &p);
-                }
-            }
-            if moved {
-                continue;
-            }
-            let done = |x: &Association| matches!(x.state(), State::Established | State::Closed(_));
-            if done(a) && done(b) {
-                break;
-            }
-            let next = [a.poll_timeout(), b.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min();
-            let Some(next) = next else { break };
-            now = next.max(now);
-            a.handle_timeout(now);
-            b.handle_timeout(now);
-        }
-        now - start
-    }
-
-    #[test]
-    fn both_sides_connecting_at_once_get_established() {
-        let mut a = Association::connect(Config::default(), T0.with(|t| *t), random(1));
-        let mut b = Association::connect(Config::default(), T0.with(|t| *t), random(2));
-        let took = run(&mut a, &mut b, |_| false);
-        assert_eq!(
-            (a.state(), b.state()),
-            (State::Established, State::Established)
-        );
-        assert_eq!(took, std::time::Duration::ZERO, "no timer needed");
-        assert_eq!(a.peer().unwrap().tag, b.local_tag());
-        assert_eq!(b.peer().unwrap().tag, a.local_tag());
-        assert!(a.peer().unwrap().forward_tsn && a.peer().unwrap().reconfig);
-    }
-
-    #[test]
-    fn lost_setup_packets_are_sent_again_and_too_many_losses_fail() {
-        // The first three packets lost (both INITs and an INIT ACK): T1 brings them back.
-        let mut a = Association::connect(Config::default(), T0.with(|t| *t), random(3));
-        let mut b = Association::connect(Config::default(), T0.with(|t| *t), random(4));
-        let took = run(&mut a, &mut b, |n| n <= 3);
-        assert_eq!(
-            (a.state(), b.state()),
-            (State::Established, State::Established)
-        );
-        assert!(
-            took >= std::time::Duration::from_secs(1),
-            "after the initial RTO: {took:?}"
-        );
-        // A peer that never answers: the setup fails after its attempts.
-        let mut a = Association::connect(Config::default(), T0.with(|t| *t), random(5));
-        let mut b = Association::connect(Config::default(), T0.with(|t| *t), random(6));
-        run(&mut a, &mut b, |_| true);
-        assert_eq!(a.state(), State::Closed(Closed::SetupFailed));
-    }
-
-    #[test]
-    fn wrong_tags_forged_cookies_and_stray_chunks_are_dropped() {
-        let mut a = Association::connect(Config::default(), T0.with(|t| *t), random(7));
-        let mut b = Association::connect(Config::default(), T0.with(|t| *t), random(8));
-        let a_init = a.poll_transmit().unwrap();
-        b.poll_transmit();
-        // An INIT with a nonzero tag in its header, then a COOKIE ECHO with a made-up cookie.
-        let mut bad = a_init.clone();
-        bad[4..8].copy_from_slice(&9u32.to_be_bytes());
-        crate::packet::set_checksum(&mut bad);
-        assert!(!b.handle_packet(T0.with(|t| *t), &bad));
-        let hdr = Header {
-            src_port: 5000,
-            dst_port: 5000,
-            vtag: b.local_tag(),
-        };
-        let mut w = Writer::new(hdr, Vec::new());
-        w.push(&Chunk::CookieEcho(&[0; COOKIE_LEN])).unwrap();
-        assert!(!b.handle_packet(T0.with(|t| *t), &w.finish()));
-        // A COOKIE ACK before anything, and garbage.
-        let mut w = Writer::new(hdr, Vec::new());
-        w.push(&Chunk::CookieAck).unwrap();
-        assert!(!b.handle_packet(T0.with(|t| *t), &w.finish()));
-        assert!(!b.handle_packet(T0.with(|t| *t), b"not sctp at all"));
-        assert_eq!(b.state(), State::CookieWait);
-        // The real INIT is answered.
-        assert!(b.handle_packet(T0.with(|t| *t), &a_init));
-        // An ABORT with the wrong tag is ignored; with ours it closes.
-        let mut w = Writer::new(Header { vtag: 1, ..hdr }, Vec::new());
-        let abort = Chunk::Abort {
-            reflected: false,
-            causes: Params::raw(&[]),
-        };
-        w.push(&abort).unwrap();
-        assert!(!b.handle_packet(T0.with(|t| *t), &w.finish()));
-        let mut w = Writer::new(hdr, Vec::new());
-        w.push(&abort).unwrap();
-        assert!(b.handle_packet(T0.with(|t| *t), &w.finish()));
-        assert_eq!(b.state(), State::Closed(Closed::Aborted));
-    }
-
-    #[test]
-    fn random_losses_still_connect_or_fail_cleanly() {
-        let mut rand = crate::test_rng(0x5eed);
-        let mut established = 0;
-        for seed in 0..100u8 {
-            let mut a = Association::connect(Config::default(), T0.with(|t| *t), random(seed));
-            let mut b = Association::connect(
-                Config::default(),
-                T0.with(|t| *t),
-                random(seed.wrapping_add(100)),
-            );
-            let x = rand();
-            run(&mut a, &mut b, |_| rand() % 100 < 30 + x % 20);
-            for s in [a.state(), b.state()] {
-                assert!(
-                    matches!(s, State::Established | State::Closed(Closed::SetupFailed)),
-                    "seed {seed}: {s:?}"
-                );
-            }
-            if a.state() == State::Established && b.state() == State::Established {
-                established += 1;
-                assert_eq!(a.peer().map(|p| p.tag), Some(b.local_tag()), "seed {seed}");
-                assert_eq!(b.peer().map(|p| p.tag), Some(a.local_tag()), "seed {seed}");
-            }
-        }
-        assert!(
-            established > 90,
-            "only {established} of 100 connected at 30–50% loss"
-        );
-    }
-}
+mod tests;

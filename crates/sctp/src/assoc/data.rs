@@ -1,0 +1,333 @@
+//! Data transfer on an established association: messages cut into DATA chunks and bundled into
+//! packets within the congestion and receiver windows, SACKs (after every second packet with
+//! data, at once on a gap or duplicate, else within 200 ms) and what they acknowledge, the T3
+//! timer, fast retransmission and recovery, FORWARD TSN for what partial reliability gave up,
+//! and messages put back together on the way in.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::chunk::{Chunk, Data, ForwardTsn, Sack};
+use crate::outstanding::{Outstanding, Reliability, Sent};
+use crate::reassembly::{Message, Reassembly};
+use crate::received::{Arrival, Received};
+use crate::timing::{Congestion, Rto};
+use crate::tsn::Tsn;
+
+/// A SACK waits at most this long for a second packet with data.
+const SACK_DELAY: Duration = Duration::from_millis(200);
+/// DATA chunk header bytes and the packet's common header.
+const OVERHEAD: usize = 16 + 12;
+
+/// Why a message was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("the association is not established")]
+    NotEstablished,
+    #[error("an empty message (send one byte with the empty-message PPID)")]
+    Empty,
+    #[error("the send queue is full")]
+    QueueFull,
+}
+
+/// A message waiting to be cut into chunks.
+#[derive(Debug)]
+struct Pending {
+    stream: u16,
+    ssn: u16,
+    ppid: u32,
+    unordered: bool,
+    reliability: Reliability,
+    data: Vec<u8>,
+    offset: usize,
+}
+
+/// The data-transfer state of an established association.
+#[derive(Debug)]
+pub(super) struct Flow {
+    mtu: usize,
+    a_rwnd: usize,
+    max_queued: usize,
+    peer_rwnd: usize,
+    peer_forward_tsn: bool,
+    tx: Outstanding,
+    rx: Received,
+    reasm: Reassembly,
+    cc: Congestion,
+    queue: VecDeque<Pending>,
+    queued: usize,
+    ssn: HashMap<u16, u16>,
+    t3: Option<Instant>,
+    /// In fast recovery until the ack point reaches this TSN.
+    recovery: Option<Tsn>,
+    /// Packets with data since the last SACK, whether the next SACK must go at once, and the
+    /// latest it goes otherwise.
+    unacked_packets: u32,
+    sack_now: bool,
+    sack_at: Option<Instant>,
+    /// The last FORWARD TSN point sent.
+    forwarded: Option<Tsn>,
+}
+
+/// Settings from the association.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct FlowConfig {
+    pub mtu: usize,
+    pub a_rwnd: usize,
+    pub max_queued: usize,
+    pub local_initial_tsn: u32,
+    pub peer_initial_tsn: u32,
+    pub peer_rwnd: usize,
+    pub peer_forward_tsn: bool,
+}
+
+impl Flow {
+    pub(super) fn new(c: FlowConfig) -> Flow {
+        let rx = Received::new(Tsn(c.peer_initial_tsn));
+        let reasm = Reassembly::new(rx.cum_tsn());
+        Flow {
+            mtu: c.mtu,
+            a_rwnd: c.a_rwnd,
+            max_queued: c.max_queued,
+            peer_rwnd: c.peer_rwnd,
+            peer_forward_tsn: c.peer_forward_tsn,
+            tx: Outstanding::new(Tsn(c.local_initial_tsn)),
+            rx,
+            reasm,
+            cc: Congestion::new(c.mtu, c.peer_rwnd),
+            queue: VecDeque::new(),
+            queued: 0,
+            ssn: HashMap::new(),
+            t3: None,
+            recovery: None,
+            unacked_packets: 0,
+            sack_now: false,
+            sack_at: None,
+            forwarded: None,
+        }
+    }
+
+    /// Bytes waiting to be sent and in flight.
+    pub(super) fn buffered(&self) -> usize {
+        self.queued + self.tx.in_flight()
+    }
+
+    pub(super) fn cwnd(&self) -> usize {
+        self.cc.cwnd()
+    }
+
+    pub(super) fn send(
+        &mut self,
+        stream: u16,
+        ppid: u32,
+        unordered: bool,
+        reliability: Reliability,
+        data: &[u8],
+    ) -> Result<(), SendError> {
+        if data.is_empty() {
+            return Err(SendError::Empty);
+        }
+        if self.queued + data.len() > self.max_queued {
+            return Err(SendError::QueueFull);
+        }
+        let ssn = if unordered {
+            0
+        } else {
+            let s = self.ssn.entry(stream).or_default();
+            let this = *s;
+            *s = s.wrapping_add(1);
+            this
+        };
+        self.queued += data.len();
+        self.queue.push_back(Pending {
+            stream,
+            ssn,
+            ppid,
+            unordered,
+            reliability,
+            data: data.to_vec(),
+            offset: 0,
+        });
+        Ok(())
+    }
+
+    pub(super) fn take_message(&mut self) -> Option<Message> {
+        self.reasm.take_message()
+    }
+
+    pub(super) fn next_timeout(&self) -> Option<Instant> {
+        [self.t3, self.sack_at].into_iter().flatten().min()
+    }
+
+    /// A DATA chunk from the peer.
+    pub(super) fn on_data(&mut self, d: &Data<'_>) {
+        let tsn = Tsn(d.tsn);
+        let in_order = tsn == self.rx.cum_tsn().next();
+        // Beyond the window only the next in order is taken (it frees what waits behind it).
+        if !in_order && self.reasm.buffered() + d.payload.len() > self.a_rwnd {
+            self.sack_now = true;
+            return;
+        }
+        match self.rx.on_data(tsn) {
+            Arrival::New => {
+                self.reasm.on_data(tsn, d);
+                self.reasm.set_cum(self.rx.cum_tsn());
+                if !self.rx.in_order() || d.immediate {
+                    self.sack_now = true;
+                }
+            }
+            Arrival::Duplicate | Arrival::TooFar => self.sack_now = true,
+        }
+    }
+
+    /// After a packet whose chunks were handled: whether it carried data (a SACK is due).
+    pub(super) fn after_packet(&mut self, now: Instant, had_data: bool) {
+        if had_data {
+            self.unacked_packets += 1;
+            if self.unacked_packets >= 2 {
+                self.sack_now = true;
+            }
+            self.sack_at.get_or_insert(now + SACK_DELAY);
+        }
+    }
+
+    /// A SACK from the peer.
+    pub(super) fn on_sack(&mut self, now: Instant, s: &Sack<'_>, rto: &mut Rto) {
+        let before = self.tx.in_flight();
+        let acked = self.tx.on_sack(Tsn(s.cum_tsn), s.gap_blocks());
+        if let Some(sent) = acked.rtt_from {
+            rto.sample(now.saturating_duration_since(sent));
+        }
+        let recovered = self.recovery.is_some_and(|p| self.tx.cum_ack().ge(p));
+        if recovered {
+            self.recovery = None;
+        }
+        self.cc
+            .on_ack(acked.bytes, before, acked.advanced, recovered);
+        if acked.fast_retransmits > 0 && self.recovery.is_none() {
+            self.cc.on_fast_retransmit();
+            self.recovery = Some(Tsn(self.tx.next_tsn().0.wrapping_sub(1)));
+        }
+        self.peer_rwnd = (s.a_rwnd as usize).saturating_sub(self.tx.in_flight());
+        if self.tx.in_flight() == 0 {
+            self.t3 = None;
+        } else if acked.advanced || self.t3.is_none() {
+            self.t3 = Some(now + rto.rto());
+        }
+    }
+
+    /// FORWARD TSN from the peer: what it gave up is skipped.
+    pub(super) fn on_forward_tsn(&mut self, f: &ForwardTsn<'_>) {
+        let cum = Tsn(f.new_cum_tsn);
+        if self.rx.forward(cum) {
+            self.reasm.forward(self.rx.cum_tsn(), f.streams());
+        }
+        self.sack_now = true;
+    }
+
+    /// Time passes: T3 (everything in flight goes again, the window collapses) and the
+    /// delayed SACK.
+    pub(super) fn on_timeout(&mut self, now: Instant, rto: &mut Rto) {
+        if self.t3.is_some_and(|t| now >= t) {
+            self.tx.on_timeout();
+            self.cc.on_timeout();
+            self.recovery = None;
+            rto.back_off();
+            self.t3 = Some(now + rto.rto());
+        }
+        if self.sack_at.is_some_and(|t| now >= t) {
+            self.sack_now = true;
+        }
+    }
+
+    /// Fills packets (each `mtu` bytes at most) with what is due: a SACK, FORWARD TSN, chunks
+    /// to send again, then new data within the windows. `packet` makes a packet of chunks.
+    pub(super) fn flush(&mut self, now: Instant, rto: &Rto, mut packet: impl FnMut(&[Chunk<'_>])) {
+        let mut gaps = Vec::new();
+        let mut dups = Vec::new();
+        if self.sack_now {
+            self.sack_now = false;
+            self.sack_at = None;
+            self.unacked_packets = 0;
+            crate::chunk::Sack::encode_gaps(self.rx.gap_blocks(), &mut gaps);
+            for d in self.rx.take_duplicates() {
+                dups.extend_from_slice(&d.0.to_be_bytes());
+            }
+            let a_rwnd = self.a_rwnd.saturating_sub(self.reasm.buffered()) as u32;
+            if let Ok(sack) = Sack::new(self.rx.cum_tsn().0, a_rwnd, &gaps, &dups) {
+                packet(&[Chunk::Sack(sack)]);
+            }
+        }
+        // Partial reliability: what was given up is skipped at the peer.
+        self.tx.expire(now);
+        if self.peer_forward_tsn
+            && let Some((point, streams)) = self.tx.forward_tsn()
+            && self.forwarded.is_none_or(|f| point.gt(f))
+        {
+            let mut wire = Vec::with_capacity(streams.len() * 4);
+            for (stream, ssn) in streams {
+                wire.extend_from_slice(&stream.to_be_bytes());
+                wire.extend_from_slice(&ssn.to_be_bytes());
+            }
+            if let Ok(f) = ForwardTsn::new(point.0, &wire) {
+                packet(&[Chunk::ForwardTsn(f)]);
+                self.forwarded = Some(point);
+            }
+        }
+        let room = self.mtu.saturating_sub(OVERHEAD);
+        // Chunks to send again, one per packet (they are at most a packet each).
+        while let Some((tsn, c)) = self.tx.next_retransmit(now) {
+            let d = data_chunk(tsn, c);
+            packet(&[Chunk::Data(d)]);
+        }
+        // New data within min(cwnd, the peer's window); one chunk always may go when nothing is
+        // in flight.
+        let mut chunks: Vec<Sent> = Vec::new();
+        while let Some(p) = self.queue.front_mut() {
+            let window = self.cc.cwnd().min(self.peer_rwnd.max(self.mtu));
+            let take = (p.data.len() - p.offset).min(room);
+            let in_flight = self.tx.in_flight();
+            if in_flight > 0 && in_flight + take > window {
+                break;
+            }
+            let mut c = Sent::new(
+                p.stream,
+                p.ssn,
+                p.ppid,
+                p.unordered,
+                p.data[p.offset..p.offset + take].to_vec(),
+            );
+            c.begin = p.offset == 0;
+            c.end = p.offset + take == p.data.len();
+            c.reliability = p.reliability;
+            p.offset += take;
+            self.queued -= take;
+            if c.end {
+                self.queue.pop_front();
+            }
+            self.tx.push(c.clone(), now);
+            chunks.push(c);
+        }
+        let first = Tsn(self.tx.next_tsn().0.wrapping_sub(chunks.len() as u32));
+        for (i, c) in chunks.iter().enumerate() {
+            packet(&[Chunk::Data(data_chunk(first.plus(i as u32), c))]);
+        }
+        if self.tx.in_flight() > 0 && self.t3.is_none() {
+            self.t3 = Some(now + rto.rto());
+        }
+    }
+}
+
+fn data_chunk(tsn: Tsn, c: &Sent) -> Data<'_> {
+    Data {
+        tsn: tsn.0,
+        stream: c.stream,
+        ssn: c.ssn,
+        ppid: c.ppid,
+        unordered: c.unordered,
+        begin: c.begin,
+        end: c.end,
+        immediate: false,
+        payload: &c.payload,
+    }
+}

@@ -1,0 +1,351 @@
+//! The association in virtual time: its setup (simultaneous, lossy, refused input) and data
+//! transfer over a lossy link.
+use super::*;
+
+std::thread_local! {
+    /// One start time for both ends of a test.
+    static T0: Instant = Instant::now();
+}
+
+fn random(seed: u8) -> [u8; 40] {
+    let mut r = [0; 40];
+    for (i, b) in r.iter_mut().enumerate() {
+        *b = seed
+            .wrapping_mul(31)
+            .wrapping_add((i as u8).wrapping_mul(7));
+    }
+    r
+}
+
+/// Two associations wired to each other; `lose(n)` says whether the n-th packet is lost.
+fn run(
+    a: &mut Association,
+    b: &mut Association,
+    mut lose: impl FnMut(usize) -> bool,
+) -> std::time::Duration {
+    let start = a.start;
+    let mut now = start;
+    let mut n = 0;
+    for _ in 0..10_000 {
+        let mut moved = false;
+        while let Some(p) = a.poll_transmit() {
+            moved = true;
+            n += 1;
+            if !lose(n) {
+                b.handle_packet(now, &p);
+            }
+        }
+        while let Some(p) = b.poll_transmit() {
+            moved = true;
+            n += 1;
+            if !lose(n) {
+                a.handle_packet(now, &p);
+            }
+        }
+        if moved {
+            continue;
+        }
+        let done = |x: &Association| matches!(x.state(), State::Established | State::Closed(_));
+        if done(a) && done(b) {
+            break;
+        }
+        let next = [a.poll_timeout(), b.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
+        let Some(next) = next else { break };
+        now = next.max(now);
+        a.handle_timeout(now);
+        b.handle_timeout(now);
+    }
+    now - start
+}
+
+#[test]
+fn both_sides_connecting_at_once_get_established() {
+    let mut a = Association::connect(Config::default(), T0.with(|t| *t), random(1));
+    let mut b = Association::connect(Config::default(), T0.with(|t| *t), random(2));
+    let took = run(&mut a, &mut b, |_| false);
+    assert_eq!(
+        (a.state(), b.state()),
+        (State::Established, State::Established)
+    );
+    assert_eq!(took, std::time::Duration::ZERO, "no timer needed");
+    assert_eq!(a.peer().unwrap().tag, b.local_tag());
+    assert_eq!(b.peer().unwrap().tag, a.local_tag());
+    assert!(a.peer().unwrap().forward_tsn && a.peer().unwrap().reconfig);
+}
+
+#[test]
+fn lost_setup_packets_are_sent_again_and_too_many_losses_fail() {
+    // The first three packets lost (both INITs and an INIT ACK): T1 brings them back.
+    let mut a = Association::connect(Config::default(), T0.with(|t| *t), random(3));
+    let mut b = Association::connect(Config::default(), T0.with(|t| *t), random(4));
+    let took = run(&mut a, &mut b, |n| n <= 3);
+    assert_eq!(
+        (a.state(), b.state()),
+        (State::Established, State::Established)
+    );
+    assert!(
+        took >= std::time::Duration::from_secs(1),
+        "after the initial RTO: {took:?}"
+    );
+    // A peer that never answers: the setup fails after its attempts.
+    let mut a = Association::connect(Config::default(), T0.with(|t| *t), random(5));
+    let mut b = Association::connect(Config::default(), T0.with(|t| *t), random(6));
+    run(&mut a, &mut b, |_| true);
+    assert_eq!(a.state(), State::Closed(Closed::SetupFailed));
+}
+
+#[test]
+fn wrong_tags_forged_cookies_and_stray_chunks_are_dropped() {
+    let mut a = Association::connect(Config::default(), T0.with(|t| *t), random(7));
+    let mut b = Association::connect(Config::default(), T0.with(|t| *t), random(8));
+    let a_init = a.poll_transmit().unwrap();
+    b.poll_transmit();
+    // An INIT with a nonzero tag in its header, then a COOKIE ECHO with a made-up cookie.
+    let mut bad = a_init.clone();
+    bad[4..8].copy_from_slice(&9u32.to_be_bytes());
+    crate::packet::set_checksum(&mut bad);
+    assert!(!b.handle_packet(T0.with(|t| *t), &bad));
+    let hdr = Header {
+        src_port: 5000,
+        dst_port: 5000,
+        vtag: b.local_tag(),
+    };
+    let mut w = Writer::new(hdr, Vec::new());
+    w.push(&Chunk::CookieEcho(&[0; COOKIE_LEN])).unwrap();
+    assert!(!b.handle_packet(T0.with(|t| *t), &w.finish()));
+    // A COOKIE ACK before anything, and garbage.
+    let mut w = Writer::new(hdr, Vec::new());
+    w.push(&Chunk::CookieAck).unwrap();
+    assert!(!b.handle_packet(T0.with(|t| *t), &w.finish()));
+    assert!(!b.handle_packet(T0.with(|t| *t), b"not sctp at all"));
+    assert_eq!(b.state(), State::CookieWait);
+    // The real INIT is answered.
+    assert!(b.handle_packet(T0.with(|t| *t), &a_init));
+    // An ABORT with the wrong tag is ignored; with ours it closes.
+    let mut w = Writer::new(Header { vtag: 1, ..hdr }, Vec::new());
+    let abort = Chunk::Abort {
+        reflected: false,
+        causes: Params::raw(&[]),
+    };
+    w.push(&abort).unwrap();
+    assert!(!b.handle_packet(T0.with(|t| *t), &w.finish()));
+    let mut w = Writer::new(hdr, Vec::new());
+    w.push(&abort).unwrap();
+    assert!(b.handle_packet(T0.with(|t| *t), &w.finish()));
+    assert_eq!(b.state(), State::Closed(Closed::Aborted));
+}
+
+#[test]
+fn random_losses_still_connect_or_fail_cleanly() {
+    let mut rand = crate::test_rng(0x5eed);
+    let mut established = 0;
+    for seed in 0..100u8 {
+        let mut a = Association::connect(Config::default(), T0.with(|t| *t), random(seed));
+        let mut b = Association::connect(
+            Config::default(),
+            T0.with(|t| *t),
+            random(seed.wrapping_add(100)),
+        );
+        let x = rand();
+        run(&mut a, &mut b, |_| rand() % 100 < 30 + x % 20);
+        for s in [a.state(), b.state()] {
+            assert!(
+                matches!(s, State::Established | State::Closed(Closed::SetupFailed)),
+                "seed {seed}: {s:?}"
+            );
+        }
+        if a.state() == State::Established && b.state() == State::Established {
+            established += 1;
+            assert_eq!(a.peer().map(|p| p.tag), Some(b.local_tag()), "seed {seed}");
+            assert_eq!(b.peer().map(|p| p.tag), Some(a.local_tag()), "seed {seed}");
+        }
+    }
+    assert!(
+        established > 90,
+        "only {established} of 100 connected at 30–50% loss"
+    );
+}
+
+/// Two established associations over a link with a one-way `delay`, losing a packet with
+/// probability `loss_pct`%; runs until `done` or `limit` of virtual time.
+struct Link {
+    a: Association,
+    b: Association,
+    now: Instant,
+    /// (arrival, to b?, packet)
+    wire: Vec<(Instant, bool, Vec<u8>)>,
+    rand: Box<dyn FnMut() -> u64>,
+    delay: std::time::Duration,
+    loss_pct: u64,
+    got: [Vec<Message>; 2],
+}
+
+impl Link {
+    fn new(seed: u64, delay_ms: u64, loss_pct: u64) -> Link {
+        let now = T0.with(|t| *t);
+        let mut l = Link {
+            a: Association::connect(Config::default(), now, random(seed as u8)),
+            b: Association::connect(Config::default(), now, random(seed as u8 ^ 0x55)),
+            now,
+            wire: Vec::new(),
+            rand: Box::new(crate::test_rng(seed | 1)),
+            delay: std::time::Duration::from_millis(delay_ms),
+            loss_pct: 0,
+            got: [Vec::new(), Vec::new()],
+        };
+        l.run(std::time::Duration::from_secs(5), |l| {
+            l.a.state() == State::Established && l.b.state() == State::Established
+        });
+        l.loss_pct = loss_pct;
+        l
+    }
+
+    fn pump(&mut self) {
+        let now = self.now;
+        for to_b in [true, false] {
+            let from = if to_b { &mut self.a } else { &mut self.b };
+            while let Some(p) = from.poll_transmit() {
+                if (self.rand)() % 100 >= self.loss_pct {
+                    self.wire.push((now + self.delay, to_b, p));
+                }
+            }
+        }
+    }
+
+    fn run(&mut self, limit: std::time::Duration, mut done: impl FnMut(&Link) -> bool) {
+        let end = self.now + limit;
+        while self.now < end {
+            self.pump();
+            for (i, x) in [&mut self.a, &mut self.b].into_iter().enumerate() {
+                while let Some(m) = x.poll_message() {
+                    self.got[i].push(m);
+                }
+            }
+            if done(self) {
+                return;
+            }
+            let next_packet = self.wire.iter().map(|(t, _, _)| *t).min();
+            let next = [next_packet, self.a.poll_timeout(), self.b.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(end);
+            self.now = next.max(self.now);
+            let now = self.now;
+            let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.wire)
+                .into_iter()
+                .partition(|(t, _, _)| *t <= now);
+            self.wire = later;
+            for (_, to_b, p) in due {
+                if to_b {
+                    self.b.handle_packet(now, &p);
+                } else {
+                    self.a.handle_packet(now, &p);
+                }
+            }
+            self.a.handle_timeout(now);
+            self.b.handle_timeout(now);
+        }
+        panic!("not done after {limit:?}");
+    }
+}
+
+#[test]
+fn messages_arrive_whole_and_in_order_over_a_lossy_link() {
+    for seed in 0..6u64 {
+        let mut l = Link::new(seed, 10, 5);
+        let mut rand = crate::test_rng(seed + 77);
+        let mut sent: Vec<(u16, Vec<u8>)> = Vec::new();
+        for i in 0..150u32 {
+            let stream = (rand() % 3) as u16;
+            let len = 1 + (rand() % 6000) as usize;
+            let body: Vec<u8> = (0..len).map(|j| (i as usize * 7 + j) as u8).collect();
+            let now = l.now;
+            l.a.send_message(now, stream, 53, false, Reliability::default(), &body)
+                .unwrap();
+            sent.push((stream, body));
+        }
+        let total = sent.len();
+        l.run(std::time::Duration::from_secs(120), |l| {
+            l.got[1].len() == total
+        });
+        for stream in 0..3u16 {
+            let want: Vec<&Vec<u8>> = sent
+                .iter()
+                .filter(|(s, _)| *s == stream)
+                .map(|(_, b)| b)
+                .collect();
+            let have: Vec<&Vec<u8>> = l.got[1]
+                .iter()
+                .filter(|m| m.stream == stream)
+                .map(|m| &m.data)
+                .collect();
+            assert_eq!(have, want, "seed {seed} stream {stream}");
+        }
+        // Everything acknowledged in the end.
+        l.run(std::time::Duration::from_secs(30), |l| l.a.buffered() == 0);
+    }
+}
+
+#[test]
+fn a_large_message_goes_in_many_packets_and_the_window_opens() {
+    let mut l = Link::new(9, 5, 0);
+    let body: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    let now = l.now;
+    l.a.send_message(now, 1, 53, false, Reliability::default(), &body)
+        .unwrap();
+    let start = l.now;
+    l.run(std::time::Duration::from_secs(30), |l| !l.got[1].is_empty());
+    assert_eq!(l.got[1][0].data, body);
+    println!(
+        "1 MB in {:?} of virtual time, cwnd {}",
+        l.now - start,
+        l.a.cwnd()
+    );
+    assert!(
+        l.a.cwnd() > 100_000,
+        "slow start opened the window: {}",
+        l.a.cwnd()
+    );
+    // ~1 MB over a 10 ms round trip: a few dozen round trips, not hundreds.
+    assert!(
+        l.now - start < std::time::Duration::from_secs(2),
+        "{:?}",
+        l.now - start
+    );
+}
+
+#[test]
+fn an_unreliable_channel_drops_instead_of_stalling() {
+    let mut l = Link::new(11, 10, 20);
+    let never_again = Reliability {
+        max_retransmits: Some(0),
+        expires: None,
+    };
+    for i in 0..200u32 {
+        let now = l.now;
+        l.a.send_message(now, 2, 53, true, never_again, &i.to_be_bytes())
+            .unwrap();
+    }
+    // A reliable message after them still arrives; the unreliable ones arrive at most once.
+    let now = l.now;
+    l.a.send_message(now, 4, 51, false, Reliability::default(), b"after")
+        .unwrap();
+    l.run(std::time::Duration::from_secs(60), |l| {
+        l.got[1].iter().any(|m| m.data == b"after")
+    });
+    let mut ids: Vec<u32> = l.got[1]
+        .iter()
+        .filter(|m| m.stream == 2)
+        .map(|m| u32::from_be_bytes(m.data[..4].try_into().unwrap()))
+        .collect();
+    let n = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "none twice");
+    assert!(n < 200, "some were lost and not sent again: {n}");
+    assert!(n > 100, "most arrived: {n}");
+}
