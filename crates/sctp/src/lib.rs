@@ -19,7 +19,8 @@
 //! messages ([`dcep`], RFC 8832); the State Cookie ([`cookie`]: HMAC-sealed, its lifetime
 //! checked, a forged or stale one refused); and the association's setup ([`assoc`]: INIT from
 //! both sides at once, INIT ACK with a cookie and no state kept, COOKIE ECHO/ACK, verification
-//! tags, T1 with back-off, ABORT — established against `sctp-proto`'s server side too).
+//! tags, T1 with back-off, ABORT — and data transfer over the parts above; it talks with
+//! `sctp-proto` both ways).
 
 pub mod assoc;
 pub mod chunk;

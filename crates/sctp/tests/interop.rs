@@ -263,12 +263,14 @@ fn every_packet_of_a_real_association_parses_and_encodes_back() {
     }
 }
 
-/// Our association's setup against sctp-proto's server side: INIT, INIT ACK with its cookie,
-/// COOKIE ECHO, COOKIE ACK — both ends established.
+/// Our association against sctp-proto's server side: the setup (INIT, INIT ACK with its
+/// cookie, COOKIE ECHO, COOKIE ACK), then messages both ways — ours (one of 60 kB, cut into
+/// chunks; its default largest message is 64 KiB) read on its stream, its reply read here.
 #[test]
-fn our_setup_is_accepted_by_sctp_proto() {
+fn our_association_talks_with_sctp_proto() {
     use peerweb_sctp::assoc::{self, State};
-    let now = Instant::now();
+    use peerweb_sctp::outstanding::Reliability;
+    let mut now = Instant::now();
     let from: SocketAddr = "10.0.0.1:5000".parse().unwrap();
     let mut server = Endpoint::new(
         Arc::new(EndpointConfig::default()),
@@ -278,7 +280,19 @@ fn our_setup_is_accepted_by_sctp_proto() {
     let mut theirs: Option<Association> = None;
     let mut connected = false;
     let mut seen = BTreeSet::new();
-    for _ in 0..20 {
+    let big: Vec<u8> = (0..60_000u32).map(|i| (i % 253) as u8).collect();
+    let mut sent = false;
+    let mut replied = false;
+    let mut got_there: Vec<Vec<u8>> = Vec::new();
+    let mut got_here: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..2000 {
+        if ours.state() == State::Established && !sent {
+            ours.send_message(now, 1, 53, false, Reliability::default(), b"hello")
+                .unwrap();
+            ours.send_message(now, 1, 53, false, Reliability::default(), &big)
+                .unwrap();
+            sent = true;
+        }
         while let Some(p) = ours.poll_transmit() {
             check(&p, &mut seen);
             match server.handle(now, from, None, None, Bytes::from(p)) {
@@ -292,6 +306,26 @@ fn our_setup_is_accepted_by_sctp_proto() {
             }
         }
         if let Some(a) = theirs.as_mut() {
+            while let Some(ev) = a.poll() {
+                connected |= matches!(ev, sctp_proto::Event::Connected);
+            }
+            while a.accept_stream().is_some() {}
+            if let Ok(mut st) = a.stream(1) {
+                while let Ok(Some(chunks)) = st.read_sctp() {
+                    let mut buf = vec![0; chunks.len()];
+                    let n = chunks.read(&mut buf).unwrap();
+                    buf.truncate(n);
+                    got_there.push(buf);
+                }
+                if got_there.len() == 2 && !replied {
+                    st.write_sctp(
+                        &Bytes::from_static(b"back"),
+                        PayloadProtocolIdentifier::Binary,
+                    )
+                    .unwrap();
+                    replied = true;
+                }
+            }
             while let Some(t) = a.poll_transmit(now) {
                 if let Payload::RawEncode(raws) = t.payload {
                     for raw in raws {
@@ -300,12 +334,24 @@ fn our_setup_is_accepted_by_sctp_proto() {
                     }
                 }
             }
-            while let Some(ev) = a.poll() {
-                connected |= matches!(ev, sctp_proto::Event::Connected);
-            }
+            a.handle_timeout(now);
         }
+        while let Some(m) = ours.poll_message() {
+            got_here.push(m.data);
+        }
+        if !got_here.is_empty() {
+            break;
+        }
+        now += Duration::from_millis(5);
+        ours.handle_timeout(now);
     }
     assert_eq!(ours.state(), State::Established);
     assert!(connected, "sctp-proto's side is up too");
-    assert!(seen.contains(&peerweb_sctp::chunk::kind::COOKIE_ACK));
+    assert_eq!(
+        got_there,
+        [b"hello".to_vec(), big],
+        "ours, read by sctp-proto"
+    );
+    assert_eq!(got_here, [b"back".to_vec()], "sctp-proto's, read here");
+    assert!(seen.contains(&peerweb_sctp::chunk::kind::SACK));
 }
