@@ -243,8 +243,11 @@ impl Flow {
     /// Fills packets (each `mtu` bytes at most) with what is due: a SACK, FORWARD TSN, chunks
     /// to send again, then new data within the windows. `packet` makes a packet of chunks.
     pub(super) fn flush(&mut self, now: Instant, rto: &Rto, mut packet: impl FnMut(&[Chunk<'_>])) {
+        // Control chunks first (bundled with data where they fit): the SACK, FORWARD TSN.
         let mut gaps = Vec::new();
         let mut dups = Vec::new();
+        let mut wire = Vec::new();
+        let mut sack = None;
         if self.sack_now {
             self.sack_now = false;
             self.sack_at = None;
@@ -254,35 +257,28 @@ impl Flow {
                 dups.extend_from_slice(&d.0.to_be_bytes());
             }
             let a_rwnd = self.a_rwnd.saturating_sub(self.reasm.buffered()) as u32;
-            if let Ok(sack) = Sack::new(self.rx.cum_tsn().0, a_rwnd, &gaps, &dups) {
-                packet(&[Chunk::Sack(sack)]);
-            }
+            sack = Sack::new(self.rx.cum_tsn().0, a_rwnd, &gaps, &dups).ok();
         }
         // Partial reliability: what was given up is skipped at the peer.
         self.tx.expire(now);
+        let mut forward = None;
         if self.peer_forward_tsn
             && let Some((point, streams)) = self.tx.forward_tsn()
             && self.forwarded.is_none_or(|f| point.gt(f))
         {
-            let mut wire = Vec::with_capacity(streams.len() * 4);
             for (stream, ssn) in streams {
                 wire.extend_from_slice(&stream.to_be_bytes());
                 wire.extend_from_slice(&ssn.to_be_bytes());
             }
-            if let Ok(f) = ForwardTsn::new(point.0, &wire) {
-                packet(&[Chunk::ForwardTsn(f)]);
-                self.forwarded = Some(point);
-            }
+            forward = Some(point);
         }
+        // Chunks to send again, then new data within min(cwnd, the peer's window); one chunk
+        // always may go when nothing is in flight.
         let room = self.mtu.saturating_sub(OVERHEAD);
-        // Chunks to send again, one per packet (they are at most a packet each).
+        let mut data: Vec<(Tsn, Sent)> = Vec::new();
         while let Some((tsn, c)) = self.tx.next_retransmit(now) {
-            let d = data_chunk(tsn, c);
-            packet(&[Chunk::Data(d)]);
+            data.push((tsn, c.clone()));
         }
-        // New data within min(cwnd, the peer's window); one chunk always may go when nothing is
-        // in flight.
-        let mut chunks: Vec<Sent> = Vec::new();
         while let Some(p) = self.queue.front_mut() {
             let window = self.cc.cwnd().min(self.peer_rwnd.max(self.mtu));
             let take = (p.data.len() - p.offset).min(room);
@@ -305,12 +301,33 @@ impl Flow {
             if c.end {
                 self.queue.pop_front();
             }
-            self.tx.push(c.clone(), now);
-            chunks.push(c);
+            let tsn = self.tx.push(c.clone(), now);
+            data.push((tsn, c));
         }
-        let first = Tsn(self.tx.next_tsn().0.wrapping_sub(chunks.len() as u32));
-        for (i, c) in chunks.iter().enumerate() {
-            packet(&[Chunk::Data(data_chunk(first.plus(i as u32), c))]);
+        // Into packets of at most `mtu` bytes, in that order.
+        let mut chunks: Vec<Chunk<'_>> = Vec::new();
+        chunks.extend(sack.map(Chunk::Sack));
+        if let Some(point) = forward
+            && let Ok(f) = ForwardTsn::new(point.0, &wire)
+        {
+            chunks.push(Chunk::ForwardTsn(f));
+            self.forwarded = Some(point);
+        }
+        chunks.extend(data.iter().map(|(tsn, c)| Chunk::Data(data_chunk(*tsn, c))));
+        let mut batch: Vec<Chunk<'_>> = Vec::new();
+        let mut size = crate::packet::HEADER;
+        for c in chunks {
+            let len = c.encoded_len();
+            if !batch.is_empty() && size + len > self.mtu {
+                packet(&batch);
+                batch.clear();
+                size = crate::packet::HEADER;
+            }
+            size += len;
+            batch.push(c);
+        }
+        if !batch.is_empty() {
+            packet(&batch);
         }
         if self.tx.in_flight() > 0 && self.t3.is_none() {
             self.t3 = Some(now + rto.rto());

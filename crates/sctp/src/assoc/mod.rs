@@ -105,6 +105,9 @@ pub struct Association {
     start: Instant,
     /// Data transfer, once established.
     flow: Option<data::Flow>,
+    /// Messages were queued at this time and not yet put into packets: done at the next
+    /// [`Association::poll_transmit`], so messages queued together share packets.
+    unflushed: Option<Instant>,
 }
 
 impl Association {
@@ -128,6 +131,7 @@ impl Association {
             out: VecDeque::new(),
             start: now,
             flow: None,
+            unflushed: None,
         };
         a.send_init(now, 1);
         a
@@ -152,6 +156,9 @@ impl Association {
 
     /// The next packet to send.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        if let Some(now) = self.unflushed.take() {
+            self.flush(now);
+        }
         self.out.pop_front()
     }
 
@@ -165,6 +172,7 @@ impl Association {
     }
 
     /// Queues a message on `stream` (ordered unless `unordered`; given up past `reliability`).
+    /// It goes into packets at the next [`Association::poll_transmit`].
     pub fn send_message(
         &mut self,
         now: Instant,
@@ -176,7 +184,7 @@ impl Association {
     ) -> Result<(), SendError> {
         let flow = self.flow.as_mut().ok_or(SendError::NotEstablished)?;
         flow.send(stream, ppid, unordered, reliability, data)?;
-        self.flush(now);
+        self.unflushed.get_or_insert(now);
         Ok(())
     }
 

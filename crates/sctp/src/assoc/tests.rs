@@ -329,6 +329,8 @@ fn an_unreliable_channel_drops_instead_of_stalling() {
         let now = l.now;
         l.a.send_message(now, 2, 53, true, never_again, &i.to_be_bytes())
             .unwrap();
+        // Each in a packet of its own (each may be lost on its own).
+        l.pump();
     }
     // A reliable message after them still arrives; the unreliable ones arrive at most once.
     let now = l.now;
@@ -348,4 +350,29 @@ fn an_unreliable_channel_drops_instead_of_stalling() {
     assert_eq!(ids.len(), n, "none twice");
     assert!(n < 200, "some were lost and not sent again: {n}");
     assert!(n > 100, "most arrived: {n}");
+}
+
+#[test]
+fn small_messages_share_packets() {
+    let mut l = Link::new(13, 5, 0);
+    for i in 0..50u8 {
+        let now = l.now;
+        l.a.send_message(now, 1, 51, false, Reliability::default(), &[i; 10])
+            .unwrap();
+    }
+    let mut packets = 0;
+    while let Some(p) = l.a.poll_transmit() {
+        assert!(p.len() <= Config::default().mtu);
+        packets += 1;
+        l.wire.push((l.now + l.delay, true, p));
+    }
+    // 28 bytes a chunk: 42 fit in a packet of 1,200.
+    assert_eq!(packets, 2, "50 messages in as few packets as fit");
+    l.run(std::time::Duration::from_secs(5), |l| l.got[1].len() == 50);
+    assert!(
+        l.got[1]
+            .iter()
+            .enumerate()
+            .all(|(i, m)| m.data == [i as u8; 10])
+    );
 }
