@@ -61,15 +61,8 @@ pub(crate) async fn run<B: Bus>(
             op = ops.recv() => {
                 let Some(op) = op else { return };
                 let (ev, unreachable) = execute(&bus, &node, op, lost).await;
-                if unreachable != lost {
-                    lost = unreachable;
-                    if lost {
-                        warn!("cluster bus: unreachable; signals between this node's own peers go directly meanwhile");
-                    }
-                    let wake = if lost { Wake::Lost } else { Wake::Resync };
-                    if deliver.send(BusEvent::Wake(wake)).await.is_err() {
-                        return;
-                    }
+                if !reachability(&mut lost, unreachable, &deliver).await {
+                    return;
                 }
                 if let Some(ev) = ev
                     && deliver.send(ev).await.is_err()
@@ -87,12 +80,8 @@ pub(crate) async fn run<B: Bus>(
                 let now = now_ms();
                 let beat = bus.beat(&node, &info, now, BEAT_TTL.as_millis() as u64).await;
                 let unreachable = matches!(beat, Err(BusError::Unreachable(_)));
-                if unreachable != lost {
-                    lost = unreachable;
-                    let wake = if lost { Wake::Lost } else { Wake::Resync };
-                    if deliver.send(BusEvent::Wake(wake)).await.is_err() {
-                        return;
-                    }
+                if !reachability(&mut lost, unreachable, &deliver).await {
+                    return;
                 }
                 if let Err(e) = beat {
                     warn!("cluster bus: {e}");
@@ -108,6 +97,31 @@ pub(crate) async fn run<B: Bus>(
             }
         }
     }
+}
+
+/// Notes whether the bus was `unreachable` for the last op or beat; on a change the core hears
+/// of it (`Wake::Lost`, or `Wake::Resync` once something goes through again). False when the
+/// core is gone.
+async fn reachability(
+    lost: &mut bool,
+    unreachable: bool,
+    deliver: &mpsc::Sender<BusEvent>,
+) -> bool {
+    if unreachable == *lost {
+        return true;
+    }
+    *lost = unreachable;
+    if unreachable {
+        warn!(
+            "cluster bus: unreachable; signals between this node's own peers go directly meanwhile"
+        );
+    }
+    let wake = if unreachable {
+        Wake::Lost
+    } else {
+        Wake::Resync
+    };
+    deliver.send(BusEvent::Wake(wake)).await.is_ok()
 }
 
 /// Runs one op on the bus for `node`: its result for the core, if it has one, and whether the
