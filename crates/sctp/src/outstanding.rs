@@ -134,8 +134,7 @@ impl Outstanding {
     }
 
     pub fn get(&self, tsn: Tsn) -> Option<&Sent> {
-        let i = tsn.plus(1).after(self.first).map(|d| d - 1)?;
-        self.q.get(i as usize)
+        self.index(tsn).map(|i| &self.q[i])
     }
 
     fn index(&self, tsn: Tsn) -> Option<usize> {

@@ -274,10 +274,11 @@ impl Flow {
         }
         // Chunks to send again, then new data within min(cwnd, the peer's window); one chunk
         // always may go when nothing is in flight.
+        // (TSNs only: the chunks are read from `tx` once it stops changing, not copied.)
         let room = self.mtu.saturating_sub(OVERHEAD);
-        let mut data: Vec<(Tsn, Sent)> = Vec::new();
-        while let Some((tsn, c)) = self.tx.next_retransmit(now) {
-            data.push((tsn, c.clone()));
+        let mut data: Vec<Tsn> = Vec::new();
+        while let Some((tsn, _)) = self.tx.next_retransmit(now) {
+            data.push(tsn);
         }
         while let Some(p) = self.queue.front_mut() {
             let window = self.cc.cwnd().min(self.peer_rwnd.max(self.mtu));
@@ -301,8 +302,7 @@ impl Flow {
             if c.end {
                 self.queue.pop_front();
             }
-            let tsn = self.tx.push(c.clone(), now);
-            data.push((tsn, c));
+            data.push(self.tx.push(c, now));
         }
         // Into packets of at most `mtu` bytes, in that order.
         let mut chunks: Vec<Chunk<'_>> = Vec::new();
@@ -313,7 +313,11 @@ impl Flow {
             chunks.push(Chunk::ForwardTsn(f));
             self.forwarded = Some(point);
         }
-        chunks.extend(data.iter().map(|(tsn, c)| Chunk::Data(data_chunk(*tsn, c))));
+        let tx = &self.tx;
+        chunks.extend(
+            data.iter()
+                .filter_map(|tsn| tx.get(*tsn).map(|c| Chunk::Data(data_chunk(*tsn, c)))),
+        );
         let mut batch: Vec<Chunk<'_>> = Vec::new();
         let mut size = crate::packet::HEADER;
         for c in chunks {
