@@ -177,7 +177,7 @@ impl Outstanding {
             self.first = self.first.plus(n as u32);
             acked.advanced = n > 0;
         }
-        // Gap blocks: mark what they cover; note the highest TSN they report.
+        // Gap blocks: mark what they cover; note the highest TSN they newly acknowledge.
         let mut highest: Option<usize> = None;
         for (start, end) in gaps {
             if start == 0 || end < start {
@@ -189,7 +189,7 @@ impl Outstanding {
                 continue;
             }
             let e = e.min(self.q.len() - 1);
-            for c in self.q.range_mut(s..=e) {
+            for (i, c) in self.q.range_mut(s..=e).enumerate() {
                 match c.state {
                     State::InFlight => {
                         self.in_flight -= c.payload.len();
@@ -199,14 +199,16 @@ impl Outstanding {
                     State::GapAcked | State::Abandoned => continue,
                 }
                 c.state = State::GapAcked;
+                highest = Some(highest.map_or(s + i, |h: usize| h.max(s + i)));
             }
-            highest = Some(highest.map_or(e, |h: usize| h.max(e)));
         }
-        // Chunks still missing below the highest reported one: missed once more.
+        // Chunks still missing below the highest newly acknowledged one: missed once more
+        // (RFC 9260 §7.2.4's HTNA rule). A chunk already sent again is not fast-retransmitted
+        // again: if it is lost once more, T3 sends it (else every later SACK would).
         if let Some(h) = highest {
             for i in 0..h {
                 let c = &mut self.q[i];
-                if c.state != State::InFlight {
+                if c.state != State::InFlight || c.retransmits > 0 {
                     continue;
                 }
                 c.misses = c.misses.saturating_add(1);
@@ -235,6 +237,19 @@ impl Outstanding {
 
     /// The next chunk to send again, marked in flight as sent at `now` (its message is given
     /// up instead, and the next one looked at, when it is past its limits).
+    /// The size of the next chunk to send again, if any (without taking it).
+    pub fn retransmit_len(&mut self) -> Option<usize> {
+        while let Some(&tsn) = self.retransmit.front() {
+            if let Some(i) = self.index(tsn)
+                && self.q[i].state == State::Retransmit
+            {
+                return Some(self.q[i].payload.len());
+            }
+            self.retransmit.pop_front();
+        }
+        None
+    }
+
     pub fn next_retransmit(&mut self, now: Instant) -> Option<(Tsn, &Sent)> {
         while let Some(tsn) = self.retransmit.pop_front() {
             let Some(i) = self.index(tsn) else { continue };
@@ -345,24 +360,28 @@ mod tests {
     fn a_sack_acknowledges_cumulatively_and_in_gaps() {
         let now = Instant::now();
         let mut o = Outstanding::new(Tsn(u32::MAX - 1));
-        for _ in 0..6 {
+        for _ in 0..7 {
             o.push(chunk(100), now);
         }
-        assert_eq!((o.in_flight(), o.next_tsn()), (600, Tsn(4)));
+        assert_eq!((o.in_flight(), o.next_tsn()), (700, Tsn(5)));
         // TSNs MAX-1, MAX arrived; then 1 and 2 (offsets 2 and 3 from MAX).
         let a = o.on_sack(Tsn(u32::MAX), [(2, 3)].into_iter());
         assert_eq!(a.bytes, 400);
         assert!(a.advanced);
         assert_eq!(a.rtt_from, Some(now));
-        assert_eq!(o.in_flight(), 200);
+        assert_eq!(o.in_flight(), 300);
         // An old SACK changes nothing.
         assert_eq!(
             o.on_sack(Tsn(u32::MAX - 1), std::iter::empty()),
             Acked::default()
         );
-        // TSN 0 is missing: that SACK was its first miss, two more mark it.
-        for i in 0..3 {
-            let a = o.on_sack(Tsn(u32::MAX), [(2, 4)].into_iter());
+        // The same SACK again newly acknowledges nothing: no miss (the HTNA rule).
+        let a = o.on_sack(Tsn(u32::MAX), [(2, 3)].into_iter());
+        assert_eq!((a.bytes, a.fast_retransmits), (0, 0));
+        // TSN 0 is missing: that first SACK was its first miss, two more that newly
+        // acknowledge TSNs above it mark it.
+        for i in 0..2u16 {
+            let a = o.on_sack(Tsn(u32::MAX), [(2, 4 + i)].into_iter());
             assert_eq!(a.fast_retransmits, usize::from(i == 1), "SACK {i}");
         }
         assert_eq!(o.in_flight(), 0);
@@ -372,7 +391,7 @@ mod tests {
         assert!(o.next_retransmit(later).is_none());
         assert_eq!(o.in_flight(), 100);
         // Everything arrives: only the chunk sent again is new (and gives no RTT sample).
-        let a = o.on_sack(Tsn(3), std::iter::empty());
+        let a = o.on_sack(Tsn(4), std::iter::empty());
         assert_eq!(a.bytes, 100);
         assert_eq!(a.rtt_from, None);
         assert!(o.is_empty());

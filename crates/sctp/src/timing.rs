@@ -76,6 +76,9 @@ impl Rto {
     }
 }
 
+/// MTUs one SACK may grow the window by in slow start.
+pub const SACK_BATCH: usize = 16;
+
 /// The congestion window of one path, in bytes.
 #[derive(Debug, Clone, Copy)]
 pub struct Congestion {
@@ -128,7 +131,10 @@ impl Congestion {
         let used = in_flight + acked >= self.cwnd;
         if self.cwnd <= self.ssthresh {
             if used {
-                self.cwnd += acked.min(self.mtu);
+                // RFC 9260 counts at most one MTU per SACK; ours acknowledge a whole batch of
+                // datagrams at once (one SACK per batch read), so a SACK counts for up to
+                // `SACK_BATCH` MTUs, like TCP's byte counting of stretch ACKs (RFC 3465).
+                self.cwnd += acked.min(SACK_BATCH * self.mtu);
             }
         } else {
             self.partial_acked += acked;
@@ -188,12 +194,15 @@ mod tests {
         let mtu = 1200;
         let mut c = Congestion::new(mtu, 1 << 20);
         assert_eq!(c.cwnd(), 4380);
-        // Slow start: one MTU per SACK that acknowledges at least that much, window used.
+        // Slow start: the bytes a SACK acknowledges, window used, up to SACK_BATCH MTUs.
         c.on_ack(2400, 4380, true, false);
-        assert_eq!(c.cwnd(), 4380 + mtu);
+        assert_eq!(c.cwnd(), 4380 + 2400);
+        c.on_ack(100 * mtu, 100 * mtu, true, false);
+        assert_eq!(c.cwnd(), 4380 + 2400 + SACK_BATCH * mtu);
         // Not when the window was not used.
+        let used = c.cwnd();
         c.on_ack(2400, 100, true, false);
-        assert_eq!(c.cwnd(), 4380 + mtu);
+        assert_eq!(c.cwnd(), used);
         // A loss: halved (at least 4 MTU), and not again within the same recovery.
         for _ in 0..100 {
             c.on_ack(mtu, c.cwnd(), true, false);

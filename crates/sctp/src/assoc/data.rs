@@ -30,6 +30,29 @@ pub enum SendError {
     QueueFull,
 }
 
+/// What an association's data transfer has done (for tests and benchmarks).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// DATA chunks sent, first times and again.
+    pub chunks_sent: u64,
+    pub chunks_retransmitted: u64,
+    /// Fast recoveries entered.
+    pub fast_recoveries: u64,
+    /// T3 expiries.
+    pub timeouts: u64,
+}
+
+/// Packets that may leave back to back when pacing allows (one GSO batch's worth).
+const PACE_BURST: usize = 16;
+
+/// The shortest wait pacing asks for.
+const PACE_TICK: Duration = Duration::from_micros(250);
+
+/// A SACK chunk's header and fixed fields.
+const SACK_FIXED: usize = 16;
+/// Duplicate TSNs reported per SACK at most.
+const MAX_DUPS: usize = 16;
+
 /// A message waiting to be cut into chunks.
 #[derive(Debug)]
 struct Pending {
@@ -65,6 +88,15 @@ pub(super) struct Flow {
     unacked_packets: u32,
     sack_now: bool,
     sack_at: Option<Instant>,
+    /// Fast retransmission began: its first packet goes at the next flush whatever the
+    /// window.
+    fast_pending: bool,
+    pub(super) stats: Stats,
+    /// Pacing: bytes of new data that may leave now, when they were last topped up, and
+    /// when the next chunk may go if they ran out.
+    pace_tokens: f64,
+    pace_last: Option<Instant>,
+    pace_next: Option<Instant>,
     /// The last FORWARD TSN point sent.
     forwarded: Option<Tsn>,
 }
@@ -103,6 +135,11 @@ impl Flow {
             unacked_packets: 0,
             sack_now: false,
             sack_at: None,
+            fast_pending: false,
+            stats: Stats::default(),
+            pace_tokens: 0.0,
+            pace_last: None,
+            pace_next: None,
             forwarded: None,
         }
     }
@@ -156,7 +193,8 @@ impl Flow {
     }
 
     pub(super) fn next_timeout(&self) -> Option<Instant> {
-        [self.t3, self.sack_at].into_iter().flatten().min()
+        let pace = self.pace_next.filter(|_| !self.queue.is_empty());
+        [self.t3, self.sack_at, pace].into_iter().flatten().min()
     }
 
     /// A DATA chunk from the peer.
@@ -207,6 +245,8 @@ impl Flow {
         if acked.fast_retransmits > 0 && self.recovery.is_none() {
             self.cc.on_fast_retransmit();
             self.recovery = Some(Tsn(self.tx.next_tsn().0.wrapping_sub(1)));
+            self.fast_pending = true;
+            self.stats.fast_recoveries += 1;
         }
         self.peer_rwnd = (s.a_rwnd as usize).saturating_sub(self.tx.in_flight());
         if self.tx.in_flight() == 0 {
@@ -229,6 +269,7 @@ impl Flow {
     /// delayed SACK.
     pub(super) fn on_timeout(&mut self, now: Instant, rto: &mut Rto) {
         if self.t3.is_some_and(|t| now >= t) {
+            self.stats.timeouts += 1;
             self.tx.on_timeout();
             self.cc.on_timeout();
             self.recovery = None;
@@ -252,8 +293,17 @@ impl Flow {
             self.sack_now = false;
             self.sack_at = None;
             self.unacked_packets = 0;
-            crate::chunk::Sack::encode_gaps(self.rx.gap_blocks(), &mut gaps);
-            for d in self.rx.take_duplicates() {
+            // The SACK fits one packet: the lowest gap blocks (those the sender acts on
+            // first) and a few duplicates. A SACK that did not fit would not go at all, and
+            // a burst lost in every other packet reports thousands of gaps.
+            let room = self.mtu.saturating_sub(crate::packet::HEADER + SACK_FIXED);
+            let max_dups = MAX_DUPS.min(room / 8);
+            let max_gaps = (room - max_dups * 4) / 4;
+            crate::chunk::Sack::encode_gaps(
+                self.rx.gap_blocks().into_iter().take(max_gaps),
+                &mut gaps,
+            );
+            for d in self.rx.take_duplicates().into_iter().take(max_dups) {
                 dups.extend_from_slice(&d.0.to_be_bytes());
             }
             let a_rwnd = self.a_rwnd.saturating_sub(self.reasm.buffered()) as u32;
@@ -277,9 +327,49 @@ impl Flow {
         // (TSNs only: the chunks are read from `tx` once it stops changing, not copied.)
         let room = self.mtu.saturating_sub(OVERHEAD);
         let mut data: Vec<Tsn> = Vec::new();
-        while let Some((tsn, _)) = self.tx.next_retransmit(now) {
+        // Chunks to send again go within the congestion window (after T3 it is one MTU: the
+        // rest follow as SACKs open it, RFC 9260 §6.3.3), but a fast retransmission sends one
+        // packet's worth at once whatever the window (§7.2.4).
+        let mut fast = if std::mem::take(&mut self.fast_pending) {
+            room
+        } else {
+            0
+        };
+        while let Some(len) = self.tx.retransmit_len() {
+            let in_flight = self.tx.in_flight();
+            let fits = in_flight == 0 || in_flight + len <= self.cc.cwnd();
+            if !fits {
+                if fast < len {
+                    break;
+                }
+                fast -= len;
+            }
+            let Some((tsn, _)) = self.tx.next_retransmit(now) else {
+                break;
+            };
+            self.stats.chunks_retransmitted += 1;
             data.push(tsn);
         }
+        // New data is paced: cwnd per smoothed RTT (twice that in slow start), so that a
+        // window opening at once does not leave as one burst that overflows a router's queue.
+        let rate = rto.srtt().filter(|r| !r.is_zero()).map(|srtt| {
+            let gain = if self.cc.cwnd() < self.cc.ssthresh() {
+                2.0
+            } else {
+                1.25
+            };
+            gain * self.cc.cwnd() as f64 / srtt.as_secs_f64()
+        });
+        if let Some(rate) = rate {
+            // A burst of PACE_BURST packets, or 1 ms of sending, may go at once.
+            let cap = (PACE_BURST * self.mtu) as f64 + rate / 1000.0;
+            let since = self
+                .pace_last
+                .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+            self.pace_tokens = (self.pace_tokens + rate * since.as_secs_f64()).min(cap);
+        }
+        self.pace_last = Some(now);
+        self.pace_next = None;
         while let Some(p) = self.queue.front_mut() {
             let window = self.cc.cwnd().min(self.peer_rwnd.max(self.mtu));
             let take = (p.data.len() - p.offset).min(room);
@@ -287,6 +377,17 @@ impl Flow {
             if in_flight > 0 && in_flight + take > window {
                 break;
             }
+            if let Some(rate) = rate
+                && in_flight > 0
+                && self.pace_tokens < take as f64
+            {
+                // (At least PACE_TICK: timers are not finer, and a wait of nothing would spin.)
+                let wait = (take as f64 - self.pace_tokens) / rate;
+                let wait = Duration::from_secs_f64(wait).max(PACE_TICK);
+                self.pace_next = Some(now + wait);
+                break;
+            }
+            self.pace_tokens -= take as f64;
             let mut c = Sent::new(
                 p.stream,
                 p.ssn,
@@ -303,6 +404,7 @@ impl Flow {
                 self.queue.pop_front();
             }
             data.push(self.tx.push(c, now));
+            self.stats.chunks_sent += 1;
         }
         // Into packets of at most `mtu` bytes, in that order.
         let mut chunks: Vec<Chunk<'_>> = Vec::new();

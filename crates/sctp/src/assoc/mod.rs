@@ -10,7 +10,7 @@ use std::time::Instant;
 
 mod data;
 
-pub use data::SendError;
+pub use data::{SendError, Stats};
 
 use crate::chunk::{Chunk, Init, Params, kind, param};
 use crate::cookie::{self, Cookie, PeerInit, Secret};
@@ -105,8 +105,9 @@ pub struct Association {
     start: Instant,
     /// Data transfer, once established.
     flow: Option<data::Flow>,
-    /// Messages were queued at this time and not yet put into packets: done at the next
-    /// [`Association::poll_transmit`], so messages queued together share packets.
+    /// Messages were queued, or packets handled, and nothing is put into packets until the
+    /// next [`Association::poll_transmit`] (at the latest such time): messages queued together
+    /// share packets, and packets handled together get one SACK.
     unflushed: Option<Instant>,
 }
 
@@ -184,7 +185,7 @@ impl Association {
     ) -> Result<(), SendError> {
         let flow = self.flow.as_mut().ok_or(SendError::NotEstablished)?;
         flow.send(stream, ppid, unordered, reliability, data)?;
-        self.unflushed.get_or_insert(now);
+        self.unflushed = Some(now);
         Ok(())
     }
 
@@ -196,6 +197,11 @@ impl Association {
     /// Bytes of messages queued or in flight.
     pub fn buffered(&self) -> usize {
         self.flow.as_ref().map_or(0, data::Flow::buffered)
+    }
+
+    /// What the data transfer has done.
+    pub fn stats(&self) -> Stats {
+        self.flow.as_ref().map_or_else(Stats::default, |f| f.stats)
     }
 
     /// The congestion window (for tests and stats).
@@ -337,7 +343,9 @@ impl Association {
         if let Some(flow) = self.flow.as_mut() {
             let had_data = chunks.iter().any(|c| matches!(c, Chunk::Data(_)));
             flow.after_packet(now, had_data);
-            self.flush(now);
+            // Packets (a SACK, data the window now admits) are made at the next
+            // `poll_transmit`: packets handled together get one SACK.
+            self.unflushed = Some(now);
         }
         handled
     }
