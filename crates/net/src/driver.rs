@@ -15,7 +15,7 @@ pub(crate) struct Driver {
     pub(crate) urls: Urls,
     pub(crate) trust: Trust,
     pub(crate) opts: Options,
-    pub(crate) socks: HashMap<SocketAddr, Arc<UdpSocket>>,
+    pub(crate) socks: HashMap<SocketAddr, Arc<Udp>>,
     pub(crate) net_tx: mpsc::Sender<Vec<Datagram>>,
     pub(crate) ws: Option<Ws>,
     /// A reconnect in progress.
@@ -108,6 +108,8 @@ impl Driver {
                     }
                 },
                 Some(batch) = net.recv() => {
+                    // Peers answer (acknowledge) once for all the datagrams read together.
+                    self.client.begin_batch();
                     for d in batch {
                         self.on_datagram(d);
                     }
@@ -117,6 +119,7 @@ impl Driver {
                             Err(_) => break,
                         }
                     }
+                    self.client.end_batch(now());
                 }
                 frame = next_frame(&mut self.ws) => self.on_ws(frame),
                 conn = wait_conn(&mut self.ws_conn) => self.on_reconnected(conn),
@@ -133,9 +136,13 @@ impl Driver {
     pub(crate) async fn flush(&mut self) -> Result<(), ()> {
         loop {
             let now = now();
+            // Datagrams on our own sockets leave together after the client is drained:
+            // runs to one address in one system call each.
+            let mut udp = Vec::new();
             loop {
                 match self.client.poll_output(now) {
                     Output::Timeout(_) => break,
+                    Output::Transmit(t) if self.socks.contains_key(&t.source) => udp.push(t),
                     Output::Frame(f) => {
                         if let Some(ws) = &mut self.ws
                             && ws.send(WsMessage::text(f)).await.is_err()
@@ -166,6 +173,7 @@ impl Driver {
                     }
                 }
             }
+            self.send_udp(udp).await;
             let mut added = false;
             let mut lost = Vec::new();
             for t in &mut self.turns {
@@ -228,11 +236,47 @@ impl Driver {
         }
     }
 
+    /// Sends datagrams from our sockets, in order: each run of datagrams from one socket to
+    /// one address, all of one size but the last, goes in one system call (GSO).
+    pub(crate) async fn send_udp(&mut self, out: Vec<peerweb_peer::Transmit>) {
+        let mut buf = Vec::new();
+        let mut i = 0;
+        while i < out.len() {
+            let t = &out[i];
+            let Some(s) = self.socks.get(&t.source).cloned() else {
+                i += 1;
+                continue;
+            };
+            let size = t.contents.len();
+            let max = s.max_segments().min(MAX_SEGMENTS);
+            let mut j = i + 1;
+            while j < out.len()
+                && j - i < max
+                && out[j].source == t.source
+                && out[j].destination == t.destination
+                && out[j].contents.len() <= size
+            {
+                j += 1;
+                if out[j - 1].contents.len() < size {
+                    break;
+                }
+            }
+            if j - i == 1 {
+                s.send(t.destination, &t.contents, None).await;
+            } else {
+                buf.clear();
+                for x in &out[i..j] {
+                    buf.extend_from_slice(&x.contents);
+                }
+                s.send(t.destination, &buf, Some(size)).await;
+            }
+            i = j;
+        }
+    }
+
     pub(crate) async fn transmit(&mut self, t: peerweb_peer::Transmit) {
         if let Some(s) = self.socks.get(&t.source) {
-            if let Err(e) = s.send_to(&t.contents, t.destination).await {
-                tracing::trace!("udp send to {}: {e}", t.destination);
-            }
+            s.send_to(&t.contents, t.destination).await;
             return;
         }
         if let Some(turn) = self
@@ -399,7 +443,7 @@ impl Driver {
         });
         for (local, server, req) in resend {
             if let Some(s) = self.socks.get(&local) {
-                let _ = s.try_send_to(&req, server);
+                s.try_send_to(&req, server);
             }
         }
         if self.reconnect_at.is_some_and(|r| tnow >= r) && self.ws_conn.is_none() {
@@ -576,7 +620,7 @@ impl Driver {
             tid[8..].copy_from_slice(b"pwsb");
             let req = Builder::new(Class::Request, method::BINDING, &tid).fingerprint();
             if let Some(s) = self.socks.get(&local) {
-                let _ = s.try_send_to(&req, server);
+                s.try_send_to(&req, server);
             }
             self.stun.push(StunQuery {
                 tid,

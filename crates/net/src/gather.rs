@@ -13,7 +13,7 @@ pub(crate) struct StunQuery {
 
 /// How a TURN allocation reaches its server.
 pub(crate) enum Link {
-    Udp(Arc<UdpSocket>),
+    Udp(Arc<Udp>),
     /// TCP or TLS: a task owns the stream; frames to write go through this channel.
     Stream(mpsc::Sender<Vec<u8>>),
 }
@@ -45,7 +45,7 @@ impl Turn {
     pub(crate) async fn send(&mut self, bytes: Vec<u8>) {
         match &self.link {
             Link::Udp(s) => {
-                let _ = s.send_to(&bytes, self.client.server()).await;
+                s.send_to(&bytes, self.client.server()).await;
             }
             Link::Stream(tx) => {
                 let _ = tx.try_send(bytes);

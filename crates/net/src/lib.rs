@@ -40,10 +40,10 @@ pub(crate) use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 /// Socket buffer size asked for each UDP socket (the kernel may cap it).
 pub const UDP_BUFFER: usize = 4 << 20;
-/// Largest datagram read.
-pub(crate) const MAX_DATAGRAM: usize = 2048;
 /// Datagrams read per wake-up before str0m is polled again.
 pub(crate) const BATCH: usize = 64;
+/// Datagrams sent in one system call at most (GSO; the kernel takes up to 64 KiB).
+pub(crate) const MAX_SEGMENTS: usize = 40;
 /// How long leaving waits for sent messages to be acknowledged.
 pub(crate) const LEAVE_DRAIN: Duration = Duration::from_secs(10);
 /// How long [`Node::join`] waits for the server to confirm the join.

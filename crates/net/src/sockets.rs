@@ -3,7 +3,7 @@
 use crate::*;
 
 /// A UDP socket per usable interface address, with large buffers.
-pub(crate) fn bind_host_sockets(opts: &Options) -> Result<Vec<UdpSocket>, Error> {
+pub(crate) fn bind_host_sockets(opts: &Options) -> Result<Vec<Udp>, Error> {
     let mut ips: Vec<IpAddr> = Vec::new();
     for iface in if_addrs::get_if_addrs()? {
         let ip = iface.ip();
@@ -33,7 +33,7 @@ pub(crate) fn bind_host_sockets(opts: &Options) -> Result<Vec<UdpSocket>, Error>
         .collect()
 }
 
-pub(crate) fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, Error> {
+pub(crate) fn bind_udp(addr: SocketAddr) -> Result<Udp, Error> {
     use socket2::{Domain, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
     // Best effort: the kernel caps these at net.core.{r,w}mem_max.
@@ -44,7 +44,73 @@ pub(crate) fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, Error> {
     }
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
-    Ok(UdpSocket::from_std(s.into())?)
+    let sock = UdpSocket::from_std(s.into())?;
+    // quinn-udp's socket options: GSO on send and GRO on receive where the kernel has them.
+    let state = quinn_udp::UdpSocketState::new((&sock).into())?;
+    Ok(Udp { sock, state })
+}
+
+/// A UDP socket with batched I/O (quinn-udp): many datagrams of one size to one address
+/// leave in one system call (GSO), and arrive in one (GRO, recvmmsg).
+pub(crate) struct Udp {
+    sock: UdpSocket,
+    state: quinn_udp::UdpSocketState,
+}
+
+impl Udp {
+    pub(crate) fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.sock.local_addr()
+    }
+
+    /// Datagrams at most per [`Udp::send`] with a segment size.
+    pub(crate) fn max_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+
+    /// Sends `contents` to `to`: one datagram, or (`segment`) datagrams of that size cut
+    /// from it (the last may be shorter).
+    pub(crate) async fn send(&self, to: SocketAddr, contents: &[u8], segment: Option<usize>) {
+        let t = quinn_udp::Transmit {
+            destination: to,
+            ecn: None,
+            contents,
+            segment_size: segment.filter(|s| *s < contents.len()),
+            src_ip: None,
+        };
+        for _ in 0..64 {
+            if self.sock.writable().await.is_err() {
+                return;
+            }
+            match self.sock.try_io(tokio::io::Interest::WRITABLE, || {
+                self.state.send((&self.sock).into(), &t)
+            }) {
+                Ok(()) => return,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    tracing::trace!("udp send to {to}: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    pub(crate) async fn send_to(&self, contents: &[u8], to: SocketAddr) {
+        self.send(to, contents, None).await;
+    }
+
+    /// Sends now or not at all (a retransmitted STUN request).
+    pub(crate) fn try_send_to(&self, contents: &[u8], to: SocketAddr) {
+        let t = quinn_udp::Transmit {
+            destination: to,
+            ecn: None,
+            contents,
+            segment_size: None,
+            src_ip: None,
+        };
+        let _ = self.sock.try_io(tokio::io::Interest::WRITABLE, || {
+            self.state.send((&self.sock).into(), &t)
+        });
+    }
 }
 
 pub(crate) struct Datagram {
@@ -55,39 +121,68 @@ pub(crate) struct Datagram {
     pub(crate) turn: Option<usize>,
 }
 
-/// Reads a socket and hands datagrams to the driver in batches: after each wake-up, whatever
-/// else is already queued in the kernel goes along (one channel message, one driver wake-up).
+/// Buffers one read fills at most (recvmmsg), each up to 64 KiB of coalesced datagrams (GRO).
+const READ_BUFFERS: usize = 8;
+const READ_BUFFER: usize = 64 * 1024;
+
+/// Reads a socket and hands datagrams to the driver in batches: what one read returns (several
+/// datagrams, coalesced ones split again), and whatever else is already queued in the kernel
+/// up to [`BATCH`], goes along as one channel message: one driver wake-up.
 pub(crate) fn spawn_reader(
-    sock: Arc<UdpSocket>,
+    sock: Arc<Udp>,
     local: SocketAddr,
     tx: mpsc::Sender<Vec<Datagram>>,
 ) -> tokio::task::AbortHandle {
     let task = tokio::spawn(async move {
-        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut bufs = vec![vec![0u8; READ_BUFFER]; READ_BUFFERS];
+        let mut meta = vec![quinn_udp::RecvMeta::default(); READ_BUFFERS];
         loop {
             let mut batch = Vec::new();
-            match sock.recv_from(&mut buf).await {
-                Ok((n, from)) => batch.push(Datagram {
-                    local,
-                    from,
-                    data: buf[..n].to_vec(),
-                    turn: None,
-                }),
-                // ICMP errors (port unreachable) surface here on Linux: keep reading.
-                Err(e) => {
-                    tracing::trace!("udp recv: {e}");
-                    continue;
-                }
-            }
+            let mut waited = false;
             while batch.len() < BATCH {
-                match sock.try_recv_from(&mut buf) {
-                    Ok((n, from)) => batch.push(Datagram {
-                        local,
-                        from,
-                        data: buf[..n].to_vec(),
-                        turn: None,
-                    }),
-                    Err(_) => break,
+                if !waited {
+                    if sock.sock.readable().await.is_err() {
+                        return;
+                    }
+                    waited = true;
+                }
+                let mut slices: Vec<std::io::IoSliceMut<'_>> = bufs
+                    .iter_mut()
+                    .map(|b| std::io::IoSliceMut::new(b))
+                    .collect();
+                let read = sock.sock.try_io(tokio::io::Interest::READABLE, || {
+                    sock.state.recv((&sock.sock).into(), &mut slices, &mut meta)
+                });
+                match read {
+                    Ok(n) => {
+                        for (m, buf) in meta.iter().zip(&bufs).take(n) {
+                            let stride = m.stride.max(1);
+                            for d in buf[..m.len.min(READ_BUFFER)].chunks(stride) {
+                                batch.push(Datagram {
+                                    local,
+                                    from: m.addr,
+                                    data: d.to_vec(),
+                                    turn: None,
+                                });
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        if batch.is_empty() {
+                            waited = false;
+                            continue;
+                        }
+                        break;
+                    }
+                    // ICMP errors (port unreachable) surface here on Linux: keep reading.
+                    Err(e) => {
+                        tracing::trace!("udp recv: {e}");
+                        if batch.is_empty() {
+                            waited = false;
+                            continue;
+                        }
+                        break;
+                    }
                 }
             }
             if tx.send(batch).await.is_err() {
