@@ -1,4 +1,4 @@
-//! peer-bench: the native peer (str0m, through `peerweb-net`) against libdatachannel (npm
+//! peer-bench: the native peer (through `peerweb-net`, on its own data path and on str0m's) against libdatachannel (npm
 //! `node-datachannel`) and raw TCP as the physical limit, in one run on loopback.
 //!
 //! For each stack: setup time (offer created → channel open) and the rate of one reliable,
@@ -18,7 +18,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use peerweb_bench::{cpu_secs, free_port, spawn_pinned, wait_listening};
 use peerweb_net::{Node, Options};
-use peerweb_peer::Event;
+use peerweb_peer::{DataPath, Event};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Debug, Parser)]
@@ -57,6 +57,9 @@ struct Args {
     /// Internal: address (tcp roles) or signaling URL (native roles).
     #[arg(long, hide = true, default_value = "")]
     at: String,
+    /// Internal: the native roles run str0m's whole stack (the data path before peerweb's own).
+    #[arg(long, hide = true)]
+    str0m: bool,
     /// Internal: the room of the native roles.
     #[arg(long, hide = true, default_value = "bench")]
     room: String,
@@ -134,21 +137,37 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.window
             .map_or("sized to the RTT".into(), |w| format!("{w} B"))
     );
-    let (mut tcp, mut ldc, mut ours) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut tcp, mut ldc, mut ours, mut old) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..args.rounds {
         let t = raw_tcp(args.bytes, args.msg).await?;
         let l = datachannel(&args).await?;
-        let o = native(&url, &args, args.window, &format!("r{round}")).await?;
+        let o = native(
+            &url,
+            &args,
+            args.window,
+            &format!("r{round}"),
+            DataPath::Own,
+        )
+        .await?;
+        let s = native(
+            &url,
+            &args,
+            args.window,
+            &format!("s{round}"),
+            DataPath::Str0m,
+        )
+        .await?;
         eprintln!(
-            "  round {round}: tcp {:.0} MB/s | libdatachannel {:.0} MB/s, setup {:.1} ms | peerweb {:.0} MB/s, setup {:.1} ms",
-            t.mbps, l.mbps, l.setup_ms, o.mbps, o.setup_ms
+            "  round {round}: tcp {:.0} MB/s | libdatachannel {:.0} MB/s, setup {:.1} ms | peerweb {:.0} MB/s, setup {:.1} ms | str0m path {:.0} MB/s",
+            t.mbps, l.mbps, l.setup_ms, o.mbps, o.setup_ms, s.mbps
         );
         tcp.push(t);
         ldc.push(l);
         ours.push(o);
+        old.push(s);
     }
     for w in &args.sweep {
-        let o = native(&url, &args, Some(*w), &format!("w{w}")).await?;
+        let o = native(&url, &args, Some(*w), &format!("w{w}"), DataPath::Own).await?;
         eprintln!(
             "  window {w:>8} B: {:.0} MB/s, {:.2} CPU s/GB",
             o.mbps, o.cpu_per_gb
@@ -160,28 +179,35 @@ async fn run(args: Args) -> anyhow::Result<()> {
         &tcp,
         &ldc,
         &ours,
+        &old,
     );
     Ok(())
 }
 
 /// Prints the comparison table (medians).
-fn table(title: &str, tcp: &[Score], ldc: &[Score], ours: &[Score]) {
+fn table(title: &str, tcp: &[Score], ldc: &[Score], ours: &[Score], old: &[Score]) {
     let med = |v: &[Score], f: fn(&Score) -> f64| {
         let mut x: Vec<f64> = v.iter().map(f).collect();
         x.sort_by(f64::total_cmp);
         x.get(x.len() / 2).copied().unwrap_or(f64::NAN)
     };
     println!();
-    println!("| {title} | raw TCP | libdatachannel | peerweb (str0m) | peerweb / libdatachannel |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| {title} | raw TCP | libdatachannel | peerweb (str0m's SCTP) | peerweb (own SCTP) | own / libdatachannel | own / str0m's |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     let row = |name: &str, f: fn(&Score) -> f64, tcp_too: bool, prec: usize| {
-        let (t, l, o) = (med(tcp, f), med(ldc, f), med(ours, f));
+        let (t, l, o, s) = (med(tcp, f), med(ldc, f), med(ours, f), med(old, f));
         let t = if tcp_too {
             format!("{t:.prec$}")
         } else {
             "—".into()
         };
-        println!("| {name} | {t} | {l:.prec$} | {o:.prec$} | {:.2}x |", o / l);
+        println!(
+            "| {name} | {t} | {l:.prec$} | {s:.prec$} | {o:.prec$} | {:.2}x | {:.2}x |",
+            o / l,
+            o / s
+        );
     };
     row("setup, offer → channel open, ms", |s| s.setup_ms, false, 1);
     row(
@@ -264,9 +290,11 @@ async fn native(
     args: &Args,
     window: Option<usize>,
     room: &str,
+    path: DataPath,
 ) -> anyhow::Result<Score> {
     let opts = |w: Option<usize>| {
         let mut o = Options::new(url, room);
+        o.settings.data_path = path;
         if let Some(w) = w {
             o.settings.fix_window(w);
         }
@@ -343,7 +371,7 @@ mod link {
     use anyhow::{Context, bail};
     use peerweb_bench::cpu_secs;
     use peerweb_net::{Node, Options};
-    use peerweb_peer::Event;
+    use peerweb_peer::{DataPath, Event};
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     use tokio::process::{Child, Command};
 
@@ -413,7 +441,8 @@ mod link {
         let _ = server.stdout.take();
         tokio::time::sleep(Duration::from_millis(500)).await;
         let gb = bytes as f64 / 1e9;
-        let (mut tcp, mut ldc, mut ours) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut tcp, mut ldc, mut ours, mut old) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for round in 0..args.rounds {
             // Raw TCP.
             let at = format!("{B}:5001");
@@ -446,37 +475,43 @@ mod link {
                 mbps: bytes as f64 / 1e6 / f(&rs, "secs"),
                 cpu_per_gb: (f(&ro, "cpu_s") + f(&rs, "cpu_s")) / gb,
             });
-            // peerweb: the receiver in B joins first, the sender in A joins second and offers.
-            let url = format!("http://{B}:8080");
-            let room = ["--room".to_owned(), format!("r{round}")];
-            let mut recv = in_ns(
-                &lab.b,
-                &me()?,
-                &[common("native-recv", url.clone()), room.to_vec()].concat(),
-            )
-            .spawn()?;
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let mut send = in_ns(
-                &lab.a,
-                &me()?,
-                &[common("native-send", url), room.to_vec()].concat(),
-            )
-            .spawn()?;
-            let (r, s) = (json_line(&mut recv).await?, json_line(&mut send).await?);
-            ours.push(Score {
-                setup_ms: f(&s, "setup_ms"),
-                mbps: bytes as f64 / 1e6 / f(&r, "secs"),
-                cpu_per_gb: (f(&r, "cpu_s") + f(&s, "cpu_s")) / gb,
-            });
-            let (t, l, o) = (tcp[round], ldc[round], ours[round]);
+            // peerweb, each data path: the receiver in B joins first, the sender in A joins
+            // second and offers.
+            for (str0m, scores) in [(false, &mut ours), (true, &mut old)] {
+                let url = format!("http://{B}:8080");
+                let mut extra = vec!["--room".to_owned(), format!("r{round}{str0m}")];
+                if str0m {
+                    extra.push("--str0m".into());
+                }
+                let mut recv = in_ns(
+                    &lab.b,
+                    &me()?,
+                    &[common("native-recv", url.clone()), extra.clone()].concat(),
+                )
+                .spawn()?;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let mut send = in_ns(
+                    &lab.a,
+                    &me()?,
+                    &[common("native-send", url), extra].concat(),
+                )
+                .spawn()?;
+                let (r, s) = (json_line(&mut recv).await?, json_line(&mut send).await?);
+                scores.push(Score {
+                    setup_ms: f(&s, "setup_ms"),
+                    mbps: bytes as f64 / 1e6 / f(&r, "secs"),
+                    cpu_per_gb: (f(&r, "cpu_s") + f(&s, "cpu_s")) / gb,
+                });
+            }
+            let (t, l, o, s) = (tcp[round], ldc[round], ours[round], old[round]);
             eprintln!(
-                "  round {round}: tcp {:.1} MB/s | libdatachannel {:.1} MB/s, setup {:.0} ms | peerweb {:.1} MB/s, setup {:.0} ms",
-                t.mbps, l.mbps, l.setup_ms, o.mbps, o.setup_ms
+                "  round {round}: tcp {:.1} MB/s | libdatachannel {:.1} MB/s, setup {:.0} ms | peerweb {:.1} MB/s, setup {:.0} ms | str0m path {:.1} MB/s",
+                t.mbps, l.mbps, l.setup_ms, o.mbps, o.setup_ms, s.mbps
             );
         }
         drop(server);
         let title = format!("{rtt} ms RTT link, median of {}", args.rounds);
-        super::table(&title, &tcp, &ldc, &ours);
+        super::table(&title, &tcp, &ldc, &ours, &old);
         drop(lab);
         Ok(())
     }
@@ -552,6 +587,9 @@ mod link {
             }
             Role::NativeRecv | Role::NativeSend => {
                 let mut o = Options::new(&args.at, &args.room);
+                if args.str0m {
+                    o.settings.data_path = DataPath::Str0m;
+                }
                 if let Some(w) = args.window {
                     o.settings.fix_window(w);
                 }
@@ -560,14 +598,23 @@ mod link {
                 let mut node = Node::join(o).await?;
                 if role == Role::NativeRecv {
                     let (mut got, mut t0) = (0, None);
+                    let mut tick = tokio::time::interval(Duration::from_secs(10));
+                    tick.tick().await;
                     while got < total {
-                        match node.next_event().await {
-                            Some(Event::Message { data, .. }) => {
-                                t0.get_or_insert_with(Instant::now);
-                                got += data.len();
-                            }
-                            Some(_) => {}
-                            None => bail!("receiver stopped"),
+                        tokio::select! {
+                            e = node.next_event() => match e {
+                                Some(Event::Message { data, .. }) => {
+                                    t0.get_or_insert_with(Instant::now);
+                                    got += data.len();
+                                }
+                                Some(_) => {}
+                                None => bail!("receiver stopped"),
+                            },
+                            // A transfer that stalls says where (and on which data path).
+                            _ = tick.tick() => eprintln!(
+                                "peer-bench: receiver{}: {got} of {total} bytes",
+                                if args.str0m { " (str0m)" } else { "" }
+                            ),
                         }
                     }
                     let secs = t0.map_or(0.0, |t| t.elapsed().as_secs_f64());

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use peerweb_net::{Node, Options};
-use peerweb_peer::{Event, Path, PeerState, Settings};
+use peerweb_peer::{DataPath, Event, Path, PeerState, Settings};
 use serde_json::json;
 use tokio::io::AsyncBufReadExt;
 
@@ -55,6 +55,13 @@ pub struct JoinArgs {
     pub record: Option<std::path::PathBuf>,
 }
 
+/// The `--data-path` choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DataPathArg {
+    Own,
+    Str0m,
+}
+
 /// How a native peer reaches others: shared by join, ping, send and receive.
 #[derive(Debug, Args)]
 pub struct NetArgs {
@@ -77,7 +84,8 @@ pub struct NetArgs {
     #[arg(long)]
     pub no_turn: bool,
     /// Bytes SCTP may keep unacknowledged per peer, fixed. By default the window follows
-    /// the path's round-trip time, 128 KiB to 1 MiB (see docs/benchmarks.md).
+    /// the path's round-trip time, 128 KiB to 16 MiB (1 MiB on str0m's path; see
+    /// docs/benchmarks.md).
     #[arg(long, value_parser = clap::value_parser!(u32).range(16_384..=16_777_216))]
     pub send_window: Option<u32>,
     /// Also trust this CA certificate (PEM) for the server's HTTPS and for TURN over TLS
@@ -87,6 +95,10 @@ pub struct NetArgs {
     /// Access token for a server that requires one (`peerweb token` mints them).
     #[arg(long, env = "PEERWEB_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// What carries data channels: `own` (peerweb's SCTP on str0m's ICE and DTLS, the
+    /// default) or `str0m` (str0m's whole stack, as before; for comparison).
+    #[arg(long, value_enum, default_value = "own")]
+    pub data_path: DataPathArg,
     /// Do not tell the server how connections fare (by default each connection's outcome,
     /// time to connect and kind of path — no addresses, no room — feed its /metrics).
     #[arg(long)]
@@ -100,6 +112,10 @@ impl NetArgs {
             meta,
             relay_only: self.relay_only,
             report: !self.no_report,
+            data_path: match self.data_path {
+                DataPathArg::Own => DataPath::Own,
+                DataPathArg::Str0m => DataPath::Str0m,
+            },
             ..Settings::default()
         };
         if let Some(w) = self.send_window {

@@ -42,8 +42,9 @@ pub use str0m::net::{Protocol, Receive};
 pub use str0m::{Candidate, CandidateKind};
 
 pub use peer::{
-    DEFAULT_LABEL, MAX_CHANNELS, MAX_QUEUED, MAX_REMOTE_CANDIDATES, RESTART_AFTER, RESTART_RETRY,
-    RESTART_RETRY_MAX, SILENT_AFTER, WINDOW_RATE, window_for,
+    DATA_WINDOW_RATE, DEFAULT_LABEL, MAX_CHANNELS, MAX_QUEUED, MAX_REMOTE_CANDIDATES,
+    RESTART_AFTER, RESTART_RETRY, RESTART_RETRY_MAX, SILENT_AFTER, STR0M_MAX_WINDOW, WINDOW_RATE,
+    window_for,
 };
 use peer::{Packet, Peer, Up};
 
@@ -65,11 +66,11 @@ pub struct Settings {
     /// Metadata shown to the other members (a JSON object), if any.
     pub meta: Option<String>,
     /// Bytes SCTP may hold unacknowledged per peer, at least: the send window starts here and
-    /// follows the path's base RTT (the smallest seen on the current pair; × [`WINDOW_RATE`]) up
-    /// to `max_send_window`. Larger windows cost CPU in str0m's SCTP (docs/benchmarks.md);
-    /// 128 KiB fills a loopback link.
+    /// follows the path's base RTT (the smallest seen on the current pair; × [`DATA_WINDOW_RATE`]
+    /// on our data path, × [`WINDOW_RATE`] on str0m's) up to `max_send_window`.
     pub send_window: usize,
-    /// The most the send window grows to on a long path (equal to `send_window`: fixed).
+    /// The most the send window grows to on a long path (equal to `send_window`: fixed). On
+    /// str0m's path (calls) at most [`STR0M_MAX_WINDOW`]: larger windows cost CPU in its SCTP.
     pub max_send_window: usize,
     /// Use only relayed local candidates (like `iceTransportPolicy: 'relay'`).
     pub relay_only: bool,
@@ -93,6 +94,20 @@ pub struct Settings {
     /// its members are the neighbours the server introduces (`Joined`, `PeerJoined` and
     /// `PeerLeft` as in a room). `Some(true)`: joined as a seed (with all of the content).
     pub swarm: Option<bool>,
+    /// What carries data channels on a connection without media (a connection with media is
+    /// always str0m's).
+    pub data_path: DataPath,
+}
+
+/// The stack under a connection without media.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DataPath {
+    /// Our SCTP and DCEP on str0m's own ICE (`is`) and DTLS (`dimpl`): its cost per byte does
+    /// not grow with the window (`crates/dataconn`).
+    #[default]
+    Own,
+    /// str0m's whole stack (its SCTP is `sctp-proto`): kept for comparison.
+    Str0m,
 }
 
 /// What a client in a call sends to every peer.
@@ -117,7 +132,7 @@ impl Default for Settings {
         Settings {
             meta: None,
             send_window: 128 * 1024,
-            max_send_window: 1024 * 1024,
+            max_send_window: 16 * 1024 * 1024,
             relay_only: false,
             report: true,
             media: None,
@@ -125,6 +140,7 @@ impl Default for Settings {
             only_role: None,
             bwe: None,
             swarm: None,
+            data_path: DataPath::default(),
         }
     }
 }
@@ -180,15 +196,9 @@ impl Path {
     }
 }
 
-/// A packet to send.
-#[derive(Debug, Clone)]
-pub struct Transmit {
-    pub proto: Protocol,
-    /// Local socket address, or the relayed address of a TURN allocation.
-    pub source: SocketAddr,
-    pub destination: SocketAddr,
-    pub contents: Vec<u8>,
-}
+/// A packet to send (`source`: a local socket address, or the relayed address of a TURN
+/// allocation); the same type for both engines.
+pub use peerweb_dataconn::Transmit;
 
 /// What happened, for the application.
 #[derive(Debug, Clone)]
@@ -336,6 +346,9 @@ pub struct Client {
     token: Option<String>,
     signaling_up: bool,
     peers: BTreeMap<String, Peer>,
+    /// Between [`Client::begin_batch`] and [`Client::end_batch`]: peers that took datagrams
+    /// and have not answered yet.
+    batch: Option<Vec<String>>,
     local: Vec<Candidate>,
     out: VecDeque<Output>,
     next_ping: Option<Instant>,
@@ -354,6 +367,9 @@ pub struct Client {
     /// Peers that left the room with their connection up, and until when they are kept
     /// ([`LEAVE_LINGER`]).
     leaving: HashMap<String, Instant>,
+    /// Members whose connection closed (the remote closed it: DTLS's close_notify as it
+    /// leaves) before the server said they left: that word still gives `PeerLeft`.
+    closed_members: HashSet<String>,
     /// See [`Client::set_h264_profile`]: per layer.
     h264_profile: [Option<u16>; LAYERS],
     /// See [`Client::set_audio_codec`].
@@ -404,6 +420,7 @@ impl Client {
             token: None,
             signaling_up: false,
             peers: BTreeMap::new(),
+            batch: None,
             local: Vec::new(),
             out: VecDeque::new(),
             next_ping: None,
@@ -414,6 +431,7 @@ impl Client {
             reports: VecDeque::new(),
             eligible: HashSet::new(),
             leaving: HashMap::new(),
+            closed_members: Default::default(),
             h264_profile: [None; LAYERS],
             audio_codec: AudioCodec::Opus,
         }
@@ -662,9 +680,32 @@ impl Client {
         let Some(p) = self.peers.values_mut().find(|p| p.accepts(now, &packet)) else {
             return false;
         };
+        if let Some(batch) = self.batch.as_mut() {
+            if p.feed(now, &packet) && !batch.contains(&p.id) {
+                batch.push(p.id.clone());
+            }
+            return true;
+        }
         p.handle_receive(now, &packet);
         self.collect(now);
         true
+    }
+
+    /// Datagrams read together follow: each peer answers once, after [`Client::end_batch`]
+    /// (one SACK for all its packets on the data-only path; str0m's peers answer each at once).
+    pub fn begin_batch(&mut self) {
+        self.batch.get_or_insert_with(Vec::new);
+    }
+
+    /// The batch is over: the peers that took datagrams answer.
+    pub fn end_batch(&mut self, now: Instant) {
+        let Some(ids) = self.batch.take() else { return };
+        for id in ids {
+            if let Some(p) = self.peers.get_mut(&id) {
+                p.answer(now);
+            }
+        }
+        self.collect(now);
     }
 
     /// Time passes.
@@ -1061,12 +1102,15 @@ impl Client {
     /// Closes the connection to `id`, if any, and reports that it left.
     fn drop_peer(&mut self, now: Instant, id: &str) {
         self.leaving.remove(id);
+        let closed_before = self.closed_members.remove(id);
         if let Some(mut p) = self.peers.remove(id) {
             p.close(now);
-            self.event(Event::PeerLeft {
-                peer: id.to_owned(),
-            });
+        } else if !closed_before {
+            return;
         }
+        self.event(Event::PeerLeft {
+            peer: id.to_owned(),
+        });
     }
 
     /// With [`Settings::only_role`], whether a member's metadata gives it that role.
@@ -1108,6 +1152,7 @@ impl Client {
             for c in &self.local {
                 p.add_local_candidate(now, c.clone());
             }
+            self.closed_members.remove(id);
             self.peers.insert(id.to_owned(), p);
         }
         self.peers.get_mut(id)
@@ -1152,6 +1197,7 @@ impl Client {
         }
         for id in gone {
             self.peers.remove(&id);
+            self.closed_members.insert(id);
         }
         for r in reports {
             self.report(r);

@@ -1,6 +1,7 @@
 //! Data channels: opening them, sending within the send window, and the queue kept until the
 //! default channel opens.
 
+use super::engine::WriteError;
 use super::*;
 
 impl Peer {
@@ -41,7 +42,10 @@ impl Peer {
             self.early.push(config);
             return Ok(());
         }
-        let id = self.rtc.direct_api().create_data_channel(config);
+        let id = self
+            .rtc
+            .create_channel(now, config)
+            .ok_or(Error::TooManyChannels)?;
         self.channels.insert(id, (label.into(), false));
         self.drain(now);
         Ok(())
@@ -74,7 +78,7 @@ impl Peer {
                 let id = self.default.ok_or(Error::ChannelClosed)?;
                 // What was queued before the channel opened goes first.
                 if !self.queued.is_empty() {
-                    self.flush_queued(id);
+                    self.flush_queued(now, id);
                     if !self.queued.is_empty() {
                         self.block(data.len());
                         return Ok(false);
@@ -92,10 +96,11 @@ impl Peer {
         if !self.room_for(data.len()) {
             return Ok(false);
         }
-        let mut ch = self.rtc.channel(id).ok_or(Error::ChannelClosed)?;
-        let ok = ch
-            .write(binary, data)
-            .map_err(|e| Error::Send(e.to_string()))?;
+        let ok = match self.rtc.write(now, id, binary, data) {
+            Ok(ok) => ok,
+            Err(WriteError::Closed) => return Err(Error::ChannelClosed),
+            Err(WriteError::Refused(e)) => return Err(Error::Send(e)),
+        };
         if !ok {
             if self.buffered_total() == 0 {
                 return Err(Error::Send(format!(
@@ -126,11 +131,7 @@ impl Peer {
 
     /// Bytes held by SCTP over all channels (queued and unacknowledged).
     pub(super) fn buffered_total(&mut self) -> usize {
-        let rtc = &mut self.rtc;
-        self.channels
-            .keys()
-            .filter_map(|id| rtc.channel(*id).map(|mut c| c.buffered_amount()))
-            .sum()
+        self.rtc.buffered_total(self.channels.keys().copied())
     }
 
     /// The current send window (bytes).
@@ -149,24 +150,21 @@ impl Peer {
         else {
             return 0;
         };
-        self.rtc
-            .channel(id)
-            .map(|mut c| c.buffered_amount())
-            .unwrap_or(0)
+        self.rtc.buffered(id)
     }
 
     /// Writes what was queued for the default channel `id` until the send window is full.
-    pub(super) fn flush_queued(&mut self, id: ChannelId) {
+    pub(super) fn flush_queued(&mut self, now: Instant, id: Chan) {
         while let Some((binary, data)) = self.queued.pop_front() {
             if !self.room_for(data.len()) {
                 self.queued.push_front((binary, data));
                 break;
             }
-            let Some(mut ch) = self.rtc.channel(id) else {
-                self.queued.push_front((binary, data));
-                break;
-            };
-            match ch.write(binary, &data) {
+            match self.rtc.write(now, id, binary, &data) {
+                Err(WriteError::Closed) => {
+                    self.queued.push_front((binary, data));
+                    break;
+                }
                 Ok(true) => {}
                 Ok(false) if self.buffered_total() > 0 => {
                     self.block(data.len());
@@ -176,7 +174,7 @@ impl Peer {
                 // Too large for the buffer, or refused by SCTP: it can never go; the rest can.
                 other => {
                     let why = match other {
-                        Err(e) => e.to_string(),
+                        Err(WriteError::Refused(e)) => e,
                         _ => "it does not fit the send buffer".into(),
                     };
                     self.event(Event::Error {
@@ -190,10 +188,10 @@ impl Peer {
 
     /// The window has room again: the queue goes first, then every open channel is reported
     /// writable.
-    pub(super) fn writable(&mut self) {
+    pub(super) fn writable(&mut self, now: Instant) {
         self.blocked = None;
         if let Some(id) = self.default.filter(|_| !self.queued.is_empty()) {
-            self.flush_queued(id);
+            self.flush_queued(now, id);
             if self.blocked.is_some() {
                 return;
             }
@@ -213,7 +211,7 @@ impl Peer {
         }
     }
 
-    pub(super) fn label_of(&self, id: ChannelId) -> String {
+    pub(super) fn label_of(&self, id: Chan) -> String {
         self.channels
             .get(&id)
             .map(|(l, _)| l.clone())
@@ -221,14 +219,19 @@ impl Peer {
     }
 }
 
-/// Rate the send window is sized for: window = RTT × this, within the configured range.
-/// A reliable channel moves at most window ÷ RTT, but a larger window costs CPU per byte in
+/// Rate the send window is sized for on str0m's path: window = RTT × this, within the
+/// configured range (and at most [`STR0M_MAX_WINDOW`]). A larger window costs CPU per byte in
 /// str0m's SCTP (its in-flight queue is scanned on every poll): with a large window it
 /// carries 10–16 MB/s per connection on a 2-core machine (docs/benchmarks.md), so a window
 /// beyond RTT × 20 MB/s would only add CPU.
 pub const WINDOW_RATE: f64 = 20e6;
+/// The largest send window on str0m's path.
+pub const STR0M_MAX_WINDOW: usize = 1024 * 1024;
+/// Rate the send window is sized for on our own data path, whose cost per byte does not grow
+/// with the window (`bench/run-sctp`): a 50 ms path gets 10 MB in flight.
+pub const DATA_WINDOW_RATE: f64 = 200e6;
 
-/// The send window for a path with this round-trip time.
-pub fn window_for(rtt: Duration, (min, max): (usize, usize)) -> usize {
-    ((rtt.as_secs_f64() * WINDOW_RATE) as usize).clamp(min, max)
+/// The send window for a path with this round-trip time, sized for `rate` bytes per second.
+pub fn window_for(rtt: Duration, (min, max): (usize, usize), rate: f64) -> usize {
+    ((rtt.as_secs_f64() * rate) as usize).clamp(min, max)
 }

@@ -14,7 +14,7 @@ impl Peer {
         }
         for mid in mids(sdp) {
             let mid = Mid::from(mid);
-            let Some(m) = self.rtc.media(mid) else {
+            let Some(m) = self.rtc.rtc().and_then(|r| r.media(mid)) else {
                 continue;
             };
             let dead = m.disabled() && (answer || !m.stopped());
@@ -100,7 +100,7 @@ impl Peer {
         if self.state() != PeerState::Connected {
             return false;
         }
-        let Some(writer) = self.rtc.writer(mid) else {
+        let Some(writer) = self.rtc.rtc().and_then(|r| r.writer(mid)) else {
             return false;
         };
         // H.264 in packetization mode 1 (what the reader gives: whole access units), or Opus;
@@ -147,9 +147,10 @@ impl Peer {
 impl Peer {
     /// See [`crate::Client::set_bitrate`].
     pub fn set_bitrate(&mut self, min: u64, desired: u64) {
-        if self.bwe.is_some() {
-            self.rtc
-                .bwe()
+        if self.bwe.is_some()
+            && let Some(rtc) = self.rtc.rtc()
+        {
+            rtc.bwe()
                 .set_bitrate(Bitrate::from(min), Bitrate::from(desired));
         }
     }

@@ -10,21 +10,24 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use str0m::bwe::{Bitrate, BweKind};
-use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use str0m::channel::{ChannelConfig, ChannelId, Reliability};
+use str0m::channel::{ChannelConfig, Reliability};
 use str0m::format::Codec;
 use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, CandidateKind, Event as RtcEvent, IceConnectionState, Input, Output, Rtc};
+use str0m::{Candidate, CandidateKind, Event as RtcEvent, IceConnectionState, Rtc};
 
-use crate::{AudioCodec, ChannelOptions, Error, Event, Media, Path, PeerState, Settings, Transmit};
+use crate::{
+    AudioCodec, ChannelOptions, DataPath, Error, Event, Media, Path, PeerState, Settings, Transmit,
+};
 
 mod channels;
+pub(crate) mod engine;
 mod media;
 mod negotiation;
 mod sdp;
 
-pub use channels::{WINDOW_RATE, window_for};
+pub use channels::{DATA_WINDOW_RATE, STR0M_MAX_WINDOW, WINDOW_RATE, window_for};
+use engine::{Chan, Engine, Happened, Out, Pending};
 use sdp::{candidate_json, fingerprint, is_mdns};
 
 /// Label and SCTP stream id of the default channel, as the browser SDK opens it.
@@ -76,15 +79,18 @@ pub(crate) enum Up {
 
 pub(crate) struct Peer {
     pub id: String,
-    rtc: Rtc,
+    /// str0m's `Rtc`, or (no media) our data-only connection.
+    rtc: Engine,
+    /// Which engine a fresh connection gets.
+    data_path: DataPath,
     polite: bool,
     /// Our offer awaiting an answer, and its SDP (re-sent when the remote may not have it).
-    pending: Option<(SdpPendingOffer, String)>,
+    pending: Option<(Pending, String)>,
     /// The default channel, once created; `pending_default` while only in an unanswered offer.
-    default: Option<ChannelId>,
-    pending_default: Option<ChannelId>,
+    default: Option<Chan>,
+    pending_default: Option<Chan>,
     /// Channels by id: label, and whether open.
-    channels: HashMap<ChannelId, (String, bool)>,
+    channels: HashMap<Chan, (String, bool)>,
     /// Whether a description (ours answered, or theirs accepted) has set up the session: the
     /// default channel is offered or created only before that.
     negotiated: bool,
@@ -140,6 +146,8 @@ pub(crate) struct Peer {
     /// within `window_range` (see [`window_for`]).
     window: usize,
     window_range: (usize, usize),
+    /// The rate the window is sized for (see [`window_for`]).
+    window_rate: f64,
     /// The smallest RTT seen on the current path: its length without the queues our own
     /// sending builds (the RTT under load would grow the window, which grows the queues...).
     base_rtt: Option<Duration>,
@@ -179,13 +187,25 @@ impl std::fmt::Debug for Peer {
 
 impl Peer {
     pub fn new(now: Instant, id: String, polite: bool, settings: &Settings) -> Self {
-        let window_range = (
-            settings.send_window,
+        let data_path = settings.data_path;
+        let rtc = new_engine(
+            now,
             settings.max_send_window.max(settings.send_window),
+            settings.media,
+            settings.bwe,
+            data_path,
         );
+        // str0m's SCTP costs more per byte the larger its window: it gets a smaller one.
+        let (max, rate) = match rtc {
+            Engine::Rtc(_) => (settings.max_send_window.min(STR0M_MAX_WINDOW), WINDOW_RATE),
+            Engine::Data(_) => (settings.max_send_window, DATA_WINDOW_RATE),
+        };
+        let window_range = (settings.send_window, max.max(settings.send_window));
         Peer {
             id,
-            rtc: new_rtc(now, window_range.1, settings.media.is_some(), settings.bwe),
+            rtc,
+            window_rate: rate,
+            data_path,
             polite,
             pending: None,
             default: None,
@@ -277,18 +297,15 @@ impl Peer {
     }
 
     pub fn local_fingerprint(&mut self) -> String {
-        self.rtc.direct_api().local_dtls_fingerprint().to_string()
+        self.rtc.local_fingerprint()
     }
 
     pub fn remote_fingerprint(&mut self) -> Option<String> {
-        self.rtc
-            .direct_api()
-            .remote_dtls_fingerprint()
-            .map(|f| f.to_string())
+        self.rtc.remote_fingerprint()
     }
 
     pub fn remove_local_candidate(&mut self, c: &Candidate) {
-        self.rtc.direct_api().invalidate_candidate(c);
+        self.rtc.invalidate_candidate(c);
         self.local.retain(|x| x != c);
     }
 
@@ -301,7 +318,7 @@ impl Peer {
             // Before our first offer or answer, candidates travel inside its SDP (str0m
             // writes them there); a browser rejects a candidate that comes before a description.
             if self.mid.is_some() {
-                let json = candidate_json(added, self.mid.as_deref());
+                let json = candidate_json(&added, self.mid.as_deref());
                 self.signal(json);
             }
         }
@@ -310,15 +327,21 @@ impl Peer {
 
     /// Whether this peer's ICE agent claims the packet (its ufrag, or a known remote).
     pub fn accepts(&self, now: Instant, packet: &Packet<'_>) -> bool {
-        packet
-            .receive()
-            .is_some_and(|r| self.rtc.accepts(&Input::Receive(now, r)))
+        self.rtc.accepts(now, packet)
     }
 
     pub fn handle_receive(&mut self, now: Instant, packet: &Packet<'_>) {
-        let Some(r) = packet.receive() else {
-            return;
-        };
+        if self.feed(now, packet) {
+            self.drain(now);
+        }
+    }
+
+    /// Takes a datagram; whether [`Peer::answer`] is owed (the data-only engine waits for
+    /// the rest of a batch; str0m's must be drained after every input, and is).
+    pub fn feed(&mut self, now: Instant, packet: &Packet<'_>) -> bool {
+        if packet.receive().is_none() {
+            return false;
+        }
         self.last_recv = now;
         if self.silent {
             let before = self.state();
@@ -333,15 +356,24 @@ impl Peer {
             }
             self.state_changed(before);
         }
-        if let Err(e) = self.rtc.handle_input(Input::Receive(now, r)) {
+        if let Err(e) = self.rtc.receive(now, packet) {
             tracing::debug!(peer = %self.id, "input rejected: {e}");
         }
+        if self.rtc.rtc().is_some() {
+            self.drain(now);
+            return false;
+        }
+        true
+    }
+
+    /// Answers what [`Peer::feed`] took.
+    pub fn answer(&mut self, now: Instant) {
         self.drain(now);
     }
 
     pub fn handle_timeout(&mut self, now: Instant, signaling_up: bool) {
         if now >= self.timeout
-            && let Err(e) = self.rtc.handle_input(Input::Timeout(now))
+            && let Err(e) = self.rtc.timeout(now)
         {
             tracing::debug!(peer = %self.id, "timeout: {e}");
         }
@@ -394,7 +426,7 @@ impl Peer {
     pub fn close(&mut self, now: Instant) {
         if !self.closed {
             self.closed = true;
-            self.rtc.disconnect();
+            self.rtc.disconnect(now);
             self.drain(now);
         }
     }
@@ -419,7 +451,7 @@ impl Peer {
     /// Drains str0m's output after a mutation (its single-mutation rule).
     fn drain(&mut self, now: Instant) {
         loop {
-            let out = match self.rtc.poll_output() {
+            let out = match self.rtc.poll(now) {
                 Ok(o) => o,
                 Err(e) => {
                     tracing::debug!(peer = %self.id, "poll: {e}");
@@ -428,23 +460,18 @@ impl Peer {
                 }
             };
             match out {
-                Output::Timeout(t) => {
+                Out::Timeout(t) => {
                     self.timeout = t;
                     break;
                 }
-                Output::Transmit(t) => self.up.push_back(Up::Transmit(Transmit {
-                    proto: t.proto,
-                    source: t.source,
-                    destination: t.destination,
-                    contents: t.contents.to_vec(),
-                })),
-                Output::Event(e) => self.on_rtc_event(now, e),
+                Out::Transmit(t) => self.up.push_back(Up::Transmit(t)),
+                Out::Event(e) => self.on_event(now, e),
             }
         }
         if let Some(len) = self.blocked {
             let held = self.buffered_total();
             if held == 0 || held + len.max(self.window / 2) <= self.window {
-                self.writable();
+                self.writable(now);
             }
         }
         if !self.rtc.is_alive() && !self.closed {
@@ -457,10 +484,10 @@ impl Peer {
         }
     }
 
-    fn on_rtc_event(&mut self, now: Instant, e: RtcEvent) {
+    fn on_event(&mut self, now: Instant, e: Happened) {
         let peer = self.id.clone();
         match e {
-            RtcEvent::IceConnectionStateChange(s) => {
+            Happened::Ice(s) => {
                 let before = self.state();
                 self.ice = s;
                 match s {
@@ -476,26 +503,26 @@ impl Peer {
                 }
                 self.state_changed(before);
             }
-            RtcEvent::ChannelOpen(id, label) => {
+            Happened::ChannelOpen(id, label) => {
                 self.channels.insert(id, (label.clone(), true));
                 if Some(id) == self.default {
                     self.event(Event::Open { peer: peer.clone() });
                     // Flush what was queued before the channel opened.
-                    self.flush_queued(id);
+                    self.flush_queued(now, id);
                 } else {
                     self.event(Event::Channel { peer, label });
                 }
             }
-            RtcEvent::ChannelData(d) => {
-                let label = self.label_of(d.id);
+            Happened::ChannelData { chan, binary, data } => {
+                let label = self.label_of(chan);
                 self.event(Event::Message {
                     peer,
                     label,
-                    binary: d.binary,
-                    data: d.data,
+                    binary,
+                    data,
                 });
             }
-            RtcEvent::ChannelClose(id) => {
+            Happened::ChannelClose(id) => {
                 if let Some((label, _)) = self.channels.remove(&id) {
                     if Some(id) == self.default {
                         self.default = None;
@@ -504,9 +531,24 @@ impl Peer {
                     self.event(Event::ChannelClosed { peer, label });
                 }
             }
+            Happened::Stats {
+                local,
+                remote,
+                protocol,
+                rtt,
+            } => self.on_stats(local, remote, protocol, rtt),
+            Happened::Rtc(e) => self.on_media_event(*e),
+        }
+    }
+
+    /// str0m's media events.
+    fn on_media_event(&mut self, e: RtcEvent) {
+        let peer = self.id.clone();
+        match e {
             RtcEvent::MediaAdded(m) => {
                 // A line in codecs we do not take carries nothing (reported as NoCodec).
-                if self.rtc.media(m.mid).is_none_or(|x| x.disabled()) {
+                let Some(rtc) = self.rtc.rtc() else { return };
+                if rtc.media(m.mid).is_none_or(|x| x.disabled()) {
                     return;
                 }
                 self.adopt_send_lines(vec![m.mid], false);
@@ -528,7 +570,8 @@ impl Peer {
             RtcEvent::MediaData(d) => {
                 let video = self
                     .rtc
-                    .media(d.mid)
+                    .rtc()
+                    .and_then(|r| r.media(d.mid))
                     .is_some_and(|m| m.kind() == MediaKind::Video);
                 let keyframe = d.is_keyframe();
                 self.event(Event::Media {
@@ -540,49 +583,70 @@ impl Peer {
                     keyframe,
                 });
             }
-            RtcEvent::PeerStats(s) => {
-                let Some(pair) = s.selected_candidate_pair else {
-                    return;
-                };
-                let (lkind, lproto) = self
-                    .local_kinds
-                    .get(&pair.local.addr)
-                    .copied()
-                    .unwrap_or((CandidateKind::PeerReflexive, pair.protocol));
-                let rkind = self
-                    .remote_kinds
-                    .get(&pair.remote.addr)
-                    .copied()
-                    .unwrap_or(CandidateKind::PeerReflexive);
-                let path = Path {
-                    local: kind_name(lkind),
-                    remote: kind_name(rkind),
-                    protocol: proto_name(lproto),
-                    relay_protocol: None,
-                    local_addr: pair.local.addr,
-                    remote_addr: pair.remote.addr,
-                    rtt: pair.current_round_trip_time.or(s.rtt),
-                };
-                let changed = self.path.as_ref().is_none_or(|p| {
-                    (p.local, p.remote, p.protocol, p.remote_addr)
-                        != (path.local, path.remote, path.protocol, path.remote_addr)
-                });
-                if changed {
-                    self.base_rtt = None;
-                }
-                if let Some(rtt) = path.rtt {
-                    let base = self.base_rtt.map_or(rtt, |b| b.min(rtt));
-                    self.base_rtt = Some(base);
-                    self.window = window_for(base, self.window_range);
-                }
-                self.path = Some(path.clone());
-                if changed {
-                    self.event(Event::Path { peer, path });
-                }
-            }
             _ => {}
         }
     }
+
+    /// The path in use and its RTT (str0m's stats, or the data-only engine's).
+    fn on_stats(
+        &mut self,
+        local: SocketAddr,
+        remote: SocketAddr,
+        protocol: Protocol,
+        rtt: Option<Duration>,
+    ) {
+        let peer = self.id.clone();
+        let (lkind, lproto) = self
+            .local_kinds
+            .get(&local)
+            .copied()
+            .unwrap_or((CandidateKind::PeerReflexive, protocol));
+        let rkind = self
+            .remote_kinds
+            .get(&remote)
+            .copied()
+            .unwrap_or(CandidateKind::PeerReflexive);
+        let path = Path {
+            local: kind_name(lkind),
+            remote: kind_name(rkind),
+            protocol: proto_name(lproto),
+            relay_protocol: None,
+            local_addr: local,
+            remote_addr: remote,
+            rtt,
+        };
+        let changed = self.path.as_ref().is_none_or(|p| {
+            (p.local, p.remote, p.protocol, p.remote_addr)
+                != (path.local, path.remote, path.protocol, path.remote_addr)
+        });
+        if changed {
+            self.base_rtt = None;
+        }
+        if let Some(rtt) = path.rtt {
+            let base = self.base_rtt.map_or(rtt, |b| b.min(rtt));
+            self.base_rtt = Some(base);
+            self.window = window_for(base, self.window_range, self.window_rate);
+        }
+        self.path = Some(path.clone());
+        if changed {
+            self.event(Event::Path { peer, path });
+        }
+    }
+}
+
+/// The engine for one peer: str0m's `Rtc` in a call (or when asked for), else our data-only
+/// connection.
+fn new_engine(
+    now: Instant,
+    max_window: usize,
+    media: Option<Media>,
+    bwe: Option<u64>,
+    data_path: DataPath,
+) -> Engine {
+    if media.is_none() && data_path == DataPath::Own {
+        return engine::data_engine(now, max_window);
+    }
+    Engine::Rtc(Box::new(new_rtc(now, max_window, media.is_some(), bwe)))
 }
 
 /// A str0m `Rtc` for one peer: stats and a send buffer sized for the largest window; data

@@ -23,30 +23,49 @@ impl Peer {
         } else {
             self.missing_media()
         };
-        let mut api = self.rtc.sdp_api();
-        if !self.negotiated {
-            // The first offer: the default channel brings the m=application line.
-            self.pending_default = Some(api.add_channel_with_config(default_channel()));
-            self.dirty = true;
-        }
-        let mut offered = Vec::new();
-        for (kind, label) in &missing {
-            let mid = api.add_media(
-                *kind,
-                Direction::SendRecv,
-                Some("peerweb".into()),
-                Some((*label).into()),
-                None,
-            );
-            offered.push((*kind, mid));
-        }
-        self.media_offered |= !missing.is_empty();
-        self.offered_mids.extend(offered);
-        if self.restart_wanted && self.negotiated {
-            api.ice_restart(true);
-        }
-        if let Some((offer, pending)) = api.apply() {
-            let sdp = offer.to_sdp_string();
+        let restart = self.restart_wanted && self.negotiated;
+        let offered_sdp = match &mut self.rtc {
+            Engine::Rtc(rtc) => {
+                let mut api = rtc.sdp_api();
+                if !self.negotiated {
+                    // The first offer: the default channel brings the m=application line.
+                    self.pending_default =
+                        Some(Chan::Rtc(api.add_channel_with_config(default_channel())));
+                    self.dirty = true;
+                }
+                let mut offered = Vec::new();
+                for (kind, label) in &missing {
+                    let mid = api.add_media(
+                        *kind,
+                        Direction::SendRecv,
+                        Some("peerweb".into()),
+                        Some((*label).into()),
+                        None,
+                    );
+                    offered.push((*kind, mid));
+                }
+                self.media_offered |= !missing.is_empty();
+                self.offered_mids.extend(offered);
+                if restart {
+                    api.ice_restart(true);
+                }
+                api.apply()
+                    .map(|(offer, pending)| (Pending::Rtc(pending), offer.to_sdp_string()))
+            }
+            Engine::Data(d) => {
+                if !self.negotiated && self.pending_default.is_none() {
+                    // The default channel is negotiated (stream 0): it opens with SCTP.
+                    self.pending_default = d
+                        .conn()
+                        .open_channel(now, engine::data_config(&default_channel()))
+                        .ok()
+                        .map(Chan::Data);
+                    self.dirty = true;
+                }
+                Some((Pending::Data, d.offer(restart)))
+            }
+        };
+        if let Some((pending, sdp)) = offered_sdp {
             self.mid = self.mid.take().or_else(|| first_mid(&sdp));
             self.signal(description_json("offer", &sdp));
             self.pending = Some((pending, sdp));
@@ -121,12 +140,11 @@ impl Peer {
             self.signal(json);
             return Ok(());
         }
-        // We answer an `actpass` offer as the DTLS client (`active`), as browsers do: str0m
-        // would take `passive`, but a browser that opens a channel before our answer arrives
-        // gives it a DTLS server's stream id (odd) — the parity str0m then picks too, and the
-        // two channels collide (RFC 8832 §6: the client takes even ids, the server odd).
-        let offer = SdpOffer::from_sdp_string(&sdp.replace("a=setup:actpass", "a=setup:passive"))
-            .map_err(|e| Error::BadSignal(e.to_string()))?;
+        if let Err(e) = self.rtc.check_offer(sdp) {
+            // A first offer that cannot be read leaves nothing to connect: we offer later.
+            self.first_attempt_failed(now);
+            return Err(Error::BadSignal(e));
+        }
         // Perfect negotiation: on a collision the impolite side ignores the remote offer and
         // re-sends its own (the polite side may never have seen it); the polite side drops its
         // own offer (str0m rolls it back inside accept_offer) and answers.
@@ -152,18 +170,18 @@ impl Peer {
             self.media_only = !sdp.contains("m=application");
         }
         self.dirty |= !self.negotiated;
-        let answer = self.rtc.sdp_api().accept_offer(offer);
+        let answer = self.rtc.accept_offer(now, sdp);
         let answer = match answer {
             Ok(a) => a,
             Err(e) => {
                 self.drain(now);
                 self.first_attempt_failed(now);
-                return Err(Error::Negotiation(e.to_string()));
+                return Err(Error::Negotiation(e));
             }
         };
         self.remote_cert = fingerprint(sdp);
         let offer = sdp;
-        let sdp = answer.to_sdp_string();
+        let sdp = answer;
         self.mid = first_mid(&sdp).or(self.mid.take());
         self.signal(description_json("answer", &sdp));
         // Lines the remote offered to receive (a viewer's recvonly video) are ours to send on
@@ -174,8 +192,9 @@ impl Peer {
         self.answered = Some((offer.to_owned(), sdp));
         self.drain(now);
         if !self.negotiated {
-            let id = self.rtc.direct_api().create_data_channel(default_channel());
-            self.session_ready(id);
+            if let Some(id) = self.rtc.create_channel(now, default_channel()) {
+                self.session_ready(now, id);
+            }
             self.drain(now);
         }
         if restarts {
@@ -199,7 +218,7 @@ impl Peer {
     /// when str0m announces them).
     pub(super) fn adopt_send_lines(&mut self, lines: Vec<Mid>, announce: bool) {
         for mid in lines {
-            let Some((kind, sends)) = self.rtc.media(mid).map(|m| {
+            let Some((kind, sends)) = self.rtc.rtc().and_then(|r| r.media(mid)).map(|m| {
                 let sends = !m.disabled()
                     && matches!(m.direction(), Direction::SendRecv | Direction::SendOnly);
                 (m.kind(), sends)
@@ -238,9 +257,7 @@ impl Peer {
         let Some((pending, _)) = self.pending.take() else {
             return Ok(());
         };
-        let answer =
-            SdpAnswer::from_sdp_string(sdp).map_err(|e| Error::BadSignal(e.to_string()))?;
-        let res = self.rtc.sdp_api().accept_answer(pending, answer);
+        let res = self.rtc.accept_answer(now, pending, sdp);
         self.media_offered = false;
         let offered = std::mem::take(&mut self.offered_mids);
         if res.is_ok() {
@@ -258,7 +275,7 @@ impl Peer {
                 return Ok(());
             }
             self.first_attempt_failed(now);
-            return Err(Error::Negotiation(e.to_string()));
+            return Err(Error::Negotiation(e));
         }
         self.remote_ufrag = ice_ufrag(sdp);
         self.remote_cert = fingerprint(sdp);
@@ -270,7 +287,7 @@ impl Peer {
         self.note_sdp_candidates(sdp);
         self.restart_wanted = false;
         if let Some(id) = self.pending_default.take() {
-            self.session_ready(id);
+            self.session_ready(now, id);
             self.drain(now);
         }
         Ok(())
@@ -278,15 +295,16 @@ impl Peer {
 
     /// The first negotiation completed with the default channel `id`: the channels opened
     /// before it are created now, after the default.
-    pub(super) fn session_ready(&mut self, id: ChannelId) {
+    pub(super) fn session_ready(&mut self, now: Instant, id: Chan) {
         self.negotiated = true;
         self.dirty = false;
         self.default = Some(id);
         self.channels.insert(id, (DEFAULT_LABEL.into(), false));
         for config in std::mem::take(&mut self.early) {
             let label = config.label.clone();
-            let id = self.rtc.direct_api().create_data_channel(config);
-            self.channels.insert(id, (label, false));
+            if let Some(id) = self.rtc.create_channel(now, config) {
+                self.channels.insert(id, (label, false));
+            }
         }
     }
 
@@ -301,7 +319,13 @@ impl Peer {
     /// Replaces the `Rtc`, whose first negotiation did not complete, with a fresh one that
     /// has our candidates.
     pub(super) fn fresh_rtc(&mut self, now: Instant) {
-        self.rtc = new_rtc(now, self.window_range.1, self.media.is_some(), self.bwe);
+        self.rtc = new_engine(
+            now,
+            self.window_range.1,
+            self.media,
+            self.bwe,
+            self.data_path,
+        );
         self.send_mids.clear();
         self.offered_mids.clear();
         self.no_codec.clear();
@@ -330,7 +354,7 @@ impl Peer {
             Ok(c) => {
                 self.remote_count += 1;
                 self.remote_kinds.insert(c.addr(), c.kind());
-                self.rtc.add_remote_candidate(c);
+                self.rtc.add_remote_candidate(now, c);
                 self.drain(now);
                 Ok(())
             }
