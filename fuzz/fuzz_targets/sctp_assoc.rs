@@ -1,7 +1,8 @@
 //! The association as a state machine under any sequence of operations: two real ends set up
 //! and exchange messages while the input decides what happens — packets delivered, dropped,
 //! duplicated or corrupted (with their checksum and tag made right, so they reach the chunk
-//! handlers), forged packets of any chunks, time passing, messages sent. Nothing may panic.
+//! handlers), forged packets of any chunks, time passing, messages sent, streams reset.
+//! Nothing may panic.
 #![no_main]
 
 use std::time::{Duration, Instant};
@@ -28,10 +29,11 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             while e.poll_message().is_some() {}
+            while e.poll_stream_event().is_some() {}
         }
         let Some(op) = ops.next() else { break };
         let (kind, a, b) = (
-            op[0] % 8,
+            op[0] % 9,
             *op.get(1).unwrap_or(&0),
             *op.get(2).unwrap_or(&0),
         );
@@ -85,6 +87,11 @@ fuzz_target!(|data: &[u8]| {
                 for e in &mut ends {
                     e.handle_timeout(now);
                 }
+            }
+            // Streams reset (a channel closes).
+            8 => {
+                let from = usize::from(a % 2);
+                ends[from].reset_streams(now, &[u16::from(b % 4), u16::from(b / 4 % 4)]);
             }
             // A message.
             _ => {

@@ -201,6 +201,12 @@ impl Reassembly {
         self.set_cum(cum);
     }
 
+    /// The peer reset all its outgoing streams.
+    pub fn reset_all(&mut self) {
+        let all: Vec<u16> = self.streams.keys().copied().collect();
+        self.reset(all.into_iter());
+    }
+
     /// The peer reset its outgoing `streams` (RE-CONFIG): they start again at SSN 0.
     pub fn reset(&mut self, streams: impl Iterator<Item = u16>) {
         for stream in streams {

@@ -7,7 +7,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::chunk::{Chunk, Data, ForwardTsn, Sack};
+use super::reconfig::{Resets, StreamEvent};
+use crate::chunk::{Chunk, Data, ForwardTsn, Params, Sack};
 use crate::outstanding::{Outstanding, Reliability, Sent};
 use crate::reassembly::{Message, Reassembly};
 use crate::received::{Arrival, Received};
@@ -99,6 +100,8 @@ pub(super) struct Flow {
     pace_next: Option<Instant>,
     /// The last FORWARD TSN point sent.
     forwarded: Option<Tsn>,
+    /// Stream resets both ways.
+    pub(super) resets: Resets,
 }
 
 /// Settings from the association.
@@ -141,6 +144,7 @@ impl Flow {
             pace_last: None,
             pace_next: None,
             forwarded: None,
+            resets: Resets::new(c.local_initial_tsn, c.peer_initial_tsn),
         }
     }
 
@@ -194,7 +198,43 @@ impl Flow {
 
     pub(super) fn next_timeout(&self) -> Option<Instant> {
         let pace = self.pace_next.filter(|_| !self.queue.is_empty());
-        [self.t3, self.sack_at, pace].into_iter().flatten().min()
+        [self.t3, self.sack_at, pace, self.resets.next_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Our outgoing `streams` are to be reset (after what is queued on them).
+    pub(super) fn reset_streams(&mut self, streams: &[u16]) {
+        self.resets.reset(streams.iter().copied());
+    }
+
+    /// A RE-CONFIG chunk from the peer.
+    pub(super) fn on_reconfig(&mut self, now: Instant, params: Params<'_>, rto: &Rto) {
+        let n = self.resets.events_len();
+        let rto_ms = rto.rto().as_millis() as u64;
+        self.resets.on_chunk(params, self.rx.cum_tsn(), now, rto_ms);
+        self.apply_resets(n);
+    }
+
+    /// Acts on stream-reset events after the first `n`: streams reset on the way in start
+    /// over at SSN 0 in reassembly, ours after a performed reset start over when sent.
+    fn apply_resets(&mut self, n: usize) {
+        for e in self.resets.events_since(n) {
+            match e {
+                StreamEvent::IncomingReset(streams) if streams.is_empty() => self.reasm.reset_all(),
+                StreamEvent::IncomingReset(streams) => self.reasm.reset(streams.iter().copied()),
+                StreamEvent::OutgoingReset {
+                    streams,
+                    performed: true,
+                } => {
+                    for s in streams {
+                        self.ssn.remove(s);
+                    }
+                }
+                StreamEvent::OutgoingReset { .. } => {}
+            }
+        }
     }
 
     /// A DATA chunk from the peer.
@@ -220,6 +260,9 @@ impl Flow {
 
     /// After a packet whose chunks were handled: whether it carried data (a SACK is due).
     pub(super) fn after_packet(&mut self, now: Instant, had_data: bool) {
+        let n = self.resets.events_len();
+        self.resets.on_cum(self.rx.cum_tsn());
+        self.apply_resets(n);
         if had_data {
             self.unacked_packets += 1;
             if self.unacked_packets >= 2 {
@@ -256,6 +299,15 @@ impl Flow {
         }
     }
 
+    /// SHUTDOWN's cumulative TSN: it acknowledges as a SACK without gap blocks would, and
+    /// leaves the peer's window as it was.
+    pub(super) fn on_cum_ack(&mut self, now: Instant, cum: u32, rto: &mut Rto) {
+        let rwnd = (self.peer_rwnd + self.tx.in_flight()).min(u32::MAX as usize) as u32;
+        if let Ok(s) = Sack::new(cum, rwnd, &[], &[]) {
+            self.on_sack(now, &s, rto);
+        }
+    }
+
     /// FORWARD TSN from the peer: what it gave up is skipped.
     pub(super) fn on_forward_tsn(&mut self, f: &ForwardTsn<'_>) {
         let cum = Tsn(f.new_cum_tsn);
@@ -279,6 +331,7 @@ impl Flow {
         if self.sack_at.is_some_and(|t| now >= t) {
             self.sack_now = true;
         }
+        self.resets.on_timeout(now);
     }
 
     /// Fills packets (each `mtu` bytes at most) with what is due: a SACK, FORWARD TSN, chunks
@@ -308,6 +361,25 @@ impl Flow {
             }
             let a_rwnd = self.a_rwnd.saturating_sub(self.reasm.buffered()) as u32;
             sack = Sack::new(self.rx.cum_tsn().0, a_rwnd, &gaps, &dups).ok();
+        }
+        // Stream resets: answers to the peer's requests, our request.
+        let mut reconfig = Vec::new();
+        let rto_ms = rto.rto().as_millis() as u64;
+        let last_tsn = Tsn(self.tx.next_tsn().0.wrapping_sub(1));
+        while self.resets.due(now) {
+            let queue = &self.queue;
+            let mut params = Vec::new();
+            self.resets.chunk(
+                now,
+                rto_ms,
+                last_tsn,
+                |s| queue.iter().any(|p| p.stream == s),
+                &mut params,
+            );
+            if params.is_empty() {
+                break;
+            }
+            reconfig.push(params);
         }
         // Partial reliability: what was given up is skipped at the peer.
         self.tx.expire(now);
@@ -415,6 +487,7 @@ impl Flow {
             chunks.push(Chunk::ForwardTsn(f));
             self.forwarded = Some(point);
         }
+        chunks.extend(reconfig.iter().map(|p| Chunk::Reconfig(Params::raw(p))));
         let tx = &self.tx;
         chunks.extend(
             data.iter()

@@ -9,8 +9,10 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 mod data;
+mod reconfig;
 
 pub use data::{SendError, Stats};
+pub use reconfig::{MAX_STREAMS_PER_REQUEST, StreamEvent};
 
 use crate::chunk::{Chunk, Init, Params, kind, param};
 use crate::cookie::{self, Cookie, PeerInit, Secret};
@@ -60,6 +62,9 @@ pub enum State {
     CookieWait,
     CookieEchoed,
     Established,
+    /// The peer sent SHUTDOWN: what is in flight is finished, then SHUTDOWN ACK goes; no new
+    /// messages are taken.
+    ShuttingDown,
     Closed(Closed),
 }
 
@@ -70,6 +75,8 @@ pub enum Closed {
     SetupFailed,
     /// The peer sent ABORT.
     Aborted,
+    /// The peer shut the association down (SHUTDOWN, SHUTDOWN ACK, SHUTDOWN COMPLETE).
+    ShutDown,
 }
 
 /// What the peer's INIT or INIT ACK said.
@@ -98,7 +105,8 @@ pub struct Association {
     /// The cookie to echo (from the peer's INIT ACK), while COOKIE-ECHOED.
     echo: Option<Vec<u8>>,
     rto: Rto,
-    /// T1: when INIT or COOKIE ECHO goes again, and how many times it went.
+    /// T1 (T2 when shutting down): when INIT, COOKIE ECHO or SHUTDOWN ACK goes again, and
+    /// how many times it went.
     t1: Option<(Instant, u32)>,
     out: VecDeque<Vec<u8>>,
     /// The association's clock starts here (cookies carry milliseconds since).
@@ -183,6 +191,9 @@ impl Association {
         reliability: Reliability,
         data: &[u8],
     ) -> Result<(), SendError> {
+        if self.state != State::Established {
+            return Err(SendError::NotEstablished);
+        }
         let flow = self.flow.as_mut().ok_or(SendError::NotEstablished)?;
         flow.send(stream, ppid, unordered, reliability, data)?;
         self.unflushed = Some(now);
@@ -192,6 +203,21 @@ impl Association {
     /// The next message received, whole and in order.
     pub fn poll_message(&mut self) -> Option<Message> {
         self.flow.as_mut()?.take_message()
+    }
+
+    /// Resets our outgoing `streams` (a data channel closes, RFC 8831 §6.7): once what is
+    /// queued on them has gone, a request goes to the peer; [`StreamEvent::OutgoingReset`]
+    /// says when it is over. Nothing may be sent on them until then.
+    pub fn reset_streams(&mut self, now: Instant, streams: &[u16]) {
+        if let Some(flow) = self.flow.as_mut() {
+            flow.reset_streams(streams);
+            self.unflushed = Some(now);
+        }
+    }
+
+    /// The next thing stream resets did.
+    pub fn poll_stream_event(&mut self) -> Option<StreamEvent> {
+        self.flow.as_mut()?.resets.poll_event()
     }
 
     /// Bytes of messages queued or in flight.
@@ -229,6 +255,17 @@ impl Association {
             }
             out.push_back(w.finish());
         });
+        // Shutting down: once everything sent is acknowledged, SHUTDOWN ACK (RFC 9260 §9.2).
+        if self.state == State::ShuttingDown && self.t1.is_none() && flow.buffered() == 0 {
+            self.send_shutdown_ack(now, 1);
+        }
+    }
+
+    fn send_shutdown_ack(&mut self, now: Instant, attempt: u32) {
+        if let Some(peer) = self.peer {
+            self.send(peer.tag, &Chunk::ShutdownAck);
+            self.arm_t1(now, attempt);
+        }
     }
 
     fn header(&self, vtag: u32) -> Header {
@@ -301,13 +338,17 @@ impl Association {
         }
         if attempt >= self.cfg.max_init_attempts {
             self.t1 = None;
-            self.state = State::Closed(Closed::SetupFailed);
+            self.state = State::Closed(match self.state {
+                State::ShuttingDown => Closed::ShutDown,
+                _ => Closed::SetupFailed,
+            });
             return;
         }
         self.rto.back_off();
         match self.state {
             State::CookieWait => self.send_init(now, attempt + 1),
             State::CookieEchoed => self.send_cookie_echo(now, attempt + 1),
+            State::ShuttingDown => self.send_shutdown_ack(now, attempt + 1),
             _ => self.t1 = None,
         }
     }
@@ -325,19 +366,31 @@ impl Association {
         let Some(first) = chunks.first() else {
             return false;
         };
-        // §8.5.1: INIT alone with tag 0; ABORT may reflect the sender's tag; the rest carry ours.
+        // §8.5.1: INIT alone with tag 0; ABORT and SHUTDOWN COMPLETE may reflect the sender's
+        // tag; the rest carry ours.
         let vtag_ok = match first {
             Chunk::Init(_) => p.header.vtag == 0 && chunks.len() == 1,
             Chunk::Abort {
                 reflected: true, ..
-            } => self.peer.is_some_and(|peer| p.header.vtag == peer.tag),
+            }
+            | Chunk::ShutdownComplete { reflected: true } => {
+                self.peer.is_some_and(|peer| p.header.vtag == peer.tag)
+            }
             _ => p.header.vtag == self.local_tag,
         };
         if !vtag_ok {
             return false;
         }
         let mut handled = false;
+        let mut heartbeat = false;
         for c in &chunks {
+            if let Chunk::Heartbeat(_) = c {
+                // One HEARTBEAT ACK per packet at most: a packet full of HEARTBEATs does not
+                // make a burst of packets.
+                if std::mem::replace(&mut heartbeat, true) {
+                    continue;
+                }
+            }
             handled |= self.handle_chunk(now, c);
         }
         if let Some(flow) = self.flow.as_mut() {
@@ -407,22 +460,46 @@ impl Association {
                 self.established();
                 true
             }
-            (Chunk::Data(d), State::Established) => {
+            (Chunk::Data(d), State::Established | State::ShuttingDown) => {
                 if let Some(flow) = self.flow.as_mut() {
                     flow.on_data(d);
                 }
                 true
             }
-            (Chunk::Sack(sack), State::Established) => {
+            (Chunk::Sack(sack), State::Established | State::ShuttingDown) => {
                 if let Some(flow) = self.flow.as_mut() {
                     flow.on_sack(now, sack, &mut self.rto);
                 }
                 true
             }
-            (Chunk::ForwardTsn(f), State::Established) => {
+            (Chunk::ForwardTsn(f), State::Established | State::ShuttingDown) => {
                 if let Some(flow) = self.flow.as_mut() {
                     flow.on_forward_tsn(f);
                 }
+                true
+            }
+            (Chunk::Reconfig(params), State::Established | State::ShuttingDown) => {
+                if let Some(flow) = self.flow.as_mut() {
+                    flow.on_reconfig(now, *params, &self.rto);
+                }
+                true
+            }
+            (Chunk::Heartbeat(info), State::Established | State::ShuttingDown) => {
+                if let Some(peer) = self.peer {
+                    self.send(peer.tag, &Chunk::HeartbeatAck(info));
+                }
+                true
+            }
+            (Chunk::Shutdown { cum_tsn }, State::Established | State::ShuttingDown) => {
+                if let Some(flow) = self.flow.as_mut() {
+                    flow.on_cum_ack(now, *cum_tsn, &mut self.rto);
+                }
+                self.state = State::ShuttingDown;
+                true
+            }
+            (Chunk::ShutdownComplete { .. }, State::ShuttingDown) => {
+                self.t1 = None;
+                self.state = State::Closed(Closed::ShutDown);
                 true
             }
             (Chunk::Abort { .. }, _) => {

@@ -1,6 +1,7 @@
 //! The association in virtual time: its setup (simultaneous, lossy, refused input) and data
 //! transfer over a lossy link.
 use super::*;
+use crate::chunk::ReconfigParam;
 
 std::thread_local! {
     /// One start time for both ends of a test.
@@ -187,6 +188,8 @@ struct Link {
     /// When the bottleneck has sent all it holds.
     busy: Instant,
     dropped: usize,
+    /// Stream-reset events of a and b.
+    events: [Vec<StreamEvent>; 2],
 }
 
 impl Link {
@@ -204,6 +207,7 @@ impl Link {
             bottleneck: None,
             busy: now,
             dropped: 0,
+            events: [Vec::new(), Vec::new()],
         };
         l.run(std::time::Duration::from_secs(5), |l| {
             l.a.state() == State::Established && l.b.state() == State::Established
@@ -242,6 +246,9 @@ impl Link {
             for (i, x) in [&mut self.a, &mut self.b].into_iter().enumerate() {
                 while let Some(m) = x.poll_message() {
                     self.got[i].push(m);
+                }
+                while let Some(e) = x.poll_stream_event() {
+                    self.events[i].push(e);
                 }
             }
             if done(self) {
@@ -429,4 +436,235 @@ fn a_bottleneck_with_a_short_queue_stays_busy() {
     // retransmission storm). Reno regrows slowly after the overshoot's timeout; what this
     // guards is that the link stays in use.
     assert!(rate > 8.0, "{rate:.1} MB/s on a 25 MB/s bottleneck");
+}
+
+/// A packet of `chunks` to `to`, with its tag.
+fn packet_to(to: &Association, chunks: &[Chunk<'_>]) -> Vec<u8> {
+    let hdr = Header {
+        src_port: 5000,
+        dst_port: 5000,
+        vtag: to.local_tag(),
+    };
+    let mut w = Writer::new(hdr, Vec::new());
+    for c in chunks {
+        w.push(c).unwrap();
+    }
+    w.finish()
+}
+
+/// The kinds of the chunks in the packets `x` sends now.
+fn sent_kinds(x: &mut Association) -> Vec<u8> {
+    let mut kinds = Vec::new();
+    while let Some(p) = x.poll_transmit() {
+        let p = Packet::parse(&p).unwrap();
+        kinds.extend(p.chunks().map(|c| c.unwrap().kind()));
+    }
+    kinds
+}
+
+#[test]
+fn closing_a_channel_resets_its_streams_both_ways_and_they_start_over() {
+    // RFC 8831 §6.7 over a lossy link: a resets its stream 1 right after queueing messages
+    // on it (the request waits for them and names their last TSN); b, once they are all in,
+    // starts the stream over and resets its own stream 1; both then reuse it from SSN 0.
+    for seed in 0..12u64 {
+        let mut l = Link::new(seed, 10, 10);
+        let body = vec![7u8; 3000];
+        for i in 0..20u8 {
+            let now = l.now;
+            for stream in [1, 2] {
+                l.a.send_message(now, stream, 53, false, Reliability::default(), &[i; 700])
+                    .unwrap();
+            }
+        }
+        let now = l.now;
+        l.a.send_message(now, 1, 53, false, Reliability::default(), &body)
+            .unwrap();
+        l.a.reset_streams(now, &[1]);
+        l.run(std::time::Duration::from_secs(60), |l| {
+            l.events[1].contains(&StreamEvent::IncomingReset(vec![1]))
+        });
+        // Everything sent on stream 1 before the reset arrived first.
+        let on_1 = l.got[1].iter().filter(|m| m.stream == 1).count();
+        assert_eq!(on_1, 21, "seed {seed}");
+        let now = l.now;
+        l.b.reset_streams(now, &[1]);
+        l.run(std::time::Duration::from_secs(60), |l| {
+            let done = |e: &Vec<StreamEvent>| {
+                e.contains(&StreamEvent::OutgoingReset {
+                    streams: vec![1],
+                    performed: true,
+                })
+            };
+            done(&l.events[0]) && done(&l.events[1])
+        });
+        assert!(
+            l.events[0].contains(&StreamEvent::IncomingReset(vec![1])),
+            "seed {seed}: {:?}",
+            l.events[0]
+        );
+        // Reused both ways: ordered delivery starts again at SSN 0 on each side.
+        let now = l.now;
+        for i in 0..5u8 {
+            l.a.send_message(now, 1, 53, false, Reliability::default(), &[100 + i])
+                .unwrap();
+            l.b.send_message(now, 1, 53, false, Reliability::default(), &[200 + i])
+                .unwrap();
+        }
+        l.run(std::time::Duration::from_secs(60), |l| {
+            let after = |got: &Vec<Message>, x: u8| {
+                got.iter()
+                    .filter(|m| m.data.len() == 1 && m.data[0] >= x)
+                    .count()
+                    == 5
+            };
+            after(&l.got[1], 100) && after(&l.got[0], 200)
+        });
+        let order: Vec<u8> = l.got[1]
+            .iter()
+            .filter(|m| m.stream == 1 && m.data.len() == 1)
+            .map(|m| m.data[0])
+            .collect();
+        assert_eq!(order, [100, 101, 102, 103, 104], "seed {seed}");
+        let order: Vec<u8> = l.got[0].iter().map(|m| m.data[0]).collect();
+        assert_eq!(order, [200, 201, 202, 203, 204], "seed {seed}");
+        // Stream 2 went on untouched.
+        assert_eq!(l.got[1].iter().filter(|m| m.stream == 2).count(), 20);
+    }
+}
+
+#[test]
+fn reset_requests_out_of_sequence_or_asking_us_are_refused() {
+    let mut l = Link::new(21, 5, 0);
+    let peer_tsn = l.b.peer().unwrap().initial_tsn;
+    let mut req = Vec::new();
+    // A request with a sequence number far ahead: "bad sequence number", nothing reset.
+    let wire = 1u16.to_be_bytes();
+    ReconfigParam::OutgoingReset {
+        request_seq: peer_tsn.wrapping_add(50),
+        response_seq: 0,
+        last_tsn: peer_tsn.wrapping_sub(1),
+        streams: crate::chunk::Streams::new(&wire).unwrap(),
+    }
+    .encode(&mut req)
+    .unwrap();
+    let now = l.now;
+    assert!(l.b.handle_packet(now, &packet_to(&l.b, &[Chunk::Reconfig(Params::raw(&req))])));
+    assert_eq!(l.b.poll_stream_event(), None);
+    let answer = |b: &mut Association| {
+        let mut results = Vec::new();
+        while let Some(p) = b.poll_transmit() {
+            let p = Packet::parse(&p).unwrap();
+            for c in p.chunks() {
+                if let Ok(Chunk::Reconfig(params)) = c {
+                    for q in params.iter() {
+                        if let Ok(ReconfigParam::Response { result, .. }) = ReconfigParam::parse(q)
+                        {
+                            results.push(result);
+                        }
+                    }
+                }
+            }
+        }
+        results
+    };
+    assert_eq!(answer(&mut l.b), [5], "bad sequence number");
+    // Asking b to reset its own outgoing streams: denied.
+    req.clear();
+    ReconfigParam::IncomingReset {
+        request_seq: peer_tsn,
+        streams: crate::chunk::Streams::new(&wire).unwrap(),
+    }
+    .encode(&mut req)
+    .unwrap();
+    assert!(l.b.handle_packet(now, &packet_to(&l.b, &[Chunk::Reconfig(Params::raw(&req))])));
+    assert_eq!(answer(&mut l.b), [2], "denied");
+    // A request whose data has not arrived (its last TSN ahead): in progress, deferred.
+    req.clear();
+    ReconfigParam::OutgoingReset {
+        request_seq: peer_tsn.wrapping_add(1),
+        response_seq: 0,
+        last_tsn: peer_tsn.wrapping_add(10),
+        streams: crate::chunk::Streams::new(&wire).unwrap(),
+    }
+    .encode(&mut req)
+    .unwrap();
+    assert!(l.b.handle_packet(now, &packet_to(&l.b, &[Chunk::Reconfig(Params::raw(&req))])));
+    assert_eq!(answer(&mut l.b), [6], "in progress");
+    assert_eq!(l.b.poll_stream_event(), None, "not reset before its data");
+}
+
+#[test]
+fn a_heartbeat_is_answered_once_per_packet() {
+    let mut l = Link::new(23, 5, 0);
+    let now = l.now;
+    let info = [0u8, 1, 0, 8, 1, 2, 3, 4];
+    let hb = Chunk::Heartbeat(&info);
+    assert!(l.b.handle_packet(now, &packet_to(&l.b, &[hb, hb, hb, hb])));
+    let mut acks = Vec::new();
+    while let Some(p) = l.b.poll_transmit() {
+        let p = Packet::parse(&p).unwrap();
+        for c in p.chunks() {
+            if let Ok(Chunk::HeartbeatAck(v)) = c {
+                acks.push(v.to_vec());
+            }
+        }
+    }
+    assert_eq!(acks, [info.to_vec()], "one HEARTBEAT ACK echoing the info");
+}
+
+#[test]
+fn a_shutdown_finishes_what_is_in_flight_then_acknowledges() {
+    let mut l = Link::new(25, 10, 0);
+    let now = l.now;
+    l.b.send_message(
+        now,
+        1,
+        53,
+        false,
+        Reliability::default(),
+        &vec![1u8; 200_000],
+    )
+    .unwrap();
+    l.pump();
+    // a's user shuts down (made by hand: a only answers shutdowns).
+    let cum = l.b.local_initial_tsn.wrapping_sub(1);
+    let shutdown = packet_to(&l.b, &[Chunk::Shutdown { cum_tsn: cum }]);
+    assert!(l.b.handle_packet(now, &shutdown));
+    assert_eq!(l.b.state(), State::ShuttingDown);
+    assert_eq!(
+        l.b.send_message(now, 1, 53, false, Reliability::default(), b"x"),
+        Err(SendError::NotEstablished),
+        "no new messages once shutting down"
+    );
+    // What was in flight still arrives, whole.
+    l.run(std::time::Duration::from_secs(30), |l| {
+        !l.got[0].is_empty() && l.b.buffered() == 0
+    });
+    assert_eq!(l.got[0][0].data.len(), 200_000);
+    // Then SHUTDOWN ACK, sent again on T2 until SHUTDOWN COMPLETE.
+    let now = l.now;
+    l.b.handle_timeout(now);
+    assert!(l.b.state() == State::ShuttingDown);
+    let next = l.b.poll_timeout().unwrap();
+    l.b.handle_timeout(next);
+    assert!(
+        sent_kinds(&mut l.b).contains(&kind::SHUTDOWN_ACK),
+        "sent again on T2"
+    );
+    let complete = packet_to(&l.b, &[Chunk::ShutdownComplete { reflected: false }]);
+    assert!(l.b.handle_packet(next, &complete));
+    assert_eq!(l.b.state(), State::Closed(Closed::ShutDown));
+    // A peer that never completes: T2 gives up after its attempts.
+    let mut l = Link::new(27, 10, 0);
+    let cum = l.b.local_initial_tsn.wrapping_sub(1);
+    let now = l.now;
+    l.b.handle_packet(now, &packet_to(&l.b, &[Chunk::Shutdown { cum_tsn: cum }]));
+    assert!(sent_kinds(&mut l.b).contains(&kind::SHUTDOWN_ACK));
+    for _ in 0..20 {
+        let Some(t) = l.b.poll_timeout() else { break };
+        l.b.handle_timeout(t);
+        l.b.poll_transmit();
+    }
+    assert_eq!(l.b.state(), State::Closed(Closed::ShutDown));
 }
