@@ -109,6 +109,41 @@ test('a browser joins after the native peer: the browser offers, data flows both
   await n.stop();
 });
 
+test('a channel Chromium closes closes on the native side too (both streams reset), and a new one with its label works', async () => {
+  const n = native('channel-close');
+  const nId = await nativeId(n);
+  await n.waitEvent((e) => e.event === 'joined', { what: 'joined' });
+  const page = await openTab(browser, server.url);
+  const pageId = await joinRoom(page, 'channel-close');
+  await waitOpen(page, nId);
+  const options = [{}, { ordered: false }, { maxRetransmits: 2 }];
+  for (const [i, opts] of options.entries()) {
+    const round = i + 1;
+    await page.evaluate(async ({ id, round, opts }) => {
+      const ch = window.room.peers.get(id).channel('side', opts);
+      await ch.ready();
+      ch.send(`side ${round}`);
+    }, { id: nId, round, opts });
+    await n.waitEvent((e) => e.event === 'message' && e.label === 'side' && e.data === `side ${round}`, { what: `message on side ${round}` });
+    // Chromium's channel reaches "closed" only once the native peer reset its own stream in
+    // turn (RFC 8831 §6.7); the native peer reports the close.
+    await page.evaluate(async (id) => {
+      const ch = window.room.peers.get(id).channels.get('side');
+      const closed = new Promise((resolve) => ch.dc.addEventListener('close', resolve));
+      ch.dc.close();
+      const late = new Promise((_, reject) => setTimeout(() => reject(new Error(`still ${ch.dc.readyState} after 10 s: the native side did not reset its stream`)), 10000));
+      await Promise.race([closed, late]);
+    }, nId);
+    const closes = () => n.events.filter((e) => e.event === 'channel-closed' && e.label === 'side' && e.peer === pageId).length;
+    await n.waitEvent(() => closes() >= round, { what: `channel-closed ${round}` });
+  }
+  // The default channel was not touched.
+  await talk(page, n, pageId, nId);
+  assert.deepEqual(n.events.filter((e) => e.event === 'channel-closed' && e.label !== 'side'), []);
+  await page.close();
+  assert.equal(await n.stop(), 0, n.stderr);
+});
+
 test('relay only on both sides: native and Chromium connect through the built-in TURN', async () => {
   const page = await openTab(browser, server.url);
   const pageId = await joinRoom(page, 'relayed', { rtcConfig: { iceTransportPolicy: 'relay' } });

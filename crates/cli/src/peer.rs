@@ -233,6 +233,10 @@ fn report(ev: &Event, as_json: bool) -> anyhow::Result<()> {
             None,
             json!({"event": "channel", "peer": peer, "label": label}),
         ),
+        Event::ChannelClosed { peer, label } => (
+            None,
+            json!({"event": "channel-closed", "peer": peer, "label": label}),
+        ),
         Event::Message {
             peer,
             label,

@@ -1,12 +1,13 @@
 //! Data channels over the association (RFC 8831, 8832): a stream per channel — even ids for
 //! the DTLS client, odd for the server, the given id for a negotiated channel —, DCEP's
-//! OPEN/ACK for the others, the PPIDs of text, binary and empty messages, and each
-//! channel's ordering and reliability applied to what it sends.
+//! OPEN/ACK for the others, the PPIDs of text, binary and empty messages, each channel's
+//! ordering and reliability applied to what it sends, and closing (§6.7): each side resets
+//! its outgoing stream, and the channel is closed — its stream free again — once both are.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use peerweb_sctp::assoc::{Association, SendError};
+use peerweb_sctp::assoc::{Association, SendError, StreamEvent};
 use peerweb_sctp::dcep::{self, ppid};
 use peerweb_sctp::outstanding::Reliability as Giveup;
 use peerweb_sctp::reassembly::Message;
@@ -64,6 +65,12 @@ enum State {
     /// DATA_CHANNEL_OPEN sent, no ACK yet.
     Opening,
     Open,
+    /// Closing: our outgoing stream is being reset or is (`ours_done`), and the peer's
+    /// (`theirs_done`).
+    Closing {
+        ours_done: bool,
+        theirs_done: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -189,6 +196,97 @@ impl Channels {
         // Label and protocol were checked when the channel was opened.
         if let Ok(bytes) = open.encode() {
             let _ = assoc.send_message(now, stream, ppid::DCEP, false, Giveup::default(), &bytes);
+        }
+    }
+
+    /// Closes a channel: its outgoing stream is reset after what was sent on it (a channel
+    /// not yet open just goes). [`Event::ChannelClose`] comes once the peer reset its side.
+    pub fn close(
+        &mut self,
+        now: Instant,
+        id: ChannelId,
+        assoc: Option<&mut Association>,
+        events: &mut VecDeque<Event>,
+    ) {
+        let Some(c) = self.by_id.get_mut(&id) else {
+            return;
+        };
+        match (c.state, c.stream, assoc) {
+            (State::Closing { .. }, _, _) => {}
+            (State::Opening | State::Open, Some(stream), Some(a)) => {
+                c.state = State::Closing {
+                    ours_done: false,
+                    theirs_done: false,
+                };
+                a.reset_streams(now, &[stream]);
+            }
+            _ => self.remove(id, events),
+        }
+    }
+
+    fn remove(&mut self, id: ChannelId, events: &mut VecDeque<Event>) {
+        if let Some(c) = self.by_id.remove(&id) {
+            if let Some(s) = c.stream {
+                self.by_stream.remove(&s);
+            }
+            events.push_back(Event::ChannelClose(id));
+        }
+    }
+
+    /// What SCTP's stream resets did: the peer closing channels (ours close too: our side
+    /// is reset in turn) or our resets done.
+    pub fn on_stream_event(
+        &mut self,
+        now: Instant,
+        e: StreamEvent,
+        assoc: &mut Association,
+        events: &mut VecDeque<Event>,
+    ) {
+        let (streams, theirs) = match e {
+            // None listed: all of them.
+            StreamEvent::IncomingReset(s) if s.is_empty() => {
+                (self.by_stream.keys().copied().collect(), true)
+            }
+            StreamEvent::IncomingReset(s) => (s, true),
+            StreamEvent::OutgoingReset { streams, .. } => (streams, false),
+        };
+        let mut reset = Vec::new();
+        for stream in streams {
+            let Some(&id) = self.by_stream.get(&stream) else {
+                continue;
+            };
+            let Some(c) = self.by_id.get_mut(&id) else {
+                continue;
+            };
+            let (mut ours, mut their) = match c.state {
+                State::Closing {
+                    ours_done,
+                    theirs_done,
+                } => (ours_done, theirs_done),
+                _ if theirs => {
+                    // The peer closed it: our side goes too.
+                    reset.push(stream);
+                    (false, false)
+                }
+                // Our reset done for a channel not closing (cannot happen): ignored.
+                _ => continue,
+            };
+            if theirs {
+                their = true;
+            } else {
+                ours = true;
+            }
+            if ours && their {
+                self.remove(id, events);
+            } else {
+                c.state = State::Closing {
+                    ours_done: ours,
+                    theirs_done: their,
+                };
+            }
+        }
+        if !reset.is_empty() {
+            assoc.reset_streams(now, &reset);
         }
     }
 

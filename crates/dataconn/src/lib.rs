@@ -446,6 +446,17 @@ impl Connection {
         self.channels.open(now, cfg, assoc, &mut self.events)
     }
 
+    /// Closes a channel (RFC 8831 §6.7): [`Event::ChannelClose`] comes when both sides'
+    /// streams are reset, and its stream id is free again.
+    pub fn close_channel(&mut self, now: Instant, id: ChannelId) {
+        let assoc = if self.sctp_up {
+            self.sctp.as_mut()
+        } else {
+            None
+        };
+        self.channels.close(now, id, assoc, &mut self.events);
+    }
+
     pub fn channel_label(&self, id: ChannelId) -> Option<&str> {
         self.channels.label(id)
     }
@@ -644,6 +655,7 @@ impl Connection {
                 self.fail(Error::Sctp(match why {
                     assoc::Closed::SetupFailed => "could not be set up",
                     assoc::Closed::Aborted => "was aborted by the remote",
+                    assoc::Closed::ShutDown => "was shut down by the remote",
                 }));
                 return;
             }
@@ -651,6 +663,9 @@ impl Connection {
         }
         while let Some(m) = a.poll_message() {
             self.channels.on_message(now, m, a, &mut self.events);
+        }
+        while let Some(e) = a.poll_stream_event() {
+            self.channels.on_stream_event(now, e, a, &mut self.events);
         }
     }
 

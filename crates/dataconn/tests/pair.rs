@@ -314,3 +314,72 @@ fn bad_descriptions_are_errors() {
     let huge = "a".repeat(70_000);
     assert!(c.accept_offer(now, &huge).is_err());
 }
+
+#[test]
+fn a_closed_channel_closes_on_both_sides_and_its_stream_is_reused() {
+    let mut p = Pair::new();
+    p.drop_every = 12;
+    let chat = p.sides[0]
+        .c
+        .open_channel(p.now, ChannelConfig::reliable("chat"))
+        .unwrap();
+    p.negotiate();
+    assert!(p.run_until(Duration::from_secs(60), |p| p.opened(1).len() == 1));
+    let remote = p.opened(1)[0].0;
+    // Messages sent right before the close still arrive, then both sides see it close.
+    let now = p.now;
+    for i in 0..30u8 {
+        p.sides[0].c.send(now, chat, true, &[i; 2000]).unwrap();
+    }
+    p.sides[0].c.close_channel(now, chat);
+    assert!(
+        p.sides[0].c.send(now, chat, true, b"late").is_err(),
+        "a closing channel takes nothing more"
+    );
+    let closed =
+        |p: &Pair, i: usize, id: ChannelId| p.sides[i].events.contains(&Event::ChannelClose(id));
+    assert!(p.run_until(Duration::from_secs(60), |p| closed(p, 0, chat)
+        && closed(p, 1, remote)));
+    assert_eq!(p.received(1, remote).len(), 30);
+    assert_eq!(p.sides[0].c.channel_count(), 0);
+    assert_eq!(p.sides[1].c.channel_count(), 0);
+    // The answerer closes the next one it opens; a third, from the offerer, takes the first
+    // one's stream again and carries ordered messages from the start.
+    let now = p.now;
+    let two = p.sides[1]
+        .c
+        .open_channel(now, ChannelConfig::reliable("two"))
+        .unwrap();
+    let find = |p: &Pair, i: usize, label: &str| {
+        p.opened(i)
+            .into_iter()
+            .find(|(id, l)| l == label && p.sides[i].c.channel_label(*id).is_some())
+            .map(|(id, _)| id)
+    };
+    assert!(
+        p.run_until(Duration::from_secs(60), |p| find(p, 0, "two").is_some()
+            && p.sides[1].c.is_channel_open(two))
+    );
+    let two_there = find(&p, 0, "two").unwrap();
+    let now = p.now;
+    p.sides[1].c.close_channel(now, two);
+    assert!(p.run_until(Duration::from_secs(60), |p| closed(p, 1, two)
+        && closed(p, 0, two_there)));
+    let now = p.now;
+    let three = p.sides[0]
+        .c
+        .open_channel(now, ChannelConfig::reliable("three"))
+        .unwrap();
+    assert!(p.run_until(Duration::from_secs(60), |p| find(p, 1, "three").is_some()));
+    let three_there = find(&p, 1, "three").unwrap();
+    let now = p.now;
+    for i in 0..10u8 {
+        p.sides[0].c.send(now, three, true, &[i]).unwrap();
+    }
+    assert!(p.run_until(
+        Duration::from_secs(60),
+        |p| p.received(1, three_there).len() == 10
+    ));
+    let got: Vec<u8> = p.received(1, three_there).iter().map(|m| m.1[0]).collect();
+    assert_eq!(got, (0..10).collect::<Vec<u8>>());
+}
