@@ -92,13 +92,17 @@ pub struct Congestion {
     recovering: bool,
 }
 
+/// The initial congestion window, in MTUs.
+pub const INITIAL_WINDOW_MTUS: usize = 10;
+
 impl Congestion {
-    /// Initial window: min(4·MTU, max(2·MTU, 4380)) (RFC 9260 §7.2.1); `ssthresh` the peer's
-    /// receiver window.
+    /// Initial window: ten MTUs, as TCP's (RFC 6928) and dcSCTP's are — RFC 9260 §7.2.1's
+    /// min(4·MTU, max(2·MTU, 4380)) costs a long path two more round trips of slow start, and
+    /// new data is paced anyway; `ssthresh` the peer's receiver window.
     pub fn new(mtu: usize, peer_rwnd: usize) -> Congestion {
         Congestion {
             mtu,
-            cwnd: (4 * mtu).min((2 * mtu).max(4380)),
+            cwnd: INITIAL_WINDOW_MTUS * mtu,
             ssthresh: peer_rwnd.max(2 * mtu),
             partial_acked: 0,
             recovering: false,
@@ -193,12 +197,13 @@ mod tests {
     fn the_window_grows_halves_and_collapses() {
         let mtu = 1200;
         let mut c = Congestion::new(mtu, 1 << 20);
-        assert_eq!(c.cwnd(), 4380);
+        let iw = INITIAL_WINDOW_MTUS * mtu;
+        assert_eq!(c.cwnd(), iw);
         // Slow start: the bytes a SACK acknowledges, window used, up to SACK_BATCH MTUs.
-        c.on_ack(2400, 4380, true, false);
-        assert_eq!(c.cwnd(), 4380 + 2400);
+        c.on_ack(2400, iw, true, false);
+        assert_eq!(c.cwnd(), iw + 2400);
         c.on_ack(100 * mtu, 100 * mtu, true, false);
-        assert_eq!(c.cwnd(), 4380 + 2400 + SACK_BATCH * mtu);
+        assert_eq!(c.cwnd(), iw + 2400 + SACK_BATCH * mtu);
         // Not when the window was not used.
         let used = c.cwnd();
         c.on_ack(2400, 100, true, false);
