@@ -160,6 +160,21 @@ impl std::fmt::Debug for Connection {
     }
 }
 
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if let Some(a) = &self.sctp {
+            let s = a.stats();
+            tracing::debug!(
+                chunks_sent = s.chunks_sent,
+                chunks_retransmitted = s.chunks_retransmitted,
+                fast_recoveries = s.fast_recoveries,
+                timeouts = s.timeouts,
+                "SCTP at the end"
+            );
+        }
+    }
+}
+
 impl Connection {
     /// A connection with `cert`; `random` seeds the session id, SCTP's tags and TSN and its
     /// cookie secret (take it from the OS's generator).
@@ -581,7 +596,11 @@ impl Connection {
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let e = self.events.pop_front();
+        if let Some(Event::ChannelOpen(id, label)) = &e {
+            tracing::debug!(?id, label, "channel open");
+        }
+        e
     }
 
     /// Closes: DTLS says close_notify (SCTP goes with it).
@@ -609,12 +628,16 @@ impl Connection {
     fn drive(&mut self, now: Instant) {
         while let Some(e) = self.ice.poll_event() {
             match e {
-                IceAgentEvent::IceConnectionStateChange(s) => self.events.push_back(Event::Ice(s)),
+                IceAgentEvent::IceConnectionStateChange(s) => {
+                    tracing::debug!(state = ?s, "ICE");
+                    self.events.push_back(Event::Ice(s));
+                }
                 IceAgentEvent::NominatedSend {
                     proto,
                     source,
                     destination,
                 } => {
+                    tracing::debug!(?proto, %source, %destination, "ICE nominated");
                     self.path = Some((proto, source, destination));
                     self.events.push_back(Event::Path {
                         proto,
@@ -647,6 +670,7 @@ impl Connection {
         match a.state() {
             SctpState::Established if !self.sctp_up => {
                 self.sctp_up = true;
+                tracing::debug!("SCTP established");
                 self.events.push_back(Event::Connected);
                 let client = self.dtls_client.unwrap_or(true);
                 self.channels.start(now, client, a, &mut self.events);
@@ -720,6 +744,7 @@ impl Connection {
                         self.fail(Error::FingerprintMismatch);
                         return;
                     }
+                    tracing::debug!("DTLS connected");
                     // Both sides send INIT at once (RFC 8841 §10.2's simultaneous open).
                     self.sctp = Some(Association::connect(self.cfg.sctp, now, self.random));
                 }
