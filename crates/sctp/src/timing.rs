@@ -77,7 +77,7 @@ impl Rto {
 }
 
 /// MTUs one SACK may grow the window by in slow start.
-pub const SACK_BATCH: usize = 16;
+pub const SACK_BATCH: usize = 64;
 
 /// The congestion window of one path, in bytes.
 #[derive(Debug, Clone, Copy)]
@@ -131,10 +131,11 @@ impl Congestion {
         if !advanced || self.recovering {
             return;
         }
-        // Only a window that is being used grows.
+        // Only a window that is being used grows; in slow start, as in Linux's TCP, half used
+        // counts (new data is paced, so the window is seldom full when a SACK comes).
         let used = in_flight + acked >= self.cwnd;
         if self.cwnd <= self.ssthresh {
-            if used {
+            if 2 * (in_flight + acked) >= self.cwnd {
                 // RFC 9260 counts at most one MTU per SACK; ours acknowledge a whole batch of
                 // datagrams at once (one SACK per batch read), so a SACK counts for up to
                 // `SACK_BATCH` MTUs, like TCP's byte counting of stretch ACKs (RFC 3465).
@@ -204,10 +205,13 @@ mod tests {
         assert_eq!(c.cwnd(), iw + 2400);
         c.on_ack(100 * mtu, 100 * mtu, true, false);
         assert_eq!(c.cwnd(), iw + 2400 + SACK_BATCH * mtu);
-        // Not when the window was not used.
+        // Not when the window was not (half) used.
         let used = c.cwnd();
         c.on_ack(2400, 100, true, false);
         assert_eq!(c.cwnd(), used);
+        // In slow start a window half used counts (paced data seldom fills it).
+        c.on_ack(2400, used / 2, true, false);
+        assert_eq!(c.cwnd(), used + 2400);
         // A loss: halved (at least 4 MTU), and not again within the same recovery.
         for _ in 0..100 {
             c.on_ack(mtu, c.cwnd(), true, false);
