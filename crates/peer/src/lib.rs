@@ -345,6 +345,8 @@ pub struct Client {
     id: Option<String>,
     token: Option<String>,
     signaling_up: bool,
+    /// The join went with the hello of a new session (not again at its welcome).
+    join_sent: bool,
     peers: BTreeMap<String, Peer>,
     /// Between [`Client::begin_batch`] and [`Client::end_batch`]: peers that took datagrams
     /// and have not answered yet.
@@ -419,6 +421,7 @@ impl Client {
             id: None,
             token: None,
             signaling_up: false,
+            join_sent: false,
             peers: BTreeMap::new(),
             batch: None,
             local: Vec::new(),
@@ -492,14 +495,37 @@ impl Client {
         self.out.retain(|o| !matches!(o, Output::Frame(_)));
         let token = self.token.clone();
         let last = self.last_n.filter(|_| token.is_some());
+        let fresh = token.is_none();
         self.frame(ClientMsg::Hello {
             v: VERSION,
             token: token.map(Into::into),
             last,
             acks: true,
         });
+        // A new session joins at once (the server handles it after the hello, in order): a
+        // round trip less before the first offer. A resumed one joins at its welcome.
+        self.join_sent = fresh;
+        if fresh {
+            self.send_join();
+        }
         self.ack_at = None;
         self.next_ping = Some(now + PING_EVERY);
+    }
+
+    fn send_join(&mut self) {
+        let meta = self.settings.meta.clone();
+        let meta: Option<Box<RawValue>> = meta.and_then(|m| RawValue::from_string(m).ok());
+        let room = self.room.clone();
+        match self.settings.swarm {
+            Some(seed) => self.frame(ClientMsg::SwarmJoin {
+                swarm: room.into(),
+                seed,
+            }),
+            None => self.frame(ClientMsg::Join {
+                room: room.into(),
+                meta: meta.as_deref(),
+            }),
+        }
     }
 
     /// The WebSocket closed. Peer connections stay up; call `signaling_connected` on the
@@ -529,21 +555,12 @@ impl Client {
                     self.acked_n = None;
                 }
                 self.event(Event::Welcome { id, resumed });
-                // Joined again even when resumed, like the SDK: `joined` lists who arrived
-                // while we were away (their offers were refused, and no `peer-joined` was
-                // kept for us), and we offer to them as a joiner does.
-                let meta = self.settings.meta.clone();
-                let meta: Option<Box<RawValue>> = meta.and_then(|m| RawValue::from_string(m).ok());
-                let room = self.room.clone();
-                match self.settings.swarm {
-                    Some(seed) => self.frame(ClientMsg::SwarmJoin {
-                        swarm: room.into(),
-                        seed,
-                    }),
-                    None => self.frame(ClientMsg::Join {
-                        room: room.into(),
-                        meta: meta.as_deref(),
-                    }),
+                // Joined again when resumed, like the SDK: `joined` lists who arrived while we
+                // were away (their offers were refused, and no `peer-joined` was kept for
+                // us), and we offer to them as a joiner does. (A new session's join went with
+                // its hello.)
+                if !std::mem::take(&mut self.join_sent) {
+                    self.send_join();
                 }
                 for r in std::mem::take(&mut self.reports) {
                     self.frame(ClientMsg::Report(r));
