@@ -161,9 +161,16 @@ test('relay only on both sides: native and Chromium connect through the built-in
   assert.equal(path.path.relay_protocol, 'udp', JSON.stringify(path));
   const bpath = await waitFor(page, (id) => window.room.peers.get(id).path, nId, { what: 'browser path' });
   assert.equal(bpath.type, 'relay');
-  const metrics = await (await fetch(`${server.url}/metrics`)).text();
-  const allocations = Number(metrics.match(/^peerweb_turn_allocations (\d+)/m)?.[1]);
-  assert.ok(allocations >= 2, `both sides allocated: ${allocations}`);
+  // The TURN gauges are published four times a second, and the whole connection can take
+  // less: wait (bounded) for the gauge to show both allocations.
+  const allocations = async () => Number((await (await fetch(`${server.url}/metrics`)).text())
+    .match(/^peerweb_turn_allocations (\d+)/m)?.[1] ?? 0);
+  let seen = await allocations();
+  for (const end = Date.now() + 5000; seen < 2 && Date.now() < end;) {
+    await new Promise((r) => setTimeout(r, 50));
+    seen = await allocations();
+  }
+  assert.ok(seen >= 2, `both sides allocated: ${seen}`);
   await n.stop();
   await page.close();
 });
