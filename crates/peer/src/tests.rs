@@ -1682,3 +1682,44 @@ fn a_player_that_offers_no_data_channel_is_answered_and_never_offered_to() {
         "the player's video line is ours to send on"
     );
 }
+
+/// The frames a client has to send now.
+fn frames(c: &mut Client, now: Instant) -> Vec<String> {
+    let mut out = Vec::new();
+    loop {
+        match c.poll_output(now) {
+            Output::Frame(f) => out.push(f),
+            Output::Timeout(_) => return out,
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn a_new_session_joins_with_its_hello_and_a_resumed_one_at_its_welcome() {
+    let now = Instant::now();
+    let mut c = Client::new(now, "r", Settings::default());
+    let types = |fs: &[String]| -> Vec<String> {
+        fs.iter()
+            .map(|f| serde_json::from_str::<serde_json::Value>(f).unwrap()["type"].to_string())
+            .collect()
+    };
+    c.signaling_connected(now);
+    assert_eq!(types(&frames(&mut c, now)), [r#""hello""#, r#""join""#]);
+    let welcome = |resumed: bool| {
+        format!(
+            r#"{{"type":"welcome","v":1,"id":"me","token":"t","resumed":{resumed},"rooms":[]}}"#
+        )
+    };
+    c.handle_frame(now, &welcome(false));
+    assert!(
+        !types(&frames(&mut c, now)).contains(&r#""join""#.to_owned()),
+        "joined twice"
+    );
+    // A lost connection: the next hello resumes, and the join waits for its welcome.
+    c.signaling_lost(now);
+    c.signaling_connected(now);
+    assert_eq!(types(&frames(&mut c, now)), [r#""hello""#]);
+    c.handle_frame(now, &welcome(true));
+    assert!(types(&frames(&mut c, now)).contains(&r#""join""#.to_owned()));
+}
