@@ -27,10 +27,30 @@ cmd=${1:?usage: lab.sh up|home|unhome|flush|down PREFIX ...}
 p=${2:?prefix}
 pub="${p}pub"
 
+# A new namespace with IPv6 off before any interface enters it: an interface would otherwise
+# get a link-local address that turns from tentative to permanent a second or two later, and
+# Chromium aborts a page's loads (ERR_NETWORK_CHANGED) when an address changes under it.
+netns_add() {
+  ip netns add "$1"
+  ip netns exec "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+  ip -n "$1" link set lo up
+}
+
+# Waits (bounded, 5 s) until interface $2 of namespace $1 is operationally up: the kernel
+# reports a carrier change up to a second after `link set up`, and that report is a network
+# change to a browser already started there.
+wait_up() {
+  for _ in $(seq 250); do
+    [ "$(ip netns exec "$1" cat "/sys/class/net/$2/operstate")" = up ] && return 0
+    sleep 0.02
+  done
+  echo "lab.sh: $2 in $1 did not come up" >&2
+  exit 1
+}
+
 case "$cmd" in
 up)
-  ip netns add "$pub"
-  ip -n "$pub" link set lo up
+  netns_add "$pub"
   ip -n "$pub" link add br0 type bridge
   ip -n "$pub" link set br0 up
   ip -n "$pub" addr add 203.0.113.1/24 dev br0
@@ -40,18 +60,17 @@ home)
   n=${3:?home number}
   type=${4:?nat type}
   home="${p}home$n"
-  ip netns add "$home"
-  ip -n "$home" link set lo up
+  netns_add "$home"
   if [ "$type" = public ]; then
     ip -n "$pub" link add "h$n" type veth peer name eth0 netns "$home"
     ip -n "$pub" link set "h$n" master br0 up
     ip -n "$home" addr add "203.0.113.$((100 + n))/24" dev eth0
     ip -n "$home" link set eth0 up
+    wait_up "$home" eth0
     exit 0
   fi
   nat="${p}nat$n"
-  ip netns add "$nat"
-  ip -n "$nat" link set lo up
+  netns_add "$nat"
   ip -n "$pub" link add "w$n" type veth peer name wan netns "$nat"
   ip -n "$pub" link set "w$n" master br0 up
   ip -n "$nat" addr add "203.0.113.$((10 + n))/24" dev wan
@@ -88,6 +107,8 @@ home)
   # Without this a peer's early punch creates a conntrack entry that clashes with the later
   # outbound mapping, MASQUERADE picks another port, and even cone/cone fails.
   ipt -A INPUT -i wan -m conntrack --ctstate NEW -j DROP
+  wait_up "$nat" wan
+  wait_up "$home" eth0
   ;;
 shape)
   n=${3:?home number}
