@@ -1,8 +1,9 @@
 //! The association as a state machine under any sequence of operations: two real ends set up
 //! and exchange messages while the input decides what happens — packets delivered, dropped,
 //! duplicated or corrupted (with their checksum and tag made right, so they reach the chunk
-//! handlers), forged packets of any chunks, time passing, messages sent, streams reset.
-//! Nothing may panic.
+//! handlers), forged packets of any chunks, time passing, messages sent, streams reset, and
+//! the second end's reader reading (it holds its messages' room in a small receive window
+//! until then). Nothing may panic.
 #![no_main]
 
 use std::time::{Duration, Instant};
@@ -17,8 +18,18 @@ fuzz_target!(|data: &[u8]| {
     let mut now = start;
     let mut ends = [
         Association::connect(Config::default(), now, [1; 40]),
-        Association::connect(Config::default(), now, [2; 40]),
+        Association::connect(
+            Config {
+                a_rwnd: 64 * 1024,
+                hold_messages: true,
+                ..Config::default()
+            },
+            now,
+            [2; 40],
+        ),
     ];
+    // Bytes the second end's reader has not read.
+    let mut unread = 0usize;
     let mut wire: Vec<(usize, Vec<u8>)> = Vec::new();
     let mut ops = data.chunks(4);
     for _ in 0..2000 {
@@ -28,12 +39,16 @@ fuzz_target!(|data: &[u8]| {
                     wire.push((1 - i, p));
                 }
             }
-            while e.poll_message().is_some() {}
+            while let Some(m) = e.poll_message() {
+                if i == 1 {
+                    unread += m.data.len();
+                }
+            }
             while e.poll_stream_event().is_some() {}
         }
         let Some(op) = ops.next() else { break };
         let (kind, a, b) = (
-            op[0] % 9,
+            op[0] % 10,
             *op.get(1).unwrap_or(&0),
             *op.get(2).unwrap_or(&0),
         );
@@ -92,6 +107,12 @@ fuzz_target!(|data: &[u8]| {
             8 => {
                 let from = usize::from(a % 2);
                 ends[from].reset_streams(now, &[u16::from(b % 4), u16::from(b / 4 % 4)]);
+            }
+            // The second end's reader reads some of what it holds.
+            9 => {
+                let n = unread.min(usize::from(a) * 1024 + usize::from(b));
+                unread -= n;
+                ends[1].release(now, n);
             }
             // A message.
             _ => {

@@ -336,24 +336,24 @@ impl Channels {
         Ok(())
     }
 
-    /// A message SCTP delivered.
+    /// A message SCTP delivered; whether it went to the application (as `ChannelData`).
     pub fn on_message(
         &mut self,
         now: Instant,
         m: Message,
         assoc: &mut Association,
         events: &mut VecDeque<Event>,
-    ) {
+    ) -> bool {
         if m.ppid == ppid::DCEP {
             self.on_dcep(now, m, assoc, events);
-            return;
+            return false;
         }
         let Some(&id) = self.by_stream.get(&m.stream) else {
             tracing::debug!(stream = m.stream, "data on a stream with no channel");
-            return;
+            return false;
         };
         let Some(c) = self.by_id.get_mut(&id) else {
-            return;
+            return false;
         };
         if c.state == State::Opening {
             // Data after our OPEN means the remote took it (its ACK may be on its way).
@@ -367,10 +367,11 @@ impl Channels {
             ppid::STRING_EMPTY => (false, Vec::new()),
             other => {
                 tracing::debug!(ppid = other, "message with an unknown PPID dropped");
-                return;
+                return false;
             }
         };
         events.push_back(Event::ChannelData { id, binary, data });
+        true
     }
 
     fn on_dcep(

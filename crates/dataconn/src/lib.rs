@@ -497,6 +497,15 @@ impl Connection {
         self.channels.send(now, id, binary, data, max, assoc)
     }
 
+    /// With `sctp.hold_messages`: `bytes` of the messages delivered as `ChannelData` were
+    /// read, and the receiver window may open by that much (the next `poll_transmit` tells
+    /// the peer when it matters).
+    pub fn release(&mut self, now: Instant, bytes: usize) {
+        if let Some(a) = self.sctp.as_mut() {
+            a.release(now, bytes);
+        }
+    }
+
     /// Bytes handed to SCTP and not yet acknowledged, over all channels.
     pub fn buffered(&self) -> usize {
         self.sctp.as_ref().map_or(0, Association::buffered)
@@ -686,7 +695,11 @@ impl Connection {
             _ => {}
         }
         while let Some(m) = a.poll_message() {
-            self.channels.on_message(now, m, a, &mut self.events);
+            // What the application does not get is read here (with `hold_messages`).
+            let len = m.data.len();
+            if !self.channels.on_message(now, m, a, &mut self.events) {
+                a.release(now, len);
+            }
         }
         while let Some(e) = a.poll_stream_event() {
             self.channels.on_stream_event(now, e, a, &mut self.events);

@@ -70,6 +70,7 @@ impl Driver {
         ws: Ws,
         mut cmds: mpsc::Receiver<Cmd>,
         mut net: mpsc::Receiver<Vec<Datagram>>,
+        mut read: mpsc::UnboundedReceiver<(String, usize)>,
     ) {
         self.ws = Some(ws);
         self.client.signaling_connected(now());
@@ -107,6 +108,18 @@ impl Driver {
                         return;
                     }
                 },
+                Some((peer, bytes)) = read.recv() => {
+                    // The application read messages: their room in the receive window is
+                    // free (all the reads waiting, summed per peer).
+                    let mut by_peer = HashMap::from([(peer, bytes)]);
+                    while let Ok((peer, bytes)) = read.try_recv() {
+                        *by_peer.entry(peer).or_default() += bytes;
+                    }
+                    let now = now();
+                    for (peer, bytes) in by_peer {
+                        self.client.release(now, &peer, bytes);
+                    }
+                }
                 Some(batch) = net.recv() => {
                     // Peers answer (acknowledge) once for all the datagrams read together.
                     self.client.begin_batch();

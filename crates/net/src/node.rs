@@ -245,6 +245,10 @@ pub struct Node {
     pub(crate) id: String,
     pub(crate) cmds: mpsc::Sender<Cmd>,
     pub(crate) events: mpsc::Receiver<Event>,
+    /// Tells the driver how much of each peer's messages the application took, so their
+    /// room in the receive window is free again (unbounded: one entry per message taken,
+    /// and the messages are bounded by the window).
+    pub(crate) read: mpsc::UnboundedSender<(String, usize)>,
     pub(crate) early: VecDeque<Event>,
     pub(crate) task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -260,8 +264,13 @@ impl Node {
         let ws = connect_ws(&urls.ws_url(), &trust).await?;
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let (ev_tx, mut ev_rx) = mpsc::channel(4096);
+        let (read_tx, read_rx) = mpsc::unbounded_channel();
         let now = Instant::now().into_std();
-        let mut client = Client::new(now, &opts.room, opts.settings.clone());
+        // What waits for the application is bounded by the receive window, not by the
+        // event queue's length: a message keeps its room until `next_event` hands it over.
+        let mut settings = opts.settings.clone();
+        settings.hold_messages = true;
+        let mut client = Client::new(now, &opts.room, settings);
         for s in &socks {
             let addr = s.local_addr()?;
             if let Ok(c) = Candidate::host(addr, "udp") {
@@ -303,7 +312,7 @@ impl Node {
             events: ev_tx,
             tid: 0,
         };
-        let task = tokio::spawn(driver.run(ws, cmd_rx, net_rx));
+        let task = tokio::spawn(driver.run(ws, cmd_rx, net_rx, read_rx));
         // Wait for the join to be confirmed (or refused).
         let mut early = VecDeque::new();
         let mut id = String::new();
@@ -344,6 +353,7 @@ impl Node {
             id,
             cmds: cmd_tx,
             events: ev_rx,
+            read: read_tx,
             early,
             task: Some(task),
         })
@@ -359,7 +369,11 @@ impl Node {
         if let Some(e) = self.early.pop_front() {
             return Some(e);
         }
-        self.events.recv().await
+        let e = self.events.recv().await;
+        if let Some(Event::Message { peer, data, .. }) = &e {
+            let _ = self.read.send((peer.clone(), data.len()));
+        }
+        e
     }
 
     /// Sends `data` on the default channel (`label` `None`) or a named one. Waits while the

@@ -97,6 +97,11 @@ pub struct Settings {
     /// What carries data channels on a connection without media (a connection with media is
     /// always str0m's).
     pub data_path: DataPath,
+    /// On our data path, a message received keeps its room in SCTP's receive window until
+    /// [`Client::release`] says it was read: the window then bounds what waits for the
+    /// application, and a slow reader slows the sender. `false`: the room is free once the
+    /// message is an [`Event::Message`] (whoever drives the client then bounds its queue).
+    pub hold_messages: bool,
 }
 
 /// The stack under a connection without media.
@@ -141,6 +146,7 @@ impl Default for Settings {
             bwe: None,
             swarm: None,
             data_path: DataPath::default(),
+            hold_messages: false,
         }
     }
 }
@@ -940,6 +946,15 @@ impl Client {
             .get(peer)
             .map(|p| p.sending())
             .unwrap_or_default()
+    }
+
+    /// With [`Settings::hold_messages`]: `bytes` of the messages from `peer` were read (the
+    /// lengths of their [`Event::Message`] data); their room in the receive window is free.
+    pub fn release(&mut self, now: Instant, peer: &str, bytes: usize) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.release(now, bytes);
+            self.collect(now);
+        }
     }
 
     /// Bytes buffered (unacknowledged) on a channel to `peer`.

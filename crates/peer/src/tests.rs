@@ -1112,6 +1112,63 @@ fn bulk_rate_queue(
 }
 
 #[test]
+fn a_receiver_that_does_not_read_holds_the_sender_within_its_window() {
+    // With `hold_messages`, what waits for the application is bounded by SCTP's receive
+    // window (twice the largest send window, at least 2 MiB), however long it does not read.
+    let settings = Settings {
+        hold_messages: true,
+        max_send_window: 1 << 20,
+        ..Settings::default()
+    };
+    let mut w = pair_with(settings, Duration::from_millis(10));
+    w.run_until(Duration::from_secs(10), |w| w.open(0, 1));
+    let (a, b) = (w.id(0), w.id(1));
+    let msg = vec![7u8; 16 * 1024];
+    let mut writable = true;
+    let mut unread = 0;
+    // One step; the bytes that arrived in it.
+    let step = |w: &mut World, writable: &mut bool, unread: &mut usize, read: bool| {
+        while *writable {
+            *writable = w.clients[0].send(w.now, &b, None, true, &msg).unwrap();
+        }
+        w.step();
+        w.pump();
+        for e in w.events[0].drain(..) {
+            *writable |= matches!(e, Event::Writable { .. });
+        }
+        let mut got = 0;
+        for e in w.events[1].drain(..) {
+            if let Event::Message { data, .. } = e {
+                got += data.len();
+            }
+        }
+        *unread += got;
+        if read && *unread > 0 {
+            let now = w.now;
+            w.clients[1].release(now, &a, std::mem::take(unread));
+        }
+        got
+    };
+    let stop = w.now + Duration::from_secs(5);
+    while w.now < stop {
+        step(&mut w, &mut writable, &mut unread, false);
+    }
+    assert!(unread >= 1 << 20, "the window filled: {unread}");
+    assert!(
+        unread <= (2 << 20) + 16 * 1024,
+        "no more than the window: {unread}"
+    );
+    assert!(!writable, "the sender waits");
+    // Reading again: the sender goes on at once.
+    let mut read = 0;
+    let stop = w.now + Duration::from_secs(1);
+    while w.now < stop {
+        read += step(&mut w, &mut writable, &mut unread, true);
+    }
+    assert!(read > 8 << 20, "moving again: {read} bytes in a second");
+}
+
+#[test]
 fn the_send_window_follows_the_rtt_so_a_long_path_is_not_window_bound() {
     let rtt = Duration::from_millis(50);
     let span = Duration::from_secs(2);

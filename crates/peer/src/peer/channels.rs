@@ -139,6 +139,11 @@ impl Peer {
         self.window
     }
 
+    /// Messages of `bytes` from this peer were read.
+    pub fn release(&mut self, now: Instant, bytes: usize) {
+        self.rtc.release(now, bytes);
+    }
+
     /// Bytes buffered on a channel (the default one when `label` is `None`).
     pub fn buffered(&mut self, label: Option<&str>) -> usize {
         let label = label.unwrap_or(DEFAULT_LABEL);

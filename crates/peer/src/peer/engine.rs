@@ -74,7 +74,7 @@ pub(crate) enum Engine {
 }
 
 /// Settings of the data-only engine: SCTP's windows sized for the largest send window.
-pub(crate) fn data_engine(now: Instant, max_window: usize) -> Engine {
+pub(crate) fn data_engine(now: Instant, max_window: usize, hold_messages: bool) -> Engine {
     let mut random = [0u8; 48];
     if getrandom::fill(&mut random).is_err() {
         // No OS generator: the time is all there is (tags still differ per connection).
@@ -85,6 +85,7 @@ pub(crate) fn data_engine(now: Instant, max_window: usize) -> Engine {
     // The remote's receive window bounds what we send; ours lets a fast sender fill a long path.
     cfg.sctp.a_rwnd = (max_window.max(1 << 20) * 2).min(u32::MAX as usize) as u32;
     cfg.sctp.max_queued = max_window + 4 * cfg.max_message_size;
+    cfg.sctp.hold_messages = hold_messages;
     let cert = match dc::certificate() {
         Ok(c) => c,
         Err(e) => {
@@ -257,6 +258,14 @@ impl Engine {
                 })
                 .sum(),
             Engine::Data(d) => d.conn.buffered(),
+        }
+    }
+
+    /// Messages of `bytes` were read (the data-only engine with `hold_messages`; str0m's
+    /// SCTP frees its window as it delivers).
+    pub fn release(&mut self, now: Instant, bytes: usize) {
+        if let Engine::Data(d) = self {
+            d.conn.release(now, bytes);
         }
     }
 

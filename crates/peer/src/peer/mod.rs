@@ -81,8 +81,10 @@ pub(crate) struct Peer {
     pub id: String,
     /// str0m's `Rtc`, or (no media) our data-only connection.
     rtc: Engine,
-    /// Which engine a fresh connection gets.
+    /// Which engine a fresh connection gets, and whether its messages hold their room in
+    /// the receive window until released.
     data_path: DataPath,
+    hold_messages: bool,
     polite: bool,
     /// Our offer awaiting an answer, and its SDP (re-sent when the remote may not have it).
     pending: Option<(Pending, String)>,
@@ -194,6 +196,7 @@ impl Peer {
             settings.media,
             settings.bwe,
             data_path,
+            settings.hold_messages,
         );
         // str0m's SCTP costs more per byte the larger its window: it gets a smaller one.
         let (max, rate) = match rtc {
@@ -206,6 +209,7 @@ impl Peer {
             rtc,
             window_rate: rate,
             data_path,
+            hold_messages: settings.hold_messages,
             polite,
             pending: None,
             default: None,
@@ -642,9 +646,10 @@ fn new_engine(
     media: Option<Media>,
     bwe: Option<u64>,
     data_path: DataPath,
+    hold_messages: bool,
 ) -> Engine {
     if media.is_none() && data_path == DataPath::Own {
-        return engine::data_engine(now, max_window);
+        return engine::data_engine(now, max_window, hold_messages);
     }
     Engine::Rtc(Box::new(new_rtc(now, max_window, media.is_some(), bwe)))
 }

@@ -325,6 +325,7 @@ impl Peer {
             self.media,
             self.bwe,
             self.data_path,
+            self.hold_messages,
         );
         self.send_mids.clear();
         self.offered_mids.clear();

@@ -76,7 +76,7 @@ pub(super) struct Flow {
     peer_forward_tsn: bool,
     tx: Outstanding,
     rx: Received,
-    reasm: Reassembly,
+    pub(super) reasm: Reassembly,
     cc: Congestion,
     queue: VecDeque<Pending>,
     queued: usize,
@@ -102,6 +102,14 @@ pub(super) struct Flow {
     forwarded: Option<Tsn>,
     /// Stream resets both ways.
     pub(super) resets: Resets,
+    /// Bytes of messages taken and not yet released (with `hold_messages`), and the window
+    /// the last SACK advertised.
+    hold_messages: bool,
+    held: usize,
+    advertised: usize,
+    /// The peer's last SACK advertised no room (less than a packet): what we send is a
+    /// window probe, which it drops while its application does not read.
+    peer_window_closed: bool,
 }
 
 /// Settings from the association.
@@ -114,6 +122,7 @@ pub(super) struct FlowConfig {
     pub peer_initial_tsn: u32,
     pub peer_rwnd: usize,
     pub peer_forward_tsn: bool,
+    pub hold_messages: bool,
 }
 
 impl Flow {
@@ -145,7 +154,28 @@ impl Flow {
             pace_next: None,
             forwarded: None,
             resets: Resets::new(c.local_initial_tsn, c.peer_initial_tsn),
+            hold_messages: c.hold_messages,
+            held: 0,
+            advertised: c.a_rwnd,
+            peer_window_closed: false,
         }
+    }
+
+    /// The receiver window left: what reassembly and the application's unread messages do
+    /// not take.
+    fn rwnd(&self) -> usize {
+        self.a_rwnd
+            .saturating_sub(self.reasm.buffered() + self.held)
+    }
+
+    /// Gives back the room of `bytes` of messages read; whether a SACK should tell the peer
+    /// (the window opened by a quarter or more since the last one).
+    pub(super) fn release(&mut self, bytes: usize) -> bool {
+        self.held = self.held.saturating_sub(bytes);
+        if self.rwnd() >= self.advertised + self.a_rwnd / 4 {
+            self.sack_now = true;
+        }
+        self.sack_now
     }
 
     /// Bytes waiting to be sent and in flight.
@@ -193,7 +223,11 @@ impl Flow {
     }
 
     pub(super) fn take_message(&mut self) -> Option<Message> {
-        self.reasm.take_message()
+        let m = self.reasm.take_message()?;
+        if self.hold_messages {
+            self.held += m.data.len();
+        }
+        Some(m)
     }
 
     pub(super) fn next_timeout(&self) -> Option<Instant> {
@@ -241,8 +275,13 @@ impl Flow {
     pub(super) fn on_data(&mut self, d: &Data<'_>) {
         let tsn = Tsn(d.tsn);
         let in_order = tsn == self.rx.cum_tsn().next();
-        // Beyond the window only the next in order is taken (it frees what waits behind it).
-        if !in_order && self.reasm.buffered() + d.payload.len() > self.a_rwnd {
+        // Beyond the window only the next in order is taken (it frees what waits behind
+        // it), and not even that while the application's unread messages fill the window:
+        // reading them opens it again.
+        let taken = self.reasm.buffered() + d.payload.len();
+        if (!in_order && taken + self.held > self.a_rwnd)
+            || (self.held > 0 && self.held + d.payload.len() > self.a_rwnd)
+        {
             self.sack_now = true;
             return;
         }
@@ -292,6 +331,14 @@ impl Flow {
             self.stats.fast_recoveries += 1;
         }
         self.peer_rwnd = (s.a_rwnd as usize).saturating_sub(self.tx.in_flight());
+        let closed = (s.a_rwnd as usize) < self.mtu;
+        if self.peer_window_closed && !closed && self.tx.in_flight() > 0 {
+            // The window opened again and what was sent while it was closed is not
+            // acknowledged: the peer dropped those probes. They go again now rather than
+            // after a timer that backed off while the peer's reader was away.
+            self.tx.on_timeout();
+        }
+        self.peer_window_closed = closed;
         if self.tx.in_flight() == 0 {
             self.t3 = None;
         } else if acked.advanced || self.t3.is_none() {
@@ -323,8 +370,11 @@ impl Flow {
         if self.t3.is_some_and(|t| now >= t) {
             self.stats.timeouts += 1;
             self.tx.on_timeout();
-            self.cc.on_timeout();
-            self.recovery = None;
+            // A probe into a closed window was not lost to congestion: the window stays.
+            if !self.peer_window_closed {
+                self.cc.on_timeout();
+                self.recovery = None;
+            }
             rto.back_off();
             self.t3 = Some(now + rto.rto());
         }
@@ -359,7 +409,8 @@ impl Flow {
             for d in self.rx.take_duplicates().into_iter().take(max_dups) {
                 dups.extend_from_slice(&d.0.to_be_bytes());
             }
-            let a_rwnd = self.a_rwnd.saturating_sub(self.reasm.buffered()) as u32;
+            self.advertised = self.rwnd();
+            let a_rwnd = self.advertised.min(u32::MAX as usize) as u32;
             sack = Sack::new(self.rx.cum_tsn().0, a_rwnd, &gaps, &dups).ok();
         }
         // Stream resets: answers to the peer's requests, our request.

@@ -39,6 +39,11 @@ pub struct Config {
     pub mtu: usize,
     /// Bytes of messages waiting to be sent at most (beyond: `QueueFull`).
     pub max_queued: usize,
+    /// Messages taken with [`Association::poll_message`] keep their room in the receiver
+    /// window until [`Association::release`] gives it back: the window then says what the
+    /// application has not read yet, and a reader that falls behind slows the sender instead
+    /// of piling messages up in memory. Off, a message's room is free once it is taken.
+    pub hold_messages: bool,
 }
 
 impl Default for Config {
@@ -52,6 +57,7 @@ impl Default for Config {
             rto: RtoLimits::default(),
             mtu: 1200,
             max_queued: 16 << 20,
+            hold_messages: false,
         }
     }
 }
@@ -203,6 +209,17 @@ impl Association {
     /// The next message received, whole and in order.
     pub fn poll_message(&mut self) -> Option<Message> {
         self.flow.as_mut()?.take_message()
+    }
+
+    /// With [`Config::hold_messages`]: `bytes` of the messages taken were read, and their
+    /// room in the receiver window is free again (a SACK tells the peer at once when that
+    /// opens the window by a quarter or more).
+    pub fn release(&mut self, now: Instant, bytes: usize) {
+        if let Some(flow) = self.flow.as_mut()
+            && flow.release(bytes)
+        {
+            self.unflushed = Some(now);
+        }
     }
 
     /// Resets our outgoing `streams` (a data channel closes, RFC 8831 §6.7): once what is
@@ -524,6 +541,7 @@ impl Association {
                 peer_initial_tsn: peer.initial_tsn,
                 peer_rwnd: peer.a_rwnd as usize,
                 peer_forward_tsn: peer.forward_tsn,
+                hold_messages: self.cfg.hold_messages,
             }));
         }
     }

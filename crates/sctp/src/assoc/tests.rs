@@ -190,14 +190,22 @@ struct Link {
     dropped: usize,
     /// Stream-reset events of a and b.
     events: [Vec<StreamEvent>; 2],
+    /// Whether the application reads what arrives (with `hold_messages`: releases it), and
+    /// the bytes of messages it has not read.
+    reading: bool,
+    unread: [usize; 2],
 }
 
 impl Link {
     fn new(seed: u64, delay_ms: u64, loss_pct: u64) -> Link {
+        Link::with(Config::default(), seed, delay_ms, loss_pct)
+    }
+
+    fn with(cfg: Config, seed: u64, delay_ms: u64, loss_pct: u64) -> Link {
         let now = T0.with(|t| *t);
         let mut l = Link {
-            a: Association::connect(Config::default(), now, random(seed as u8)),
-            b: Association::connect(Config::default(), now, random(seed as u8 ^ 0x55)),
+            a: Association::connect(cfg, now, random(seed as u8)),
+            b: Association::connect(cfg, now, random(seed as u8 ^ 0x55)),
             now,
             wire: Vec::new(),
             rand: Box::new(crate::test_rng(seed | 1)),
@@ -208,6 +216,8 @@ impl Link {
             busy: now,
             dropped: 0,
             events: [Vec::new(), Vec::new()],
+            reading: true,
+            unread: [0, 0],
         };
         l.run(std::time::Duration::from_secs(5), |l| {
             l.a.state() == State::Established && l.b.state() == State::Established
@@ -241,11 +251,15 @@ impl Link {
 
     fn run(&mut self, limit: std::time::Duration, mut done: impl FnMut(&Link) -> bool) {
         let end = self.now + limit;
-        while self.now < end {
+        loop {
             self.pump();
             for (i, x) in [&mut self.a, &mut self.b].into_iter().enumerate() {
                 while let Some(m) = x.poll_message() {
+                    self.unread[i] += m.data.len();
                     self.got[i].push(m);
+                }
+                if self.reading && self.unread[i] > 0 {
+                    x.release(self.now, std::mem::take(&mut self.unread[i]));
                 }
                 while let Some(e) = x.poll_stream_event() {
                     self.events[i].push(e);
@@ -253,6 +267,9 @@ impl Link {
             }
             if done(self) {
                 return;
+            }
+            if self.now >= end {
+                break;
             }
             let next_packet = self.wire.iter().map(|(t, _, _)| *t).min();
             let next = [next_packet, self.a.poll_timeout(), self.b.poll_timeout()]
@@ -343,6 +360,48 @@ fn a_large_message_goes_in_many_packets_and_the_window_opens() {
         "{:?}",
         l.now - start
     );
+}
+
+#[test]
+fn a_reader_that_stops_stops_the_sender_and_reading_again_resumes_it_at_once() {
+    let cfg = Config {
+        a_rwnd: 256 * 1024,
+        hold_messages: true,
+        ..Config::default()
+    };
+    let mut l = Link::with(cfg, 21, 10, 0);
+    l.reading = false;
+    let sent: Vec<Vec<u8>> = (0..40u32)
+        .map(|i| (0..65536u32).map(|j| (i * 3 + j) as u8).collect())
+        .collect();
+    for body in &sent {
+        let now = l.now;
+        l.a.send_message(now, 1, 53, false, Reliability::default(), body)
+            .unwrap();
+    }
+    // Ten seconds of a reader that reads nothing: what waits for it stays within the
+    // window, and the sender holds the rest.
+    let stop = l.now + std::time::Duration::from_secs(10);
+    l.run(std::time::Duration::from_secs(11), |l| l.now >= stop);
+    assert!(l.unread[1] > 0, "something arrived");
+    assert!(
+        l.unread[1] + l.b.flow.as_ref().unwrap().reasm.buffered() <= 256 * 1024 + 1200,
+        "unread {} within the window",
+        l.unread[1]
+    );
+    assert!(l.a.buffered() > 2 << 20, "the sender holds the rest");
+    // The reader reads: a SACK opens the window at once, not a backed-off timer.
+    l.reading = true;
+    let start = l.now;
+    l.run(std::time::Duration::from_secs(60), |l| l.got[1].len() == 40);
+    let took = l.now - start;
+    println!("{took:?} {:?} cwnd {}", l.a.stats(), l.a.cwnd());
+    assert!(
+        took < std::time::Duration::from_secs(1),
+        "2.5 MB took {took:?} after reading resumed"
+    );
+    let got: Vec<&Vec<u8>> = l.got[1].iter().map(|m| &m.data).collect();
+    assert_eq!(got, sent.iter().collect::<Vec<_>>());
 }
 
 #[test]
