@@ -432,10 +432,13 @@ pub async fn ping(args: PingArgs) -> anyhow::Result<bool> {
     let mut node = start(&args.peer).await?;
     let as_json = args.peer.json;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.wait);
-    // Wait for a first connected peer (events are drained meanwhile).
+    // Wait for a first connected peer whose path has an RTT (events are drained meanwhile).
     loop {
         let st = node.status().await?;
-        if st.iter().any(|p| p.open && p.path.is_some()) {
+        if st
+            .iter()
+            .any(|p| p.open && p.path.as_ref().is_some_and(|x| x.rtt.is_some()))
+        {
             break;
         }
         if tokio::time::Instant::now() >= deadline {

@@ -56,6 +56,8 @@ pub(crate) enum Out {
 
 /// How often the data-only engine reports its path's RTT (str0m's stats interval).
 const STATS_EVERY: Duration = Duration::from_millis(250);
+/// How soon the path is reported again while its RTT is unknown.
+const STATS_SOON: Duration = Duration::from_millis(20);
 
 pub(crate) struct DataEngine {
     conn: dc::Connection,
@@ -446,12 +448,20 @@ impl DataEngine {
         if let Some((protocol, local, remote)) = self.path
             && now >= self.next_stats
         {
-            self.next_stats = now + STATS_EVERY;
+            // A path whose RTT is not known yet (the nominating check's answer still on its
+            // way) is reported again soon rather than a stats period later.
+            let rtt = self.conn.rtt();
+            self.next_stats = now
+                + if rtt.is_some() {
+                    STATS_EVERY
+                } else {
+                    STATS_SOON
+                };
             return Out::Event(Happened::Stats {
                 local,
                 remote,
                 protocol,
-                rtt: self.conn.rtt(),
+                rtt,
             });
         }
         let next = self.conn.poll_timeout();
