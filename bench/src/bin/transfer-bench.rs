@@ -103,7 +103,12 @@ async fn time_child(mut child: Child, limit: Duration) -> anyhow::Result<(f64, u
                 tail.push_str(&l);
                 tail.push('\n');
                 if tail.len() > 4096 {
-                    tail.drain(..tail.len() - 4096);
+                    // At a character boundary: progress bars draw with multi-byte ones.
+                    let mut cut = tail.len() - 4096;
+                    while !tail.is_char_boundary(cut) {
+                        cut += 1;
+                    }
+                    tail.drain(..cut);
                 }
             }
             tail
