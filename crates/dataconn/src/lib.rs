@@ -139,6 +139,9 @@ pub struct Connection {
     channels: channels::Channels,
     /// Where datagrams go: the nominated pair.
     path: Option<(Protocol, SocketAddr, SocketAddr)>,
+    /// Until a pair is nominated here, DTLS answers on the pair its records came in on (the
+    /// controlled side, as DTLS server, hears the client before its nomination).
+    dtls_reply: Option<(Protocol, SocketAddr, SocketAddr)>,
     out: VecDeque<Transmit>,
     events: VecDeque<Event>,
     buf: Vec<u8>,
@@ -207,6 +210,7 @@ impl Connection {
             sctp_up: false,
             channels: channels::Channels::default(),
             path: None,
+            dtls_reply: None,
             out: VecDeque::new(),
             events: VecDeque::new(),
             buf: vec![0; 2048],
@@ -306,11 +310,14 @@ impl Connection {
         if self.remote.is_none() {
             self.ice.set_controlling(d.ice_lite);
         }
-        // We are the DTLS client unless the remote insists (or already is).
+        // Given the choice, the DTLS client is the side that controls ICE: it nominates
+        // the first pair that works and its ClientHello follows at once, where the
+        // controlled side would wait half a round trip more for the nomination.
         let client = match (self.dtls_client, d.setup) {
             (Some(c), _) => c,
             (None, sdp::Setup::Active) => false,
-            (None, _) => true,
+            (None, sdp::Setup::Passive) => true,
+            (None, sdp::Setup::ActPass) => d.ice_lite,
         };
         self.mid = d.mid.clone();
         self.take_remote(now, d, client)?;
@@ -383,6 +390,12 @@ impl Connection {
                 .map_err(|e| Error::Dtls(e.to_string()))?;
             let mut dtls = dimpl::Dtls::new_12(Arc::new(config), self.cert.clone(), now);
             dtls.set_active(client);
+            if !client {
+                // A server is ready for the ClientHello whenever it comes (before its first
+                // tick, dimpl would panic on one).
+                dtls.handle_timeout(now)
+                    .map_err(|e| Error::Dtls(e.to_string()))?;
+            }
             self.dtls = Some(dtls);
             self.dtls_timeout = None;
         }
@@ -539,6 +552,14 @@ impl Connection {
                 self.ice.handle_timeout(now);
             }
             Some(20..=63) => {
+                if self.path.is_none() {
+                    if self.dtls_client != Some(false) {
+                        // A client's handshake starts on the nominated path: nothing
+                        // before it is an answer.
+                        return;
+                    }
+                    self.dtls_reply = Some((proto, destination, source));
+                }
                 if let Some(dtls) = self.dtls.as_mut()
                     && let Err(e) = dtls.handle_packet(contents)
                 {
@@ -563,7 +584,7 @@ impl Connection {
         }
         self.ice.handle_timeout(now);
         if let Some(dtls) = self.dtls.as_mut()
-            && self.path.is_some()
+            && self.path.or(self.dtls_reply).is_some()
             && self.dtls_timeout.is_none_or(|t| now >= t)
             && let Err(e) = dtls.handle_timeout(now)
         {
@@ -581,7 +602,7 @@ impl Connection {
         if self.closed {
             return None;
         }
-        let dtls = self.path.and(self.dtls_timeout);
+        let dtls = self.path.or(self.dtls_reply).and(self.dtls_timeout);
         let sctp = self.sctp.as_ref().and_then(Association::poll_timeout);
         [self.ice.poll_timeout(), dtls, sctp]
             .into_iter()
@@ -677,9 +698,10 @@ impl Connection {
     fn run_sctp(&mut self, now: Instant) {
         let Some(a) = self.sctp.as_mut() else { return };
         match a.state() {
-            SctpState::Established if !self.sctp_up => {
+            // Up once messages can go: the first ride with our COOKIE ECHO.
+            _ if a.can_send() && !self.sctp_up => {
                 self.sctp_up = true;
-                tracing::debug!("SCTP established");
+                tracing::debug!(state = ?a.state(), "SCTP up");
                 self.events.push_back(Event::Connected);
                 let client = self.dtls_client.unwrap_or(true);
                 self.channels.start(now, client, a, &mut self.events);
@@ -727,7 +749,7 @@ impl Connection {
             };
             match dtls.poll_output(&mut self.buf) {
                 dimpl::Output::Packet(p) => {
-                    if let Some((proto, source, destination)) = self.path {
+                    if let Some((proto, source, destination)) = self.path.or(self.dtls_reply) {
                         self.out.push_back(Transmit {
                             proto,
                             source,

@@ -21,8 +21,27 @@ struct Pair {
     sides: [Side; 2],
     /// Datagrams dropped on the way: one in this many at random (0: none).
     drop_every: usize,
+    /// Side 0's nominating checks are lost (side 1 is never told which pair to use).
+    lose_nominations: bool,
     moved: usize,
     rng: u64,
+}
+
+/// Whether a datagram is a STUN binding request with USE-CANDIDATE (RFC 8445 §7.1.2).
+fn nominates(d: &[u8]) -> bool {
+    if d.len() < 20 || d[..2] != [0, 1] {
+        return false;
+    }
+    let mut at = 20;
+    while at + 4 <= d.len() {
+        let kind = u16::from_be_bytes([d[at], d[at + 1]]);
+        let len = usize::from(u16::from_be_bytes([d[at + 2], d[at + 3]]));
+        if kind == 0x0025 {
+            return true;
+        }
+        at += 4 + len.next_multiple_of(4);
+    }
+    false
 }
 
 fn side(now: Instant, addr: &str, seed: u8) -> Side {
@@ -44,6 +63,7 @@ impl Pair {
             now,
             sides: [side(now, "10.0.0.1:5000", 1), side(now, "10.0.0.2:6000", 2)],
             drop_every: 0,
+            lose_nominations: false,
             moved: 0,
             rng: 0x9e37_79b9_7f4a_7c15,
         }
@@ -73,6 +93,9 @@ impl Pair {
                     self.rng ^= self.rng >> 7;
                     self.rng ^= self.rng << 17;
                     if self.drop_every > 0 && (self.rng as usize).is_multiple_of(self.drop_every) {
+                        continue;
+                    }
+                    if i == 0 && self.lose_nominations && nominates(&t.contents) {
                         continue;
                     }
                     let to = 1 - i;
@@ -382,4 +405,31 @@ fn a_closed_channel_closes_on_both_sides_and_its_stream_is_reused() {
     ));
     let got: Vec<u8> = p.received(1, three_there).iter().map(|m| m.1[0]).collect();
     assert_eq!(got, (0..10).collect::<Vec<u8>>());
+}
+
+#[test]
+fn the_answerer_is_the_dtls_server_and_answers_before_its_nomination() {
+    // The offerer controls ICE, so it nominates first: given the choice (actpass), the answer
+    // makes it the DTLS client, and its ClientHello follows its nomination at once.
+    let mut p = Pair::new();
+    let offer = p.sides[0].c.create_offer();
+    let answer = p.sides[1].c.accept_offer(p.now, &offer).unwrap();
+    assert!(answer.contains("a=setup:passive"), "{answer}");
+    // Records reach the answerer before any check did: dropped, nothing breaks.
+    let (from, to, now) = (p.sides[0].addr, p.sides[1].addr, p.now);
+    for junk in [&[22u8, 254, 253, 0, 0][..], &[23; 40], &[22; 13]] {
+        p.sides[1]
+            .c
+            .handle_receive(now, peerweb_dataconn::Protocol::Udp, from, to, junk);
+    }
+    p.sides[0].c.accept_answer(p.now, &answer).unwrap();
+    // The nominations never reach the answerer: it answers the ClientHello on the pair it
+    // came on, and both sides connect all the same, without a retransmission's wait.
+    p.lose_nominations = true;
+    assert!(p.run_until(Duration::from_secs(10), |p| p.connected()));
+    assert!(
+        p.now - p.start < Duration::from_millis(20),
+        "{:?}",
+        p.now - p.start
+    );
 }

@@ -413,9 +413,8 @@ impl DataEngine {
     }
 
     fn poll(&mut self, now: Instant) -> Out {
-        if let Some(t) = self.conn.poll_transmit(now) {
-            return Out::Transmit(t);
-        }
+        // Events first: what the application sends on hearing them (a channel open) makes
+        // the same packets (the first messages ride with SCTP's COOKIE ECHO).
         while let Some(e) = self.conn.poll_event() {
             let h = match e {
                 dc::Event::Ice(s) => Happened::Ice(s),
@@ -444,6 +443,9 @@ impl DataEngine {
                 }
             };
             return Out::Event(h);
+        }
+        if let Some(t) = self.conn.poll_transmit(now) {
+            return Out::Transmit(t);
         }
         if let Some((protocol, local, remote)) = self.path
             && now >= self.next_stats

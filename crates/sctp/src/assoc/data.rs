@@ -386,13 +386,37 @@ impl Flow {
 
     /// Fills packets (each `mtu` bytes at most) with what is due: a SACK, FORWARD TSN, chunks
     /// to send again, then new data within the windows. `packet` makes a packet of chunks.
-    pub(super) fn flush(&mut self, now: Instant, rto: &Rto, mut packet: impl FnMut(&[Chunk<'_>])) {
+    pub(super) fn flush(&mut self, now: Instant, rto: &Rto, packet: impl FnMut(&[Chunk<'_>])) {
+        self.fill(now, rto, None, packet);
+    }
+
+    /// New data for the packet that carries our COOKIE ECHO (RFC 9260 §5.1 lets DATA ride
+    /// with it, the peer taking the two in order): DATA chunks within `room` bytes and the
+    /// windows, nothing else, in one call of `packet` at most.
+    pub(super) fn bundle(
+        &mut self,
+        now: Instant,
+        rto: &Rto,
+        room: usize,
+        packet: impl FnMut(&[Chunk<'_>]),
+    ) {
+        self.fill(now, rto, Some(room), packet);
+    }
+
+    /// [`Flow::flush`], or with `bundle`, only new data within that many bytes of chunks.
+    fn fill(
+        &mut self,
+        now: Instant,
+        rto: &Rto,
+        bundle: Option<usize>,
+        mut packet: impl FnMut(&[Chunk<'_>]),
+    ) {
         // Control chunks first (bundled with data where they fit): the SACK, FORWARD TSN.
         let mut gaps = Vec::new();
         let mut dups = Vec::new();
         let mut wire = Vec::new();
         let mut sack = None;
-        if self.sack_now {
+        if self.sack_now && bundle.is_none() {
             self.sack_now = false;
             self.sack_at = None;
             self.unacked_packets = 0;
@@ -417,7 +441,7 @@ impl Flow {
         let mut reconfig = Vec::new();
         let rto_ms = rto.rto().as_millis() as u64;
         let last_tsn = Tsn(self.tx.next_tsn().0.wrapping_sub(1));
-        while self.resets.due(now) {
+        while bundle.is_none() && self.resets.due(now) {
             let queue = &self.queue;
             let mut params = Vec::new();
             self.resets.chunk(
@@ -436,6 +460,7 @@ impl Flow {
         self.tx.expire(now);
         let mut forward = None;
         if self.peer_forward_tsn
+            && bundle.is_none()
             && let Some((point, streams)) = self.tx.forward_tsn()
             && self.forwarded.is_none_or(|f| point.gt(f))
         {
@@ -458,7 +483,7 @@ impl Flow {
         } else {
             0
         };
-        while let Some(len) = self.tx.retransmit_len() {
+        while let Some(len) = self.tx.retransmit_len().filter(|_| bundle.is_none()) {
             let in_flight = self.tx.in_flight();
             let fits = in_flight == 0 || in_flight + len <= self.cc.cwnd();
             if !fits {
@@ -493,9 +518,20 @@ impl Flow {
         }
         self.pace_last = Some(now);
         self.pace_next = None;
+        // Room left in the packet being bundled.
+        let mut bundle_left = bundle;
         while let Some(p) = self.queue.front_mut() {
             let window = self.cc.cwnd().min(self.peer_rwnd.max(self.mtu));
-            let take = (p.data.len() - p.offset).min(room);
+            let mut take = (p.data.len() - p.offset).min(room);
+            if let Some(left) = bundle_left.as_mut() {
+                // A DATA chunk's header and the payload's padding.
+                let fits = left.saturating_sub(16) & !3;
+                if fits == 0 {
+                    break;
+                }
+                take = take.min(fits);
+                *left -= 16 + take.next_multiple_of(4);
+            }
             let in_flight = self.tx.in_flight();
             if in_flight > 0 && in_flight + take > window {
                 break;

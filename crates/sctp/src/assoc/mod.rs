@@ -110,6 +110,8 @@ pub struct Association {
     peer: Option<PeerInit>,
     /// The cookie to echo (from the peer's INIT ACK), while COOKIE-ECHOED.
     echo: Option<Vec<u8>>,
+    /// The first COOKIE ECHO is made at the next flush, with the DATA queued by then.
+    echo_due: bool,
     rto: Rto,
     /// T1 (T2 when shutting down): when INIT, COOKIE ECHO or SHUTDOWN ACK goes again, and
     /// how many times it went.
@@ -141,6 +143,7 @@ impl Association {
             secret: Secret::new(secret),
             peer: None,
             echo: None,
+            echo_due: false,
             rto: Rto::new(cfg.rto),
             t1: None,
             out: VecDeque::new(),
@@ -179,11 +182,25 @@ impl Association {
 
     /// When [`Association::handle_timeout`] is due.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let flow = self.flow.as_ref().and_then(data::Flow::next_timeout);
+        let flow = self.flowing().and_then(data::Flow::next_timeout);
         [self.t1.map(|(at, _)| at), flow]
             .into_iter()
             .flatten()
             .min()
+    }
+
+    /// Whether messages may be sent: once the peer's INIT ACK came (the first go with our
+    /// COOKIE ECHO), or its COOKIE ECHO.
+    pub fn can_send(&self) -> bool {
+        matches!(self.state, State::CookieEchoed | State::Established)
+    }
+
+    /// The data transfer, once it runs on its own (established): while COOKIE-ECHOED the
+    /// flow only takes messages, and what it sends rides with COOKIE ECHO.
+    fn flowing(&self) -> Option<&data::Flow> {
+        self.flow
+            .as_ref()
+            .filter(|_| matches!(self.state, State::Established | State::ShuttingDown))
     }
 
     /// Queues a message on `stream` (ordered unless `unordered`; given up past `reliability`).
@@ -197,7 +214,7 @@ impl Association {
         reliability: Reliability,
         data: &[u8],
     ) -> Result<(), SendError> {
-        if self.state != State::Established {
+        if !self.can_send() {
             return Err(SendError::NotEstablished);
         }
         let flow = self.flow.as_mut().ok_or(SendError::NotEstablished)?;
@@ -254,6 +271,12 @@ impl Association {
 
     /// Packets for what is due on the data side.
     fn flush(&mut self, now: Instant) {
+        if self.state == State::CookieEchoed {
+            if std::mem::take(&mut self.echo_due) {
+                self.send_first_cookie_echo(now);
+            }
+            return;
+        }
         let (Some(flow), Some(peer)) = (self.flow.as_mut(), self.peer) else {
             return;
         };
@@ -323,6 +346,39 @@ impl Association {
         self.arm_t1(now, attempt);
     }
 
+    /// The first COOKIE ECHO, with as much queued DATA as fits its packet (RFC 9260 §5.1);
+    /// nothing else goes until the peer's COOKIE ACK or COOKIE ECHO. Sent again on T1, it
+    /// goes alone: the DATA is T3's once established.
+    fn send_first_cookie_echo(&mut self, now: Instant) {
+        let (Some(cookie), Some(peer), Some(flow)) =
+            (self.echo.as_deref(), self.peer, self.flow.as_mut())
+        else {
+            return;
+        };
+        let echo = Chunk::CookieEcho(cookie);
+        let room = self
+            .cfg
+            .mtu
+            .saturating_sub(crate::packet::HEADER + echo.encoded_len());
+        let header = Header {
+            src_port: self.cfg.port,
+            dst_port: self.cfg.port,
+            vtag: peer.tag,
+        };
+        let mut w = Writer::new(header, Vec::new());
+        if w.push(&echo).is_err() {
+            return;
+        }
+        flow.bundle(now, &self.rto, room, |chunks| {
+            for c in chunks {
+                // Sized to fit above; a chunk that did not would stay in flight for T3.
+                let _ = w.push(c);
+            }
+        });
+        self.out.push_back(w.finish());
+        self.arm_t1(now, 1);
+    }
+
     fn send_cookie_echo(&mut self, now: Instant, attempt: u32) {
         let (Some(cookie), Some(peer)) = (self.echo.clone(), self.peer) else {
             return;
@@ -345,7 +401,9 @@ impl Association {
 
     /// Time passes: T1 sends INIT or COOKIE ECHO again, or gives up.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if let Some(flow) = self.flow.as_mut() {
+        if self.flowing().is_some()
+            && let Some(flow) = self.flow.as_mut()
+        {
             flow.on_timeout(now, &mut self.rto);
             self.flush(now);
         }
@@ -452,7 +510,12 @@ impl Association {
                 self.peer = Some(peer_init(ack));
                 self.echo = Some(c.to_vec());
                 self.state = State::CookieEchoed;
-                self.send_cookie_echo(now, 1);
+                // Messages may be queued from now on; the COOKIE ECHO waits for the next
+                // flush to carry the first of them.
+                self.start_flow();
+                self.echo_due = true;
+                self.unflushed = Some(now);
+                self.arm_t1(now, 1);
                 true
             }
             (
@@ -531,7 +594,13 @@ impl Association {
     fn established(&mut self) {
         self.t1 = None;
         self.echo = None;
+        self.echo_due = false;
         self.state = State::Established;
+        self.start_flow();
+    }
+
+    /// The data transfer, once the peer's INIT or INIT ACK is known.
+    fn start_flow(&mut self) {
         if let (None, Some(peer)) = (&self.flow, self.peer) {
             self.flow = Some(data::Flow::new(data::FlowConfig {
                 mtu: self.cfg.mtu,

@@ -727,3 +727,127 @@ fn a_shutdown_finishes_what_is_in_flight_then_acknowledges() {
     }
     assert_eq!(l.b.state(), State::Closed(Closed::ShutDown));
 }
+
+#[test]
+fn the_first_messages_ride_with_cookie_echo_and_nothing_else_goes_before_the_ack() {
+    // RFC 9260 §5.1: once the INIT ACK is in, messages may be queued; the COOKIE ECHO is the
+    // first chunk of the packet carrying them, and no other packet leaves until the peer's
+    // COOKIE ACK (or its own COOKIE ECHO) says the association is up.
+    let t0 = T0.with(|t| *t);
+    let mut a = Association::connect(Config::default(), t0, random(11));
+    let mut b = Association::connect(Config::default(), t0, random(12));
+    let a_init = a.poll_transmit().unwrap();
+    let _ = b.poll_transmit();
+    assert!(!a.can_send());
+    assert_eq!(
+        a.send_message(t0, 1, 51, false, Reliability::default(), b"x"),
+        Err(SendError::NotEstablished)
+    );
+    // b answers a's INIT; a may send from then on.
+    assert!(b.handle_packet(t0, &a_init));
+    let ack = b.poll_transmit().unwrap();
+    assert!(a.handle_packet(t0, &ack));
+    assert_eq!(a.state(), State::CookieEchoed);
+    assert!(a.can_send());
+    a.send_message(t0, 1, 51, false, Reliability::default(), b"first")
+        .unwrap();
+    // More than one packet's worth queued: only what fits rides along.
+    a.send_message(t0, 1, 53, false, Reliability::default(), &[7; 4000])
+        .unwrap();
+    let echo = a.poll_transmit().unwrap();
+    assert!(echo.len() <= Config::default().mtu, "{}", echo.len());
+    let kinds: Vec<u8> = Packet::parse(&echo)
+        .unwrap()
+        .chunks()
+        .map(|c| c.unwrap().kind())
+        .collect();
+    assert_eq!(kinds[..2], [kind::COOKIE_ECHO, kind::DATA], "{kinds:?}");
+    assert!(
+        a.poll_transmit().is_none(),
+        "nothing else before COOKIE ACK"
+    );
+    let t1 = t0 + std::time::Duration::from_millis(1);
+    a.handle_timeout(t1);
+    assert!(a.poll_transmit().is_none(), "no T3 while COOKIE-ECHOED");
+    // b takes the cookie, then the message in the same packet.
+    assert!(b.handle_packet(t1, &echo));
+    assert_eq!(b.state(), State::Established);
+    assert_eq!(b.poll_message().unwrap().data, b"first");
+    // The rest follows once a hears back.
+    let mut got = 0;
+    for _ in 0..20 {
+        while let Some(p) = b.poll_transmit() {
+            a.handle_packet(t1, &p);
+        }
+        while let Some(p) = a.poll_transmit() {
+            b.handle_packet(t1, &p);
+        }
+        while let Some(m) = b.poll_message() {
+            got += m.data.len();
+        }
+    }
+    assert_eq!(a.state(), State::Established);
+    assert_eq!(got, 4000);
+}
+
+#[test]
+fn a_lost_cookie_echo_with_data_is_sent_again_and_the_data_still_arrives() {
+    // b's INIT is lost, so a sets up through its own INIT and COOKIE ECHO; the packet with
+    // that COOKIE ECHO and a's message is lost too. T1 sends the COOKIE ECHO again, alone;
+    // once established, T3 sends the message.
+    let t0 = T0.with(|t| *t);
+    let mut a = Association::connect(Config::default(), t0, random(13));
+    let mut b = Association::connect(Config::default(), t0, random(14));
+    let _ = b.poll_transmit();
+    let mut now = t0;
+    let mut queued = false;
+    let mut echoes = Vec::new();
+    let mut got = Vec::new();
+    for _ in 0..1000 {
+        if a.can_send() && !queued {
+            a.send_message(now, 2, 51, false, Reliability::default(), b"hello")
+                .unwrap();
+            queued = true;
+        }
+        let mut moved = false;
+        while let Some(p) = a.poll_transmit() {
+            moved = true;
+            let kinds: Vec<u8> = Packet::parse(&p)
+                .unwrap()
+                .chunks()
+                .map(|c| c.unwrap().kind())
+                .collect();
+            if kinds[0] == kind::COOKIE_ECHO {
+                echoes.push(kinds);
+                if echoes.len() == 1 {
+                    continue;
+                }
+            }
+            b.handle_packet(now, &p);
+        }
+        while let Some(p) = b.poll_transmit() {
+            moved = true;
+            a.handle_packet(now, &p);
+        }
+        while let Some(m) = b.poll_message() {
+            got.push(m.data);
+        }
+        if !got.is_empty() && a.buffered() == 0 {
+            break;
+        }
+        if !moved {
+            let next = [a.poll_timeout(), b.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap();
+            now = next.max(now);
+            a.handle_timeout(now);
+            b.handle_timeout(now);
+        }
+    }
+    assert_eq!(echoes[0], [kind::COOKIE_ECHO, kind::DATA]);
+    assert_eq!(echoes[1], [kind::COOKIE_ECHO]);
+    assert_eq!(got, [b"hello".to_vec()]);
+    assert_eq!(a.state(), State::Established);
+}
