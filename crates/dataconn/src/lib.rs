@@ -287,9 +287,12 @@ impl Connection {
             self.ice.set_controlling(true);
         }
         self.negotiation = Negotiation::Offered;
-        // A later offer keeps the DTLS role already chosen.
+        // The offerer controls ICE: it nominates the first pair that works, so as the DTLS
+        // client its ClientHello follows at once, where the controlled side would wait half a
+        // round trip more for the nomination (RFC 8842 lets an offer be `active`; browsers,
+        // str0m and libdatachannel then answer `passive`). A later offer keeps the role.
         let setup = match self.dtls_client {
-            None => sdp::Setup::ActPass,
+            None => sdp::Setup::Active,
             Some(true) => sdp::Setup::Active,
             Some(false) => sdp::Setup::Passive,
         };
@@ -310,14 +313,13 @@ impl Connection {
         if self.remote.is_none() {
             self.ice.set_controlling(d.ice_lite);
         }
-        // Given the choice, the DTLS client is the side that controls ICE: it nominates
-        // the first pair that works and its ClientHello follows at once, where the
-        // controlled side would wait half a round trip more for the nomination.
+        // We are the DTLS client unless the remote insists (or already is): browsers
+        // offer `actpass` and answer `active` the same way, and Chromium gives channels
+        // opened before the answer the server's stream ids.
         let client = match (self.dtls_client, d.setup) {
             (Some(c), _) => c,
             (None, sdp::Setup::Active) => false,
-            (None, sdp::Setup::Passive) => true,
-            (None, sdp::Setup::ActPass) => d.ice_lite,
+            (None, _) => true,
         };
         self.mid = d.mid.clone();
         self.take_remote(now, d, client)?;

@@ -409,10 +409,11 @@ fn a_closed_channel_closes_on_both_sides_and_its_stream_is_reused() {
 
 #[test]
 fn the_answerer_is_the_dtls_server_and_answers_before_its_nomination() {
-    // The offerer controls ICE, so it nominates first: given the choice (actpass), the answer
-    // makes it the DTLS client, and its ClientHello follows its nomination at once.
+    // The offerer controls ICE, so it nominates first: it offers to be the DTLS client, and
+    // its ClientHello follows its nomination at once.
     let mut p = Pair::new();
     let offer = p.sides[0].c.create_offer();
+    assert!(offer.contains("a=setup:active"), "{offer}");
     let answer = p.sides[1].c.accept_offer(p.now, &offer).unwrap();
     assert!(answer.contains("a=setup:passive"), "{answer}");
     // Records reach the answerer before any check did: dropped, nothing breaks.
