@@ -172,6 +172,7 @@ impl Drop for Connection {
                 chunks_retransmitted = s.chunks_retransmitted,
                 fast_recoveries = s.fast_recoveries,
                 timeouts = s.timeouts,
+                window_drops = s.window_drops,
                 "SCTP at the end"
             );
         }

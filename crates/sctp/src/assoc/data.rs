@@ -41,6 +41,8 @@ pub struct Stats {
     pub fast_recoveries: u64,
     /// T3 expiries.
     pub timeouts: u64,
+    /// DATA chunks received and dropped for want of room in our receiver window.
+    pub window_drops: u64,
 }
 
 /// Packets that may leave back to back when pacing allows (one GSO batch's worth).
@@ -282,6 +284,7 @@ impl Flow {
         if (!in_order && taken + self.held > self.a_rwnd)
             || (self.held > 0 && self.held + d.payload.len() > self.a_rwnd)
         {
+            self.stats.window_drops += 1;
             self.sack_now = true;
             return;
         }
@@ -416,27 +419,6 @@ impl Flow {
         let mut dups = Vec::new();
         let mut wire = Vec::new();
         let mut sack = None;
-        if self.sack_now && bundle.is_none() {
-            self.sack_now = false;
-            self.sack_at = None;
-            self.unacked_packets = 0;
-            // The SACK fits one packet: the lowest gap blocks (those the sender acts on
-            // first) and a few duplicates. A SACK that did not fit would not go at all, and
-            // a burst lost in every other packet reports thousands of gaps.
-            let room = self.mtu.saturating_sub(crate::packet::HEADER + SACK_FIXED);
-            let max_dups = MAX_DUPS.min(room / 8);
-            let max_gaps = (room - max_dups * 4) / 4;
-            crate::chunk::Sack::encode_gaps(
-                self.rx.gap_blocks().into_iter().take(max_gaps),
-                &mut gaps,
-            );
-            for d in self.rx.take_duplicates().into_iter().take(max_dups) {
-                dups.extend_from_slice(&d.0.to_be_bytes());
-            }
-            self.advertised = self.rwnd();
-            let a_rwnd = self.advertised.min(u32::MAX as usize) as u32;
-            sack = Sack::new(self.rx.cum_tsn().0, a_rwnd, &gaps, &dups).ok();
-        }
         // Stream resets: answers to the peer's requests, our request.
         let mut reconfig = Vec::new();
         let rto_ms = rto.rto().as_millis() as u64;
@@ -520,6 +502,11 @@ impl Flow {
         self.pace_next = None;
         // Room left in the packet being bundled.
         let mut bundle_left = bundle;
+        // Nothing was in flight: what goes now is a message on its own (a request, an
+        // answer), and its last chunk asks for a SACK at once (RFC 7053's I bit) rather than
+        // after the peer's SACK delay, which would outlast our RTO on a long path.
+        let isolated = self.tx.in_flight() == 0;
+        let mut immediate = None;
         while let Some(p) = self.queue.front_mut() {
             let window = self.cc.cwnd().min(self.peer_rwnd.max(self.mtu));
             let mut take = (p.data.len() - p.offset).min(room);
@@ -562,8 +549,36 @@ impl Flow {
             if c.end {
                 self.queue.pop_front();
             }
-            data.push(self.tx.push(c, now));
+            let tsn = self.tx.push(c, now);
+            data.push(tsn);
             self.stats.chunks_sent += 1;
+            if isolated && self.queue.is_empty() {
+                immediate = Some(tsn);
+            }
+        }
+        // A SACK due, or one waiting for its delay while data goes anyway: it rides along
+        // (RFC 9260 §6.2), so a request's answer acknowledges the request.
+        let piggyback = self.sack_at.is_some() && !data.is_empty();
+        if (self.sack_now || piggyback) && bundle.is_none() {
+            self.sack_now = false;
+            self.sack_at = None;
+            self.unacked_packets = 0;
+            // The SACK fits one packet: the lowest gap blocks (those the sender acts on
+            // first) and a few duplicates. A SACK that did not fit would not go at all, and
+            // a burst lost in every other packet reports thousands of gaps.
+            let room = self.mtu.saturating_sub(crate::packet::HEADER + SACK_FIXED);
+            let max_dups = MAX_DUPS.min(room / 8);
+            let max_gaps = (room - max_dups * 4) / 4;
+            crate::chunk::Sack::encode_gaps(
+                self.rx.gap_blocks().into_iter().take(max_gaps),
+                &mut gaps,
+            );
+            for d in self.rx.take_duplicates().into_iter().take(max_dups) {
+                dups.extend_from_slice(&d.0.to_be_bytes());
+            }
+            self.advertised = self.rwnd();
+            let a_rwnd = self.advertised.min(u32::MAX as usize) as u32;
+            sack = Sack::new(self.rx.cum_tsn().0, a_rwnd, &gaps, &dups).ok();
         }
         // Into packets of at most `mtu` bytes, in that order.
         let mut chunks: Vec<Chunk<'_>> = Vec::new();
@@ -576,10 +591,11 @@ impl Flow {
         }
         chunks.extend(reconfig.iter().map(|p| Chunk::Reconfig(Params::raw(p))));
         let tx = &self.tx;
-        chunks.extend(
-            data.iter()
-                .filter_map(|tsn| tx.get(*tsn).map(|c| Chunk::Data(data_chunk(*tsn, c)))),
-        );
+        chunks.extend(data.iter().filter_map(|tsn| {
+            let mut d = data_chunk(*tsn, tx.get(*tsn)?);
+            d.immediate = immediate == Some(*tsn);
+            Some(Chunk::Data(d))
+        }));
         let mut batch: Vec<Chunk<'_>> = Vec::new();
         let mut size = crate::packet::HEADER;
         for c in chunks {

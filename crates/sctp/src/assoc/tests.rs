@@ -851,3 +851,30 @@ fn a_lost_cookie_echo_with_data_is_sent_again_and_the_data_still_arrives() {
     assert_eq!(got, [b"hello".to_vec()]);
     assert_eq!(a.state(), State::Established);
 }
+
+#[test]
+fn requests_and_answers_are_acknowledged_within_a_round_trip_on_a_long_path() {
+    // 150 ms round trips: a request on its own asks for a SACK at once (I bit) and an answer
+    // carries the SACK of the request, so neither waits out the peer's SACK delay — which,
+    // with the RTO near its 220 ms floor, would fire T3 and collapse the window for nothing.
+    let mut l = Link::new(21, 75, 0);
+    let rtt = std::time::Duration::from_millis(150);
+    for round in 0..6u8 {
+        let t = l.now;
+        l.a.send_message(t, 1, 51, false, Reliability::default(), &[round; 100])
+            .unwrap();
+        l.run(std::time::Duration::from_secs(5), |l| {
+            l.got[1].len() == usize::from(round) + 1
+        });
+        // b answers at once: its SACK of the request rides with the answer.
+        let t = l.now;
+        l.b.send_message(t, 1, 51, false, Reliability::default(), &[round; 50])
+            .unwrap();
+        l.run(std::time::Duration::from_secs(5), |l| {
+            l.got[0].len() == usize::from(round) + 1 && l.a.buffered() == 0 && l.b.buffered() == 0
+        });
+        let took = l.now - t;
+        assert!(took <= rtt, "round {round}: {took:?}");
+    }
+    assert_eq!((l.a.stats().timeouts, l.b.stats().timeouts), (0, 0));
+}
