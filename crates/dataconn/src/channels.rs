@@ -1,6 +1,7 @@
 //! Data channels over the association (RFC 8831, 8832): a stream per channel — even ids for
 //! the DTLS client, odd for the server, the given id for a negotiated channel —, DCEP's
-//! OPEN/ACK for the others, the PPIDs of text, binary and empty messages, each channel's
+//! OPEN/ACK for the others (ours open as the OPEN goes, their messages sent ordered until the
+//! ACK, as Chromium does), the PPIDs of text, binary and empty messages, each channel's
 //! ordering and reliability applied to what it sends, and closing (§6.7): each side resets
 //! its outgoing stream, and the channel is closed — its stream free again — once both are.
 
@@ -62,15 +63,12 @@ pub enum ChannelError {
 enum State {
     /// Before SCTP is up (no stream yet).
     Waiting,
-    /// DATA_CHANNEL_OPEN sent, no ACK yet.
-    Opening,
+    /// Open: ours from the moment its DATA_CHANNEL_OPEN is sent (RFC 8832 §6 lets data
+    /// follow it at once, as browsers do), the peer's from its OPEN.
     Open,
     /// Closing: our outgoing stream is being reset or is (`ours_done`), and the peer's
     /// (`theirs_done`).
-    Closing {
-        ours_done: bool,
-        theirs_done: bool,
-    },
+    Closing { ours_done: bool, theirs_done: bool },
 }
 
 #[derive(Debug)]
@@ -78,6 +76,10 @@ struct Channel {
     cfg: ChannelConfig,
     stream: Option<u16>,
     state: State,
+    /// The peer has our channel: its ACK (or data on the stream) came, or no DCEP was
+    /// needed. Until then messages go ordered whatever the channel says, so none can pass
+    /// the OPEN (RFC 8832 §6).
+    acked: bool,
 }
 
 #[derive(Debug, Default)]
@@ -118,6 +120,7 @@ impl Channels {
                 cfg,
                 stream: None,
                 state: State::Waiting,
+                acked: false,
             },
         );
         if let (Some(a), Some(_)) = (assoc, self.even) {
@@ -180,12 +183,12 @@ impl Channels {
             return;
         };
         c.stream = Some(stream);
+        c.state = State::Open;
+        events.push_back(Event::ChannelOpen(id, c.cfg.label.clone()));
         if negotiated.is_some() {
-            c.state = State::Open;
-            events.push_back(Event::ChannelOpen(id, c.cfg.label.clone()));
+            c.acked = true;
             return;
         }
-        c.state = State::Opening;
         let open = dcep::Message::Open {
             unordered: !c.cfg.ordered,
             reliability: c.cfg.reliability,
@@ -213,7 +216,7 @@ impl Channels {
         };
         match (c.state, c.stream, assoc) {
             (State::Closing { .. }, _, _) => {}
-            (State::Opening | State::Open, Some(stream), Some(a)) => {
+            (State::Open, Some(stream), Some(a)) => {
                 c.state = State::Closing {
                     ours_done: false,
                     theirs_done: false,
@@ -332,7 +335,8 @@ impl Channels {
             (true, true) => (ppid::BINARY_EMPTY, &[0]),
             (false, true) => (ppid::STRING_EMPTY, &[0]),
         };
-        assoc.send_message(now, stream, p, !c.cfg.ordered, giveup, bytes)?;
+        let unordered = !c.cfg.ordered && c.acked;
+        assoc.send_message(now, stream, p, unordered, giveup, bytes)?;
         Ok(())
     }
 
@@ -355,11 +359,8 @@ impl Channels {
         let Some(c) = self.by_id.get_mut(&id) else {
             return false;
         };
-        if c.state == State::Opening {
-            // Data after our OPEN means the remote took it (its ACK may be on its way).
-            c.state = State::Open;
-            events.push_back(Event::ChannelOpen(id, c.cfg.label.clone()));
-        }
+        // Data after our OPEN means the remote took it (its ACK may be on its way).
+        c.acked = true;
         let (binary, data) = match m.ppid {
             ppid::BINARY => (true, m.data),
             ppid::STRING => (false, m.data),
@@ -385,10 +386,8 @@ impl Channels {
             Ok(dcep::Message::Ack) => {
                 if let Some(&id) = self.by_stream.get(&m.stream)
                     && let Some(c) = self.by_id.get_mut(&id)
-                    && c.state == State::Opening
                 {
-                    c.state = State::Open;
-                    events.push_back(Event::ChannelOpen(id, c.cfg.label.clone()));
+                    c.acked = true;
                 }
             }
             Ok(dcep::Message::Open {
@@ -417,6 +416,7 @@ impl Channels {
                         },
                         stream: Some(m.stream),
                         state: State::Open,
+                        acked: true,
                     },
                 );
                 if let Ok(ack) = dcep::Message::Ack.encode() {
