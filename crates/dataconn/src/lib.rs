@@ -714,6 +714,7 @@ impl Connection {
                     assoc::Closed::SetupFailed => "could not be set up",
                     assoc::Closed::Aborted => "was aborted by the remote",
                     assoc::Closed::ShutDown => "was shut down by the remote",
+                    assoc::Closed::Violation => "was aborted: the remote broke the protocol",
                 }));
                 return;
             }

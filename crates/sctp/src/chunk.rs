@@ -34,6 +34,12 @@ pub mod param {
     pub const FORWARD_TSN_SUPPORTED: u16 = 0xc000;
 }
 
+/// Error cause codes (RFC 9260 §3.3.10), in ERROR and ABORT chunks.
+pub mod cause {
+    /// A DATA chunk with no user data; the cause carries its TSN.
+    pub const NO_USER_DATA: u16 = 9;
+}
+
 /// DATA chunk flags.
 const FLAG_END: u8 = 0x01;
 const FLAG_BEGIN: u8 = 0x02;

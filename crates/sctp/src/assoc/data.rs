@@ -280,8 +280,7 @@ impl Flow {
         // Beyond the window only the next in order is taken (it frees what waits behind
         // it), and not even that while the application's unread messages fill the window:
         // reading them opens it again.
-        let taken = self.reasm.buffered() + d.payload.len();
-        if (!in_order && taken + self.held > self.a_rwnd)
+        if (!in_order && d.payload.len() > self.rwnd())
             || (self.held > 0 && self.held + d.payload.len() > self.a_rwnd)
         {
             self.stats.window_drops += 1;

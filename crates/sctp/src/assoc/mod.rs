@@ -14,7 +14,7 @@ mod reconfig;
 pub use data::{SendError, Stats};
 pub use reconfig::{MAX_STREAMS_PER_REQUEST, StreamEvent};
 
-use crate::chunk::{Chunk, Init, Params, kind, param};
+use crate::chunk::{Chunk, Init, Params, cause, kind, param};
 use crate::cookie::{self, Cookie, PeerInit, Secret};
 use crate::outstanding::Reliability;
 use crate::packet::{Header, Packet, Writer};
@@ -83,6 +83,8 @@ pub enum Closed {
     Aborted,
     /// The peer shut the association down (SHUTDOWN, SHUTDOWN ACK, SHUTDOWN COMPLETE).
     ShutDown,
+    /// We aborted it: the peer broke the protocol (a DATA chunk without data).
+    Violation,
 }
 
 /// What the peer's INIT or INIT ACK said.
@@ -271,6 +273,9 @@ impl Association {
 
     /// Packets for what is due on the data side.
     fn flush(&mut self, now: Instant) {
+        if matches!(self.state, State::Closed(_)) {
+            return;
+        }
         if self.state == State::CookieEchoed {
             if std::mem::take(&mut self.echo_due) {
                 self.send_first_cookie_echo(now);
@@ -541,6 +546,11 @@ impl Association {
                 true
             }
             (Chunk::Data(d), State::Established | State::ShuttingDown) => {
+                if d.payload.is_empty() {
+                    // RFC 9260 §6.2: an ABORT with "No User Data" and its TSN.
+                    self.abort(cause::NO_USER_DATA, &d.tsn.to_be_bytes());
+                    return true;
+                }
                 if let Some(flow) = self.flow.as_mut() {
                     flow.on_data(d);
                 }
@@ -589,6 +599,24 @@ impl Association {
             }
             _ => false,
         }
+    }
+
+    /// Ends the association over the peer's breach of the protocol: ABORT with `code`.
+    fn abort(&mut self, code: u16, info: &[u8]) {
+        let mut causes = Vec::new();
+        // One small cause: it fits.
+        let _ = Params::push(code, info, &mut causes);
+        if let Some(peer) = self.peer {
+            self.send(
+                peer.tag,
+                &Chunk::Abort {
+                    reflected: false,
+                    causes: Params::raw(&causes),
+                },
+            );
+        }
+        self.t1 = None;
+        self.state = State::Closed(Closed::Violation);
     }
 
     fn established(&mut self) {

@@ -878,3 +878,49 @@ fn requests_and_answers_are_acknowledged_within_a_round_trip_on_a_long_path() {
     }
     assert_eq!((l.a.stats().timeouts, l.b.stats().timeouts), (0, 0));
 }
+
+#[test]
+fn a_data_chunk_without_data_aborts_with_no_user_data() {
+    // RFC 9260 §6.2: ABORT with the "No User Data" cause and the chunk's TSN; the rest of the
+    // packet is not acted on, and nothing else leaves.
+    let mut l = Link::new(31, 5, 0);
+    let t = l.now;
+    let tsn = 0x0102_0304;
+    let empty = crate::chunk::Data {
+        tsn,
+        stream: 1,
+        ssn: 0,
+        ppid: 51,
+        unordered: false,
+        begin: true,
+        end: true,
+        immediate: false,
+        payload: &[],
+    };
+    let whole = crate::chunk::Data {
+        payload: b"after",
+        tsn: tsn.wrapping_add(1),
+        ..empty
+    };
+    let p = packet_to(&l.b, &[Chunk::Data(empty), Chunk::Data(whole)]);
+    assert!(l.b.handle_packet(t, &p));
+    assert_eq!(l.b.state(), State::Closed(Closed::Violation));
+    assert!(l.b.poll_message().is_none());
+    let raw = l.b.poll_transmit().unwrap();
+    let abort = Packet::parse(&raw).unwrap();
+    assert_eq!(abort.header.vtag, l.a.local_tag());
+    let chunks: Vec<Chunk<'_>> = abort.chunks().map(Result::unwrap).collect();
+    let [Chunk::Abort { reflected, causes }] = &chunks[..] else {
+        panic!("{chunks:?}");
+    };
+    assert!(!reflected);
+    assert_eq!(
+        causes.get(crate::chunk::cause::NO_USER_DATA),
+        Some(&tsn.to_be_bytes()[..])
+    );
+    assert!(l.b.poll_transmit().is_none());
+    assert_eq!(l.b.poll_timeout(), None);
+    // The peer takes the ABORT.
+    assert!(l.a.handle_packet(t, &raw));
+    assert_eq!(l.a.state(), State::Closed(Closed::Aborted));
+}
