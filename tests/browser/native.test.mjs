@@ -1,5 +1,6 @@
-// The native peer (`peerweb join`, str0m) and Chromium in one room through `peerweb serve`:
-// either side offers, data flows both ways on the default channel, relay-only on both sides
+// The native peer (`peerweb join`, on its own data path) and Chromium in one room through
+// `peerweb serve`: either side offers, data flows both ways on the default channel (short
+// messages, then 64 KiB and 256 KiB, the most either side takes), relay-only on both sides
 // goes through the built-in TURN, a browser that hides its address behind an mDNS name still
 // connects, an unreliable channel drops under induced loss where the reliable one does not,
 // and `peerweb ping` reports the path. All inside run.sh's loopback-only namespace.
@@ -32,7 +33,18 @@ async function nativeId(n) {
   return (await n.waitEvent((e) => e.event === 'welcome', { what: 'welcome' })).id;
 }
 
-/** Messages both ways between a tab and a native peer whose channel is open. */
+/** The large sizes sent both ways: str0m's and Chromium's 64 KiB, and 256 KiB, the most
+ * either side takes (its a=max-message-size). */
+const SIZES = [64 * 1024, 256 * 1024];
+
+/** A text message of `size` bytes that says who sent it. */
+function big(from, size) {
+  const head = `${from}:${size}:`;
+  return head + 'x'.repeat(size - head.length);
+}
+
+/** Messages both ways between a tab and a native peer whose channel is open: short ones,
+ * then the large sizes. */
 async function talk(page, n, pageId, nId) {
   await page.evaluate((id) => window.room.peers.get(id).send('from chromium'), nId);
   await n.waitEvent((e) => e.event === 'message' && e.data === 'from chromium' && e.peer === pageId, { what: 'browser→native' });
@@ -40,6 +52,21 @@ async function talk(page, n, pageId, nId) {
   const got = await waitFor(page, () => window.t.msgs.find((m) => m.data === 'from native'), null, { what: 'native→browser' });
   assert.equal(got.from, nId);
   assert.equal(got.label, 'peerweb');
+  await page.evaluate(([id, sizes]) => {
+    for (const size of sizes) {
+      const head = `chromium:${size}:`;
+      window.room.peers.get(id).send(head + 'x'.repeat(size - head.length));
+    }
+  }, [nId, SIZES]);
+  for (const size of SIZES) {
+    await n.waitEvent((e) => e.event === 'message' && e.peer === pageId && e.data === big('chromium', size),
+      { what: `${size} bytes from Chromium`, timeout: 20000 });
+  }
+  // `peerweb join` sends each stdin line as one message.
+  for (const size of SIZES) n.say(big('native', size));
+  await waitFor(page, ([sizes]) => sizes.every((size) => window.t.msgs.some((m) => typeof m.data === 'string'
+    && m.data.length === size && m.data.startsWith(`native:${size}:`) && m.data.endsWith('xxxx'))), [SIZES],
+  { what: 'the large messages from the native peer', timeout: 20000 });
 }
 
 test('native joins after a browser: the native peer offers, data flows both ways', async () => {
