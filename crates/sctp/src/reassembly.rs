@@ -94,7 +94,13 @@ impl Reassembly {
             return;
         }
         self.fragments.insert(key, (d.stream, d.unordered, f));
-        self.try_assemble(key);
+        // A message completes with its last missing fragment: its end, or one with the
+        // fragment after it already here (a gap filled). Fragments arriving in order before
+        // their end cannot complete anything, and looking back over the message for each
+        // would cost its length squared.
+        if d.end || self.fragments.contains_key(&(key + 1)) {
+            self.try_assemble(key);
+        }
     }
 
     /// Looks for a whole message through the fragment at `key`: back to its first fragment and
@@ -118,7 +124,11 @@ impl Reassembly {
             }
             last += 1;
         }
-        let mut data = Vec::new();
+        let len = (first..=last)
+            .filter_map(|k| self.fragments.get(&k))
+            .map(|(_, _, f)| f.payload.len())
+            .sum();
+        let mut data = Vec::with_capacity(len);
         let (mut ssn, mut ppid) = (0, 0);
         for k in first..=last {
             if let Some((_, _, f)) = self.fragments.remove(&k) {
