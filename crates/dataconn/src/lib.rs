@@ -7,9 +7,10 @@
 //! The flow: [`Connection::create_offer`] / [`Connection::accept_offer`] /
 //! [`Connection::accept_answer`] exchange descriptions; candidates go both ways (in the
 //! descriptions or trickled); ICE finds a path; DTLS runs on it, the DTLS client being the
-//! side whose `a=setup` said `active`; the remote's certificate must match the fingerprint
-//! its description carried (anything else ends the connection: a man in the middle); then both
-//! sides start SCTP (each sends INIT) and channels open.
+//! side whose `a=setup` said `active` (our offers do: the offerer controls ICE and nominates
+//! first); the remote's certificate must match the fingerprint its description carried
+//! (anything else ends the connection: a man in the middle); then both sides start SCTP (each
+//! sends INIT) and channels open, their first messages riding with the COOKIE ECHO.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
