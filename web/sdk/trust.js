@@ -114,6 +114,28 @@ const confirmText = (role, fpS, fpR) => `peerweb-transfer-v1 confirm\n${role}\n$
 export const linkKey = (secret) => Blake3.deriveKey('peerweb-transfer-v1 link key').update(secret).digest();
 
 /**
+ * Both descriptions' DTLS fingerprints, [local, remote]. A connection can open, and its first
+ * messages arrive, before this thread has seen setRemoteDescription settle (Chromium delivers
+ * channel events from its network thread): until both are there, wait for the signaling
+ * state to change, at most `ms`.
+ */
+async function fingerprints(pc, ms) {
+  const read = () => [fingerprintOf(pc.localDescription?.sdp), fingerprintOf(pc.remoteDescription?.sdp)];
+  if (read().every(Boolean)) return read();
+  await new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      pc.removeEventListener('signalingstatechange', check);
+      resolve();
+    };
+    const check = () => { if (read().every(Boolean)) done(); };
+    const timer = setTimeout(done, ms);
+    pc.addEventListener('signalingstatechange', check);
+  });
+  return read();
+}
+
+/**
  * Runs hello + confirm as `role` ('send' | 'receive') and returns the SAS. Of the secrets, a sender
  * has `{link, code}` and takes whichever the receiver names; a receiver has one of them.
  */
@@ -147,8 +169,7 @@ export async function handshake(wire, role, { link, code }) {
       key = Blake3.deriveKey('peerweb-transfer-v1 code key').update(pake.finish(peerMsg)).digest();
     } catch { /* not a point: our confirm carries nothing derived from the code */ }
   }
-  const local = fingerprintOf(wire.peer.pc.localDescription?.sdp);
-  const remote = fingerprintOf(wire.peer.pc.remoteDescription?.sdp);
+  const [local, remote] = await fingerprints(wire.peer.pc, STEP_MS);
   if (!local || !remote) throw new Error('no DTLS fingerprints for the peer');
   const [fpS, fpR] = role === 'send' ? [local, remote] : [remote, local];
   const theirs = role === 'send' ? 'receive' : 'send';
