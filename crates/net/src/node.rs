@@ -261,6 +261,8 @@ impl Node {
         urls.token = opts.token.clone();
         let trust = Trust::load(opts.ca.as_deref())?;
         let socks = bind_host_sockets(&opts)?;
+        // While signaling connects (it needs round trips anyway).
+        tokio::task::spawn_blocking(peerweb_peer::warm_up);
         let ws = connect_ws(&urls.ws_url(), &trust).await?;
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let (ev_tx, mut ev_rx) = mpsc::channel(4096);

@@ -206,6 +206,14 @@ impl Path {
 /// allocation); the same type for both engines.
 pub use peerweb_dataconn::Transmit;
 
+/// Readies the DTLS crypto: aws-lc seeds its random generator from CPU jitter on first use
+/// (32 ms here, against 54 µs for each certificate after), which the first connection's offer
+/// or answer would otherwise wait for. Call it early and off any path that waits (a blocking
+/// task started before signaling connects).
+pub fn warm_up() {
+    let _ = peerweb_dataconn::certificate();
+}
+
 /// What happened, for the application.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
