@@ -511,12 +511,12 @@ impl Flow {
             let mut take = (p.data.len() - p.offset).min(room);
             if let Some(left) = bundle_left.as_mut() {
                 // A DATA chunk's header and the payload's padding.
-                let fits = left.saturating_sub(16) & !3;
+                let fits = left.saturating_sub(crate::chunk::DATA_HEADER) & !3;
                 if fits == 0 {
                     break;
                 }
                 take = take.min(fits);
-                *left -= 16 + take.next_multiple_of(4);
+                *left -= crate::chunk::DATA_HEADER + take.next_multiple_of(4);
             }
             let in_flight = self.tx.in_flight();
             if in_flight > 0 && in_flight + take > window {

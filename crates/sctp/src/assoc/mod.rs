@@ -355,22 +355,18 @@ impl Association {
     /// nothing else goes until the peer's COOKIE ACK or COOKIE ECHO. Sent again on T1, it
     /// goes alone: the DATA is T3's once established.
     fn send_first_cookie_echo(&mut self, now: Instant) {
-        let (Some(cookie), Some(peer), Some(flow)) =
-            (self.echo.as_deref(), self.peer, self.flow.as_mut())
-        else {
+        let (Some(cookie), Some(peer)) = (self.echo.clone(), self.peer) else {
             return;
         };
-        let echo = Chunk::CookieEcho(cookie);
+        let mut w = Writer::new(self.header(peer.tag), Vec::new());
+        let Some(flow) = self.flow.as_mut() else {
+            return;
+        };
+        let echo = Chunk::CookieEcho(&cookie);
         let room = self
             .cfg
             .mtu
             .saturating_sub(crate::packet::HEADER + echo.encoded_len());
-        let header = Header {
-            src_port: self.cfg.port,
-            dst_port: self.cfg.port,
-            vtag: peer.tag,
-        };
-        let mut w = Writer::new(header, Vec::new());
         if w.push(&echo).is_err() {
             return;
         }
