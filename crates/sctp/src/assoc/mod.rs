@@ -278,7 +278,7 @@ impl Association {
         }
         if self.state == State::CookieEchoed {
             if std::mem::take(&mut self.echo_due) {
-                self.send_first_cookie_echo(now);
+                self.send_cookie_echo(now, 1);
             }
             return;
         }
@@ -351,40 +351,30 @@ impl Association {
         self.arm_t1(now, attempt);
     }
 
-    /// The first COOKIE ECHO, with as much queued DATA as fits its packet (RFC 9260 §5.1);
-    /// nothing else goes until the peer's COOKIE ACK or COOKIE ECHO. Sent again on T1, it
-    /// goes alone: the DATA is T3's once established.
-    fn send_first_cookie_echo(&mut self, now: Instant) {
-        let (Some(cookie), Some(peer)) = (self.echo.clone(), self.peer) else {
-            return;
-        };
-        let mut w = Writer::new(self.header(peer.tag), Vec::new());
-        let Some(flow) = self.flow.as_mut() else {
-            return;
-        };
-        let echo = Chunk::CookieEcho(&cookie);
-        let room = self
-            .cfg
-            .mtu
-            .saturating_sub(crate::packet::HEADER + echo.encoded_len());
-        if w.push(&echo).is_err() {
-            return;
-        }
-        flow.bundle(now, &self.rto, room, |chunks| {
-            for c in chunks {
-                // Sized to fit above; a chunk that did not would stay in flight for T3.
-                let _ = w.push(c);
-            }
-        });
-        self.out.push_back(w.finish());
-        self.arm_t1(now, 1);
-    }
-
+    /// COOKIE ECHO. The first carries as much queued DATA as fits its packet (RFC 9260 §5.1),
+    /// and nothing else goes until the peer's COOKIE ACK or COOKIE ECHO; sent again on T1, it
+    /// goes alone: that DATA is T3's once established.
     fn send_cookie_echo(&mut self, now: Instant, attempt: u32) {
         let (Some(cookie), Some(peer)) = (self.echo.clone(), self.peer) else {
             return;
         };
-        self.send(peer.tag, &Chunk::CookieEcho(&cookie));
+        let mut w = Writer::new(self.header(peer.tag), Vec::new());
+        // Setup chunks are small: it fits.
+        if w.push(&Chunk::CookieEcho(&cookie)).is_err() {
+            return;
+        }
+        if attempt == 1
+            && let Some(flow) = self.flow.as_mut()
+        {
+            let room = self.cfg.mtu.saturating_sub(w.len());
+            flow.bundle(now, &self.rto, room, |chunks| {
+                for c in chunks {
+                    // Sized to fit above; a chunk that did not would stay in flight for T3.
+                    let _ = w.push(c);
+                }
+            });
+        }
+        self.out.push_back(w.finish());
         self.arm_t1(now, attempt);
     }
 
