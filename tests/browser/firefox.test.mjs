@@ -9,7 +9,8 @@ import { randomBytes, createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startServer, launchBrowser, openTab, joinRoom, waitFor, waitOpen, startNative, startCli, turnEntry, mediaFlows } from './lib.mjs';
+import { startServer, launchBrowser, openTab, joinRoom, waitFor, waitOpen, startNative, startCli, turnEntry, mediaFlows,
+  BIG_SIZES, big, sendBig, gotBig } from './lib.mjs';
 import { acceptAll, stateOf } from './transfer-pages.mjs';
 
 let server;
@@ -30,32 +31,6 @@ after(async () => {
   await chromiumMedia?.close();
   await server?.stop();
 });
-
-/** The sizes every pair exchanges both ways: the SDK's and str0m's 64 KiB and 256 KiB. */
-const SIZES = [64 * 1024, 256 * 1024];
-
-/** A text message of exactly `size` bytes (ASCII) that names its sender and size. */
-function big(from, size) {
-  const head = `${from}:${size}:`;
-  return head + 'x'.repeat(size - head.length);
-}
-
-/** Sends `big(from, size)` for each size from a tab to peer `to`. */
-function sendBig(page, to, from) {
-  return page.evaluate(([to, from, sizes]) => {
-    for (const size of sizes) {
-      const head = `${from}:${size}:`;
-      window.room.peers.get(to).send(head + 'x'.repeat(size - head.length));
-    }
-  }, [to, from, SIZES]);
-}
-
-/** Waits until a tab holds each big message from `from`, whole. */
-function gotBig(page, from) {
-  return waitFor(page, ([from, sizes]) => sizes.every((size) => window.t.msgs.some((m) => typeof m.data === 'string'
-    && m.data.length === size && m.data.startsWith(`${from}:${size}:`) && m.data.endsWith('xxxx'))), [from, SIZES],
-  { what: `${SIZES} bytes from ${from}`, timeout: 20000 });
-}
 
 async function talk(a, b, aId, bId, names) {
   await a.evaluate((id) => window.room.peers.get(id).send('hello'), bId);
@@ -141,12 +116,12 @@ for (const first of ['native', 'firefox']) {
     n.say('from native');
     await waitFor(page, () => window.t.msgs.some((m) => m.data === 'from native'), null, { what: 'native→firefox' });
     await sendBig(page, nId, 'firefox');
-    for (const size of SIZES) {
+    for (const size of BIG_SIZES) {
       await n.waitEvent((e) => e.event === 'message' && e.data?.length === size && e.data.startsWith(`firefox:${size}:`),
         { what: `${size} bytes from firefox`, timeout: 20000 });
     }
     // `peerweb join` sends each stdin line as one message.
-    for (const size of SIZES) n.say(big('native', size));
+    for (const size of BIG_SIZES) n.say(big('native', size));
     await gotBig(page, 'native');
     assert.equal(await n.stop(), 0, n.stderr);
     await waitFor(page, (id) => window.t.left.includes(id), nId, { what: 'peer-left for the native peer' });

@@ -495,3 +495,30 @@ export function readPattern(page, selector, ms, [width, height]) {
     return samples;
   }, [selector, ms, width, height]);
 }
+
+/** The large sizes exchanged both ways with a tab: the SDK's and str0m's 64 KiB, and 256 KiB,
+ * the most Chromium, Firefox and the native peer take (their a=max-message-size). */
+export const BIG_SIZES = [64 * 1024, 256 * 1024];
+
+/** A text message of exactly `size` bytes (ASCII) that names its sender and size. */
+export function big(from, size) {
+  const head = `${from}:${size}:`;
+  return head + 'x'.repeat(size - head.length);
+}
+
+/** Sends `big(from, size)` for each size from a tab to peer `to`. */
+export function sendBig(page, to, from, sizes = BIG_SIZES) {
+  return page.evaluate(([to, from, sizes]) => {
+    for (const size of sizes) {
+      const head = `${from}:${size}:`;
+      window.room.peers.get(to).send(head + 'x'.repeat(size - head.length));
+    }
+  }, [to, from, sizes]);
+}
+
+/** Waits until a tab holds each big message from `from`, whole. */
+export function gotBig(page, from, sizes = BIG_SIZES) {
+  return waitFor(page, ([from, sizes]) => sizes.every((size) => window.t.msgs.some((m) => typeof m.data === 'string'
+    && m.data.length === size && m.data.startsWith(`${from}:${size}:`) && m.data.endsWith('xxxx'))), [from, sizes],
+  { what: `${sizes} bytes from ${from}`, timeout: 20000 });
+}

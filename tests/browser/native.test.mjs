@@ -7,7 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { addVeth, startServer, launchBrowser, openTab, joinRoom, waitFor, waitOpen, startNative } from './lib.mjs';
+import { addVeth, startServer, launchBrowser, openTab, joinRoom, waitFor, waitOpen, startNative, BIG_SIZES, big, sendBig, gotBig } from './lib.mjs';
 
 let server;
 let browser;
@@ -33,16 +33,6 @@ async function nativeId(n) {
   return (await n.waitEvent((e) => e.event === 'welcome', { what: 'welcome' })).id;
 }
 
-/** The large sizes sent both ways: str0m's and Chromium's 64 KiB, and 256 KiB, the most
- * either side takes (its a=max-message-size). */
-const SIZES = [64 * 1024, 256 * 1024];
-
-/** A text message of `size` bytes that says who sent it. */
-function big(from, size) {
-  const head = `${from}:${size}:`;
-  return head + 'x'.repeat(size - head.length);
-}
-
 /** Messages both ways between a tab and a native peer whose channel is open: short ones,
  * then the large sizes. */
 async function talk(page, n, pageId, nId) {
@@ -52,21 +42,14 @@ async function talk(page, n, pageId, nId) {
   const got = await waitFor(page, () => window.t.msgs.find((m) => m.data === 'from native'), null, { what: 'native→browser' });
   assert.equal(got.from, nId);
   assert.equal(got.label, 'peerweb');
-  await page.evaluate(([id, sizes]) => {
-    for (const size of sizes) {
-      const head = `chromium:${size}:`;
-      window.room.peers.get(id).send(head + 'x'.repeat(size - head.length));
-    }
-  }, [nId, SIZES]);
-  for (const size of SIZES) {
+  await sendBig(page, nId, 'chromium');
+  for (const size of BIG_SIZES) {
     await n.waitEvent((e) => e.event === 'message' && e.peer === pageId && e.data === big('chromium', size),
       { what: `${size} bytes from Chromium`, timeout: 20000 });
   }
   // `peerweb join` sends each stdin line as one message.
-  for (const size of SIZES) n.say(big('native', size));
-  await waitFor(page, ([sizes]) => sizes.every((size) => window.t.msgs.some((m) => typeof m.data === 'string'
-    && m.data.length === size && m.data.startsWith(`native:${size}:`) && m.data.endsWith('xxxx'))), [SIZES],
-  { what: 'the large messages from the native peer', timeout: 20000 });
+  for (const size of BIG_SIZES) n.say(big('native', size));
+  await gotBig(page, 'native');
 }
 
 test('native joins after a browser: the native peer offers, data flows both ways', async () => {
