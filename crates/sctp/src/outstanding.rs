@@ -4,11 +4,21 @@
 //! window to find them). Partial reliability (RFC 3758): a chunk past its retransmission limit
 //! or lifetime is abandoned with the rest of its message, and the FORWARD TSN point moves over
 //! what is acknowledged or abandoned.
+//!
+//! Loss is found two ways: a chunk missed by three SACKs (RFC 9260 §7.2.4), and RACK's rule
+//! (RFC 8985 §6): a chunk sent before one that arrived, and older than that one's round trip
+//! plus a reordering window, is lost. The second finds a lost tail, and lost retransmissions,
+//! that no SACK would report three times.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::tsn::Tsn;
+
+/// Gap blocks a SACK may carry and still be taken as complete. A receiver whose gaps do not
+/// fit its SACK reports the lowest (ours; dcSCTP reports 20 at most): what lies above the
+/// highest it reports is unknown, and RACK does not judge it.
+const COMPLETE_SACK_GAPS: usize = 16;
 
 /// Misses (SACKs reporting TSNs above it while it is still missing) before a chunk is sent
 /// again without waiting for the timer (RFC 9260 §7.2.4).
@@ -36,7 +46,8 @@ pub struct Sent {
     pub reliability: Reliability,
     /// Times sent again.
     pub retransmits: u32,
-    /// When it was last sent; `None` once sent again (Karn: no RTT sample from it).
+    /// When it was last sent (first or again; only a chunk never sent again times the path,
+    /// Karn's rule).
     pub sent_at: Option<Instant>,
     state: State,
     misses: u8,
@@ -79,8 +90,10 @@ pub struct Acked {
     pub bytes: usize,
     /// The cumulative ack point moved.
     pub advanced: bool,
-    /// Chunks newly marked for fast retransmission.
-    pub fast_retransmits: usize,
+    /// Chunks newly found lost and marked to be sent again (three misses, or RACK).
+    pub lost: usize,
+    /// When RACK's reordering window ends for a chunk not yet found lost: look again then.
+    pub recheck_at: Option<Instant>,
     /// When the newest chunk acknowledged cumulatively was sent, if it was sent once only
     /// (an RTT sample).
     pub rtt_from: Option<Instant>,
@@ -97,6 +110,50 @@ pub struct Outstanding {
     /// Payload bytes in flight (sent, not acknowledged, not abandoned, not waiting to be
     /// sent again).
     in_flight: usize,
+    rack: Rack,
+}
+
+/// RACK's state (RFC 8985 §6): the most recently sent chunk known to have arrived (its send
+/// time and TSN), the round trip it took, and the shortest round trip seen.
+#[derive(Debug, Default, Clone, Copy)]
+struct Rack {
+    sent: Option<(Instant, Tsn)>,
+    rtt: Duration,
+    min_rtt: Option<Duration>,
+    /// The highest TSN the last SACK could speak for (`None`: all; it was complete).
+    known: Option<Tsn>,
+}
+
+impl Rack {
+    /// Chunk `tsn`, last sent at `sent`, arrived (known at `now`).
+    fn delivered(&mut self, now: Instant, tsn: Tsn, sent: Instant, retransmitted: bool) {
+        let rtt = now.saturating_duration_since(sent);
+        if retransmitted && self.min_rtt.is_some_and(|m| rtt < m) {
+            // Faster than any round trip: the first transmission's arrival, not this one's.
+            return;
+        }
+        if !retransmitted {
+            self.min_rtt = Some(self.min_rtt.map_or(rtt, |m| m.min(rtt)));
+        }
+        if self
+            .sent
+            .is_none_or(|(t, n)| sent > t || (sent == t && tsn.gt(n)))
+        {
+            self.sent = Some((sent, tsn));
+            self.rtt = rtt;
+        }
+    }
+
+    /// Whether a chunk sent at `sent` with `tsn` went before the newest delivered one.
+    fn before(&self, sent: Instant, tsn: Tsn) -> bool {
+        self.sent
+            .is_some_and(|(t, n)| sent < t || (sent == t && n.gt(tsn)))
+    }
+
+    /// When a chunk sent at `sent` (before the newest delivered) counts as lost.
+    fn deadline(&self, sent: Instant) -> Instant {
+        sent + self.rtt + self.min_rtt.unwrap_or_default() / 4
+    }
 }
 
 impl Outstanding {
@@ -107,6 +164,7 @@ impl Outstanding {
             q: VecDeque::new(),
             retransmit: VecDeque::new(),
             in_flight: 0,
+            rack: Rack::default(),
         }
     }
 
@@ -152,9 +210,15 @@ impl Outstanding {
         tsn
     }
 
-    /// A SACK: everything up to `cum` arrived, and the TSNs in `gaps` (offsets from `cum`).
-    /// A SACK older than what is known (its `cum` behind the ack point) changes nothing.
-    pub fn on_sack(&mut self, cum: Tsn, gaps: impl Iterator<Item = (u16, u16)>) -> Acked {
+    /// A SACK, at `now`: everything up to `cum` arrived, and the TSNs in `gaps` (offsets from
+    /// `cum`). A SACK older than what is known (its `cum` behind the ack point) changes
+    /// nothing.
+    pub fn on_sack(
+        &mut self,
+        now: Instant,
+        cum: Tsn,
+        gaps: impl Iterator<Item = (u16, u16)>,
+    ) -> Acked {
         let mut acked = Acked::default();
         if self.cum_ack().gt(cum) {
             return acked;
@@ -162,7 +226,13 @@ impl Outstanding {
         // The cumulative part: pop from the front.
         if let Some(n) = cum.after(self.cum_ack()) {
             let n = (n as usize).min(self.q.len());
-            for c in self.q.drain(..n) {
+            for (i, c) in self.q.drain(..n).enumerate() {
+                if matches!(c.state, State::InFlight | State::Retransmit)
+                    && let Some(sent) = c.sent_at
+                {
+                    let tsn = self.first.plus(i as u32);
+                    self.rack.delivered(now, tsn, sent, c.retransmits > 0);
+                }
                 if c.state == State::InFlight {
                     self.in_flight -= c.payload.len();
                     // Karn: only a chunk sent once, acknowledged now, times the path.
@@ -179,10 +249,13 @@ impl Outstanding {
         }
         // Gap blocks: mark what they cover; note the highest TSN they newly acknowledge.
         let mut highest: Option<usize> = None;
+        let (mut blocks, mut top) = (0, 0);
         for (start, end) in gaps {
             if start == 0 || end < start {
                 continue;
             }
+            blocks += 1;
+            top = top.max(end);
             // Offsets from `cum`, which is now our ack point: index = offset - 1.
             let (s, e) = (usize::from(start) - 1, usize::from(end) - 1);
             if s >= self.q.len() {
@@ -197,6 +270,10 @@ impl Outstanding {
                     }
                     State::Retransmit => acked.bytes += c.payload.len(),
                     State::GapAcked | State::Abandoned => continue,
+                }
+                if let Some(sent) = c.sent_at {
+                    let tsn = self.first.plus((s + i) as u32);
+                    self.rack.delivered(now, tsn, sent, c.retransmits > 0);
                 }
                 c.state = State::GapAcked;
                 highest = Some(highest.map_or(s + i, |h: usize| h.max(s + i)));
@@ -213,15 +290,71 @@ impl Outstanding {
                 }
                 c.misses = c.misses.saturating_add(1);
                 if c.misses >= FAST_RETRANSMIT_AFTER {
-                    c.misses = 0;
-                    c.state = State::Retransmit;
-                    self.in_flight -= c.payload.len();
-                    self.retransmit.push_back(self.first.plus(i as u32));
-                    acked.fast_retransmits += 1;
+                    self.mark_lost(i);
+                    acked.lost += 1;
                 }
             }
         }
+        self.rack.known = (blocks >= COMPLETE_SACK_GAPS).then(|| cum.plus(u32::from(top)));
+        let (lost, recheck_at) = self.detect_losses(now);
+        acked.lost += lost;
+        acked.recheck_at = recheck_at;
         acked
+    }
+
+    /// Chunk `i`, in flight, is lost: it waits to be sent again.
+    fn mark_lost(&mut self, i: usize) {
+        let c = &mut self.q[i];
+        c.misses = 0;
+        c.state = State::Retransmit;
+        self.in_flight -= c.payload.len();
+        self.retransmit.push_back(self.first.plus(i as u32));
+    }
+
+    /// RACK's rule at `now`: chunks in flight sent before the newest one delivered, and
+    /// older than its round trip plus the reordering window (a quarter of the shortest round
+    /// trip), are lost (up to the highest TSN the last SACK speaks for, if it was cut short). Returns how many it marked, and when the next one would be (if
+    /// nothing arrives meanwhile). Costs the chunks sent before that one: it stops at the
+    /// first chunk sent once after it (those behind it in TSN order were sent later still).
+    pub fn detect_losses(&mut self, now: Instant) -> (usize, Option<Instant>) {
+        let (mut lost, mut next) = (0, None::<Instant>);
+        if self.rack.sent.is_none() {
+            return (lost, next);
+        }
+        for i in 0..self.q.len() {
+            let c = &self.q[i];
+            let tsn = self.first.plus(i as u32);
+            if self.rack.known.is_some_and(|k| tsn.gt(k)) {
+                break;
+            }
+            let Some(sent) = c.sent_at else { continue };
+            let before = self.rack.before(sent, tsn);
+            if !before && c.retransmits == 0 {
+                break;
+            }
+            if !before || c.state != State::InFlight {
+                continue;
+            }
+            let due = self.rack.deadline(sent);
+            if now >= due {
+                self.mark_lost(i);
+                lost += 1;
+            } else {
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
+        }
+        (lost, next)
+    }
+
+    /// A tail loss probe (RFC 8985 §7) with no new data to send: the chunk in flight with the
+    /// highest TSN goes again, so that the peer's SACK for it shows what before it is
+    /// missing. It stays in flight.
+    pub fn probe(&mut self, now: Instant) -> Option<Tsn> {
+        let i = self.q.iter().rposition(|c| c.state == State::InFlight)?;
+        let c = &mut self.q[i];
+        c.retransmits += 1;
+        c.sent_at = Some(now);
+        Some(self.first.plus(i as u32))
     }
 
     /// The retransmission timer expired: everything in flight is to be sent again.
@@ -267,7 +400,7 @@ impl Outstanding {
             }
             let c = &mut self.q[i];
             c.retransmits += 1;
-            c.sent_at = None;
+            c.sent_at = Some(now);
             c.state = State::InFlight;
             self.in_flight += c.payload.len();
             return Some((tsn, &self.q[i]));
@@ -341,8 +474,8 @@ impl Outstanding {
 
     /// The receiver moved its cumulative TSN to `cum` after a FORWARD TSN: like a SACK without
     /// gaps.
-    pub fn forwarded(&mut self, cum: Tsn) -> Acked {
-        self.on_sack(cum, std::iter::empty())
+    pub fn forwarded(&mut self, now: Instant, cum: Tsn) -> Acked {
+        self.on_sack(now, cum, std::iter::empty())
     }
 }
 
@@ -364,38 +497,107 @@ mod tests {
             o.push(chunk(100), now);
         }
         assert_eq!((o.in_flight(), o.next_tsn()), (700, Tsn(5)));
+        // SACKs come a 40 ms round trip later: inside RACK's reordering window (10 ms more)
+        // nothing is lost by time.
+        let t = now + Duration::from_millis(40);
         // TSNs MAX-1, MAX arrived; then 1 and 2 (offsets 2 and 3 from MAX).
-        let a = o.on_sack(Tsn(u32::MAX), [(2, 3)].into_iter());
+        let a = o.on_sack(t, Tsn(u32::MAX), [(2, 3)].into_iter());
         assert_eq!(a.bytes, 400);
         assert!(a.advanced);
         assert_eq!(a.rtt_from, Some(now));
+        assert_eq!(a.recheck_at, Some(now + Duration::from_millis(50)));
         assert_eq!(o.in_flight(), 300);
         // An old SACK changes nothing.
-        assert_eq!(
-            o.on_sack(Tsn(u32::MAX - 1), std::iter::empty()),
-            Acked::default()
-        );
+        assert_eq!(o.on_sack(t, Tsn(u32::MAX - 1), std::iter::empty()).bytes, 0);
         // The same SACK again newly acknowledges nothing: no miss (the HTNA rule).
-        let a = o.on_sack(Tsn(u32::MAX), [(2, 3)].into_iter());
-        assert_eq!((a.bytes, a.fast_retransmits), (0, 0));
+        let a = o.on_sack(t, Tsn(u32::MAX), [(2, 3)].into_iter());
+        assert_eq!((a.bytes, a.lost), (0, 0));
         // TSN 0 is missing: that first SACK was its first miss, two more that newly
         // acknowledge TSNs above it mark it.
         for i in 0..2u16 {
-            let a = o.on_sack(Tsn(u32::MAX), [(2, 4 + i)].into_iter());
-            assert_eq!(a.fast_retransmits, usize::from(i == 1), "SACK {i}");
+            let a = o.on_sack(t, Tsn(u32::MAX), [(2, 4 + i)].into_iter());
+            assert_eq!(a.lost, usize::from(i == 1), "SACK {i}");
         }
         assert_eq!(o.in_flight(), 0);
         let later = now + Duration::from_millis(50);
         let (tsn, c) = o.next_retransmit(later).unwrap();
-        assert_eq!((tsn, c.retransmits, c.sent_at), (Tsn(0), 1, None));
+        assert_eq!((tsn, c.retransmits, c.sent_at), (Tsn(0), 1, Some(later)));
         assert!(o.next_retransmit(later).is_none());
         assert_eq!(o.in_flight(), 100);
         // Everything arrives: only the chunk sent again is new (and gives no RTT sample).
-        let a = o.on_sack(Tsn(4), std::iter::empty());
+        let a = o.on_sack(
+            later + Duration::from_millis(40),
+            Tsn(4),
+            std::iter::empty(),
+        );
         assert_eq!(a.bytes, 100);
         assert_eq!(a.rtt_from, None);
         assert!(o.is_empty());
         assert_eq!(o.in_flight(), 0);
+    }
+
+    #[test]
+    fn rack_finds_a_lost_tail_after_a_probe_and_waits_out_reordering() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let mut o = Outstanding::new(Tsn(0));
+        for _ in 0..10 {
+            o.push(chunk(100), t0);
+        }
+        // 0..=4 arrive; 5..=9 were sent with 4, after it: nothing says they are lost.
+        let a = o.on_sack(t0 + ms(40), Tsn(4), std::iter::empty());
+        assert_eq!((a.lost, a.recheck_at), (0, None));
+        // Silence; a tail loss probe sends 9 again, and it arrives: 5..=8, sent before it and
+        // older than its round trip and the window, are lost.
+        let t1 = t0 + ms(120);
+        assert_eq!(o.probe(t1), Some(Tsn(9)));
+        assert_eq!(o.in_flight(), 500, "the probe's chunk stays in flight once");
+        let a = o.on_sack(t1 + ms(40), Tsn(4), [(5, 5)].into_iter());
+        assert_eq!(a.lost, 4);
+        assert_eq!(o.in_flight(), 0);
+        for tsn in 5..9 {
+            assert_eq!(o.next_retransmit(t1 + ms(40)).unwrap().0, Tsn(tsn));
+        }
+        // Reordering: 10 and 11 go, 12 a millisecond later and arrives first. They are
+        // lost only once the reordering window (a quarter of the shortest round trip) ends.
+        let t2 = t1 + ms(100);
+        o.push(chunk(100), t2);
+        o.push(chunk(100), t2);
+        o.push(chunk(100), t2 + ms(1));
+        let a = o.on_sack(t2 + ms(41), Tsn(9), [(3, 3)].into_iter());
+        assert_eq!(a.lost, 0);
+        assert_eq!(a.recheck_at, Some(t2 + ms(50)));
+        assert_eq!(o.detect_losses(t2 + ms(49)), (0, Some(t2 + ms(50))));
+        assert_eq!(o.detect_losses(t2 + ms(50)), (2, None));
+    }
+
+    #[test]
+    fn rack_does_not_judge_above_what_a_cut_short_sack_reports() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let mut o = Outstanding::new(Tsn(0));
+        for _ in 0..100 {
+            o.push(chunk(100), t0);
+        }
+        // A SACK cut short: every other TSN up to 40, in 20 blocks. The holes are lost once
+        // the reordering window ends, and go again.
+        let every_other = |from: u16| (1..=20).map(move |i| (from + 2 * i, from + 2 * i));
+        let a = o.on_sack(t0 + ms(40), Tsn(0), every_other(0));
+        assert_eq!((a.lost, a.recheck_at), (0, Some(t0 + ms(50))));
+        assert_eq!(
+            o.detect_losses(t0 + ms(50)),
+            (20, None),
+            "the holes below 41"
+        );
+        while o.next_retransmit(t0 + ms(50)).is_some() {}
+        // They arrive; the SACK, cut short again, reports every other TSN up to 80. Holes
+        // below 80, sent before those retransmissions, are lost; 81..=99, sent before them
+        // too, may have arrived: it does not say.
+        let a = o.on_sack(t0 + ms(91), Tsn(40), every_other(0));
+        assert_eq!(a.lost, 20);
+        // A SACK that fits whole: 81..=99 are not there.
+        let a = o.on_sack(t0 + ms(92), Tsn(40), [(2, 40)].into_iter());
+        assert_eq!(a.lost, 19);
     }
 
     #[test]
@@ -415,7 +617,7 @@ mod tests {
         }
         o.push(chunk(10), now);
         // The middle fragment arrived.
-        o.on_sack(Tsn(9), [(2, 2)].into_iter());
+        o.on_sack(now, Tsn(9), [(2, 2)].into_iter());
         o.on_timeout();
         assert_eq!(o.in_flight(), 0);
         // The limited message is given up; the reliable chunk goes again.
@@ -424,7 +626,7 @@ mod tests {
         assert!(o.next_retransmit(now).is_none());
         assert_eq!(o.forward_tsn(), Some((Tsn(12), vec![(2, 7)])));
         // The receiver moves over them.
-        let a = o.forwarded(Tsn(12));
+        let a = o.forwarded(now, Tsn(12));
         assert!(a.advanced);
         assert_eq!(o.forward_tsn(), None);
         assert_eq!(o.len(), 1);
@@ -481,7 +683,7 @@ mod tests {
                 // A SACK (maybe lost).
                 if !drop(rand()) {
                     let gaps = r.gap_blocks();
-                    o.on_sack(r.cum_tsn(), gaps.into_iter());
+                    o.on_sack(now, r.cum_tsn(), gaps.into_iter());
                 }
                 let sum: usize =
                     o.q.iter()

@@ -1,5 +1,8 @@
 //! The retransmission timeout from RTT samples (RFC 9260 §6.3.1) and the congestion window
 //! (§7.2: slow start, congestion avoidance, fast recovery, the timer's collapse), in bytes.
+//! In fast recovery what may be sent follows what arrives (proportional rate reduction,
+//! RFC 6937), so a window halved below what is in flight keeps the path in use, and the
+//! SACKs of what goes show which retransmissions were lost again.
 
 use std::time::Duration;
 
@@ -90,6 +93,17 @@ pub struct Congestion {
     /// In fast recovery (until the caller says the highest TSN outstanding when it began was
     /// acknowledged): no further reduction for losses of the same window.
     recovering: bool,
+    prr: Prr,
+}
+
+/// Proportional rate reduction's counts (RFC 6937), for one recovery: the bytes in flight
+/// when it began, delivered since, and sent since; and the bytes the last SACK delivered.
+#[derive(Debug, Clone, Copy, Default)]
+struct Prr {
+    flight: usize,
+    delivered: usize,
+    out: usize,
+    last: usize,
 }
 
 /// The initial congestion window, in MTUs.
@@ -106,6 +120,7 @@ impl Congestion {
             ssthresh: peer_rwnd.max(2 * mtu),
             partial_acked: 0,
             recovering: false,
+            prr: Prr::default(),
         }
     }
 
@@ -127,6 +142,10 @@ impl Congestion {
     pub fn on_ack(&mut self, acked: usize, in_flight: usize, advanced: bool, recovered: bool) {
         if self.recovering && recovered {
             self.recovering = false;
+        }
+        if self.recovering {
+            self.prr.delivered += acked;
+            self.prr.last = acked;
         }
         if !advanced || self.recovering {
             return;
@@ -150,9 +169,9 @@ impl Congestion {
         }
     }
 
-    /// Chunks were marked for fast retransmission (once per window: not again while
-    /// recovering).
-    pub fn on_fast_retransmit(&mut self) {
+    /// Chunks were marked for fast retransmission with `in_flight` bytes outstanding (once
+    /// per window: not again while recovering).
+    pub fn on_fast_retransmit(&mut self, in_flight: usize) {
         if self.recovering {
             return;
         }
@@ -160,6 +179,34 @@ impl Congestion {
         self.cwnd = self.ssthresh;
         self.partial_acked = 0;
         self.recovering = true;
+        self.prr = Prr {
+            flight: in_flight.max(1),
+            ..Prr::default()
+        };
+    }
+
+    /// Bytes that may be sent now with `in_flight` outstanding: in recovery, PRR's share of
+    /// what was delivered (down to ssthresh, then as slow start would, by what arrives); else
+    /// what the window leaves.
+    pub fn allowance(&self, in_flight: usize) -> usize {
+        if !self.recovering {
+            return self.cwnd.saturating_sub(in_flight);
+        }
+        let p = &self.prr;
+        if in_flight > self.ssthresh {
+            let share = (p.delivered as u128 * self.ssthresh as u128).div_ceil(p.flight as u128);
+            (share as usize).saturating_sub(p.out)
+        } else {
+            let limit = p.delivered.saturating_sub(p.out).max(p.last) + self.mtu;
+            (self.ssthresh - in_flight).min(limit)
+        }
+    }
+
+    /// `bytes` were sent (counted against recovery's allowance).
+    pub fn on_sent(&mut self, bytes: usize) {
+        if self.recovering {
+            self.prr.out += bytes;
+        }
     }
 
     /// The retransmission timer expired: back to one MTU.
@@ -217,9 +264,9 @@ mod tests {
             c.on_ack(mtu, c.cwnd(), true, false);
         }
         let before = c.cwnd();
-        c.on_fast_retransmit();
+        c.on_fast_retransmit(before);
         assert_eq!(c.cwnd(), (before / 2).max(4 * mtu));
-        c.on_fast_retransmit();
+        c.on_fast_retransmit(before);
         assert_eq!(c.cwnd(), (before / 2).max(4 * mtu));
         assert!(c.in_recovery());
         c.on_ack(mtu, c.cwnd(), true, true);

@@ -1,8 +1,9 @@
 //! Data transfer on an established association: messages cut into DATA chunks and bundled into
 //! packets within the congestion and receiver windows, SACKs (after every second packet with
 //! data, at once on a gap or duplicate, else within 200 ms) and what they acknowledge, the T3
-//! timer, fast retransmission and recovery, FORWARD TSN for what partial reliability gave up,
-//! and messages put back together on the way in.
+//! timer, fast retransmission and recovery (losses found by three misses or by RACK's send
+//! times), tail loss probes, FORWARD TSN for what partial reliability gave up, and messages
+//! put back together on the way in.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -41,6 +42,8 @@ pub struct Stats {
     pub fast_recoveries: u64,
     /// T3 expiries.
     pub timeouts: u64,
+    /// Tail loss probes sent (a packet after two round trips without a SACK).
+    pub tail_probes: u64,
     /// DATA chunks received and dropped for want of room in our receiver window.
     pub window_drops: u64,
 }
@@ -84,6 +87,11 @@ pub(super) struct Flow {
     queued: usize,
     ssn: HashMap<u16, u16>,
     t3: Option<Instant>,
+    /// The tail loss probe's timer (RFC 8985 §7.2), and a probe to send at the next flush.
+    pto: Option<Instant>,
+    probe_due: bool,
+    /// When RACK looks again at chunks inside their reordering window.
+    recheck_at: Option<Instant>,
     /// In fast recovery until the ack point reaches this TSN.
     recovery: Option<Tsn>,
     /// Packets with data since the last SACK, whether the next SACK must go at once, and the
@@ -145,6 +153,9 @@ impl Flow {
             queued: 0,
             ssn: HashMap::new(),
             t3: None,
+            pto: None,
+            probe_due: false,
+            recheck_at: None,
             recovery: None,
             unacked_packets: 0,
             sack_now: false,
@@ -234,10 +245,17 @@ impl Flow {
 
     pub(super) fn next_timeout(&self) -> Option<Instant> {
         let pace = self.pace_next.filter(|_| !self.queue.is_empty());
-        [self.t3, self.sack_at, pace, self.resets.next_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.t3,
+            self.pto,
+            self.recheck_at,
+            self.sack_at,
+            pace,
+            self.resets.next_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Our outgoing `streams` are to be reset (after what is queued on them).
@@ -316,7 +334,7 @@ impl Flow {
     /// A SACK from the peer.
     pub(super) fn on_sack(&mut self, now: Instant, s: &Sack<'_>, rto: &mut Rto) {
         let before = self.tx.in_flight();
-        let acked = self.tx.on_sack(Tsn(s.cum_tsn), s.gap_blocks());
+        let acked = self.tx.on_sack(now, Tsn(s.cum_tsn), s.gap_blocks());
         if let Some(sent) = acked.rtt_from {
             rto.sample(now.saturating_duration_since(sent));
         }
@@ -326,12 +344,8 @@ impl Flow {
         }
         self.cc
             .on_ack(acked.bytes, before, acked.advanced, recovered);
-        if acked.fast_retransmits > 0 && self.recovery.is_none() {
-            self.cc.on_fast_retransmit();
-            self.recovery = Some(Tsn(self.tx.next_tsn().0.wrapping_sub(1)));
-            self.fast_pending = true;
-            self.stats.fast_recoveries += 1;
-        }
+        self.recheck_at = acked.recheck_at;
+        self.on_lost(acked.lost);
         self.peer_rwnd = (s.a_rwnd as usize).saturating_sub(self.tx.in_flight());
         let closed = (s.a_rwnd as usize) < self.mtu;
         if self.peer_window_closed && !closed && self.tx.in_flight() > 0 {
@@ -345,6 +359,40 @@ impl Flow {
             self.t3 = None;
         } else if acked.advanced || self.t3.is_none() {
             self.t3 = Some(now + rto.rto());
+        }
+        if acked.bytes > 0 {
+            self.arm_probe(now, rto);
+        }
+    }
+
+    /// `lost` chunks were found lost: fast recovery begins (once per window), and the first
+    /// of them goes at the next flush whatever the window.
+    fn on_lost(&mut self, lost: usize) {
+        if lost > 0 && self.recovery.is_none() {
+            self.cc.on_fast_retransmit(self.tx.in_flight());
+            self.recovery = Some(Tsn(self.tx.next_tsn().0.wrapping_sub(1)));
+            self.fast_pending = true;
+            self.stats.fast_recoveries += 1;
+        }
+    }
+
+    /// Arms the tail loss probe after new data or a SACK that acknowledged some: two
+    /// smoothed round trips (plus the peer's SACK delay when one packet is in flight, which
+    /// its SACK may wait for), when that comes before T3. Not in recovery, whose
+    /// retransmissions find losses themselves.
+    fn arm_probe(&mut self, now: Instant, rto: &Rto) {
+        self.pto = None;
+        let Some(srtt) = rto.srtt() else { return };
+        if self.tx.in_flight() == 0 || self.recovery.is_some() || self.peer_window_closed {
+            return;
+        }
+        let mut wait = (2 * srtt).max(Duration::from_millis(10));
+        if self.tx.in_flight() <= self.mtu {
+            wait += SACK_DELAY;
+        }
+        let at = now + wait;
+        if self.t3.is_none_or(|t| at < t) {
+            self.pto = Some(at);
         }
     }
 
@@ -379,6 +427,16 @@ impl Flow {
             }
             rto.back_off();
             self.t3 = Some(now + rto.rto());
+            self.pto = None;
+        }
+        if self.pto.is_some_and(|t| now >= t) {
+            self.pto = None;
+            self.probe_due = self.tx.in_flight() > 0;
+        }
+        if self.recheck_at.is_some_and(|t| now >= t) {
+            let (lost, next) = self.tx.detect_losses(now);
+            self.recheck_at = next;
+            self.on_lost(lost);
         }
         if self.sack_at.is_some_and(|t| now >= t) {
             self.sack_now = true;
@@ -457,8 +515,9 @@ impl Flow {
         let room = self.mtu.saturating_sub(OVERHEAD);
         let mut data: Vec<Tsn> = Vec::new();
         // Chunks to send again go within the congestion window (after T3 it is one MTU: the
-        // rest follow as SACKs open it, RFC 9260 §6.3.3), but a fast retransmission sends one
-        // packet's worth at once whatever the window (§7.2.4).
+        // rest follow as SACKs open it, RFC 9260 §6.3.3; in fast recovery, PRR's allowance),
+        // but a fast retransmission sends one packet's worth at once whatever the window
+        // (§7.2.4).
         let mut fast = if std::mem::take(&mut self.fast_pending) {
             room
         } else {
@@ -466,7 +525,7 @@ impl Flow {
         };
         while let Some(len) = self.tx.retransmit_len().filter(|_| bundle.is_none()) {
             let in_flight = self.tx.in_flight();
-            let fits = in_flight == 0 || in_flight + len <= self.cc.cwnd();
+            let fits = in_flight == 0 || len <= self.cc.allowance(in_flight);
             if !fits {
                 if fast < len {
                     break;
@@ -476,6 +535,7 @@ impl Flow {
             let Some((tsn, _)) = self.tx.next_retransmit(now) else {
                 break;
             };
+            self.cc.on_sent(len);
             self.stats.chunks_retransmitted += 1;
             data.push(tsn);
         }
@@ -506,8 +566,12 @@ impl Flow {
         // after the peer's SACK delay, which would outlast our RTO on a long path.
         let isolated = self.tx.in_flight() == 0;
         let mut immediate = None;
+        // A tail loss probe is a packet of new data whatever the windows, or else the last
+        // chunk in flight again.
+        let probe = std::mem::take(&mut self.probe_due) && bundle.is_none();
+        let mut probe_room = if probe { room } else { 0 };
+        let mut sent_new = false;
         while let Some(p) = self.queue.front_mut() {
-            let window = self.cc.cwnd().min(self.peer_rwnd.max(self.mtu));
             let mut take = (p.data.len() - p.offset).min(room);
             if let Some(left) = bundle_left.as_mut() {
                 // A DATA chunk's header and the payload's padding.
@@ -519,10 +583,15 @@ impl Flow {
                 *left -= crate::chunk::DATA_HEADER + take.next_multiple_of(4);
             }
             let in_flight = self.tx.in_flight();
-            if in_flight > 0 && in_flight + take > window {
+            if probe_room >= take && self.peer_rwnd >= take {
+                // The probe's packet: outside the windows and pacing.
+                probe_room -= take;
+            } else if in_flight > 0
+                && (take > self.cc.allowance(in_flight)
+                    || in_flight + take > self.peer_rwnd.max(self.mtu))
+            {
                 break;
-            }
-            if let Some(rate) = rate
+            } else if let Some(rate) = rate
                 && in_flight > 0
                 && self.pace_tokens < take as f64
             {
@@ -533,6 +602,7 @@ impl Flow {
                 break;
             }
             self.pace_tokens -= take as f64;
+            self.cc.on_sent(take);
             let mut c = Sent::new(
                 p.stream,
                 p.ssn,
@@ -550,9 +620,17 @@ impl Flow {
             }
             let tsn = self.tx.push(c, now);
             data.push(tsn);
+            sent_new = true;
             self.stats.chunks_sent += 1;
             if isolated && self.queue.is_empty() {
                 immediate = Some(tsn);
+            }
+        }
+        if probe {
+            self.stats.tail_probes += 1;
+            if !sent_new && let Some(tsn) = self.tx.probe(now) {
+                self.stats.chunks_retransmitted += 1;
+                data.push(tsn);
             }
         }
         // A SACK due, or one waiting for its delay while data goes anyway: it rides along
@@ -612,6 +690,10 @@ impl Flow {
         }
         if self.tx.in_flight() > 0 && self.t3.is_none() {
             self.t3 = Some(now + rto.rto());
+        }
+        // New data moves the probe's timer on; after a probe, only a SACK arms it again.
+        if sent_new && !probe {
+            self.arm_probe(now, rto);
         }
     }
 }

@@ -194,6 +194,9 @@ struct Link {
     /// the bytes of messages it has not read.
     reading: bool,
     unread: [usize; 2],
+    /// Packets from a to b so far, and which of them (by that count) the link loses.
+    to_b: usize,
+    lose_to_b: Vec<usize>,
 }
 
 impl Link {
@@ -218,6 +221,8 @@ impl Link {
             events: [Vec::new(), Vec::new()],
             reading: true,
             unread: [0, 0],
+            to_b: 0,
+            lose_to_b: Vec::new(),
         };
         l.run(std::time::Duration::from_secs(5), |l| {
             l.a.state() == State::Established && l.b.state() == State::Established
@@ -231,6 +236,12 @@ impl Link {
         for to_b in [true, false] {
             let from = if to_b { &mut self.a } else { &mut self.b };
             while let Some(p) = from.poll_transmit() {
+                if to_b {
+                    self.to_b += 1;
+                    if self.lose_to_b.contains(&self.to_b) {
+                        continue;
+                    }
+                }
                 if (self.rand)() % 100 < self.loss_pct {
                     continue;
                 }
@@ -463,12 +474,12 @@ fn small_messages_share_packets() {
     );
 }
 
-#[test]
-fn a_bottleneck_with_a_short_queue_stays_busy() {
-    // 50 ms RTT, 25 MB/s with 20 ms of router buffer: slow start overshoots and loses
-    // every other packet of a burst; recovery must keep the link busy, not collapse.
+/// 50 ms RTT, 25 MB/s with `queue_ms` of router buffer: slow start overshoots and the router
+/// drops much of a burst. Recovery must keep the link busy, not collapse, and send again only
+/// what was lost.
+fn a_bottleneck_stays_busy(queue_ms: u64) {
     let mut l = Link::new(3, 25, 0);
-    l.bottleneck = Some((25e6, std::time::Duration::from_millis(20)));
+    l.bottleneck = Some((25e6, std::time::Duration::from_millis(queue_ms)));
     let chunk = vec![5u8; 64 * 1024];
     let start = l.now;
     let span = std::time::Duration::from_secs(6);
@@ -485,16 +496,38 @@ fn a_bottleneck_with_a_short_queue_stays_busy() {
     }
     let got: usize = l.got[1].iter().map(|m| m.data.len()).sum();
     let rate = got as f64 / span.as_secs_f64() / 1e6;
+    let s = l.a.stats();
     println!(
-        "{rate:.1} MB/s of 25, {} dropped at the router, cwnd {}, sent {sent}, {:?}",
+        "queue {queue_ms} ms: {rate:.1} MB/s of 25, {} dropped at the router, cwnd {}, sent {sent}, {s:?}",
         l.dropped,
         l.a.cwnd(),
-        l.a.stats()
     );
-    // It used to collapse to 0.7 MB/s (every SACK re-marked chunks already sent again: a
-    // retransmission storm). Reno regrows slowly after the overshoot's timeout; what this
-    // guards is that the link stays in use.
-    assert!(rate > 8.0, "{rate:.1} MB/s on a 25 MB/s bottleneck");
+    // Before RACK and PRR: 0.4 / 15.6 / 12.3 MB/s at 5 / 20 / 50 ms, each after T3s (halving
+    // the window left more in flight than it allowed: nothing went until the timer), and
+    // with 2.5x as many retransmissions as drops at 20 ms.
+    assert!(rate > 14.0, "{rate:.1} MB/s on a 25 MB/s bottleneck");
+    assert_eq!(s.timeouts, 0);
+    assert!(
+        s.chunks_retransmitted as usize <= l.dropped + l.dropped / 10,
+        "{} sent again for {} dropped",
+        s.chunks_retransmitted,
+        l.dropped
+    );
+}
+
+#[test]
+fn a_bottleneck_with_a_5_ms_queue_stays_busy() {
+    a_bottleneck_stays_busy(5);
+}
+
+#[test]
+fn a_bottleneck_with_a_20_ms_queue_stays_busy() {
+    a_bottleneck_stays_busy(20);
+}
+
+#[test]
+fn a_bottleneck_with_a_50_ms_queue_stays_busy() {
+    a_bottleneck_stays_busy(50);
 }
 
 /// A packet of `chunks` to `to`, with its tag.
@@ -877,6 +910,35 @@ fn requests_and_answers_are_acknowledged_within_a_round_trip_on_a_long_path() {
         assert!(took <= rtt, "round {round}: {took:?}");
     }
     assert_eq!((l.a.stats().timeouts, l.b.stats().timeouts), (0, 0));
+}
+
+#[test]
+fn a_lost_tail_is_found_by_a_probe_before_the_timer() {
+    // 50 ms round trips; a message of 7 packets whose last two are lost. Nothing after them
+    // would make b report them missing: without a probe, T3 (RTO at its 220 ms floor) finds
+    // them. The probe goes after two round trips of silence, and its SACK shows the hole.
+    let mut l = Link::new(5, 25, 0);
+    let t = l.now;
+    l.a.send_message(t, 1, 53, false, Reliability::default(), &[1; 100])
+        .unwrap();
+    l.run(std::time::Duration::from_secs(1), |l| {
+        l.got[1].len() == 1 && l.a.buffered() == 0
+    });
+    let mtu = Config::default().mtu;
+    let body = vec![2u8; 7 * (mtu - 28 - 16) - 100];
+    l.lose_to_b = vec![l.to_b + 6, l.to_b + 7];
+    let t = l.now;
+    l.a.send_message(t, 1, 53, false, Reliability::default(), &body)
+        .unwrap();
+    l.run(std::time::Duration::from_secs(2), |l| l.got[1].len() == 2);
+    let took = l.now - t;
+    let s = l.a.stats();
+    println!("{took:?} {s:?}");
+    assert_eq!(l.got[1][1].data, body);
+    assert_eq!((s.tail_probes, s.timeouts, s.fast_recoveries), (1, 0, 1));
+    // The first SACKs at 50 ms, the probe two round trips later, its SACK at 200 ms, the
+    // lost chunk 25 ms after that (T3 would have fired at 270 ms).
+    assert!(took <= std::time::Duration::from_millis(225), "{took:?}");
 }
 
 #[test]
