@@ -19,7 +19,7 @@ pub(crate) struct Driver {
     pub(crate) net_tx: mpsc::Sender<Vec<Datagram>>,
     pub(crate) ws: Option<Ws>,
     /// A reconnect in progress.
-    pub(crate) ws_conn: Option<oneshot::Receiver<Result<Ws, Error>>>,
+    pub(crate) ws_conn: Option<oneshot::Receiver<Result<(Ws, bool), Error>>>,
     pub(crate) backoff: Duration,
     pub(crate) reconnect_at: Option<Instant>,
     pub(crate) stun: Vec<StunQuery>,
@@ -67,13 +67,12 @@ pub(crate) struct IceServer {
 impl Driver {
     pub(crate) async fn run(
         mut self,
-        ws: Ws,
+        (ws, taken): (Ws, bool),
         mut cmds: mpsc::Receiver<Cmd>,
         mut net: mpsc::Receiver<Vec<Datagram>>,
         mut read: mpsc::UnboundedReceiver<(String, usize)>,
     ) {
-        self.ws = Some(ws);
-        self.client.signaling_connected(now());
+        self.connected(ws, taken);
         if self.opts.stun || self.opts.turn {
             self.fetch_ice();
         }
@@ -462,7 +461,7 @@ impl Driver {
         if self.reconnect_at.is_some_and(|r| tnow >= r) && self.ws_conn.is_none() {
             self.reconnect_at = None;
             let (tx, rx) = oneshot::channel();
-            let url = self.urls.ws_url();
+            let url = self.urls.ws_url(self.client.url_frames().as_deref());
             let trust = self.trust.clone();
             tokio::spawn(async move {
                 let _ = tx.send(connect_ws(&url, &trust).await);
@@ -536,13 +535,22 @@ impl Driver {
         }
     }
 
-    pub(crate) fn on_reconnected(&mut self, conn: Result<Ws, Error>) {
+    /// A WebSocket is open; `taken`: its server took the frames in its URL.
+    fn connected(&mut self, ws: Ws, taken: bool) {
+        self.ws = Some(ws);
+        if taken {
+            self.client.signaling_connected_with_url_frames(now());
+        } else {
+            self.client.signaling_connected(now());
+        }
+    }
+
+    pub(crate) fn on_reconnected(&mut self, conn: Result<(Ws, bool), Error>) {
         self.ws_conn = None;
         match conn {
-            Ok(ws) => {
-                self.ws = Some(ws);
+            Ok((ws, taken)) => {
+                self.connected(ws, taken);
                 self.backoff = BACKOFF_MIN;
-                self.client.signaling_connected(now());
             }
             Err(e) => {
                 tracing::debug!("signaling reconnect: {e}");

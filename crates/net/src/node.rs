@@ -263,7 +263,6 @@ impl Node {
         let socks = bind_host_sockets(&opts)?;
         // While signaling connects (it needs round trips anyway).
         tokio::task::spawn_blocking(peerweb_peer::warm_up);
-        let ws = connect_ws(&urls.ws_url(), &trust).await?;
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let (ev_tx, mut ev_rx) = mpsc::channel(4096);
         let (read_tx, read_rx) = mpsc::unbounded_channel();
@@ -279,6 +278,9 @@ impl Node {
                 client.add_local_candidate(now, c);
             }
         }
+        // A new session's hello and join ride in the URL: the server answers them with the
+        // upgrade, a round trip sooner.
+        let ws = connect_ws(&urls.ws_url(client.url_frames().as_deref()), &trust).await?;
         let (net_tx, net_rx) = mpsc::channel(1024);
         let mut by_addr = HashMap::new();
         for s in socks {

@@ -12,11 +12,21 @@ pub(crate) struct Urls {
 }
 
 impl Urls {
-    /// The signaling URL, with the access token when there is one.
-    pub(crate) fn ws_url(&self) -> String {
-        match &self.token {
-            Some(t) => format!("{}?access_token={t}", self.ws),
-            None => self.ws.clone(),
+    /// The signaling URL, with the access token when there is one, and `frames` (a JSON
+    /// array the server handles before the socket's first frame, when it takes them).
+    pub(crate) fn ws_url(&self, frames: Option<&str>) -> String {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        if let Some(t) = &self.token {
+            q.append_pair("access_token", t);
+        }
+        if let Some(f) = frames {
+            q.append_pair("frames", f);
+        }
+        let q = q.finish();
+        if q.is_empty() {
+            self.ws.clone()
+        } else {
+            format!("{}?{q}", self.ws)
         }
     }
 }
@@ -138,11 +148,19 @@ pub(crate) fn certificate_problem(e: &(dyn std::error::Error + 'static)) -> Opti
 pub(crate) type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-pub(crate) async fn connect_ws(url: &str, trust: &Trust) -> Result<Ws, Error> {
+/// A WebSocket to `url`, and whether the server took the frames in its URL (it says so in
+/// the upgrade's response).
+pub(crate) async fn connect_ws(url: &str, trust: &Trust) -> Result<(Ws, bool), Error> {
     let connector = tokio_tungstenite::Connector::Rustls(trust.tls.clone());
     let fut = tokio_tungstenite::connect_async_tls_with_config(url, None, true, Some(connector));
     match tokio::time::timeout(Duration::from_secs(10), fut).await {
-        Ok(Ok((ws, _))) => Ok(ws),
+        Ok(Ok((ws, response))) => {
+            let taken = response
+                .headers()
+                .get("peerweb-frames")
+                .is_some_and(|v| v == "taken");
+            Ok((ws, taken))
+        }
         Ok(Err(e)) => Err(Error::Connect {
             url: url.to_owned(),
             why: certificate_problem(&e).unwrap_or_else(|| e.to_string()),
@@ -173,8 +191,8 @@ pub(crate) async fn wait_ice(
 }
 
 pub(crate) async fn wait_conn(
-    c: &mut Option<oneshot::Receiver<Result<Ws, Error>>>,
-) -> Result<Ws, Error> {
+    c: &mut Option<oneshot::Receiver<Result<(Ws, bool), Error>>>,
+) -> Result<(Ws, bool), Error> {
     match c {
         Some(rx) => rx.await.unwrap_or(Err(Error::Stopped)),
         None => std::future::pending().await,

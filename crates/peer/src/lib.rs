@@ -504,41 +504,80 @@ impl Client {
 
     /// A new WebSocket to the server is open: say hello (resuming our id if we had one).
     pub fn signaling_connected(&mut self, now: Instant) {
+        self.connected(now, false);
+    }
+
+    /// A new WebSocket is open whose server took [`Client::url_frames`] from its URL: they
+    /// are not sent again.
+    pub fn signaling_connected_with_url_frames(&mut self, now: Instant) {
+        self.connected(now, true);
+    }
+
+    /// The frames a new connection starts with, as a JSON array for the WebSocket's URL
+    /// (`?frames=`: the server handles them before the socket's first frame, a round trip
+    /// sooner), when they may go there: a new session's hello and join. None when resuming
+    /// (a resume token stays out of URLs).
+    pub fn url_frames(&self) -> Option<String> {
+        if self.token.is_some() {
+            return None;
+        }
+        Some(format!("[{}]", self.first_frames().join(",")))
+    }
+
+    fn connected(&mut self, now: Instant, taken: bool) {
         self.signaling_up = true;
         // Frames not taken before were for the old connection: the hello goes first.
         self.out.retain(|o| !matches!(o, Output::Frame(_)));
-        let token = self.token.clone();
-        let last = self.last_n.filter(|_| token.is_some());
-        let fresh = token.is_none();
-        self.frame(ClientMsg::Hello {
-            v: VERSION,
-            token: token.map(Into::into),
-            last,
-            acks: true,
-        });
+        let fresh = self.token.is_none();
+        if !(taken && fresh) {
+            for f in self.first_frames() {
+                self.out.push_back(Output::Frame(f));
+            }
+        }
         // A new session joins at once (the server handles it after the hello, in order): a
         // round trip less before the first offer. A resumed one joins at its welcome.
         self.join_sent = fresh;
-        if fresh {
-            self.send_join();
-        }
         self.ack_at = None;
         self.next_ping = Some(now + PING_EVERY);
     }
 
+    /// Hello, and for a new session the join right behind it.
+    fn first_frames(&self) -> Vec<String> {
+        let token = self.token.as_deref();
+        let last = self.last_n.filter(|_| token.is_some());
+        let hello = ClientMsg::Hello {
+            v: VERSION,
+            token: token.map(Into::into),
+            last,
+            acks: true,
+        };
+        let mut frames = vec![hello.encode()];
+        if token.is_none() {
+            frames.push(self.join_frame());
+        }
+        frames
+    }
+
     fn send_join(&mut self) {
+        let f = self.join_frame();
+        self.out.push_back(Output::Frame(f));
+    }
+
+    fn join_frame(&self) -> String {
         let meta = self.settings.meta.clone();
         let meta: Option<Box<RawValue>> = meta.and_then(|m| RawValue::from_string(m).ok());
-        let room = self.room.clone();
+        let room = self.room.as_str();
         match self.settings.swarm {
-            Some(seed) => self.frame(ClientMsg::SwarmJoin {
+            Some(seed) => ClientMsg::SwarmJoin {
                 swarm: room.into(),
                 seed,
-            }),
-            None => self.frame(ClientMsg::Join {
+            }
+            .encode(),
+            None => ClientMsg::Join {
                 room: room.into(),
                 meta: meta.as_deref(),
-            }),
+            }
+            .encode(),
         }
     }
 

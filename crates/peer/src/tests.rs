@@ -1779,6 +1779,34 @@ fn a_new_session_joins_with_its_hello_and_a_resumed_one_at_its_welcome() {
     assert_eq!(types(&frames(&mut c, now)), [r#""hello""#]);
     c.handle_frame(now, &welcome(true));
     assert!(types(&frames(&mut c, now)).contains(&r#""join""#.to_owned()));
+    // Resuming, nothing rides in the URL (the token would).
+    assert_eq!(c.url_frames(), None);
+}
+
+#[test]
+fn a_new_sessions_hello_and_join_ride_in_the_url_and_are_not_sent_again() {
+    let now = Instant::now();
+    let settings = Settings {
+        meta: Some(r#"{"name":"ada"}"#.into()),
+        ..Settings::default()
+    };
+    let mut c = Client::new(now, "r", settings);
+    let url: serde_json::Value = serde_json::from_str(&c.url_frames().unwrap()).unwrap();
+    assert_eq!(
+        url,
+        serde_json::json!([
+            {"type":"hello","v":1,"acks":true},
+            {"type":"join","room":"r","meta":{"name":"ada"}}
+        ])
+    );
+    // Taken by the server: nothing goes on the socket, and the join counts as sent.
+    c.signaling_connected_with_url_frames(now);
+    assert!(frames(&mut c, now).is_empty());
+    c.handle_frame(
+        now,
+        r#"{"type":"welcome","v":1,"id":"me","token":"t","resumed":false,"rooms":[]}"#,
+    );
+    assert!(frames(&mut c, now).is_empty(), "joined twice");
 }
 
 #[test]

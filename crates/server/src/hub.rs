@@ -179,11 +179,12 @@ impl Hub {
         socket: WebSocket,
         peer: SocketAddr,
         grant: Option<crate::auth::Grant>,
+        first: Vec<String>,
     ) {
         let conn = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
         let span = info_span!("ws", conn = conn.0);
         let _live = Live::count(&self.live);
-        self.serve_inner(socket, conn, peer.ip(), grant)
+        self.serve_inner(socket, conn, peer.ip(), grant, first)
             .instrument(span)
             .await;
     }
@@ -237,6 +238,7 @@ impl Hub {
         conn: ConnId,
         ip: IpAddr,
         grant: Option<crate::auth::Grant>,
+        first: Vec<String>,
     ) {
         let Some((mut rx, queued, kill)) = self.register(conn, ip, grant).await else {
             return;
@@ -246,6 +248,19 @@ impl Hub {
         let events = &self.events;
         let limit = self.max_frame_bytes;
         let reader = async {
+            // Frames from the URL come first, as if read from the socket.
+            for text in first {
+                if events
+                    .send(Event::Text {
+                        conn,
+                        text: text.into(),
+                    })
+                    .await
+                    .is_err()
+                {
+                    return false;
+                }
+            }
             while let Some(msg) = stream.next().await {
                 let ev = match msg {
                     Ok(Message::Text(text)) if text.len() > limit => Event::Oversize { conn },

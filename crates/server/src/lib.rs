@@ -30,6 +30,7 @@ mod proxy;
 mod status;
 mod tls;
 mod turn;
+mod url_frames;
 mod web;
 mod whep;
 
@@ -181,14 +182,27 @@ async fn ws(
     // Frames up to four times the limit are read and refused with a clean 1009 close; the
     // hard cap stops a client from making the server buffer more than that.
     let hard_cap = state.hub.max_frame_bytes().saturating_mul(4);
-    upgrade
+    let first = url_frames::parse(query.as_deref(), state.hub.max_frame_bytes());
+    let taken = first.is_some();
+    let mut response = upgrade
         .max_message_size(hard_cap)
         .max_frame_size(hard_cap)
         // Idle connections should cost little: a small read buffer. Frames are written out
         // when the buffer passes WRITE_BATCH or at the flush that ends each batch.
         .read_buffer_size(4096)
         .write_buffer_size(hub::WRITE_BATCH)
-        .on_upgrade(move |socket| state.hub.serve_socket(socket, peer, grant))
+        .on_upgrade(move |socket| {
+            state
+                .hub
+                .serve_socket(socket, peer, grant, first.unwrap_or_default())
+        });
+    if taken {
+        response.headers_mut().insert(
+            url_frames::TAKEN_HEADER,
+            axum::http::HeaderValue::from_static("taken"),
+        );
+    }
+    response
 }
 
 /// Tells a WebSocket without a good access token why, and closes it with 4401.

@@ -108,6 +108,60 @@ async fn relay_between_two_clients() {
     assert_eq!(recv(&mut a).await, json!({"type":"pong"}));
 }
 
+/// A WebSocket whose URL carries `frames`; whether the server says it took them.
+async fn connect_with_frames(addr: SocketAddr, frames: &Value) -> (Ws, bool) {
+    let q: String = form_urlencoded::byte_serialize(frames.to_string().as_bytes()).collect();
+    let (ws, response) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?frames={q}"))
+        .await
+        .unwrap();
+    let taken = response
+        .headers()
+        .get("peerweb-frames")
+        .is_some_and(|v| v == "taken");
+    (ws, taken)
+}
+
+#[tokio::test]
+async fn a_hello_and_a_join_in_the_url_are_answered_without_a_frame_from_the_client() {
+    let addr = start(ServerConfig::default()).await;
+    let (mut a, a_id) = joined(addr, "r").await;
+    let (mut b, taken) = connect_with_frames(
+        addr,
+        &json!([{"type":"hello","v":1,"acks":true},{"type":"join","room":"r"}]),
+    )
+    .await;
+    assert!(taken);
+    let w = recv(&mut b).await;
+    assert_eq!(w["type"], "welcome");
+    let b_id = w["id"].as_str().unwrap().to_owned();
+    let j = recv(&mut b).await;
+    assert_eq!(
+        (&j["type"], &j["peers"][0]["id"]),
+        (&json!("joined"), &json!(a_id))
+    );
+    assert_eq!(recv(&mut a).await["peer"]["id"], json!(b_id));
+    // The frames are checked as any other: a bad room in the URL gets its error frame.
+    let (mut c, taken) = connect_with_frames(
+        addr,
+        &json!([{"type":"hello","v":1},{"type":"join","room":""}]),
+    )
+    .await;
+    assert!(taken);
+    assert_eq!(recv(&mut c).await["type"], "welcome");
+    assert_eq!(recv(&mut c).await["code"], "invalid-room");
+    // A resume token is not taken from a URL (nor anything but a hello first): the server
+    // says nothing of them and waits for the socket's hello, as without frames.
+    for frames in [
+        json!([{"type":"hello","v":1,"token":"AAAA"}]),
+        json!([{"type":"join","room":"r"}]),
+        json!({"type":"hello","v":1}),
+    ] {
+        let (mut d, taken) = connect_with_frames(addr, &frames).await;
+        assert!(!taken, "{frames}");
+        hello(&mut d).await;
+    }
+}
+
 #[tokio::test]
 async fn malformed_and_unknown_frames_get_error_frames() {
     let addr = start(ServerConfig::default()).await;
