@@ -7,7 +7,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { startServer, startCli, writeBigFile } from './lib.mjs';
 import { startMitm } from './mitm.mjs';
 
@@ -179,6 +179,28 @@ for (const by of ['code', 'link']) {
     }
   });
 }
+
+test('a receiver without room for the offer refuses it, and the sender, already streaming, says why', async () => {
+  // A 1 MiB tmpfs as the output folder: the free-space check is real. A fresh `--yes`
+  // receiver says it is ready, so the sender streams right behind its offer.
+  const small = join(dir, 'out-small');
+  mkdirSync(small);
+  const mount = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', small]);
+  assert.equal(mount.status, 0, String(mount.stderr));
+  try {
+    const f = join(dir, 'too-big.bin');
+    writeFileSync(f, randomBytes(8 << 20));
+    const sender = send([f]);
+    const receiver = receive((await offered(sender)).code, small);
+    assert.equal(await receiver.exited, 1, receiver.stderr);
+    assert.match(receiver.stderr, /not enough free space/);
+    assert.equal(await sender.exited, 1, sender.stderr);
+    assert.match(sender.stderr, /the other side stopped: not enough free space at the receiver/);
+    assert.deepEqual(readdirSync(small).filter((n) => n !== '.peerweb-partial'), []);
+  } finally {
+    spawnSync('umount', [small]);
+  }
+});
 
 test('hostile file names from a sender are neutralised inside the output folder', async () => {
   const tool = join(dirname(process.env.PEERWEB_BIN), 'examples', 'hostile_sender');

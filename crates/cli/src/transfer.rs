@@ -19,7 +19,7 @@ use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use peerweb_net::Node;
 use peerweb_peer::Event;
 use peerweb_transfer::code::{Code, Link, SECRET_BYTES};
-use peerweb_transfer::session::{Manifest, Receiving, Resume, Sending};
+use peerweb_transfer::session::{Manifest, Receiving, Resume, Sending, accept_all};
 use peerweb_transfer::wire::{
     CHUNK, Chunk, Control, FILES_PER_MESSAGE, FileEntry, MAX_FILES, chunk_len, chunks,
 };
@@ -117,6 +117,11 @@ impl Out {
     }
 }
 
+/// The other side ended the transfer with `abort`, saying why.
+#[derive(Debug, thiserror::Error)]
+#[error("the other side stopped: {0}")]
+struct Stopped(String);
+
 /// What the chosen peer did next.
 enum Input {
     Control(Control),
@@ -159,7 +164,7 @@ impl Conn {
                             reason,
                             peerweb_transfer::wire::MAX_REASON_BYTES,
                         );
-                        bail!("the other side stopped: {}", r.escape_debug());
+                        return Err(Stopped(r.escape_debug().to_string()).into());
                     }
                     return Ok(Input::Control(msg));
                 }
@@ -178,6 +183,20 @@ impl Conn {
         }
     }
 
+    /// Why the other side stopped, if it said so within a second: a send that failed
+    /// because the peer aborted and left reports its reason rather than a broken connection.
+    async fn stopped_why(&mut self) -> Option<anyhow::Error> {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next(left).await {
+                Ok(_) => continue,
+                Err(e) if e.is::<Stopped>() => return Some(e),
+                Err(_) => return None,
+            }
+        }
+    }
+
     /// Sends an abort (best effort) and leaves.
     async fn abort(self, reason: &str) {
         let _ = self
@@ -188,11 +207,21 @@ impl Conn {
         self.node.leave().await;
     }
 
-    /// The trust handshake; returns the short authentication string.
-    async fn handshake(&mut self, hs: &mut Handshake) -> anyhow::Result<String> {
-        self.send(&hs.hello()).await?;
+    /// The trust handshake, our hello saying `ready` (a receiver that takes any offer whole);
+    /// returns the short authentication string and whether the other side said `ready`.
+    async fn handshake(
+        &mut self,
+        hs: &mut Handshake,
+        ready: bool,
+    ) -> anyhow::Result<(String, bool)> {
+        let mut hello = hs.hello();
+        if let Control::Hello { ready: r, .. } = &mut hello {
+            *r = ready;
+        }
+        self.send(&hello).await?;
         let hello = self.control(STEP_TIMEOUT).await?;
         hs.on_hello(&hello)?;
+        let peer_ready = matches!(hello, Control::Hello { ready: true, .. });
         let (local, remote) = self
             .node
             .fingerprints(&self.peer)
@@ -202,10 +231,11 @@ impl Conn {
         self.send(&hs.confirm(&local, &remote)?).await?;
         let confirm = self.control(STEP_TIMEOUT).await?;
         hs.verify(&local, &remote, &confirm)?;
-        Ok(match hs.role() {
+        let sas = match hs.role() {
             peerweb_transfer::Role::Send => sas(&local, &remote),
             peerweb_transfer::Role::Receive => sas(&remote, &local),
-        })
+        };
+        Ok((sas, peer_ready))
     }
 
     /// The path to the peer, waiting up to `wait` for the first statistics to tell.
@@ -228,11 +258,16 @@ impl Conn {
     }
 }
 
-/// Runs the handshake and shows the short authentication string; on a failure tells the
-/// other side and leaves.
-async fn authenticate(out: &Out, mut conn: Conn, mut hs: Handshake) -> anyhow::Result<Conn> {
-    let sas = match conn.handshake(&mut hs).await {
-        Ok(sas) => sas,
+/// Runs the handshake (our hello saying `ready` or not) and shows the short authentication
+/// string; on a failure tells the other side and leaves. Returns whether the peer is ready.
+async fn authenticate(
+    out: &Out,
+    mut conn: Conn,
+    mut hs: Handshake,
+    ready: bool,
+) -> anyhow::Result<(Conn, bool)> {
+    let (sas, peer_ready) = match conn.handshake(&mut hs, ready).await {
+        Ok(v) => v,
         Err(e) => {
             let reason = if e.is::<TrustError>() {
                 "verification failed: wrong code or link, or a man in the middle"
@@ -255,7 +290,7 @@ async fn authenticate(out: &Out, mut conn: Conn, mut hs: Handshake) -> anyhow::R
         },
         || json!({"event": "verified", "sas": sas, "path": path.as_ref().map(path_json)}),
     )?;
-    Ok(conn)
+    Ok((conn, peer_ready))
 }
 
 fn random<const N: usize>() -> anyhow::Result<[u8; N]> {
@@ -399,8 +434,16 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
             Ok(Some(_)) => {}
         }
     };
-    let mut conn = authenticate(&out, Conn { node, peer }, Handshake::sender(secret, code)).await?;
-    // The file list, then the receiver's decision.
+    let (mut conn, ready) = authenticate(
+        &out,
+        Conn { node, peer },
+        Handshake::sender(secret, code),
+        false,
+    )
+    .await?;
+    // The file list, then the receiver's decision — or, from a receiver that said it is
+    // ready for any offer, the data right behind the list, a round trip sooner; its accept
+    // then comes while the data flows and is checked at the end.
     for page in sources.chunks(FILES_PER_MESSAGE) {
         conn.send(&Control::Files {
             files: page.iter().map(|s| s.entry.clone()).collect(),
@@ -412,16 +455,13 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
         bytes: total,
     })
     .await?;
-    let from = match conn.control(Duration::from_secs(args.expire)).await? {
-        Control::Accept { from } => from,
-        Control::Decline => {
-            conn.node.leave().await;
-            bail!("the receiver declined");
-        }
-        _ => {
-            conn.abort("expected accept").await;
-            bail!("the receiver broke the protocol");
-        }
+    let from = if ready {
+        tracing::debug!("the receiver is ready for any offer: data follows it at once");
+        accept_all(sources.len())
+    } else {
+        let (c, from) = accepted(conn, Duration::from_secs(args.expire)).await?;
+        conn = c;
+        from
     };
     let plan = match Sending::new(sources.iter().map(|s| s.entry.size).collect(), &from) {
         Ok(p) => p,
@@ -455,14 +495,36 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
                 )
             })?;
         let frame = Chunk::encode(next.file as u32, next.index, data);
-        tokio::select! {
-            r = tokio::time::timeout(STALL_TIMEOUT, conn.node.send(&conn.peer, None, true, frame)) => {
-                r.map_err(|_| anyhow!("the transfer stalled for {} s; run again to resume", STALL_TIMEOUT.as_secs()))?
-                    .context("the connection to the receiver broke; run again to resume")?;
-            }
+        let sent = tokio::select! {
+            r = tokio::time::timeout(STALL_TIMEOUT, conn.node.send(&conn.peer, None, true, frame)) => r,
             _ = crate::shutdown_signal() => { bar.abandon(); conn.abort("the sender stopped").await; bail!("interrupted") }
+        };
+        let failed = match sent {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(
+                anyhow::Error::new(e)
+                    .context("the connection to the receiver broke; run again to resume"),
+            ),
+            Err(_) => Some(anyhow!(
+                "the transfer stalled for {} s; run again to resume",
+                STALL_TIMEOUT.as_secs()
+            )),
+        };
+        if let Some(e) = failed {
+            bar.abandon();
+            return Err(conn.stopped_why().await.unwrap_or(e));
         }
         bar.inc(next.len as u64);
+    }
+    if ready {
+        // The accept a ready receiver still sends must be the one we acted on.
+        let (c, mut got) = accepted(conn, STALL_TIMEOUT).await?;
+        conn = c;
+        got.sort_unstable();
+        if got != from {
+            conn.abort("expected an accept of everything").await;
+            bail!("the receiver said it was ready for everything, then accepted less");
+        }
     }
     // Asked now: once the receiver says done it leaves, and its path goes with it.
     let path = conn.path(PATH_WAIT).await;
@@ -487,6 +549,22 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
         secs,
         path.as_ref(),
     )
+}
+
+/// The receiver's answer to the offer: its `accept` list; a `decline`, or anything else
+/// (then aborted), ends the transfer.
+async fn accepted(mut conn: Conn, timeout: Duration) -> anyhow::Result<(Conn, Vec<(u32, u64)>)> {
+    match conn.control(timeout).await? {
+        Control::Accept { from } => Ok((conn, from)),
+        Control::Decline => {
+            conn.node.leave().await;
+            bail!("the receiver declined");
+        }
+        _ => {
+            conn.abort("expected accept").await;
+            bail!("the receiver broke the protocol");
+        }
+    }
 }
 
 fn summary(
@@ -672,6 +750,10 @@ pub async fn receive(args: ReceiveArgs) -> anyhow::Result<()> {
     }
     fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
+    // Ready for any offer whole: nobody to ask and nothing staged to resume. The sender then
+    // streams right behind its offer, a round trip sooner.
+    let ready =
+        args.yes && fs::read_dir(args.out.join(STAGING)).map_or(true, |mut d| d.next().is_none());
     let mut node = Node::join(args.net.options(&server, &room, None))
         .await
         .context("cannot reach the server")?;
@@ -687,7 +769,13 @@ pub async fn receive(args: ReceiveArgs) -> anyhow::Result<()> {
             Ok(Some(_)) => {}
         }
     };
-    let mut conn = authenticate(&out, Conn { node, peer }, Handshake::receiver(&secret)).await?;
+    let (mut conn, _) = authenticate(
+        &out,
+        Conn { node, peer },
+        Handshake::receiver(&secret),
+        ready,
+    )
+    .await?;
     // The file list.
     let mut manifest = Manifest::default();
     let files = loop {
@@ -724,9 +812,16 @@ pub async fn receive(args: ReceiveArgs) -> anyhow::Result<()> {
     fs::create_dir_all(&staging.dir)
         .with_context(|| format!("cannot create {}", staging.dir.display()))?;
     staging.expire();
+    // A ready receiver promised to take everything from the start.
     let resume: Vec<Resume> = files
         .iter()
-        .map(|f| staging.resume(f))
+        .map(|f| {
+            if ready {
+                Ok(Resume::fresh())
+            } else {
+                staging.resume(f)
+            }
+        })
         .collect::<anyhow::Result<_>>()
         .context("cannot read the staged files")?;
     let (mut rx, complete) = Receiving::new(files.clone(), resume)?;

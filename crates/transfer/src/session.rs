@@ -259,6 +259,12 @@ pub struct Sending {
     next: u64,
 }
 
+/// The `accept` of a receiver that wants every one of `files` files whole: what a sender
+/// told `ready` streams before the accept arrives, and then expects it to say.
+pub fn accept_all(files: usize) -> Vec<(u32, u64)> {
+    (0..files as u32).map(|i| (i, 0)).collect()
+}
+
 impl Sending {
     /// Checks the receiver's `accept`: each file once, from a chunk within it.
     pub fn new(sizes: Vec<u64>, accept: &[(u32, u64)]) -> Result<Sending, SessionError> {
@@ -352,7 +358,12 @@ mod tests {
                 contents.iter().map(|d| d.len() as u64).sum(),
             )
             .unwrap();
+        let fresh = resume.iter().all(|r| r.from == 0);
         let (mut rx, complete) = Receiving::new(files, resume).unwrap();
+        if fresh {
+            // What a `ready` receiver promised, empty files included.
+            assert_eq!(rx.accept(), accept_all(contents.len()));
+        }
         let mut out: Vec<Vec<u8>> = contents.iter().map(|_| Vec::new()).collect();
         let sending = Sending::new(entries.iter().map(|e| e.size).collect(), &rx.accept()).unwrap();
         let mut done = complete;

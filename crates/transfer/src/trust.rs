@@ -135,6 +135,7 @@ impl Handshake {
                 .pake_msg
                 .as_ref()
                 .map(|m| data_encoding::BASE64URL_NOPAD.encode(m)),
+            ready: false,
         }
     }
 
@@ -145,6 +146,7 @@ impl Handshake {
             role,
             auth,
             pake,
+            ..
         } = hello
         else {
             return Err(TrustError::Protocol("expected hello"));
@@ -407,6 +409,7 @@ mod tests {
             role: Role::Receive,
             auth: Some(AuthKind::Link),
             pake: None,
+            ready: false,
         };
         assert_eq!(s.on_hello(&bad_version), Err(TrustError::Version(9)));
         let no_pake = Control::Hello {
@@ -414,6 +417,7 @@ mod tests {
             role: Role::Receive,
             auth: Some(AuthKind::Code),
             pake: None,
+            ready: false,
         };
         assert!(matches!(s.on_hello(&no_pake), Err(TrustError::Protocol(_))));
         // A garbage point is not an error the attacker can tell apart: the MAC just fails.
@@ -422,6 +426,7 @@ mod tests {
             role: Role::Receive,
             auth: Some(AuthKind::Code),
             pake: Some("AAAA".into()),
+            ready: false,
         };
         let mut s = Handshake::sender([5; SECRET_BYTES], code());
         s.on_hello(&junk).unwrap();

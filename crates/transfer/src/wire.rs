@@ -70,6 +70,11 @@ pub enum Control {
         /// SPAKE2 message, base64url.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pake: Option<String>,
+        /// Receiver: it will accept any offer whole, from the first chunk (it asks nobody and
+        /// has nothing staged to resume), so the sender may stream right behind its offer
+        /// instead of waiting a round trip for `accept`, which still follows.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        ready: bool,
     },
     /// BLAKE3 MAC over both DTLS fingerprints, hex.
     Confirm { mac: String },
@@ -211,6 +216,7 @@ mod tests {
             role: Role::Receive,
             auth: Some(AuthKind::Code),
             pake: Some("QUJD".into()),
+            ready: false,
         };
         let text = String::from_utf8(m.encode()).unwrap();
         assert_eq!(
@@ -218,6 +224,10 @@ mod tests {
             r#"{"t":"hello","v":1,"role":"receive","auth":"code","pake":"QUJD"}"#
         );
         assert_eq!(Control::decode(text.as_bytes()), Ok(m));
+        let ready = br#"{"t":"hello","v":1,"role":"receive","auth":"link","ready":true}"#;
+        let m = Control::decode(ready).unwrap();
+        assert!(matches!(m, Control::Hello { ready: true, .. }));
+        assert_eq!(m.encode(), ready);
         let a = Control::Accept {
             from: vec![(0, 3), (1, 0)],
         };
