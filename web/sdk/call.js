@@ -11,11 +11,14 @@
 // their own (`peerweb-call`, docs/protocol.md), with the verification exchange.
 import { PeerwebEvent } from './peerweb.js';
 import { toHex } from '../transfer/blake3.js';
-import { Verifier, VerifyError, MAX_MESSAGE, fingerprintOf } from './verify.js';
+import { Verifier, VerifyError, MAX_MESSAGE } from './verify.js';
+import { fingerprints } from './trust.js';
 
 export const CALL_LABEL = 'peerweb-call';
 /** Members sending camera video at once, by default; later ones are audio-only until one stops. */
 export const MAX_VIDEO_SENDERS = 6;
+/** How long verification waits for both descriptions' fingerprints before it fails. */
+const VERIFY_START_MS = 10000;
 const QUALITY_EVERY_MS = 2000;
 const SPEAKER_EVERY_MS = 250;
 /** Audio level (0–1) above which a member counts as speaking. */
@@ -247,6 +250,8 @@ export class Call extends EventTarget {
     leg.announced.clear();
     leg.remote = null;
     leg.verifier = null;
+    leg._verifyStarting = false;
+    leg._verifyGen = (leg._verifyGen ?? 0) + 1;
     this._setVerification(leg, { state: 'waiting', sas: null, by: null, error: null });
     this._updateVideoSlot();
   }
@@ -306,7 +311,7 @@ export class Call extends EventTarget {
       this._remoteLeft(leg);
       return;
     }
-    if (!leg.verifier) {
+    if (!leg.verifier && !leg._verifyStarting) {
       // Verification starts only once both sides sent their state, which comes first on
       // each channel: anything else before it breaks the protocol.
       this._verifyFailed(leg, `a verification message (${String(m?.t).slice(0, 20)}) before the call state`);
@@ -391,31 +396,42 @@ export class Call extends EventTarget {
   // --- verification ------------------------------------------------------------------------
 
   _maybeVerify(leg) {
-    if (leg.verifier || !leg.remote || leg._stateSent === null || this.options.verify === false) return;
+    if (leg.verifier || leg._verifyStarting || !leg.remote || leg._stateSent === null
+      || this.options.verify === false) return;
     const pc = leg.peer.pc;
-    let v;
-    try {
-      v = new Verifier({
-        localFp: fingerprintOf(pc.localDescription?.sdp),
-        remoteFp: fingerprintOf(pc.remoteDescription?.sdp),
-        identity: this._identity,
-        keyFor: async (id) => (await this.store.keyFor(id))?.key ?? null,
-        words: this._words,
-        random: () => crypto.getRandomValues(new Uint8Array(32)),
-      });
-    } catch (e) {
-      this._verifyFailed(leg, e.message);
-      return;
-    }
-    leg.verifier = v;
-    leg._verifyQueue = Promise.resolve();
-    this._sendAll(leg, v.start());
+    const gen = leg._verifyGen = (leg._verifyGen ?? 0) + 1;
+    leg._verifyStarting = true;
+    // The channel can open, and both states cross, before this thread has seen
+    // setRemoteDescription settle: the fingerprints are awaited, and the peer's first
+    // verification messages wait in the queue behind the start.
+    leg._verifyQueue = (async () => {
+      const [localFp, remoteFp] = await fingerprints(pc, VERIFY_START_MS);
+      if (leg._verifyGen !== gen) return;
+      leg._verifyStarting = false;
+      let v;
+      try {
+        v = new Verifier({
+          localFp,
+          remoteFp,
+          identity: this._identity,
+          keyFor: async (id) => (await this.store.keyFor(id))?.key ?? null,
+          words: this._words,
+          random: () => crypto.getRandomValues(new Uint8Array(32)),
+        });
+      } catch (e) {
+        this._verifyFailed(leg, e.message);
+        return;
+      }
+      leg.verifier = v;
+      this._sendAll(leg, v.start());
+    })();
   }
 
   _feed(leg, text) {
-    const v = leg.verifier;
+    const gen = leg._verifyGen;
     leg._verifyQueue = leg._verifyQueue.then(async () => {
-      if (leg.verifier !== v) return;
+      const v = leg.verifier;
+      if (leg._verifyGen !== gen || !v) return;
       try {
         this._sendAll(leg, await v.receive(text));
       } catch (e) {

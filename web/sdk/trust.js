@@ -119,7 +119,7 @@ export const linkKey = (secret) => Blake3.deriveKey('peerweb-transfer-v1 link ke
  * channel events from its network thread): until both are there, wait for the signaling
  * state to change, at most `ms`.
  */
-async function fingerprints(pc, ms) {
+export async function fingerprints(pc, ms) {
   const read = () => [fingerprintOf(pc.localDescription?.sdp), fingerprintOf(pc.remoteDescription?.sdp)];
   if (read().every(Boolean)) return read();
   await new Promise((resolve) => {
