@@ -1,7 +1,10 @@
 //! transfer-bench: `peerweb send` → `peerweb receive` against magic-wormhole (with its
 //! mailbox server and transit relay run locally) and a raw TCP copy as the physical limit, in
 //! one run: the same file, each tool's receiver timed from its start to its exit (setup
-//! included, as a user waits for it), and the receiver's largest resident set.
+//! included, as a user waits for it), the receiver's largest resident set and the CPU time
+//! of each end per GB moved. `--baseline BIN` measures a second peerweb binary in the same
+//! rounds (an A/B on this noisy machine: the ratio between two columns of one run holds
+//! where absolute rates do not).
 //!
 //! Everything runs inside network namespaces this process creates and deletes: one with only
 //! loopback, or with `--rtt-ms N` two joined by the emulated link of `peerweb_bench::netlab`
@@ -15,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use peerweb_bench::netlab::{self, ip};
-use peerweb_bench::rss_kib;
+use peerweb_bench::{cpu_secs, rss_kib};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -34,6 +37,9 @@ struct Args {
     /// The peerweb binary.
     #[arg(long, default_value = "target/release/peerweb")]
     peerweb: String,
+    /// Another peerweb binary, measured in the same rounds as a fourth column.
+    #[arg(long)]
+    baseline: Option<String>,
     /// `--send-window` for peerweb (bytes); its default when absent.
     #[arg(long)]
     window: Option<u32>,
@@ -83,10 +89,40 @@ fn in_ns(ns: &str, prog: &str, args: &[String]) -> Command {
     c
 }
 
-/// Waits for the child to exit while sampling its resident set; (seconds, max RSS KiB).
-async fn time_child(mut child: Child, limit: Duration) -> anyhow::Result<(f64, u64)> {
+/// The CPU seconds a process has used, sampled every 10 ms until it is gone; `last` is
+/// the latest sample (the final 10 ms may be missing: noise next to seconds).
+struct CpuWatch(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl CpuWatch {
+    fn of(child: &Child) -> Self {
+        use std::sync::atomic::Ordering;
+        let cell = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        if let Some(pid) = child.id() {
+            let c = cell.clone();
+            tokio::spawn(async move {
+                // Bounded: a process this bench starts lives at most 15 minutes.
+                for _ in 0..90_000 {
+                    match cpu_secs(pid) {
+                        Ok(s) => c.store(s.to_bits(), Ordering::Relaxed),
+                        Err(_) => break,
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            });
+        }
+        Self(cell)
+    }
+
+    fn last(&self) -> f64 {
+        f64::from_bits(self.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+/// Waits for the receiver to exit while sampling its resident set and CPU time.
+async fn time_child(mut child: Child, limit: Duration) -> anyhow::Result<Score> {
     let start = Instant::now();
     let pid = child.id().unwrap_or(0);
+    let cpu = CpuWatch::of(&child);
     let mut max_rss = 0;
     // Drain both pipes (progress output must not block the child); keep stderr's tail.
     if let Some(out) = child.stdout.take() {
@@ -123,7 +159,12 @@ async fn time_child(mut child: Child, limit: Duration) -> anyhow::Result<(f64, u
                 };
                 bail!("receiver failed ({st}): {}", err.trim());
             }
-            return Ok((start.elapsed().as_secs_f64(), max_rss));
+            return Ok(Score {
+                secs: start.elapsed().as_secs_f64(),
+                rss_kib: max_rss,
+                cpu_recv: cpu.last(),
+                cpu_send: 0.0,
+            });
         }
         if start.elapsed() > limit {
             bail!("receiver took longer than {limit:?}");
@@ -167,6 +208,9 @@ async fn wait_port(ns: &str, addr: &str, port: u16) -> anyhow::Result<()> {
 struct Score {
     secs: f64,
     rss_kib: u64,
+    /// CPU seconds of the receiving and the sending process.
+    cpu_recv: f64,
+    cpu_send: f64,
 }
 
 fn me() -> anyhow::Result<String> {
@@ -186,15 +230,23 @@ async fn tcp(args: &Args, p: &Places, file: &Path, out: &Path) -> anyhow::Result
         ]
     };
     let mut src = in_ns(&p.send_ns, &me()?, &arg("tcp-send", file)).spawn()?;
+    let src_cpu = CpuWatch::of(&src);
     first_line(&mut src).await?;
     let sink = in_ns(&p.recv_ns, &me()?, &arg("tcp-recv", out)).spawn()?;
-    let (secs, rss_kib) = time_child(sink, Duration::from_secs(600)).await?;
+    let mut score = time_child(sink, Duration::from_secs(600)).await?;
     let _ = src.wait().await;
+    score.cpu_send = src_cpu.last();
     check_size(out, args.bytes)?;
-    Ok(Score { secs, rss_kib })
+    Ok(score)
 }
 
-async fn peerweb(args: &Args, p: &Places, file: &Path, out: &Path) -> anyhow::Result<Score> {
+async fn peerweb(
+    args: &Args,
+    bin: &str,
+    p: &Places,
+    file: &Path,
+    out: &Path,
+) -> anyhow::Result<Score> {
     let server = format!("http://{}:8080", p.send_ip);
     let serve = vec![
         "serve".into(),
@@ -202,7 +254,7 @@ async fn peerweb(args: &Args, p: &Places, file: &Path, out: &Path) -> anyhow::Re
         format!("{}:8080", p.send_ip),
         "--no-turn".into(),
     ];
-    let mut srv = in_ns(&p.send_ns, &args.peerweb, &serve).spawn()?;
+    let mut srv = in_ns(&p.send_ns, bin, &serve).spawn()?;
     wait_port(&p.send_ns, p.send_ip, 8080).await?;
     let mut net = vec!["--no-stun".to_owned(), "--no-turn".to_owned()];
     if p.loopback {
@@ -219,7 +271,8 @@ async fn peerweb(args: &Args, p: &Places, file: &Path, out: &Path) -> anyhow::Re
     ];
     send_args.extend(net.iter().cloned());
     send_args.push(file.display().to_string());
-    let mut sender = in_ns(&p.send_ns, &args.peerweb, &send_args).spawn()?;
+    let mut sender = in_ns(&p.send_ns, bin, &send_args).spawn()?;
+    let sender_cpu = CpuWatch::of(&sender);
     let line = first_line(&mut sender).await?;
     let v: serde_json::Value = serde_json::from_str(&line)?;
     let code = v["code"].as_str().context("no code")?.to_owned();
@@ -233,13 +286,14 @@ async fn peerweb(args: &Args, p: &Places, file: &Path, out: &Path) -> anyhow::Re
         out.display().to_string(),
     ];
     recv_args.extend(net);
-    let receiver = in_ns(&p.recv_ns, &args.peerweb, &recv_args).spawn()?;
-    let (secs, rss_kib) = time_child(receiver, Duration::from_secs(900)).await?;
+    let receiver = in_ns(&p.recv_ns, bin, &recv_args).spawn()?;
+    let mut score = time_child(receiver, Duration::from_secs(900)).await?;
     let _ = sender.wait().await;
+    score.cpu_send = sender_cpu.last();
     let _ = srv.kill().await;
     let name = file.file_name().context("file name")?;
     check_size(&out.join(name), args.bytes)?;
-    Ok(Score { secs, rss_kib })
+    Ok(score)
 }
 
 async fn wormhole(
@@ -279,6 +333,7 @@ async fn wormhole(
         file.display().to_string(),
     ]);
     let mut sender = in_ns(&p.send_ns, &bin("wormhole"), &s).spawn()?;
+    let sender_cpu = CpuWatch::of(&sender);
     // The sender claims the code within a second (local mailbox).
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut r = common;
@@ -292,12 +347,15 @@ async fn wormhole(
     ]);
     let receiver = in_ns(&p.recv_ns, &bin("wormhole"), &r).spawn()?;
     let score = time_child(receiver, Duration::from_secs(900)).await;
+    // Read before the kill: the sender's work is done once the receiver has everything.
+    let send_cpu = sender_cpu.last();
     let _ = sender.kill().await;
     let _ = mailbox.kill().await;
     let _ = relay.kill().await;
-    let (secs, rss_kib) = score?;
+    let mut score = score?;
+    score.cpu_send = send_cpu;
     check_size(&dest, args.bytes)?;
-    Ok(Score { secs, rss_kib })
+    Ok(score)
 }
 
 fn check_size(path: &Path, bytes: u64) -> anyhow::Result<()> {
@@ -400,40 +458,52 @@ async fn measure(args: &Args, work: &Path) -> anyhow::Result<()> {
         args.rounds,
         args.bytes as f64 / 1e6
     );
-    let names = ["raw TCP", "magic-wormhole", "peerweb"];
-    let mut scores: Vec<Vec<Score>> = vec![Vec::new(); 3];
+    let mut names = vec!["raw TCP", "magic-wormhole", "peerweb"];
+    if args.baseline.is_some() {
+        names.push("peerweb (baseline)");
+    }
+    let mut scores: Vec<Vec<Score>> = vec![Vec::new(); names.len()];
     for round in 0..args.rounds {
         for (i, name) in names.iter().enumerate() {
             let out: PathBuf = work.join(format!("out-{round}-{i}"));
             std::fs::create_dir_all(&out)?;
-            let s = match i {
-                0 => tcp(args, &places, &file, &out.join("tcp.bin")).await,
-                1 => wormhole(args, &places, &file, &out, round).await,
-                _ => peerweb(args, &places, &file, &out).await,
+            let s = match (i, &args.baseline) {
+                (0, _) => tcp(args, &places, &file, &out.join("tcp.bin")).await,
+                (1, _) => wormhole(args, &places, &file, &out, round).await,
+                (3, Some(b)) => peerweb(args, b, &places, &file, &out).await,
+                _ => peerweb(args, &args.peerweb, &places, &file, &out).await,
             }
             .with_context(|| format!("{name}, round {}", round + 1))?;
             eprintln!(
-                "  {name}: {:.2} s, {:.1} MB/s, receiver RSS {:.0} MiB",
+                "  {name}: {:.2} s, {:.1} MB/s, receiver RSS {:.0} MiB, CPU {:.2} s receiving + {:.2} s sending",
                 s.secs,
                 args.bytes as f64 / 1e6 / s.secs,
-                s.rss_kib as f64 / 1024.0
+                s.rss_kib as f64 / 1024.0,
+                s.cpu_recv,
+                s.cpu_send,
             );
             scores[i].push(s);
             let _ = std::fs::remove_dir_all(&out);
         }
     }
-    let rate: Vec<f64> = scores
-        .iter()
-        .map(|s| median(s.iter().map(|x| args.bytes as f64 / 1e6 / x.secs).collect()))
-        .collect();
-    let secs: Vec<f64> = scores
-        .iter()
-        .map(|s| median(s.iter().map(|x| x.secs).collect()))
-        .collect();
-    let rss: Vec<f64> = scores
-        .iter()
-        .map(|s| median(s.iter().map(|x| x.rss_kib as f64 / 1024.0).collect()))
-        .collect();
+    let gb = args.bytes as f64 / 1e9;
+    let col = |f: &dyn Fn(&Score) -> f64| -> Vec<f64> {
+        scores
+            .iter()
+            .map(|s| median(s.iter().map(f).collect()))
+            .collect()
+    };
+    let rows = [
+        ("time to receive, s", col(&|x| x.secs), 2),
+        ("rate, MB/s", col(&|x| args.bytes as f64 / 1e6 / x.secs), 1),
+        (
+            "receiver max RSS, MiB",
+            col(&|x| x.rss_kib as f64 / 1024.0),
+            0,
+        ),
+        ("receiver CPU, s/GB", col(&|x| x.cpu_recv / gb), 2),
+        ("sender CPU, s/GB", col(&|x| x.cpu_send / gb), 2),
+    ];
     println!();
     println!(
         "transfer of {:.0} MB, {link} (medians of {})",
@@ -441,23 +511,27 @@ async fn measure(args: &Args, work: &Path) -> anyhow::Result<()> {
         args.rounds
     );
     println!();
-    println!(
-        "| metric | raw TCP | magic-wormhole | peerweb | peerweb / magic-wormhole | peerweb / raw TCP |"
+    let base = args.baseline.is_some();
+    print!(
+        "| metric | {} | peerweb / magic-wormhole | peerweb / raw TCP |",
+        names.join(" | ")
     );
-    println!("|---|---|---|---|---|---|");
-    for (label, v, d) in [
-        ("time to receive, s", &secs, 2),
-        ("rate, MB/s", &rate, 1),
-        ("receiver max RSS, MiB", &rss, 0),
-    ] {
-        println!(
-            "| {label} | {:.d$} | {:.d$} | {:.d$} | {:.2}x | {:.3}x |",
-            v[0],
-            v[1],
-            v[2],
-            v[2] / v[1],
-            v[2] / v[0],
-        );
+    println!("{}", if base { " peerweb / baseline |" } else { "" });
+    println!(
+        "|---|{}---|---|{}",
+        "---|".repeat(names.len()),
+        if base { "---|" } else { "" }
+    );
+    for (label, v, d) in rows {
+        print!("| {label} |");
+        for x in &v {
+            print!(" {x:.d$} |");
+        }
+        print!(" {:.2}x | {:.3}x |", v[2] / v[1], v[2] / v[0]);
+        if base {
+            print!(" {:.3}x |", v[2] / v[3]);
+        }
+        println!();
     }
     Ok(())
 }
