@@ -21,6 +21,7 @@ use super::conn::{Conn, Input, authenticate};
 use super::{Out, PATH_WAIT, ReceiveArgs, STAGING, STALL_TIMEOUT, STEP_TIMEOUT, summary};
 
 /// Staged files of one transfer.
+#[derive(Clone)]
 struct Staging {
     dir: PathBuf,
 }
@@ -143,11 +144,26 @@ impl Writer {
     }
 }
 
-fn ask(question: &str) -> anyhow::Result<bool> {
-    eprint!("{question} [y/N] ");
-    let mut line = String::new();
-    std::io::stdin().read_line(&mut line)?;
-    Ok(matches!(line.trim(), "y" | "Y" | "yes" | "Yes"))
+/// Asks on the terminal, off the runtime's thread: the connection stays alive meanwhile.
+async fn ask(question: String) -> anyhow::Result<bool> {
+    blocking(move || {
+        eprint!("{question} [y/N] ");
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        Ok(matches!(line.trim(), "y" | "Y" | "yes" | "Yes"))
+    })
+    .await
+}
+
+/// Runs disk work that may block for long (hashing what is staged, syncing a finished file)
+/// on tokio's blocking threads: the peer's runtime has one thread, and the connection's
+/// timers and acknowledgements must not wait for the disk.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .context("a disk task failed")?
 }
 
 /// `peerweb receive`: proves it holds the code or link, checks the offer, saves verified files.
@@ -232,17 +248,14 @@ pub async fn receive(args: ReceiveArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create {}", staging.dir.display()))?;
     staging.expire();
     // A ready receiver promised to take everything from the start.
-    let resume: Vec<Resume> = files
-        .iter()
-        .map(|f| {
-            if ready {
-                Ok(Resume::fresh())
-            } else {
-                staging.resume(f)
-            }
-        })
-        .collect::<anyhow::Result<_>>()
-        .context("cannot read the staged files")?;
+    let resume: Vec<Resume> = if ready {
+        files.iter().map(|_| Resume::fresh()).collect()
+    } else {
+        let (staging, files) = (staging.clone(), files.clone());
+        blocking(move || files.iter().map(|f| staging.resume(f)).collect())
+            .await
+            .context("cannot read the staged files")?
+    };
     let (mut rx, complete) = Receiving::new(files.clone(), resume)?;
     let needed = total - rx.bytes_done();
     let free = fs4::available_space(&args.out).unwrap_or(u64::MAX);
@@ -256,11 +269,12 @@ pub async fn receive(args: ReceiveArgs) -> anyhow::Result<()> {
         );
     }
     if !args.yes
-        && !ask(&format!(
+        && !ask(format!(
             "Receive {} into {}?",
             HumanBytes(total),
             args.out.display()
-        ))?
+        ))
+        .await?
     {
         conn.send(&Control::Decline).await?;
         conn.node.leave().await;
@@ -323,7 +337,8 @@ pub async fn receive(args: ReceiveArgs) -> anyhow::Result<()> {
         if got.complete
             && let Some(w) = writer.take()
         {
-            w.finish(&staging, &files[got.file])?;
+            let (staging, entry) = (staging.clone(), files[got.file].clone());
+            blocking(move || w.finish(&staging, &entry)).await?;
         }
     }
     bar.finish_and_clear();
