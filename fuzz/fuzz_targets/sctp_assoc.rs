@@ -1,9 +1,9 @@
 //! The association as a state machine under any sequence of operations: two real ends set up
 //! and exchange messages while the input decides what happens — packets delivered, dropped,
 //! duplicated or corrupted (with their checksum and tag made right, so they reach the chunk
-//! handlers), forged packets of any chunks, time passing, messages sent, streams reset, and
-//! the second end's reader reading (it holds its messages' room in a small receive window
-//! until then). Nothing may panic.
+//! handlers), forged packets of any chunks, time passing, messages sent, streams reset, an end
+//! shutting down, and the second end's reader reading (it holds its messages' room in a small
+//! receive window until then). Nothing may panic.
 #![no_main]
 
 use std::time::{Duration, Instant};
@@ -48,7 +48,7 @@ fuzz_target!(|data: &[u8]| {
         }
         let Some(op) = ops.next() else { break };
         let (kind, a, b) = (
-            op[0] % 10,
+            op[0] % 11,
             *op.get(1).unwrap_or(&0),
             *op.get(2).unwrap_or(&0),
         );
@@ -108,6 +108,8 @@ fuzz_target!(|data: &[u8]| {
                 let from = usize::from(a % 2);
                 ends[from].reset_streams(now, &[u16::from(b % 4), u16::from(b / 4 % 4)]);
             }
+            // One end shuts down.
+            10 => ends[usize::from(a % 2)].shutdown(now),
             // The second end's reader reads some of what it holds.
             9 => {
                 let n = unread.min(usize::from(a) * 1024 + usize::from(b));

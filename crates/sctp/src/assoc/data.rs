@@ -396,6 +396,11 @@ impl Flow {
         }
     }
 
+    /// The cumulative TSN of what we received (our SHUTDOWN carries it).
+    pub(super) fn cum_tsn(&self) -> u32 {
+        self.rx.cum_tsn().0
+    }
+
     /// SHUTDOWN's cumulative TSN: it acknowledges as a SACK without gap blocks would, and
     /// leaves the peer's window as it was.
     pub(super) fn on_cum_ack(&mut self, now: Instant, cum: u32, rto: &mut Rto) {

@@ -2,7 +2,8 @@
 //! COOKIE ACK — from both sides at once, as WebRTC peers do (each sends INIT; an INIT met in
 //! COOKIE-WAIT is answered with the same tag and TSN its own INIT carried, §5.2.1) — with the
 //! verification tag checked on every packet (§8.5), INIT and COOKIE ECHO sent again on the T1
-//! timer with back-off, and ABORT. Data transfer, SACKs and shutdown come on top of this.
+//! timer with back-off, and ABORT; shutdown from either side or both at once (§9.2).
+//! Data transfer and SACKs come on top of this.
 //! Sans-IO: packets in and out as bytes, time passed in.
 
 use std::collections::VecDeque;
@@ -71,6 +72,12 @@ pub enum State {
     /// The peer sent SHUTDOWN: what is in flight is finished, then SHUTDOWN ACK goes; no new
     /// messages are taken.
     ShuttingDown,
+    /// We shut down ([`Association::shutdown`]): what is queued and in flight is finished,
+    /// then SHUTDOWN goes; no new messages are taken. What the peer sends is still received.
+    ShutdownPending,
+    /// Our SHUTDOWN went (again on T2, and after every packet of the peer's DATA) until the
+    /// peer's SHUTDOWN ACK.
+    ShutdownSent,
     Closed(Closed),
 }
 
@@ -81,7 +88,8 @@ pub enum Closed {
     SetupFailed,
     /// The peer sent ABORT.
     Aborted,
-    /// The peer shut the association down (SHUTDOWN, SHUTDOWN ACK, SHUTDOWN COMPLETE).
+    /// Shut down gracefully, by either side (SHUTDOWN, SHUTDOWN ACK, SHUTDOWN COMPLETE), or
+    /// given up when the peer stopped answering its T2 exchange.
     ShutDown,
     /// We aborted it: the peer broke the protocol (a DATA chunk without data).
     Violation,
@@ -115,8 +123,8 @@ pub struct Association {
     /// The first COOKIE ECHO is made at the next flush, with the DATA queued by then.
     echo_due: bool,
     rto: Rto,
-    /// T1 (T2 when shutting down): when INIT, COOKIE ECHO or SHUTDOWN ACK goes again, and
-    /// how many times it went.
+    /// T1 (T2 when shutting down): when INIT, COOKIE ECHO, SHUTDOWN or SHUTDOWN ACK goes
+    /// again, and how many times it went.
     t1: Option<(Instant, u32)>,
     out: VecDeque<Vec<u8>>,
     /// The association's clock starts here (cookies carry milliseconds since).
@@ -202,7 +210,33 @@ impl Association {
     fn flowing(&self) -> Option<&data::Flow> {
         self.flow
             .as_ref()
-            .filter(|_| matches!(self.state, State::Established | State::ShuttingDown))
+            .filter(|_| self.shutting_or_established())
+    }
+
+    /// Established, or shutting down with data still moving.
+    fn shutting_or_established(&self) -> bool {
+        matches!(
+            self.state,
+            State::Established | State::ShuttingDown | State::ShutdownPending | State::ShutdownSent
+        )
+    }
+
+    /// Shuts the association down gracefully (RFC 9260 §9.2): no new messages are taken,
+    /// what is queued and in flight is finished, then SHUTDOWN, the peer's SHUTDOWN ACK, our
+    /// SHUTDOWN COMPLETE — `State::Closed(Closed::ShutDown)`. Before the association is
+    /// established nothing was delivered to finish: it closes at once.
+    pub fn shutdown(&mut self, now: Instant) {
+        match self.state {
+            State::Established => {
+                self.state = State::ShutdownPending;
+                self.unflushed = Some(now);
+            }
+            State::CookieWait | State::CookieEchoed => {
+                self.t1 = None;
+                self.state = State::Closed(Closed::ShutDown);
+            }
+            _ => {}
+        }
     }
 
     /// Queues a message on `stream` (ordered unless `unordered`; given up past `reliability`).
@@ -300,9 +334,26 @@ impl Association {
             }
             out.push_back(w.finish());
         });
-        // Shutting down: once everything sent is acknowledged, SHUTDOWN ACK (RFC 9260 §9.2).
-        if self.state == State::ShuttingDown && self.t1.is_none() && flow.buffered() == 0 {
-            self.send_shutdown_ack(now, 1);
+        // Shutting down: once everything sent is acknowledged, SHUTDOWN ACK, or our SHUTDOWN
+        // (RFC 9260 §9.2).
+        if flow.buffered() == 0 {
+            match self.state {
+                State::ShuttingDown if self.t1.is_none() => self.send_shutdown_ack(now, 1),
+                State::ShutdownPending => {
+                    self.state = State::ShutdownSent;
+                    self.send_shutdown(now, 1);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// SHUTDOWN, acknowledging what we received as a SACK without gap blocks would.
+    fn send_shutdown(&mut self, now: Instant, attempt: u32) {
+        if let (Some(peer), Some(flow)) = (self.peer, self.flow.as_ref()) {
+            let cum_tsn = flow.cum_tsn();
+            self.send(peer.tag, &Chunk::Shutdown { cum_tsn });
+            self.arm_t1(now, attempt);
         }
     }
 
@@ -405,7 +456,7 @@ impl Association {
         if attempt >= self.cfg.max_init_attempts {
             self.t1 = None;
             self.state = State::Closed(match self.state {
-                State::ShuttingDown => Closed::ShutDown,
+                State::ShuttingDown | State::ShutdownSent => Closed::ShutDown,
                 _ => Closed::SetupFailed,
             });
             return;
@@ -415,6 +466,7 @@ impl Association {
             State::CookieWait => self.send_init(now, attempt + 1),
             State::CookieEchoed => self.send_cookie_echo(now, attempt + 1),
             State::ShuttingDown => self.send_shutdown_ack(now, attempt + 1),
+            State::ShutdownSent => self.send_shutdown(now, attempt + 1),
             _ => self.t1 = None,
         }
     }
@@ -462,6 +514,12 @@ impl Association {
         if let Some(flow) = self.flow.as_mut() {
             let had_data = chunks.iter().any(|c| matches!(c, Chunk::Data(_)));
             flow.after_packet(now, had_data);
+            // §9.2: in SHUTDOWN-SENT every packet with DATA is answered with SHUTDOWN (its
+            // cumulative TSN acknowledges), T2 started again.
+            if had_data && self.state == State::ShutdownSent {
+                let attempt = self.t1.map_or(1, |(_, n)| n);
+                self.send_shutdown(now, attempt);
+            }
             // Packets (a SACK, data the window now admits) are made at the next
             // `poll_transmit`: packets handled together get one SACK.
             self.unflushed = Some(now);
@@ -531,7 +589,7 @@ impl Association {
                 self.established();
                 true
             }
-            (Chunk::Data(d), State::Established | State::ShuttingDown) => {
+            (Chunk::Data(d), _) if self.shutting_or_established() => {
                 if d.payload.is_empty() {
                     // RFC 9260 §6.2: an ABORT with "No User Data" and its TSN.
                     self.abort(cause::NO_USER_DATA, &d.tsn.to_be_bytes());
@@ -542,35 +600,51 @@ impl Association {
                 }
                 true
             }
-            (Chunk::Sack(sack), State::Established | State::ShuttingDown) => {
+            (Chunk::Sack(sack), _) if self.shutting_or_established() => {
                 if let Some(flow) = self.flow.as_mut() {
                     flow.on_sack(now, sack, &mut self.rto);
                 }
                 true
             }
-            (Chunk::ForwardTsn(f), State::Established | State::ShuttingDown) => {
+            (Chunk::ForwardTsn(f), _) if self.shutting_or_established() => {
                 if let Some(flow) = self.flow.as_mut() {
                     flow.on_forward_tsn(f);
                 }
                 true
             }
-            (Chunk::Reconfig(params), State::Established | State::ShuttingDown) => {
+            (Chunk::Reconfig(params), _) if self.shutting_or_established() => {
                 if let Some(flow) = self.flow.as_mut() {
                     flow.on_reconfig(now, *params, &self.rto);
                 }
                 true
             }
-            (Chunk::Heartbeat(info), State::Established | State::ShuttingDown) => {
+            (Chunk::Heartbeat(info), _) if self.shutting_or_established() => {
                 if let Some(peer) = self.peer {
                     self.send(peer.tag, &Chunk::HeartbeatAck(info));
                 }
                 true
             }
-            (Chunk::Shutdown { cum_tsn }, State::Established | State::ShuttingDown) => {
+            (Chunk::Shutdown { cum_tsn }, _) if self.shutting_or_established() => {
                 if let Some(flow) = self.flow.as_mut() {
                     flow.on_cum_ack(now, *cum_tsn, &mut self.rto);
                 }
+                if self.state == State::ShutdownSent {
+                    // Both sides shut down at once: our SHUTDOWN is answered by the SHUTDOWN
+                    // ACK that goes now (nothing of ours is left in flight).
+                    self.t1 = None;
+                }
                 self.state = State::ShuttingDown;
+                true
+            }
+            // The answer to our SHUTDOWN — or, both shutting down, to our SHUTDOWN ACK.
+            (Chunk::ShutdownAck, State::ShutdownSent | State::ShuttingDown)
+                if self.state == State::ShutdownSent || self.t1.is_some() =>
+            {
+                if let Some(peer) = self.peer {
+                    self.send(peer.tag, &Chunk::ShutdownComplete { reflected: false });
+                }
+                self.t1 = None;
+                self.state = State::Closed(Closed::ShutDown);
                 true
             }
             (Chunk::ShutdownComplete { .. }, State::ShuttingDown) => {

@@ -762,6 +762,114 @@ fn a_shutdown_finishes_what_is_in_flight_then_acknowledges() {
 }
 
 #[test]
+fn our_shutdown_finishes_both_ways_over_a_lossy_link_then_closes_both_sides() {
+    // a shuts down right after queueing a large message; b sends one after that. Everything
+    // arrives whole, then SHUTDOWN / SHUTDOWN ACK / SHUTDOWN COMPLETE close both sides, each
+    // lost packet sent again on its timer.
+    let closed = |l: &Link| {
+        l.a.state() == State::Closed(Closed::ShutDown)
+            && l.b.state() == State::Closed(Closed::ShutDown)
+    };
+    for seed in 0..12u64 {
+        let mut l = Link::new(seed, 10, 10);
+        let now = l.now;
+        let big = vec![7u8; 300_000];
+        l.a.send_message(now, 1, 53, false, Reliability::default(), &big)
+            .unwrap();
+        l.a.shutdown(now);
+        assert_eq!(l.a.state(), State::ShutdownPending);
+        assert_eq!(
+            l.a.send_message(now, 1, 53, false, Reliability::default(), b"late"),
+            Err(SendError::NotEstablished),
+            "no new messages once we shut down"
+        );
+        l.b.send_message(now, 2, 51, false, Reliability::default(), b"from b")
+            .unwrap();
+        l.run(std::time::Duration::from_secs(120), closed);
+        assert_eq!(l.got[1].len(), 1, "seed {seed}");
+        assert_eq!(l.got[1][0].data, big, "seed {seed}");
+        assert_eq!(l.got[0].len(), 1, "seed {seed}: what b sent still arrives");
+        assert_eq!(l.got[0][0].data, b"from b");
+        assert_eq!(l.a.poll_timeout(), None, "seed {seed}: no timer left");
+        assert_eq!(l.b.poll_timeout(), None, "seed {seed}");
+    }
+}
+
+#[test]
+fn both_sides_shutting_down_at_once_close_and_a_silent_peer_is_given_up() {
+    for seed in 0..8u64 {
+        let mut l = Link::new(seed, 10, 10);
+        let now = l.now;
+        l.a.send_message(now, 1, 53, false, Reliability::default(), &[1; 50_000])
+            .unwrap();
+        l.b.send_message(now, 1, 53, false, Reliability::default(), &[2; 50_000])
+            .unwrap();
+        l.a.shutdown(now);
+        l.b.shutdown(now);
+        l.run(std::time::Duration::from_secs(120), |l| {
+            matches!(l.a.state(), State::Closed(_)) && matches!(l.b.state(), State::Closed(_))
+        });
+        assert_eq!(
+            (l.a.state(), l.b.state()),
+            (
+                State::Closed(Closed::ShutDown),
+                State::Closed(Closed::ShutDown)
+            ),
+            "seed {seed}"
+        );
+        assert_eq!((l.got[0].len(), l.got[1].len()), (1, 1), "seed {seed}");
+    }
+    // Nothing in flight: SHUTDOWN goes at the next flush, then again on T2 while the peer is
+    // silent, until the attempts run out.
+    let mut l = Link::new(31, 10, 0);
+    let now = l.now;
+    l.a.shutdown(now);
+    assert_eq!(sent_kinds(&mut l.a), [kind::SHUTDOWN]);
+    assert_eq!(l.a.state(), State::ShutdownSent);
+    let mut sent = 1;
+    for _ in 0..40 {
+        let Some(t) = l.a.poll_timeout() else { break };
+        l.a.handle_timeout(t);
+        sent += sent_kinds(&mut l.a)
+            .iter()
+            .filter(|k| **k == kind::SHUTDOWN)
+            .count();
+    }
+    assert_eq!(l.a.state(), State::Closed(Closed::ShutDown));
+    assert_eq!(sent, Config::default().max_init_attempts as usize);
+    // Before it is established there is nothing to finish.
+    let mut a = Association::connect(Config::default(), T0.with(|t| *t), random(33));
+    a.shutdown(T0.with(|t| *t));
+    assert_eq!(a.state(), State::Closed(Closed::ShutDown));
+    assert_eq!(a.poll_timeout(), None);
+}
+
+#[test]
+fn after_our_shutdown_the_peers_data_is_answered_with_shutdown_and_stray_acks_are_dropped() {
+    let mut l = Link::new(35, 10, 0);
+    let now = l.now;
+    // A SHUTDOWN ACK nobody asked for is dropped.
+    let stray = packet_to(&l.a, &[Chunk::ShutdownAck]);
+    assert!(!l.a.handle_packet(now, &stray));
+    assert_eq!(l.a.state(), State::Established);
+    l.a.shutdown(now);
+    assert_eq!(sent_kinds(&mut l.a), [kind::SHUTDOWN]);
+    // b's DATA arriving now: a answers with SHUTDOWN (T2 started again) besides its SACK.
+    l.b.send_message(now, 1, 53, false, Reliability::default(), b"late data")
+        .unwrap();
+    let p = l.b.poll_transmit().unwrap();
+    assert!(l.a.handle_packet(now, &p));
+    let kinds = sent_kinds(&mut l.a);
+    assert!(kinds.contains(&kind::SHUTDOWN), "{kinds:?}");
+    assert_eq!(l.a.poll_message().unwrap().data, b"late data");
+    // The peer's SHUTDOWN ACK: SHUTDOWN COMPLETE goes, and a is closed.
+    let ack = packet_to(&l.a, &[Chunk::ShutdownAck]);
+    assert!(l.a.handle_packet(now, &ack));
+    assert_eq!(sent_kinds(&mut l.a), [kind::SHUTDOWN_COMPLETE]);
+    assert_eq!(l.a.state(), State::Closed(Closed::ShutDown));
+}
+
+#[test]
 fn the_first_messages_ride_with_cookie_echo_and_nothing_else_goes_before_the_ack() {
     // RFC 9260 §5.1: once the INIT ACK is in, messages may be queued; the COOKIE ECHO is the
     // first chunk of the packet carrying them, and no other packet leaves until the peer's
