@@ -2,8 +2,9 @@
 //! and exchange messages while the input decides what happens — packets delivered, dropped,
 //! duplicated or corrupted (with their checksum and tag made right, so they reach the chunk
 //! handlers), forged packets of any chunks, time passing, messages sent, streams reset, an end
-//! shutting down, and the second end's reader reading (it holds its messages' room in a small
-//! receive window until then). Nothing may panic.
+//! shutting down, the first one coming back with no state (a restart), and the second end's
+//! reader reading (it holds its messages' room in a small receive window until then). Nothing
+//! may panic.
 #![no_main]
 
 use std::time::{Duration, Instant};
@@ -48,7 +49,7 @@ fuzz_target!(|data: &[u8]| {
         }
         let Some(op) = ops.next() else { break };
         let (kind, a, b) = (
-            op[0] % 11,
+            op[0] % 12,
             *op.get(1).unwrap_or(&0),
             *op.get(2).unwrap_or(&0),
         );
@@ -110,6 +111,12 @@ fuzz_target!(|data: &[u8]| {
             }
             // One end shuts down.
             10 => ends[usize::from(a % 2)].shutdown(now),
+            // The first end loses its state: a new stack (new tags) restarts the association.
+            11 => {
+                let mut random = [a | 1; 40];
+                random[1] = b;
+                ends[0] = Association::connect(Config::default(), now, random);
+            }
             // The second end's reader reads some of what it holds.
             9 => {
                 let n = unread.min(usize::from(a) * 1024 + usize::from(b));

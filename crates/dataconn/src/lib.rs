@@ -710,6 +710,15 @@ impl Connection {
                 let client = self.dtls_client.unwrap_or(true);
                 self.channels.start(now, client, a, &mut self.events);
             }
+            // The remote's SCTP lost its state and set the association up again (RFC 9260
+            // §5.2.4) under the same DTLS session: its channels, and what was in flight, are
+            // gone. The connection ends; the peer layer connects anew.
+            _ if a.restarts() > 0 && !self.closed => {
+                self.fail(Error::Sctp(
+                    "was restarted by the remote: its channels are gone",
+                ));
+                return;
+            }
             SctpState::Closed(why) if !self.closed => {
                 self.fail(Error::Sctp(match why {
                     assoc::Closed::SetupFailed => "could not be set up",

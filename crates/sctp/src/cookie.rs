@@ -2,14 +2,16 @@
 //! association sealed in the cookie — and keeps nothing — so a flood of INITs costs it no state.
 //! The cookie comes back in COOKIE ECHO; it is accepted only if its MAC (HMAC-SHA256 with a
 //! secret of the endpoint's, truncated to 16 bytes, compared in constant time) is right and it
-//! is not older than its lifetime. Times are milliseconds passed in by the caller.
+//! is not older than its lifetime. Times are milliseconds passed in by the caller. A cookie made
+//! for an INIT that arrived on an established association carries that association's tags
+//! (the Tie-Tags of §5.2.2): its COOKIE ECHO is a restart of that association only (§5.2.4).
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 /// Cookie format version (the first byte).
-const VERSION: u8 = 1;
-const BODY: usize = 1 + 8 + 4 + 4 + 4 + 4 + 2 + 2 + 4 + 1;
+const VERSION: u8 = 2;
+const BODY: usize = 1 + 8 + 4 + 4 + 4 + 4 + 2 + 2 + 4 + 1 + 8;
 const MAC: usize = 16;
 /// A sealed cookie's length.
 pub const LEN: usize = BODY + MAC;
@@ -34,6 +36,9 @@ pub struct Cookie {
     pub local_tag: u32,
     pub local_initial_tsn: u32,
     pub peer: PeerInit,
+    /// (our tag, the peer's tag) of the association that was established when the INIT came:
+    /// only that association may be restarted with this cookie.
+    pub tie_tags: Option<(u32, u32)>,
 }
 
 /// Why a cookie is refused.
@@ -67,6 +72,15 @@ impl Secret {
         // Any key length is accepted: this cannot fail.
         <Hmac<Sha256> as Mac>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!())
     }
+
+    /// 32 bytes nobody without the secret can foresee, from `input` (fresh tags for a
+    /// restart: this crate has no randomness of its own).
+    pub(crate) fn derive(&self, input: &[u8]) -> [u8; 32] {
+        let mut mac = self.mac();
+        mac.update(b"peerweb-sctp derive");
+        mac.update(input);
+        mac.finalize().into_bytes().into()
+    }
 }
 
 impl Cookie {
@@ -84,6 +98,10 @@ impl Cookie {
         b.extend_from_slice(&p.inbound_streams.to_be_bytes());
         b.extend_from_slice(&p.initial_tsn.to_be_bytes());
         b.push(u8::from(p.forward_tsn) | u8::from(p.reconfig) << 1);
+        // Tags are never zero: zeros say there are none.
+        let (tie_local, tie_peer) = self.tie_tags.unwrap_or((0, 0));
+        b.extend_from_slice(&tie_local.to_be_bytes());
+        b.extend_from_slice(&tie_peer.to_be_bytes());
         let mut mac = secret.mac();
         mac.update(&b);
         b.extend_from_slice(&mac.finalize().into_bytes()[..MAC]);
@@ -127,6 +145,10 @@ impl Cookie {
                 forward_tsn: b[33] & 1 != 0,
                 reconfig: b[33] & 2 != 0,
             },
+            tie_tags: match (u32_at(34), u32_at(38)) {
+                (0, 0) => None,
+                tags => Some(tags),
+            },
         })
     }
 }
@@ -149,6 +171,7 @@ mod tests {
                 forward_tsn: true,
                 reconfig: false,
             },
+            tie_tags: Some((7, 9)),
         }
     }
 
@@ -160,6 +183,15 @@ mod tests {
         assert_eq!(Cookie::open(&b, &s, 1_060_000, 60_000), Ok(cookie()));
         // A clock that went back does not make it stale.
         assert_eq!(Cookie::open(&b, &s, 0, 60_000), Ok(cookie()));
+        // Without Tie-Tags (a first setup).
+        let first = Cookie {
+            tie_tags: None,
+            ..cookie()
+        };
+        assert_eq!(
+            Cookie::open(&first.seal(&s), &s, 1_000_000, 60_000),
+            Ok(first)
+        );
     }
 
     #[test]

@@ -131,6 +131,11 @@ pub struct Association {
     start: Instant,
     /// Data transfer, once established.
     flow: Option<data::Flow>,
+    /// Times the peer restarted the association (RFC 9260 §5.2.4): what was queued and in
+    /// flight either way is gone, and the streams start over.
+    restarts: u32,
+    /// The verification tag of the packet being handled (a COOKIE ECHO's is its cookie's).
+    rx_vtag: u32,
     /// Messages were queued, or packets handled, and nothing is put into packets until the
     /// next [`Association::poll_transmit`] (at the latest such time): messages queued together
     /// share packets, and packets handled together get one SACK.
@@ -159,6 +164,8 @@ impl Association {
             out: VecDeque::new(),
             start: now,
             flow: None,
+            restarts: 0,
+            rx_vtag: 0,
             unflushed: None,
         };
         a.send_init(now, 1);
@@ -180,6 +187,13 @@ impl Association {
 
     pub fn local_tag(&self) -> u32 {
         self.local_tag
+    }
+
+    /// How many times the peer restarted the association (RFC 9260 §5.2.4: its INIT and
+    /// COOKIE ECHO while established, the cookie tied to this association's tags). Each
+    /// restart dropped what was queued and in flight both ways and started the streams over.
+    pub fn restarts(&self) -> u32 {
+        self.restarts
     }
 
     /// The next packet to send.
@@ -372,8 +386,18 @@ impl Association {
         }
     }
 
-    /// Our INIT or INIT ACK (with `cookie`).
+    /// Our INIT or INIT ACK (with `cookie`), with our tag and initial TSN.
     fn init_chunk<'a>(&self, params: &'a mut Vec<u8>, cookie: Option<&[u8]>) -> Init<'a> {
+        self.init_chunk_as(params, cookie, self.local_tag, self.local_initial_tsn)
+    }
+
+    fn init_chunk_as<'a>(
+        &self,
+        params: &'a mut Vec<u8>,
+        cookie: Option<&[u8]>,
+        tag: u32,
+        initial_tsn: u32,
+    ) -> Init<'a> {
         params.clear();
         // Parameters cannot be too large here: the values are ours and small.
         let _ = Params::push(param::FORWARD_TSN_SUPPORTED, &[], params);
@@ -386,11 +410,11 @@ impl Association {
             let _ = Params::push(param::STATE_COOKIE, c, params);
         }
         Init {
-            tag: self.local_tag,
+            tag,
             a_rwnd: self.cfg.a_rwnd,
             outbound_streams: self.cfg.streams,
             inbound_streams: self.cfg.streams,
-            initial_tsn: self.local_initial_tsn,
+            initial_tsn,
             params: Params::raw(params),
         }
     }
@@ -485,9 +509,11 @@ impl Association {
             return false;
         };
         // §8.5.1: INIT alone with tag 0; ABORT and SHUTDOWN COMPLETE may reflect the sender's
-        // tag; the rest carry ours.
+        // tag; a COOKIE ECHO carries its cookie's (checked with the cookie: ours, or a
+        // restart's new one); the rest carry ours.
         let vtag_ok = match first {
             Chunk::Init(_) => p.header.vtag == 0 && chunks.len() == 1,
+            Chunk::CookieEcho(_) => true,
             Chunk::Abort {
                 reflected: true, ..
             }
@@ -499,9 +525,15 @@ impl Association {
         if !vtag_ok {
             return false;
         }
+        self.rx_vtag = p.header.vtag;
+        let echo = matches!(first, Chunk::CookieEcho(_));
         let mut handled = false;
         let mut heartbeat = false;
-        for c in &chunks {
+        for (i, c) in chunks.iter().enumerate() {
+            // What follows a COOKIE ECHO counts only under the tag it set up.
+            if echo && i > 0 && p.header.vtag != self.local_tag {
+                break;
+            }
             if let Chunk::Heartbeat(_) = c {
                 // One HEARTBEAT ACK per packet at most: a packet full of HEARTBEATs does not
                 // make a burst of packets.
@@ -542,10 +574,49 @@ impl Association {
                     local_tag: self.local_tag,
                     local_initial_tsn: self.local_initial_tsn,
                     peer,
+                    tie_tags: None,
                 }
                 .seal(&self.secret);
                 let mut params = Vec::new();
                 let ack = self.init_chunk(&mut params, Some(&cookie));
+                self.send(peer.tag, &Chunk::InitAck(ack));
+                true
+            }
+            // An INIT while established: the peer may have restarted (§5.2.2). The INIT ACK
+            // offers fresh tags and a cookie tied to this association; still no state kept.
+            // In SHUTDOWN-ACK-SENT it is dropped: T2 sends the SHUTDOWN ACK again (§9.2).
+            (Chunk::Init(init), _)
+                if self.shutting_or_established()
+                    && !(self.state == State::ShuttingDown && self.t1.is_some()) =>
+            {
+                let Some(current) = self.peer else {
+                    return false;
+                };
+                if init.tag == 0 {
+                    return false;
+                }
+                let peer = peer_init(init);
+                let mut input = Vec::with_capacity(24);
+                input.extend_from_slice(&now_ms.to_be_bytes());
+                input.extend_from_slice(&self.local_tag.to_be_bytes());
+                input.extend_from_slice(&peer.tag.to_be_bytes());
+                input.extend_from_slice(&peer.initial_tsn.to_be_bytes());
+                input.extend_from_slice(&self.restarts.to_be_bytes());
+                let fresh = self.secret.derive(&input);
+                let word = |i: usize| {
+                    u32::from_be_bytes([fresh[i], fresh[i + 1], fresh[i + 2], fresh[i + 3]])
+                };
+                let (tag, tsn) = (word(0).max(1), word(4));
+                let cookie = Cookie {
+                    created_ms: now_ms,
+                    local_tag: tag,
+                    local_initial_tsn: tsn,
+                    peer,
+                    tie_tags: Some((self.local_tag, current.tag)),
+                }
+                .seal(&self.secret);
+                let mut params = Vec::new();
+                let ack = self.init_chunk_as(&mut params, Some(&cookie), tag, tsn);
                 self.send(peer.tag, &Chunk::InitAck(ack));
                 true
             }
@@ -567,17 +638,22 @@ impl Association {
                 self.arm_t1(now, 1);
                 true
             }
-            (
-                Chunk::CookieEcho(bytes),
-                State::CookieWait | State::CookieEchoed | State::Established,
-            ) => {
+            (Chunk::CookieEcho(bytes), _) => {
                 let Ok(cookie) =
                     Cookie::open(bytes, &self.secret, now_ms, self.cfg.cookie_lifetime_ms)
                 else {
                     return false;
                 };
+                if cookie.local_tag != self.rx_vtag {
+                    return false;
+                }
                 if cookie.local_tag != self.local_tag {
-                    // Made for another association of ours (or a restart): not handled here.
+                    return self.restart(cookie);
+                }
+                if !matches!(
+                    self.state,
+                    State::CookieWait | State::CookieEchoed | State::Established
+                ) {
                     return false;
                 }
                 self.peer = Some(cookie.peer);
@@ -659,6 +735,35 @@ impl Association {
             }
             _ => false,
         }
+    }
+
+    /// A COOKIE ECHO with new tags (§5.2.4 case A): a restart of this association if its
+    /// cookie is tied to our current tags and the peer's tag is new — the peer lost its state.
+    /// Everything starts over under the new tags: what was queued and in flight is dropped.
+    /// In SHUTDOWN-ACK-SENT it is dropped (the shutdown finishes first).
+    fn restart(&mut self, cookie: Cookie) -> bool {
+        let Some(current) = self.peer else {
+            return false;
+        };
+        let tied = cookie.tie_tags == Some((self.local_tag, current.tag));
+        if !tied
+            || cookie.peer.tag == current.tag
+            || !self.shutting_or_established()
+            || (self.state == State::ShuttingDown && self.t1.is_some())
+        {
+            return false;
+        }
+        self.local_tag = cookie.local_tag;
+        self.local_initial_tsn = cookie.local_initial_tsn;
+        self.peer = Some(cookie.peer);
+        self.flow = None;
+        self.rto = Rto::new(self.cfg.rto);
+        self.out.clear();
+        self.unflushed = None;
+        self.restarts += 1;
+        self.send(cookie.peer.tag, &Chunk::CookieAck);
+        self.established();
+        true
     }
 
     /// Ends the association over the peer's breach of the protocol: ABORT with `code`.

@@ -869,6 +869,70 @@ fn after_our_shutdown_the_peers_data_is_answered_with_shutdown_and_stray_acks_ar
     assert_eq!(l.a.state(), State::Closed(Closed::ShutDown));
 }
 
+/// Every packet `from` sends now, handed to `to`.
+fn deliver(now: Instant, from: &mut Association, to: &mut Association) {
+    while let Some(p) = from.poll_transmit() {
+        to.handle_packet(now, &p);
+    }
+}
+
+#[test]
+fn a_peer_that_lost_its_state_restarts_the_association_and_no_other_cookie_does() {
+    let mut l = Link::new(41, 10, 0);
+    let now = l.now;
+    l.a.send_message(now, 1, 53, false, Reliability::default(), b"before")
+        .unwrap();
+    l.run(std::time::Duration::from_secs(5), |l| l.got[1].len() == 1);
+    let (now, old_tag) = (l.now, l.a.local_tag());
+    // b's side comes back with no state (a new stack, same DTLS session), and so does
+    // another; both INITs are answered with cookies tied to the current association.
+    let mut b2 = Association::connect(Config::default(), now, random(91));
+    let mut b3 = Association::connect(Config::default(), now, random(92));
+    for b in [&mut b2, &mut b3] {
+        let init = b.poll_transmit().unwrap();
+        assert!(l.a.handle_packet(now, &init));
+        assert_eq!(l.a.state(), State::Established, "an INIT changes nothing");
+        assert_eq!(l.a.local_tag(), old_tag);
+        deliver(now, &mut l.a, b);
+        assert_eq!(b.state(), State::CookieEchoed);
+    }
+    let echo2 = b2.poll_transmit().unwrap();
+    let echo3 = b3.poll_transmit().unwrap();
+    // A cookie altered (its checksum made right) or past its lifetime restarts nothing.
+    let mut forged = echo2.clone();
+    forged[30] ^= 1;
+    crate::packet::set_checksum(&mut forged);
+    assert!(!l.a.handle_packet(now, &forged));
+    let late = now + std::time::Duration::from_millis(Config::default().cookie_lifetime_ms + 1);
+    assert!(!l.a.handle_packet(late, &echo2));
+    assert_eq!(l.a.restarts(), 0);
+    // The real one restarts it: new tags, a COOKIE ACK, and b2 is established.
+    assert!(l.a.handle_packet(now, &echo2));
+    assert_eq!(l.a.restarts(), 1);
+    assert_ne!(l.a.local_tag(), old_tag);
+    assert_eq!(l.a.peer().unwrap().tag, b2.local_tag());
+    deliver(now, &mut l.a, &mut b2);
+    assert_eq!(b2.state(), State::Established);
+    // b3's cookie was tied to the association that is gone: refused.
+    assert!(!l.a.handle_packet(now, &echo3));
+    assert_eq!(l.a.restarts(), 1);
+    // The old b's packets carry a tag that is gone.
+    let now = l.now;
+    l.b.send_message(now, 1, 53, false, Reliability::default(), b"stale")
+        .unwrap();
+    while let Some(p) = l.b.poll_transmit() {
+        assert!(!l.a.handle_packet(now, &p));
+    }
+    // Messages flow both ways again, streams from the start.
+    l.a.send_message(now, 1, 53, false, Reliability::default(), b"to b2")
+        .unwrap();
+    b2.send_message(now, 1, 53, false, Reliability::default(), b"to a")
+        .unwrap();
+    run(&mut l.a, &mut b2, |_| false);
+    assert_eq!(b2.poll_message().unwrap().data, b"to b2");
+    assert_eq!(l.a.poll_message().unwrap().data, b"to a");
+}
+
 #[test]
 fn the_first_messages_ride_with_cookie_echo_and_nothing_else_goes_before_the_ack() {
     // RFC 9260 §5.1: once the INIT ACK is in, messages may be queued; the COOKIE ECHO is the
