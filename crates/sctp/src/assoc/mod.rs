@@ -529,11 +529,14 @@ impl Association {
         let echo = matches!(first, Chunk::CookieEcho(_));
         let mut handled = false;
         let mut heartbeat = false;
+        let mut had_data = false;
         for (i, c) in chunks.iter().enumerate() {
-            // What follows a COOKIE ECHO counts only under the tag it set up.
+            // What follows a COOKIE ECHO counts only under the tag it set up (ours, or a
+            // restart's new one).
             if echo && i > 0 && p.header.vtag != self.local_tag {
                 break;
             }
+            had_data |= matches!(c, Chunk::Data(_));
             if let Chunk::Heartbeat(_) = c {
                 // One HEARTBEAT ACK per packet at most: a packet full of HEARTBEATs does not
                 // make a burst of packets.
@@ -543,8 +546,11 @@ impl Association {
             }
             handled |= self.handle_chunk(now, c);
         }
+        if echo && p.header.vtag != self.local_tag {
+            // A COOKIE ECHO that set nothing up: nothing of its packet counted.
+            return false;
+        }
         if let Some(flow) = self.flow.as_mut() {
-            let had_data = chunks.iter().any(|c| matches!(c, Chunk::Data(_)));
             flow.after_packet(now, had_data);
             // §9.2: in SHUTDOWN-SENT every packet with DATA is answered with SHUTDOWN (its
             // cumulative TSN acknowledges), T2 started again.
