@@ -9,6 +9,8 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::chunk::u32_at;
+
 /// Cookie format version (the first byte).
 const VERSION: u8 = 2;
 const BODY: usize = 1 + 8 + 4 + 4 + 4 + 4 + 2 + 2 + 4 + 1 + 8;
@@ -123,7 +125,6 @@ impl Cookie {
         mac.update(&b[..BODY]);
         mac.verify_truncated_left(&b[BODY..])
             .map_err(|_| CookieError::Forged)?;
-        let u32_at = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
         let u16_at = |i: usize| u16::from_be_bytes([b[i], b[i + 1]]);
         let mut created = [0; 8];
         created.copy_from_slice(&b[1..9]);
@@ -134,18 +135,18 @@ impl Cookie {
         }
         Ok(Cookie {
             created_ms,
-            local_tag: u32_at(9),
-            local_initial_tsn: u32_at(13),
+            local_tag: u32_at(b, 9),
+            local_initial_tsn: u32_at(b, 13),
             peer: PeerInit {
-                tag: u32_at(17),
-                a_rwnd: u32_at(21),
+                tag: u32_at(b, 17),
+                a_rwnd: u32_at(b, 21),
                 outbound_streams: u16_at(25),
                 inbound_streams: u16_at(27),
-                initial_tsn: u32_at(29),
+                initial_tsn: u32_at(b, 29),
                 forward_tsn: b[33] & 1 != 0,
                 reconfig: b[33] & 2 != 0,
             },
-            tie_tags: match (u32_at(34), u32_at(38)) {
+            tie_tags: match (u32_at(b, 34), u32_at(b, 38)) {
                 (0, 0) => None,
                 tags => Some(tags),
             },

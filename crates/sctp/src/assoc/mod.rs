@@ -15,7 +15,7 @@ mod reconfig;
 pub use data::{SendError, Stats};
 pub use reconfig::{MAX_STREAMS_PER_REQUEST, StreamEvent};
 
-use crate::chunk::{Chunk, Init, Params, cause, kind, param};
+use crate::chunk::{Chunk, Init, Params, cause, kind, param, u32_at};
 use crate::cookie::{self, Cookie, PeerInit, Secret};
 use crate::outstanding::Reliability;
 use crate::packet::{Header, Packet, Writer};
@@ -134,8 +134,6 @@ pub struct Association {
     /// Times the peer restarted the association (RFC 9260 §5.2.4): what was queued and in
     /// flight either way is gone, and the streams start over.
     restarts: u32,
-    /// The verification tag of the packet being handled (a COOKIE ECHO's is its cookie's).
-    rx_vtag: u32,
     /// Messages were queued, or packets handled, and nothing is put into packets until the
     /// next [`Association::poll_transmit`] (at the latest such time): messages queued together
     /// share packets, and packets handled together get one SACK.
@@ -146,15 +144,13 @@ impl Association {
     /// Starts the setup at `now`: an INIT goes out. `random` gives the local verification
     /// tag (bytes 0..4, never zero), the initial TSN (4..8) and the cookie secret (8..40).
     pub fn connect(cfg: Config, now: Instant, random: [u8; 40]) -> Association {
-        let word =
-            |i: usize| u32::from_be_bytes([random[i], random[i + 1], random[i + 2], random[i + 3]]);
         let mut secret = [0; 32];
         secret.copy_from_slice(&random[8..]);
         let mut a = Association {
             cfg,
             state: State::CookieWait,
-            local_tag: word(0).max(1),
-            local_initial_tsn: word(4),
+            local_tag: u32_at(&random, 0).max(1),
+            local_initial_tsn: u32_at(&random, 4),
             secret: Secret::new(secret),
             peer: None,
             echo: None,
@@ -165,7 +161,6 @@ impl Association {
             start: now,
             flow: None,
             restarts: 0,
-            rx_vtag: 0,
             unflushed: None,
         };
         a.send_init(now, 1);
@@ -233,6 +228,11 @@ impl Association {
             self.state,
             State::Established | State::ShuttingDown | State::ShutdownPending | State::ShutdownSent
         )
+    }
+
+    /// SHUTDOWN-ACK-SENT: the peer shut down and our SHUTDOWN ACK went (T2 runs for it).
+    fn shutdown_ack_sent(&self) -> bool {
+        self.state == State::ShuttingDown && self.t1.is_some()
     }
 
     /// Shuts the association down gracefully (RFC 9260 §9.2): no new messages are taken,
@@ -525,7 +525,6 @@ impl Association {
         if !vtag_ok {
             return false;
         }
-        self.rx_vtag = p.header.vtag;
         let echo = matches!(first, Chunk::CookieEcho(_));
         let mut handled = false;
         let mut heartbeat = false;
@@ -544,7 +543,7 @@ impl Association {
                     continue;
                 }
             }
-            handled |= self.handle_chunk(now, c);
+            handled |= self.handle_chunk(now, p.header.vtag, c);
         }
         if echo && p.header.vtag != self.local_tag {
             // A COOKIE ECHO that set nothing up: nothing of its packet counted.
@@ -565,7 +564,8 @@ impl Association {
         handled
     }
 
-    fn handle_chunk(&mut self, now: Instant, c: &Chunk<'_>) -> bool {
+    /// One chunk of a packet that carried `vtag` (a COOKIE ECHO's must be its cookie's).
+    fn handle_chunk(&mut self, now: Instant, vtag: u32, c: &Chunk<'_>) -> bool {
         let now_ms = self.ms(now);
         match (c, self.state) {
             // Their INIT, in any state before ours is answered: an INIT ACK with our own tag
@@ -592,8 +592,7 @@ impl Association {
             // offers fresh tags and a cookie tied to this association; still no state kept.
             // In SHUTDOWN-ACK-SENT it is dropped: T2 sends the SHUTDOWN ACK again (§9.2).
             (Chunk::Init(init), _)
-                if self.shutting_or_established()
-                    && !(self.state == State::ShuttingDown && self.t1.is_some()) =>
+                if self.shutting_or_established() && !self.shutdown_ack_sent() =>
             {
                 let Some(current) = self.peer else {
                     return false;
@@ -609,10 +608,7 @@ impl Association {
                 input.extend_from_slice(&peer.initial_tsn.to_be_bytes());
                 input.extend_from_slice(&self.restarts.to_be_bytes());
                 let fresh = self.secret.derive(&input);
-                let word = |i: usize| {
-                    u32::from_be_bytes([fresh[i], fresh[i + 1], fresh[i + 2], fresh[i + 3]])
-                };
-                let (tag, tsn) = (word(0).max(1), word(4));
+                let (tag, tsn) = (u32_at(&fresh, 0).max(1), u32_at(&fresh, 4));
                 let cookie = Cookie {
                     created_ms: now_ms,
                     local_tag: tag,
@@ -650,7 +646,7 @@ impl Association {
                 else {
                     return false;
                 };
-                if cookie.local_tag != self.rx_vtag {
+                if cookie.local_tag != vtag {
                     return false;
                 }
                 if cookie.local_tag != self.local_tag {
@@ -719,8 +715,8 @@ impl Association {
                 true
             }
             // The answer to our SHUTDOWN — or, both shutting down, to our SHUTDOWN ACK.
-            (Chunk::ShutdownAck, State::ShutdownSent | State::ShuttingDown)
-                if self.state == State::ShutdownSent || self.t1.is_some() =>
+            (Chunk::ShutdownAck, _)
+                if self.state == State::ShutdownSent || self.shutdown_ack_sent() =>
             {
                 if let Some(peer) = self.peer {
                     self.send(peer.tag, &Chunk::ShutdownComplete { reflected: false });
@@ -755,7 +751,7 @@ impl Association {
         if !tied
             || cookie.peer.tag == current.tag
             || !self.shutting_or_established()
-            || (self.state == State::ShuttingDown && self.t1.is_some())
+            || self.shutdown_ack_sent()
         {
             return false;
         }
